@@ -1,0 +1,99 @@
+"""Orbax checkpoints under `<workdir>/checkpoints/<step>/`.
+
+Each step directory holds three items:
+  params  the model weights alone, so `init_from` and export read them without optimizer state
+  train   optimizer state, step, RNG and skipped-update count
+  meta    JSON: data-stream position, resolved model config, tokenizer path, final metrics
+Orbax writes into a temporary directory and renames it when complete, so a run killed mid-save
+leaves the previous checkpoint as the latest complete one; keep-last-N deletion happens only after
+a newer save has finished.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from flaxlm.errors import FlaxlmError
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class Checkpointer:
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        self.directory = checkpoint_dir(workdir)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        """Starts an async save; returns once device buffers are copied, before files are written."""
+        train = {k: v for k, v in state.items() if k != "params"}
+        self.manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state["params"]),
+            train=ocp.args.StandardSave(train),
+            meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
+        """Full state placed with the shardings carried by `abstract_state`'s leaves."""
+        train_abstract = {k: v for k, v in abstract_state.items() if k != "params"}
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_state["params"]),
+            train=ocp.args.StandardRestore(train_abstract),
+            meta=ocp.args.JsonRestore()))
+        return {"params": restored["params"], **restored["train"]}, dict(restored["meta"])
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_params(workdir: str, abstract_params: Any | None = None,
+                step: int | None = None) -> tuple[Any, dict, int]:
+    """Weights and metadata of a workdir's checkpoint (latest unless `step`), without optimizer."""
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                                    item_names=("params", "meta"))
+    try:
+        available = list(manager.all_steps())
+        if not available:
+            raise FlaxlmError(f"{directory}: no complete checkpoint")
+        if step is None:
+            step = max(available)
+        elif step not in available:
+            raise FlaxlmError(f"{directory}: no checkpoint at step {step} (have {available})")
+        params_args = (ocp.args.StandardRestore(abstract_params) if abstract_params is not None
+                       else ocp.args.StandardRestore())
+        restored = manager.restore(step, args=ocp.args.Composite(
+            params=params_args, meta=ocp.args.JsonRestore()))
+        return restored["params"], dict(restored["meta"]), step
+    finally:
+        manager.close()
+
+
+def write_params(workdir: str, step: int, params: Any, meta: dict) -> None:
+    """A params-only checkpoint (what `flaxlm import` writes): enough for init_from and export."""
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir),
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    jax.effects_barrier()

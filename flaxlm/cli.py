@@ -1,0 +1,102 @@
+"""`flaxlm` command line: parses, then calls one library function per command.
+
+User errors (`FlaxlmError`) print one line and exit 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from flaxlm.errors import FlaxlmError
+
+# TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _cmd_train(args, overrides):
+    from flaxlm import run_config
+    from flaxlm.train import train
+    config = run_config.load(args.config, overrides)
+    result = train(config, args.workdir, progress=not args.no_progress)
+    if "step" in result:
+        shown = {k: result[k] for k in ("step", "loss", "accuracy", "eval_loss", "eval_accuracy")
+                 if k in result}
+        print("flaxlm: done " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in shown.items()))
+
+
+def _cmd_tokenizer(args, _):
+    from flaxlm.data.tokenizers import train_tokenizer
+    tok = train_tokenizer(args.corpus, vocab_size=args.vocab_size, kind=args.type,
+                          out_dir=args.out, lowercase=args.lowercase,
+                          strip_accents=args.strip_accents)
+    print(f"flaxlm: wrote a {tok.kind} tokenizer with {tok.vocab_size} entries to {args.out}")
+
+
+def _cmd_prepare(args, _):
+    from flaxlm.data.prepare import prepare_shards
+    from flaxlm.data.tokenizers import load_tokenizer
+    summary = prepare_shards(args.input, load_tokenizer(args.tokenizer), args.out,
+                             seq_len=args.seq_len, num_shards=args.num_shards)
+    print(f"flaxlm: prepared {summary.get('num_examples', '?')} examples in {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flaxlm", description="Train compact encoder language models with JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="pre-train (or resume) from a config file",
+                       epilog="Any --config.section.key=value overrides the config file.")
+    p.add_argument("--config", required=True, help="configs/<name>.py (Python: trusted code)")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train, accepts_overrides=True)
+
+    p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")
+    p.add_argument("--corpus", nargs="+", required=True, help="text files")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--type", choices=("unigram", "wordpiece"), default="unigram")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--lowercase", action="store_true")
+    p.add_argument("--strip-accents", action="store_true")
+    p.set_defaults(func=_cmd_tokenizer)
+
+    p = sub.add_parser("prepare", help="tokenize a large corpus offline into TFRecord shards")
+    p.add_argument("--input", nargs="+", required=True, help="text files")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--num-shards", type=int, default=8)
+    p.set_defaults(func=_cmd_prepare)
+
+    from flaxlm.convert import commands as convert_commands
+    convert_commands.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if a.startswith("--config.")]
+    unknown = [a for a in extra if not a.startswith("--config.")]
+    if unknown or (overrides and not getattr(args, "accepts_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    try:
+        args.func(args, overrides)
+    except FlaxlmError as e:
+        print(f"flaxlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flaxlm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Where text comes from: local text files, TFDS datasets, and TFRecord shards written by `prepare`.
+
+A *spec* is what the user writes in `DataConfig.train_files`:
+  * a path, a glob, or a directory of text files: one paragraph per line, documents separated by
+    a blank line (the BERT/ELECTRA data convention);
+  * `tfds:NAME[:SPLIT]`, e.g. `tfds:wikipedia/20230601.it:train`: the `text` feature is a document,
+    its lines are paragraphs;
+  * a directory holding `prepared.json`: packed examples written by `flaxlm.data.prepare`.
+A document is a list of paragraphs (non-empty strings of at most `MAX_PARAGRAPH_CHARS`).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from flaxlm.errors import FlaxlmError
+
+TFDS_PREFIX = "tfds:"
+PREPARED_META = "prepared.json"
+# Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
+MAX_PARAGRAPH_CHARS = 100_000
+
+
+def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
+    """Documents of all specs in order. Bad paths fail here, before any reading starts."""
+    readers = []
+    for spec in specs:
+        if is_prepared(spec):
+            raise FlaxlmError(f"{spec}: holds prepared shards (packed token ids), not text")
+        if spec.startswith(TFDS_PREFIX):
+            readers.append((spec, [spec]))
+        else:
+            readers.append((spec, resolve_text_files(spec)))
+    return _documents(readers)
+
+
+def _documents(readers: list[tuple[str, list[str]]]) -> Iterator[list[str]]:
+    for spec, paths in readers:
+        found_text = False
+        for path in paths:
+            docs = _tfds_documents(path) if path.startswith(TFDS_PREFIX) else _text_file_documents(path)
+            for doc in docs:
+                found_text = True
+                yield doc
+        if not found_text:
+            raise FlaxlmError(f"{spec}: no text found (the corpus is empty or all blank lines)")
+
+
+def resolve_text_files(spec: str) -> list[str]:
+    """The files a path/glob/directory spec names, sorted so that reading order is reproducible."""
+    if glob.has_magic(spec):
+        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise FlaxlmError(f"{spec}: the pattern matches no files")
+        return paths
+    if os.path.isdir(spec):
+        paths = sorted(
+            os.path.join(spec, name)
+            for name in os.listdir(spec)
+            if not name.startswith(".") and os.path.isfile(os.path.join(spec, name))
+        )
+        if not paths:
+            raise FlaxlmError(f"{spec}: the directory holds no files")
+        return paths
+    if not os.path.isfile(spec):
+        raise FlaxlmError(f"{spec}: no such file")
+    return [spec]
+
+
+def _text_file_documents(path: str) -> Iterator[list[str]]:
+    bad_lines, first_bad = 0, 0
+    paragraphs: list[str] = []
+    # Binary reading + per-line decoding: one broken byte costs one line's cleanliness, not the file.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            line, clean = _decode_line(raw)
+            if not clean:
+                bad_lines += 1
+                first_bad = first_bad or line_no
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")
+            line = line.strip()
+            if line:
+                paragraphs.extend(split_long_text(line))
+            elif paragraphs:
+                yield paragraphs
+                paragraphs = []
+    if paragraphs:
+        yield paragraphs
+    if bad_lines:
+        warnings.warn(
+            f"{path}: {bad_lines} line(s) had invalid UTF-8 or NUL bytes (first at line {first_bad}); "
+            "bad bytes were replaced by U+FFFD, NULs dropped, and the rest of the text used",
+            stacklevel=2,
+        )
+
+
+def _decode_line(raw: bytes) -> tuple[str, bool]:
+    """The line's text and whether it was clean UTF-8 without NUL bytes."""
+    clean = True
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        line, clean = raw.decode("utf-8", errors="replace"), False
+    if "\x00" in line:
+        line, clean = line.replace("\x00", ""), False
+    return line, clean
+
+
+def split_long_text(text: str, max_chars: int = MAX_PARAGRAPH_CHARS) -> list[str]:
+    """Cuts `text` into pieces of at most `max_chars`, at the last space of each window if any."""
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        cut = text.rfind(" ", start + 1, start + max_chars)
+        end = cut if cut > start else start + max_chars
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return [p for p in (piece.strip() for piece in pieces) if p]
+
+
+def parse_tfds_spec(spec: str) -> tuple[str, str]:
+    """`tfds:NAME[:SPLIT]` -> (NAME, SPLIT); the split defaults to train."""
+    name, _, split = spec[len(TFDS_PREFIX) :].partition(":")
+    if not name:
+        raise FlaxlmError(f"{spec}: expected tfds:NAME[:SPLIT], e.g. tfds:wikipedia/20230601.it:train")
+    return name, split or "train"
+
+
+def _tfds_documents(spec: str) -> Iterator[list[str]]:
+    import tensorflow_datasets as tfds
+
+    name, split = parse_tfds_spec(spec)
+    try:
+        ds = tfds.load(name, split=split, shuffle_files=False)
+    except Exception as e:  # tfds raises many types (not found, not prepared, bad split)
+        raise FlaxlmError(f"{spec}: cannot load with tensorflow_datasets: {str(e).splitlines()[0]}") from e
+    if "text" not in ds.element_spec:
+        raise FlaxlmError(f"{spec}: has no 'text' feature (features: {sorted(ds.element_spec)})")
+    for example in ds.as_numpy_iterator():
+        text = example["text"].decode("utf-8", errors="replace").replace("\x00", "")
+        paragraphs = [p for line in text.split("\n") for p in split_long_text(line.strip())]
+        if paragraphs:
+            yield paragraphs
+
+
+# --- prepared shards ----------------------------------------------------------------------------
+
+
+def is_prepared(spec: str) -> bool:
+    return os.path.isfile(os.path.join(spec, PREPARED_META))
+
+
+def read_prepared_meta(spec: str) -> dict:
+    meta_path = os.path.join(spec, PREPARED_META)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise FlaxlmError(f"{meta_path}: not valid prepared-shard metadata ({e!r})") from e
+    missing = [key for key in ("seq_len", "vocab_size", "files", "num_examples") if key not in meta]
+    if missing:
+        raise FlaxlmError(f"{meta_path}: keys {missing} are missing")
+    for name in meta["files"]:
+        if not os.path.isfile(os.path.join(spec, name)):
+            raise FlaxlmError(f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist")
+    return meta
+
+
+def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
+    """A tf.data.Dataset of packed `(ids_L int32, word_starts_L bool)` in file order."""
+    import tensorflow as tf
+
+    records = None
+    for spec in specs:
+        meta = read_prepared_meta(spec)
+        for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+            if meta[key] != want:
+                raise FlaxlmError(f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} but {want} is configured")
+        paths = [os.path.join(spec, name) for name in meta["files"]]
+        # `prepare` deals example i to shard i % S; reading the shards round-robin restores packing
+        # order, so prepared shards and the text they came from give the same training stream.
+        spec_records = tf.data.Dataset.from_tensor_slices(paths).interleave(
+            tf.data.TFRecordDataset, cycle_length=len(paths), block_length=1
+        )
+        records = spec_records if records is None else records.concatenate(spec_records)
+    features = {
+        "input_ids": tf.io.FixedLenFeature([seq_len], tf.int64),
+        "word_starts": tf.io.FixedLenFeature([seq_len], tf.int64),
+    }
+
+    def parse(records_N):
+        ex = tf.io.parse_example(records_N, features)
+        return tf.cast(ex["input_ids"], tf.int32), tf.cast(ex["word_starts"], tf.bool)
+
+    # Parse many records per call: per-record parsing is dominated by op overhead.
+    return records.batch(1024).map(parse).unbatch()
+
+
+def load_prepared(specs: Sequence[str], *, seq_len: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All packed examples in memory: `ids_NxL` int32 and `word_starts_NxL` bool."""
+    ds = prepared_dataset(specs, seq_len=seq_len, vocab_size=vocab_size).batch(8192)
+    ids, word_starts = [], []
+    for ids_nxl, word_starts_nxl in ds.as_numpy_iterator():
+        ids.append(ids_nxl)
+        word_starts.append(word_starts_nxl)
+    if not ids:
+        raise FlaxlmError(f"{', '.join(specs)}: the prepared shards hold no examples")
+    return np.concatenate(ids), np.concatenate(word_starts)
+
+
+def prepared_num_examples(specs: Sequence[str]) -> int:
+    return sum(sum(read_prepared_meta(spec)["num_examples"]) for spec in specs)

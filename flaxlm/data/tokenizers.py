@@ -1,0 +1,298 @@
+"""Tokenizers: train, save and load the two kinds the contract names (docs/architecture.md).
+
+A tokenizer is a directory. Besides the model file (`sentencepiece.bpe.model` or `vocab.txt`) it holds
+`flaxlm_tokenizer.json` (our metadata) and the `tokenizer_config.json` + `special_tokens_map.json`
+that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same vocabulary with the same
+ids; the release bundle copies those files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from flaxlm.data import sources
+from flaxlm.errors import FlaxlmError
+
+META_FILE = "flaxlm_tokenizer.json"
+SP_MODEL_FILE = "sentencepiece.bpe.model"
+VOCAB_FILE = "vocab.txt"
+MODEL_MAX_LENGTH = 512
+
+# fairseq's dictionary puts four symbols before the SentencePiece pieces; XLM-R kept that layout.
+_XLMR_SPECIALS = {"cls": ("<s>", 0), "pad": ("<pad>", 1), "sep": ("</s>", 2), "unk": ("<unk>", 3)}
+_BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """A loaded tokenizer; `encode_batch` is the only hot path."""
+
+    kind: str  # "sentencepiece" | "wordpiece"
+    vocab_size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    unk_id: int
+    special_ids: tuple[int, ...]
+    lowercase: bool
+    strip_accents: bool
+    path: str
+    # Native encoder: texts -> list of backend id lists.
+    _encode: Any = dataclasses.field(repr=False, compare=False)
+    # Maps a backend id to our id (identity for WordPiece, the fairseq shift for SentencePiece).
+    _id_by_backend_id: np.ndarray = dataclasses.field(repr=False, compare=False)
+    _word_start_by_backend_id: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""
+        out = []
+        for backend_ids in self._encode(list(texts)):
+            backend_ids = np.asarray(backend_ids, dtype=np.int32)
+            word_start = self._word_start_by_backend_id[backend_ids]
+            # The first token of a text always opens a word, even an `<unk>` without `▁`.
+            word_start[:1] = True
+            out.append((self._id_by_backend_id[backend_ids], word_start))
+        return out
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """Reads a tokenizer directory written by `train_tokenizer` (or by vocabulary pruning)."""
+    meta_path = os.path.join(path, META_FILE)
+    if not os.path.isfile(meta_path):
+        raise FlaxlmError(f"{meta_path}: not found; is {path!r} a flaxlm tokenizer directory?")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        kind = meta["kind"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FlaxlmError(f"{meta_path}: not valid tokenizer metadata ({e!r})") from e
+    if kind == "sentencepiece":
+        tok = _load_sentencepiece(path, meta)
+    elif kind == "wordpiece":
+        tok = _load_wordpiece(path, meta)
+    else:
+        raise FlaxlmError(f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'")
+    if meta.get("vocab_size", tok.vocab_size) != tok.vocab_size:
+        raise FlaxlmError(
+            f"{meta_path}: key 'vocab_size' says {meta['vocab_size']} but the model file holds {tok.vocab_size}"
+        )
+    return tok
+
+
+def train_tokenizer(
+    corpus_files: Sequence[str],
+    *,
+    vocab_size: int,
+    kind: str,
+    out_dir: str,
+    lowercase: bool = False,
+    strip_accents: bool = False,
+) -> Tokenizer:
+    """Trains a tokenizer on the paragraphs of `corpus_files` (any `sources` spec) into `out_dir`.
+
+    `vocab_size` is the final vocabulary including special tokens. kind "unigram" trains a
+    SentencePiece unigram model with the XLM-R id layout; "wordpiece" trains a BERT WordPiece vocabulary.
+    """
+    if vocab_size < 16:
+        raise FlaxlmError(f"vocab_size={vocab_size}: too small for a tokenizer (need at least 16)")
+    os.makedirs(out_dir, exist_ok=True)
+    paragraphs = _paragraphs(sources.iter_documents(corpus_files))
+    if kind == "unigram":
+        if strip_accents:
+            raise FlaxlmError("strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)")
+        _train_sentencepiece(paragraphs, vocab_size=vocab_size, out_dir=out_dir, lowercase=lowercase)
+    elif kind == "wordpiece":
+        _train_wordpiece(paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents)
+    else:
+        raise FlaxlmError(f"kind={kind!r}: expected 'unigram' or 'wordpiece'")
+    return load_tokenizer(out_dir)
+
+
+def _paragraphs(documents: Iterable[list[str]]) -> Iterator[str]:
+    for paragraphs in documents:
+        yield from paragraphs
+
+
+# --- SentencePiece (XLM-R layout) ---------------------------------------------------------------
+
+
+def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool) -> None:
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=paragraphs,
+            model_writer=model,
+            model_type="unigram",
+            vocab_size=vocab_size - 2,  # <pad> and <mask> live outside the SentencePiece model
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            # nmt_nfkc_cf = NFKC + case folding; the HF converter copies the compiled rules.
+            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+            # Paragraphs, not sentences, are the training units: allow long ones instead of dropping them.
+            max_sentence_length=1 << 16,
+            input_sentence_size=5_000_000,
+            shuffle_input_sentence=True,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise FlaxlmError(f"SentencePiece training with vocab_size={vocab_size} failed: {e}") from e
+    with open(os.path.join(out_dir, SP_MODEL_FILE), "wb") as f:
+        f.write(model.getvalue())
+    _write_json(
+        out_dir,
+        META_FILE,
+        {
+            "kind": "sentencepiece",
+            "lowercase": lowercase,
+            "strip_accents": False,
+            "vocab_size": vocab_size,
+            "special_ids": {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": vocab_size - 1},
+        },
+    )
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}  # fmt: skip
+    _write_hf_configs(out_dir, "XLMRobertaTokenizer", specials, {})
+
+
+def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
+    import sentencepiece as spm
+
+    model_path = os.path.join(path, SP_MODEL_FILE)
+    if not os.path.isfile(model_path):
+        raise FlaxlmError(f"{model_path}: not found")
+    sp = spm.SentencePieceProcessor(model_file=model_path)
+    sp_size = sp.get_piece_size()
+    unk_id = _XLMR_SPECIALS["unk"][1]
+    # SentencePiece only ever emits its unk (sp id 0) among its control ids; everything else shifts by one.
+    id_by_sp_id = np.arange(1, sp_size + 1, dtype=np.int32)
+    id_by_sp_id[sp.unk_id()] = unk_id
+    word_start_by_sp_id = np.array([sp.id_to_piece(i).startswith("▁") for i in range(sp_size)])
+    num_threads = os.cpu_count() or 1
+    mask_id = sp_size + 1
+    return Tokenizer(
+        kind="sentencepiece",
+        vocab_size=sp_size + 2,
+        pad_id=_XLMR_SPECIALS["pad"][1],
+        cls_id=_XLMR_SPECIALS["cls"][1],
+        sep_id=_XLMR_SPECIALS["sep"][1],
+        mask_id=mask_id,
+        unk_id=unk_id,
+        special_ids=tuple(sorted([i for _, i in _XLMR_SPECIALS.values()] + [mask_id])),
+        lowercase=bool(meta.get("lowercase", False)),
+        strip_accents=False,
+        path=path,
+        _encode=lambda texts: sp.encode(texts, out_type=int, num_threads=num_threads),
+        _id_by_backend_id=id_by_sp_id,
+        _word_start_by_backend_id=word_start_by_sp_id,
+    )
+
+
+# --- WordPiece (BERT layout) --------------------------------------------------------------------
+
+
+def _bert_pipeline(vocab: dict[str, int] | None, *, lowercase: bool, strip_accents: bool):
+    """The normalizer + pre-tokenizer that `BertTokenizerFast` builds from the same flags."""
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    tok = HfTokenizer(models.WordPiece(vocab, unk_token=_BERT_SPECIALS["unk"]))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
+
+
+def _train_wordpiece(
+    paragraphs: Iterator[str], vocab_size: int, out_dir: str, *, lowercase: bool, strip_accents: bool
+) -> None:
+    from tokenizers import trainers
+
+    tok = _bert_pipeline(None, lowercase=lowercase, strip_accents=strip_accents)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(_BERT_SPECIALS.values()), show_progress=False
+    )
+    tok.train_from_iterator(paragraphs, trainer)
+    vocab = sorted(tok.get_vocab().items(), key=lambda item: item[1])
+    with open(os.path.join(out_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
+        f.writelines(token + "\n" for token, _ in vocab)
+    ids = dict(vocab)
+    _write_json(
+        out_dir,
+        META_FILE,
+        {
+            "kind": "wordpiece",
+            "lowercase": lowercase,
+            "strip_accents": strip_accents,
+            "vocab_size": len(vocab),
+            "special_ids": {name: ids[token] for name, token in _BERT_SPECIALS.items()},
+        },
+    )
+    # strip_accents is written explicitly: BERT's default (None) would follow do_lower_case.
+    flags = {"do_lower_case": lowercase, "strip_accents": strip_accents, "tokenize_chinese_chars": True}
+    _write_hf_configs(out_dir, "BertTokenizer", {f"{k}_token": v for k, v in _BERT_SPECIALS.items()}, flags)
+
+
+def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
+    vocab_path = os.path.join(path, VOCAB_FILE)
+    if not os.path.isfile(vocab_path):
+        raise FlaxlmError(f"{vocab_path}: not found")
+    with open(vocab_path, encoding="utf-8") as f:
+        tokens = f.read().splitlines()
+    vocab = {token: i for i, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise FlaxlmError(f"{vocab_path}: duplicate tokens; ids must be unique line numbers")
+    missing = [t for t in _BERT_SPECIALS.values() if t not in vocab]
+    if missing:
+        raise FlaxlmError(f"{vocab_path}: special tokens {missing} are missing")
+    lowercase, strip_accents = bool(meta.get("lowercase", False)), bool(meta.get("strip_accents", False))
+    tok = _bert_pipeline(vocab, lowercase=lowercase, strip_accents=strip_accents)
+    special = {name: vocab[token] for name, token in _BERT_SPECIALS.items()}
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+    return Tokenizer(
+        kind="wordpiece",
+        vocab_size=len(tokens),
+        pad_id=special["pad"],
+        cls_id=special["cls"],
+        sep_id=special["sep"],
+        mask_id=special["mask"],
+        unk_id=special["unk"],
+        special_ids=tuple(sorted(special.values())),
+        lowercase=lowercase,
+        strip_accents=strip_accents,
+        path=path,
+        _encode=encode,
+        _id_by_backend_id=np.arange(len(tokens), dtype=np.int32),
+        _word_start_by_backend_id=np.array([not t.startswith("##") for t in tokens]),
+    )
+
+
+# --- Hugging Face side files --------------------------------------------------------------------
+
+
+def _write_hf_configs(out_dir: str, tokenizer_class: str, specials: dict[str, str], flags: dict) -> None:
+    config = {"tokenizer_class": tokenizer_class, "model_max_length": MODEL_MAX_LENGTH, **flags, **specials}
+    _write_json(out_dir, "tokenizer_config.json", config)
+    _write_json(out_dir, "special_tokens_map.json", specials)
+
+
+def _write_json(out_dir: str, name: str, obj: dict) -> None:
+    with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")

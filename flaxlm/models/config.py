@@ -1,0 +1,103 @@
+"""Model shapes: one frozen dataclass and the named presets that carry real architectures."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from flaxlm.errors import FlaxlmError
+
+# "bert": absolute positions 0..L-1 (BERT, mBERT, DistilBERT, ELECTRA).
+# "xlmr": positions count non-padding tokens starting at pad_token_id + 1, so padding never moves
+# the positions of real tokens (XLM-R, RoBERTa, mMiniLMv2).
+Arch = Literal["bert", "xlmr"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    arch: Arch
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    pad_token_id: int
+    layer_norm_eps: float
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    head_dim: int = 0  # 0: hidden_size // num_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def max_seq_len(self) -> int:
+        """Longest sequence the position table can hold."""
+        if self.arch == "xlmr":
+            return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings
+
+    def validate(self) -> None:
+        positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                    "max_position_embeddings", "type_vocab_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise FlaxlmError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.arch not in ("bert", "xlmr"):
+            raise FlaxlmError(f"model.arch must be 'bert' or 'xlmr', got {self.arch!r}")
+        if not self.head_dim and self.hidden_size % self.num_heads:
+            raise FlaxlmError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
+                f"{self.num_heads}; set model.head_dim explicitly")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise FlaxlmError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+_XLMR_VOCAB = 250_002
+
+PRESETS: dict[str, ModelConfig] = {
+    # mMiniLMv2 L6xH384 (the FLARE starting point) and its 12-layer sibling.
+    "minilm-l6-h384": ModelConfig(
+        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384, num_layers=6, num_heads=12,
+        intermediate_size=1536, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5),
+    "minilm-l12-h384": ModelConfig(
+        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384, num_layers=12, num_heads=12,
+        intermediate_size=1536, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5),
+    "xlmr-base": ModelConfig(
+        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=768, num_layers=12, num_heads=12,
+        intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5),
+    # The mMiniLMv2 teacher: a size that does not fit one small chip without fsdp.
+    "xlmr-large": ModelConfig(
+        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=1024, num_layers=24, num_heads=16,
+        intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5),
+    "bert-base-multilingual": ModelConfig(
+        arch="bert", vocab_size=119_547, hidden_size=768, num_layers=12, num_heads=12,
+        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
+        layer_norm_eps=1e-12),
+    # CPU tests and smoke runs; vocab_size is normally replaced by the tokenizer's.
+    "tiny": ModelConfig(
+        arch="xlmr", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+        intermediate_size=128, max_position_embeddings=258, type_vocab_size=1, pad_token_id=1,
+        layer_norm_eps=1e-5),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A preset with some fields replaced; unknown names and fields are user errors."""
+    if name not in PRESETS:
+        raise FlaxlmError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise FlaxlmError(f"unknown model field(s) {unknown}; known: {sorted(fields)}")
+    config = dataclasses.replace(PRESETS[name], **overrides)
+    config.validate()
+    return config

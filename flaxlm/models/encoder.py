@@ -1,0 +1,114 @@
+"""The BERT / XLM-R / MiniLM encoder body: embeddings and post-LN transformer layers.
+
+Shapes: B batch, L sequence length, D hidden, H heads, K head dim, F intermediate.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flaxlm.models.config import ModelConfig
+from flaxlm.models.layers import DenseGeneral, Embed, LayerNorm, dropout, gelu
+from flaxlm.sharding import constrain
+
+_ACT = ("batch", "length", "act_embed")
+
+
+def _key(key: jax.Array | None, *path: int) -> jax.Array | None:
+    """A distinct dropout key per layer and site, derived without carrying RNG state."""
+    if key is None:
+        return None
+    for p in path:
+        key = jax.random.fold_in(key, p)
+    return key
+
+
+def position_ids(config: ModelConfig, input_ids_BxL: jax.Array) -> jax.Array:
+    if config.arch == "xlmr":
+        # XLM-R counts real tokens from pad_token_id + 1; padding keeps position pad_token_id.
+        real_BxL = (input_ids_BxL != config.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(real_BxL, axis=1) * real_BxL + config.pad_token_id
+    length = input_ids_BxL.shape[1]
+    return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), input_ids_BxL.shape)
+
+
+class Embeddings(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        d = config.hidden_size
+        self.word = Embed(config.vocab_size, d, ("vocab", "embed"), rngs=rngs)
+        self.position = Embed(config.max_position_embeddings, d, ("positions", "embed"), rngs=rngs)
+        self.token_type = Embed(config.type_vocab_size, d, ("types", "embed"), rngs=rngs)
+        self.norm = LayerNorm(d, config.layer_norm_eps)
+
+    def __call__(self, input_ids_BxL, token_type_ids_BxL, dtype, dropout_key):
+        x_BxLxD = (self.word(input_ids_BxL, dtype)
+                   + self.position(position_ids(self.config, input_ids_BxL), dtype)
+                   + self.token_type(token_type_ids_BxL, dtype))
+        x_BxLxD = self.norm(x_BxLxD)
+        return dropout(x_BxLxD, self.config.hidden_dropout, dropout_key)
+
+
+class SelfAttention(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, h, k = config.hidden_size, config.num_heads, config.dim_per_head
+        self.config = config
+        self.query = DenseGeneral((d,), (h, k), ("embed",), ("heads", "kv"), rngs=rngs)
+        self.key = DenseGeneral((d,), (h, k), ("embed",), ("heads", "kv"), rngs=rngs)
+        self.value = DenseGeneral((d,), (h, k), ("embed",), ("heads", "kv"), rngs=rngs)
+        self.out = DenseGeneral((h, k), (d,), ("heads", "kv"), ("embed",), rngs=rngs)
+
+    def __call__(self, x_BxLxD, bias_Bx1x1xL, dropout_key):
+        q_BxLxHxK = constrain(self.query(x_BxLxD), ("batch", "length", "heads", "kv"))
+        k_BxLxHxK = constrain(self.key(x_BxLxD), ("batch", "length", "heads", "kv"))
+        v_BxLxHxK = constrain(self.value(x_BxLxD), ("batch", "length", "heads", "kv"))
+        scale = 1.0 / jnp.sqrt(jnp.float32(self.config.dim_per_head)).astype(x_BxLxD.dtype)
+        scores_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK * scale, k_BxLxHxK)
+        # Softmax in fp32 so bf16 compute does not lose the tail of the distribution.
+        probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
+        probs_BxHxLxL = dropout(probs_BxHxLxL.astype(x_BxLxD.dtype),
+                                self.config.attention_dropout, dropout_key)
+        context_BxLxHxK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxLxL, v_BxLxHxK)
+        return self.out(context_BxLxHxK)
+
+
+class Layer(nnx.Module):
+    """One post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = config.hidden_size, config.intermediate_size
+        self.config = config
+        self.attention = SelfAttention(config, rngs=rngs)
+        self.attention_norm = LayerNorm(d, config.layer_norm_eps)
+        self.intermediate = DenseGeneral((d,), (f,), ("embed",), ("mlp",), rngs=rngs)
+        self.output = DenseGeneral((f,), (d,), ("mlp",), ("embed",), rngs=rngs)
+        self.output_norm = LayerNorm(d, config.layer_norm_eps)
+
+    def __call__(self, x_BxLxD, bias_Bx1x1xL, dropout_key):
+        rate = self.config.hidden_dropout
+        attn_BxLxD = self.attention(x_BxLxD, bias_Bx1x1xL, _key(dropout_key, 0))
+        x_BxLxD = self.attention_norm(x_BxLxD + dropout(attn_BxLxD, rate, _key(dropout_key, 1)))
+        h_BxLxF = constrain(gelu(self.intermediate(x_BxLxD)), ("batch", "length", "mlp"))
+        mlp_BxLxD = dropout(self.output(h_BxLxF), rate, _key(dropout_key, 2))
+        return constrain(self.output_norm(x_BxLxD + mlp_BxLxD), _ACT)
+
+
+class Encoder(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = Embeddings(config, rngs=rngs)
+        self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
+
+    def __call__(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL, *,
+                 dtype=jnp.float32, dropout_key: jax.Array | None = None) -> jax.Array:
+        """Hidden states `x_BxLxD`; `dropout_key=None` runs deterministically."""
+        x_BxLxD = constrain(
+            self.embeddings(input_ids_BxL, token_type_ids_BxL, dtype, _key(dropout_key, 0)), _ACT)
+        # Additive mask in fp32: padded keys get the most negative finite value, as HF does.
+        bias_Bx1x1xL = jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0,
+                                 jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        for i, layer in enumerate(self.layers):
+            x_BxLxD = layer(x_BxLxD, bias_Bx1x1xL, _key(dropout_key, i + 1))
+        return x_BxLxD

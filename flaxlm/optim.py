@@ -1,0 +1,70 @@
+"""AdamW with a weight-decay mask, warmup + linear decay (with optional warm restarts), clipping."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import optax
+
+from flaxlm.errors import FlaxlmError
+
+# Parameters named like this are biases or LayerNorm gains: decaying them hurts (BERT, RoBERTa).
+_NO_DECAY_NAMES = ("bias", "scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 5e-4
+    warmup_steps: int = 0
+    total_steps: int = 1000
+    end_learning_rate: float = 0.0
+    # Steps at which the schedule restarts from a fresh warmup (SELECTRA restarts at 150k).
+    restart_steps: tuple[int, ...] = ()
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    max_grad_norm: float = 1.0  # 0 disables clipping
+
+    def validate(self) -> None:
+        if self.learning_rate <= 0:
+            raise FlaxlmError(f"train.learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.warmup_steps:
+            raise FlaxlmError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if sorted(self.restart_steps) != list(self.restart_steps) or any(
+                not 0 < s < self.total_steps for s in self.restart_steps):
+            raise FlaxlmError(f"train.restart_steps must be increasing and inside (0, "
+                              f"{self.total_steps}), got {self.restart_steps}")
+
+
+def _segment(config: OptimConfig, length: int) -> optax.Schedule:
+    warmup = min(config.warmup_steps, length)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, config.learning_rate, warmup),
+         optax.linear_schedule(config.learning_rate, config.end_learning_rate,
+                               max(length - warmup, 1))],
+        [warmup])
+
+
+def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
+    """Warmup then linear decay; each restart starts the same shape again over the remaining steps."""
+    boundaries = [0, *config.restart_steps, config.total_steps]
+    segments = [_segment(config, end - start) for start, end in zip(boundaries, boundaries[1:])]
+    return optax.join_schedules(segments, list(config.restart_steps))
+
+
+def decay_mask(params: Any) -> Any:
+    def decays(path, _):
+        return getattr(path[-1], "key", None) not in _NO_DECAY_NAMES
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
+    config.validate()
+    adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
+                        eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask)
+    if config.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+    return adamw

@@ -1,0 +1,273 @@
+"""Experiment configs: load a Python config file, apply `--config.a.b=value` overrides, resolve.
+
+A config file is Python code (`get_config() -> ConfigDict`) and is trusted like code. Library code
+never sees a ConfigDict: `resolve` turns it into frozen dataclasses, and the resolved form that is
+written into a workdir is JSON, never Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+from flaxlm.data.pipeline import DataConfig
+from flaxlm.errors import FlaxlmError
+from flaxlm.models.config import ModelConfig, preset
+from flaxlm.optim import OptimConfig
+from flaxlm.sharding import MeshConfig
+from flaxlm.steps import StepConfig
+
+_MODEL_FIELDS = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+_PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a config may set, with defaults. Config files start from this."""
+    c = ml_collections.ConfigDict()
+    c.objective = "mlm"
+    c.seed = 0
+    # A flaxlm workdir (e.g. made by `flaxlm import`) whose weights start this run.
+    c.init_from = ""
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"
+    # Unset fields come from the preset; vocab_size defaults to the tokenizer's.
+    for name, type_name in _MODEL_FIELDS.items():
+        c.model[name] = config_dict.placeholder(_PLACEHOLDER_TYPES.get(type_name, str))
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_files = ""  # comma-separated: text files, globs, TFRecord shards or tfds:NAME
+    c.data.eval_files = ""
+    c.data.tokenizer = ""  # a tokenizer directory (see `flaxlm tokenizer`)
+    c.data.seq_len = 128
+    c.data.max_predictions = 0  # 0: derived from seq_len and mask_rate
+    c.data.mask_rate = 0.15
+    c.data.mask_token_rate = 0.8
+    c.data.random_token_rate = 0.1
+    c.data.shuffle_buffer = 10_000
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 32  # global, across all hosts and accumulation steps
+    c.train.grad_accum_steps = 1
+    c.train.learning_rate = 5e-4
+    c.train.warmup_steps = 0
+    c.train.end_learning_rate = 0.0
+    c.train.restart_steps = ""  # comma-separated steps of warm LR restarts
+    c.train.weight_decay = 0.01
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-6
+    c.train.max_grad_norm = 1.0
+    c.train.compute_dtype = "float32"
+    c.train.log_every = 10
+    c.train.eval_every = 0  # 0: evaluate only at the end
+    c.train.checkpoint_every = 100
+    c.train.keep_checkpoints = 3
+    c.train.nan_policy = "skip"  # or "stop"
+    c.train.peak_flops_per_device = 0.0  # 0: from the device kind (see flaxlm/flops.py)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    if not os.path.isfile(path):
+        raise FlaxlmError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"flaxlm_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the config is user code: name the file, keep the message
+        raise FlaxlmError(f"{path}: error while loading config: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise FlaxlmError(f"{path}: a config file must define get_config()")
+    config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise FlaxlmError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return config
+
+
+def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(_all_keys(value, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def _parse(raw: str, field_type: type, key: str) -> Any:
+    try:
+        if field_type is bool:
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return lowered in ("true", "1")
+        if field_type is int:
+            return int(raw)
+        if field_type is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise FlaxlmError(f"--config.{key}={raw}: expected a value of type "
+                          f"{field_type.__name__}") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+    """Apply `--config.a.b=value` strings; unknown keys and wrong types are user errors."""
+    known = _all_keys(config)
+    for item in overrides:
+        if not item.startswith("--config.") or "=" not in item:
+            raise FlaxlmError(f"override {item!r} must look like --config.section.key=value")
+        key, raw = item[len("--config."):].split("=", 1)
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FlaxlmError(f"unknown config key {key!r}{hint}")
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        field_type = node.get_type(leaf)
+        node[leaf] = _parse(raw, field_type, key)
+
+
+def _files(value: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in value.split(",") if f.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    steps: int
+    batch_size: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    nan_policy: str
+    peak_flops_per_device: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    objective: str
+    seed: int
+    init_from: str
+    model_preset: str
+    model_overrides: dict
+    data: DataConfig
+    loop: LoopConfig
+    optim: OptimConfig
+    step: StepConfig
+    mesh: MeshConfig
+    raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
+
+    def model(self, tokenizer_vocab_size: int) -> ModelConfig:
+        """The model shapes, with the vocabulary sized from the tokenizer unless set explicitly."""
+        overrides = dict(self.model_overrides)
+        vocab = overrides.setdefault("vocab_size", tokenizer_vocab_size)
+        if vocab < tokenizer_vocab_size:
+            raise FlaxlmError(f"model.vocab_size={vocab} is smaller than the tokenizer's "
+                              f"vocabulary ({tokenizer_vocab_size})")
+        return preset(self.model_preset, **overrides)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise FlaxlmError(message)
+
+
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+    """Validate ranges and build the frozen dataclasses the library takes."""
+    c = config
+    t = c.train
+    _check(c.objective == "mlm", f"objective {c.objective!r} is not supported (known: mlm)")
+    _check(t.steps > 0, f"train.steps must be positive, got {t.steps}")
+    _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
+    _check(t.grad_accum_steps > 0, f"train.grad_accum_steps must be positive, got "
+                                   f"{t.grad_accum_steps}")
+    _check(t.batch_size % t.grad_accum_steps == 0,
+           f"train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
+           f"{t.grad_accum_steps}")
+    _check(t.compute_dtype in ("float32", "bfloat16"),
+           f"train.compute_dtype must be float32 or bfloat16, got {t.compute_dtype!r}")
+    _check(t.nan_policy in ("skip", "stop"), f"train.nan_policy must be skip or stop, got "
+                                            f"{t.nan_policy!r}")
+    _check(t.log_every > 0, f"train.log_every must be positive, got {t.log_every}")
+    _check(t.checkpoint_every > 0, f"train.checkpoint_every must be positive, got "
+                                   f"{t.checkpoint_every}")
+    _check(t.keep_checkpoints > 0, f"train.keep_checkpoints must be positive, got "
+                                   f"{t.keep_checkpoints}")
+    _check(c.data.seq_len >= 8, f"data.seq_len must be at least 8, got {c.data.seq_len}")
+    _check(0 < c.data.mask_rate < 1, f"data.mask_rate must be in (0, 1), got {c.data.mask_rate}")
+    _check(_files(c.data.train_files) != (), "data.train_files is empty: set "
+                                             "--config.data.train_files=PATH[,PATH...]")
+    try:
+        restarts = tuple(int(s) for s in _files(t.restart_steps))
+    except ValueError:
+        raise FlaxlmError(f"train.restart_steps must be comma-separated integers, got "
+                          f"{t.restart_steps!r}") from None
+    model_overrides = {k: v for k, v in c.model.items() if k != "preset" and v is not None}
+    # Fail on shapes before any data is read or anything compiles.
+    preset(c.model.preset, **{"vocab_size": 1, **model_overrides})
+    optim = OptimConfig(
+        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps, total_steps=t.steps,
+        end_learning_rate=t.end_learning_rate, restart_steps=restarts,
+        weight_decay=t.weight_decay, b1=t.b1, b2=t.b2, eps=t.eps, max_grad_norm=t.max_grad_norm)
+    optim.validate()
+    return RunConfig(
+        objective=c.objective, seed=c.seed, init_from=c.init_from,
+        model_preset=c.model.preset, model_overrides=model_overrides,
+        data=DataConfig(
+            train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
+            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
+            max_predictions=c.data.max_predictions, mask_rate=c.data.mask_rate,
+            mask_token_rate=c.data.mask_token_rate, random_token_rate=c.data.random_token_rate,
+            shuffle_buffer=c.data.shuffle_buffer),
+        loop=LoopConfig(
+            steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
+            eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
+            keep_checkpoints=t.keep_checkpoints, nan_policy=t.nan_policy,
+            peak_flops_per_device=t.peak_flops_per_device),
+        optim=optim,
+        step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
+        mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
+        raw=json.loads(c.to_json()),
+    )
+
+
+def load(path: str, overrides: Sequence[str] = ()) -> RunConfig:
+    config = load_config_file(path)
+    base = base_config()
+    # Config files may set any subset of the base keys; anything else is a typo.
+    try:
+        base.update_from_flattened_dict(
+            {k: v for k, v in _flatten(config).items()})
+    except (KeyError, TypeError) as e:
+        raise FlaxlmError(f"{path}: {e}") from None
+    apply_overrides(base, overrides)
+    base.lock()
+    return resolve(base)
+
+
+def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
