@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from flaxlm.errors import FlaxlmError
 
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # Data warnings (bad bytes, skipped lines) are for users: one line, no source location.
+    print(f"flaxlm: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -98,5 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point."""
+    warnings.showwarning = _show_warning
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

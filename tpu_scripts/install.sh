@@ -84,6 +84,9 @@ else
     [[ $SOURCE =~ ^[a-z+]+://[^/]*@ && ! $SOURCE =~ ^git\+ssh:// ]]; then
     die "refusing --source with credentials in the URL; use a public URL, git+ssh:// with an SSH key, or a local directory"
   fi
+  if [[ $SOURCE == *'?'* ]]; then
+    die "refusing --source with a query string (signed URLs and tokens would end up in logs)"
+  fi
   [[ $SOURCE =~ ^(git\+https|git\+ssh|https):// ]] ||
     die "--source must be an existing directory or a git+https://, git+ssh:// or https:// URL"
   if [[ $TORCH_CPU == auto ]]; then

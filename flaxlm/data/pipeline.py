@@ -79,7 +79,8 @@ def make_masker(cfg: DataConfig, tokenizer: Tokenizer, seed: int) -> Callable[..
     """`mask(g, ids_L, word_starts_L) -> features` for one packed example with global index g.
 
     Whole-word masking: k = max(1, round(mask_rate · words)) words are drawn by random scores and
-    taken in score order while their tokens fit in M; every sub-token of a taken word is a prediction.
+    taken in score order while their tokens fit in M (two greedy passes, so one long word does not
+    end the draw); every sub-token of a taken word is a prediction.
     Each prediction independently becomes the mask id / a random non-special token / itself.
     Special tokens and padding are never in a word, hence never masked.
     """
@@ -107,8 +108,14 @@ def make_masker(cfg: DataConfig, tokenizer: Tokenizer, seed: int) -> Callable[..
         )
         score_W = tf.where(slot_W < num_words, tf.random.stateless_uniform([seq_len], word_key), 2.0)
         order_W = tf.argsort(score_W)
-        take_in_order_W = (slot_W < num_to_mask) & (tf.cumsum(tf.gather(word_len_W, order_W)) <= budget)
-        chosen_W = tf.gather(take_in_order_W, tf.math.invert_permutation(order_W))
+        len_W = tf.gather(word_len_W, order_W)  # from here on, words in random order
+        fits_W = (slot_W < num_words) & (len_W <= budget)
+        first_W = _take_prefix(len_W, fits_W, budget, num_to_mask)
+        # A word that overflowed the budget ends the first pass; shorter words after it may still fit.
+        tokens_left = budget - tf.reduce_sum(len_W * tf.cast(first_W, tf.int32))
+        words_left = num_to_mask - tf.reduce_sum(tf.cast(first_W, tf.int32))
+        second_W = _take_prefix(len_W, fits_W & ~first_W & (len_W <= tokens_left), tokens_left, words_left)
+        chosen_W = tf.gather(first_W | second_W, tf.math.invert_permutation(order_W))
         chosen_L = maskable_L & tf.gather(chosen_W, tf.maximum(word_L, 0))
 
         positions = tf.cast(tf.where(chosen_L)[:, 0], tf.int32)
@@ -134,6 +141,13 @@ def make_masker(cfg: DataConfig, tokenizer: Tokenizer, seed: int) -> Callable[..
         }
 
     return mask
+
+
+def _take_prefix(len_W, candidate_W, max_tokens, max_words):
+    """Candidates, in order, while their running token and word counts stay within the limits."""
+    tokens_W = tf.cumsum(len_W * tf.cast(candidate_W, tf.int32))
+    words_W = tf.cumsum(tf.cast(candidate_W, tf.int32))
+    return candidate_W & (tokens_W <= max_tokens) & (words_W <= max_words)
 
 
 # --- streams ------------------------------------------------------------------------------------

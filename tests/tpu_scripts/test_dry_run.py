@@ -358,13 +358,14 @@ def test_install_git_url_source(fake_gcloud, tmp_path):
         "git+https://x-access-token:ghp_SECRETVALUE@github.com/o/flaxlm.git",
         "https://ghp_SECRETVALUE@github.com/o/flaxlm/archive/main.zip",
         "git+ssh://git:SECRETVALUE@github.com/o/flaxlm.git",
+        "https://storage.googleapis.com/b/flaxlm.tar.gz?X-Goog-Signature=SECRETVALUE",
     ],
 )
 def test_install_refuses_credentials_in_url_without_echoing_them(fake_gcloud, url):
     env, calls = fake_gcloud
     for extra in (["--dry-run"], []):
         proc = run("install.sh", *TARGET, "--source", url, *extra, env=env, expect_rc=2)
-        assert_one_line_error(proc, "credentials")
+        assert_one_line_error(proc, "refusing --source")
         assert "SECRETVALUE" not in proc.stderr + proc.stdout
     assert calls() == []
 

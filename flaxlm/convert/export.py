@@ -1,0 +1,121 @@
+"""`flaxlm export`: a workdir checkpoint → a Hugging Face release bundle, proven by parity.
+
+The bundle is assembled in a temporary directory next to `--out` and renamed into place only after
+transformers has loaded it and matched the Flax model; a failed export leaves nothing at `--out`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+import numpy as np
+
+from flaxlm.checkpoint import read_params
+from flaxlm.convert.hf_config import hf_config
+from flaxlm.convert.mappings import Table, table_for_arch, to_hf
+from flaxlm.convert.model_card import model_card
+from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
+                                     param_count)
+from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
+from flaxlm.convert.tokenizer_files import compare, write_release_tokenizer
+from flaxlm.data.tokenizers import load_tokenizer
+from flaxlm.errors import FlaxlmError
+
+PARITY_MAX_LEN = 64
+
+
+@contextlib.contextmanager
+def staged_dir(out: str, *, overwrite: bool) -> Iterator[str]:
+    """Yields a temp dir next to `out`; renames it to `out` if the block succeeds, else removes it."""
+    out = os.path.abspath(out)
+    if os.path.lexists(out) and not overwrite:
+        raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise FlaxlmError(f"{out} exists and is not a directory")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".partial", dir=parent)
+    try:
+        yield tmp
+        if os.path.lexists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".old", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+            os.rename(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def load_torch_mlm(directory: str):
+    """The bundle as transformers loads it for users: fp32, eval mode, no remote code."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(
+        directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+    return model.eval()
+
+
+def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Table,
+                         where: str) -> None:
+    """Every written tensor came back bit for bit, and nothing was left to random init."""
+    state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    for name, value in tensors.items():
+        if name not in state:
+            raise FlaxlmError(f"{where}: transformers did not load tensor {name}")
+        if state[name].shape != value.shape or not np.array_equal(state[name], value):
+            raise FlaxlmError(f"{where}: tensor {name} differs after loading with transformers")
+    for alias, target in table.aliases.items():
+        if alias in state and not np.array_equal(state[alias], tensors[target]):
+            raise FlaxlmError(f"{where}: {alias} is not tied to {target} after loading")
+
+
+def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
+           tolerance: float = TOLERANCE) -> dict:
+    """Writes the release bundle for `workdir`'s checkpoint (latest unless `step`) to `out`."""
+    wd = open_workdir(workdir)
+    config = wd.model
+    table = table_for_arch(config.arch)
+    tok = load_tokenizer(wd.tokenizer_dir)
+    if tok.vocab_size != config.vocab_size:
+        raise FlaxlmError(f"{workdir}: the model has {config.vocab_size} embedding rows but the "
+                          f"tokenizer {tok.vocab_size} tokens; a release needs them equal")
+    if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
+        raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
+                          f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")
+    _, abstract = abstract_params(config)
+    params, _, step = read_params(workdir, abstract, step)
+    tensors = to_hf(table, flatten(params), config)
+
+    with staged_dir(out, overwrite=overwrite) as tmp:
+        save_safetensors(tensors, os.path.join(tmp, "model.safetensors"))
+        bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
+        hf_config(config, bos_id=bos, eos_id=eos).save_pretrained(tmp)
+        hf_tok = write_release_tokenizer(tok, tmp, config.max_seq_len)
+        compare(tok, hf_tok, config.vocab_size, f"export of {workdir}")
+        torch_model = load_torch_mlm(tmp)
+        check_loaded_exactly(torch_model, tensors, table, f"export of {workdir}")
+        batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, config.max_seq_len))
+        parity = check_parity(build_model(config, params), torch_model, batch,
+                              where=f"export of {workdir}", tolerance=tolerance)
+        card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.mlm_class,
+                          config=config, tokenizer=tok, params=param_count(params), run=wd.run,
+                          workdir=workdir, step=step, parity=parity,
+                          mask_token=hf_tok.mask_token)
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+    return {"out": os.path.abspath(out), "step": step, "hf_class": table.mlm_class,
+            "params": param_count(params), **parity}

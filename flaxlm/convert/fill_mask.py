@@ -1,0 +1,75 @@
+"""`flaxlm fill-mask`: top-k predictions from a release bundle or a flaxlm workdir.
+
+A workdir is exported to a temporary bundle first (with the usual parity check), so the answer is
+what users of the released PyTorch model will see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator, Sequence
+
+from flaxlm.convert.safe_load import check_hf_dir
+from flaxlm.errors import FlaxlmError
+
+MASK_PLACEHOLDER = "<mask>"
+
+
+def is_workdir(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.isfile(
+        os.path.join(path, "config.json"))
+
+
+def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> list:
+    """`transformers.pipeline("fill-mask")` on `hf_dir`: per sentence, a list of
+    `{"token_str", "score", "sequence", "token"}` (a list of such lists if a sentence has several
+    masks). `<mask>` in a sentence is replaced by the model's own mask token."""
+    import torch
+    from transformers import pipeline
+
+    check_hf_dir(hf_dir)
+    fill = pipeline("fill-mask", model=hf_dir, tokenizer=hf_dir, trust_remote_code=False,
+                    dtype=torch.float32, device="cpu", top_k=top_k,
+                    model_kwargs={"local_files_only": True})
+    mask = fill.tokenizer.mask_token
+    out = []
+    for sentence in sentences:
+        text = sentence.replace(MASK_PLACEHOLDER, mask) if mask != MASK_PLACEHOLDER else sentence
+        if mask not in text:
+            raise FlaxlmError(f"{sentence!r}: no {mask} (or {MASK_PLACEHOLDER}) to fill")
+        out.append(fill(text))
+    return out
+
+
+@contextlib.contextmanager
+def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
+    """`model` itself if it is an HF dir, else a temporary export of the flaxlm workdir."""
+    if not is_workdir(model):
+        yield model
+        return
+    from flaxlm.convert.export import export
+
+    with tempfile.TemporaryDirectory(prefix="flaxlm-fill-mask-") as tmp:
+        export(model, os.path.join(tmp, "bundle"), step=step)
+        yield os.path.join(tmp, "bundle")
+
+
+def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
+              step: int | None = None) -> list:
+    if not os.path.isdir(model):
+        raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
+    with as_hf_dir(model, step) as hf_dir:
+        return fill_mask_demo(hf_dir, sentences, top_k=top_k)
+
+
+def format_predictions(sentences: Sequence[str], results: list) -> str:
+    lines = []
+    for sentence, result in zip(sentences, results):
+        lines.append(sentence)
+        groups = result if result and isinstance(result[0], list) else [result]
+        for i, group in enumerate(groups):
+            prefix = f"  mask {i + 1}: " if len(groups) > 1 else "  "
+            lines += [f"{prefix}{p['score']:.4f}  {p['token_str']!r}" for p in group]
+    return "\n".join(lines)

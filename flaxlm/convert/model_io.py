@@ -1,0 +1,88 @@
+"""The flaxlm side of conversion: workdirs, flat parameter names, and building the Flax model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from flaxlm.errors import FlaxlmError
+from flaxlm.models.config import ModelConfig
+from flaxlm.models.heads import MaskedLMHead, MaskedLMModel
+
+
+def _name(path) -> str:
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def flatten(tree: Any) -> dict[str, Any]:
+    """`{"encoder/layers/0/attention/query/kernel": leaf, ...}` — the names `param_names` gives."""
+    return {_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten_like(template: Any, flat: dict[str, Any]) -> Any:
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    return jax.tree_util.tree_unflatten(treedef, [flat[_name(p)] for p, _ in paths])
+
+
+def abstract_params(config: ModelConfig) -> tuple[nnx.GraphDef, Any]:
+    """(graphdef, pure dict of ShapeDtypeStruct) of the MLM model, without allocating weights."""
+    model = nnx.eval_shape(lambda: MaskedLMModel(config, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model, nnx.Param)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                            nnx.to_pure_dict(state))
+    return graphdef, abstract
+
+
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in flatten(abstract_params(config)[1]).items()}
+
+
+def build_model(config: ModelConfig, params: Any) -> MaskedLMModel:
+    graphdef, _ = abstract_params(config)
+    return nnx.merge(graphdef, jax.tree.map(np.asarray, params))
+
+
+def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """A newly initialized MLM head (flaxlm's own init), as flat `mlm_head/...` names."""
+    head = MaskedLMHead(config, rngs=nnx.Rngs(seed))
+    flat = flatten(jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(head, nnx.Param))))
+    return {f"mlm_head/{k}": v for k, v in flat.items()}
+
+
+def param_count(params: Any) -> int:
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workdir:
+    path: str
+    run: dict  # config.json as written by train.py / import
+    model: ModelConfig
+    tokenizer_dir: str
+
+
+def open_workdir(workdir: str) -> Workdir:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FlaxlmError(f"{workdir}: no config.json (is it a flaxlm workdir?)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        model_dict = run["model"]
+        unknown = sorted(set(model_dict) - fields)
+        if unknown:
+            raise FlaxlmError(f"{path}: unknown model field(s) {unknown}")
+        model = ModelConfig(**model_dict)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FlaxlmError(f"{path}: not a flaxlm run config ({e!r})") from None
+    model.validate()
+    tokenizer = run.get("tokenizer") or "tokenizer"
+    tokenizer_dir = tokenizer if os.path.isabs(tokenizer) else os.path.join(workdir, tokenizer)
+    return Workdir(workdir, run, model, tokenizer_dir)

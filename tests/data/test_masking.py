@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flaxlm.data import pipeline, prepare
+from tests.conftest import IT_EVAL
+
+SEQ_LEN = 128
+SAMPLE = 3000  # examples drawn (each ~95 words): sampling error of the rates is well under 1%
+
+
+@pytest.fixture(scope="module")
+def table(tokenizer):
+    return prepare.pack_corpus([IT_EVAL], tokenizer, seq_len=SEQ_LEN)
+
+
+def _mask(table, tokenizer, g, *, seed=0, **cfg_overrides):
+    """Masked features for global indices g (example g uses table row g mod N), plus the originals."""
+    ids_NxL, ws_NxL = table
+    rows = g % len(ids_NxL)
+    cfg = pipeline.DataConfig(train_files=("unused",), seq_len=SEQ_LEN, **cfg_overrides)
+    masker = pipeline.make_masker(cfg, tokenizer, seed)
+    ds = tf.data.Dataset.from_tensor_slices((g, ids_NxL[rows], ws_NxL[rows])).map(masker).batch(len(g))
+    return next(ds.as_numpy_iterator()), ids_NxL[rows], ws_NxL[rows]
+
+
+def _word_ids(ids_NxL, ws_NxL, tokenizer):
+    """Word number per token (numpy reference), -1 for specials and padding."""
+    maskable = ~np.isin(ids_NxL, tokenizer.special_ids)
+    word = np.cumsum(ws_NxL & maskable, axis=1) - 1
+    return np.where(maskable, word, -1)
+
+
+def _chosen_tokens(out):
+    chosen = np.zeros(out["input_ids"].shape, bool)
+    rows, slots = np.nonzero(out["masked_weights"])
+    chosen[rows, out["masked_positions"][rows, slots]] = True
+    return chosen
+
+
+def test_rates_whole_words_and_80_10_10(table, tokenizer):
+    out, orig, ws = _mask(table, tokenizer, np.arange(SAMPLE))
+    word = _word_ids(orig, ws, tokenizer)
+    chosen = _chosen_tokens(out)
+    num_words = word.max(axis=1) + 1
+    chosen_words = 0
+    for i in range(SAMPLE):
+        picked = np.unique(word[i][chosen[i]])
+        assert (picked >= 0).all()
+        # Whole words: a token is predicted iff its word was picked.
+        np.testing.assert_array_equal(chosen[i], np.isin(word[i], picked) & (word[i] >= 0))
+        chosen_words += len(picked)
+    assert abs(chosen_words / num_words.sum() - 0.15) < 0.01
+
+    labels = out["masked_labels"][out["masked_weights"] > 0]
+    inputs = out["input_ids"][chosen]
+    np.testing.assert_array_equal(labels, orig[chosen])
+    to_mask = np.mean(inputs == tokenizer.mask_id)
+    kept = np.mean(inputs == labels)
+    assert abs(to_mask - 0.8) < 0.02 and abs(kept - 0.1) < 0.02 and abs(1 - to_mask - kept - 0.1) < 0.02
+    randoms = inputs[(inputs != tokenizer.mask_id) & (inputs != labels)]
+    assert not np.isin(randoms, tokenizer.special_ids).any() and (randoms < tokenizer.vocab_size).all()
+    # Nothing else changes, specials and padding never masked, unused slots are zero.
+    np.testing.assert_array_equal(out["input_ids"][~chosen], orig[~chosen])
+    assert not np.isin(orig[chosen], tokenizer.special_ids).any()
+    unused = out["masked_weights"] == 0
+    assert (out["masked_positions"][unused] == 0).all() and (out["masked_labels"][unused] == 0).all()
+    np.testing.assert_array_equal(out["attention_mask"], (orig != tokenizer.pad_id).astype(np.int32))
+    assert not out["token_type_ids"].any()
+
+
+def test_masks_are_fresh_per_epoch_and_fixed_per_seed(table, tokenizer):
+    n = len(table[0])
+    g = np.arange(n)
+    first, _, _ = _mask(table, tokenizer, g, seed=1)
+    again, _, _ = _mask(table, tokenizer, g, seed=1)
+    next_epoch, _, _ = _mask(table, tokenizer, g + n, seed=1)
+    other_seed, _, _ = _mask(table, tokenizer, g, seed=2)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    same_rows = lambda a, b: np.mean(np.all(a["masked_positions"] == b["masked_positions"], axis=1))  # noqa: E731
+    assert same_rows(first, next_epoch) < 0.05
+    assert same_rows(first, other_seed) < 0.05
+
+
+def test_token_budget_caps_predictions_but_keeps_words_whole(table, tokenizer):
+    out, orig, ws = _mask(table, tokenizer, np.arange(300), max_predictions=8)
+    assert out["masked_positions"].shape == (300, 8)
+    word, chosen = _word_ids(orig, ws, tokenizer), _chosen_tokens(out)
+    assert chosen.sum(axis=1).max() <= 8 and chosen.sum(axis=1).min() >= 1
+    for i in range(300):
+        picked = np.unique(word[i][chosen[i]])
+        np.testing.assert_array_equal(chosen[i], np.isin(word[i], picked) & (word[i] >= 0))
+
+
+def test_derived_budget_rarely_binds(table, tokenizer):
+    out, orig, ws = _mask(table, tokenizer, np.arange(1000))
+    num_words = _word_ids(orig, ws, tokenizer).max(axis=1) + 1
+    wanted = np.maximum(1, np.floor(0.15 * num_words + 0.5))
+    picked = [len(np.unique(w[c])) for w, c in zip(_word_ids(orig, ws, tokenizer), _chosen_tokens(out))]
+    assert np.mean(picked == wanted) > 0.99
+
+
+def test_max_predictions_derivation():
+    make = lambda **kw: pipeline.DataConfig(train_files=("x",), **kw)  # noqa: E731
+    assert pipeline.max_predictions(make(seq_len=128)) == 32
+    assert pipeline.max_predictions(make(seq_len=512)) == 104
+    assert pipeline.max_predictions(make(seq_len=512, max_predictions=80)) == 80
+    assert pipeline.max_predictions(make(seq_len=8, mask_rate=0.5)) == 8
+
+
+def test_rows_without_words_get_no_predictions(tokenizer):
+    ids_L = np.full(SEQ_LEN, tokenizer.pad_id, np.int32)
+    ids_L[:2] = tokenizer.cls_id, tokenizer.sep_id
+    out, _, _ = _mask((ids_L[None], np.zeros((1, SEQ_LEN), bool)), tokenizer, np.arange(4))
+    assert not out["masked_weights"].any()
+    np.testing.assert_array_equal(out["input_ids"], np.tile(ids_L, (4, 1)))
