@@ -63,9 +63,16 @@ def load_torch_mlm(directory: str):
     """The bundle as transformers loads it for users: fp32, eval mode, no remote code."""
     import torch
     from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
 
-    model = AutoModelForMaskedLM.from_pretrained(
-        directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(
+            directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return model.eval()
 
 

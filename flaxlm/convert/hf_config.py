@@ -23,7 +23,8 @@ def _get(cfg: dict, key: str, kind: type, source: str, default: Any = None) -> A
           else isinstance(value, numbers.Real) and not isinstance(value, bool) if kind is float
           else isinstance(value, kind))
     if not ok:
-        raise FlaxlmError(f"{source}: key {key!r} must be a {kind.__name__}, got {value!r}")
+        noun = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        raise FlaxlmError(f"{source}: key {key!r} must be {noun}, got {value!r}")
     return kind(value)
 
 

@@ -58,8 +58,9 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
     tensors = load_tensors(hf_dir)
     flat, absent, dropped = from_hf(table, tensors, config, param_shapes(config),
                                           allow_missing_head=not is_mlm)
-    if dropped:
-        log.warning("flaxlm import: dropping %s (no flaxlm counterpart)", ", ".join(dropped))
+    weights_dropped = [d for d in dropped if not d.endswith(("position_ids", "token_type_ids"))]
+    if weights_dropped:
+        log.warning("flaxlm import: dropping %s (no flaxlm counterpart)", ", ".join(weights_dropped))
     if absent:
         log.warning("flaxlm import: %s has no MLM head (%s); initialized %s fresh "
                     "(truncated normal 0.02, LayerNorm 1/0, bias 0)", hf_dir, table.base_class,

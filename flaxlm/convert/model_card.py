@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 
-from flaxlm.metrics_log import read_metrics
+
 from flaxlm.models.config import ModelConfig
 
 _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """`metrics.jsonl` rows (the format `flaxlm.metrics_log` writes; read here without importing
+    TensorBoard)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def final_metrics(workdir: str, step: int) -> dict[str, tuple[int, float]]:

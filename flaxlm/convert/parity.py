@@ -6,7 +6,11 @@ XLM-R's padding-aware positions are exercised), fp32, eval mode.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
+from flax import nnx
 
 from flaxlm.convert.tokenizer_files import SAMPLE_TEXTS
 from flaxlm.errors import FlaxlmError
@@ -28,11 +32,26 @@ def parity_batch(hf_tok, max_len: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+@functools.lru_cache(maxsize=8)
+def _forward(graphdef):
+    """One jit-compiled forward per model structure (op-by-op dispatch would compile every
+    primitive separately; import and export of one model share the compilation)."""
+
+    @jax.jit
+    def forward(state, ids_BxL, mask_BxL, types_BxL):
+        m = nnx.merge(graphdef, state)
+        hidden_BxLxD = m.encoder(ids_BxL, mask_BxL, types_BxL)
+        # = m.all_position_logits(...), without running the encoder a second time.
+        return hidden_BxLxD, m.mlm_head(hidden_BxLxD, m.encoder.embeddings.word)
+
+    return forward
+
+
 def flax_outputs(model, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(hidden_BxLxD, logits_BxLxV) of a flaxlm MaskedLMModel, deterministic, fp32."""
-    hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    # = model.all_position_logits(...), without running the encoder a second time.
-    logits = model.mlm_head(hidden, model.encoder.embeddings.word)
+    graphdef, state = nnx.split(model)
+    hidden, logits = _forward(graphdef)(state, batch["input_ids"], batch["attention_mask"],
+                                        batch["token_type_ids"])
     return np.asarray(hidden, np.float32), np.asarray(logits, np.float32)
 
 

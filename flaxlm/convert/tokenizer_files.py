@@ -76,7 +76,7 @@ def compare(tok: Tokenizer, hf_tok, vocab_size: int, where: str) -> None:
             raise FlaxlmError(f"{where}: {name} id is {hf_id} in transformers but {our_id} in "
                               "flaxlm's tokenizer")
     ours = [ids.tolist() for ids, _ in tok.encode_batch(list(SAMPLE_TEXTS))]
-    theirs = hf_tok(list(SAMPLE_TEXTS), add_special_tokens=False)["input_ids"]
+    theirs = hf_tok(list(SAMPLE_TEXTS), add_special_tokens=False, verbose=False)["input_ids"]
     for text, a, b in zip(SAMPLE_TEXTS, ours, theirs):
         if a != b:
             raise FlaxlmError(f"{where}: tokenizers disagree on {text!r}: flaxlm {a[:12]}… vs "

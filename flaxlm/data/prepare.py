@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import tensorflow as tf
 import tqdm
 
 from flaxlm.data import sources
@@ -39,7 +40,9 @@ def tokenize_documents(
         yield from _tokenize_batch(batch, tokenizer)
 
 
-def _tokenize_batch(docs: list[list[str]], tokenizer: Tokenizer) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _tokenize_batch(
+    docs: list[list[str]], tokenizer: Tokenizer
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     encoded = tokenizer.encode_batch([p for doc in docs for p in doc])
     start = 0
     for doc in docs:
@@ -78,7 +81,9 @@ def pack_examples(
         if pending >= body * examples_per_block:
             stream_ids, stream_ws = np.concatenate(pending_ids), np.concatenate(pending_ws)
             n = len(stream_ids) // body
-            yield _frame(stream_ids[: n * body], stream_ws[: n * body], seq_len, cls_id, sep_id, pad_id)
+            yield _frame(
+                stream_ids[: n * body], stream_ws[: n * body], seq_len, cls_id, sep_id, pad_id
+            )
             pending_ids, pending_ws = [stream_ids[n * body :]], [stream_ws[n * body :]]
             pending = len(pending_ids[0])
     if pending:
@@ -87,7 +92,12 @@ def pack_examples(
 
 
 def _frame(
-    stream_ids: np.ndarray, stream_ws: np.ndarray, seq_len: int, cls_id: int, sep_id: int, pad_id: int
+    stream_ids: np.ndarray,
+    stream_ws: np.ndarray,
+    seq_len: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cuts a token stream into `[CLS] chunk [SEP] pad…` rows; only the last row may be short."""
     body = seq_len - 2
@@ -110,8 +120,11 @@ def _frame(
     return ids_NxL, ws_NxL
 
 
-def pack_corpus(specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """All packed examples of text/TFDS specs in memory (for corpora that fit; else `prepare_shards`)."""
+def pack_corpus(
+    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """All packed examples of text/TFDS specs in memory (for corpora that fit, else use
+    `prepare_shards`)."""
     blocks = list(
         pack_examples(
             tokenize_documents(sources.iter_documents(specs), tokenizer),
@@ -134,8 +147,6 @@ def prepare_shards(
     Example i goes to shard i % num_shards. `prepared.json` is written last, so a directory from an
     interrupted run is never taken for a finished one. Returns that metadata.
     """
-    import tensorflow as tf
-
     if seq_len < 8:
         raise FlaxlmError(f"seq_len={seq_len}: must be at least 8")
     if num_shards < 1:
@@ -152,11 +163,15 @@ def prepare_shards(
     token_docs = tokenize_documents(documents, tokenizer)
     try:
         for ids_NxL, ws_NxL in pack_examples(
-            token_docs, seq_len=seq_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id
+            token_docs,
+            seq_len=seq_len,
+            cls_id=tokenizer.cls_id,
+            sep_id=tokenizer.sep_id,
+            pad_id=tokenizer.pad_id,
         ):
             for ids_L, ws_L in zip(ids_NxL, ws_NxL):
                 shard = total % num_shards
-                writers[shard].write(_serialize(tf, ids_L, ws_L))
+                writers[shard].write(_serialize(ids_L, ws_L))
                 counts[shard] += 1
                 total += 1
     finally:
@@ -178,9 +193,11 @@ def prepare_shards(
     return meta
 
 
-def _serialize(tf, ids_L: np.ndarray, ws_L: np.ndarray) -> bytes:
+def _serialize(ids_L: np.ndarray, ws_L: np.ndarray) -> bytes:
     feature = {
         "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids_L.tolist())),
-        "word_starts": tf.train.Feature(int64_list=tf.train.Int64List(value=ws_L.astype(np.int64).tolist())),
+        "word_starts": tf.train.Feature(
+            int64_list=tf.train.Int64List(value=ws_L.astype(np.int64).tolist())
+        ),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

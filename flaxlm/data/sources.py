@@ -7,6 +7,8 @@ A *spec* is what the user writes in `DataConfig.train_files`:
     its lines are paragraphs;
   * a directory holding `prepared.json`: packed examples written by `flaxlm.data.prepare`.
 A document is a list of paragraphs (non-empty strings of at most `MAX_PARAGRAPH_CHARS`).
+TensorFlow and TFDS are imported only where needed: tokenizer training reads plain text and should
+not pay seconds of TensorFlow import.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ TFDS_PREFIX = "tfds:"
 PREPARED_META = "prepared.json"
 # Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
 MAX_PARAGRAPH_CHARS = 100_000
+# A file without blank lines would otherwise be one document held whole in memory; past this
+# size a document is cut (costing one extra separator token per 10 M characters).
+MAX_DOCUMENT_CHARS = 10_000_000
 
 
 def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
@@ -44,7 +49,11 @@ def _documents(readers: list[tuple[str, list[str]]]) -> Iterator[list[str]]:
     for spec, paths in readers:
         found_text = False
         for path in paths:
-            docs = _tfds_documents(path) if path.startswith(TFDS_PREFIX) else _text_file_documents(path)
+            docs = (
+                _tfds_documents(path)
+                if path.startswith(TFDS_PREFIX)
+                else _text_file_documents(path)
+            )
             for doc in docs:
                 found_text = True
                 yield doc
@@ -76,7 +85,8 @@ def resolve_text_files(spec: str) -> list[str]:
 def _text_file_documents(path: str) -> Iterator[list[str]]:
     bad_lines, first_bad = 0, 0
     paragraphs: list[str] = []
-    # Binary reading + per-line decoding: one broken byte costs one line's cleanliness, not the file.
+    chars = 0
+    # Binary reading + per-line decoding: a broken byte spoils one line, not the whole file.
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             line, clean = _decode_line(raw)
@@ -88,14 +98,16 @@ def _text_file_documents(path: str) -> Iterator[list[str]]:
             line = line.strip()
             if line:
                 paragraphs.extend(split_long_text(line))
-            elif paragraphs:
+                chars += len(line)
+            if paragraphs and (not line or chars > MAX_DOCUMENT_CHARS):
                 yield paragraphs
-                paragraphs = []
+                paragraphs, chars = [], 0
     if paragraphs:
         yield paragraphs
     if bad_lines:
         warnings.warn(
-            f"{path}: {bad_lines} line(s) had invalid UTF-8 or NUL bytes (first at line {first_bad}); "
+            f"{path}: {bad_lines} line(s) had invalid UTF-8 or NUL bytes "
+            f"(first at line {first_bad}); "
             "bad bytes were replaced by U+FFFD, NULs dropped, and the rest of the text used",
             stacklevel=2,
         )
@@ -130,7 +142,9 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
     """`tfds:NAME[:SPLIT]` -> (NAME, SPLIT); the split defaults to train."""
     name, _, split = spec[len(TFDS_PREFIX) :].partition(":")
     if not name:
-        raise FlaxlmError(f"{spec}: expected tfds:NAME[:SPLIT], e.g. tfds:wikipedia/20230601.it:train")
+        raise FlaxlmError(
+            f"{spec}: expected tfds:NAME[:SPLIT], e.g. tfds:wikipedia/20230601.it:train"
+        )
     return name, split or "train"
 
 
@@ -141,7 +155,9 @@ def _tfds_documents(spec: str) -> Iterator[list[str]]:
     try:
         ds = tfds.load(name, split=split, shuffle_files=False)
     except Exception as e:  # tfds raises many types (not found, not prepared, bad split)
-        raise FlaxlmError(f"{spec}: cannot load with tensorflow_datasets: {str(e).splitlines()[0]}") from e
+        raise FlaxlmError(
+            f"{spec}: cannot load with tensorflow_datasets: {str(e).splitlines()[0]}"
+        ) from e
     if "text" not in ds.element_spec:
         raise FlaxlmError(f"{spec}: has no 'text' feature (features: {sorted(ds.element_spec)})")
     for example in ds.as_numpy_iterator():
@@ -170,12 +186,14 @@ def read_prepared_meta(spec: str) -> dict:
         raise FlaxlmError(f"{meta_path}: keys {missing} are missing")
     for name in meta["files"]:
         if not os.path.isfile(os.path.join(spec, name)):
-            raise FlaxlmError(f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist")
+            raise FlaxlmError(
+                f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist"
+            )
     return meta
 
 
 def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
-    """A tf.data.Dataset of packed `(ids_L int32, word_starts_L bool)` in file order."""
+    """A tf.data.Dataset of packed `(ids_L int32, word_starts_L bool)` in packing order."""
     import tensorflow as tf
 
     records = None
@@ -183,7 +201,10 @@ def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
         meta = read_prepared_meta(spec)
         for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
             if meta[key] != want:
-                raise FlaxlmError(f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} but {want} is configured")
+                raise FlaxlmError(
+                    f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} "
+                    f"but {want} is configured"
+                )
         paths = [os.path.join(spec, name) for name in meta["files"]]
         # `prepare` deals example i to shard i % S; reading the shards round-robin restores packing
         # order, so prepared shards and the text they came from give the same training stream.
@@ -204,13 +225,15 @@ def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
     return records.batch(1024).map(parse).unbatch()
 
 
-def load_prepared(specs: Sequence[str], *, seq_len: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+def load_prepared(
+    specs: Sequence[str], *, seq_len: int, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """All packed examples in memory: `ids_NxL` int32 and `word_starts_NxL` bool."""
     ds = prepared_dataset(specs, seq_len=seq_len, vocab_size=vocab_size).batch(8192)
     ids, word_starts = [], []
-    for ids_nxl, word_starts_nxl in ds.as_numpy_iterator():
-        ids.append(ids_nxl)
-        word_starts.append(word_starts_nxl)
+    for ids_KxL, word_starts_KxL in ds.as_numpy_iterator():
+        ids.append(ids_KxL)
+        word_starts.append(word_starts_KxL)
     if not ids:
         raise FlaxlmError(f"{', '.join(specs)}: the prepared shards hold no examples")
     return np.concatenate(ids), np.concatenate(word_starts)

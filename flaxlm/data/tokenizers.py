@@ -1,9 +1,9 @@
 """Tokenizers: train, save and load the two kinds the contract names (docs/architecture.md).
 
-A tokenizer is a directory. Besides the model file (`sentencepiece.bpe.model` or `vocab.txt`) it holds
-`flaxlm_tokenizer.json` (our metadata) and the `tokenizer_config.json` + `special_tokens_map.json`
-that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same vocabulary with the same
-ids; the release bundle copies those files.
+A tokenizer is a directory. Besides the model file (`sentencepiece.bpe.model` or `vocab.txt`) it
+holds `flaxlm_tokenizer.json` (our metadata) and the `tokenizer_config.json` +
+`special_tokens_map.json` that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same
+vocabulary with the same ids; the release bundle copies those files.
 """
 
 from __future__ import annotations
@@ -79,10 +79,13 @@ def load_tokenizer(path: str) -> Tokenizer:
     elif kind == "wordpiece":
         tok = _load_wordpiece(path, meta)
     else:
-        raise FlaxlmError(f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'")
+        raise FlaxlmError(
+            f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'"
+        )
     if meta.get("vocab_size", tok.vocab_size) != tok.vocab_size:
         raise FlaxlmError(
-            f"{meta_path}: key 'vocab_size' says {meta['vocab_size']} but the model file holds {tok.vocab_size}"
+            f"{meta_path}: key 'vocab_size' says {meta['vocab_size']} "
+            f"but the model file holds {tok.vocab_size}"
         )
     return tok
 
@@ -99,20 +102,27 @@ def train_tokenizer(
     """Trains a tokenizer on the paragraphs of `corpus_files` (any `sources` spec) into `out_dir`.
 
     `vocab_size` is the final vocabulary including special tokens. kind "unigram" trains a
-    SentencePiece unigram model with the XLM-R id layout; "wordpiece" trains a BERT WordPiece vocabulary.
+    SentencePiece unigram model with the XLM-R id layout; "wordpiece" trains a BERT WordPiece
+    vocabulary.
     """
     if vocab_size < 16:
         raise FlaxlmError(f"vocab_size={vocab_size}: too small for a tokenizer (need at least 16)")
-    os.makedirs(out_dir, exist_ok=True)
-    paragraphs = _paragraphs(sources.iter_documents(corpus_files))
-    if kind == "unigram":
-        if strip_accents:
-            raise FlaxlmError("strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)")
-        _train_sentencepiece(paragraphs, vocab_size=vocab_size, out_dir=out_dir, lowercase=lowercase)
-    elif kind == "wordpiece":
-        _train_wordpiece(paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents)
-    else:
+    if kind not in ("unigram", "wordpiece"):
         raise FlaxlmError(f"kind={kind!r}: expected 'unigram' or 'wordpiece'")
+    if kind == "unigram" and strip_accents:
+        raise FlaxlmError(
+            "strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)"
+        )
+    paragraphs = _paragraphs(sources.iter_documents(corpus_files))
+    os.makedirs(out_dir, exist_ok=True)
+    if kind == "unigram":
+        _train_sentencepiece(
+            paragraphs, vocab_size=vocab_size, out_dir=out_dir, lowercase=lowercase
+        )
+    else:
+        _train_wordpiece(
+            paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents
+        )
     return load_tokenizer(out_dir)
 
 
@@ -124,7 +134,9 @@ def _paragraphs(documents: Iterable[list[str]]) -> Iterator[str]:
 # --- SentencePiece (XLM-R layout) ---------------------------------------------------------------
 
 
-def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool) -> None:
+def _train_sentencepiece(
+    paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool
+) -> None:
     import sentencepiece as spm
 
     model = io.BytesIO()
@@ -140,7 +152,7 @@ def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir:
             pad_id=-1,
             # nmt_nfkc_cf = NFKC + case folding; the HF converter copies the compiled rules.
             normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
-            # Paragraphs, not sentences, are the training units: allow long ones instead of dropping them.
+            # Paragraphs, not sentences, are the training units: keep long ones, do not drop them.
             max_sentence_length=1 << 16,
             input_sentence_size=5_000_000,
             shuffle_input_sentence=True,
@@ -148,7 +160,10 @@ def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir:
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise FlaxlmError(f"SentencePiece training with vocab_size={vocab_size} failed: {e}") from e
+        raise FlaxlmError(
+            f"SentencePiece training with vocab_size={vocab_size} failed (its own sizes below "
+            f"exclude <pad> and <mask>): {e}"
+        ) from e
     with open(os.path.join(out_dir, SP_MODEL_FILE), "wb") as f:
         f.write(model.getvalue())
     _write_json(
@@ -162,8 +177,15 @@ def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir:
             "special_ids": {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": vocab_size - 1},
         },
     )
-    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}  # fmt: skip
+    specials = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
+        "mask_token": "<mask>",
+    }
     _write_hf_configs(out_dir, "XLMRobertaTokenizer", specials, {})
 
 
@@ -176,7 +198,7 @@ def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
     sp = spm.SentencePieceProcessor(model_file=model_path)
     sp_size = sp.get_piece_size()
     unk_id = _XLMR_SPECIALS["unk"][1]
-    # SentencePiece only ever emits its unk (sp id 0) among its control ids; everything else shifts by one.
+    # Of its control ids SentencePiece only ever emits unk (sp id 0); all other ids shift by one.
     id_by_sp_id = np.arange(1, sp_size + 1, dtype=np.int32)
     id_by_sp_id[sp.unk_id()] = unk_id
     word_start_by_sp_id = np.array([sp.id_to_piece(i).startswith("▁") for i in range(sp_size)])
@@ -217,7 +239,12 @@ def _bert_pipeline(vocab: dict[str, int] | None, *, lowercase: bool, strip_accen
 
 
 def _train_wordpiece(
-    paragraphs: Iterator[str], vocab_size: int, out_dir: str, *, lowercase: bool, strip_accents: bool
+    paragraphs: Iterator[str],
+    vocab_size: int,
+    out_dir: str,
+    *,
+    lowercase: bool,
+    strip_accents: bool,
 ) -> None:
     from tokenizers import trainers
 
@@ -242,8 +269,14 @@ def _train_wordpiece(
         },
     )
     # strip_accents is written explicitly: BERT's default (None) would follow do_lower_case.
-    flags = {"do_lower_case": lowercase, "strip_accents": strip_accents, "tokenize_chinese_chars": True}
-    _write_hf_configs(out_dir, "BertTokenizer", {f"{k}_token": v for k, v in _BERT_SPECIALS.items()}, flags)
+    flags = {
+        "do_lower_case": lowercase,
+        "strip_accents": strip_accents,
+        "tokenize_chinese_chars": True,
+    }
+    _write_hf_configs(
+        out_dir, "BertTokenizer", {f"{k}_token": v for k, v in _BERT_SPECIALS.items()}, flags
+    )
 
 
 def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
@@ -251,14 +284,18 @@ def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
     if not os.path.isfile(vocab_path):
         raise FlaxlmError(f"{vocab_path}: not found")
     with open(vocab_path, encoding="utf-8") as f:
-        tokens = f.read().splitlines()
+        # Split on "\n" only, as transformers does: a token may contain U+2028 and friends.
+        tokens = f.read().split("\n")
+    if tokens and not tokens[-1]:
+        tokens.pop()
     vocab = {token: i for i, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise FlaxlmError(f"{vocab_path}: duplicate tokens; ids must be unique line numbers")
     missing = [t for t in _BERT_SPECIALS.values() if t not in vocab]
     if missing:
         raise FlaxlmError(f"{vocab_path}: special tokens {missing} are missing")
-    lowercase, strip_accents = bool(meta.get("lowercase", False)), bool(meta.get("strip_accents", False))
+    lowercase = bool(meta.get("lowercase", False))
+    strip_accents = bool(meta.get("strip_accents", False))
     tok = _bert_pipeline(vocab, lowercase=lowercase, strip_accents=strip_accents)
     special = {name: vocab[token] for name, token in _BERT_SPECIALS.items()}
 
@@ -286,8 +323,15 @@ def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
 # --- Hugging Face side files --------------------------------------------------------------------
 
 
-def _write_hf_configs(out_dir: str, tokenizer_class: str, specials: dict[str, str], flags: dict) -> None:
-    config = {"tokenizer_class": tokenizer_class, "model_max_length": MODEL_MAX_LENGTH, **flags, **specials}
+def _write_hf_configs(
+    out_dir: str, tokenizer_class: str, specials: dict[str, str], flags: dict
+) -> None:
+    config = {
+        "tokenizer_class": tokenizer_class,
+        "model_max_length": MODEL_MAX_LENGTH,
+        **flags,
+        **specials,
+    }
     _write_json(out_dir, "tokenizer_config.json", config)
     _write_json(out_dir, "special_tokens_map.json", specials)
 

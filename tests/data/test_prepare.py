@@ -16,7 +16,12 @@ def _doc(ids, starts):
 
 
 def test_packing_joins_documents_with_sep_and_frames_cls_sep():
-    docs = [_doc([1, 2, 3], [1, 0, 1]), _doc([], []), _doc([4, 5, 6, 7, 8], [1, 1, 0, 0, 1]), _doc([9], [1])]
+    docs = [
+        _doc([1, 2, 3], [1, 0, 1]),
+        _doc([], []),
+        _doc([4, 5, 6, 7, 8], [1, 1, 0, 0, 1]),
+        _doc([9], [1]),
+    ]
     (block,) = prepare.pack_examples(iter(docs), seq_len=6, cls_id=CLS, sep_id=SEP, pad_id=PAD)
     ids_NxL, ws_NxL = block
     np.testing.assert_array_equal(
@@ -40,7 +45,11 @@ def test_streaming_blocks_equal_one_big_block():
     rng = np.random.default_rng(0)
     docs = [_doc(rng.integers(1, 50, n), rng.random(n) < 0.5) for n in rng.integers(0, 40, 60)]
     one = list(prepare.pack_examples(iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD))
-    many = list(prepare.pack_examples(iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD, examples_per_block=3))
+    many = list(
+        prepare.pack_examples(
+            iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD, examples_per_block=3
+        )
+    )
     assert len(one) == 1 and len(many) > 5
     for i in (0, 1):
         np.testing.assert_array_equal(one[0][i], np.concatenate([b[i] for b in many]))
@@ -53,7 +62,10 @@ def test_prepared_shards_round_trip_and_feed_the_same_stream(sp_tokenizer, tmp_p
     assert json.load(open(os.path.join(out, "prepared.json"))) == meta
     assert meta["seq_len"] == 64 and meta["vocab_size"] == sp_tokenizer.vocab_size
     ids_NxL, ws_NxL = prepare.pack_corpus([IT_EVAL], sp_tokenizer, seq_len=64)
-    assert sum(meta["num_examples"]) == len(ids_NxL) and max(meta["num_examples"]) - min(meta["num_examples"]) <= 1
+    assert (
+        sum(meta["num_examples"]) == len(ids_NxL)
+        and max(meta["num_examples"]) - min(meta["num_examples"]) <= 1
+    )
     loaded = sources.load_prepared([out], seq_len=64, vocab_size=sp_tokenizer.vocab_size)
     np.testing.assert_array_equal(loaded[0], ids_NxL)
     np.testing.assert_array_equal(loaded[1], ws_NxL)
@@ -75,7 +87,10 @@ def test_prepared_shards_are_checked_against_the_config(sp_tokenizer, tmp_path):
         sources.load_prepared([out], seq_len=64, vocab_size=sp_tokenizer.vocab_size)
     with pytest.raises(FlaxlmError, match="raw text"):
         pipeline.build_train_stream(
-            pipeline.DataConfig(train_files=(out, IT_EVAL), seq_len=32), sp_tokenizer, seed=0, host_batch_size=2
+            pipeline.DataConfig(train_files=(out, IT_EVAL), seq_len=32),
+            sp_tokenizer,
+            seed=0,
+            host_batch_size=2,
         )
     os.remove(os.path.join(out, "shard-00000-of-00001.tfrecord"))
     with pytest.raises(FlaxlmError, match="shard-00000-of-00001.tfrecord"):
@@ -85,5 +100,11 @@ def test_prepared_shards_are_checked_against_the_config(sp_tokenizer, tmp_path):
 def test_prepare_rejects_an_empty_corpus(sp_tokenizer, tmp_path):
     (tmp_path / "blank.txt").write_text("\n\n")
     with pytest.raises(FlaxlmError, match="blank.txt"):
-        prepare.prepare_shards([str(tmp_path / "blank.txt")], sp_tokenizer, str(tmp_path / "o"), seq_len=32, num_shards=2)
+        prepare.prepare_shards(
+            [str(tmp_path / "blank.txt")],
+            sp_tokenizer,
+            str(tmp_path / "o"),
+            seq_len=32,
+            num_shards=2,
+        )
     assert not os.path.exists(tmp_path / "o" / "prepared.json")

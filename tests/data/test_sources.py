@@ -58,9 +58,17 @@ def test_a_single_10mb_line_is_cut_into_bounded_paragraphs(tmp_path):
     words = ("parola " * 1_500_000).encode()[:10_000_000]
     path = tmp_path / "huge.txt"
     path.write_bytes(words + b"x" * 250_000)  # ends with an unbreakable 250k-char run
-    (doc,) = _docs(str(path))
-    assert max(map(len, doc)) <= sources.MAX_PARAGRAPH_CHARS
-    assert "".join(doc).replace(" ", "") == (words + b"x" * 250_000).decode().replace(" ", "")
+    (paragraphs,) = _docs(str(path))
+    assert max(map(len, paragraphs)) <= sources.MAX_PARAGRAPH_CHARS
+    text = "".join(paragraphs).replace(" ", "")
+    assert text == (words + b"x" * 250_000).decode().replace(" ", "")
+
+
+def test_files_without_blank_lines_are_cut_into_bounded_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_DOCUMENT_CHARS", 10)
+    path = tmp_path / "lines.txt"
+    path.write_text("abcd\nefgh\nijkl\nmnop\n\nqr\n")
+    assert _docs(str(path)) == [["abcd", "efgh", "ijkl"], ["mnop"], ["qr"]]
 
 
 def test_split_long_text_prefers_spaces():
@@ -72,15 +80,23 @@ def _articles(texts):
     def as_dataset(self, *args, **kwargs):
         return tf.data.Dataset.from_generator(
             lambda: ({"text": t, "title": "t"} for t in texts),
-            output_signature={"text": tf.TensorSpec([], tf.string), "title": tf.TensorSpec([], tf.string)},
+            output_signature={
+                "text": tf.TensorSpec([], tf.string),
+                "title": tf.TensorSpec([], tf.string),
+            },
         )
 
     return tfds.testing.mock_data(as_dataset_fn=as_dataset)
 
 
 def test_tfds_wikipedia_articles_become_documents_of_paragraphs():
-    with _articles(["Roma\n\nRoma è la capitale.\nHa molti abitanti.", "  \n", "Milano\nÈ una città."]):
-        assert _docs(WIKI) == [["Roma", "Roma è la capitale.", "Ha molti abitanti."], ["Milano", "È una città."]]
+    with _articles(
+        ["Roma\n\nRoma è la capitale.\nHa molti abitanti.", "  \n", "Milano\nÈ una città."]
+    ):
+        assert _docs(WIKI) == [
+            ["Roma", "Roma è la capitale.", "Ha molti abitanti."],
+            ["Milano", "È una città."],
+        ]
 
 
 def test_tfds_mock_random_text_is_read():

@@ -8,7 +8,10 @@ import transformers
 from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
 from flaxlm.errors import FlaxlmError
 
-MIXED = ["Perché IL Sistema è GIÀ più Veloce? Così dicono a Forlì.", "Città, università: ÀÈÌÒÙ àèìòù."]
+MIXED = [
+    "Perché IL Sistema è GIÀ più Veloce? Così dicono a Forlì.",
+    "Città, università: ÀÈÌÒÙ àèìòù.",
+]
 
 
 def _hf_ids(hf, texts):
@@ -39,7 +42,9 @@ def test_unigram_word_starts_are_pieces_with_the_space_marker(sp_tokenizer, eval
 
 
 def test_unigram_lowercase_agrees_with_transformers(it_slice, tmp_path):
-    tok = train_tokenizer([it_slice], vocab_size=800, kind="unigram", out_dir=str(tmp_path), lowercase=True)
+    tok = train_tokenizer(
+        [it_slice], vocab_size=800, kind="unigram", out_dir=str(tmp_path), lowercase=True
+    )
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert len(hf) == tok.vocab_size and tok.lowercase
     _assert_same_ids(tok, hf, MIXED)
@@ -49,7 +54,13 @@ def test_unigram_lowercase_agrees_with_transformers(it_slice, tmp_path):
 def test_wordpiece_has_bert_ids_in_transformers(wp_tokenizer, eval_sentences):
     hf = transformers.BertTokenizerFast.from_pretrained(wp_tokenizer.path)
     assert len(hf) == wp_tokenizer.vocab_size == 2000
-    assert [hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id] == [0, 1, 2, 3, 4]
+    assert [
+        hf.pad_token_id,
+        hf.unk_token_id,
+        hf.cls_token_id,
+        hf.sep_token_id,
+        hf.mask_token_id,
+    ] == [0, 1, 2, 3, 4]
     assert (wp_tokenizer.pad_id, wp_tokenizer.mask_id) == (0, 4)
     _assert_same_ids(wp_tokenizer, hf, eval_sentences + MIXED)
     auto = transformers.AutoTokenizer.from_pretrained(wp_tokenizer.path)
@@ -65,11 +76,18 @@ def test_wordpiece_word_starts_are_tokens_without_hashes(wp_tokenizer, eval_sent
 @pytest.mark.parametrize("strip_accents", [False, True])
 def test_wordpiece_uncased_accent_handling_matches_bert(it_slice, tmp_path, strip_accents):
     tok = train_tokenizer(
-        [it_slice], vocab_size=800, kind="wordpiece", out_dir=str(tmp_path), lowercase=True, strip_accents=strip_accents
+        [it_slice],
+        vocab_size=800,
+        kind="wordpiece",
+        out_dir=str(tmp_path),
+        lowercase=True,
+        strip_accents=strip_accents,
     )
     hf = transformers.BertTokenizerFast.from_pretrained(str(tmp_path))
     _assert_same_ids(tok, hf, MIXED)
-    text = "".join(hf.convert_ids_to_tokens(tok.encode_batch(["PERCHÉ"])[0][0].tolist())).replace("##", "")
+    text = "".join(hf.convert_ids_to_tokens(tok.encode_batch(["PERCHÉ"])[0][0].tolist())).replace(
+        "##", ""
+    )
     assert text == ("perche" if strip_accents else "perché")
 
 
@@ -79,7 +97,11 @@ def test_metadata_round_trip(sp_tokenizer, wp_tokenizer):
         assert meta["vocab_size"] == tok.vocab_size
         assert meta["special_ids"]["mask"] == tok.mask_id
         again = load_tokenizer(tok.path)
-        assert (again.kind, again.special_ids, again.vocab_size) == (tok.kind, tok.special_ids, tok.vocab_size)
+        assert (again.kind, again.special_ids, again.vocab_size) == (
+            tok.kind,
+            tok.special_ids,
+            tok.vocab_size,
+        )
         assert os.path.isfile(os.path.join(tok.path, "special_tokens_map.json"))
 
 
@@ -99,8 +121,19 @@ def test_errors_name_the_fault(tmp_path, it_slice):
     with pytest.raises(FlaxlmError, match="'kind'"):
         load_tokenizer(str(tmp_path))
     with pytest.raises(FlaxlmError, match="strip_accents"):
-        train_tokenizer([it_slice], vocab_size=500, kind="unigram", out_dir=str(tmp_path / "u"), strip_accents=True)
+        train_tokenizer(
+            [it_slice],
+            vocab_size=500,
+            kind="unigram",
+            out_dir=str(tmp_path / "u"),
+            strip_accents=True,
+        )
     with pytest.raises(FlaxlmError, match="kind='bpe'"):
         train_tokenizer([it_slice], vocab_size=500, kind="bpe", out_dir=str(tmp_path / "b"))
     with pytest.raises(FlaxlmError, match="missing.txt"):
-        train_tokenizer([str(tmp_path / "missing.txt")], vocab_size=500, kind="wordpiece", out_dir=str(tmp_path / "w"))
+        train_tokenizer(
+            [str(tmp_path / "missing.txt")],
+            vocab_size=500,
+            kind="wordpiece",
+            out_dir=str(tmp_path / "w"),
+        )

@@ -1,0 +1,138 @@
+"""Shared fixtures: tiny tokenizers trained on the Italian sample, random HF models, workdirs."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import IT_TRAIN
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="session")
+def tokenizers(tmp_path_factory) -> dict[str, str]:
+    """Tokenizer dirs: "sp" (unigram, XLM-R ids), "wp_uncased" (lowercase + strip accents),
+    "wp_cased" (keeps case and accents)."""
+    from flaxlm.data.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    corpus = root / "corpus.txt"
+    with open(IT_TRAIN, encoding="utf-8") as f:
+        corpus.write_text("".join(itertools.islice(f, 1500)), encoding="utf-8")
+    dirs = {"sp": root / "sp", "wp_uncased": root / "wp_uncased", "wp_cased": root / "wp_cased"}
+    train_tokenizer([str(corpus)], vocab_size=300, kind="unigram", out_dir=str(dirs["sp"]))
+    train_tokenizer([str(corpus)], vocab_size=300, kind="wordpiece", out_dir=str(dirs["wp_uncased"]),
+                    lowercase=True, strip_accents=True)
+    train_tokenizer([str(corpus)], vocab_size=300, kind="wordpiece", out_dir=str(dirs["wp_cased"]),
+                    lowercase=False, strip_accents=False)
+    return {k: str(v) for k, v in dirs.items()}
+
+
+def randomize_torch(model, seed: int = 0, scale: float = 0.1) -> None:
+    """Noise on every parameter, so zero biases and unit LayerNorms cannot hide a mapping bug."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
+                intermediate: int, type_vocab: int, layers: int = 2, max_pos: int = 40,
+                with_head: bool = True, seed: int = 0):
+    """A random transformers model + the tokenizer files a real checkpoint carries; returns it."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from flaxlm.data.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    common = dict(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=intermediate,
+                  max_position_embeddings=max_pos, type_vocab_size=type_vocab,
+                  pad_token_id=tok.pad_id, hidden_act="gelu")
+    if arch == "xlmr":
+        config = transformers.XLMRobertaConfig(layer_norm_eps=1e-5, **common)
+        cls = transformers.XLMRobertaForMaskedLM if with_head else transformers.XLMRobertaModel
+        source = "sentencepiece.bpe.model"
+    else:
+        config = transformers.BertConfig(layer_norm_eps=1e-12, **common)
+        cls = transformers.BertForMaskedLM if with_head else transformers.BertModel
+        source = "vocab.txt"
+    torch.manual_seed(seed)
+    model = cls(config)
+    randomize_torch(model, seed)
+    model.eval()
+    model.save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(path))
+    shutil.copyfile(os.path.join(tokenizer_dir, source), os.path.join(path, source))
+    return model
+
+
+def random_batch(vocab: int, pad_id: int, cls_id: int, type_vocab: int, seed: int = 0,
+                 batch: int = 3, length: int = 17) -> dict[str, np.ndarray]:
+    """Random ids with padded rows and (when the model has them) random token types."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(4, vocab, (batch, length)).astype(np.int32)
+    ids[:, 0] = cls_id
+    mask = np.ones_like(ids)
+    for row, real in enumerate([length, 9, 4][:batch]):
+        ids[row, real:] = pad_id
+        mask[row, real:] = 0
+    types = rng.integers(0, type_vocab, ids.shape).astype(np.int32) * mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def load_flax(run_dir: str, step: int | None = None):
+    from flaxlm.checkpoint import read_params
+    from flaxlm.convert.model_io import abstract_params, build_model, open_workdir
+
+    wd = open_workdir(run_dir)
+    params, _, _ = read_params(run_dir, abstract_params(wd.model)[1], step)
+    return wd.model, params, build_model(wd.model, params)
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
+                  metrics: list[dict] | None = None) -> dict[int, dict]:
+    """A flaxlm workdir as `flaxlm train` leaves it (params-only checkpoints); returns params."""
+    from flax import nnx
+
+    from flaxlm.checkpoint import write_params
+    from flaxlm.models.heads import MaskedLMModel
+
+    os.makedirs(path, exist_ok=True)
+    shutil.copytree(tokenizer_dir, os.path.join(path, "tokenizer"))
+    model_dict = dataclasses.asdict(config)
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"config": {"data": {"train_files": "data/it/train.txt"}}, "model": model_dict,
+                   "objective": "mlm", "tokenizer": "tokenizer"}, f)
+    out = {}
+    for i, step in enumerate(steps):
+        model = MaskedLMModel(config, rngs=nnx.Rngs(seed + i))
+        params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+        rng = np.random.default_rng(seed + i)
+        # Trained-looking weights: no zero biases or unit LayerNorms to hide mapping bugs.
+        params = jax.tree.map(lambda a: (a + rng.normal(0, 0.1, a.shape)).astype(np.float32),
+                              params)
+        write_params(str(path), step, params, {"step": step, "model": model_dict})
+        out[step] = params
+    if metrics:
+        with open(os.path.join(path, "metrics.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(m) + "\n" for m in metrics)
+    return out
