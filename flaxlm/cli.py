@@ -43,7 +43,26 @@ def _cmd_prepare(args, _):
     from flaxlm.data.tokenizers import load_tokenizer
     summary = prepare_shards(args.input, load_tokenizer(args.tokenizer), args.out,
                              seq_len=args.seq_len, num_shards=args.num_shards)
-    print(f"flaxlm: prepared {summary.get('num_examples', '?')} examples in {args.out}")
+    print(f"flaxlm: prepared {sum(summary['num_examples'])} examples of {args.seq_len} tokens "
+          f"in {len(summary['num_examples'])} shards under {args.out}")
+
+
+def _cmd_compile(args, overrides):
+    import jax
+    if not os.environ.get("JAX_PLATFORMS"):
+        jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices; no chip is used
+    from flaxlm import aot, run_config
+    from flaxlm.sharding import MeshConfig
+    config = run_config.load(args.config, overrides)
+    mesh = None
+    if args.mesh:
+        try:
+            data, fsdp, tensor = (int(s) for s in args.mesh.split(","))
+            mesh = MeshConfig(data=data, fsdp=fsdp, tensor=tensor)
+        except ValueError:
+            raise FlaxlmError(f"--mesh {args.mesh!r}: expected DATA,FSDP,TENSOR sizes, "
+                              "e.g. 1,8,1 (-1: the remaining chips)") from None
+    print(aot.format_report(aot.compile_train_step(config, args.topology, mesh)), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)
+
+    p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) "
+                       "and report per-chip memory, XLA's step-time estimate and MFU",
+                       epilog="Needs pip install 'flaxlm[tpu]'. Any --config.section.key=value "
+                       "overrides the config file.")
+    p.add_argument("--config", required=True, help="configs/<name>.py")
+    p.add_argument("--topology", required=True, help="e.g. v5e-16, v4-8, v5p-8, v6e-8, v5e:4x4")
+    p.add_argument("--mesh", default="", help="DATA,FSDP,TENSOR (default: the config's mesh)")
+    p.set_defaults(func=_cmd_compile, accepts_overrides=True)
 
     p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")
     p.add_argument("--corpus", nargs="+", required=True, help="text files")

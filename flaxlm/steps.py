@@ -63,11 +63,21 @@ class TrainProgram:
 
         self.init_state = jax.jit(self._init, out_shardings=self.state_shardings)
         self.train_step = jax.jit(
-            self._train_step, in_shardings=(self.state_shardings, self.batch_sharding),
+            self._with_mesh(self._train_step),
+            in_shardings=(self.state_shardings, self.batch_sharding),
             out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
         self.eval_step = jax.jit(
-            self._eval_step, in_shardings=(self.state_shardings["params"], self.batch_sharding),
+            self._with_mesh(self._eval_step),
+            in_shardings=(self.state_shardings["params"], self.batch_sharding),
             out_shardings=replicated)
+
+    def _with_mesh(self, fn: Callable) -> Callable:
+        """Trace `fn` with the mesh set, so the model's activation constraints take effect."""
+        @functools.wraps(fn)
+        def traced(*args):
+            with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+                return fn(*args)
+        return traced
 
     # -- state ---------------------------------------------------------------------------------
     def _init(self, rng_data: jax.Array) -> State:

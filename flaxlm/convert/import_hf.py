@@ -56,8 +56,11 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
     raw_config = check_hf_dir(hf_dir)
     config, table, is_mlm = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
     tensors = load_tensors(hf_dir)
-    flat, absent, dropped = from_hf(table, tensors, config, param_shapes(config),
-                                          allow_missing_head=not is_mlm)
+    try:
+        flat, absent, dropped = from_hf(table, tensors, config, param_shapes(config),
+                                        allow_missing_head=not is_mlm)
+    except FlaxlmError as e:
+        raise FlaxlmError(f"{hf_dir}: {e}") from None
     weights_dropped = [d for d in dropped if not d.endswith(("position_ids", "token_type_ids"))]
     if weights_dropped:
         log.warning("flaxlm import: dropping %s (no flaxlm counterpart)", ", ".join(weights_dropped))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -156,11 +157,13 @@ def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError,
             EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"(?i)unsupported:? global:? (?:GLOBAL )?([\w.]+)", str(e))
+        why = (f"the pickle references {found.group(1)}" if found
+               else f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}")
         raise FlaxlmError(
-            f"{path}: refused by torch.load(weights_only=True) ({first[:200]}). The file holds "
-            "more than tensors (custom classes or code in the pickle). If you trust its source, "
-            "convert it to model.safetensors in a sandbox and import that instead") from None
+            f"{path}: refused by torch.load(weights_only=True): {why}. The file holds more than "
+            "tensors (custom classes or code in the pickle). If you trust its source, convert it "
+            "to model.safetensors in a sandbox and import that instead") from None
     if not isinstance(state, dict):
         raise FlaxlmError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return {str(k): _to_numpy(str(k), v) for k, v in state.items()}

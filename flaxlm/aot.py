@@ -1,0 +1,390 @@
+"""Ahead-of-time compilation of the real train step for a TPU topology, on a machine without TPUs.
+
+`flaxlm compile` builds the same `TrainProgram` that `flaxlm train` runs, on compile-only TPU
+devices that libtpu describes (`jax.experimental.topologies.get_topology_desc`), lowers its train
+step with abstract arguments (ShapeDtypeStructs that carry the run's shardings; no array is ever
+allocated) and compiles it with the TPU compiler. It reports:
+
+* per-chip memory from `compiled.memory_analysis()`: arguments, outputs (the donated state aliases
+  the arguments), temporaries, and XLA's peak, against the chip's HBM. A compile that fails with
+  RESOURCE_EXHAUSTED is a "does not fit" result with the numbers XLA's error gives, not a crash.
+* XLA's step-time estimate: `optimal_seconds` from `compiled.cost_analysis()` (the TPU compiler's
+  roofline estimate for one chip's program; it also reports `flops` and `bytes accessed`).
+  XLA counts a loop body once, so with gradient accumulation (a `lax.scan` over micro-batches) the
+  step estimate is t + (accum - 1) · (t - t_update), where t_update is the estimate for the
+  optimizer update alone (compiled separately with the same shardings).
+* MFU at that step time, with flaxlm/flops.py's convention and bf16 peak per chip.
+
+Needs libtpu: `pip install 'flaxlm[tpu]'`. The vocabulary comes from the preset (or an explicit
+`model.vocab_size`), so no tokenizer is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import math
+import os
+import re
+import sys
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from flaxlm.data.pipeline import max_predictions
+from flaxlm.errors import FlaxlmError
+from flaxlm.flops import peak_flops_per_device
+from flaxlm.models.config import PRESETS
+from flaxlm.optim import learning_rate_schedule, make_optimizer
+from flaxlm.run_config import RunConfig
+from flaxlm.sharding import MeshConfig, data_parallel_size, make_mesh
+from flaxlm.steps import TrainProgram
+
+GiB = 1 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    name: str  # libtpu's topology prefix
+    hbm_bytes: int
+    dims: int  # 2-D (v5e, v6e) or 3-D (v4, v5p) torus
+    cores_in_name: bool  # v4-8 / v5p-8 count TensorCores (2 per chip); v5e-8 / v6e-8 count chips
+    megacore: bool  # both TensorCores of a chip act as one JAX device
+    single_host_chips: int  # largest slice served by one host
+
+
+GENERATIONS = {
+    "v4": Generation("v4", 32 * GiB, 3, True, True, 4),
+    "v5e": Generation("v5e", 16 * GiB, 2, False, False, 8),
+    "v5p": Generation("v5p", 95 * GiB, 3, True, True, 4),
+    "v6e": Generation("v6e", 32 * GiB, 2, False, False, 8),
+}
+_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
+# Slice shapes of Cloud TPU accelerator types, by chip count.
+_SHAPES = {
+    2: {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
+        256: (16, 16)},
+    3: {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
+        256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    name: str  # as given: v5e-16, v4-8, v5p:2x2x2 ...
+    generation: Generation
+    shape: tuple[int, ...]
+
+    @property
+    def chips(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def libtpu_name(self) -> str:
+        return f"{self.generation.name}:{'x'.join(map(str, self.shape))}"
+
+    @property
+    def host_shape(self) -> tuple[int, int, int]:
+        shape3 = (*self.shape, 1)[:3]
+        if self.chips <= self.generation.single_host_chips:
+            return shape3
+        return (min(2, shape3[0]), min(2, shape3[1]), 1)
+
+    @property
+    def hosts(self) -> int:
+        return self.chips // math.prod(self.host_shape)
+
+
+def parse_topology(name: str) -> Topology:
+    """`v5e-16`, `v5litepod-16`, `v4-8` (TensorCores), `v6e-8`, or libtpu's `v5e:4x4` form."""
+    known = ", ".join(sorted(GENERATIONS))
+    text = name.strip().lower()
+    m = re.fullmatch(r"([a-z0-9]+)[-:](\d+(?:x\d+)*)", text)
+    gen = m and GENERATIONS.get(_ALIASES.get(m.group(1), m.group(1)))
+    if not gen:
+        raise FlaxlmError(f"--topology {name!r}: expected GEN-N (e.g. v5e-16, v4-8) or GEN:AxB[xC] "
+                          f"with GEN one of {known}")
+    count = m.group(2)
+    if "x" in count or ":" in text:
+        shape = tuple(int(s) for s in count.split("x"))
+        if len(shape) != gen.dims:
+            raise FlaxlmError(f"--topology {name!r}: {gen.name} slices have {gen.dims} dimensions")
+    else:
+        n = int(count)
+        chips = n // 2 if gen.cores_in_name else n
+        shape = _SHAPES[gen.dims].get(chips)
+        if shape is None or (gen.cores_in_name and n % 2):
+            sizes = sorted(2 * c if gen.cores_in_name else c for c in _SHAPES[gen.dims])
+            raise FlaxlmError(f"--topology {name!r}: no {gen.name} slice of that size; known: "
+                              + ", ".join(f"{gen.name}-{s}" for s in sizes))
+    return Topology(name, gen, shape)
+
+
+def topology_devices(topology: Topology) -> list:
+    """Compile-only devices of the slice (no TPU needed, but libtpu must be installed)."""
+    if importlib.util.find_spec("libtpu") is None:
+        raise FlaxlmError("flaxlm compile needs libtpu: pip install 'flaxlm[tpu]' "
+                          "(jax[tpu], which brings libtpu)")
+    # A compile-only client never touches a chip: do not take libtpu's one-process-per-host lock
+    # (another JAX process on this machine may hold it).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+    kwargs: dict[str, Any] = {"chips_per_host_bounds": topology.host_shape}
+    if topology.generation.megacore:
+        kwargs["chip_config_name"] = "megacore"
+    with _libtpu_chatter_hidden():
+        return list(topologies.get_topology_desc(topology.libtpu_name, "tpu", **kwargs).devices)
+
+
+@contextlib.contextmanager
+def _libtpu_chatter_hidden():
+    """libtpu warns on stderr (C level) that this is no TPU VM; shown only if loading fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@dataclasses.dataclass
+class CompileReport:
+    topology: str
+    libtpu_topology: str
+    device_kind: str
+    chips: int
+    hosts: int
+    mesh: dict[str, int]
+    model_preset: str
+    params: int
+    batch_size: int
+    seq_len: int
+    grad_accum_steps: int
+    compute_dtype: str
+    hbm_bytes: int
+    fits: bool
+    # Per-chip bytes. From memory_analysis() after a successful compile; after a
+    # RESOURCE_EXHAUSTED compile, arguments are counted from the shardings and temporaries (or the
+    # total) come from XLA's error message when it states them (else None).
+    argument_bytes: int | None = None
+    output_bytes: int | None = None
+    alias_bytes: int | None = None
+    temp_bytes: int | None = None
+    code_bytes: int | None = None
+    total_bytes: int | None = None
+    error: str | None = None
+    # XLA's estimate (per chip; the SPMD program runs on every chip at once).
+    xla_step_seconds: float | None = None  # optimal_seconds, accumulation-corrected
+    xla_optimal_seconds: float | None = None  # as reported (loop body counted once)
+    xla_update_seconds: float | None = None  # optimizer update alone (accumulation only)
+    xla_flops_per_chip: float | None = None
+    xla_bytes_accessed_per_chip: float | None = None
+    model_flops_per_step: float = 0.0
+    peak_flops_per_chip: float = 0.0
+    mfu: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "fits" if self.fits else "does not fit"
+
+
+def abstract_mlm_batch(mesh, global_batch: int, seq_len: int, predictions: int) -> dict:
+    """The global MLM batch (docs/architecture.md) as sharded ShapeDtypeStructs."""
+    sharding = NamedSharding(mesh, P(("data", "fsdp")))
+    shapes = {"input_ids": ((global_batch, seq_len), jnp.int32),
+              "attention_mask": ((global_batch, seq_len), jnp.int32),
+              "token_type_ids": ((global_batch, seq_len), jnp.int32),
+              "masked_positions": ((global_batch, predictions), jnp.int32),
+              "masked_labels": ((global_batch, predictions), jnp.int32),
+              "masked_weights": ((global_batch, predictions), jnp.float32)}
+    return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in shapes.items()}
+
+
+def _shard_bytes(tree) -> int:
+    return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(tree))
+
+
+_SIZE = r"([\d.]+)\s*([KMGT]?)i?B?"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _oom_numbers(message: str) -> tuple[int | None, int | None]:
+    """(temporaries, total) bytes from a TPU RESOURCE_EXHAUSTED message, where it states them."""
+    def size(m, i):
+        return int(float(m.group(i)) * _UNITS[m.group(i + 1)])
+    temps = re.search(r"HLO temporaries \(" + _SIZE + r"\)", message)
+    used = re.search(r"[Uu]sed " + _SIZE + r" of " + _SIZE, message)
+    return (size(temps, 1) if temps else None), (size(used, 1) if used else None)
+
+
+def _is_resource_exhausted(error: Exception) -> bool:
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text
+
+
+def _update_seconds(program: TrainProgram, abstract_state: dict) -> float | None:
+    """XLA's estimate for the optimizer update alone, to scale a loop-body-once estimate."""
+    shardings = program.state_shardings
+
+    def update(params, opt_state, grads):
+        grads = jax.tree.map(lambda g: g / 2.0, grads)  # the normalization the step does
+        updates, opt_state = program.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+    compiled = jax.jit(
+        update, in_shardings=(shardings["params"], shardings["opt_state"], shardings["params"]),
+        out_shardings=(shardings["params"], shardings["opt_state"], None),
+        donate_argnums=(0, 1)).lower(
+        abstract_state["params"], abstract_state["opt_state"], abstract_state["params"]).compile()
+    return _cost(compiled).get("optimal_seconds")
+
+
+def _cost(compiled) -> dict[str, float]:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per program
+        cost = cost[0] if cost else {}
+    return dict(cost or {})
+
+
+def compile_train_step(config: RunConfig, topology: str | Topology,
+                       mesh_config: MeshConfig | None = None) -> CompileReport:
+    """Compile `config`'s train step for `topology` and report memory, time and MFU per chip."""
+    topo = parse_topology(topology) if isinstance(topology, str) else topology
+    devices = topology_devices(topo)
+    # Shapes from the preset (as `init_from` checkpoints of that preset have), not a tokenizer.
+    model_config = config.model(PRESETS[config.model_preset].vocab_size)
+    data = config.data
+    if data.seq_len > model_config.max_seq_len:
+        raise FlaxlmError(f"data.seq_len={data.seq_len} exceeds the model's "
+                          f"{model_config.max_seq_len} positions")
+    mesh = make_mesh(mesh_config or config.mesh, devices)
+    loop, accum = config.loop, config.step.grad_accum_steps
+    dp = data_parallel_size(mesh)
+    if loop.batch_size % (dp * accum):
+        raise FlaxlmError(
+            f"train.batch_size={loop.batch_size} must be divisible by data-parallel size {dp} "
+            f"(mesh data×fsdp) × train.grad_accum_steps={accum}")
+
+    from flaxlm.train import OBJECTIVES
+    objective = OBJECTIVES[config.objective]()
+    program = TrainProgram(objective, model_config, make_optimizer(config.optim),
+                           learning_rate_schedule(config.optim), mesh, config.step)
+    abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        program.abstract_state, program.state_shardings)
+    m = max_predictions(data)
+    batch = abstract_mlm_batch(mesh, loop.batch_size, data.seq_len, m)
+
+    kind = devices[0].device_kind
+    report = CompileReport(
+        topology=topo.name, libtpu_topology=topo.libtpu_name, device_kind=kind,
+        chips=len(devices), hosts=topo.hosts, mesh=dict(mesh.shape),
+        model_preset=config.model_preset, params=program.param_count(),
+        batch_size=loop.batch_size, seq_len=data.seq_len, grad_accum_steps=accum,
+        compute_dtype=config.step.compute_dtype, hbm_bytes=topo.generation.hbm_bytes, fits=False,
+        model_flops_per_step=loop.batch_size * objective.train_flops_per_example(
+            model_config, data.seq_len, m),
+        peak_flops_per_chip=peak_flops_per_device(kind, "tpu"))
+
+    lowered = program.train_step.lower(abstract_state, batch)
+    try:
+        compiled = lowered.compile()
+    except Exception as e:  # noqa: BLE001 - only RESOURCE_EXHAUSTED is a result; the rest re-raises
+        if not _is_resource_exhausted(e):
+            raise
+        message = str(e).strip().splitlines()[0]
+        report.error = message
+        report.argument_bytes = _shard_bytes((abstract_state, batch))
+        report.temp_bytes, report.total_bytes = _oom_numbers(message)
+        if report.total_bytes is None and report.temp_bytes is not None:
+            report.total_bytes = report.argument_bytes + report.temp_bytes
+        return report
+
+    mem = compiled.memory_analysis()
+    report.argument_bytes = int(mem.argument_size_in_bytes)
+    report.output_bytes = int(mem.output_size_in_bytes)
+    report.alias_bytes = int(mem.alias_size_in_bytes)
+    report.temp_bytes = int(mem.temp_size_in_bytes)
+    report.code_bytes = int(mem.generated_code_size_in_bytes)
+    peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0)
+    report.total_bytes = peak or (report.argument_bytes + report.output_bytes - report.alias_bytes
+                                  + report.temp_bytes + report.code_bytes)
+    report.fits = report.total_bytes <= report.hbm_bytes
+
+    cost = _cost(compiled)
+    seconds = cost.get("optimal_seconds")
+    report.xla_optimal_seconds = seconds
+    report.xla_flops_per_chip = cost.get("flops")
+    report.xla_bytes_accessed_per_chip = cost.get("bytes accessed")
+    if seconds and accum > 1:
+        report.xla_update_seconds = _update_seconds(program, abstract_state)
+        body = max(seconds - (report.xla_update_seconds or 0.0), 0.0)
+        seconds = seconds + (accum - 1) * body
+    report.xla_step_seconds = seconds
+    if seconds and report.peak_flops_per_chip:
+        report.mfu = report.model_flops_per_step / (
+            seconds * report.chips * report.peak_flops_per_chip)
+    return report
+
+
+def _gib(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / (1 << 20):.1f} MiB"
+
+
+def format_report(r: CompileReport) -> str:
+    mesh = " ".join(f"{k}={v}" for k, v in r.mesh.items())
+    lines = [
+        f"flaxlm compile: {r.topology} ({r.libtpu_topology}: {r.chips} × {r.device_kind}, "
+        f"{r.hosts} host{'s' if r.hosts > 1 else ''}), mesh {mesh}",
+        f"  model {r.model_preset}: {r.params:,} parameters; global batch {r.batch_size} × seq "
+        f"{r.seq_len}, grad_accum_steps {r.grad_accum_steps}, compute {r.compute_dtype}",
+    ]
+    hbm = f"{r.hbm_bytes / GiB:.0f} GiB HBM"
+    if r.error is None:
+        lines.append(
+            f"  per-chip memory: arguments {_gib(r.argument_bytes)}, outputs {_gib(r.output_bytes)}"
+            f" ({_gib(r.alias_bytes)} aliased to donated arguments), temporaries "
+            f"{_gib(r.temp_bytes)}, code {_gib(r.code_bytes)}; total (XLA peak) "
+            f"{_gib(r.total_bytes)} of {hbm}: {r.verdict}")
+    else:
+        total = "unknown" if r.total_bytes is None else f"at least {_gib(r.total_bytes)}"
+        lines.append(
+            f"  per-chip memory: arguments {_gib(r.argument_bytes)} (from the shardings), "
+            f"temporaries {_gib(r.temp_bytes)}, total {total} of {hbm}: {r.verdict}")
+        lines.append(f"  XLA: {r.error}")
+    if r.xla_step_seconds:
+        how = "cost_analysis optimal_seconds"
+        if r.grad_accum_steps > 1:
+            how += (f" {r.xla_optimal_seconds:.4g} s with the accumulation loop body counted once,"
+                    f" scaled to {r.grad_accum_steps} micro-batches (update alone "
+                    f"{r.xla_update_seconds or 0:.3g} s)")
+        lines.append(f"  XLA estimated step time: {r.xla_step_seconds:.4g} s ({how}); XLA counts "
+                     f"{(r.xla_flops_per_chip or 0) / 1e12:.3g} TFLOP and "
+                     f"{(r.xla_bytes_accessed_per_chip or 0) / GiB:.3g} GiB accessed per chip")
+    if r.mfu is not None:
+        lines.append(
+            f"  implied MFU {100 * r.mfu:.1f}%: {r.model_flops_per_step / 1e12:.4g} TFLOP/step "
+            f"(flaxlm/flops.py: 6·params·tokens + bidirectional attention + MLM head at masked "
+            f"positions) / step time / ({r.chips} × {r.peak_flops_per_chip / 1e12:.0f} TFLOP/s "
+            f"bf16 peak)")
+    lines.append(f"  verdict: {r.verdict} on {r.topology}")
+    return "\n".join(lines)
+
+
+def report_dict(r: CompileReport) -> dict:
+    return dataclasses.asdict(r) | {"verdict": r.verdict}
