@@ -53,6 +53,17 @@ def _probe_workdir(workdir: str) -> None:
         raise FlaxlmError(f"workdir {workdir} is not writable: {e.strerror}") from None
 
 
+def _check_free_space(workdir: str, state_bytes: int, keep: int) -> None:
+    """Refuse to start a run whose checkpoints cannot fit, instead of failing mid-save."""
+    # An async save holds one new checkpoint next to the kept ones until it commits.
+    needed = state_bytes * (keep + 1)
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise FlaxlmError(f"workdir {workdir} has {free / 2**20:.0f} MiB free but {keep} kept "
+                          f"checkpoints plus one in flight need ~{needed / 2**20:.0f} MiB; free "
+                          "space or lower train.keep_checkpoints")
+
+
 def _write_json_atomic(path: str, data: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -197,6 +208,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     schedule = learning_rate_schedule(config.optim)
     program = TrainProgram(objective, model_config, make_optimizer(config.optim), schedule,
                            mesh, config.step)
+
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
+    _check_free_space(workdir, state_bytes, loop.keep_checkpoints)
 
     # State: workdir checkpoint > init_from > scratch.
     checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints)

@@ -120,3 +120,20 @@ def test_errors_never_touch_existing_checkpoints(reference_run, tiny_tokenizer_d
     after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in
              os.walk(reference_run / "checkpoints") for p in fs}
     assert before == after
+
+
+def test_unwritable_workdir_fails_before_compiling(tmp_path, tiny_tokenizer_dir, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert _train(blocker / "run", tiny_tokenizer_dir) == 2
+    assert "is not writable" in _error_line(capsys)
+
+
+def test_full_disk_is_refused_before_training(tmp_path, tiny_tokenizer_dir, capsys, monkeypatch):
+    import collections
+    import shutil
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    assert _train(tmp_path, tiny_tokenizer_dir) == 2
+    assert "MiB free but 3 kept checkpoints" in _error_line(capsys)
+    assert not os.path.exists(tmp_path / "checkpoints")
