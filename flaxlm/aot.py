@@ -265,7 +265,8 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     topo = parse_topology(topology) if isinstance(topology, str) else topology
     devices = topology_devices(topo)
     # Shapes from the preset (as `init_from` checkpoints of that preset have), not a tokenizer.
-    model_config = config.model(PRESETS[config.model_preset].vocab_size)
+    model_config = config.model(config.model_overrides.get(
+        "vocab_size", PRESETS[config.model_preset].vocab_size))
     data = config.data
     if data.seq_len > model_config.max_seq_len:
         raise FlaxlmError(f"data.seq_len={data.seq_len} exceeds the model's "

@@ -20,6 +20,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo.py")
+FILL_MASK_SENTENCES = [
+    "Il file di configurazione si trova nella directory <mask>.",
+    "Per installare un pacchetto usare il comando <mask>.",
+    "Il sistema <mask> è una piattaforma molto potente.",
+]
 
 
 def most_frequent_token_accuracy(eval_batches: list[dict]) -> float:
@@ -37,6 +42,9 @@ def run(workdir: str, steps: int | None = None) -> dict:
     from flaxlm import run_config
     from flaxlm.data.pipeline import build_eval_batches
     from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
+    from flaxlm.convert.export import export
+    from flaxlm.convert.fill_mask import fill_mask_demo, format_predictions
+    from flaxlm.plots import plot_curves
     from flaxlm.train import train
 
     os.chdir(REPO)  # the demo config names data files relative to the repository
@@ -66,8 +74,21 @@ def run(workdir: str, steps: int | None = None) -> dict:
     if "eval_accuracy" in result:
         print(f"flaxlm demo: held-out MLM accuracy {result['eval_accuracy']:.3f} "
               f"(loss {result['eval_loss']:.3f}) vs most-frequent-token baseline {baseline:.3f}")
+    curves = plot_curves(workdir)
+    if curves:
+        print(f"flaxlm demo: training curves in {curves}")
     print(f"flaxlm demo: checkpoints in {os.path.join(workdir, 'checkpoints')}, metrics in "
           f"{os.path.join(workdir, 'metrics.jsonl')}")
+
+    # The release: a transformers bundle, proven by logit parity, then queried like any HF model.
+    hf_dir = os.path.join(workdir, "hf")
+    exported = export(workdir, hf_dir, overwrite=True)
+    worst = max(v for k, v in exported.items() if k.endswith("diff"))
+    print(f"flaxlm demo: exported to {hf_dir} ({exported['hf_class']}); max |Δ| logits vs "
+          f"PyTorch transformers {worst:.1e}")
+    print(f"flaxlm demo: transformers.pipeline('fill-mask', model={hf_dir!r}):")
+    print(format_predictions(FILL_MASK_SENTENCES,
+                             fill_mask_demo(hf_dir, FILL_MASK_SENTENCES, top_k=3)))
     return {**result, "baseline_accuracy": baseline}
 
 

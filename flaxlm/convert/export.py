@@ -28,14 +28,20 @@ from flaxlm.errors import FlaxlmError
 PARITY_MAX_LEN = 64
 
 
-@contextlib.contextmanager
-def staged_dir(out: str, *, overwrite: bool) -> Iterator[str]:
-    """Yields a temp dir next to `out`; renames it to `out` if the block succeeds, else removes it."""
+def check_out(out: str, overwrite: bool) -> None:
+    """Fail before any work if `out` cannot be (re)placed."""
     out = os.path.abspath(out)
     if os.path.lexists(out) and not overwrite:
         raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise FlaxlmError(f"{out} exists and is not a directory")
+
+
+@contextlib.contextmanager
+def staged_dir(out: str, *, overwrite: bool) -> Iterator[str]:
+    """Yields a temp dir next to `out`; renames it to `out` if the block succeeds, else removes it."""
+    check_out(out, overwrite)
+    out = os.path.abspath(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".partial", dir=parent)
@@ -59,20 +65,28 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
     save_file(tensors, path, metadata={"format": "pt"})
 
 
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' per-load progress bars are noise in a one-line-per-command CLI."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_torch_mlm(directory: str):
     """The bundle as transformers loads it for users: fp32, eval mode, no remote code."""
     import torch
     from transformers import AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
 
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with no_progress_bars():
         model = AutoModelForMaskedLM.from_pretrained(
             directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
     return model.eval()
 
 
@@ -93,6 +107,7 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
 def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
            tolerance: float = TOLERANCE) -> dict:
     """Writes the release bundle for `workdir`'s checkpoint (latest unless `step`) to `out`."""
+    check_out(out, overwrite)
     wd = open_workdir(workdir)
     config = wd.model
     table = table_for_arch(config.arch)
@@ -103,14 +118,15 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
     if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
         raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
                           f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")
+    bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
+    hf_cfg = hf_config(config, bos_id=bos, eos_id=eos)
     _, abstract = abstract_params(config)
     params, _, step = read_params(workdir, abstract, step)
     tensors = to_hf(table, flatten(params), config)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
         save_safetensors(tensors, os.path.join(tmp, "model.safetensors"))
-        bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
-        hf_config(config, bos_id=bos, eos_id=eos).save_pretrained(tmp)
+        hf_cfg.save_pretrained(tmp)
         hf_tok = write_release_tokenizer(tok, tmp, config.max_seq_len)
         compare(tok, hf_tok, config.vocab_size, f"export of {workdir}")
         torch_model = load_torch_mlm(tmp)

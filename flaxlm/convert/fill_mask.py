@@ -29,9 +29,12 @@ def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> lis
     import torch
     from transformers import pipeline
 
+    from flaxlm.convert.export import no_progress_bars
+
     check_hf_dir(hf_dir)
-    fill = pipeline("fill-mask", model=hf_dir, tokenizer=hf_dir, trust_remote_code=False,
-                    dtype=torch.float32, device="cpu", top_k=top_k)
+    with no_progress_bars():
+        fill = pipeline("fill-mask", model=hf_dir, tokenizer=hf_dir, trust_remote_code=False,
+                        dtype=torch.float32, device="cpu", top_k=top_k)
     mask = fill.tokenizer.mask_token
     out = []
     for sentence in sentences:

@@ -8,6 +8,7 @@ checked against PyTorch transformers on real text before the workdir appears at 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,31 +17,39 @@ import os
 import numpy as np
 
 from flaxlm.checkpoint import write_params
-from flaxlm.convert.export import staged_dir
-from flaxlm.convert.hf_config import hf_config, model_config_from_hf
+from flaxlm.convert.export import check_out, staged_dir
+from flaxlm.convert.hf_config import model_config_from_hf
 from flaxlm.convert.mappings import Table, from_hf
 from flaxlm.convert.model_io import (abstract_params, build_model, fresh_head, param_count,
                                      param_shapes, unflatten_like)
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
-from flaxlm.convert.tokenizer_files import import_tokenizer, load_hf_tokenizer
+from flaxlm.convert.tokenizer_files import import_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.models.config import ModelConfig
 
 log = logging.getLogger("flaxlm.convert")
 PARITY_MAX_LEN = 64
 
 
-def _torch_reference(table: Table, config: ModelConfig, is_mlm: bool,
+def _torch_reference(table: Table, raw_config: dict, is_mlm: bool,
                      tensors: dict[str, np.ndarray]):
-    """The checkpoint in its transformers class, built from the tensors already read safely
-    (transformers itself never opens the untrusted directory's weights)."""
+    """The checkpoint in its transformers class, configured from its own (validated) config.json
+    so that a mistranslated field shows up as a parity failure, and loaded from the tensors
+    already read safely (transformers never opens the untrusted directory's weights)."""
     import torch
     import transformers
 
-    hf = hf_config(config)
+    try:  # skip random init: every weight that matters is loaded right after
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        no_init_weights = contextlib.nullcontext
     cls = getattr(transformers, table.mlm_class if is_mlm else table.base_class)
-    model = cls(hf)
+    # Loading choices (dtype, attention kernel) are ours: fp32, the default attention.
+    hf_config = getattr(transformers, table.config_class).from_dict(
+        {k: v for k, v in raw_config.items()
+         if k not in ("dtype", "torch_dtype", "attn_implementation") and not k.startswith("_")})
+    with no_init_weights():
+        model = cls(hf_config)
     p = table.base_prefix
     state = {(k[len(p):] if not is_mlm and k.startswith(p) else k): torch.from_numpy(np.array(v))
              for k, v in tensors.items()}
@@ -53,6 +62,7 @@ def _torch_reference(table: Table, config: ModelConfig, is_mlm: bool,
 def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
               tolerance: float = TOLERANCE) -> dict:
     """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary."""
+    check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
     config, table, is_mlm = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
     tensors = load_tensors(hf_dir)
@@ -73,14 +83,14 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
     params = unflatten_like(abstract, flat)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok = import_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"), config.arch,
-                               config.vocab_size, config.max_seq_len)
+        tok, hf_tok = import_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"), config.arch,
+                                       config.vocab_size, config.max_seq_len)
         if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
             raise FlaxlmError(f"{hf_dir}: pad_token_id={config.pad_token_id} in config.json but "
                               f"the tokenizer pads with {tok.pad_id}")
-        batch = parity_batch(load_hf_tokenizer(hf_dir), min(PARITY_MAX_LEN, config.max_seq_len))
+        batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, config.max_seq_len))
         parity = check_parity(build_model(config, params),
-                              _torch_reference(table, config, is_mlm, tensors), batch,
+                              _torch_reference(table, raw_config, is_mlm, tensors), batch,
                               where=f"import of {hf_dir}", tolerance=tolerance)
         source = {"source": "hf-import", "hf_dir": os.path.abspath(hf_dir),
                   "hf_class": (raw_config.get("architectures") or [table.base_class])[0],

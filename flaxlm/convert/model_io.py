@@ -14,7 +14,7 @@ from flax import nnx
 
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
-from flaxlm.models.heads import MaskedLMHead, MaskedLMModel
+from flaxlm.models.heads import MaskedLMModel
 
 
 def _name(path) -> str:
@@ -52,10 +52,20 @@ def build_model(config: ModelConfig, params: Any) -> MaskedLMModel:
 
 
 def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A newly initialized MLM head (flaxlm's own init), as flat `mlm_head/...` names."""
-    head = MaskedLMHead(config, rngs=nnx.Rngs(seed))
-    flat = flatten(jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(head, nnx.Param))))
-    return {f"mlm_head/{k}": v for k, v in flat.items()}
+    """A newly initialized MLM head, as flat `mlm_head/...` names, drawn like flaxlm's own init
+    (truncated normal, stddev 0.02; LayerNorm 1/0; zero biases) but in numpy: no compilation."""
+    rng = np.random.default_rng(seed)
+    d = config.hidden_size
+    kernel = rng.standard_normal((d, d))
+    while (outside := np.abs(kernel) > 2.0).any():
+        kernel[outside] = rng.standard_normal(int(outside.sum()))
+    # jax's truncated_normal rescales so that the truncated distribution has the given stddev.
+    kernel *= 0.02 / 0.87962566103423978
+    return {"mlm_head/transform/kernel": kernel.astype(np.float32),
+            "mlm_head/transform/bias": np.zeros((d,), np.float32),
+            "mlm_head/norm/scale": np.ones((d,), np.float32),
+            "mlm_head/norm/bias": np.zeros((d,), np.float32),
+            "mlm_head/bias": np.zeros((config.vocab_size,), np.float32)}
 
 
 def param_count(params: Any) -> int:

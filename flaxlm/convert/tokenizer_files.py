@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from flaxlm.convert.safe_load import check_tokenizer_config, confined
+from flaxlm.convert.safe_load import check_tokenizer_config, confined, read_json
 from flaxlm.data.tokenizers import META_FILE, SP_MODEL_FILE, VOCAB_FILE, Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
 
@@ -98,10 +98,8 @@ def _bert_flags(hf_dir: str, tcfg: dict) -> tuple[bool, bool]:
     """(lowercase, strip_accents) as the HF tokenizer applies them."""
     if os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
         # The fast tokenizer file is what transformers actually runs.
-        path = confined(hf_dir, "tokenizer.json", os.path.join(hf_dir, "tokenizer.json"))
-        with open(path, encoding="utf-8") as f:
-            normalizer = json.load(f).get("normalizer") or {}
-        if normalizer.get("type") == "BertNormalizer":
+        normalizer = read_json(hf_dir, "tokenizer.json").get("normalizer") or {}
+        if isinstance(normalizer, dict) and normalizer.get("type") == "BertNormalizer":
             lowercase = bool(normalizer.get("lowercase", True))
             strip = normalizer.get("strip_accents")
             return lowercase, lowercase if strip is None else bool(strip)
@@ -111,8 +109,9 @@ def _bert_flags(hf_dir: str, tcfg: dict) -> tuple[bool, bool]:
 
 
 def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
-                     model_max_length: int) -> Tokenizer:
-    """A flaxlm tokenizer dir built from an HF checkpoint's tokenizer files, checked against it."""
+                     model_max_length: int) -> tuple[Tokenizer, object]:
+    """A flaxlm tokenizer dir built from an HF checkpoint's tokenizer files, checked against it.
+    Returns (flaxlm tokenizer, the checkpoint's transformers tokenizer)."""
     tcfg = check_tokenizer_config(hf_dir)
     os.makedirs(out_dir, exist_ok=True)
     if arch == "xlmr":
@@ -151,6 +150,6 @@ def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
     _write_json(os.path.join(out_dir, META_FILE), meta)
     _hf_side_files(out_dir, meta["kind"], lowercase=lowercase, strip_accents=strip,
                    model_max_length=model_max_length)
-    tok = load_tokenizer(out_dir)
-    compare(tok, load_hf_tokenizer(hf_dir), vocab_size, f"{hf_dir} → {out_dir}")
-    return tok
+    tok, hf_tok = load_tokenizer(out_dir), load_hf_tokenizer(hf_dir)
+    compare(tok, hf_tok, vocab_size, f"{hf_dir} → {out_dir}")
+    return tok, hf_tok

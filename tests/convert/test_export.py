@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -78,7 +77,6 @@ def test_export_step_overwrite_and_refusals(sp_run, tmp_path):
     run, params = sp_run
     bundle = tmp_path / "bundle"
     export(str(run), str(bundle), step=5)
-    config = _config(load_tokenizer(str(run / "tokenizer")))
     word = "roberta.embeddings.word_embeddings.weight"
     assert np.array_equal(read_safetensors(bundle / "model.safetensors")[word],
                           params[5]["encoder"]["embeddings"]["word"]["embedding"])
@@ -90,7 +88,6 @@ def test_export_step_overwrite_and_refusals(sp_run, tmp_path):
     with pytest.raises(FlaxlmError, match="no checkpoint at step 7"):
         export(str(run), str(tmp_path / "other"), step=7)
     assert sorted(os.listdir(tmp_path)) == ["bundle"]
-    del config
 
 
 def test_failed_parity_leaves_nothing_at_out(sp_run, tmp_path, monkeypatch):
@@ -131,6 +128,15 @@ def test_vocabulary_mismatch_is_refused(tmp_path, tokenizers):
     run = tmp_path / "run"
     write_workdir(run, tokenizers["sp"], _config(tok, vocab_size=tok.vocab_size + 8, num_layers=1))
     with pytest.raises(FlaxlmError, match="308 embedding rows but the tokenizer 300"):
+        export(str(run), str(tmp_path / "bundle"))
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_head_dim_transformers_cannot_hold_is_refused(tmp_path, tokenizers):
+    run = tmp_path / "run"
+    write_workdir(run, tokenizers["sp"], _config(load_tokenizer(tokenizers["sp"]), head_dim=16,
+                                                 num_layers=1))
+    with pytest.raises(FlaxlmError, match="head_dim=16 × num_heads=4 != hidden_size=48"):
         export(str(run), str(tmp_path / "bundle"))
     assert not (tmp_path / "bundle").exists()
 

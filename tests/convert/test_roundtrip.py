@@ -43,8 +43,10 @@ def test_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, shap
     t_hidden, t_logits = torch_outputs(torch_model, batch)
     hidden_diff = np.abs(f_hidden - t_hidden).max()
     logits_diff = np.abs(f_logits - t_logits).max()
-    print(f"\nparity {arch} {shape}: hidden {hidden_diff:.2e} logits {logits_diff:.2e} "
-          f"(|logits| up to {np.abs(t_logits).max():.1f})")
+    print(f"\nparity {arch} {shape}: random ids+types {batch['input_ids'].shape}: hidden "
+          f"{hidden_diff:.2e} logits {logits_diff:.2e} (|logits| up to {np.abs(t_logits).max():.1f}); "
+          f"import on text {imported['batch_shape']}: hidden {imported['hidden_max_abs_diff']:.2e} "
+          f"logits {imported['logits_max_abs_diff']:.2e}")
     assert hidden_diff <= TOL and logits_diff <= TOL
     assert np.abs(t_logits).max() > 1.0  # a check on near-zero outputs would prove little
 

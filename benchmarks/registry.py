@@ -1,0 +1,75 @@
+"""The benchmark cases: a name, what it measures, and a function producing table rows.
+
+Train-step cases are generated, one per (objective in `benchmarks.objectives.OBJECTIVES`,
+vocabulary in the profile): registering a new objective there adds its rows here. Other cases
+register themselves with `@case(...)` in `benchmarks/cases.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    run: Callable  # (ctx, **params) -> list[Row]
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    impl: str
+    time_s: float | None = None  # median seconds per step / batch
+    throughput: str = ""
+    ratio: str = ""
+    share: str = ""
+    note: str = ""
+    data: dict = dataclasses.field(default_factory=dict)  # everything measured, for the JSON
+
+
+@dataclasses.dataclass
+class Target:
+    name: str
+    value: float | None
+    goal: str
+    met: bool | None  # None: not measured in this run
+    detail: str = ""
+
+
+_STATIC: list[Case] = []
+
+
+def case(name: str, description: str):
+    def register(fn):
+        _STATIC.append(Case(name, description, fn))
+        return fn
+    return register
+
+
+def all_cases(profile) -> list[Case]:
+    from benchmarks import cases  # noqa: F401 - registers the static cases
+    from benchmarks.objectives import OBJECTIVES
+    generated = [
+        Case(f"step.{obj.name}.v{vocab}",
+             f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
+             cases.run_step_case, {"objective": obj.name, "vocab": vocab})
+        for obj in OBJECTIVES.values() for vocab in profile.vocabs]
+    return generated + list(_STATIC)
+
+
+def select(cases_: list[Case], patterns: list[str]) -> list[Case]:
+    """`--only` patterns: a glob (`step.*`), or a prefix (`step`, `pipeline`) of case names."""
+    if not patterns:
+        return cases_
+    chosen = [c for c in cases_ if any(
+        fnmatch.fnmatch(c.name, p) or c.name == p or c.name.startswith(p + ".")
+        for p in patterns)]
+    if not chosen:
+        raise SystemExit(f"--only {patterns}: no case matches; known: "
+                         f"{', '.join(c.name for c in cases_)}")
+    return chosen

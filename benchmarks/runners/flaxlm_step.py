@@ -1,0 +1,118 @@
+"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def model_config(spec: dict):
+    from flaxlm.models.config import ModelConfig
+    m = spec["model"]
+    common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_layers=m["layers"],
+                  num_heads=m["heads"], intermediate_size=m["ffn"])
+    if spec["arch"] == "xlmr":
+        return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
+                           pad_token_id=1, layer_norm_eps=1e-5, **common)
+    return ModelConfig(arch="bert", max_position_embeddings=512, type_vocab_size=2,
+                       pad_token_id=0, layer_norm_eps=1e-12, **common)
+
+
+def compute_dtype(platform: str) -> str:
+    """bf16 matmuls on accelerators (fp32 master weights); fp32 on CPU, which has no fast bf16."""
+    return "float32" if platform == "cpu" else "bfloat16"
+
+
+def build_program(spec: dict, objective):
+    import jax
+    from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+    from flaxlm.sharding import MeshConfig, make_mesh
+    from flaxlm.steps import StepConfig, TrainProgram
+
+    # The same AdamW every baseline uses: lr 1e-4, wd 0.01 (not on biases/LayerNorm), clip 1.0.
+    optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000,
+                        weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
+    mesh = make_mesh(MeshConfig(data=-1))
+    dtype = compute_dtype(jax.devices()[0].platform)
+    program = TrainProgram(objective, model_config(spec), make_optimizer(optim),
+                           learning_rate_schedule(optim), mesh, StepConfig(compute_dtype=dtype))
+    return program, mesh, dtype
+
+
+def matmul_rate(dtype_name: str, size: int, reps: int) -> dict:
+    """Measured dense matmul FLOP/s of this device at `dtype_name` (median of `reps`)."""
+    import jax
+    import jax.numpy as jnp
+    dtype = jnp.dtype(dtype_name)
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (size, size), jnp.float32).astype(dtype)
+    b = jax.random.normal(kb, (size, size), jnp.float32).astype(dtype)
+    dot = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=dtype))
+    dot(a, b).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        dot(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    seconds = float(np.median(times))
+    return {"flops_per_s": 2.0 * size ** 3 / seconds, "seconds": seconds, "size": size,
+            "dtype": dtype_name, "times": times}
+
+
+class FlaxlmStep:
+    def __init__(self, spec: dict):
+        import jax
+        from benchmarks.runners.shared import program_for
+        from flaxlm.sharding import host_batch_to_global
+
+        self.spec = spec
+        self.program, self.mesh, self.dtype, batch_fn = program_for(spec)
+        objective = self.program.objective
+        host_batch = batch_fn(np.random.default_rng(0))
+        # Synthetic input: placed on the devices once, so the step never waits for input.
+        self.batch = host_batch_to_global(self.mesh, host_batch)
+        self.state = self.program.init_state(jax.random.key_data(jax.random.key(0)))
+        t = time.perf_counter()
+        self._step()
+        compile_s = time.perf_counter() - t
+        for _ in range(spec["warmup"]):
+            self._step()
+        config = self.program.model_config
+        m = host_batch["masked_positions"].shape[1] if "masked_positions" in host_batch else 0
+        real = int(host_batch["masked_weights"].sum()) if "masked_weights" in host_batch else 0
+        per_example = objective.train_flops_per_example(config, spec["seq"], m)
+        useful_per_example = objective.train_flops_per_example(
+            config, spec["seq"], real / spec["batch"])
+        device = jax.devices()[0]
+        self.info = {"compile_s": compile_s, "params": self.program.param_count(),
+                     "flops_per_step": per_example * spec["batch"],
+                     "useful_flops_per_step": useful_per_example * spec["batch"],
+                     "prediction_slots": m, "real_predictions_per_example": real / spec["batch"],
+                     "platform": device.platform, "device_kind": device.device_kind,
+                     "device_count": jax.device_count(), "compute_dtype": self.dtype,
+                     "jax": jax.__version__}
+
+    def _step(self):
+        self.state, metrics = self.program.train_step(self.state, self.batch)
+        metrics["loss"].block_until_ready()
+        return metrics
+
+    def run(self, n: int) -> dict:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            metrics = self._step()
+            times.append(time.perf_counter() - t)
+        return {"times": times, "loss": float(metrics["loss"])}
+
+    def peak(self, size: int = 0, reps: int = 3) -> dict:
+        """The matmul rate MFU is taken against, measured in this process between rounds."""
+        platform = self.info["platform"]
+        size = size or (4096 if platform == "cpu" else 8192)
+        dtype = "float32" if platform == "cpu" else "bfloat16"
+        return matmul_rate(dtype, size, reps)
+
+
+def build(spec: dict) -> FlaxlmStep:
+    return FlaxlmStep(spec)

@@ -1,0 +1,47 @@
+"""Pieces several runners share: the benchmark tokenizer and corpus, and a cached train program."""
+
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CORPUS = os.path.join(REPO, "data", "it", "train.txt")
+
+_PROGRAMS: dict = {}
+
+
+def corpus_and_tokenizer(spec: dict) -> tuple[str, str]:
+    """(corpus path, tokenizer dir): a SentencePiece unigram tokenizer trained once on the corpus
+    (or its first `tokenizer_lines` lines) and cached under `cache_dir`."""
+    from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
+    vocab, lines = spec["tokenizer_vocab"], spec["tokenizer_lines"]
+    root = os.path.join(spec["cache_dir"], f"it-unigram{vocab}-lines{lines or 'all'}")
+    corpus, tok_dir = CORPUS, os.path.join(root, "tokenizer")
+    if lines:
+        corpus = os.path.join(root, "corpus.txt")
+        if not os.path.exists(corpus):
+            os.makedirs(root, exist_ok=True)
+            with open(CORPUS, encoding="utf-8") as f:
+                text = "\n".join(f.read().split("\n")[:lines])
+            with open(corpus + ".tmp", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(corpus + ".tmp", corpus)
+    try:
+        load_tokenizer(tok_dir)
+    except Exception:  # noqa: BLE001 - not there yet (or half-written): train it
+        train_tokenizer([corpus], vocab_size=vocab, kind="unigram", out_dir=tok_dir)
+    return corpus, tok_dir
+
+
+def program_for(spec: dict):
+    """(program, mesh, dtype, objective) for a step spec; cached so in-process (smoke) runs
+    compile each step once."""
+    from benchmarks.objectives import OBJECTIVES
+    from benchmarks.runners.flaxlm_step import build_program
+    key = (spec["objective"], spec["arch"], spec["vocab"], tuple(sorted(spec["model"].items())),
+           spec["batch"], spec["seq"])
+    if key not in _PROGRAMS:
+        objective, batch_fn = OBJECTIVES[spec["objective"]].make(spec)
+        program, mesh, dtype = build_program(spec, objective)
+        _PROGRAMS[key] = (program, mesh, dtype, batch_fn)
+    return _PROGRAMS[key]
