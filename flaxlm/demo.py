@@ -50,9 +50,9 @@ def run(workdir: str, steps: int | None = None) -> dict:
     os.chdir(REPO)  # the demo config names data files relative to the repository
     tokenizer_dir = os.path.join(workdir, "tokenizer-trained")
     if not os.path.exists(os.path.join(tokenizer_dir, "flaxlm_tokenizer.json")):
-        print("flaxlm demo: training an 8k unigram SentencePiece tokenizer on data/it/train.txt")
+        print("flaxlm demo: training a 4k unigram SentencePiece tokenizer on data/it/train.txt")
         t0 = time.time()
-        train_tokenizer(["data/it/train.txt"], vocab_size=8000, kind="unigram",
+        train_tokenizer(["data/it/train.txt"], vocab_size=4000, kind="unigram",
                         out_dir=tokenizer_dir)
         print(f"flaxlm demo: tokenizer ready in {time.time() - t0:.0f}s")
     overrides = [f"--config.data.tokenizer={tokenizer_dir}"]

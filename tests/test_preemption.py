@@ -12,19 +12,15 @@ import pytest
 
 from flaxlm.checkpoint import read_params
 from flaxlm.metrics_log import read_metrics
-from tests.conftest import IT_EVAL, IT_TRAIN, REPO
+from tests.conftest import IT_EVAL, REPO
 
 STEPS = 30
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    # A slice keeps each process's start-up (tokenizing the corpus) short.
-    with open(IT_TRAIN, encoding="utf-8") as f:
-        lines = f.read().split("\n")[:2000]
-    path = tmp_path_factory.mktemp("corpus") / "it.txt"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return str(path)
+def corpus(it_small_corpus):
+    # A small corpus keeps each process's start-up (tokenizing it) short.
+    return it_small_corpus
 
 
 def _command(workdir, tokenizer, corpus, steps=STEPS):

@@ -12,6 +12,8 @@ def model_config(spec: dict):
     m = spec["model"]
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_layers=m["layers"],
                   num_heads=m["heads"], intermediate_size=m["ffn"])
+    if not spec.get("dropout", True):
+        common.update(hidden_dropout=0.0, attention_dropout=0.0)
     if spec["arch"] == "xlmr":
         return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=1, layer_norm_eps=1e-5, **common)
