@@ -27,13 +27,15 @@ class StepObjective:
 
 
 def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
-              cls_id: int = 0, sep_id: int = 2, first_regular: int = 5) -> dict:
+              cls_id: int = 0, sep_id: int = 2, first_regular: int = 5,
+              slots: int = 0) -> dict:
     """A packed MLM batch in flaxlm's layout (docs/architecture.md), plus HF-style `labels`.
 
     Rows are full (packed, no padding); each row has `expected_predictions(seq)` real predictions
-    in `max_predictions(seq)` slots, as whole-word masking yields on average.
+    in `max_predictions(seq)` slots (or `slots`), as whole-word masking yields on average.
     """
-    m, real = max_predictions(seq), expected_predictions(seq)
+    real = expected_predictions(seq)
+    m = max(slots, real) if slots else max_predictions(seq)
     ids = rng.integers(first_regular, vocab, (batch, seq)).astype(np.int32)
     ids[:, 0], ids[:, -1] = cls_id, sep_id
     positions = np.zeros((batch, m), np.int32)
@@ -66,7 +68,8 @@ def _make_mlm(spec: dict):
     from flaxlm.objectives.mlm import MaskedLM
 
     def batch_fn(rng):
-        b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"])
+        b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
+                      slots=spec.get("predictions", 0))
         return {k: b[k] for k in FLAXLM_KEYS}
     return MaskedLM(), batch_fn
 

@@ -1,12 +1,20 @@
 """`python -m benchmarks.profile_step`: where a flaxlm train step spends its time.
 
-Times jitted pieces of the same step on the same synthetic batch, interleaved round by round:
-the full step, forward+backward alone (`_grads_and_sums`), the forward alone, and the same three
-without dropout. The differences locate the optimizer, backward and dropout costs. `--trace DIR`
-also writes a jax.profiler trace of the full step (open with xprof / TensorBoard), and
-`--hlo DIR` the optimized HLO of the step (per-fusion view of what XLA built).
+Times jitted pieces of the same step on the same synthetic batch, interleaved round by round, so
+machine load hits every piece alike. A part is `<piece>[_<variant>]`:
+  pieces:   step (the real `TrainProgram.train_step`), grads (forward+backward,
+            `_grads_and_sums`), forward (loss only), optimizer (clip + AdamW + apply on fixed
+            gradients)
+  variants: nodrop (dropout rates 0), fastacc (MLM accuracy from `label logit >= max logit`
+            instead of a separate `argmax` over the vocabulary: the change proposed for
+            flaxlm/objectives/mlm.py), exactslots (`--slots-exact` prediction slots per row
+            instead of max_predictions(seq): what packing predictions per batch would save)
+Differences between parts locate the backward, optimizer, dropout and accuracy costs.
+`--trace DIR` writes a jax.profiler trace of two full steps and prints the XLA ops it recorded
+(on CPU only fusions emitted by XLA itself are recorded, not YNNPACK dots); `--hlo DIR` dumps the
+optimized HLO.
 
-  python -m benchmarks.profile_step --vocab 30522 --steps 5
+  python -m benchmarks.profile_step --vocab 250002 --steps 3 --parts step,step_fastacc,forward
 """
 
 from __future__ import annotations
@@ -19,6 +27,27 @@ import time
 from benchmarks.common import MINILM_L6_H384, configure_threads, default_platform_env, median
 
 
+def fast_accuracy_mlm():
+    """MaskedLM whose accuracy reuses the max the loss needs, instead of a second reduction."""
+    import jax.numpy as jnp
+    import optax
+
+    from flaxlm.objectives.mlm import MaskedLM
+
+    class FastAccuracyMLM(MaskedLM):
+        def loss_sums(self, model, batch, *, dtype, dropout_key):
+            logits_BxMxV = model(batch, dtype=dtype, dropout_key=dropout_key)
+            labels_BxM = batch["masked_labels"]
+            weights_BxM = batch["masked_weights"].astype(jnp.float32)
+            xent_BxM = optax.softmax_cross_entropy_with_integer_labels(logits_BxMxV, labels_BxM)
+            label_logit_BxM = jnp.take_along_axis(logits_BxMxV, labels_BxM[..., None], -1)[..., 0]
+            correct_BxM = (label_logit_BxM >= logits_BxMxV.max(-1)).astype(jnp.float32)
+            return {"loss_sum": jnp.sum(xent_BxM * weights_BxM),
+                    "correct_sum": jnp.sum(correct_BxM * weights_BxM),
+                    "weight_sum": jnp.sum(weights_BxM)}
+    return FastAccuracyMLM()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_step")
     ap.add_argument("--vocab", type=int, default=30_522)
@@ -26,10 +55,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--parts", default="step,grads,forward,step_nodrop,grads_nodrop,optimizer")
+    ap.add_argument("--parts", default="step,grads,forward,optimizer,step_nodrop,step_fastacc")
     ap.add_argument("--trace", default="")
     ap.add_argument("--hlo", default="")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--slots-exact", type=int, default=19,
+                    help="prediction slots per row for the exactslots variant")
     args = ap.parse_args(argv)
     os.environ.update(default_platform_env())
     if args.hlo:
@@ -39,60 +70,59 @@ def main(argv=None) -> int:
 
     import jax
     import numpy as np
+    import optax
 
-    from benchmarks.runners.shared import program_for
+    from benchmarks.objectives import OBJECTIVES
+    from benchmarks.runners.flaxlm_step import build_program
     from flaxlm.sharding import host_batch_to_global
 
-    def build(dropout: bool):
+    variants: dict = {}
+
+    def variant(name: str):
+        if name in variants:
+            return variants[name]
         spec = dict(objective="mlm", arch="xlmr" if args.vocab == 250_002 else "bert",
                     vocab=args.vocab, model=MINILM_L6_H384, batch=args.batch, seq=args.seq,
-                    dropout=dropout)
-        program, mesh, dtype, batch_fn = program_for(spec)
+                    dropout=name != "nodrop",
+                    predictions=args.slots_exact if name == "exactslots" else 0)
+        objective, batch_fn = OBJECTIVES["mlm"].make(spec)
+        if name == "fastacc":
+            objective = fast_accuracy_mlm()
+        program, mesh, dtype = build_program(spec, objective)
         batch = host_batch_to_global(mesh, batch_fn(np.random.default_rng(0)))
-        state = program.init_state(jax.random.key_data(jax.random.key(0)))
         key = jax.random.fold_in(jax.random.key(0), 1)
+        v = {"program": program, "batch": batch,
+             "state": program.init_state(jax.random.key_data(jax.random.key(0))),
+             "grads": jax.jit(lambda p, b: program._grads_and_sums(p, b, key)),
+             "forward": jax.jit(lambda p, b: program.objective.loss_sums(
+                 program.model(p), b, dtype=program.dtype,
+                 dropout_key=key if name != "nodrop" else None)),
+             "optimizer": jax.jit(lambda s, g: _optimizer_tail(program, s, g, optax))}
+        variants[name] = v
+        return v
 
-        def grads(params, b):
-            return program._grads_and_sums(params, b, key)
-
-        def forward(params, b):
-            return program.objective.loss_sums(program.model(params), b, dtype=program.dtype,
-                                               dropout_key=key if dropout else None)
-
-        def optimizer(state, g):  # the step's tail, on fixed gradients
-            import optax
-            updates, opt_state = program.optimizer.update(g, state["opt_state"], state["params"])
-            return optax.apply_updates(state["params"], updates), opt_state
-        return program, batch, state, jax.jit(grads), jax.jit(forward), jax.jit(optimizer)
-
-    parts = args.parts.split(",")
-    with_drop = build(True)
-    no_drop = build(False) if any(p.endswith("_nodrop") for p in parts) else None
-    holder = {"drop": with_drop[2], "nodrop": no_drop[2] if no_drop else None}
-    fixed_grads = jax.block_until_ready(with_drop[3](with_drop[2]["params"], with_drop[1])[0])
-
-    def runner(part):
-        variant = no_drop if part.endswith("_nodrop") else with_drop
-        program, batch, _, grads, forward, optimizer = variant
-        slot = "nodrop" if part.endswith("_nodrop") else "drop"
-        base = part.removesuffix("_nodrop")
-        if base == "step":
+    def runner(part: str):
+        piece, _, name = part.partition("_")
+        v = variant(name or "base")
+        if piece == "step":
             def fn():
-                holder[slot], m = program.train_step(holder[slot], batch)
+                v["state"], m = v["program"].train_step(v["state"], v["batch"])
                 m["loss"].block_until_ready()
-        elif base == "grads":
+        elif piece in ("grads", "forward"):
             def fn():
-                jax.block_until_ready(grads(holder[slot]["params"], batch))
-        elif base == "forward":
+                jax.block_until_ready(v[piece](v["state"]["params"], v["batch"]))
+        elif piece == "optimizer":
+            if "fixed_grads" not in v:
+                v["fixed_grads"] = jax.block_until_ready(
+                    v["grads"](v["state"]["params"], v["batch"])[0])
+
             def fn():
-                jax.block_until_ready(forward(holder[slot]["params"], batch))
-        elif base == "optimizer":
-            def fn():
-                jax.block_until_ready(optimizer(holder[slot], fixed_grads))
+                jax.block_until_ready(v["optimizer"](v["state"], v["fixed_grads"]))
         else:
-            raise SystemExit(f"unknown part {part}")
+            raise SystemExit(f"unknown part {part!r}")
         return fn
 
+    parts = args.parts.split(",")
     fns = {p: runner(p) for p in parts}
     for p, fn in fns.items():  # compile + warm up
         t = time.perf_counter()
@@ -105,39 +135,38 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             fn()
             times[p].append(time.perf_counter() - t)
-    print(f"vocab {args.vocab}, batch {args.batch} × seq {args.seq}, medians of {args.steps}:")
+    print(f"vocab {args.vocab}, batch {args.batch} × seq {args.seq}, medians of {args.steps} "
+          f"interleaved rounds:")
     for p in parts:
         print(f"  {p:14s} {median(times[p]):.3f} s   {['%.3f' % t for t in times[p]]}")
     if args.trace:
         jax.profiler.start_trace(args.trace)
         for _ in range(2):
-            fns["step"]()
+            fns[parts[0]]()
         jax.profiler.stop_trace()
         ops = op_breakdown(args.trace)
         total = sum(t for _, t, _ in ops)
-        print(f"trace written under {args.trace}; XLA ops, CPU time over all threads per step "
-              f"({total / 2e3:.0f} ms in all):")
+        print(f"trace under {args.trace}; recorded XLA ops, CPU time summed over threads, per "
+              f"step ({total / 2e3:.0f} ms recorded):")
         for name, t, count in ops[:args.top]:
             print(f"  {t / 2e3:9.1f} ms  {t / total:6.1%}  {count / 2:6.0f}×  {name}")
-        by_kind: dict = {}
-        for name, t, _ in ops:
-            kind = name.rstrip("0123456789").rstrip(".")
-            by_kind[kind] = by_kind.get(kind, 0.0) + t
-        print("  by op kind:")
-        for kind, t in sorted(by_kind.items(), key=lambda x: -x[1])[:15]:
-            print(f"  {t / 2e3:9.1f} ms  {t / total:6.1%}  {kind}")
     return 0
 
 
+def _optimizer_tail(program, state, grads, optax):
+    updates, opt_state = program.optimizer.update(grads, state["opt_state"], state["params"])
+    return optax.apply_updates(state["params"], updates), opt_state
+
+
 def op_breakdown(trace_dir: str) -> list[tuple[str, float, int]]:
-    """(event name, total µs, count) from a jax.profiler trace, largest first.
+    """(op name, total µs, count) from a jax.profiler trace, largest first.
 
     Reads the XPlane protobuf with TensorFlow's copy of the schema (tensorflow-cpu is a flaxlm
-    dependency), so no xprof install is needed. Only leaf events on XLA's executor threads count,
-    so nested events are not double-counted.
+    dependency), so no xprof install is needed. Counts leaf spans on XLA's threads only.
     """
     import collections
     import glob
+
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))[-1]
     space = xplane_pb2.XSpace()
@@ -148,25 +177,21 @@ def op_breakdown(trace_dir: str) -> list[tuple[str, float, int]]:
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
         for line in plane.lines:
+            if "python" in line.name.lower():
+                continue
             # Zero-length markers ("end: fusion.3") carry no time and would hide their op.
             events = sorted((e for e in line.events if e.duration_ps > 0),
                             key=lambda e: e.offset_ps)
             for i, e in enumerate(events):
                 end = e.offset_ps + e.duration_ps
-                # Skip an event that contains the next one (a parent span): leaves only.
                 if i + 1 < len(events) and events[i + 1].offset_ps < end:
-                    continue
+                    continue  # a parent span: only leaves count
                 name = names.get(e.metadata_id, "?")
-                totals[(plane.name, line.name, name)] += e.duration_ps / 1e6
-                counts[(plane.name, line.name, name)] += 1
-    merged: dict = collections.defaultdict(float)
-    merged_counts: dict = collections.Counter()
-    for (plane, line, name), us in totals.items():
-        if "python" in line.lower() or name.startswith(("ThunkExecutor", "Slinky")):
-            continue
-        merged[name] += us
-        merged_counts[name] += counts[(plane, line, name)]
-    return sorted(((n, t, merged_counts[n]) for n, t in merged.items()), key=lambda x: -x[1])
+                if name.startswith(("ThunkExecutor", "Slinky", "end: ")):
+                    continue
+                totals[name] += e.duration_ps / 1e6
+                counts[name] += 1
+    return sorted(((n, t, counts[n]) for n, t in totals.items()), key=lambda x: -x[1])
 
 
 if __name__ == "__main__":

@@ -130,9 +130,11 @@ class _StopRequest:
 def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict]) -> dict[str, float]:
     totals = None
     for host_batch in eval_batches:
-        sums = program.eval_step(params, host_batch_to_global(mesh, host_batch))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    totals = jax.device_get(totals)
+        # Summed on the host: with several processes, interleaving the eval step with separate
+        # device additions deadlocked CPU (gloo) runs; one program per batch keeps every process
+        # dispatching the same sequence.
+        sums = jax.device_get(program.eval_step(params, host_batch_to_global(mesh, host_batch)))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     metrics = program.objective.metrics(totals)
     return {f"eval_{k}": float(v) for k, v in metrics.items()}
 
