@@ -47,9 +47,15 @@ def _run(mesh_shape, accum=1, dropout=0.1, steps=3, model=None):
     return losses, jax.device_get(state["params"]), state
 
 
+@pytest.fixture(scope="module")
+def one_device_run():
+    losses, params, _ = _run((1, 1, 1))
+    return losses, params
+
+
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 4, 1), (2, 2, 2)])
-def test_sharded_meshes_match_one_device(mesh_shape):
-    reference, ref_params, _ = _run((1, 1, 1))
+def test_sharded_meshes_match_one_device(mesh_shape, one_device_run):
+    reference, ref_params = one_device_run
     losses, params, state = _run(mesh_shape)
     np.testing.assert_allclose(losses, reference, rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), params, ref_params)
