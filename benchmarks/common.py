@@ -33,7 +33,7 @@ TINY = dict(hidden=64, layers=2, heads=4, ffn=128)
 PROFILES = {
     # The shapes: MiniLM-L6-H384, batch 16 × seq 128, BERT and XLM-R vocabularies.
     "full": Profile("full", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522, 250_002), steps=6,
-                    rounds=2, warmup=2, pipeline_batches=300, checkpoint_saves=3,
+                    rounds=2, warmup=1, pipeline_batches=300, checkpoint_saves=3,
                     tokenizer_vocab=8000, tokenizer_lines=0),
     "quick": Profile("quick", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522,), steps=5,
                      rounds=1, warmup=1, pipeline_batches=100, checkpoint_saves=2,

@@ -21,7 +21,7 @@ import shlex
 import sys
 import time
 
-from benchmarks.common import PROFILES, available_cpus, default_platform_env, median
+from benchmarks.common import PROFILES, available_cpus, default_platform_env
 from benchmarks.protocol import WorkerError
 from benchmarks.registry import Row, all_cases, select
 
@@ -126,6 +126,7 @@ def main(argv=None) -> int:
 
     rows: list[Row] = []
     started = time.time()
+    loads = {}
     for c in cases:
         log(f"[{c.name}] {c.description}")
         t = time.time()
@@ -133,7 +134,9 @@ def main(argv=None) -> int:
             rows += c.run(ctx, **c.params)
         except WorkerError as e:
             rows.append(Row(c.name, "—", note=f"failed: {str(e)[:200]}"))
-        log(f"[{c.name}] done in {time.time() - t:.0f} s")
+        # Other work on the machine shows here: ratios are paired, absolute times are not.
+        loads[c.name] = os.getloadavg()
+        log(f"[{c.name}] done in {time.time() - t:.0f} s (load average {loads[c.name][0]:.1f})")
     elapsed = time.time() - started
 
     shapes = (f"model {profile.model}, batch {profile.batch} × seq {profile.seq}, "
@@ -157,6 +160,7 @@ def main(argv=None) -> int:
         path = os.path.join(args.results_dir, f"{profile.name}-{stamp}.json")
         record = {"command": command.strip(), "profile": dataclasses.asdict(profile),
                   "steps": steps, "machine": info, "elapsed_s": elapsed,
+                  "loadavg_after_case": loads,
                   "rows": [dataclasses.asdict(r) for r in rows],
                   "targets": [dataclasses.asdict(t) for t in ctx.targets]}
         with open(path, "w", encoding="utf-8") as f:

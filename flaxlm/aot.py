@@ -6,13 +6,19 @@ step with abstract arguments (ShapeDtypeStructs that carry the run's shardings; 
 allocated) and compiles it with the TPU compiler. It reports:
 
 * per-chip memory from `compiled.memory_analysis()`: arguments, outputs (the donated state aliases
-  the arguments), temporaries, and XLA's peak, against the chip's HBM. A compile that fails with
-  RESOURCE_EXHAUSTED is a "does not fit" result with the numbers XLA's error gives, not a crash.
-* XLA's step-time estimate: `optimal_seconds` from `compiled.cost_analysis()` (the TPU compiler's
-  roofline estimate for one chip's program; it also reports `flops` and `bytes accessed`).
-  XLA counts a loop body once, so with gradient accumulation (a `lax.scan` over micro-batches) the
-  step estimate is t + (accum - 1) · (t - t_update), where t_update is the estimate for the
-  optimizer update alone (compiled separately with the same shardings).
+  the arguments), temporaries and generated code; total = arguments + outputs - aliased +
+  temporaries + code (MaxText's convention, plus code), against the chip's HBM. XLA's own
+  `peak_memory_in_bytes` is shown too; on TPU it does not always include the arguments. A compile
+  that fails with RESOURCE_EXHAUSTED is a "does not fit" result with the numbers XLA's error
+  gives, not a crash.
+* XLA's step-time estimate from `compiled.cost_analysis()`, which for TPU reports `flops`,
+  `bytes accessed`, `transcendentals` and `optimal_seconds` for one chip's program. We use
+  `optimal_seconds` when it is positive; for large programs libtpu 0.0.42 returns a negative
+  value (seen for every MiniLM-sized step), and then the estimate is the roofline
+  max(flops / bf16 peak, bytes accessed / HBM bandwidth) from the same analysis. The report
+  says which. XLA counts a loop body once, so with gradient accumulation (a `lax.scan` over
+  micro-batches) the step estimate is t + (accum - 1) · (t - t_update), where t_update is the
+  estimate for the optimizer update alone (compiled separately with the same shardings).
 * MFU at that step time, with flaxlm/flops.py's convention and bf16 peak per chip.
 
 Needs libtpu: `pip install 'flaxlm[tpu]'`. The vocabulary comes from the preset (or an explicit
@@ -56,13 +62,15 @@ class Generation:
     cores_in_name: bool  # v4-8 / v5p-8 count TensorCores (2 per chip); v5e-8 / v6e-8 count chips
     megacore: bool  # both TensorCores of a chip act as one JAX device
     single_host_chips: int  # largest slice served by one host
+    hbm_bytes_per_second: float  # for the roofline when XLA gives no usable optimal_seconds
 
 
+# HBM size and bandwidth per chip from the Cloud TPU system-architecture pages.
 GENERATIONS = {
-    "v4": Generation("v4", 32 * GiB, 3, True, True, 4),
-    "v5e": Generation("v5e", 16 * GiB, 2, False, False, 8),
-    "v5p": Generation("v5p", 95 * GiB, 3, True, True, 4),
-    "v6e": Generation("v6e", 32 * GiB, 2, False, False, 8),
+    "v4": Generation("v4", 32 * GiB, 3, True, True, 4, 1228e9),
+    "v5e": Generation("v5e", 16 * GiB, 2, False, False, 8, 819e9),
+    "v5p": Generation("v5p", 95 * GiB, 3, True, True, 4, 2765e9),
+    "v6e": Generation("v6e", 32 * GiB, 2, False, False, 8, 1640e9),
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
 # Slice shapes of Cloud TPU accelerator types, by chip count.
@@ -185,9 +193,11 @@ class CompileReport:
     temp_bytes: int | None = None
     code_bytes: int | None = None
     total_bytes: int | None = None
+    xla_peak_bytes: int | None = None
     error: str | None = None
     # XLA's estimate (per chip; the SPMD program runs on every chip at once).
-    xla_step_seconds: float | None = None  # optimal_seconds, accumulation-corrected
+    xla_step_seconds: float | None = None  # the estimate used, accumulation-corrected
+    step_time_source: str = ""  # "optimal_seconds" or "roofline"
     xla_optimal_seconds: float | None = None  # as reported (loop body counted once)
     xla_update_seconds: float | None = None  # optimizer update alone (accumulation only)
     xla_flops_per_chip: float | None = None
@@ -236,7 +246,7 @@ def _is_resource_exhausted(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text
 
 
-def _update_seconds(program: TrainProgram, abstract_state: dict) -> float | None:
+def _update_cost(program: TrainProgram, abstract_state: dict) -> dict[str, float]:
     """XLA's estimate for the optimizer update alone, to scale a loop-body-once estimate."""
     shardings = program.state_shardings
 
@@ -249,7 +259,16 @@ def _update_seconds(program: TrainProgram, abstract_state: dict) -> float | None
         out_shardings=(shardings["params"], shardings["opt_state"], None),
         donate_argnums=(0, 1)).lower(
         abstract_state["params"], abstract_state["opt_state"], abstract_state["params"]).compile()
-    return _cost(compiled).get("optimal_seconds")
+    return _cost(compiled)
+
+
+def _seconds(cost: dict[str, float], topo: Topology, peak_flops: float) -> tuple[float, str]:
+    optimal = cost.get("optimal_seconds", 0.0)
+    if optimal > 0 and math.isfinite(optimal):
+        return optimal, "optimal_seconds"
+    roofline = max(cost.get("flops", 0.0) / peak_flops if peak_flops else 0.0,
+                   cost.get("bytes accessed", 0.0) / topo.generation.hbm_bytes_per_second)
+    return roofline, "roofline"
 
 
 def _cost(compiled) -> dict[str, float]:
@@ -320,20 +339,22 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     report.alias_bytes = int(mem.alias_size_in_bytes)
     report.temp_bytes = int(mem.temp_size_in_bytes)
     report.code_bytes = int(mem.generated_code_size_in_bytes)
-    peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0)
-    report.total_bytes = peak or (report.argument_bytes + report.output_bytes - report.alias_bytes
-                                  + report.temp_bytes + report.code_bytes)
+    report.xla_peak_bytes = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) or None
+    report.total_bytes = (report.argument_bytes + report.output_bytes - report.alias_bytes
+                          + report.temp_bytes + report.code_bytes)
     report.fits = report.total_bytes <= report.hbm_bytes
 
     cost = _cost(compiled)
-    seconds = cost.get("optimal_seconds")
-    report.xla_optimal_seconds = seconds
+    report.xla_optimal_seconds = cost.get("optimal_seconds")
     report.xla_flops_per_chip = cost.get("flops")
     report.xla_bytes_accessed_per_chip = cost.get("bytes accessed")
+    seconds, report.step_time_source = _seconds(cost, topo, report.peak_flops_per_chip)
     if seconds and accum > 1:
-        report.xla_update_seconds = _update_seconds(program, abstract_state)
-        body = max(seconds - (report.xla_update_seconds or 0.0), 0.0)
-        seconds = seconds + (accum - 1) * body
+        update = _update_cost(program, abstract_state)
+        if report.step_time_source == "roofline":
+            update.pop("optimal_seconds", None)  # measure both with the same yardstick
+        report.xla_update_seconds, _ = _seconds(update, topo, report.peak_flops_per_chip)
+        seconds = seconds + (accum - 1) * max(seconds - report.xla_update_seconds, 0.0)
     report.xla_step_seconds = seconds
     if seconds and report.peak_flops_per_chip:
         report.mfu = report.model_flops_per_step / (
@@ -360,8 +381,8 @@ def format_report(r: CompileReport) -> str:
         lines.append(
             f"  per-chip memory: arguments {_gib(r.argument_bytes)}, outputs {_gib(r.output_bytes)}"
             f" ({_gib(r.alias_bytes)} aliased to donated arguments), temporaries "
-            f"{_gib(r.temp_bytes)}, code {_gib(r.code_bytes)}; total (XLA peak) "
-            f"{_gib(r.total_bytes)} of {hbm}: {r.verdict}")
+            f"{_gib(r.temp_bytes)}, code {_gib(r.code_bytes)}; total {_gib(r.total_bytes)} "
+            f"(XLA peak {_gib(r.xla_peak_bytes)}) of {hbm}: {r.verdict}")
     else:
         total = "unknown" if r.total_bytes is None else f"at least {_gib(r.total_bytes)}"
         lines.append(
@@ -369,11 +390,15 @@ def format_report(r: CompileReport) -> str:
             f"temporaries {_gib(r.temp_bytes)}, total {total} of {hbm}: {r.verdict}")
         lines.append(f"  XLA: {r.error}")
     if r.xla_step_seconds:
-        how = "cost_analysis optimal_seconds"
+        if r.step_time_source == "optimal_seconds":
+            how = "cost_analysis optimal_seconds"
+        else:
+            how = (f"roofline of cost_analysis flops and bytes accessed; XLA's optimal_seconds "
+                   f"was {r.xla_optimal_seconds:.4g}")
         if r.grad_accum_steps > 1:
-            how += (f" {r.xla_optimal_seconds:.4g} s with the accumulation loop body counted once,"
-                    f" scaled to {r.grad_accum_steps} micro-batches (update alone "
-                    f"{r.xla_update_seconds or 0:.3g} s)")
+            how += (f"; accumulation loop body counted once by XLA, scaled to "
+                    f"{r.grad_accum_steps} micro-batches, update alone "
+                    f"{r.xla_update_seconds or 0:.3g} s")
         lines.append(f"  XLA estimated step time: {r.xla_step_seconds:.4g} s ({how}); XLA counts "
                      f"{(r.xla_flops_per_chip or 0) / 1e12:.3g} TFLOP and "
                      f"{(r.xla_bytes_accessed_per_chip or 0) / GiB:.3g} GiB accessed per chip")

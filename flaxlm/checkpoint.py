@@ -69,8 +69,10 @@ def read_params(workdir: str, abstract_params: Any | None = None,
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
-                                    item_names=("params", "meta"))
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={"params": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
     try:
         available = list(manager.all_steps())
         if not available:
@@ -79,8 +81,16 @@ def read_params(workdir: str, abstract_params: Any | None = None,
             step = max(available)
         elif step not in available:
             raise FlaxlmError(f"{directory}: no checkpoint at step {step} (have {available})")
-        params_args = (ocp.args.StandardRestore(abstract_params) if abstract_params is not None
-                       else ocp.args.StandardRestore())
+        if abstract_params is None:
+            abstract_params = manager.item_metadata(step)["params"]
+        # Leaves without a sharding go to this process's first device: the checkpoint's own
+        # shardings name the devices of the run that wrote it (e.g. another process's devices
+        # after multi-host training), which this process may not have.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract_params = jax.tree.map(
+            lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding)
+            else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
+        params_args = ocp.args.StandardRestore(abstract_params)
         restored = manager.restore(step, args=ocp.args.Composite(
             params=params_args, meta=ocp.args.JsonRestore()))
         return restored["params"], dict(restored["meta"]), step

@@ -19,6 +19,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _cmd_train(args, overrides):
+    if args.distributed:
+        from flaxlm.distributed import initialize
+        initialize()  # auto-detected: Cloud TPU VM slices, SLURM, Open MPI
     from flaxlm import run_config
     from flaxlm.train import train
     config = run_config.load(args.config, overrides)
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configs/<name>.py (Python: trusted code)")
     p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-host job first (jax.distributed, auto-detected on Cloud "
+                   "TPU VMs); elsewhere use launch/multihost.py (docs/scaling.md)")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)
 
     p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) "

@@ -11,7 +11,10 @@ import jax
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
-    """`jax.distributed.initialize`; all None: auto-detected (Cloud TPU VM, SLURM, Open MPI)."""
+    """`jax.distributed.initialize`; all None: auto-detected (Cloud TPU VM, SLURM, Open MPI).
+    A second call (launch/multihost.py running `flaxlm train --distributed`) does nothing."""
+    if jax.distributed.is_initialized():
+        return
     # Cross-process collectives for computations on CPU devices (local multi-process runs, CPU
     # clusters). Has no effect on TPU or GPU computations.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from flaxlm.checkpoint import Checkpointer, read_params
@@ -102,10 +103,22 @@ def _truncate_metrics(workdir: str, after_step: int) -> None:
 
 # -- preemption ----------------------------------------------------------------------------------
 class _StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits cleanly."""
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits cleanly.
+
+    With several processes every host must checkpoint the same step, but a signal reaches hosts at
+    different steps. There SIGTERM is left to JAX's preemption service (started by
+    `jax.distributed.initialize`), which agrees on one step for all hosts: `poll` turns its
+    `reached_preemption_sync_point` into the stop flag. SIGINT keeps its default there (the
+    process exits without a checkpoint and launch/local.py stops the others).
+    """
 
     def __init__(self):
         self.signal_name: str | None = None
+        self.synced = jax.process_count() > 1 and _has_preemption_service()
+
+    def poll(self, step: int) -> None:
+        if self.synced and multihost_utils.reached_preemption_sync_point(step):
+            self.signal_name = self.signal_name or "SIGTERM"
 
     @contextlib.contextmanager
     def installed(self):
@@ -113,7 +126,8 @@ class _StopRequest:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        signals = () if self.synced else (signal.SIGTERM, signal.SIGINT)
+        previous = {s: signal.getsignal(s) for s in signals}
 
         def handler(signum, _frame):
             self.signal_name = signal.Signals(signum).name
@@ -126,13 +140,20 @@ class _StopRequest:
                 signal.signal(s, h)
 
 
+def _has_preemption_service() -> bool:
+    try:
+        multihost_utils.reached_preemption_sync_point(-1)  # raises without the service
+        return True
+    except RuntimeError:
+        return False
+
+
 # -- evaluation ----------------------------------------------------------------------------------
 def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict]) -> dict[str, float]:
     totals = None
     for host_batch in eval_batches:
-        # Summed on the host: with several processes, interleaving the eval step with separate
-        # device additions deadlocked CPU (gloo) runs; one program per batch keeps every process
-        # dispatching the same sequence.
+        # Summed on the host: adding the replicated results on the devices between eval steps
+        # deadlocked multi-process CPU (gloo) runs (docs/scaling.md).
         sums = jax.device_get(program.eval_step(params, host_batch_to_global(mesh, host_batch)))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     metrics = program.objective.metrics(totals)
@@ -299,6 +320,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         with stop.installed():
             for step in range(start + 1, loop.steps + 1):
                 state, metrics = program.train_step(state, host_batch_to_global(mesh, next(stream)))
+                stop.poll(step)
                 if pending is not None:
                     emit(*pending)
                     pending = None

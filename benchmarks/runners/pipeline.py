@@ -14,8 +14,9 @@ class PipelineThroughput:
 
     flaxlm: `build_train_stream` over the corpus (tokenized and packed at build time, untimed);
     timed: `next()` on the stream (dynamic WWM in the tf.data graph, batching, prefetch).
-    transformers: the same tokenizer through `AutoTokenizer`, every line tokenized to
-    `max_length` chunks with offsets and special-token masks (untimed); timed:
+    transformers: the same tokenizer through `AutoTokenizer`, lines tokenized with offsets and
+    packed like flaxlm packs (run_mlm's `group_texts`: concatenate, cut into `<s> chunk </s>`),
+    so both sides fill every row with real tokens (untimed); timed:
     `DataCollatorForLanguageModeling(whole_word_mask=True)` on lists of those examples, which in
     transformers 5 replaces `DataCollatorForWholeWordMask`.
     """
@@ -42,11 +43,7 @@ class PipelineThroughput:
         hf_tok = AutoTokenizer.from_pretrained(tok_dir)
         with open(corpus, encoding="utf-8") as f:
             lines = [line for line in f.read().split("\n") if line.strip()]
-        enc = hf_tok(lines, truncation=True, max_length=self.L, padding="max_length",
-                     return_overflowing_tokens=True, return_offsets_mapping=True,
-                     return_special_tokens_mask=True)
-        keys = ("input_ids", "attention_mask", "special_tokens_mask", "offset_mapping")
-        self.examples = [{k: enc[k][i] for k in keys} for i in range(len(enc["input_ids"]))]
+        self.examples = _hf_packed_examples(hf_tok, lines, self.L)
         self.collators = {
             rt: DataCollatorForLanguageModeling(hf_tok, mlm=True, whole_word_mask=True,
                                                 mlm_probability=0.15, return_tensors=rt, seed=0)
@@ -125,6 +122,23 @@ class PipelineStep:
         pending["loss"].block_until_ready()
         done.append(time.perf_counter())
         return {"times": list(np.diff(done))}
+
+
+def _hf_packed_examples(hf_tok, lines: list[str], seq: int) -> list[dict]:
+    """Full rows of `seq` tokens with the offsets and special-token masks WWM needs."""
+    enc = hf_tok(lines, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [i for row in enc["input_ids"] for i in row]
+    offsets = [o for row in enc["offset_mapping"] for o in row]
+    body = seq - 2
+    examples = []
+    for start in range(0, len(ids) - body + 1, body):
+        examples.append({
+            "input_ids": [hf_tok.cls_token_id, *ids[start:start + body], hf_tok.sep_token_id],
+            "attention_mask": [1] * seq,
+            "special_tokens_mask": [1] + [0] * body + [1],
+            "offset_mapping": [(0, 0), *offsets[start:start + body], (0, 0)],
+        })
+    return examples
 
 
 def build(spec: dict):

@@ -1,0 +1,149 @@
+"""`python -m benchmarks.topology_table`: the topology table of docs/scaling.md, from `flaxlm compile`.
+
+  python -m benchmarks.topology_table                 every row (hours on 2 shared CPU cores)
+  python -m benchmarks.topology_table --only flare    rows whose label contains "flare"
+  python -m benchmarks.topology_table --list
+
+Each row compiles the real train step (`flaxlm.aot.compile_train_step`, what `flaxlm compile`
+runs) for one config, topology and mesh on this CPU-only machine. Results are appended as JSON
+lines to benchmarks/results/topology_table.jsonl (a row already there with the same key is
+skipped, so an interrupted run continues), and the markdown table is printed from that file.
+Needs `pip install 'flaxlm[tpu]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only TPU devices; no chip is used
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results", "topology_table.jsonl")
+FLARE = "configs/flare_it_mlm.py"
+XLMR = "configs/xlmr_base_mlm.py"
+L12 = "--config.model.preset=minilm-l12-h384"
+# Recipe global batches are kept; accumulation is set so each chip sees a micro-batch of
+# MICRO sequences (the recipes' own accumulation assumed one accelerator).
+MICRO = 8
+SLICES = (("v4-8", 4), ("v5e-8", 8), ("v5p-8", 4), ("v6e-8", 8), ("v5e-32", 32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str
+    config: str
+    topology: str
+    overrides: tuple[str, ...] = ()
+    mesh: str = ""  # DATA,FSDP,TENSOR; "" = the config's (all data-parallel)
+
+    @property
+    def key(self) -> str:
+        return " ".join([self.config, self.topology, self.mesh, *self.overrides])
+
+    def command(self) -> str:
+        mesh = f" --mesh {self.mesh}" if self.mesh else ""
+        return (f"flaxlm compile --config {self.config} --topology {self.topology}{mesh} "
+                + " ".join(self.overrides)).strip()
+
+
+def _accum(batch: int, chips: int) -> str:
+    return f"--config.train.grad_accum_steps={max(batch // (chips * MICRO), 1)}"
+
+
+def rows() -> list[Row]:
+    out = []
+    for topology, chips in SLICES:
+        out.append(Row("flare MiniLM-L6 (data)", FLARE, topology, (_accum(512, chips),)))
+        out.append(Row("MiniLM-L12 (data)", FLARE, topology, (L12, _accum(512, chips))))
+        out.append(Row("xlmr-base (data)", XLMR, topology, (_accum(1024, chips),)))
+    large = "--config.model.preset=xlmr-large"
+    # The mMiniLMv2 teacher at seq 512: one v5e chip without fsdp (the recipe's batch in one step,
+    # then micro-batches of MICRO), then a v5e-8 slice data-parallel and with fsdp.
+    out.insert(0, Row("xlmr-large recipe (1 chip)", XLMR, "v5e-1", (large,)))
+    out.append(Row("xlmr-large (1 chip)", XLMR, "v5e-1", (large, _accum(1024, 1))))
+    out.append(Row("xlmr-large (data)", XLMR, "v5e-8", (large, _accum(1024, 8))))
+    out.append(Row("xlmr-large (fsdp)", XLMR, "v5e-8", (large, _accum(1024, 8)), "1,8,1"))
+    return out
+
+
+def compile_row(row: Row) -> dict:
+    from flaxlm import aot, run_config
+    from flaxlm.sharding import MeshConfig
+    config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
+    mesh = MeshConfig(*(int(s) for s in row.mesh.split(","))) if row.mesh else None
+    start = time.perf_counter()
+    report = aot.compile_train_step(config, row.topology, mesh)
+    print(aot.format_report(report), flush=True)
+    return {"key": row.key, "label": row.label, "command": row.command(),
+            "compile_seconds": round(time.perf_counter() - start, 1), **aot.report_dict(report)}
+
+
+def _gib(n) -> str:
+    return "—" if n is None else f"{n / (1 << 30):.2f}"
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| model (mesh) | slice | chips | batch × seq, accum | args GiB | temps GiB | "
+             "total GiB / HBM | verdict | est. step s (source) | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if r["error"] is None:  # total = args + outputs - aliased + temps + code (flaxlm/aot.py)
+            r = {**r, "total_bytes": r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
+                 + r["temp_bytes"] + r["code_bytes"]}
+            r["verdict"] = "fits" if r["total_bytes"] <= r["hbm_bytes"] else "does not fit"
+        step = ("—" if not r.get("xla_step_seconds") else
+                f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})")
+        mfu = "—" if r.get("mfu") is None else f"{100 * r['mfu']:.0f}%"
+        total = _gib(r["total_bytes"]) if r["error"] is None else f"≥ {_gib(r['total_bytes'])}"
+        mesh = "×".join(str(r["mesh"][k]) for k in ("data", "fsdp", "tensor"))
+        lines.append(
+            f"| {r['label']} {mesh} | {r['topology']} | {r['chips']} | {r['batch_size']} × "
+            f"{r['seq_len']}, {r['grad_accum_steps']} | {_gib(r['argument_bytes'])} | "
+            f"{_gib(r['temp_bytes'])} | {total} / {r['hbm_bytes'] >> 30} | {r['verdict']} | "
+            f"{step} | {mfu} |")
+    return "\n".join(lines)
+
+
+def _load() -> dict[str, dict]:
+    if not os.path.exists(RESULTS):
+        return {}
+    with open(RESULTS, encoding="utf-8") as f:
+        return {r["key"]: r for r in map(json.loads, filter(str.strip, f))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.topology_table")
+    parser.add_argument("--only", default="", help="rows whose label or topology contains this")
+    parser.add_argument("--list", action="store_true", help="print the rows' commands and exit")
+    parser.add_argument("--table-only", action="store_true", help="print the table from results")
+    args = parser.parse_args(argv)
+    selected = [r for r in rows() if args.only in r.label or args.only == r.topology]
+    if args.list:
+        print("\n".join(r.command() for r in selected))
+        return 0
+    done = _load()
+    if not args.table_only:
+        import jax
+        jax.config.update("jax_platforms", "cpu")
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        for row in selected:
+            if row.key in done:
+                continue
+            print(f"== {row.command()}", flush=True)
+            result = compile_row(row)
+            with open(RESULTS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+            done[row.key] = result
+    print(markdown([done[r.key] for r in selected if r.key in done]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
