@@ -17,7 +17,8 @@ class Profile:
     seq: int
     vocabs: tuple[int, ...]
     steps: int  # timed steps per worker and comparison (medians are taken over these)
-    rounds: int  # the timed steps are split into this many interleaved rounds
+    rounds: int  # the timed steps are split into this many interleaved rounds (= steps: the
+    # two sides alternate step by step, so load that drifts within seconds hits both alike)
     warmup: int  # untimed steps after compilation
     pipeline_batches: int
     checkpoint_saves: int
@@ -33,10 +34,10 @@ TINY = dict(hidden=64, layers=2, heads=4, ffn=128)
 PROFILES = {
     # The shapes: MiniLM-L6-H384, batch 16 × seq 128, BERT and XLM-R vocabularies.
     "full": Profile("full", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522, 250_002), steps=6,
-                    rounds=2, warmup=1, pipeline_batches=300, checkpoint_saves=3,
+                    rounds=6, warmup=1, pipeline_batches=300, checkpoint_saves=3,
                     tokenizer_vocab=8000, tokenizer_lines=0),
     "quick": Profile("quick", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522,), steps=5,
-                     rounds=1, warmup=1, pipeline_batches=100, checkpoint_saves=2,
+                     rounds=5, warmup=1, pipeline_batches=100, checkpoint_saves=2,
                      tokenizer_vocab=8000, tokenizer_lines=0),
     # CI: every code path once, tiny shapes, no timing claims, no throwaway virtualenv.
     "smoke": Profile("smoke", TINY, batch=4, seq=32, vocabs=(1000,), steps=2, rounds=1, warmup=1,

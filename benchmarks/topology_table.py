@@ -91,12 +91,14 @@ def _gib(n) -> str:
 
 def markdown(results: list[dict]) -> str:
     lines = ["| model (mesh) | slice | chips | batch × seq, accum | args GiB | temps GiB | "
-             "total GiB / HBM | verdict | est. step s (source) | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "args+outs−alias+temps GiB | total (XLA peak) GiB / HBM | verdict | "
+             "est. step s (source) | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if r["error"] is None:  # total = args + outputs - aliased + temps + code (flaxlm/aot.py)
-            r = {**r, "total_bytes": r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
-                 + r["temp_bytes"] + r["code_bytes"]}
+        if r["error"] is None:
+            # Rows written before the report had `sum_bytes` carry XLA's peak as total_bytes.
+            r = {**r, "sum_bytes": r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
+                 + r["temp_bytes"], "total_bytes": r.get("xla_peak_bytes") or r["total_bytes"]}
             r["verdict"] = "fits" if r["total_bytes"] <= r["hbm_bytes"] else "does not fit"
         step = ("—" if not r.get("xla_step_seconds") else
                 f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})")
@@ -106,7 +108,8 @@ def markdown(results: list[dict]) -> str:
         lines.append(
             f"| {r['label']} {mesh} | {r['topology']} | {r['chips']} | {r['batch_size']} × "
             f"{r['seq_len']}, {r['grad_accum_steps']} | {_gib(r['argument_bytes'])} | "
-            f"{_gib(r['temp_bytes'])} | {total} / {r['hbm_bytes'] >> 30} | {r['verdict']} | "
+            f"{_gib(r['temp_bytes'])} | {_gib(r.get('sum_bytes'))} | {total} / "
+            f"{r['hbm_bytes'] >> 30} | {r['verdict']} | "
             f"{step} | {mfu} |")
     return "\n".join(lines)
 

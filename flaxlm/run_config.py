@@ -71,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 0  # 0: evaluate only at the end
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 3
+    # Snapshot the state on the device so a save never blocks the loop (one extra train state of
+    # device memory while the host transfer runs); False when the state fills the device.
+    c.train.checkpoint_copy_on_device = True
     c.train.nan_policy = "skip"  # or "stop"
     c.train.peak_flops_per_device = 0.0  # 0: from the device kind (see flaxlm/flops.py)
 
@@ -157,6 +160,7 @@ class LoopConfig:
     eval_every: int
     checkpoint_every: int
     keep_checkpoints: int
+    checkpoint_copy_on_device: bool
     nan_policy: str
     peak_flops_per_device: float
 
@@ -240,7 +244,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
             eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
-            keep_checkpoints=t.keep_checkpoints, nan_policy=t.nan_policy,
+            keep_checkpoints=t.keep_checkpoints,
+            checkpoint_copy_on_device=t.checkpoint_copy_on_device, nan_policy=t.nan_policy,
             peak_flops_per_device=t.peak_flops_per_device),
         optim=optim,
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),

@@ -236,7 +236,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     _check_free_space(workdir, state_bytes, loop.keep_checkpoints)
 
     # State: workdir checkpoint > init_from > scratch.
-    checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints)
+    checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints,
+                                copy_on_device=loop.checkpoint_copy_on_device)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             program.abstract_state, program.state_shardings)
     rng_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))

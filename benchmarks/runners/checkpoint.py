@@ -50,7 +50,7 @@ class CheckpointCost:
         self.ckpt.save(self.step_count, self.state, {"step": self.step_count})
         blocking = time.perf_counter() - t
         after = []
-        while self.ckpt.manager.is_saving_in_progress() and len(after) < max_steps_after:
+        while self.ckpt.in_progress() and len(after) < max_steps_after:
             after.append(self._step())
         t = time.perf_counter()
         self.ckpt.wait()

@@ -69,11 +69,23 @@ class Embed(nnx.Module):
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; `key=None` means deterministic (evaluation)."""
+    """Inverted dropout; `key=None` means deterministic (evaluation).
+
+    Each 32-bit threefry draw decides two elements through its 16-bit halves: half the random
+    numbers `jax.random.bernoulli` would generate, which was 17% of a CPU train step. An element is
+    dropped when its half is below t = round(rate · 2^16), so the rate is exact to 2^-17, and the
+    kept values are scaled by the exact 2^16 / (2^16 - t). The draw depends only on each
+    element's index, so every sharding of `x` sees the same mask.
+    """
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    *lead, n = x.shape
+    pairs = (n + 1) // 2
+    bits_xP = jax.random.bits(key, (*lead, pairs), jnp.uint32)
+    halves_xN = jnp.stack([bits_xP & 0xFFFF, bits_xP >> 16], axis=-1).reshape(*lead, 2 * pairs)
+    threshold = round(rate * 65536)
+    keep = halves_xN[..., :n] >= threshold
+    return jnp.where(keep, x * jnp.asarray(65536 / (65536 - threshold), x.dtype), 0)
 
 
 def gelu(x: jax.Array) -> jax.Array:

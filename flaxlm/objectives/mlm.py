@@ -6,7 +6,6 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from flaxlm.flops import encoder_train_flops
@@ -26,8 +25,15 @@ class MaskedLM:
         logits_BxMxV = model(batch, dtype=dtype, dropout_key=dropout_key)
         labels_BxM = batch["masked_labels"]
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
-        xent_BxM = optax.softmax_cross_entropy_with_integer_labels(logits_BxMxV, labels_BxM)
-        correct_BxM = (jnp.argmax(logits_BxMxV, axis=-1) == labels_BxM).astype(jnp.float32)
+        # One max and one exp-sum over the vocabulary serve both the loss and the accuracy (a
+        # separate argmax would be a third pass over B×M×V logits). A label tied with the max
+        # counts as correct.
+        max_BxM = jax.lax.stop_gradient(logits_BxMxV.max(axis=-1))
+        shifted_BxMxV = logits_BxMxV - max_BxM[..., None]
+        log_z_BxM = jnp.log(jnp.sum(jnp.exp(shifted_BxMxV), axis=-1))
+        label_BxM = jnp.take_along_axis(shifted_BxMxV, labels_BxM[..., None], axis=-1)[..., 0]
+        xent_BxM = log_z_BxM - label_BxM
+        correct_BxM = (label_BxM >= 0.0).astype(jnp.float32)
         return {
             "loss_sum": jnp.sum(xent_BxM * weights_BxM),
             "correct_sum": jnp.sum(correct_BxM * weights_BxM),
