@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TPU_STAMP := $(VENV)/.installed-tpu
+# The tpu extra's libtpu probes for TPU chips when jax starts; on a machine with no accelerator
+# device node, JAX_PLATFORMS=cpu (unless already set) skips that probe and its warnings.
+ACCEL_NODES := $(wildcard /dev/accel* /dev/vfio/[0-9]* /dev/nvidia[0-9]*)
+JAX_ENV := $(if $(ACCEL_NODES),,JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu})
 DEMO_DIR ?= runs/demo
 
 .PHONY: setup demo test test-slow bench clean
@@ -18,17 +23,22 @@ $(STAMP): setup.cfg setup.py
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also compile a train step for a TPU topology (`flaxlm compile`), which needs libtpu.
+$(TPU_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,tpu]'
+	touch $(TPU_STAMP)
+
 demo: $(STAMP)
-	$(BIN)/python -m flaxlm.demo --workdir $(DEMO_DIR)
+	$(JAX_ENV) $(BIN)/python -m flaxlm.demo --workdir $(DEMO_DIR)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+test: $(TPU_STAMP)
+	$(JAX_ENV) $(BIN)/python -m pytest -q -m "not slow" tests
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests
+test-slow: $(TPU_STAMP)
+	$(JAX_ENV) $(BIN)/python -m pytest -q -m slow tests
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(JAX_ENV) $(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) runs

@@ -11,8 +11,8 @@ how many hosts share it, and batch k depends only on (data, seed, k):
     shuffle buffer with a fixed seed; starting at batch k *reads and drops* k·G examples
     (minutes for millions of examples; prefer `prepare` + in-memory shards where resumption
     matters). TFDS text is re-tokenized on every epoch, on every host.
-Masks are drawn from `tf.random.stateless_*` keyed by (seed, g): a new epoch (new g) gets new
-masks, the same seed gives the same masks, and no masking state lives in Python.
+Masks are drawn from counter-based random numbers keyed by (seed, g): a new epoch (new g) gets
+new masks, the same seed gives the same masks, and no masking state lives in Python.
 """
 
 from __future__ import annotations
@@ -87,13 +87,17 @@ def max_predictions(cfg: DataConfig) -> int:
 def make_masker(
     cfg: DataConfig, tokenizer: Tokenizer, seed: int
 ) -> Callable[..., dict[str, tf.Tensor]]:
-    """`mask(g, ids_L, word_starts_L) -> features` for one packed example with global index g.
+    """`mask(g_B, ids_BxL, word_starts_BxL) -> features` for a batch of packed examples with global
+    indices g_B; every feature has the leading batch dimension B.
 
     Whole-word masking: k = max(1, round(mask_rate · words)) words are drawn by random scores and
     taken in score order while their tokens fit in M (two greedy passes, so one long word does not
     end the draw); every sub-token of a taken word is a prediction.
     Each prediction independently becomes the mask id / a random non-special token / itself.
     Special tokens and padding are never in a word, hence never masked.
+    The whole batch is masked by one set of ops (per-example maps cost ~30 op launches per row),
+    and every random number is a hash of (seed, g, stream, position): a row's mask does not
+    depend on which batch or host it lands in.
     """
     seq_len, budget = cfg.seq_len, max_predictions(cfg)
     specials_S = tf.constant(tokenizer.special_ids, tf.int32)
@@ -102,75 +106,130 @@ def make_masker(
     )
     mask_below = cfg.mask_token_rate
     random_below = cfg.mask_token_rate + cfg.random_token_rate
+    slot_W = tf.range(seq_len)
+    word_stream, action_stream, token_stream = (_stream_key(seed, s) for s in range(3))
 
-    def mask(g, ids_L, word_starts_L):
-        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(g, tf.int64)])
-        word_key, action_key, token_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-        maskable_L = ~tf.reduce_any(ids_L[:, None] == specials_S[None, :], axis=1)
+    def mask(g_B, ids_BxL, word_starts_BxL):
+        batch = tf.shape(ids_BxL)[0]
+        g_B = tf.cast(g_B, tf.int64)
+        maskable_BxL = ~tf.reduce_any(ids_BxL[:, :, None] == specials_S, axis=2)
         # Word number of each token; -1 before the first word start (cannot happen for packed data).
-        word_L = tf.cumsum(tf.cast(word_starts_L & maskable_L, tf.int32)) - 1
-        maskable_L &= word_L >= 0
-        num_words = word_L[-1] + 1
+        word_BxL = tf.cumsum(tf.cast(word_starts_BxL & maskable_BxL, tf.int32), axis=1) - 1
+        maskable_BxL &= word_BxL >= 0
+        num_words_B = word_BxL[:, -1] + 1
         # Word slots W = L (there are never more words than tokens); unused slots sort last.
-        slot_W = tf.range(seq_len)
-        word_len_W = tf.math.unsorted_segment_sum(
-            tf.ones([seq_len], tf.int32), tf.where(maskable_L, word_L, seq_len), seq_len + 1
-        )[:seq_len]
-        num_to_mask = tf.where(
-            num_words > 0,
-            tf.maximum(1, tf.cast(cfg.mask_rate * tf.cast(num_words, tf.float32) + 0.5, tf.int32)),
+        # Segment ids: row r's words at r·(L+1) + word, its non-words at r·(L+1) + L (dropped).
+        row_offset_Bx1 = tf.range(batch)[:, None] * (seq_len + 1)
+        segment_BxL = row_offset_Bx1 + tf.where(maskable_BxL, word_BxL, seq_len)
+        word_len_BxW = tf.reshape(
+            tf.math.unsorted_segment_sum(
+                tf.ones_like(segment_BxL), segment_BxL, batch * (seq_len + 1)
+            ),
+            [batch, seq_len + 1],
+        )[:, :seq_len]
+        num_to_mask_B = tf.where(
+            num_words_B > 0,
+            tf.maximum(1, tf.cast(cfg.mask_rate * tf.cast(num_words_B, tf.float32) + 0.5, tf.int32)),
             0,
         )
-        score_W = tf.where(
-            slot_W < num_words, tf.random.stateless_uniform([seq_len], word_key), 2.0
-        )
-        order_W = tf.argsort(score_W)
-        len_W = tf.gather(word_len_W, order_W)  # from here on, words in random order
-        fits_W = (slot_W < num_words) & (len_W <= budget)
-        first_W = _take_prefix(len_W, fits_W, budget, num_to_mask)
+        is_word_BxW = slot_W < num_words_B[:, None]
+        score_BxW = tf.where(is_word_BxW, _uniform(word_stream, g_B, seq_len), 2.0)
+        order_BxW = tf.argsort(score_BxW, axis=1)
+        len_BxW = tf.gather(word_len_BxW, order_BxW, batch_dims=1)  # words in random order
+        fits_BxW = tf.gather(is_word_BxW, order_BxW, batch_dims=1) & (len_BxW <= budget)
+        first_BxW = _take_prefix(len_BxW, fits_BxW, budget, num_to_mask_B[:, None])
         # A word overflowing the budget ends the first pass; shorter words after it may still fit.
-        tokens_left = budget - tf.reduce_sum(len_W * tf.cast(first_W, tf.int32))
-        words_left = num_to_mask - tf.reduce_sum(tf.cast(first_W, tf.int32))
-        second_W = _take_prefix(
-            len_W, fits_W & ~first_W & (len_W <= tokens_left), tokens_left, words_left
+        tokens_left_Bx1 = budget - tf.reduce_sum(
+            len_BxW * tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
         )
-        chosen_W = tf.gather(first_W | second_W, tf.math.invert_permutation(order_W))
-        chosen_L = maskable_L & tf.gather(chosen_W, tf.maximum(word_L, 0))
+        words_left_Bx1 = num_to_mask_B[:, None] - tf.reduce_sum(
+            tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
+        )
+        second_BxW = _take_prefix(
+            len_BxW, fits_BxW & ~first_BxW & (len_BxW <= tokens_left_Bx1), tokens_left_Bx1,
+            words_left_Bx1,
+        )
+        # argsort of a permutation is its inverse: back from score order to word order.
+        chosen_BxW = tf.gather(
+            first_BxW | second_BxW, tf.argsort(order_BxW, axis=1), batch_dims=1
+        )
+        chosen_BxL = maskable_BxL & tf.gather(chosen_BxW, tf.maximum(word_BxL, 0), batch_dims=1)
 
-        positions = tf.cast(tf.where(chosen_L)[:, 0], tf.int32)
-        used_M = tf.range(budget) < tf.size(positions)
-        positions_M = tf.ensure_shape(
-            tf.pad(positions, [[0, budget - tf.size(positions)]]), [budget]
+        # Slot m of a row holds the position of its m-th chosen token (at most M by the draw).
+        rank_BxL = tf.where(chosen_BxL, tf.cumsum(tf.cast(chosen_BxL, tf.int32), axis=1) - 1, -1)
+        positions_BxM = tf.reduce_sum(
+            tf.one_hot(rank_BxL, budget, dtype=tf.int32) * slot_W[None, :, None], axis=1
         )
-        action_L = tf.random.stateless_uniform([seq_len], action_key)
-        random_ids_L = tf.gather(
-            non_special_R,
-            tf.random.stateless_uniform(
-                [seq_len], token_key, minval=0, maxval=tf.size(non_special_R), dtype=tf.int32
-            ),
+        count_B = tf.reduce_sum(tf.cast(chosen_BxL, tf.int32), axis=1)
+        used_BxM = tf.range(budget)[None, :] < count_B[:, None]
+        action_BxL = _uniform(action_stream, g_B, seq_len)
+        random_ids_BxL = tf.gather(
+            non_special_R, _below(token_stream, g_B, seq_len, non_special_R.shape[0])
         )
-        replaced_L = tf.where(
-            action_L < mask_below,
+        replaced_BxL = tf.where(
+            action_BxL < mask_below,
             tokenizer.mask_id,
-            tf.where(action_L < random_below, random_ids_L, ids_L),
+            tf.where(action_BxL < random_below, random_ids_BxL, ids_BxL),
         )
         return {
-            "input_ids": tf.where(chosen_L, replaced_L, ids_L),
-            "attention_mask": tf.cast(ids_L != tokenizer.pad_id, tf.int32),
-            "token_type_ids": tf.zeros([seq_len], tf.int32),
-            "masked_positions": positions_M,
-            "masked_labels": tf.where(used_M, tf.gather(ids_L, positions_M), 0),
-            "masked_weights": tf.cast(used_M, tf.float32),
+            "input_ids": tf.where(chosen_BxL, replaced_BxL, ids_BxL),
+            "attention_mask": tf.cast(ids_BxL != tokenizer.pad_id, tf.int32),
+            "token_type_ids": tf.zeros_like(ids_BxL),
+            "masked_positions": positions_BxM,
+            "masked_labels": tf.where(
+                used_BxM, tf.gather(ids_BxL, positions_BxM, batch_dims=1), 0
+            ),
+            "masked_weights": tf.cast(used_BxM, tf.float32),
         }
 
     return mask
 
 
-def _take_prefix(len_W, candidate_W, max_tokens, max_words):
+def _take_prefix(len_BxW, candidate_BxW, max_tokens, max_words):
     """Candidates, in order, while their running token and word counts stay within the limits."""
-    tokens_W = tf.cumsum(len_W * tf.cast(candidate_W, tf.int32))
-    words_W = tf.cumsum(tf.cast(candidate_W, tf.int32))
-    return candidate_W & (tokens_W <= max_tokens) & (words_W <= max_words)
+    tokens_BxW = tf.cumsum(len_BxW * tf.cast(candidate_BxW, tf.int32), axis=1)
+    words_BxW = tf.cumsum(tf.cast(candidate_BxW, tf.int32), axis=1)
+    return candidate_BxW & (tokens_BxW <= max_tokens) & (words_BxW <= max_words)
+
+
+# --- counter-based random numbers ----------------------------------------------------------------
+# splitmix64 (Steele, Lea & Flood, 2014): state_k = start + k·γ, output = mix(state_k). Keyed by
+# (seed, stream), started per example g and indexed by position, so random numbers can be drawn
+# for a whole batch in a few vectorized ops and still depend only on (seed, g, position).
+
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: tf.Tensor) -> tf.Tensor:
+    for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = _xor_shift(z, shift) * tf.constant(multiplier, tf.uint64)
+    return _xor_shift(z, 31)
+
+
+def _xor_shift(z: tf.Tensor, shift: int) -> tf.Tensor:
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift, tf.uint64)))
+
+
+def _stream_key(seed: int, stream: int) -> tf.Tensor:
+    return _mix64(tf.constant(((seed * 3 + stream) * _GAMMA) % (1 << 64), tf.uint64))
+
+
+def _bits(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
+    """[B, length] uint64 random words for examples g_B."""
+    start_Bx1 = _mix64(tf.bitwise.bitwise_xor(key, _mix64(tf.bitcast(g_B, tf.uint64))))[:, None]
+    steps_L = tf.cast(tf.range(1, length + 1), tf.uint64) * tf.constant(_GAMMA, tf.uint64)
+    return _mix64(start_Bx1 + steps_L[None, :])
+
+
+def _uniform(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
+    """[B, length] float32 uniform in [0, 1) with 24 random bits."""
+    top24 = tf.bitwise.right_shift(_bits(key, g_B, length), tf.constant(40, tf.uint64))
+    return tf.cast(top24, tf.float32) * 2.0**-24
+
+
+def _below(key: tf.Tensor, g_B: tf.Tensor, length: int, n: int) -> tf.Tensor:
+    """[B, length] int32 uniform in [0, n): 64-bit words mod n (bias ≤ n / 2^64)."""
+    return tf.cast(tf.math.floormod(_bits(key, g_B, length), tf.constant(n, tf.uint64)), tf.int32)
 
 
 # --- streams ------------------------------------------------------------------------------------
@@ -201,25 +260,35 @@ def build_train_stream(
         ids_NxL, ws_NxL = (tf.Variable(a, trainable=False) for a in source)
         n = len(source[0])
 
-        def example(j):
-            g = (j // B) * G + p * B + j % B
-            # Negative second seed word: never equal to a mask key (seed, g ≥ 0).
-            epoch_seed = tf.stack([tf.constant(seed, tf.int64), -1 - g // n])
-            row = tf.random.experimental.index_shuffle(
-                g % n, seed=epoch_seed, max_index=tf.constant(n - 1, tf.int64)
-            )
-            return masker(g, tf.gather(ids_NxL, row), tf.gather(ws_NxL, row))
+        def examples(j_B):
+            g_B = (j_B // B) * G + p * B + j_B % B
+            epoch_B = g_B // n
 
-        ds = tf.data.Dataset.range(start_batch * B, np.iinfo(np.int64).max).map(
-            example, num_parallel_calls=tf.data.AUTOTUNE
-        )
+            # Each epoch is its own permutation; a batch spans one or two epochs (more only when
+            # the corpus has fewer rows than a batch), each shuffled for the whole batch at once.
+            def shuffle_rows(epoch, row_B):
+                permuted_B = tf.random.experimental.index_shuffle(
+                    g_B % n, seed=tf.stack([tf.constant(seed, tf.int64), -1 - epoch]),
+                    max_index=tf.constant(n - 1, tf.int64),
+                )
+                return epoch + 1, tf.where(epoch_B == epoch, permuted_B, row_B)
+
+            _, row_B = tf.while_loop(
+                lambda epoch, _: epoch <= tf.reduce_max(epoch_B), shuffle_rows,
+                (tf.reduce_min(epoch_B), tf.zeros_like(g_B)),
+            )
+            return g_B, tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
+
+        ds = tf.data.Dataset.range(start_batch * B, np.iinfo(np.int64).max).batch(B)
+        masked_batch = lambda j_B: masker(*examples(j_B))  # noqa: E731
     else:
         ds = (
             source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(start_batch * G)
         )
-        ds = ds.filter(lambda g, ex: (g % G) // B == p)
-        ds = ds.map(lambda g, ex: masker(g, *ex), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(B, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        ds = ds.filter(lambda g, ex: (g % G) // B == p).batch(B, drop_remainder=True)
+        masked_batch = lambda g_B, ex: masker(g_B, *ex)  # noqa: E731
+    ds = ds.map(masked_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 def build_eval_batches(
@@ -247,7 +316,7 @@ def build_eval_batches(
     rows_ws = real[:, None] & ws_NxL[np.minimum(g, n - 1)]
     masker = make_masker(cfg, tokenizer, seed)
     ds = tf.data.Dataset.from_tensor_slices((g, rows_ids, rows_ws))
-    ds = ds.map(masker, num_parallel_calls=tf.data.AUTOTUNE).batch(B)
+    ds = ds.batch(B).map(masker, num_parallel_calls=tf.data.AUTOTUNE)
     return list(ds.as_numpy_iterator())
 
 

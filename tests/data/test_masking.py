@@ -22,8 +22,8 @@ def _mask(table, tokenizer, g, *, seed=0, **cfg_overrides):
     masker = pipeline.make_masker(cfg, tokenizer, seed)
     ds = (
         tf.data.Dataset.from_tensor_slices((g, ids_NxL[rows], ws_NxL[rows]))
-        .map(masker)
         .batch(len(g))
+        .map(masker)
     )
     return next(ds.as_numpy_iterator()), ids_NxL[rows], ws_NxL[rows]
 
