@@ -71,21 +71,37 @@ class Embed(nnx.Module):
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     """Inverted dropout; `key=None` means deterministic (evaluation).
 
-    Each 32-bit threefry draw decides two elements through its 16-bit halves: half the random
-    numbers `jax.random.bernoulli` would generate, which was 17% of a CPU train step. An element is
-    dropped when its half is below t = round(rate · 2^16), so the rate is exact to 2^-17, and the
-    kept values are scaled by the exact 2^16 / (2^16 - t). The draw depends only on each
-    element's index, so every sharding of `x` sees the same mask.
+    Each element's keep/drop bit comes from a counter-based hash of (key, element index):
+    `jax.random.bernoulli`'s threefry took 25 ms for one layer's 16×12×128×128 attention
+    probabilities on a 2-core CPU and this hash takes 0.4 ms (it vectorizes; threefry's rounds did
+    not), with the same uniform low bits. An element is dropped when its 32-bit word is below
+    round(rate · 2^32). The index is built from per-dimension iotas, so every sharding of `x` sees
+    the same mask and XLA computes each shard's part locally.
     """
     if key is None or rate == 0.0:
         return x
-    *lead, n = x.shape
-    pairs = (n + 1) // 2
-    bits_xP = jax.random.bits(key, (*lead, pairs), jnp.uint32)
-    halves_xN = jnp.stack([bits_xP & 0xFFFF, bits_xP >> 16], axis=-1).reshape(*lead, 2 * pairs)
-    threshold = round(rate * 65536)
-    keep = halves_xN[..., :n] >= threshold
-    return jnp.where(keep, x * jnp.asarray(65536 / (65536 - threshold), x.dtype), 0)
+    if x.size >= 1 << 32:
+        raise ValueError(f"dropout over {x.size} elements: the element index must fit 32 bits")
+    key_words = jax.random.key_data(key).astype(jnp.uint32).reshape(-1)
+    index_x = jnp.zeros(x.shape, jnp.uint32)
+    stride = 1
+    for dim in reversed(range(x.ndim)):
+        index_x += jax.lax.broadcasted_iota(jnp.uint32, x.shape, dim) * jnp.uint32(stride)
+        stride *= x.shape[dim]
+    bits_x = _fmix32(_fmix32(index_x ^ key_words[0]) + key_words[-1])
+    threshold = min(round(rate * (1 << 32)), (1 << 32) - 1)
+    keep_x = bits_x >= jnp.uint32(threshold)
+    return jnp.where(keep_x, x * jnp.asarray(1 / (1 - threshold / (1 << 32)), x.dtype), 0)
+
+
+def _fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a bijection whose every output bit depends on every input
+    bit, so consecutive indices give independent-looking words."""
+    h ^= h >> 16
+    h *= jnp.uint32(0x85EBCA6B)
+    h ^= h >> 13
+    h *= jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
 
 
 def gelu(x: jax.Array) -> jax.Array:

@@ -86,6 +86,33 @@ def test_dropout_is_deterministic_per_key():
     assert not np.allclose(a, c)
 
 
+def test_dropout_rate_scale_and_independence():
+    from flaxlm.models.layers import dropout
+    ones = jnp.ones((16, 12, 64, 64), jnp.float32)  # 786k elements: sampling error ~3.4e-4
+    out = np.asarray(dropout(ones, 0.1, jax.random.key(0)))
+    kept = out != 0
+    assert abs(kept.mean() - 0.9) < 0.002
+    np.testing.assert_allclose(out[kept], 1 / 0.9, rtol=1e-6)
+    assert abs(out.mean() - 1.0) < 0.003  # inverted dropout keeps the expectation
+    # Neighbouring elements (along each axis) and different keys decide independently:
+    # P(both kept) = 0.81 within ±0.003.
+    for a, b in ((kept[..., 1:], kept[..., :-1]), (kept[:, :, 1:], kept[:, :, :-1]),
+                 (kept[1:], kept[:-1])):
+        assert abs((a & b).mean() - 0.81) < 0.003
+    other = np.asarray(dropout(ones, 0.1, jax.random.fold_in(jax.random.key(0), 1))) != 0
+    assert abs((kept & other).mean() - 0.81) < 0.003
+
+
+def test_dropout_mask_does_not_depend_on_sharding():
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from flaxlm.models.layers import dropout
+    x = jnp.arange(8 * 4 * 16 * 6, dtype=jnp.float32).reshape(8, 4, 16, 6) + 1
+    mesh = jax.make_mesh((4, 2), ("a", "b"))
+    sharded = jax.device_put(x, NamedSharding(mesh, P("a", None, "b")))
+    f = jax.jit(lambda x: dropout(x, 0.3, jax.random.key(1)))
+    np.testing.assert_array_equal(f(sharded), f(x))
+
+
 def test_bf16_compute_keeps_fp32_params_and_is_close():
     model = MaskedLMModel(preset("tiny"), rngs=nnx.Rngs(0))
     batch = _batch(np.random.default_rng(3))
