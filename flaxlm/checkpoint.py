@@ -8,12 +8,13 @@ Orbax writes into a temporary directory and renames it when complete, so a run k
 leaves the previous checkpoint as the latest complete one; keep-last-N deletion happens only after
 a newer save has finished.
 
-Saving never blocks the training loop on the host transfer: `Checkpointer.save` dispatches an
+In a single-process run, saving does not block the loop on the host transfer: `save` dispatches an
 on-device copy of the state (an asynchronous program, so the next step can donate the original
 buffers while the copy is read) and hands the copy to orbax on a worker thread, where orbax's own
 blocking part (device→host transfer) runs. The copy costs one extra train state of device memory
 until the transfer is done; `copy_on_device=False` (config `train.checkpoint_copy_on_device`)
 restores orbax's behaviour of transferring in the loop, for models that fill the device.
+Multi-process runs always transfer in the loop (see `Checkpointer.__init__`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ class Checkpointer:
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
-        self.copy_on_device = copy_on_device and async_save
+        # Multi-process saves stay on the calling thread: orbax's save synchronizes the processes,
+        # and from a worker thread that raced the next step's collectives (2 processes × 2 CPU
+        # devices with gloo hung at the first save).
+        self.copy_on_device = copy_on_device and async_save and jax.process_count() == 1
         # One worker: saves start in step order on every process (orbax's barriers need that).
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "flaxlm-checkpoint")
         self._started: concurrent.futures.Future | None = None
