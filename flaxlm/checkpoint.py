@@ -46,7 +46,7 @@ class Checkpointer:
         # and from a worker thread that raced the next step's collectives (2 processes × 2 CPU
         # devices with gloo hung at the first save).
         self.copy_on_device = copy_on_device and async_save and jax.process_count() == 1
-        # One worker: saves start in step order on every process (orbax's barriers need that).
+        # One worker, so saves reach orbax in step order.
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "flaxlm-checkpoint")
         self._started: concurrent.futures.Future | None = None
         self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
