@@ -95,11 +95,6 @@ def markdown(results: list[dict]) -> str:
              "est. step s (source) | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if r["error"] is None:
-            # Rows written before the report had `sum_bytes` carry XLA's peak as total_bytes.
-            r = {**r, "sum_bytes": r["argument_bytes"] + r["output_bytes"] - r["alias_bytes"]
-                 + r["temp_bytes"], "total_bytes": r.get("xla_peak_bytes") or r["total_bytes"]}
-            r["verdict"] = "fits" if r["total_bytes"] <= r["hbm_bytes"] else "does not fit"
         step = ("—" if not r.get("xla_step_seconds") else
                 f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})")
         mfu = "—" if r.get("mfu") is None else f"{100 * r['mfu']:.0f}%"
