@@ -5,16 +5,14 @@ machine load hits every piece alike. A part is `<piece>[_<variant>]`:
   pieces:   step (the real `TrainProgram.train_step`), grads (forward+backward,
             `_grads_and_sums`), forward (loss only), optimizer (clip + AdamW + apply on fixed
             gradients)
-  variants: nodrop (dropout rates 0), fastacc (MLM accuracy from `label logit >= max logit`
-            instead of a separate `argmax` over the vocabulary: the change proposed for
-            flaxlm/objectives/mlm.py), exactslots (`--slots-exact` prediction slots per row
+  variants: nodrop (dropout rates 0), exactslots (`--slots-exact` prediction slots per row
             instead of max_predictions(seq): what packing predictions per batch would save)
-Differences between parts locate the backward, optimizer, dropout and accuracy costs.
+Differences between parts locate the backward, optimizer and dropout costs.
 `--trace DIR` writes a jax.profiler trace of two full steps and prints the XLA ops it recorded
 (on CPU only fusions emitted by XLA itself are recorded, not YNNPACK dots); `--hlo DIR` dumps the
 optimized HLO.
 
-  python -m benchmarks.profile_step --vocab 250002 --steps 3 --parts step,step_fastacc,forward
+  python -m benchmarks.profile_step --vocab 250002 --steps 3 --parts step,step_nodrop,forward
 """
 
 from __future__ import annotations
@@ -27,27 +25,6 @@ import time
 from benchmarks.common import MINILM_L6_H384, configure_threads, default_platform_env, median
 
 
-def fast_accuracy_mlm():
-    """MaskedLM whose accuracy reuses the max the loss needs, instead of a second reduction."""
-    import jax.numpy as jnp
-    import optax
-
-    from flaxlm.objectives.mlm import MaskedLM
-
-    class FastAccuracyMLM(MaskedLM):
-        def loss_sums(self, model, batch, *, dtype, dropout_key):
-            logits_BxMxV = model(batch, dtype=dtype, dropout_key=dropout_key)
-            labels_BxM = batch["masked_labels"]
-            weights_BxM = batch["masked_weights"].astype(jnp.float32)
-            xent_BxM = optax.softmax_cross_entropy_with_integer_labels(logits_BxMxV, labels_BxM)
-            label_logit_BxM = jnp.take_along_axis(logits_BxMxV, labels_BxM[..., None], -1)[..., 0]
-            correct_BxM = (label_logit_BxM >= logits_BxMxV.max(-1)).astype(jnp.float32)
-            return {"loss_sum": jnp.sum(xent_BxM * weights_BxM),
-                    "correct_sum": jnp.sum(correct_BxM * weights_BxM),
-                    "weight_sum": jnp.sum(weights_BxM)}
-    return FastAccuracyMLM()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_step")
     ap.add_argument("--vocab", type=int, default=30_522)
@@ -55,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--parts", default="step,grads,forward,optimizer,step_nodrop,step_fastacc")
+    ap.add_argument("--parts", default="step,grads,forward,optimizer,step_nodrop")
     ap.add_argument("--trace", default="")
     ap.add_argument("--hlo", default="")
     ap.add_argument("--top", type=int, default=30)
@@ -86,16 +63,15 @@ def main(argv=None) -> int:
                     dropout=name != "nodrop",
                     predictions=args.slots_exact if name == "exactslots" else 0)
         objective, batch_fn = OBJECTIVES["mlm"].make(spec)
-        if name == "fastacc":
-            objective = fast_accuracy_mlm()
         program, mesh, dtype = build_program(spec, objective)
         batch = host_batch_to_global(mesh, batch_fn(np.random.default_rng(0)))
         key = jax.random.fold_in(jax.random.key(0), 1)
         v = {"program": program, "batch": batch,
              "state": program.init_state(jax.random.key_data(jax.random.key(0))),
-             "grads": jax.jit(lambda p, b: program._grads_and_sums(p, b, key)),
-             "forward": jax.jit(lambda p, b: program.objective.loss_sums(
-                 program.model(p), b, dtype=program.dtype,
+             "grads": jax.jit(lambda p, b: program._grads_and_sums(
+                 p, program.frozen, b, program.objective.normalizers(b), key)),
+             "forward": jax.jit(lambda p, b: program.objective.loss(
+                 program.model(p), b, program.objective.normalizers(b), dtype=program.dtype,
                  dropout_key=key if name != "nodrop" else None)),
              "optimizer": jax.jit(lambda s, g: _optimizer_tail(program, s, g, optax))}
         variants[name] = v

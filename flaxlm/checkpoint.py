@@ -99,6 +99,13 @@ class Checkpointer:
             meta=ocp.args.JsonRestore()))
         return {"params": restored["params"], **restored["train"]}, dict(restored["meta"])
 
+    def restore_latest_intact(self, abstract_state: dict) -> tuple[dict, dict, int] | None:
+        latest = self.latest_step()
+        if latest is None:
+            return None
+        state, meta = self.restore(latest, abstract_state)
+        return state, meta, latest
+
     def wait(self) -> None:
         self._join_started()
         self.manager.wait_until_finished()

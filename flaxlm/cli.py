@@ -27,7 +27,8 @@ def _cmd_train(args, overrides):
     config = run_config.load(args.config, overrides)
     result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:
-        shown = {k: result[k] for k in ("step", "loss", "accuracy", "eval_loss", "eval_accuracy")
+        keys = result.get("summary_keys", ("loss",))
+        shown = {k: result[k] for k in ("step", *keys, *(f"eval_{k}" for k in keys))
                  if k in result}
         print("flaxlm: done " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in shown.items()))

@@ -40,8 +40,6 @@ class MetricsLog:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every record of `<workdir>/metrics.jsonl`; a torn last line is dropped with a warning."""
+    from flaxlm.workdir import read_metrics_lines
+    return read_metrics_lines(os.path.join(workdir, "metrics.jsonl"))

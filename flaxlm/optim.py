@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import optax
@@ -59,6 +59,29 @@ def decay_mask(params: Any) -> Any:
     def decays(path, _):
         return getattr(path[-1], "key", None) not in _NO_DECAY_NAMES
     return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def scale_by_leaf(scales: Mapping[str, float], params: Any) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by `scales["/"-joined name]` (1 where absent).
+
+    Chained after AdamW this is a per-parameter learning rate (layer-wise LR decay) that scales
+    the decoupled weight decay with it, as a per-group learning rate would. It holds no state, so
+    optimizer-state paths stay equal to parameter paths (and keep their shardings), unlike
+    `optax.multi_transform`, whose per-group states no longer mirror the parameters.
+    """
+    names = {"/".join(str(k.key) for k in path)
+             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    unknown = sorted(set(scales) - names)
+    if unknown:
+        raise FlaxlmError(f"learning-rate scale for {unknown[0]!r}, which is not a parameter "
+                          f"({len(unknown)} unknown names)")
+    factors = jax.tree_util.tree_map_with_path(
+        lambda path, _: float(scales.get("/".join(str(k.key) for k in path), 1.0)), params)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, f: u * f if f != 1.0 else u, updates, factors), state
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:

@@ -20,6 +20,7 @@ from ml_collections import config_dict
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig, preset
+from flaxlm.objectives import registry as objective_registry
 from flaxlm.optim import OptimConfig
 from flaxlm.sharding import MeshConfig
 from flaxlm.steps import StepConfig
@@ -31,7 +32,8 @@ _PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str}
 def base_config() -> ml_collections.ConfigDict:
     """Every key a config may set, with defaults. Config files start from this."""
     c = ml_collections.ConfigDict()
-    c.objective = "mlm"
+    # objective.name picks the objective; objective.<name>.* are its own settings.
+    c.objective = objective_registry.config_section()
     c.seed = 0
     # A flaxlm workdir (e.g. made by `flaxlm import`) whose weights start this run.
     c.init_from = ""
@@ -45,12 +47,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.train_files = ""  # comma-separated: text files, globs, TFRecord shards or tfds:NAME
     c.data.eval_files = ""
-    c.data.tokenizer = ""  # a tokenizer directory (see `flaxlm tokenizer`)
+    # A tokenizer directory (see `flaxlm tokenizer`); empty: train one on the text train_files
+    # (data.tokenizer_kind, data.tokenizer_vocab_size) into <workdir>/tokenizer, reused on reruns.
+    c.data.tokenizer = ""
+    c.data.tokenizer_kind = "unigram"
+    c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
-    c.data.max_predictions = 0  # 0: derived from seq_len and mask_rate
-    c.data.mask_rate = 0.15
-    c.data.mask_token_rate = 0.8
-    c.data.random_token_rate = 0.1
     c.data.shuffle_buffer = 10_000
 
     c.train = ml_collections.ConfigDict()
@@ -59,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.grad_accum_steps = 1
     c.train.learning_rate = 5e-4
     c.train.warmup_steps = 0
+    # Where linear decay reaches end_learning_rate. 0: train.steps of the run that created the
+    # workdir, kept when a later run raises train.steps (a continuation, not a re-planned decay).
+    c.train.decay_steps = 0
     c.train.end_learning_rate = 0.0
     c.train.restart_steps = ""  # comma-separated steps of warm LR restarts
     c.train.weight_decay = 0.01
@@ -136,6 +141,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         if not item.startswith("--config.") or "=" not in item:
             raise FlaxlmError(f"override {item!r} must look like --config.section.key=value")
         key, raw = item[len("--config."):].split("=", 1)
+        if key in objective_registry.MOVED_KEYS:
+            raise FlaxlmError(f"--config.{key} moved: use --config."
+                              f"{objective_registry.MOVED_KEYS[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -168,6 +176,7 @@ class LoopConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     objective: str
+    objective_sections: dict  # config.objective without `name`: {objective name: its settings}
     seed: int
     init_from: str
     model_preset: str
@@ -198,7 +207,6 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     """Validate ranges and build the frozen dataclasses the library takes."""
     c = config
     t = c.train
-    _check(c.objective == "mlm", f"objective {c.objective!r} is not supported (known: mlm)")
     _check(t.steps > 0, f"train.steps must be positive, got {t.steps}")
     _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
     _check(t.grad_accum_steps > 0, f"train.grad_accum_steps must be positive, got "
@@ -216,7 +224,11 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     _check(t.keep_checkpoints > 0, f"train.keep_checkpoints must be positive, got "
                                    f"{t.keep_checkpoints}")
     _check(c.data.seq_len >= 8, f"data.seq_len must be at least 8, got {c.data.seq_len}")
-    _check(0 < c.data.mask_rate < 1, f"data.mask_rate must be in (0, 1), got {c.data.mask_rate}")
+    _check(t.decay_steps >= 0, f"train.decay_steps must be >= 0, got {t.decay_steps}")
+    _check(c.data.tokenizer_kind in ("unigram", "wordpiece"), "data.tokenizer_kind must be "
+           f"unigram or wordpiece, got {c.data.tokenizer_kind!r}")
+    sections = {k: dict(v) for k, v in c.objective.items() if k != "name"}
+    objective_registry.make_objective(c.objective.name, sections)  # validates its settings
     _check(_files(c.data.train_files) != (), "data.train_files is empty: set "
                                              "--config.data.train_files=PATH[,PATH...]")
     try:
@@ -228,18 +240,18 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     # Fail on shapes before any data is read or anything compiles.
     preset(c.model.preset, **{"vocab_size": 1, **model_overrides})
     optim = OptimConfig(
-        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps, total_steps=t.steps,
+        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
+        total_steps=t.decay_steps or t.steps,
         end_learning_rate=t.end_learning_rate, restart_steps=restarts,
         weight_decay=t.weight_decay, b1=t.b1, b2=t.b2, eps=t.eps, max_grad_norm=t.max_grad_norm)
     optim.validate()
     return RunConfig(
-        objective=c.objective, seed=c.seed, init_from=c.init_from,
+        objective=c.objective.name, objective_sections=sections, seed=c.seed,
+        init_from=c.init_from,
         model_preset=c.model.preset, model_overrides=model_overrides,
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
-            max_predictions=c.data.max_predictions, mask_rate=c.data.mask_rate,
-            mask_token_rate=c.data.mask_token_rate, random_token_rate=c.data.random_token_rate,
             shuffle_buffer=c.data.shuffle_buffer),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
@@ -257,10 +269,16 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
 def load(path: str, overrides: Sequence[str] = ()) -> RunConfig:
     config = load_config_file(path)
     base = base_config()
+    flat = _flatten(config)
+    if isinstance(flat.get("objective"), str):
+        raise FlaxlmError(f"{path}: objective is a section now: write "
+                          f"c.objective.name = {flat['objective']!r}")
+    for old, new in objective_registry.MOVED_KEYS.items():
+        if old in flat:
+            raise FlaxlmError(f"{path}: {old} moved to {new}")
     # Config files may set any subset of the base keys; anything else is a typo.
     try:
-        base.update_from_flattened_dict(
-            {k: v for k, v in _flatten(config).items()})
+        base.update_from_flattened_dict(flat)
     except (KeyError, TypeError) as e:
         raise FlaxlmError(f"{path}: {e}") from None
     apply_overrides(base, overrides)

@@ -89,9 +89,12 @@ class FlaxlmStep:
         config = self.program.model_config
         m = host_batch["masked_positions"].shape[1] if "masked_positions" in host_batch else 0
         real = int(host_batch["masked_weights"].sum()) if "masked_weights" in host_batch else 0
-        per_example = objective.train_flops_per_example(config, spec["seq"], m)
-        useful_per_example = objective.train_flops_per_example(
-            config, spec["seq"], real / spec["batch"])
+        tokens = float(np.count_nonzero(host_batch["attention_mask"]))
+        per_example = objective.train_flops(
+            config, spec["seq"], {"tokens": spec["seq"], "predictions": m})
+        useful_per_example = objective.train_flops(
+            config, spec["seq"], {"tokens": tokens / spec["batch"],
+                                  "predictions": real / spec["batch"]})
         device = jax.devices()[0]
         self.info = {"compile_s": compile_s, "params": self.program.param_count(),
                      "flops_per_step": per_example * spec["batch"],

@@ -3,12 +3,13 @@
 Stream order. The *global* stream is a sequence of packed examples indexed by g = 0, 1, 2, …;
 global batch k is examples [k·G, (k+1)·G) with G = host_batch_size · process_count, and host p
 takes the slice [k·G + p·B, k·G + (p+1)·B). So the data a step sees does not depend on
-how many hosts share it, and batch k depends only on (data, seed, k):
+how many hosts share it, and batch k depends only on (data, seed, k). A stream may also start at
+any example e (a resumed run whose batch size changed): its batch k is then [e + k·G, e + (k+1)·G).
   * in memory (text files; prepared shards up to `IN_MEMORY_MAX_TOKENS`): example g is row
     `index_shuffle(g mod N)` of the packed table, permuted afresh per epoch g // N by a
-    stateless seed. Starting at batch k is O(1).
+    stateless seed. Starting at any example is O(1).
   * streamed (`tfds:` sources; larger prepared shards): the packed stream repeats and passes a
-    shuffle buffer with a fixed seed; starting at batch k *reads and drops* k·G examples
+    shuffle buffer with a fixed seed; starting at example e *reads and drops* e examples
     (minutes for millions of examples; prefer `prepare` + in-memory shards where resumption
     matters). TFDS text is re-tokenized on every epoch, on every host.
 Masks are drawn from counter-based random numbers keyed by (seed, g): a new epoch (new g) gets
@@ -241,16 +242,18 @@ def build_train_stream(
     *,
     seed: int,
     host_batch_size: int,
-    start_batch: int = 0,
+    start_example: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless host-local MLM batches (see the module docstring for order and resumption)."""
+    """Endless host-local MLM batches whose first global batch starts at global example
+    `start_example` (see the module docstring for order and resumption). Counting the resume
+    position in examples, not batches, keeps it exact when the batch size changes between runs."""
     _check_hosts(host_batch_size, process_index, process_count)
     if not cfg.train_files:
         raise FlaxlmError("DataConfig.train_files: empty; name at least one corpus")
-    if start_batch < 0:
-        raise FlaxlmError(f"start_batch={start_batch}: must be ≥ 0")
+    if start_example < 0:
+        raise FlaxlmError(f"start_example={start_example}: must be ≥ 0")
     B, p, G = host_batch_size, process_index, host_batch_size * process_count
     masker = make_masker(cfg, tokenizer, seed)
     source = _train_source(cfg, tokenizer)
@@ -261,7 +264,7 @@ def build_train_stream(
         n = len(source[0])
 
         def examples(j_B):
-            g_B = (j_B // B) * G + p * B + j_B % B
+            g_B = start_example + (j_B // B) * G + p * B + j_B % B
             epoch_B = g_B // n
 
             # Each epoch is its own permutation; a batch spans one or two epochs (more only when
@@ -279,13 +282,14 @@ def build_train_stream(
             )
             return g_B, tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
 
-        ds = tf.data.Dataset.range(start_batch * B, np.iinfo(np.int64).max).batch(B)
+        ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max - start_example).batch(B)
         masked_batch = lambda j_B: masker(*examples(j_B))  # noqa: E731
     else:
         ds = (
-            source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(start_batch * G)
+            source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(start_example)
         )
-        ds = ds.filter(lambda g, ex: (g % G) // B == p).batch(B, drop_remainder=True)
+        ds = ds.filter(lambda g, ex: ((g - start_example) % G) // B == p)
+        ds = ds.batch(B, drop_remainder=True)
         masked_batch = lambda g_B, ex: masker(g_B, *ex)  # noqa: E731
     ds = ds.map(masked_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

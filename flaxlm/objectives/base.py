@@ -1,38 +1,169 @@
-"""What a training objective provides to the one trainer.
+"""What a training objective provides to the one trainer (`flaxlm.steps.TrainProgram`).
 
-MLM, ELECTRA and distillation differ only in the model they build, the loss they compute from a
-batch, and how many FLOPs an example costs; the trainer, sharding, checkpoints and logging are
-shared. An objective's `loss` returns *sums* over the batch so gradient accumulation can add
-micro-batches and normalize once, which makes accumulation exactly equal to one big batch.
+An objective is everything that differs between recipes — MLM, ELECTRA, distillation,
+fine-tuning — and nothing else: the model it builds (and which parts of it stay frozen), where its
+weights come from, the batches it reads, its loss, its metrics and its FLOPs. The trainer,
+sharding, checkpoints, logging and the loop are shared. docs/architecture.md walks through MLM as
+the worked example.
+
+Exact losses with several terms. A loss may add terms over different counts (ELECTRA: generator
+cross-entropy over masked positions + 50 × discriminator loss over tokens). The step first asks
+`normalizers(batch)` for every count over the *whole global batch*, then calls `loss` on each
+micro-batch with those counts, so each micro-batch's loss is already divided by the global count of
+its term and the micro-batch losses (and gradients) simply add up: gradient accumulation equals one
+big batch for any number of terms. `loss` also returns additive `sums` (statistics summed over the
+micro-batch) from which `metrics` computes what is logged.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+import dataclasses
+from typing import Any, Iterator, Mapping, Protocol
 
 import jax
+import numpy as np
 from flax import nnx
 
 from flaxlm.models.config import ModelConfig
 
+Batch = Mapping[str, jax.Array]
 Sums = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+    """What an objective needs to build this process's batches."""
+
+    data: Any  # flaxlm.data.pipeline.DataConfig
+    tokenizer: Any  # flaxlm.data.tokenizers.Tokenizer
+    seed: int
+    host_batch_size: int
+    process_index: int = 0
+    process_count: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InitRule:
+    """Load the parameters under `target` from `source_path` of the weights named `source`.
+
+    Paths are `/`-joined parameter-name prefixes ("" is the whole tree). `source` names an entry
+    of the run's weight sources: "init_from" (the config key) or a source the objective adds
+    (e.g. "teacher"). Parameters that no rule covers, or whose source lacks them, start fresh.
+    """
+
+    target: str
+    source: str = "init_from"
+    source_path: str | None = None  # None: the same path as `target`
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSelection:
+    """The held-out metric that selects the best checkpoint (e.g. entity F1, maximized)."""
+
+    metric: str  # a key of `Objective.eval_metrics` (without the "eval_" prefix)
+    mode: str = "max"  # or "min"
 
 
 class Objective(Protocol):
     name: str
 
+    # -- model ---------------------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         ...
 
-    def loss_sums(self, model: nnx.Module, batch: Mapping[str, jax.Array], *, dtype,
-                  dropout_key: jax.Array | None) -> Sums:
-        """Must contain `loss_sum` (differentiated) and `weight_sum` (its normalizer)."""
+    # nnx filter for variables that are loaded but never trained (a teacher, frozen embeddings):
+    # no gradients, no optimizer state, not donated, not checkpointed (re-read from their source).
+    frozen: Any
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        """Which sub-trees load from which weight source; the rest is freshly initialized."""
+        ...
+
+    def weight_sources(self) -> dict[str, str]:
+        """Weight sources besides `init_from` (e.g. {"teacher": WORKDIR}), by the name rules use."""
+        ...
+
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        """Per-parameter learning-rate multipliers (layer-wise decay); None: all 1."""
+        ...
+
+    # -- data ----------------------------------------------------------------------------------
+    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+        """Endless host-local training batches, the first starting at global example `start_example`."""
+        ...
+
+    def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
+        ...
+
+    def batch_spec(self, global_batch: int, data: Any) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes and dtypes of one global batch (what `flaxlm compile` lowers with)."""
+        ...
+
+    def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Host-side counts of real work in a batch: at least `tokens` (non-padding input tokens).
+
+        Throughput and MFU are computed from these, never from padded slots.
+        """
+        ...
+
+    # -- loss ----------------------------------------------------------------------------------
+    def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
+        """Every count a loss term is divided by, over the whole (global) batch."""
+        ...
+
+    def loss(self, model: nnx.Module, batch: Batch, normalizers: Mapping[str, jax.Array], *,
+             dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+        """(this batch's loss, already divided by `normalizers`; additive statistics)."""
         ...
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         """Per-step metrics (at least `loss`) from the summed statistics of a whole batch."""
         ...
 
-    def train_flops_per_example(self, config: ModelConfig, seq_len: int,
-                                predictions_per_example: int) -> float:
+    # -- evaluation ----------------------------------------------------------------------------
+    selection: EvalSelection | None
+
+    def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
+        """What one eval batch yields on the device: additive sums and/or per-example outputs."""
         ...
+
+    def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
+                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+        """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions)."""
+        ...
+
+    # -- cost ----------------------------------------------------------------------------------
+    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
+        """Training FLOPs of the work in `counts` (real tokens, real predictions, ...)."""
+        ...
+
+    # Metrics shown in the progress bar and the end-of-run summary, in order.
+    summary_keys: tuple[str, ...]
+
+
+class ObjectiveDefaults:
+    """Defaults for the parts most objectives share; subclass it and override what differs."""
+
+    frozen: Any = nnx.Nothing()  # no frozen variables
+    selection: EvalSelection | None = None
+    summary_keys: tuple[str, ...] = ("loss",)
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        # With init_from, everything it holds; parameters it lacks start fresh.
+        return (InitRule(""),) if has_init_from else ()
+
+    def weight_sources(self) -> dict[str, str]:
+        return {}
+
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        return None
+
+    def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
+        _, sums = self.loss(model, batch, self.normalizers(batch), dtype=dtype, dropout_key=None)
+        return sums
+
+    def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
+                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+        """Additive outputs: sum over batches, then the same metrics as training."""
+        totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *outputs)
+        return {k: float(v) for k, v in self.metrics(totals).items()}

@@ -77,18 +77,28 @@ def test_resuming_at_batch_k_continues_the_same_stream(sp_tokenizer):
     # 8 × 40 = 320 examples pass the end of the ~180-example first epoch.
     full = _take(pipeline.build_train_stream(CFG, sp_tokenizer, seed=7, host_batch_size=8), 40)
     resumed = _take(
-        pipeline.build_train_stream(CFG, sp_tokenizer, seed=7, host_batch_size=8, start_batch=33), 7
+        pipeline.build_train_stream(CFG, sp_tokenizer, seed=7, host_batch_size=8, start_example=33 * 8), 7
     )
     _assert_batches_equal(full[33:], resumed)
     other = _take(pipeline.build_train_stream(CFG, sp_tokenizer, seed=8, host_batch_size=8), 1)
     assert not np.array_equal(other[0]["input_ids"], full[0]["input_ids"])
 
 
+def test_resuming_with_another_batch_size_continues_at_the_same_example(sp_tokenizer):
+    # 10 batches of 6 are the first 60 examples; a resumed run with batches of 4 starts at 60.
+    sixes = _take(pipeline.build_train_stream(CFG, sp_tokenizer, seed=3, host_batch_size=6), 12)
+    fours = _take(pipeline.build_train_stream(
+        CFG, sp_tokenizer, seed=3, host_batch_size=4, start_example=60), 3)
+    rows = lambda batches, key: np.concatenate([b[key] for b in batches])  # noqa: E731
+    for key in ("input_ids", "masked_positions", "masked_labels"):
+        np.testing.assert_array_equal(rows(fours, key), rows(sixes[10:], key))
+
+
 @pytest.mark.parametrize("start", [0, 5])
 def test_host_slices_concatenate_to_the_single_host_batch(sp_tokenizer, start):
     one = _take(
         pipeline.build_train_stream(
-            CFG, sp_tokenizer, seed=1, host_batch_size=6, start_batch=start
+            CFG, sp_tokenizer, seed=1, host_batch_size=6, start_example=start * 6
         ),
         3,
     )
@@ -99,7 +109,7 @@ def test_host_slices_concatenate_to_the_single_host_batch(sp_tokenizer, start):
                 sp_tokenizer,
                 seed=1,
                 host_batch_size=3,
-                start_batch=start,
+                start_example=start * 6,
                 process_index=p,
                 process_count=2,
             ),
@@ -159,7 +169,7 @@ def test_tfds_stream_resumes_by_skipping_and_slices_hosts(sp_tokenizer):
         full = _take(pipeline.build_train_stream(cfg, sp_tokenizer, seed=2, host_batch_size=4), 12)
         resumed = _take(
             pipeline.build_train_stream(
-                cfg, sp_tokenizer, seed=2, host_batch_size=4, start_batch=9
+                cfg, sp_tokenizer, seed=2, host_batch_size=4, start_example=9 * 4
             ),
             3,
         )
@@ -183,7 +193,7 @@ def test_large_prepared_shards_are_streamed(sp_tokenizer, tmp_path, monkeypatch)
     cfg = pipeline.DataConfig(train_files=(str(tmp_path),), seq_len=SEQ_LEN, shuffle_buffer=64)
     full = _take(pipeline.build_train_stream(cfg, sp_tokenizer, seed=0, host_batch_size=8), 30)
     resumed = _take(
-        pipeline.build_train_stream(cfg, sp_tokenizer, seed=0, host_batch_size=8, start_batch=27), 3
+        pipeline.build_train_stream(cfg, sp_tokenizer, seed=0, host_batch_size=8, start_example=27 * 8), 3
     )
     _assert_batches_equal(full[27:], resumed)
 

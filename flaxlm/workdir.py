@@ -1,0 +1,136 @@
+"""The run directory's own files: write probes, free space, `config.json`, `metrics.jsonl` repair.
+
+Everything here runs before anything compiles, and reports a damaged file as one line that names
+it, without touching the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+
+import jax
+
+from flaxlm.errors import FlaxlmError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def probe_writable(workdir: str) -> None:
+    """Fail before compiling if the workdir cannot take a file."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_probe.{jax.process_index()}")
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(probe)
+    except OSError as e:
+        raise FlaxlmError(f"workdir {workdir} is not writable: {e.strerror}") from None
+
+
+def check_free_space(workdir: str, state_bytes: int, keep: int) -> None:
+    """Refuse to start a run whose checkpoints cannot fit, instead of failing mid-save."""
+    # An async save holds one new checkpoint next to the kept ones until it commits.
+    needed = state_bytes * (keep + 1)
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise FlaxlmError(f"workdir {workdir} has {free / 2**20:.0f} MiB free but {keep} kept "
+                          f"checkpoints plus one in flight need ~{needed / 2**20:.0f} MiB; free "
+                          "space or lower train.keep_checkpoints")
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_run_config(workdir: str) -> dict | None:
+    """The workdir's `config.json` (None if there is none); a damaged one is a one-line error."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
+            raise ValueError("not a JSON object with a 'model' object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(
+            e, json.JSONDecodeError) else str(e)
+        raise FlaxlmError(
+            f"{path} is damaged ({reason}); it records the run this workdir holds, so flaxlm "
+            "will not overwrite it: restore it from a copy, or train into a new --workdir"
+        ) from None
+    return saved
+
+
+def check_same_model(workdir: str, saved: dict | None, requested: dict,
+                     fields: tuple[str, ...]) -> None:
+    """A workdir's checkpoints fit only the model shapes it was created with."""
+    if not saved:
+        return
+    model = saved.get("model", {})
+    differing = [k for k in fields if k in model and model[k] != requested.get(k)]
+    if differing:
+        details = ", ".join(f"model.{k}: saved {model[k]!r} vs requested "
+                            f"{requested.get(k)!r}" for k in differing)
+        raise FlaxlmError(f"{workdir} holds a run with a different model ({details}); "
+                          "use a new --workdir or the saved settings")
+
+
+def read_metrics_lines(path: str) -> list[dict]:
+    """The records of a metrics file; a torn final line (a kill mid-write) is dropped with a
+    warning, a damaged line elsewhere is an error naming it."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if number == len(lines):
+                warnings.warn(f"{path}: dropped a torn last line {number} ({line.strip()[:40]!r}); "
+                              "a run was interrupted while writing it")
+                break
+            raise FlaxlmError(f"{path} line {number} is damaged ({e}); fix or remove that "
+                              "line to resume") from None
+        records.append(record)
+    return records
+
+
+def truncate_metrics(workdir: str, after_step: int) -> None:
+    """Drop log lines a killed run wrote past its last checkpoint (and a torn last line); the
+    resumed run rewrites them."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    records = read_metrics_lines(path)
+    kept = [r for r in records if r.get("step", 0) <= after_step]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        unchanged = len(kept) == len([line for line in f if line.strip()])
+    if not unchanged:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(path + ".tmp", path)
+
+
+def read_json_or_none(path: str) -> dict | None:
+    """A small JSON file flaxlm wrote (e.g. best.json); a damaged one is a one-line error."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FlaxlmError(f"{path} is damaged ({e}); remove it to continue") from None
