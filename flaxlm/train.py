@@ -272,15 +272,17 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         with stop.installed():
             for step in range(start + 1, loop.steps + 1):
                 host_batch_ = next(stream)
-                throughput.add(objective.real_counts(host_batch_))
                 state, metrics = program.train_step(state, host_batch_to_global(mesh, host_batch_))
-                if step == start + 1:
-                    jax.block_until_ready(metrics)  # compilation stays out of the throughput
-                    throughput.start()
                 stop.poll(step)
                 if pending is not None:
                     emit(*pending)
                     pending = None
+                if step == start + 1:
+                    jax.block_until_ready(metrics)  # compilation stays out of the throughput
+                    throughput.start()
+                else:
+                    # Counted after emitting step - 1, so a window holds exactly its own steps.
+                    throughput.add(objective.real_counts(host_batch_))
                 bar.update(1)
                 logged = step % loop.log_every == 0 or step == loop.steps or bool(stop.signal_name)
                 # nan_policy=stop checks every step (one step late), not only the logged ones.

@@ -53,8 +53,9 @@ def test_run_writes_metrics_checkpoints_config_and_tensorboard(reference_run):
 
 def test_stopped_and_resumed_run_logs_the_same_losses(reference_run, tmp_path,
                                                       tiny_tokenizer_dir):
+    # A run planned for 12 steps (decay_steps) that stops at 6, as a preempted run would.
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=6",
-                  "--config.train.checkpoint_every=6") == 0
+                  "--config.train.decay_steps=12", "--config.train.checkpoint_every=6") == 0
     # Same command with more steps: resumes from step 6 and continues the same data stream.
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=12",
                   "--config.train.checkpoint_every=6") == 0
