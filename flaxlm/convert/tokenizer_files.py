@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from flaxlm.convert.safe_load import check_links, check_tokenizer_config, confined
+from flaxlm.convert.safe_load import check_links, check_tokenizer_config, confined, read_json
 from flaxlm.data.tokenizers import (META_FILE, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
                                      load_tokenizer)
 from flaxlm.errors import FlaxlmError
@@ -106,12 +106,14 @@ def _normalizer_flags(hf_tok) -> tuple[bool, bool]:
     return probe in ("àé", "ae"), probe in ("Ae", "ae")
 
 
-def _tokenizers_kind(hf_tok, source: str) -> str:
-    model_type = type(hf_tok.backend_tokenizer.model).__name__
+def _tokenizer_json_kind(hf_dir: str) -> str:
+    """The flaxlm kind of `hf_dir/tokenizer.json`, read before transformers sees the file."""
+    model = read_json(hf_dir, TOKENIZER_JSON).get("model")
+    model_type = model.get("type") if isinstance(model, dict) else None
     kinds = {"Unigram": "sentencepiece", "WordPiece": "wordpiece"}
     if model_type not in kinds:
-        raise FlaxlmError(f"{source}: a {model_type} tokenizer; flaxlm supports SentencePiece "
-                          "Unigram (XLM-R) and WordPiece (BERT) tokenizers")
+        raise FlaxlmError(f"{os.path.join(hf_dir, TOKENIZER_JSON)}: a {model_type} tokenizer; "
+                          "flaxlm supports SentencePiece Unigram (XLM-R) and WordPiece (BERT)")
     return kinds[model_type]
 
 
@@ -134,15 +136,16 @@ def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
         raise FlaxlmError(f"{hf_dir}: no tokenizer ({native} or {TOKENIZER_JSON}); pass "
                           "--tokenizer DIR naming the directory of the tokenizer this model was "
                           "trained with (mMiniLMv2 uses XLM-R's)")
+    if has_native:
+        kind = "sentencepiece" if arch == "xlmr" else "wordpiece"
+    else:
+        kind = _tokenizer_json_kind(hf_dir)
     hf_tok = load_hf_tokenizer(hf_dir)
     os.makedirs(out_dir, exist_ok=True)
-    lowercase, strip = _normalizer_flags(hf_tok)
     if has_native:
         shutil.copyfile(confined(hf_dir, native, os.path.join(hf_dir, native)),
                         os.path.join(out_dir, native))
-        kind = "sentencepiece" if arch == "xlmr" else "wordpiece"
-    else:
-        kind = _tokenizers_kind(hf_tok, os.path.join(hf_dir, TOKENIZER_JSON))
+    lowercase, strip = _normalizer_flags(hf_tok)
     # Every flaxlm tokenizer dir carries the pipeline transformers runs (see tokenizers.py).
     hf_tok.backend_tokenizer.save(os.path.join(out_dir, TOKENIZER_JSON))
     specials = {"cls": hf_tok.cls_token_id, "pad": hf_tok.pad_token_id,
