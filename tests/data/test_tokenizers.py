@@ -175,6 +175,12 @@ def test_tokenizer_json_backend_is_used_without_a_model_file(sp_tokenizer, tmp_p
         np.testing.assert_array_equal(sa, sb)
     assert (tok.special_ids, tok.mask_id) == (sp_tokenizer.special_ids, sp_tokenizer.mask_id)
 
+    meta_path = tmp_path / "t" / "flaxlm_tokenizer.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "kind": "wordpiece"}))
+    with pytest.raises(FlaxlmError, match="holds a Unigram model but .* says kind 'wordpiece'"):
+        load_tokenizer(str(tmp_path / "t"))
+    meta_path.write_text(json.dumps(meta))
     os.remove(tmp_path / "t" / "tokenizer.json")
     with pytest.raises(FlaxlmError, match="neither sentencepiece.bpe.model nor tokenizer.json"):
         load_tokenizer(str(tmp_path / "t"))
