@@ -50,14 +50,16 @@ def tokenizer_for_run(
     train_files: Sequence[str],
     workdir: str,
     *,
-    vocab_size: int,
     kind: str,
+    vocab_size: int,
+    model_vocab_size: int,
     is_main: bool = True,
 ) -> str:
     """The tokenizer directory a run in `workdir` uses. `tokenizer_dir` (data.tokenizer) wins;
     empty, the workdir's `tokenizer/` is reused; absent too, one of `kind` ("unigram" or
-    "wordpiece") and `vocab_size` entries is trained on the text files `train_files` and saved
-    there. `is_main` says whether this process prints the one line announcing it."""
+    "wordpiece") is trained on the text files `train_files` and saved there, with `vocab_size`
+    entries or, when that is 0, `default_vocab_size(model_vocab_size, train_files)`. `is_main`
+    says whether this process prints the one line announcing it."""
     if tokenizer_dir:
         return tokenizer_dir
     local = os.path.join(workdir, WORKDIR_TOKENIZER)
@@ -67,6 +69,7 @@ def tokenizer_for_run(
         raise FlaxlmError(f"{local}: exists without {META_FILE} (an interrupted copy?); move it "
                           "away, or set --config.data.tokenizer=DIR")
     _require_text(train_files)
+    vocab_size = vocab_size or default_vocab_size(model_vocab_size, train_files)
     os.makedirs(workdir, exist_ok=True)
     # Trained aside and renamed into place: an interrupted run leaves no half tokenizer to reuse.
     staging = tempfile.mkdtemp(prefix=".tokenizer-", dir=workdir)

@@ -1,10 +1,10 @@
 """Tokenizers: train, save and load the two kinds the contract names (docs/architecture.md).
 
 A tokenizer is a directory. Besides the model file (`sentencepiece.bpe.model` or `vocab.txt`) it
-holds `flaxlm_tokenizer.json` (our metadata), `tokenizer.json` (what transformers runs, loadable with
-the `tokenizers` library alone) and the `tokenizer_config.json` + `special_tokens_map.json` that let
-`transformers.AutoTokenizer.from_pretrained(dir)` load the same vocabulary with the same ids; the
-release bundle copies those files. A directory imported from a checkpoint that ships only
+holds `flaxlm_tokenizer.json` (our metadata), `tokenizer.json` (what transformers runs, loadable
+with the `tokenizers` library alone) and the `tokenizer_config.json` + `special_tokens_map.json`
+that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same vocabulary with the same
+ids; the release bundle copies those files. A directory imported from a checkpoint that ships only
 `tokenizer.json` has no model file: it is then encoded by `tokenizer.json` itself.
 """
 

@@ -100,7 +100,7 @@ def test_unknown_tokenizer_model_is_refused(tmp_path, tokenizers_corpus):
         show_progress=False))
     bpe.save(str(hf_dir / "tokenizer.json"))
     (hf_dir / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
-    with pytest.raises(FlaxlmError, match="tokenizer.json: a BPE tokenizer; flaxlm supports SentencePiece"):
+    with pytest.raises(FlaxlmError, match="tokenizer.json: a BPE tokenizer; flaxlm supports"):
         import_tokenizer(str(hf_dir), str(tmp_path / "out"), "xlmr", 300, 512)
 
 
@@ -117,7 +117,8 @@ def test_import_export_of_a_checkpoint_with_only_tokenizer_json(tmp_path, tokeni
     lines = ["Il sistema Linux è una piattaforma.", "Perché Città? São Paulo."]
     source = hf_tokenizers.Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     bundle = hf_tokenizers.Tokenizer.from_file(str(tmp_path / "bundle" / "tokenizer.json"))
-    assert [e.ids for e in bundle.encode_batch(lines)] == [e.ids for e in source.encode_batch(lines)]
+    expected = [e.ids for e in source.encode_batch(lines)]
+    assert [e.ids for e in bundle.encode_batch(lines)] == expected
 
 
 def test_tokenizer_from_another_directory(tmp_path, tokenizers, capsys):
