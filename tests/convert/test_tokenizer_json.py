@@ -144,3 +144,22 @@ def test_tokenizer_from_another_directory(tmp_path, tokenizers, capsys):
     reference = load_tokenizer(tokenizers["sp"])
     text = ["Il sistema Linux è una piattaforma informatica."]
     np.testing.assert_array_equal(tok.encode_batch(text)[0][0], reference.encode_batch(text)[0][0])
+
+
+def test_vocab_txt_import_follows_the_normalizer_transformers_builds(tmp_path, tokenizers,
+                                                                     eval_lines):
+    """tokenizer.json says cased, tokenizer_config.json says nothing: transformers 5 lowercases
+    (BertTokenizer's default), and so must the imported vocab.txt tokenizer."""
+    hf_dir = tmp_path / "hf"
+    AutoTokenizer.from_pretrained(tokenizers["wp_cased"]).save_pretrained(str(hf_dir))
+    shutil.copyfile(os.path.join(tokenizers["wp_cased"], "vocab.txt"), hf_dir / "vocab.txt")
+    config = json.loads((hf_dir / "tokenizer_config.json").read_text())
+    for key in ("do_lower_case", "strip_accents"):
+        config.pop(key, None)
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    hf = AutoTokenizer.from_pretrained(str(hf_dir))
+
+    tok, _ = import_tokenizer(str(hf_dir), str(tmp_path / "out"), "bert", len(hf), 512)
+    assert (tmp_path / "out" / "vocab.txt").exists() and tok.lowercase and tok.strip_accents
+    theirs = hf(eval_lines[:100], add_special_tokens=False)["input_ids"]
+    assert [ids.tolist() for ids, _ in tok.encode_batch(eval_lines[:100])] == theirs
