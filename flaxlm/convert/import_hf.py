@@ -59,9 +59,10 @@ def _torch_reference(table: Table, raw_config: dict, is_mlm: bool,
     return model.float().eval()
 
 
-def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
-              tolerance: float = TOLERANCE) -> dict:
-    """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary."""
+def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
+              tokenizer_dir: str | None = None) -> dict:
+    """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. The tokenizer comes
+    from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`."""
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
     config, table, is_mlm = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
@@ -83,16 +84,17 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False,
     params = unflatten_like(abstract, flat)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"), config.arch,
-                                       config.vocab_size, config.max_seq_len)
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+                                       config.arch, config.vocab_size, config.max_seq_len)
         if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
             raise FlaxlmError(f"{hf_dir}: pad_token_id={config.pad_token_id} in config.json but "
-                              f"the tokenizer pads with {tok.pad_id}")
+                              f"the tokenizer of {tokenizer_dir or hf_dir} pads with {tok.pad_id}")
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, config.max_seq_len))
         parity = check_parity(build_model(config, params),
                               _torch_reference(table, raw_config, is_mlm, tensors), batch,
                               where=f"import of {hf_dir}", tolerance=tolerance)
         source = {"source": "hf-import", "hf_dir": os.path.abspath(hf_dir),
+                  "tokenizer_from": os.path.abspath(tokenizer_dir or hf_dir),
                   "hf_class": (raw_config.get("architectures") or [table.base_class])[0],
                   "initialized_fresh": absent, "dropped": dropped}
         model = dataclasses.asdict(config)

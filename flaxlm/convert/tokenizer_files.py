@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 
-from flaxlm.convert.safe_load import check_tokenizer_config, confined, read_json
-from flaxlm.data.tokenizers import META_FILE, SP_MODEL_FILE, VOCAB_FILE, Tokenizer, load_tokenizer
+from flaxlm.convert.safe_load import check_links, check_tokenizer_config, confined, read_json
+from flaxlm.data.tokenizers import (META_FILE, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
+                                     load_tokenizer)
 from flaxlm.errors import FlaxlmError
 
 XLMR_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
@@ -85,71 +86,81 @@ def compare(tok: Tokenizer, hf_tok, vocab_size: int, where: str) -> None:
 
 def write_release_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int):
     """Writes the HF tokenizer files for `tok` into `out_dir`; returns the loaded HF tokenizer."""
-    source = SP_MODEL_FILE if tok.kind == "sentencepiece" else VOCAB_FILE
+    native = SP_MODEL_FILE if tok.kind == "sentencepiece" else VOCAB_FILE
+    source = native if os.path.exists(os.path.join(tok.path, native)) else TOKENIZER_JSON
     shutil.copyfile(os.path.join(tok.path, source), os.path.join(out_dir, source))
     _hf_side_files(out_dir, tok.kind, lowercase=tok.lowercase, strip_accents=tok.strip_accents,
                    model_max_length=model_max_length)
-    # A fast-tokenizer file, so loading a 250k SentencePiece vocabulary needs no conversion.
-    load_hf_tokenizer(out_dir).backend_tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+    if source == native:
+        # A fast-tokenizer file, so loading a 250k SentencePiece vocabulary needs no conversion.
+        load_hf_tokenizer(out_dir).backend_tokenizer.save(os.path.join(out_dir, TOKENIZER_JSON))
     return load_hf_tokenizer(out_dir)
 
 
-def _bert_flags(hf_dir: str, tcfg: dict) -> tuple[bool, bool]:
-    """(lowercase, strip_accents) as the HF tokenizer applies them."""
-    if os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
-        # The fast tokenizer file is what transformers actually runs.
-        normalizer = read_json(hf_dir, "tokenizer.json").get("normalizer") or {}
-        if isinstance(normalizer, dict) and normalizer.get("type") == "BertNormalizer":
-            lowercase = bool(normalizer.get("lowercase", True))
-            strip = normalizer.get("strip_accents")
-            return lowercase, lowercase if strip is None else bool(strip)
-    lowercase = bool(tcfg.get("do_lower_case", True))
-    strip = tcfg.get("strip_accents")
-    return lowercase, lowercase if strip is None else bool(strip)
+def _normalizer_flags(hf_tok) -> tuple[bool, bool]:
+    """(lowercase, strip_accents) of the normalizer transformers runs. transformers 5 rebuilds a
+    BERT normalizer from tokenizer_config.json (default: lowercase), whatever tokenizer.json says,
+    so the loaded tokenizer is asked, not the files."""
+    normalizer = hf_tok.backend_tokenizer.normalizer
+    probe = normalizer.normalize_str("Àé") if normalizer is not None else "Àé"
+    return probe in ("àé", "ae"), probe in ("Ae", "ae")
+
+
+def _tokenizer_json_kind(hf_dir: str) -> str:
+    """The flaxlm kind of `hf_dir/tokenizer.json`, read before transformers sees the file."""
+    model = read_json(hf_dir, TOKENIZER_JSON).get("model")
+    model_type = model.get("type") if isinstance(model, dict) else None
+    kinds = {"Unigram": "sentencepiece", "WordPiece": "wordpiece"}
+    if model_type not in kinds:
+        raise FlaxlmError(f"{os.path.join(hf_dir, TOKENIZER_JSON)}: a {model_type} tokenizer; "
+                          "flaxlm supports SentencePiece Unigram (XLM-R) and WordPiece (BERT)")
+    return kinds[model_type]
 
 
 def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
                      model_max_length: int) -> tuple[Tokenizer, object]:
-    """A flaxlm tokenizer dir built from an HF checkpoint's tokenizer files, checked against it.
-    Returns (flaxlm tokenizer, the checkpoint's transformers tokenizer)."""
-    tcfg = check_tokenizer_config(hf_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    if arch == "xlmr":
-        source = os.path.join(hf_dir, SP_MODEL_FILE)
-        if not os.path.exists(source):
-            raise FlaxlmError(f"{source}: not found; importing an XLM-R tokenizer needs the "
-                              "original SentencePiece model (tokenizer.json alone is not supported)")
-        import sentencepiece as spm
+    """A flaxlm tokenizer dir built from the tokenizer files in `hf_dir` (a checkpoint, or the
+    directory `flaxlm import --tokenizer` names), checked against transformers on real text.
+    Returns (flaxlm tokenizer, the transformers tokenizer of `hf_dir`).
 
-        shutil.copyfile(confined(hf_dir, SP_MODEL_FILE, source),
-                        os.path.join(out_dir, SP_MODEL_FILE))
-        sp = spm.SentencePieceProcessor(model_file=os.path.join(out_dir, SP_MODEL_FILE))
-        from sentencepiece import sentencepiece_model_pb2 as pb
-
-        proto = pb.ModelProto()
-        proto.ParseFromString(sp.serialized_model_proto())
-        lowercase = proto.normalizer_spec.name.endswith("_cf")
-        sp_size = sp.get_piece_size()
-        meta = {"kind": "sentencepiece", "lowercase": lowercase, "strip_accents": False,
-                "vocab_size": sp_size + 2,
-                "special_ids": {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": sp_size + 1}}
-        strip = False
+    The architecture's own model file is copied when present (`sentencepiece.bpe.model` for XLM-R,
+    `vocab.txt` for BERT); otherwise the directory's `tokenizer.json` is used, saved as the
+    pipeline transformers actually runs, so ids and word starts equal `AutoTokenizer`'s."""
+    if not os.path.isdir(hf_dir):
+        raise FlaxlmError(f"{hf_dir}: not a directory")
+    check_links(hf_dir)
+    check_tokenizer_config(hf_dir)
+    native = SP_MODEL_FILE if arch == "xlmr" else VOCAB_FILE
+    has_native = os.path.exists(os.path.join(hf_dir, native))
+    if not has_native and not os.path.exists(os.path.join(hf_dir, TOKENIZER_JSON)):
+        raise FlaxlmError(f"{hf_dir}: no tokenizer ({native} or {TOKENIZER_JSON}); pass "
+                          "--tokenizer DIR naming the directory of the tokenizer this model was "
+                          "trained with (mMiniLMv2 uses XLM-R's)")
+    if has_native:
+        kind = "sentencepiece" if arch == "xlmr" else "wordpiece"
     else:
-        source = os.path.join(hf_dir, VOCAB_FILE)
-        if not os.path.exists(source):
-            raise FlaxlmError(f"{source}: not found; importing a BERT tokenizer needs vocab.txt")
-        shutil.copyfile(confined(hf_dir, VOCAB_FILE, source), os.path.join(out_dir, VOCAB_FILE))
-        lowercase, strip = _bert_flags(hf_dir, tcfg)
-        with open(os.path.join(out_dir, VOCAB_FILE), encoding="utf-8") as f:
-            tokens = f.read().splitlines()
-        ids = {t: i for i, t in enumerate(tokens)}
-        names = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-        meta = {"kind": "wordpiece", "lowercase": lowercase, "strip_accents": strip,
-                "vocab_size": len(tokens),
-                "special_ids": {k: ids[v] for k, v in names.items() if v in ids}}
+        kind = _tokenizer_json_kind(hf_dir)
+    hf_tok = load_hf_tokenizer(hf_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if has_native:
+        shutil.copyfile(confined(hf_dir, native, os.path.join(hf_dir, native)),
+                        os.path.join(out_dir, native))
+    lowercase, strip = _normalizer_flags(hf_tok)
+    # Every flaxlm tokenizer dir carries the pipeline transformers runs (see tokenizers.py).
+    hf_tok.backend_tokenizer.save(os.path.join(out_dir, TOKENIZER_JSON))
+    specials = {"cls": hf_tok.cls_token_id, "pad": hf_tok.pad_token_id,
+                "sep": hf_tok.sep_token_id, "unk": hf_tok.unk_token_id,
+                "mask": hf_tok.mask_token_id}
+    missing = [name for name, i in specials.items() if i is None]
+    if missing:
+        raise FlaxlmError(f"{hf_dir}: the tokenizer defines no {', '.join(missing)} token; "
+                          "MLM training needs cls, pad, sep, unk and mask")
+    meta = {"kind": kind, "lowercase": lowercase, "strip_accents": strip, "special_ids": specials}
     _write_json(os.path.join(out_dir, META_FILE), meta)
-    _hf_side_files(out_dir, meta["kind"], lowercase=lowercase, strip_accents=strip,
+    _hf_side_files(out_dir, kind, lowercase=lowercase, strip_accents=strip,
                    model_max_length=model_max_length)
-    tok, hf_tok = load_tokenizer(out_dir), load_hf_tokenizer(hf_dir)
+    tok = load_tokenizer(out_dir)
     compare(tok, hf_tok, vocab_size, f"{hf_dir} → {out_dir}")
+    # Recorded once the sizes agree, so that a later change to the files is caught on load.
+    _write_json(os.path.join(out_dir, META_FILE), {**meta, "vocab_size": tok.vocab_size})
     return tok, hf_tok

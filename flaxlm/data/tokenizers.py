@@ -1,9 +1,11 @@
 """Tokenizers: train, save and load the two kinds the contract names (docs/architecture.md).
 
 A tokenizer is a directory. Besides the model file (`sentencepiece.bpe.model` or `vocab.txt`) it
-holds `flaxlm_tokenizer.json` (our metadata) and the `tokenizer_config.json` +
-`special_tokens_map.json` that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same
-vocabulary with the same ids; the release bundle copies those files.
+holds `flaxlm_tokenizer.json` (our metadata), `tokenizer.json` (what transformers runs, loadable
+with the `tokenizers` library alone) and the `tokenizer_config.json` + `special_tokens_map.json`
+that let `transformers.AutoTokenizer.from_pretrained(dir)` load the same vocabulary with the same
+ids; the release bundle copies those files. A directory imported from a checkpoint that ships only
+`tokenizer.json` has no model file: it is then encoded by `tokenizer.json` itself.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import dataclasses
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,11 +24,13 @@ from flaxlm.errors import FlaxlmError
 META_FILE = "flaxlm_tokenizer.json"
 SP_MODEL_FILE = "sentencepiece.bpe.model"
 VOCAB_FILE = "vocab.txt"
+TOKENIZER_JSON = "tokenizer.json"
 MODEL_MAX_LENGTH = 512
 
 # fairseq's dictionary puts four symbols before the SentencePiece pieces; XLM-R kept that layout.
 _XLMR_SPECIALS = {"cls": ("<s>", 0), "pad": ("<pad>", 1), "sep": ("</s>", 2), "unk": ("<unk>", 3)}
 _BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+_MODEL_FILE = {"sentencepiece": SP_MODEL_FILE, "wordpiece": VOCAB_FILE}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,22 +48,31 @@ class Tokenizer:
     lowercase: bool
     strip_accents: bool
     path: str
-    # Native encoder: texts -> list of backend id lists.
-    _encode: Any = dataclasses.field(repr=False, compare=False)
-    # Maps a backend id to our id (identity for WordPiece, the fairseq shift for SentencePiece).
-    _id_by_backend_id: np.ndarray = dataclasses.field(repr=False, compare=False)
-    _word_start_by_backend_id: np.ndarray = dataclasses.field(repr=False, compare=False)
+    # texts -> [(ids int32, word starts bool)], one backend per model file (see the loaders).
+    _encode: Callable[[list[str]], list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
+        repr=False, compare=False)
 
     def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""
+        return self._encode(list(texts))
+
+
+def _table_encoder(encode_backend_ids, id_by_backend_id: np.ndarray,
+                   word_start_by_backend_id: np.ndarray):
+    """An encoder for backends whose word starts are a property of the piece (`▁x`, not `##x`);
+    `id_by_backend_id` maps the backend's ids to ours (the fairseq shift for SentencePiece)."""
+
+    def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for backend_ids in self._encode(list(texts)):
+        for backend_ids in encode_backend_ids(texts):
             backend_ids = np.asarray(backend_ids, dtype=np.int32)
-            word_start = self._word_start_by_backend_id[backend_ids]
+            word_start = word_start_by_backend_id[backend_ids]
             # The first token of a text always opens a word, even an `<unk>` without `▁`.
             word_start[:1] = True
-            out.append((self._id_by_backend_id[backend_ids], word_start))
+            out.append((id_by_backend_id[backend_ids], word_start))
         return out
+
+    return encode
 
 
 def load_tokenizer(path: str) -> Tokenizer:
@@ -74,13 +86,21 @@ def load_tokenizer(path: str) -> Tokenizer:
         kind = meta["kind"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise FlaxlmError(f"{meta_path}: not valid tokenizer metadata ({e!r})") from e
-    if kind == "sentencepiece":
-        tok = _load_sentencepiece(path, meta)
-    elif kind == "wordpiece":
-        tok = _load_wordpiece(path, meta)
-    else:
+    if kind not in _MODEL_FILE:
         raise FlaxlmError(
             f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'"
+        )
+    if os.path.isfile(os.path.join(path, _MODEL_FILE[kind])):
+        load = _load_sentencepiece if kind == "sentencepiece" else _load_wordpiece
+        tok = load(path, meta)
+    elif os.path.isfile(os.path.join(path, TOKENIZER_JSON)):
+        from flaxlm.data.tokenizer_json import load_tokenizer_json
+
+        tok = load_tokenizer_json(path, meta, kind)
+    else:
+        raise FlaxlmError(
+            f"{path}: holds neither {_MODEL_FILE[kind]} nor {TOKENIZER_JSON}; "
+            f"a {kind} tokenizer needs one of them"
         )
     if meta.get("vocab_size", tok.vocab_size) != tok.vocab_size:
         raise FlaxlmError(
@@ -115,6 +135,9 @@ def train_tokenizer(
         )
     paragraphs = _paragraphs(sources.iter_documents(corpus_files))
     os.makedirs(out_dir, exist_ok=True)
+    # transformers would read a stale tokenizer.json in preference to the new model file.
+    if os.path.exists(os.path.join(out_dir, TOKENIZER_JSON)):
+        os.remove(os.path.join(out_dir, TOKENIZER_JSON))
     if kind == "unigram":
         _train_sentencepiece(
             paragraphs, vocab_size=vocab_size, out_dir=out_dir, lowercase=lowercase
@@ -123,6 +146,9 @@ def train_tokenizer(
         _train_wordpiece(
             paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents
         )
+    from flaxlm.data.tokenizer_json import write_tokenizer_json
+
+    write_tokenizer_json(out_dir)
     return load_tokenizer(out_dir)
 
 
@@ -192,10 +218,7 @@ def _train_sentencepiece(
 def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
     import sentencepiece as spm
 
-    model_path = os.path.join(path, SP_MODEL_FILE)
-    if not os.path.isfile(model_path):
-        raise FlaxlmError(f"{model_path}: not found")
-    sp = spm.SentencePieceProcessor(model_file=model_path)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(path, SP_MODEL_FILE))
     sp_size = sp.get_piece_size()
     unk_id = _XLMR_SPECIALS["unk"][1]
     # Of its control ids SentencePiece only ever emits unk (sp id 0); all other ids shift by one.
@@ -216,9 +239,11 @@ def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
         lowercase=bool(meta.get("lowercase", False)),
         strip_accents=False,
         path=path,
-        _encode=lambda texts: sp.encode(texts, out_type=int, num_threads=num_threads),
-        _id_by_backend_id=id_by_sp_id,
-        _word_start_by_backend_id=word_start_by_sp_id,
+        _encode=_table_encoder(
+            lambda texts: sp.encode(texts, out_type=int, num_threads=num_threads),
+            id_by_sp_id,
+            word_start_by_sp_id,
+        ),
     )
 
 
@@ -281,8 +306,6 @@ def _train_wordpiece(
 
 def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
     vocab_path = os.path.join(path, VOCAB_FILE)
-    if not os.path.isfile(vocab_path):
-        raise FlaxlmError(f"{vocab_path}: not found")
     with open(vocab_path, encoding="utf-8") as f:
         # Split on "\n" only, as transformers does: a token may contain U+2028 and friends.
         tokens = f.read().split("\n")
@@ -299,7 +322,7 @@ def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
     tok = _bert_pipeline(vocab, lowercase=lowercase, strip_accents=strip_accents)
     special = {name: vocab[token] for name, token in _BERT_SPECIALS.items()}
 
-    def encode(texts: list[str]) -> list[list[int]]:
+    def encode_ids(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
     return Tokenizer(
@@ -314,9 +337,11 @@ def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
         lowercase=lowercase,
         strip_accents=strip_accents,
         path=path,
-        _encode=encode,
-        _id_by_backend_id=np.arange(len(tokens), dtype=np.int32),
-        _word_start_by_backend_id=np.array([not t.startswith("##") for t in tokens]),
+        _encode=_table_encoder(
+            encode_ids,
+            np.arange(len(tokens), dtype=np.int32),
+            np.array([not t.startswith("##") for t in tokens]),
+        ),
     )
 
 

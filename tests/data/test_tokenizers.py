@@ -7,6 +7,7 @@ import transformers
 
 from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
 from flaxlm.errors import FlaxlmError
+from tests.conftest import IT_EVAL
 
 MIXED = [
     "Perché IL Sistema è GIÀ più Veloce? Così dicono a Forlì.",
@@ -137,3 +138,49 @@ def test_errors_name_the_fault(tmp_path, it_slice):
             kind="wordpiece",
             out_dir=str(tmp_path / "w"),
         )
+
+
+def test_trained_tokenizer_json_loads_with_tokenizers_alone(tokenizer):
+    """An export (or the tokenizer dir itself) needs only the `tokenizers` library: same ids on
+    the whole Italian eval text, and the same words as flaxlm's word starts."""
+    from tokenizers import Tokenizer as HfTokenizer
+
+    with open(IT_EVAL, encoding="utf-8") as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    backend = HfTokenizer.from_file(os.path.join(tokenizer.path, "tokenizer.json"))
+    assert backend.get_vocab_size() == tokenizer.vocab_size
+    for (ids, starts), enc in zip(tokenizer.encode_batch(lines),
+                                  backend.encode_batch(lines, add_special_tokens=False)):
+        assert ids.tolist() == enc.ids
+        words = enc.word_ids
+        assert starts.tolist() == [j == 0 or words[j] != words[j - 1] for j in range(len(words))]
+
+
+def test_retraining_into_a_directory_replaces_its_tokenizer_json(it_slice, tmp_path):
+    train_tokenizer([it_slice], vocab_size=600, kind="unigram", out_dir=str(tmp_path))
+    tok = train_tokenizer([it_slice], vocab_size=500, kind="unigram", out_dir=str(tmp_path))
+    meta = json.load(open(tmp_path / "tokenizer.json", encoding="utf-8"))
+    assert len(meta["model"]["vocab"]) == tok.vocab_size == 500
+
+
+def test_tokenizer_json_backend_is_used_without_a_model_file(sp_tokenizer, tmp_path):
+    import shutil
+
+    shutil.copytree(sp_tokenizer.path, tmp_path / "t")
+    os.remove(tmp_path / "t" / "sentencepiece.bpe.model")
+    tok = load_tokenizer(str(tmp_path / "t"))
+    texts = ["Il sistema è già più veloce, dicono a Forlì.", "字 ☃"]
+    for (a, sa), (b, sb) in zip(tok.encode_batch(texts), sp_tokenizer.encode_batch(texts)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(sa, sb)
+    assert (tok.special_ids, tok.mask_id) == (sp_tokenizer.special_ids, sp_tokenizer.mask_id)
+
+    meta_path = tmp_path / "t" / "flaxlm_tokenizer.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "kind": "wordpiece"}))
+    with pytest.raises(FlaxlmError, match="holds a Unigram model but .* says kind 'wordpiece'"):
+        load_tokenizer(str(tmp_path / "t"))
+    meta_path.write_text(json.dumps(meta))
+    os.remove(tmp_path / "t" / "tokenizer.json")
+    with pytest.raises(FlaxlmError, match="neither sentencepiece.bpe.model nor tokenizer.json"):
+        load_tokenizer(str(tmp_path / "t"))
