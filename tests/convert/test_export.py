@@ -95,10 +95,10 @@ def test_failed_parity_leaves_nothing_at_out(sp_run, tmp_path, monkeypatch):
     run, _ = sp_run
     real_build = export_module.build_model
 
-    def skewed_build(config, params):
+    def skewed_build(config, params, head):
         params = jax.tree.map(np.array, params)
         params["encoder"]["layers"][1]["attention"]["value"]["bias"][0, 3] += 1e-2
-        return real_build(config, params)
+        return real_build(config, params, head)
 
     monkeypatch.setattr(export_module, "build_model", skewed_build)
     with pytest.raises(FlaxlmError, match=r"parity with PyTorch transformers failed: .* > 0.0001"):
