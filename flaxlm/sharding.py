@@ -35,6 +35,7 @@ RULES: Mapping[str, tuple[str, ...] | str | None] = {
     "types": None,
     "norm": None,
     "predictions": None,
+    "labels": None,  # classifier outputs: a handful per model
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from flaxlm.checkpoint import read_params
 from flaxlm.convert.hf_config import hf_config
-from flaxlm.convert.mappings import Table, table_for_arch, to_hf
+from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
 from flaxlm.convert.model_card import model_card
 from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
                                      param_count)
@@ -79,26 +79,47 @@ def no_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_torch_mlm(directory: str):
-    """The bundle as transformers loads it for users: fp32, eval mode, no remote code."""
+def load_torch(directory: str, task: str = "mlm"):
+    """The bundle as transformers loads it for users (the task's Auto class): fp32, eval mode, no
+    remote code."""
     import torch
-    from transformers import AutoModelForMaskedLM
+    import transformers
 
-    with no_progress_bars():
-        model = AutoModelForMaskedLM.from_pretrained(
-            directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    auto_class = getattr(transformers, TASKS[task].auto_class)
+    # transformers' load report would list a stored pooler the class does not hold as
+    # UNEXPECTED; `check_loaded_exactly` checks every tensor more strictly than the report.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with no_progress_bars():
+            model = auto_class.from_pretrained(
+                directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model.eval()
 
 
 def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Table,
-                         where: str) -> None:
-    """Every written tensor came back bit for bit, and nothing was left to random init."""
+                         passengers: list[str], safetensors_path: str, where: str) -> None:
+    """Every written tensor came back bit for bit — through transformers, or for `passengers`
+    (stored for other classes, e.g. a pooler beside an MLM head) from the file itself."""
+    from safetensors.numpy import load_file
+
     state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    stored = load_file(safetensors_path) if passengers else {}
     for name, value in tensors.items():
-        if name not in state:
+        source = stored if name in passengers else state
+        if name not in source:
             raise FlaxlmError(f"{where}: transformers did not load tensor {name}")
-        if state[name].shape != value.shape or not np.array_equal(state[name], value):
+        if source[name].shape != value.shape or not np.array_equal(source[name], value):
             raise FlaxlmError(f"{where}: tensor {name} differs after loading with transformers")
+    left_random = sorted(set(state) - set(tensors) - set(table.aliases))
+    if left_random:
+        raise FlaxlmError(f"{where}: {table.hf_class} has tensor {left_random[0]} that the "
+                          f"export did not write ({len(left_random)} in all; a mapping row is "
+                          "missing)")
     for alias, target in table.aliases.items():
         if alias in state and not np.array_equal(state[alias], tensors[target]):
             raise FlaxlmError(f"{where}: {alias} is not tied to {target} after loading")
@@ -110,7 +131,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
     check_out(out, overwrite)
     wd = open_workdir(workdir)
     config = wd.model
-    table = table_for_arch(config.arch)
+    table = table_for(config.arch, wd.head)
     tok = load_tokenizer(wd.tokenizer_dir)
     if tok.vocab_size != config.vocab_size:
         raise FlaxlmError(f"{workdir}: the model has {config.vocab_size} embedding rows but the "
@@ -119,26 +140,29 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
         raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
                           f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")
     bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
-    hf_cfg = hf_config(config, bos_id=bos, eos_id=eos)
-    _, abstract = abstract_params(config)
+    hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.run.get("labels"))
+    _, abstract = abstract_params(config, wd.head)
     params, _, step = read_params(workdir, abstract, step)
     tensors = to_hf(table, flatten(params), config)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        save_safetensors(tensors, os.path.join(tmp, "model.safetensors"))
+        weights = os.path.join(tmp, "model.safetensors")
+        save_safetensors(tensors, weights)
         hf_cfg.save_pretrained(tmp)
         hf_tok = write_release_tokenizer(tok, tmp, config.max_seq_len)
         compare(tok, hf_tok, config.vocab_size, f"export of {workdir}")
-        torch_model = load_torch_mlm(tmp)
-        check_loaded_exactly(torch_model, tensors, table, f"export of {workdir}")
+        torch_model = load_torch(tmp, wd.head)
+        check_loaded_exactly(torch_model, tensors, table, table.passengers(config), weights,
+                             f"export of {workdir}")
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, config.max_seq_len))
-        parity = check_parity(build_model(config, params), torch_model, batch,
+        parity = check_parity(build_model(config, params, wd.head), torch_model, batch,
                               where=f"export of {workdir}", tolerance=tolerance)
-        card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.mlm_class,
-                          config=config, tokenizer=tok, params=param_count(params), run=wd.run,
+        card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.hf_class,
+                          task=wd.head, config=config, tokenizer=tok, params=param_count(params),
+                          run=wd.run,
                           workdir=workdir, step=step, parity=parity,
                           mask_token=hf_tok.mask_token)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
-    return {"out": os.path.abspath(out), "step": step, "hf_class": table.mlm_class,
+    return {"out": os.path.abspath(out), "step": step, "hf_class": table.hf_class,
             "params": param_count(params), **parity}

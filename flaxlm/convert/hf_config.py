@@ -1,35 +1,49 @@
-"""HF `config.json` (parsed as plain data) ↔ flaxlm `ModelConfig`.
+"""HF `config.json` ↔ flaxlm `ModelConfig`, read through transformers' own config classes.
 
-Only what flaxlm's encoder computes is accepted: a known `model_type`, known architecture class
-names, exact GELU, absolute positions, no decoder or cross-attention. Anything else is refused by
-name rather than imported into a model that would compute something different.
+`config.json` is first checked as plain data (no custom code, a known `model_type` and class), then
+built into the family's transformers config class (`BertConfig.from_dict`, ...), so a field the file
+omits gets exactly the default transformers would use when it builds the PyTorch model. Only what
+flaxlm's encoder computes is accepted: exact GELU, absolute positions, no decoder or
+cross-attention. Anything else is refused by name rather than imported into a model that would
+compute something different.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Any
 
-from flaxlm.convert.mappings import TABLES, Table, table_for_arch
+from flaxlm.convert.mappings import FAMILIES, HEADS, Family, Table, table_for, table_for_class
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 
-BY_MODEL_TYPE: dict[str, Table] = {t.model_type: t for t in TABLES.values()}
+BY_MODEL_TYPE: dict[str, Family] = {f.model_type: f for f in FAMILIES.values()}
+# Loading choices that are ours, not the checkpoint's: fp32 and the default attention kernel.
+_LOADING_KEYS = ("dtype", "torch_dtype", "attn_implementation")
 
 
-def _get(cfg: dict, key: str, kind: type, source: str, default: Any = None) -> Any:
-    value = cfg.get(key, default)
+@dataclasses.dataclass(frozen=True)
+class HfModelConfig:
+    model: ModelConfig
+    table: Table
+    is_base: bool  # an encoder-only class (`BertModel`): the MLM head is initialized fresh
+    hf: Any  # the transformers config object
+    labels: list[str]  # classifier label names, id order
+
+
+def _get(hf, key: str, kind: type, source: str) -> Any:
+    value = getattr(hf, key, None)
     ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool) if kind is int
-          else isinstance(value, numbers.Real) and not isinstance(value, bool) if kind is float
-          else isinstance(value, kind))
+          else isinstance(value, numbers.Real) and not isinstance(value, bool))
     if not ok:
-        noun = {int: "an integer", float: "a number"}.get(kind, kind.__name__)
+        noun = {int: "an integer", float: "a number"}[kind]
         raise FlaxlmError(f"{source}: key {key!r} must be {noun}, got {value!r}")
     return kind(value)
 
 
 def table_for_config(cfg: dict, source: str) -> tuple[Table, bool]:
-    """The mapping table for an HF config, and whether it names the MLM class (head expected)."""
+    """The (family, task) table for an HF config, and whether it names the family's base class."""
     if not isinstance(cfg, dict):
         raise FlaxlmError(f"{source}: expected a JSON object")
     if "auto_map" in cfg:
@@ -39,65 +53,108 @@ def table_for_config(cfg: dict, source: str) -> tuple[Table, bool]:
     if model_type not in BY_MODEL_TYPE:
         raise FlaxlmError(f"{source}: model_type {model_type!r} is not supported (supported: "
                           f"{', '.join(sorted(BY_MODEL_TYPE))})")
-    table = BY_MODEL_TYPE[model_type]
-    architectures = cfg.get("architectures") or [table.base_class]
-    known = (table.mlm_class, table.base_class)
+    family = BY_MODEL_TYPE[model_type]
+    architectures = cfg.get("architectures") or [family.base_class]
     if not isinstance(architectures, list) or len(architectures) != 1:
         raise FlaxlmError(f"{source}: 'architectures' must name one class, got {architectures!r}")
-    if architectures[0] not in known:
+    found = table_for_class(model_type, architectures[0])
+    if found is None:
+        known = [family.base_class] + [h.hf_class for (a, _), h in HEADS.items()
+                                       if a == family.arch]
         raise FlaxlmError(f"{source}: architecture {architectures[0]!r} is not supported for "
                           f"model_type {model_type!r} (supported: {', '.join(known)})")
-    return table, architectures[0] == table.mlm_class
+    return found
 
 
-def model_config_from_hf(cfg: dict, source: str) -> tuple[ModelConfig, Table, bool]:
-    table, is_mlm = table_for_config(cfg, source)
+def transformers_config(family: Family, cfg: dict, source: str):
+    """`cfg` built into the family's transformers config class, as `from_pretrained` would."""
+    import transformers
+
+    config_class = getattr(transformers, family.config_class)
+    fields = {k: v for k, v in cfg.items() if k not in _LOADING_KEYS and not k.startswith("_")}
+    try:
+        return config_class.from_dict(fields)
+    except Exception as e:  # transformers' strict dataclass checks raise their own types
+        reason = " ".join(str(e).split())
+        raise FlaxlmError(f"{source}: {family.config_class} refuses it: {reason}") from None
+
+
+def model_config_from_hf(cfg: dict, source: str) -> HfModelConfig:
+    table, is_base = table_for_config(cfg, source)
+    hf = transformers_config(table.family, cfg, source)
     refused = {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
                "is_decoder": (None, False), "add_cross_attention": (None, False),
                "tie_word_embeddings": (None, True)}
     for key, allowed in refused.items():
-        if cfg.get(key) not in allowed:
-            raise FlaxlmError(f"{source}: {key}={cfg.get(key)!r} is not supported by flaxlm's "
-                              f"encoder (supported: {', '.join(map(repr, allowed))})")
-    hidden, heads = _get(cfg, "hidden_size", int, source), _get(cfg, "num_attention_heads", int, source)
+        if getattr(hf, key, None) not in allowed:
+            raise FlaxlmError(f"{source}: {key}={getattr(hf, key, None)!r} is not supported by "
+                              f"flaxlm's encoder (supported: {', '.join(map(repr, allowed))})")
+    hidden, heads = _get(hf, "hidden_size", int, source), _get(hf, "num_attention_heads", int, source)
     if heads <= 0 or hidden % heads:
         raise FlaxlmError(f"{source}: hidden_size={hidden} is not divisible by "
                           f"num_attention_heads={heads}")
+    hidden_dropout = _get(hf, "hidden_dropout_prob", float, source)
+    # transformers' classifiers fall back to the hidden dropout when this is unset.
+    classifier_dropout = (hidden_dropout if getattr(hf, "classifier_dropout", None) is None
+                          else _get(hf, "classifier_dropout", float, source))
     config = ModelConfig(
         arch=table.arch,
-        vocab_size=_get(cfg, "vocab_size", int, source),
+        vocab_size=_get(hf, "vocab_size", int, source),
         hidden_size=hidden,
-        num_layers=_get(cfg, "num_hidden_layers", int, source),
+        num_layers=_get(hf, "num_hidden_layers", int, source),
         num_heads=heads,
-        intermediate_size=_get(cfg, "intermediate_size", int, source),
-        max_position_embeddings=_get(cfg, "max_position_embeddings", int, source),
-        type_vocab_size=_get(cfg, "type_vocab_size", int, source, 2),
-        pad_token_id=_get(cfg, "pad_token_id", int, source, 1 if table.arch == "xlmr" else 0),
-        layer_norm_eps=_get(cfg, "layer_norm_eps", float, source, 1e-12),
-        hidden_dropout=_get(cfg, "hidden_dropout_prob", float, source, 0.1),
-        attention_dropout=_get(cfg, "attention_probs_dropout_prob", float, source, 0.1),
+        intermediate_size=_get(hf, "intermediate_size", int, source),
+        max_position_embeddings=_get(hf, "max_position_embeddings", int, source),
+        type_vocab_size=_get(hf, "type_vocab_size", int, source),
+        pad_token_id=_get(hf, "pad_token_id", int, source),
+        layer_norm_eps=_get(hf, "layer_norm_eps", float, source),
+        hidden_dropout=hidden_dropout,
+        attention_dropout=_get(hf, "attention_probs_dropout_prob", float, source),
+        num_labels=_get(hf, "num_labels", int, source),
+        classifier_dropout=classifier_dropout,
     )
     try:
         config.validate()
     except FlaxlmError as e:
         raise FlaxlmError(f"{source}: {e}") from None
+    if config.type_vocab_size == 0:
+        raise FlaxlmError(f"{source}: type_vocab_size=0, but {table.hf_class} always adds a "
+                          "token-type embedding")
     if config.arch == "xlmr" and config.max_seq_len <= 0:
         raise FlaxlmError(f"{source}: max_position_embeddings={config.max_position_embeddings} "
                           f"leaves no positions after the pad_token_id={config.pad_token_id} offset")
-    return config, table, is_mlm
+    labels = [str(hf.id2label[i]) for i in range(config.num_labels)]
+    return HfModelConfig(config, table, is_base, hf, labels)
 
 
-def hf_config(config: ModelConfig, *, bos_id: int | None = None, eos_id: int | None = None):
-    """The transformers config object of the MLM class for a flaxlm model."""
+def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = None,
+              eos_id: int | None = None, labels: list[str] | None = None):
+    """The transformers config object of the (family, task) class for a flaxlm model."""
     import transformers
 
-    table = table_for_arch(config.arch)
+    table = table_for(config.arch, task)
     if config.head_dim and config.head_dim * config.num_heads != config.hidden_size:
         raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
-                          f"hidden_size={config.hidden_size}: {table.mlm_class} cannot hold it")
-    config_class = getattr(transformers, table.config_class)
+                          f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
+    if config.embedding_dim != config.hidden_size:
+        raise FlaxlmError(f"model.embedding_size={config.embedding_size} != hidden_size="
+                          f"{config.hidden_size}: {table.hf_class} has no embedding projection")
+    if config.type_vocab_size == 0:
+        raise FlaxlmError(f"model.type_vocab_size=0: {table.hf_class} always adds a token-type "
+                          "embedding")
+    task_fields = {}
+    if task != "mlm":
+        task_fields = {"num_labels": config.num_labels,
+                       "classifier_dropout": config.classifier_dropout}
+        if labels:
+            if len(labels) != config.num_labels:
+                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
+                                  f"{config.num_labels}")
+            task_fields["id2label"] = dict(enumerate(labels))
+            task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
+    config_class = getattr(transformers, table.family.config_class)
     return config_class(
-        architectures=[table.mlm_class],
+        architectures=[table.hf_class],
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_layers,
@@ -114,4 +171,5 @@ def hf_config(config: ModelConfig, *, bos_id: int | None = None, eos_id: int | N
         eos_token_id=eos_id,
         tie_word_embeddings=True,
         dtype="float32",
+        **task_fields,
     )

@@ -1,9 +1,12 @@
-"""One mapping table per Hugging Face architecture: flaxlm name ↔ HF name + a per-tensor hook.
+"""Conversion tables: a body table per model family × a head table per task, each row
+flaxlm name ↔ HF name + a per-tensor hook.
 
-A table row is `Rule(flax, hf, hook)`; `{i}` stands for the layer index. Hooks are exact
+A row is `Rule(flax, hf, hook, when)`; `{i}` stands for the layer index and `when` limits a row to
+the configs that have the tensor (pooler, token types, embedding projection). Hooks are exact
 (transposes and reshapes only), so HF → flaxlm → HF gives back every fp32 tensor bit for bit.
-Adding an architecture (ELECTRA, DistilBERT, a classifier head) means adding one table here and its
-config translation in `hf_config.py`.
+A transformers class is a (family, task) pair: adding a family (ELECTRA, DistilBERT) is one
+`FAMILIES` row plus its `HEADS` rows and its config translation in `hf_config.py`; adding a task
+is one `TASKS` row, its `HEADS` rows and a model in `flaxlm/models/heads.py`.
 
 Layouts: flaxlm dense kernels are `[in, out]`, torch `nn.Linear` weights are `[out, in]`.
 Attention keeps heads as a dimension in flaxlm: q/k/v kernels `[D, H, K]` and biases `[H, K]`, the
@@ -54,33 +57,62 @@ class Rule:
     flax: str
     hf: str
     hook: Hook = IDENTITY
+    # The row exists only for configs where this holds (None: always).
+    when: Callable[[ModelConfig], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class Table:
-    """Everything conversion knows about one HF architecture family."""
+class Family:
+    """A model family's body, as its transformers base model stores it."""
 
     arch: str  # flaxlm ModelConfig.arch
     model_type: str  # HF config.json "model_type"
-    mlm_class: str  # what export writes
-    base_class: str  # an encoder-only checkpoint import also accepts
     config_class: str
-    base_prefix: str  # where the encoder lives inside the MLM model ("roberta.", "bert.")
-    rules: tuple[Rule, ...]
-    head_prefix: str  # flaxlm names of the (optional on import) MLM head start with this
-    # HF names that are the same tensor as another one (tied or aliased); checked, never stored.
-    aliases: Mapping[str, str]
-    # HF names (prefixes) that import drops: buffers, and weights flaxlm has no place for.
+    base_class: str  # the encoder-only class; its checkpoints store the body without prefix
+    prefix: str  # where the body lives inside a task model ("roberta.", "bert.")
+    body: tuple[Rule, ...]
+    # HF names (prefixes) that import drops: index buffers, and weights flaxlm has no place for.
     ignored: tuple[str, ...]
 
 
-def _encoder(p: str) -> tuple[Rule, ...]:
-    """The BERT-family body; `p` is the base-model prefix."""
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a flaxlm head is for, independent of the family."""
+
+    auto_class: str  # the transformers Auto class users load it with
+    pipeline: str  # the transformers pipeline the model card shows
+    head_prefix: str  # flaxlm names of the head's own parameters start with this
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """One task head as a family's transformers class stores it."""
+
+    hf_class: str
+    rules: tuple[Rule, ...]
+    # HF names that are the same tensor as another one (tied or aliased); checked, never stored.
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Whether the class holds the body's pooler. If not, a pooler the model has is still written
+    # (so `BertModel` / `*ForSequenceClassification` loaders find it) but this class ignores it.
+    holds_pooler: bool = False
+
+
+def _has_pooler(c: ModelConfig) -> bool:
+    return c.pooler
+
+
+def _has_token_types(c: ModelConfig) -> bool:
+    return c.type_vocab_size > 0
+
+
+def _body(p: str) -> tuple[Rule, ...]:
+    """The BERT-family post-LN body; `p` is the base-model prefix."""
     e, l = f"{p}embeddings.", f"{p}encoder.layer.{{i}}."
     return (
         Rule("encoder/embeddings/word/embedding", e + "word_embeddings.weight"),
         Rule("encoder/embeddings/position/embedding", e + "position_embeddings.weight"),
-        Rule("encoder/embeddings/token_type/embedding", e + "token_type_embeddings.weight"),
+        Rule("encoder/embeddings/token_type/embedding", e + "token_type_embeddings.weight",
+             when=_has_token_types),
         Rule("encoder/embeddings/norm/scale", e + "LayerNorm.weight"),
         Rule("encoder/embeddings/norm/bias", e + "LayerNorm.bias"),
         Rule("encoder/layers/{i}/attention/query/kernel", l + "attention.self.query.weight", HEADS_IN),
@@ -99,60 +131,153 @@ def _encoder(p: str) -> tuple[Rule, ...]:
         Rule("encoder/layers/{i}/output/bias", l + "output.dense.bias"),
         Rule("encoder/layers/{i}/output_norm/scale", l + "output.LayerNorm.weight"),
         Rule("encoder/layers/{i}/output_norm/bias", l + "output.LayerNorm.bias"),
+        Rule("encoder/pooler/dense/kernel", f"{p}pooler.dense.weight", LINEAR, when=_has_pooler),
+        Rule("encoder/pooler/dense/bias", f"{p}pooler.dense.bias", when=_has_pooler),
     )
 
 
 def _buffers(p: str) -> tuple[str, ...]:
-    # Non-trainable index buffers older transformers saved, and the pooler an MLM model lacks.
-    return (f"{p}embeddings.position_ids", f"{p}embeddings.token_type_ids", f"{p}pooler.")
+    # Non-trainable index buffers older transformers saved (transformers rebuilds them).
+    return (f"{p}embeddings.position_ids", f"{p}embeddings.token_type_ids")
 
 
-XLMR = Table(
-    arch="xlmr", model_type="xlm-roberta", mlm_class="XLMRobertaForMaskedLM",
-    base_class="XLMRobertaModel", config_class="XLMRobertaConfig", base_prefix="roberta.",
-    rules=_encoder("roberta.") + (
-        Rule("mlm_head/transform/kernel", "lm_head.dense.weight", LINEAR),
-        Rule("mlm_head/transform/bias", "lm_head.dense.bias"),
-        Rule("mlm_head/norm/scale", "lm_head.layer_norm.weight"),
-        Rule("mlm_head/norm/bias", "lm_head.layer_norm.bias"),
-        Rule("mlm_head/bias", "lm_head.bias"),
-    ),
-    head_prefix="mlm_head/",
-    aliases={"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
-             "lm_head.decoder.bias": "lm_head.bias"},
-    ignored=_buffers("roberta."),
-)
+# ---- Body tables: one row per model family. ----
+FAMILIES: dict[str, Family] = {f.arch: f for f in (
+    Family(arch="xlmr", model_type="xlm-roberta", config_class="XLMRobertaConfig",
+           base_class="XLMRobertaModel", prefix="roberta.", body=_body("roberta."),
+           ignored=_buffers("roberta.")),
+    # BERT checkpoints saved from pre-training also carry the next-sentence head.
+    Family(arch="bert", model_type="bert", config_class="BertConfig", base_class="BertModel",
+           prefix="bert.", body=_body("bert."),
+           ignored=_buffers("bert.") + ("cls.seq_relationship.",)),
+)}
 
-BERT = Table(
-    arch="bert", model_type="bert", mlm_class="BertForMaskedLM", base_class="BertModel",
-    config_class="BertConfig", base_prefix="bert.",
-    rules=_encoder("bert.") + (
-        Rule("mlm_head/transform/kernel", "cls.predictions.transform.dense.weight", LINEAR),
-        Rule("mlm_head/transform/bias", "cls.predictions.transform.dense.bias"),
-        Rule("mlm_head/norm/scale", "cls.predictions.transform.LayerNorm.weight"),
-        Rule("mlm_head/norm/bias", "cls.predictions.transform.LayerNorm.bias"),
-        Rule("mlm_head/bias", "cls.predictions.bias"),
-    ),
-    head_prefix="mlm_head/",
-    aliases={"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-             "cls.predictions.decoder.bias": "cls.predictions.bias"},
-    ignored=_buffers("bert."),
-)
-
-TABLES: dict[str, Table] = {t.arch: t for t in (XLMR, BERT)}
+# ---- Tasks: what each flaxlm head is for. ----
+TASKS: dict[str, Task] = {
+    "mlm": Task("AutoModelForMaskedLM", "fill-mask", "mlm_head/"),
+    "token_classification": Task("AutoModelForTokenClassification", "token-classification",
+                                 "classifier/"),
+    "sequence_classification": Task("AutoModelForSequenceClassification", "text-classification",
+                                    "classifier/"),
+}
 
 
-def table_for_arch(arch: str) -> Table:
-    if arch not in TABLES:
+def _mlm(transform: str, norm: str, bias: str) -> tuple[Rule, ...]:
+    """The MLM head: dense, LayerNorm and the output bias (the decoder is tied)."""
+    return (
+        Rule("mlm_head/transform/kernel", transform + ".weight", LINEAR),
+        Rule("mlm_head/transform/bias", transform + ".bias"),
+        Rule("mlm_head/norm/scale", norm + ".weight"),
+        Rule("mlm_head/norm/bias", norm + ".bias"),
+        Rule("mlm_head/bias", bias),
+    )
+
+
+_TOKEN_HEAD = (Rule("classifier/kernel", "classifier.weight", LINEAR),
+               Rule("classifier/bias", "classifier.bias"))
+
+# ---- Head tables: one row per (family, task). ----
+HEADS: dict[tuple[str, str], Head] = {
+    ("xlmr", "mlm"): Head(
+        "XLMRobertaForMaskedLM", _mlm("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+        aliases={"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+                 "lm_head.decoder.bias": "lm_head.bias"}),
+    ("bert", "mlm"): Head(
+        "BertForMaskedLM", _mlm("cls.predictions.transform.dense",
+                                 "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
+        aliases={"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+                 "cls.predictions.decoder.bias": "cls.predictions.bias"}),
+    ("xlmr", "token_classification"): Head("XLMRobertaForTokenClassification", _TOKEN_HEAD),
+    ("bert", "token_classification"): Head("BertForTokenClassification", _TOKEN_HEAD),
+    ("xlmr", "sequence_classification"): Head(
+        "XLMRobertaForSequenceClassification",
+        (Rule("classifier/dense/kernel", "classifier.dense.weight", LINEAR),
+         Rule("classifier/dense/bias", "classifier.dense.bias"),
+         Rule("classifier/out/kernel", "classifier.out_proj.weight", LINEAR),
+         Rule("classifier/out/bias", "classifier.out_proj.bias"))),
+    ("bert", "sequence_classification"): Head(
+        "BertForSequenceClassification",
+        (Rule("classifier/classifier/kernel", "classifier.weight", LINEAR),
+         Rule("classifier/classifier/bias", "classifier.bias")),
+        holds_pooler=True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A (family, task) pair: everything conversion knows about one transformers class."""
+
+    family: Family
+    task: str
+    head: Head
+
+    @property
+    def arch(self) -> str:
+        return self.family.arch
+
+    @property
+    def hf_class(self) -> str:
+        return self.head.hf_class
+
+    @property
+    def head_prefix(self) -> str:
+        return TASKS[self.task].head_prefix
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.family.body + self.head.rules
+
+    @property
+    def aliases(self) -> Mapping[str, str]:
+        return self.head.aliases
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        return self.family.ignored
+
+    def passengers(self, config: ModelConfig) -> list[str]:
+        """HF names written to the checkpoint that this class does not load (see `holds_pooler`)."""
+        pooler = [r.hf for r in expand(self, config) if r.flax.startswith("encoder/pooler/")]
+        return [] if self.head.holds_pooler else pooler
+
+
+def table_for(arch: str, task: str = "mlm") -> Table:
+    if arch not in FAMILIES:
         raise FlaxlmError(f"no Hugging Face mapping for flaxlm arch {arch!r} "
-                          f"(supported: {', '.join(sorted(TABLES))})")
-    return TABLES[arch]
+                          f"(supported: {', '.join(sorted(FAMILIES))})")
+    if (arch, task) not in HEADS:
+        known = sorted(t for a, t in HEADS if a == arch)
+        raise FlaxlmError(f"no Hugging Face mapping for the {task!r} head of arch {arch!r} "
+                          f"(supported: {', '.join(known)})")
+    return Table(FAMILIES[arch], task, HEADS[(arch, task)])
+
+
+def table_for_class(model_type: str, hf_class: str) -> tuple[Table, bool] | None:
+    """(table, is_base) for a transformers class name of a model_type; None if unknown. A base
+    model (`BertModel`) maps to the family's MLM table with the head to be initialized fresh."""
+    for family in FAMILIES.values():
+        if family.model_type != model_type:
+            continue
+        if hf_class == family.base_class:
+            return table_for(family.arch, "mlm"), True
+        for (arch, task), head in HEADS.items():
+            if arch == family.arch and head.hf_class == hf_class:
+                return table_for(arch, task), False
+    return None
+
+
+def has_pooler(family: Family, tensors: Mapping[str, np.ndarray]) -> bool:
+    """Whether a checkpoint (prefixed or a bare base model) stores the pooler."""
+    return any(k in tensors for k in (f"{family.prefix}pooler.dense.weight",
+                                      "pooler.dense.weight"))
 
 
 def expand(table: Table, config: ModelConfig) -> list[Rule]:
-    """The table with `{i}` spelled out for every layer."""
+    """The rows this config has, with `{i}` spelled out for every layer."""
     rows = []
     for rule in table.rules:
+        if rule.when is not None and not rule.when(config):
+            continue
         if "{i}" in rule.flax:
             rows += [Rule(rule.flax.format(i=i), rule.hf.format(i=i), rule.hook)
                      for i in range(config.num_layers)]
@@ -167,8 +292,8 @@ def to_hf(table: Table, flat_params: Mapping[str, np.ndarray],
     rows = expand(table, config)
     unmapped = sorted(set(flat_params) - {r.flax for r in rows})
     if unmapped:
-        raise FlaxlmError(f"flaxlm parameter {unmapped[0]!r} has no entry in the {table.arch} "
-                          f"mapping table ({len(unmapped)} unmapped)")
+        raise FlaxlmError(f"flaxlm parameter {unmapped[0]!r} has no entry in the "
+                          f"{table.hf_class} mapping table ({len(unmapped)} unmapped)")
     out = {}
     for rule in rows:
         if rule.flax not in flat_params:
@@ -180,7 +305,7 @@ def to_hf(table: Table, flat_params: Mapping[str, np.ndarray],
 
 def _with_prefix(table: Table, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Base-model checkpoints (`BertModel`, `XLMRobertaModel`) store the body without prefix."""
-    p = table.base_prefix
+    p = table.family.prefix
     body = ("embeddings.", "encoder.", "pooler.")
     if any(k.startswith(p) for k in tensors) or not any(k.startswith(body) for k in tensors):
         return dict(tensors)
@@ -214,7 +339,8 @@ def from_hf(table: Table, tensors: Mapping[str, np.ndarray], config: ModelConfig
     absent = [r.flax for r in head if r.hf not in tensors]
     if absent and (len(absent) != len(head) or not allow_missing_head):
         missing = next(r.hf for r in head if r.hf not in tensors)
-        raise FlaxlmError(f"checkpoint is missing tensor {missing} (part of the MLM head)")
+        raise FlaxlmError(f"checkpoint is missing tensor {missing} (part of the {table.hf_class} "
+                          "head)")
 
     params: dict[str, np.ndarray] = {}
     for rule in rows:
@@ -233,5 +359,5 @@ def from_hf(table: Table, tensors: Mapping[str, np.ndarray], config: ModelConfig
     extra = sorted(set(tensors) - {r.hf for r in rows})
     if extra:
         raise FlaxlmError(f"checkpoint has unexpected tensor {extra[0]} (not in the "
-                          f"{table.arch} mapping table; {len(extra)} unexpected in all)")
+                          f"{table.hf_class} mapping table; {len(extra)} unexpected in all)")
     return params, absent, dropped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-
+from flaxlm.convert.mappings import TASKS
 from flaxlm.models.config import ModelConfig
 
 _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
@@ -41,8 +41,24 @@ def _training_data(run: dict) -> str:
     return f"`{files}`" if files else "not recorded"
 
 
+# Per head: what the model is, the Hub tag, and a usage example for its transformers pipeline.
+_KINDS = {
+    "mlm": ("A masked language model", "masked-lm",
+            'fill = pipeline("fill-mask", model="{model}")\nprint(fill("Roma è la {mask} d\'Italia."))'),
+    "token_classification": (
+        "A token classifier", "token-classification",
+        'tag = pipeline("token-classification", model="{model}", aggregation_strategy="simple")\n'
+        'print(tag("Roma è la capitale d\'Italia."))'),
+    "sequence_classification": (
+        "A sequence classifier", "text-classification",
+        'classify = pipeline("text-classification", model="{model}")\n'
+        'print(classify("Roma è la capitale d\'Italia."))'),
+}
+
+
 def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, params: int,
-               run: dict, workdir: str, step: int, parity: dict, mask_token: str) -> str:
+               run: dict, workdir: str, step: int, parity: dict, mask_token: str,
+               task: str = "mlm") -> str:
     metrics = final_metrics(workdir, step)
     rows = "\n".join(f"| {k} | {v:.4f} | {s} |" for k, (s, v) in metrics.items())
     metrics_block = (f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows
@@ -51,15 +67,21 @@ def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, para
                 else f"WordPiece, lowercase={tokenizer.lowercase}, "
                      f"strip_accents={tokenizer.strip_accents}")
     parity_line = ", ".join(f"{k} = {v:.2e}" for k, v in parity.items() if k.endswith("diff"))
+    what, tag, usage = _KINDS[task]
+    usage = usage.format(model=os.path.basename(name), mask=mask_token)
+    pipeline_tag = TASKS[task].pipeline
+    tied = " (MLM decoder tied to the word embeddings)" if task == "mlm" else ""
+    labels = (f"\n| labels | {config.num_labels}: {', '.join(run.get('labels') or [])} |"
+              if task != "mlm" else "")
     return f"""---
 library_name: transformers
-pipeline_tag: fill-mask
-tags: [flaxlm, {config.arch}, masked-lm]
+pipeline_tag: {pipeline_tag}
+tags: [flaxlm, {config.arch}, {tag}]
 ---
 
 # {name}
 
-A masked language model trained with flaxlm (JAX/Flax) and exported to PyTorch `transformers` as
+{what} trained with flaxlm (JAX/Flax) and exported to PyTorch `transformers` as
 `{hf_class}`.
 
 ## Model
@@ -70,8 +92,8 @@ A masked language model trained with flaxlm (JAX/Flax) and exported to PyTorch `
 | layers × hidden × heads | {config.num_layers} × {config.hidden_size} × {config.num_heads} |
 | intermediate size | {config.intermediate_size} |
 | max sequence length | {config.max_seq_len} |
-| parameters | {params:,} (MLM decoder tied to the word embeddings) |
-| vocabulary | {config.vocab_size:,} tokens ({tok_desc}) |
+| parameters | {params:,}{tied} |
+| vocabulary | {config.vocab_size:,} tokens ({tok_desc}) |{labels}
 
 ## Training
 
@@ -92,7 +114,6 @@ Flax model on a padded batch of real text ({parity.get("batch_shape")}): max |Δ
 ```python
 from transformers import pipeline
 
-fill = pipeline("fill-mask", model="{os.path.basename(name)}")
-print(fill("Roma è la {mask_token} d'Italia."))
+{usage}
 ```
 """

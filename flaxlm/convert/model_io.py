@@ -1,4 +1,5 @@
-"""The flaxlm side of conversion: workdirs, flat parameter names, and building the Flax model."""
+"""The flaxlm side of conversion: workdirs, flat parameter names, and building the Flax model for
+a head (`flaxlm.models.heads.MODELS`: "mlm", "token_classification", "sequence_classification")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from flax import nnx
 
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
-from flaxlm.models.heads import MaskedLMModel
+from flaxlm.models.heads import MODELS, model_class
 
 
 def _name(path) -> str:
@@ -32,22 +33,23 @@ def unflatten_like(template: Any, flat: dict[str, Any]) -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def abstract_params(config: ModelConfig) -> tuple[nnx.GraphDef, Any]:
-    """(graphdef, pure dict of ShapeDtypeStruct) of the MLM model, without allocating weights.
-    Cached (tracing the model costs ~0.4 s); callers must not mutate the result."""
-    model = nnx.eval_shape(lambda: MaskedLMModel(config, rngs=nnx.Rngs(0)))
+def abstract_params(config: ModelConfig, head: str = "mlm") -> tuple[nnx.GraphDef, Any]:
+    """(graphdef, pure dict of ShapeDtypeStruct) of the model with this head, without allocating
+    weights. Cached (tracing the model costs ~0.4 s); callers must not mutate the result."""
+    cls = model_class(head)
+    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(model, nnx.Param)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                             nnx.to_pure_dict(state))
     return graphdef, abstract
 
 
-def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in flatten(abstract_params(config)[1]).items()}
+def param_shapes(config: ModelConfig, head: str = "mlm") -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in flatten(abstract_params(config, head)[1]).items()}
 
 
-def build_model(config: ModelConfig, params: Any) -> MaskedLMModel:
-    graphdef, _ = abstract_params(config)
+def build_model(config: ModelConfig, params: Any, head: str = "mlm") -> nnx.Module:
+    graphdef, _ = abstract_params(config, head)
     return nnx.merge(graphdef, jax.tree.map(np.asarray, params))
 
 
@@ -55,16 +57,16 @@ def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """A newly initialized MLM head, as flat `mlm_head/...` names, drawn like flaxlm's own init
     (truncated normal, stddev 0.02; LayerNorm 1/0; zero biases) but in numpy: no compilation."""
     rng = np.random.default_rng(seed)
-    d = config.hidden_size
-    kernel = rng.standard_normal((d, d))
+    d, e = config.hidden_size, config.embedding_dim
+    kernel = rng.standard_normal((d, e))
     while (outside := np.abs(kernel) > 2.0).any():
         kernel[outside] = rng.standard_normal(int(outside.sum()))
     # jax's truncated_normal rescales so that the truncated distribution has the given stddev.
     kernel *= 0.02 / 0.87962566103423978
     return {"mlm_head/transform/kernel": kernel.astype(np.float32),
-            "mlm_head/transform/bias": np.zeros((d,), np.float32),
-            "mlm_head/norm/scale": np.ones((d,), np.float32),
-            "mlm_head/norm/bias": np.zeros((d,), np.float32),
+            "mlm_head/transform/bias": np.zeros((e,), np.float32),
+            "mlm_head/norm/scale": np.ones((e,), np.float32),
+            "mlm_head/norm/bias": np.zeros((e,), np.float32),
             "mlm_head/bias": np.zeros((config.vocab_size,), np.float32)}
 
 
@@ -78,6 +80,17 @@ class Workdir:
     run: dict  # config.json as written by train.py / import
     model: ModelConfig
     tokenizer_dir: str
+    head: str  # a key of flaxlm.models.heads.MODELS
+
+
+def workdir_head(run: dict, path: str) -> str:
+    """The head a workdir's checkpoints carry: config.json's "head", else implied by an MLM
+    objective (workdirs written before heads were named)."""
+    head = run.get("head") or ("mlm" if run.get("objective", "mlm") == "mlm" else None)
+    if head not in MODELS:
+        raise FlaxlmError(f"{path}: head {head!r} is not one of {', '.join(MODELS)} (objective "
+                          f"{run.get('objective')!r}); set \"head\" in config.json")
+    return head
 
 
 def open_workdir(workdir: str) -> Workdir:
@@ -98,4 +111,4 @@ def open_workdir(workdir: str) -> Workdir:
     model.validate()
     tokenizer = run.get("tokenizer") or "tokenizer"
     tokenizer_dir = tokenizer if os.path.isabs(tokenizer) else os.path.join(workdir, tokenizer)
-    return Workdir(workdir, run, model, tokenizer_dir)
+    return Workdir(workdir, run, model, tokenizer_dir, workdir_head(run, path))

@@ -41,22 +41,27 @@ def _forward(graphdef):
     def forward(state, ids_BxL, mask_BxL, types_BxL):
         m = nnx.merge(graphdef, state)
         hidden_BxLxD = m.encoder(ids_BxL, mask_BxL, types_BxL)
-        # = m.all_position_logits(...), without running the encoder a second time.
-        return hidden_BxLxD, m.mlm_head(hidden_BxLxD, m.encoder.embeddings.word)
+        # The head on the same hidden states (the encoder runs once).
+        out = {"hidden": hidden_BxLxD, "logits": m.head_logits(hidden_BxLxD)}
+        if m.encoder.pooler is not None:
+            out["pooled"] = m.encoder.pooler(hidden_BxLxD)
+        return out
 
     return forward
 
 
-def flax_outputs(model, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(hidden_BxLxD, logits_BxLxV) of a flaxlm MaskedLMModel, deterministic, fp32."""
+def flax_outputs(model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{"hidden": BxLxD, "logits": the head's own output (MLM BxLxV at every position, token
+    BxLxC, sequence BxC), "pooled": BxD when the encoder has a pooler} — deterministic, fp32."""
     graphdef, state = nnx.split(model)
-    hidden, logits = _forward(graphdef)(state, batch["input_ids"], batch["attention_mask"],
-                                        batch["token_type_ids"])
-    return np.asarray(hidden, np.float32), np.asarray(logits, np.float32)
+    out = _forward(graphdef)(state, batch["input_ids"], batch["attention_mask"],
+                             batch["token_type_ids"])
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
-def torch_outputs(torch_model, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(last hidden state, MLM logits or None for a base model) of a transformers model."""
+def torch_outputs(torch_model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same keys from a transformers model: "hidden" always, "logits" from a task class,
+    "pooled" from a base model with a pooler."""
     import torch
 
     torch_model.eval()
@@ -66,8 +71,11 @@ def torch_outputs(torch_model, batch: dict[str, np.ndarray]) -> tuple[np.ndarray
                           token_type_ids=torch.from_numpy(batch["token_type_ids"].astype(np.int64)),
                           output_hidden_states=True)
     hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
-    logits = getattr(out, "logits", None)
-    return hidden.float().numpy(), None if logits is None else logits.float().numpy()
+    result = {"hidden": hidden.float().numpy()}
+    for key, attr in (("logits", "logits"), ("pooled", "pooler_output")):
+        if getattr(out, attr, None) is not None:
+            result[key] = getattr(out, attr).float().numpy()
+    return result
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray, what: str) -> float:
@@ -80,12 +88,12 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray, what: str) -> float:
 
 def check_parity(flax_model, torch_model, batch: dict[str, np.ndarray], *, where: str,
                  tolerance: float = TOLERANCE) -> dict[str, float]:
-    """Max |Δ| of hidden states and (when the torch model has a head) logits; raises if > tol."""
-    f_hidden, f_logits = flax_outputs(flax_model, batch)
-    t_hidden, t_logits = torch_outputs(torch_model, batch)
-    result = {"hidden_max_abs_diff": max_abs_diff(f_hidden, t_hidden, "hidden states")}
-    if t_logits is not None:
-        result["logits_max_abs_diff"] = max_abs_diff(f_logits, t_logits, "logits")
+    """Max |Δ| of the hidden states and of every output both models give (the head's logits;
+    the pooled output of a base model with a pooler); raises if any is > tolerance."""
+    flax_out = flax_outputs(flax_model, batch)
+    torch_out = torch_outputs(torch_model, batch)
+    result = {f"{key}_max_abs_diff": max_abs_diff(flax_out[key], torch_out[key], key)
+              for key in ("hidden", "logits", "pooled") if key in flax_out and key in torch_out}
     result["batch_shape"] = list(batch["input_ids"].shape)
     result["padding_tokens"] = int((batch["attention_mask"] == 0).sum())
     worst = max(v for k, v in result.items() if k.endswith("diff"))

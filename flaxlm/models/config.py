@@ -11,6 +11,7 @@ from flaxlm.errors import FlaxlmError
 # "xlmr": positions count non-padding tokens starting at pad_token_id + 1, so padding never moves
 # the positions of real tokens (XLM-R, RoBERTa, mMiniLMv2).
 Arch = Literal["bert", "xlmr"]
+ARCHS: tuple[str, ...] = ("bert", "xlmr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,16 +23,28 @@ class ModelConfig:
     num_heads: int
     intermediate_size: int
     max_position_embeddings: int
-    type_vocab_size: int
+    type_vocab_size: int  # 0: no token-type embedding (DistilBERT)
     pad_token_id: int
     layer_norm_eps: float
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     head_dim: int = 0  # 0: hidden_size // num_heads
+    # 0: hidden_size. Otherwise the embeddings have this width and a dense layer projects them to
+    # hidden_size before the first layer (ELECTRA's `embeddings_project`).
+    embedding_size: int = 0
+    # BERT's pooler (dense + tanh on the first token). MLM never computes it; it is kept so that
+    # checkpoints that have one round-trip, and BERT sequence classification needs it.
+    pooler: bool = False
+    num_labels: int = 2  # classifier heads only
+    classifier_dropout: float = 0.1  # classifier heads only
 
     @property
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embedding_size or self.hidden_size
 
     @property
     def max_seq_len(self) -> int:
@@ -42,17 +55,23 @@ class ModelConfig:
 
     def validate(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                    "max_position_embeddings", "type_vocab_size")
+                    "max_position_embeddings", "num_labels")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise FlaxlmError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.arch not in ("bert", "xlmr"):
-            raise FlaxlmError(f"model.arch must be 'bert' or 'xlmr', got {self.arch!r}")
+        for name in ("type_vocab_size", "embedding_size"):
+            if getattr(self, name) < 0:
+                raise FlaxlmError(f"model.{name} must be 0 or positive, got {getattr(self, name)}")
+        if self.arch not in ARCHS:
+            raise FlaxlmError(f"model.arch must be one of {', '.join(map(repr, ARCHS))}, got "
+                              f"{self.arch!r}")
+        if not isinstance(self.pooler, bool):
+            raise FlaxlmError(f"model.pooler must be true or false, got {self.pooler!r}")
         if not self.head_dim and self.hidden_size % self.num_heads:
             raise FlaxlmError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
                 f"{self.num_heads}; set model.head_dim explicitly")
-        for name in ("hidden_dropout", "attention_dropout"):
+        for name in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise FlaxlmError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
 

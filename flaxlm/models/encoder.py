@@ -1,6 +1,7 @@
 """The BERT / XLM-R / MiniLM encoder body: embeddings and post-LN transformer layers.
 
-Shapes: B batch, L sequence length, D hidden, H heads, K head dim, F intermediate.
+Shapes: B batch, L sequence length, E embedding width, D hidden, H heads, K head dim,
+F intermediate.
 """
 
 from __future__ import annotations
@@ -35,20 +36,26 @@ def position_ids(config: ModelConfig, input_ids_BxL: jax.Array) -> jax.Array:
 
 
 class Embeddings(nnx.Module):
+    """Word + position (+ token type) embeddings of width E, then LayerNorm and dropout."""
+
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        d = config.hidden_size
-        self.word = Embed(config.vocab_size, d, ("vocab", "embed"), rngs=rngs)
-        self.position = Embed(config.max_position_embeddings, d, ("positions", "embed"), rngs=rngs)
-        self.token_type = Embed(config.type_vocab_size, d, ("types", "embed"), rngs=rngs)
-        self.norm = LayerNorm(d, config.layer_norm_eps)
+        e = config.embedding_dim
+        self.word = Embed(config.vocab_size, e, ("vocab", "embed"), rngs=rngs)
+        self.position = Embed(config.max_position_embeddings, e, ("positions", "embed"), rngs=rngs)
+        self.token_type = (Embed(config.type_vocab_size, e, ("types", "embed"), rngs=rngs)
+                           if config.type_vocab_size else None)
+        self.norm = LayerNorm(e, config.layer_norm_eps)
 
     def __call__(self, input_ids_BxL, token_type_ids_BxL, dtype, dropout_key):
-        x_BxLxD = (self.word(input_ids_BxL, dtype)
-                   + self.position(position_ids(self.config, input_ids_BxL), dtype)
-                   + self.token_type(token_type_ids_BxL, dtype))
-        x_BxLxD = self.norm(x_BxLxD)
-        return dropout(x_BxLxD, self.config.hidden_dropout, dropout_key)
+        x_BxLxE = (self.word(input_ids_BxL, dtype)
+                   + self.position(position_ids(self.config, input_ids_BxL), dtype))
+        if self.token_type is not None:
+            if token_type_ids_BxL is None:  # as transformers: every token in segment 0
+                token_type_ids_BxL = jnp.zeros_like(input_ids_BxL)
+            x_BxLxE = x_BxLxE + self.token_type(token_type_ids_BxL, dtype)
+        x_BxLxE = self.norm(x_BxLxE)
+        return dropout(x_BxLxE, self.config.hidden_dropout, dropout_key)
 
 
 class SelfAttention(nnx.Module):
@@ -95,17 +102,36 @@ class Layer(nnx.Module):
         return constrain(self.output_norm(x_BxLxD + mlp_BxLxD), _ACT)
 
 
+class Pooler(nnx.Module):
+    """BERT's pooled output: tanh(dense(hidden state of the first token))."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.dense = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        return jnp.tanh(self.dense(x_BxLxD[:, 0]))
+
+
 class Encoder(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = Embeddings(config, rngs=rngs)
+        e, d = config.embedding_dim, config.hidden_size
+        self.embeddings_project = (
+            DenseGeneral((e,), (d,), ("embed",), ("act_embed",), rngs=rngs) if e != d else None)
         self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
+        # Only heads that classify the pooled output call it; MLM training never computes it.
+        self.pooler = Pooler(config, rngs=rngs) if config.pooler else None
 
-    def __call__(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL, *,
+    def __call__(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL=None, *,
                  dtype=jnp.float32, dropout_key: jax.Array | None = None) -> jax.Array:
-        """Hidden states `x_BxLxD`; `dropout_key=None` runs deterministically."""
-        x_BxLxD = constrain(
-            self.embeddings(input_ids_BxL, token_type_ids_BxL, dtype, _key(dropout_key, 0)), _ACT)
+        """Hidden states `x_BxLxD`; `dropout_key=None` runs deterministically. Token types are
+        ignored by a model without a token-type embedding."""
+        x_BxLxE = self.embeddings(input_ids_BxL, token_type_ids_BxL, dtype, _key(dropout_key, 0))
+        x_BxLxD = (x_BxLxE if self.embeddings_project is None
+                   else self.embeddings_project(x_BxLxE))
+        x_BxLxD = constrain(x_BxLxD, _ACT)
         # Additive mask in fp32: padded keys get the most negative finite value, as HF does.
         bias_Bx1x1xL = jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0,
                                  jnp.finfo(jnp.float32).min).astype(jnp.float32)

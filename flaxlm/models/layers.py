@@ -64,8 +64,14 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], ids, axis=0).astype(dtype)
 
     def attend(self, x_NxD: jax.Array) -> jax.Array:
-        """Tied output projection onto the table's rows."""
-        return x_NxD @ self.embedding[...].astype(x_NxD.dtype).T
+        """Tied output projection onto the table's rows, returned in fp32.
+
+        The operands stay in the compute dtype (bf16 runs keep bf16 matmul throughput) but the
+        products are accumulated and returned in fp32: rounding 250k-vocabulary logits to bf16
+        (8 bits of mantissa) before the softmax would blur the loss.
+        """
+        table_VxD = self.embedding[...].astype(x_NxD.dtype)
+        return jnp.matmul(x_NxD, table_VxD.T, preferred_element_type=jnp.float32)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

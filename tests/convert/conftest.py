@@ -47,12 +47,15 @@ def randomize_torch(model, seed: int = 0, scale: float = 0.1) -> None:
 
 def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
                 intermediate: int, type_vocab: int, layers: int = 2, max_pos: int = 40,
-                with_head: bool = True, seed: int = 0):
-    """A random transformers model + the tokenizer files a real checkpoint carries; returns it."""
+                with_head: bool = True, task: str = "mlm", num_labels: int = 3, seed: int = 0):
+    """A random transformers model + the tokenizer files a real checkpoint carries; returns it.
+    `with_head=False` saves the family's base model (with its pooler); otherwise the class of
+    (arch, task) from the conversion tables."""
     import torch
     import transformers
     from transformers import AutoTokenizer
 
+    from flaxlm.convert.mappings import FAMILIES, table_for
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
@@ -60,16 +63,17 @@ def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
                   num_attention_heads=heads, intermediate_size=intermediate,
                   max_position_embeddings=max_pos, type_vocab_size=type_vocab,
                   pad_token_id=tok.pad_id, hidden_act="gelu")
+    if with_head and task != "mlm":
+        common["num_labels"] = num_labels
     if arch == "xlmr":
         config = transformers.XLMRobertaConfig(layer_norm_eps=1e-5, **common)
-        cls = transformers.XLMRobertaForMaskedLM if with_head else transformers.XLMRobertaModel
         source = "sentencepiece.bpe.model"
     else:
         config = transformers.BertConfig(layer_norm_eps=1e-12, **common)
-        cls = transformers.BertForMaskedLM if with_head else transformers.BertModel
         source = "vocab.txt"
+    cls_name = table_for(arch, task).hf_class if with_head else FAMILIES[arch].base_class
     torch.manual_seed(seed)
-    model = cls(config)
+    model = getattr(transformers, cls_name)(config)
     randomize_torch(model, seed)
     model.eval()
     model.save_pretrained(str(path))
@@ -97,8 +101,8 @@ def load_flax(run_dir: str, step: int | None = None):
     from flaxlm.convert.model_io import abstract_params, build_model, open_workdir
 
     wd = open_workdir(run_dir)
-    params, _, _ = read_params(run_dir, abstract_params(wd.model)[1], step)
-    return wd.model, params, build_model(wd.model, params)
+    params, _, _ = read_params(run_dir, abstract_params(wd.model, wd.head)[1], step)
+    return wd.model, params, build_model(wd.model, params, wd.head)
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:

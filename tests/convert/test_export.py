@@ -13,7 +13,7 @@ from flaxlm import cli
 from flaxlm.convert import export as export_module
 from flaxlm.convert.export import export
 from flaxlm.convert.fill_mask import fill_mask_demo
-from flaxlm.convert.mappings import XLMR, to_hf
+from flaxlm.convert.mappings import table_for, to_hf
 from flaxlm.convert.model_io import flatten
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
@@ -52,7 +52,7 @@ def test_export_writes_a_release_bundle_with_parity(sp_run, tmp_path):
         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
 
     config = _config(load_tokenizer(str(run / "tokenizer")))
-    expected = to_hf(XLMR, flatten(params[10]), config)
+    expected = to_hf(table_for("xlmr", "mlm"), flatten(params[10]), config)
     released = read_safetensors(bundle / "model.safetensors")
     assert set(released) == set(expected)
     assert all(released[k].tobytes() == v.tobytes() for k, v in expected.items())
@@ -95,10 +95,10 @@ def test_failed_parity_leaves_nothing_at_out(sp_run, tmp_path, monkeypatch):
     run, _ = sp_run
     real_build = export_module.build_model
 
-    def skewed_build(config, params):
+    def skewed_build(config, params, head):
         params = jax.tree.map(np.array, params)
         params["encoder"]["layers"][1]["attention"]["value"]["bias"][0, 3] += 1e-2
-        return real_build(config, params)
+        return real_build(config, params, head)
 
     monkeypatch.setattr(export_module, "build_model", skewed_build)
     with pytest.raises(FlaxlmError, match=r"parity with PyTorch transformers failed: .* > 0.0001"):

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from flaxlm.convert.export import export
 from flaxlm.convert.import_hf import import_hf
-from flaxlm.convert.mappings import BERT, to_hf
+from flaxlm.convert.mappings import table_for, to_hf
 from flaxlm.convert.model_io import flatten
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
@@ -39,8 +40,9 @@ def test_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, shap
     config, _, model = load_flax(str(run_dir))
     tok = load_tokenizer(str(run_dir / "tokenizer"))
     batch = random_batch(config.vocab_size, tok.pad_id, tok.cls_id, shape["type_vocab"])
-    f_hidden, f_logits = flax_outputs(model, batch)
-    t_hidden, t_logits = torch_outputs(torch_model, batch)
+    f_out, t_out = flax_outputs(model, batch), torch_outputs(torch_model, batch)
+    (f_hidden, f_logits), (t_hidden, t_logits) = (
+        (out["hidden"], out["logits"]) for out in (f_out, t_out))
     hidden_diff = np.abs(f_hidden - t_hidden).max()
     logits_diff = np.abs(f_logits - t_logits).max()
     print(f"\nparity {arch} {shape}: random ids+types {batch['input_ids'].shape}: hidden "
@@ -68,27 +70,42 @@ def test_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, shap
     assert cfg_out["architectures"] == cfg_in["architectures"]
 
 
-def test_base_model_without_head_imports_encoder_and_inits_head(tmp_path, tokenizers, caplog):
+@pytest.mark.parametrize("arch,tok_name,prefix", [("xlmr", "sp", "roberta."),
+                                                  ("bert", "wp_uncased", "bert.")])
+def test_base_model_keeps_its_pooler_and_inits_the_mlm_head(tmp_path, tokenizers, caplog, arch,
+                                                             tok_name, prefix):
+    """An encoder-only checkpoint (with the pooler transformers' base classes have) round-trips
+    every stored tensor, pooler included; the pooler matches transformers' `pooler_output`."""
     hf_dir, run_dir, bundle = tmp_path / "hf", tmp_path / "run", tmp_path / "bundle"
-    base = make_hf_dir(hf_dir, "xlmr", tokenizers["sp"], hidden=48, heads=4, intermediate=37,
+    base = make_hf_dir(hf_dir, arch, tokenizers[tok_name], hidden=48, heads=4, intermediate=37,
                        type_vocab=2, with_head=False)
     with caplog.at_level("WARNING"):
         result = import_hf(str(hf_dir), str(run_dir))
-    assert "no MLM head" in caplog.text and "pooler" in caplog.text
-    assert result["initialized_fresh"] and "logits_max_abs_diff" not in result
-    assert result["hidden_max_abs_diff"] <= TOL
-    _, params, _ = load_flax(str(run_dir))
+    assert "no MLM head" in caplog.text and "pooler" not in caplog.text
+    assert result["initialized_fresh"] and not result["dropped"]
+    assert "logits_max_abs_diff" not in result
+    assert result["hidden_max_abs_diff"] <= TOL and result["pooled_max_abs_diff"] <= TOL
+    config, params, model = load_flax(str(run_dir))
+    assert config.pooler
     np.testing.assert_array_equal(params["mlm_head"]["norm"]["scale"], 1.0)
+
+    tok = load_tokenizer(str(run_dir / "tokenizer"))
+    batch = random_batch(config.vocab_size, tok.pad_id, tok.cls_id, 2)
+    f_pooled, t_pooled = flax_outputs(model, batch)["pooled"], torch_outputs(base, batch)["pooled"]
+    assert np.abs(f_pooled - t_pooled).max() <= TOL
+    assert np.abs(t_pooled).max() > 0.3  # tanh outputs far from zero: the check has teeth
 
     export(str(run_dir), str(bundle))
     original, released = read_safetensors(hf_dir / "model.safetensors"), read_safetensors(
         bundle / "model.safetensors")
-    encoder = {k: v for k, v in original.items() if not k.startswith("pooler.")}
-    assert encoder
-    for name, value in encoder.items():
-        assert released["roberta." + name].tobytes() == value.tobytes(), name
-    assert "lm_head.dense.weight" in released
-    del base
+    assert f"{prefix}pooler.dense.weight" in released and "pooler.dense.weight" in original
+    for name, value in original.items():
+        assert released[prefix + name].tobytes() == value.tobytes(), name
+    assert {k for k in released if not k.startswith(prefix)} == {
+        r.hf for r in table_for(arch, "mlm").head.rules}
+    # The bundle's pooler is the one a base-model or sequence-classifier user gets.
+    reloaded = getattr(transformers, type(base).__name__).from_pretrained(str(bundle)).eval()
+    np.testing.assert_array_equal(torch_outputs(reloaded, batch)["pooled"], t_pooled)
 
 
 def test_pytorch_bin_and_sharded_safetensors_import_identically(tmp_path, tokenizers):
@@ -125,7 +142,7 @@ def test_pytorch_bin_and_sharded_safetensors_import_identically(tmp_path, tokeni
         run_dir = tmp_path / f"run-{source.name}"
         assert import_hf(str(source), str(run_dir))["logits_max_abs_diff"] <= TOL
         config, params, _ = load_flax(str(run_dir))
-        back = to_hf(BERT, flatten(params), config)
+        back = to_hf(table_for("bert", "mlm"), flatten(params), config)
         assert set(back) == set(reference)
         assert all(back[k].tobytes() == v.tobytes() for k, v in reference.items()), source
     del model
