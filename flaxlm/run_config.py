@@ -26,7 +26,7 @@ from flaxlm.sharding import MeshConfig
 from flaxlm.steps import StepConfig
 
 _MODEL_FIELDS = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-_PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str}
+_PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     # A tokenizer directory (see `flaxlm tokenizer`); empty: train one on the text train_files
     # (data.tokenizer_kind, data.tokenizer_vocab_size) into <workdir>/tokenizer, reused on reruns.
     c.data.tokenizer = ""
-    c.data.tokenizer_kind = "unigram"
+    c.data.tokenizer_kind = ""  # unigram | wordpiece; empty: unigram for XLM-R, wordpiece for BERT
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
@@ -181,6 +181,8 @@ class RunConfig:
     init_from: str
     model_preset: str
     model_overrides: dict
+    data_tokenizer_kind: str
+    data_tokenizer_vocab_size: int
     data: DataConfig
     loop: LoopConfig
     optim: OptimConfig
@@ -188,9 +190,12 @@ class RunConfig:
     mesh: MeshConfig
     raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
 
-    def model(self, tokenizer_vocab_size: int) -> ModelConfig:
-        """The model shapes, with the vocabulary sized from the tokenizer unless set explicitly."""
+    def model(self, tokenizer_vocab_size: int, tokenizer_pad_id: int | None = None) -> ModelConfig:
+        """The model shapes, with the vocabulary sized from the tokenizer and the padding id taken
+        from it, unless set explicitly."""
         overrides = dict(self.model_overrides)
+        if tokenizer_pad_id is not None:
+            overrides.setdefault("pad_token_id", tokenizer_pad_id)
         vocab = overrides.setdefault("vocab_size", tokenizer_vocab_size)
         if vocab < tokenizer_vocab_size:
             raise FlaxlmError(f"model.vocab_size={vocab} is smaller than the tokenizer's "
@@ -225,7 +230,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
                                    f"{t.keep_checkpoints}")
     _check(c.data.seq_len >= 8, f"data.seq_len must be at least 8, got {c.data.seq_len}")
     _check(t.decay_steps >= 0, f"train.decay_steps must be >= 0, got {t.decay_steps}")
-    _check(c.data.tokenizer_kind in ("unigram", "wordpiece"), "data.tokenizer_kind must be "
+    _check(c.data.tokenizer_kind in ("", "unigram", "wordpiece"), "data.tokenizer_kind must be "
            f"unigram or wordpiece, got {c.data.tokenizer_kind!r}")
     sections = {k: dict(v) for k, v in c.objective.items() if k != "name"}
     objective_registry.make_objective(c.objective.name, sections)  # validates its settings
@@ -249,6 +254,9 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         objective=c.objective.name, objective_sections=sections, seed=c.seed,
         init_from=c.init_from,
         model_preset=c.model.preset, model_overrides=model_overrides,
+        data_tokenizer_kind=c.data.tokenizer_kind or (
+            "unigram" if preset(c.model.preset, vocab_size=1).arch == "xlmr" else "wordpiece"),
+        data_tokenizer_vocab_size=c.data.tokenizer_vocab_size,
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,

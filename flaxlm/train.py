@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from flaxlm import partial_init, workdir as run_dir
 from flaxlm.checkpoint import Checkpointer, read_params
+from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
 from flaxlm.metrics_log import MetricsLog
-from flaxlm.models.config import ModelConfig
+from flaxlm.models.config import ModelConfig, preset
 from flaxlm.objectives.base import DataContext, Objective
 from flaxlm.objectives.registry import make_objective
 from flaxlm.optim import learning_rate_schedule, make_optimizer
@@ -74,9 +75,9 @@ class _BestTracker:
 
 
 # -- model and weights ---------------------------------------------------------------------------
-def _resolve_model(config: RunConfig, tokenizer_vocab: int) -> ModelConfig:
+def _resolve_model(config: RunConfig, tokenizer) -> ModelConfig:
     if not config.init_from:
-        return config.model(tokenizer_vocab)
+        return config.model(tokenizer.vocab_size, tokenizer.pad_id)
     from flaxlm.convert.model_io import open_workdir
     saved = open_workdir(config.init_from).model  # validated like export validates it
     # The source's shapes win; only dropout may be set from this config.
@@ -145,15 +146,23 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                           f"{procs} processes")
 
     # Tokenizer and model shapes. With init_from, the tokenizer defaults to the imported one.
+    # Without any, one is trained on the text train_files into <workdir>/tokenizer (and reused).
     tokenizer_dir = config.data.tokenizer
     if not tokenizer_dir and config.init_from:
         tokenizer_dir = os.path.join(config.init_from, "tokenizer")
-    if not tokenizer_dir:
-        raise FlaxlmError("data.tokenizer is empty: set --config.data.tokenizer=DIR "
-                          "(train one with `flaxlm tokenizer`)")
+    tokenizer_dir = tokenizer_for_run(
+        tokenizer_dir, config.data.train_files, workdir, kind=config.data_tokenizer_kind,
+        vocab_size=config.data_tokenizer_vocab_size,
+        model_vocab_size=config.model_overrides.get(
+            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main)
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
-    model_config = _resolve_model(config, tokenizer.vocab_size)
+    model_config = _resolve_model(config, tokenizer)
+    # Out-of-range ids would become NaN rows and a mismatched pad id would mask real tokens:
+    # both are refused here, before anything compiles.
+    check_tokenizer_fits(tokenizer, model_config, model_source=(
+        f"init_from={config.init_from}/config.json" if config.init_from
+        else f"preset {config.model_preset!r} + model overrides"))
     if data_config.seq_len > model_config.max_seq_len:
         raise FlaxlmError(f"data.seq_len={data_config.seq_len} exceeds the model's "
                           f"{model_config.max_seq_len} positions")
@@ -205,7 +214,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
             shutil.copytree(tokenizer_dir, local_tokenizer, dirs_exist_ok=True)
         run_dir.write_json_atomic(os.path.join(workdir, run_dir.CONFIG_FILE), {
             "config": config.raw, "model": dataclasses.asdict(model_config),
-            "objective": config.objective, "tokenizer": "tokenizer",
+            "objective": config.objective, "head": objective.head, "tokenizer": "tokenizer",
             "decay_steps": optim.total_steps})
         run_dir.truncate_metrics(workdir, start)
 
