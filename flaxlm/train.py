@@ -241,9 +241,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             program.abstract_state, program.state_shardings)
     rng_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, _ = checkpointer.restore(latest, abstract)
+    restored = checkpointer.restore_latest_intact(abstract)
+    if restored is not None:
+        state, _, latest = restored
         origin = f"resumed from checkpoint {latest}"
     elif config.init_from:
         params, _, init_step = read_params(config.init_from, abstract["params"])
