@@ -33,10 +33,9 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flaxlm.checkpoint_damage import (Unreadable, check_tree, checkpoint_dir, failed_processes,
-                                      nothing_intact, quiet_orbax, read_failure, saved_setting,
-                                      set_aside, set_aside_names, silence_abandoned_reads,
-                                      tree_shapes)
+from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, Unreadable, check_tree, checkpoint_dir,
+                                      failed_processes, nothing_intact, quiet_orbax, read_failure,
+                                      saved_setting, set_aside, set_aside_names, tree_shapes)
 from flaxlm.errors import FlaxlmError
 
 
@@ -65,9 +64,8 @@ def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *
                 result = read(step)
         except FlaxlmError:
             raise
-        except Exception as e:  # noqa: BLE001 - any read error is damage unless read_failure re-raises
+        except Exception as e:  # damage, unless read_failure re-raises it
             failure = read_failure(e, step, workdir)
-            silence_abandoned_reads()
         failed_on = failed_processes(failure is not None)
         if not failed_on:
             return (result, step), found, moved
@@ -83,7 +81,8 @@ def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *
                     error = e
             if failed_processes(error is not None):
                 raise error or FlaxlmError(f"process 0 could not move checkpoint {step} aside")
-            moved.append(name)
+            # Process 0 chose the name (an older `.unreadable` may exist); others report the usual.
+            moved.append(name or f"{step}{UNREADABLE_SUFFIX}")
             action = f"; moved to checkpoints/{name}"
         if i + 1 < len(steps):
             _report(f"flaxlm: checkpoint {step} is unreadable ({found[-1]}){action}, "

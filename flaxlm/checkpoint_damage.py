@@ -57,21 +57,6 @@ class Unreadable:
         return f"{self.file}: {self.reason}"
 
 
-@contextlib.contextmanager
-def quiet_orbax() -> Iterator[None]:
-    """Orbax logs a failed read (and the content of a garbled metadata file) through absl before
-    raising; the caller reports the failure in one line instead."""
-    absl_logger = logging.getLogger("absl")
-
-    def drop(_record: logging.LogRecord) -> bool:
-        return False
-    absl_logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        absl_logger.removeFilter(drop)
-
-
 def _is_abandoned_read_report(unraisable: Any) -> bool:
     exc, obj = unraisable.exc_value, unraisable.object
     if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
@@ -84,11 +69,12 @@ def _drop_abandoned_read_logs(record: logging.LogRecord) -> bool:
 
 
 def silence_abandoned_reads() -> None:
-    """Called after a failed restore. Orbax stops at the first failed array read and closes its
-    event loop with the other reads still in flight; each of those later reports "Event loop is
-    closed" from a tensorstore thread, or a never-retrieved exception when its task is collected,
-    at moments nobody controls. So from then on, for the rest of the process, exactly those
-    reports are dropped; every other unraisable exception and asyncio log still shows."""
+    """Installed before the first restore that may fail. Orbax stops at the first failed array
+    read and closes its event loop with the other reads still in flight; each of those later
+    reports "Event loop is closed" from a tensorstore thread, or a never-retrieved exception when
+    its task is collected, at moments nobody controls (even before the failure reaches the
+    caller). So for the rest of the process exactly those reports are dropped; every other
+    unraisable exception and asyncio log still shows."""
     global _silenced
     if _silenced:
         return
@@ -100,6 +86,22 @@ def silence_abandoned_reads() -> None:
             previous(unraisable)
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(_drop_abandoned_read_logs)
+
+
+@contextlib.contextmanager
+def quiet_orbax() -> Iterator[None]:
+    """Orbax logs a failed read (and the content of a garbled metadata file) through absl before
+    raising; the caller reports the failure in one line instead."""
+    silence_abandoned_reads()
+    absl_logger = logging.getLogger("absl")
+
+    def drop(_record: logging.LogRecord) -> bool:
+        return False
+    absl_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(drop)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -215,10 +217,12 @@ def set_aside_names(directory: str) -> list[str]:
 
 def nothing_intact(directory: str, found: list[Unreadable], moved: list[str]) -> FlaxlmError:
     what = "; ".join(f"{u.step} ({u})" for u in found)
-    where = (f"; set aside as {', '.join(moved)} in {directory}" if moved
-             else "; nothing was changed")
-    return FlaxlmError(f"{directory}: no intact checkpoint: {what}{where}. Restore them from a "
-                       "copy, or start over in a new --workdir")
+    if moved:
+        return FlaxlmError(f"{directory}: no intact checkpoint: {what}; set aside as "
+                           f"{', '.join(moved)}. Restore them from a copy, or start over in a new "
+                           "--workdir")
+    return FlaxlmError(f"{directory}: no intact checkpoint: {what}; nothing was changed. Restore "
+                       "the checkpoints from a copy")
 
 
 def _key_name(key: Any) -> str:
