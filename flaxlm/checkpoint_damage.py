@@ -272,7 +272,7 @@ def check_tree(saved: dict[str, tuple], requested: dict[str, tuple], *, step: in
                   f"between 0 and > 0 adds or removes the gradient-clipping state{saved_value})")
     else:
         likely = "a model setting changed since it was written"
-    raise FlaxlmError(f"checkpoint {step} in {directory} holds a different train state "
+    raise FlaxlmError(f"checkpoint {step} in {directory} holds a different state tree "
                       f"({what}; {len(differing)} paths differ): {likely}. Rerun with the "
                       "settings that wrote it, or use a new --workdir; the checkpoint is intact "
                       "and was left in place")
