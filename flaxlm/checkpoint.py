@@ -24,6 +24,7 @@ tree differs from the run's is a settings change, not damage, and stops with the
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import sys
 from typing import Any, Callable
@@ -88,6 +89,14 @@ def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *
             _report(f"flaxlm: checkpoint {step} is unreadable ({found[-1]}){action}, "
                     f"trying {steps[i + 1]}")
     return None, found, moved
+
+
+def _written_by_import(step_dir: str) -> bool:
+    try:
+        with open(os.path.join(step_dir, "meta", "metadata"), encoding="utf-8") as f:
+            return json.load(f).get("source") == "hf-import"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Checkpointer:
@@ -170,6 +179,10 @@ class Checkpointer:
 
         def read(step: int) -> tuple[dict, dict]:
             step_dir = os.path.join(self.directory, str(step))
+            if not os.path.isdir(os.path.join(step_dir, "train")) and _written_by_import(step_dir):
+                raise FlaxlmError(f"{self.workdir} was written by `flaxlm import` (weights "
+                                  "only, no optimizer state): train with "
+                                  f"--config.init_from={self.workdir} and a new --workdir")
             handler = ocp.StandardCheckpointHandler()
             saved = {**tree_shapes(handler.metadata(epath.Path(step_dir, "params")).tree,
                                    "params."),

@@ -7,10 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import read_params
+from flaxlm.checkpoint import read_params, write_params
 from flaxlm.errors import FlaxlmError
 from flaxlm.metrics_log import read_metrics
 from tests.conftest import IT_TRAIN, REPO
@@ -20,8 +21,9 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
 
 def _train(workdir, tokenizer, *extra):
     return cli.main(["train", "--config", TINY, "--workdir", str(workdir), "--no-progress",
-                     f"--config.data.tokenizer={tokenizer}", f"--config.data.train_files={IT_TRAIN}",
-                     "--config.data.eval_files=", "--config.train.log_every=1",
+                     f"--config.data.tokenizer={tokenizer}",
+                     f"--config.data.train_files={IT_TRAIN}", "--config.data.eval_files=",
+                     "--config.train.log_every=1",
                      "--config.data.seq_len=32", "--config.train.checkpoint_every=10", *extra])
 
 
@@ -125,6 +127,17 @@ def test_changed_optimizer_structure_names_the_setting_and_moves_nothing(
     assert "train.max_grad_norm" in err[0] and "had train.max_grad_norm=1.0" in err[0]
     assert "unreadable" not in err[0]
     assert sorted(os.listdir(copy_of_run20 / "checkpoints")) == ["10", "20"]
+
+
+def test_an_imported_workdir_as_training_workdir_is_refused_not_set_aside(
+        tmp_path, tiny_tokenizer_dir, capsys):
+    write_params(str(tmp_path), 0, {"w": np.zeros(2, np.float32)},
+                 {"step": 0, "source": "hf-import"})
+    capsys.readouterr()
+    assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=30") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--config.init_from={tmp_path}" in err[0], err
+    assert os.listdir(tmp_path / "checkpoints") == ["0"]
 
 
 @pytest.mark.parametrize("damage, blamed", [
