@@ -101,14 +101,23 @@ def _written_by_import(step_dir: str) -> bool:
 
 class Checkpointer:
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
-                 copy_on_device: bool = True):
+                 copy_on_device: bool = True, best_mode: str | None = None):
+        """`best_mode` ("max"/"min"): besides the newest `keep`, the checkpoint whose saved
+        `selection` metric is best is never deleted (the objective's best-checkpoint choice)."""
         self.workdir = workdir
         self.directory = checkpoint_dir(workdir)
+        keep_policy = ocp.checkpoint_managers.LatestN(n=keep)
+        if best_mode is not None:
+            keep_policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+                keep_policy, ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics["selection"],
+                    reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)])
         with quiet_orbax():  # a garbled step metadata file is logged here, and read again later
             self.manager = ocp.CheckpointManager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+                    preservation_policy=keep_policy, enable_async_checkpointing=async_save,
+                    create=True))
         # Multi-process saves stay on the calling thread: orbax's save synchronizes the processes,
         # and from a worker thread that raced the next step's collectives (2 processes × 2 CPU
         # devices with gloo hung at the first save).
@@ -126,17 +135,18 @@ class Checkpointer:
         self._join_started()
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state: dict, meta: dict) -> None:
+    def save(self, step: int, state: dict, meta: dict, selection: float | None = None) -> None:
         """Starts an async save of `state` at `step` and returns without waiting for the device.
 
+        `selection` is the held-out metric that ranks checkpoints (see `best_mode`).
         An error of the previous save is raised here (or by `wait`/`close`), never lost.
         """
         self._join_started()
         if not self.copy_on_device:
-            self._save_now(step, state, meta)
+            self._save_now(step, state, meta, selection)
             return
         snapshot = self._copy(state)
-        self._started = self._worker.submit(self._save_now, step, snapshot, meta)
+        self._started = self._worker.submit(self._save_now, step, snapshot, meta, selection)
 
     def in_progress(self) -> bool:
         """Whether a save is still being copied, transferred or written."""
@@ -144,12 +154,13 @@ class Checkpointer:
         return (started is not None and not started.done()) or \
             self.manager.is_saving_in_progress()
 
-    def _save_now(self, step: int, state: dict, meta: dict) -> None:
+    def _save_now(self, step: int, state: dict, meta: dict, selection: float | None) -> None:
         train = {k: v for k, v in state.items() if k != "params"}
         self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state["params"]),
             train=ocp.args.StandardSave(train),
-            meta=ocp.args.JsonSave(meta)), force=True)
+            meta=ocp.args.JsonSave(meta)), force=True,
+            metrics=None if selection is None else {"selection": selection})
 
     def _join_started(self) -> None:
         """Waits until the last save has been handed to orbax; raises its error if it failed."""
