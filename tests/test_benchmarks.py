@@ -1,4 +1,4 @@
-"""The benchmark suite's smoke mode: every case runs end to end on tiny shapes (no timing claims)."""
+"""The benchmark suite's smoke mode: every case runs end to end on tiny shapes, and MFU adds up."""
 
 import json
 import os
