@@ -7,8 +7,8 @@ over the slice's data-parallel chips. Accumulation is exact in flaxlm (losses ar
 whole batch and normalized once), so only memory and speed change, not the update. 8 steps keep
 each micro-batch divisible by up to 64 data-parallel chips; 128 steps would leave 4 rows per
 micro-batch, fewer than the chips of an 8-chip slice. Per chip that is a micro-batch of 16 × 512
-on v4-8 and v5p-8, 8 on v5e-8 and v6e-8 (3.3 and 4.3 GiB of HBM in docs/scaling.md's topology
-table), 4 on v5e-16 and 2 on v5e-32.
+on v4-8 and v5p-8 (`flaxlm compile --topology v4-8`: 7.3 GiB of a v4 chip's 32), 8 on v5e-8 and
+v6e-8 (3.3 and 4.3 GiB in docs/scaling.md's topology table), 4 on v5e-16 and 2 on v5e-32.
 Slices: v4-8, v5p-8, v5e-8, v6e-8, v5e-16, v5e-32 (SLICES below; tests/test_configs.py checks
 the batch divides on each).
 Start from an imported checkpoint (`flaxlm import --hf MINILM_DIR --out runs/mminilm`), whose
