@@ -87,6 +87,8 @@ def test_docs_and_scripts_name_only_configs_that_exist():
     for text_path in texts:
         with open(text_path, encoding="utf-8") as f:
             for name in re.findall(r"\bconfigs/[\w.-]+\.py\b", f.read()):
+                if name[len("configs/"):-len(".py")].isupper():  # a placeholder: configs/NAME.py
+                    continue
                 if not os.path.isfile(os.path.join(REPO, name)):
                     missing.add(f"{os.path.relpath(text_path, REPO)}: {name}")
     assert not missing, sorted(missing)
