@@ -10,9 +10,12 @@ Run:
   flaxlm tokenizer --corpus data/it/train.txt --vocab-size 4000 --type unigram --out runs/demo-tok
   flaxlm train --config configs/demo.py --workdir runs/demo --config.data.tokenizer=runs/demo-tok
 (`make demo` does both and then exports and queries the model.)
+Slices: cpu-1 (one CPU device, what `make demo` uses).
 """
 
 from flaxlm.run_config import base_config
+
+SLICES = ("cpu-1",)
 
 
 def get_config():

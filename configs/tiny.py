@@ -1,12 +1,16 @@
 """CPU smoke configuration: a 2-layer, 64-wide XLM-R-shaped encoder on the Italian sample.
 
 Expected: loss falls from ~ln(vocab) within tens of steps; used by the tests.
+Slices: cpu-1 (one CPU device), cpu-8 (the tests' 8 fake devices, as
+XLA_FLAGS=--xla_force_host_platform_device_count=8 makes them).
 Run:
   flaxlm train --config configs/tiny.py --workdir runs/tiny \
       --config.data.tokenizer=runs/tok --config.train.steps=20
 """
 
 from flaxlm.run_config import base_config
+
+SLICES = ("cpu-1", "cpu-8")
 
 
 def get_config():

@@ -20,7 +20,7 @@ Options:
   --config.KEY=VALUE    config override, passed to flaxlm train unchanged (quoted), also
                         as '--config.KEY VALUE'; repeatable
   --remote-config       PATH is already on the workers, relative to ~/${REMOTE_SRC}
-                        (e.g. configs/base.py from a local-source install.sh): copy nothing
+                        (e.g. configs/flare_it_mlm.py from a local-source install.sh): copy nothing
   --env KEY=VALUE       environment variable for the run (e.g. LIBTPU_INIT_ARGS=...);
                         repeatable. Not for secrets: it is visible in the command line, so
                         names containing TOKEN, SECRET, PASSWORD, KEY or CREDENTIAL are refused
@@ -29,8 +29,8 @@ Options:
 ${COMMON_USAGE}
 
 Example:
-  ${SCRIPT_NAME} --name lm-v4 --zone us-central2-b --config configs/base.py \\
-      --workdir gs://my-bucket/runs/base-v4 --config.train.steps=10000
+  ${SCRIPT_NAME} --name lm-v4 --zone us-central2-b --config configs/flare_it_mlm.py \\
+      --workdir gs://my-bucket/runs/flare-v4 --config.train.steps=10000
 EOF
 }
 
@@ -82,7 +82,7 @@ while (($#)); do
 done
 
 require_target
-[[ -n $CONFIG ]] || die "missing --config (a config file such as configs/base.py)"
+[[ -n $CONFIG ]] || die "missing --config (a config file such as configs/flare_it_mlm.py)"
 [[ -n $WORKDIR ]] || die "missing --workdir (a gs://bucket/path every worker can write)"
 [[ $WORKDIR =~ ^gs://[a-z0-9][-a-z0-9_.]*(/.*)?$ ]] ||
   die "--workdir must be a GCS path gs://BUCKET/... (all hosts of a pod must share it)"

@@ -22,8 +22,12 @@ from flaxlm.errors import FlaxlmError
 MAX_JSON_BYTES = 64 << 20
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+# transformers' own classes only (the name is looked up among them, never imported from the
+# directory). PreTrainedTokenizerFast and TokenizersBackend (its transformers 5 name) are what hub
+# repositories shipping only tokenizer.json declare: the `tokenizers` library parses that JSON,
+# and import checks the result against flaxlm's ids like any other tokenizer.
 TOKENIZER_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BertTokenizer",
-                     "BertTokenizerFast")
+                     "BertTokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend")
 
 
 def confined(root: str, name: Any, what: str) -> str:

@@ -141,6 +141,36 @@ def test_tokenizer_custom_code_is_refused(arena):
     _refused(arena, "custom tokenizer code")
 
 
+@pytest.mark.parametrize("tokenizer_class", ["PreTrainedTokenizerFast", "TokenizersBackend"])
+def test_tokenizer_json_only_classes_are_accepted(arena, tokenizer_class):
+    # Hub repositories with only tokenizer.json declare transformers' generic fast class; the
+    # name selects a transformers class, the file is parsed as JSON, nothing is imported.
+    from transformers import AutoTokenizer
+
+    from flaxlm.convert.tokenizer_files import SAMPLE_TEXTS
+    from flaxlm.data.tokenizers import load_tokenizer
+
+    hf, out, _ = arena
+    cfg = json.loads((hf / "tokenizer_config.json").read_text())
+    cfg["tokenizer_class"] = tokenizer_class
+    (hf / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (hf / "vocab.txt").unlink()
+    hf_tok = AutoTokenizer.from_pretrained(str(hf))
+    assert type(hf_tok).__module__.startswith("transformers.")
+    import_hf(str(hf), str(out))
+    tok = load_tokenizer(str(out / "tokenizer"))
+    ours = [ids.tolist() for ids, _ in tok.encode_batch(list(SAMPLE_TEXTS))]
+    assert ours == hf_tok(list(SAMPLE_TEXTS), add_special_tokens=False)["input_ids"]
+
+
+def test_unknown_tokenizer_class_is_refused(arena):
+    hf, _, _ = arena
+    cfg = json.loads((hf / "tokenizer_config.json").read_text())
+    cfg["tokenizer_class"] = "EvilTokenizer"
+    (hf / "tokenizer_config.json").write_text(json.dumps(cfg))
+    _refused(arena, "tokenizer_class 'EvilTokenizer' is not supported")
+
+
 def test_shape_missing_and_extra_tensors_are_named(arena):
     from safetensors.numpy import save_file
 
