@@ -65,7 +65,11 @@ class EvalSelection:
 
 
 class Objective(Protocol):
-    name: str
+    name: str  # its key in the registry and in `config.objective`
+    # The head its checkpoints carry (a key of `flaxlm.models.heads.MODELS`): written to the
+    # workdir's config.json, it picks the conversion table export uses and lets a later run
+    # `init_from` this workdir.
+    head: str
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
