@@ -15,33 +15,109 @@ blocking part (device→host transfer) runs. The copy costs one extra train stat
 until the transfer is done; `copy_on_device=False` (config `train.checkpoint_copy_on_device`)
 restores orbax's behaviour of transferring in the loop, for models that fill the device.
 Multi-process runs always transfer in the loop (see `Checkpointer.__init__`).
+
+A checkpoint that cannot be read (a flipped bit, a truncated or missing file) is reported in one
+line and skipped for the newest intact one (see `checkpoint_damage.py`); a checkpoint whose state
+tree differs from the run's is a settings change, not damage, and stops with the path named.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 
+from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, Unreadable, check_tree, checkpoint_dir,
+                                      failed_processes, nothing_intact, quiet_orbax, read_failure,
+                                      saved_setting, set_aside, set_aside_names, tree_shapes)
 from flaxlm.errors import FlaxlmError
 
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+def _report(line: str) -> None:
+    if jax.process_index() == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *,
+                   set_aside_in: str | None = None
+                   ) -> tuple[tuple[Any, int] | None, list[Unreadable], list[str]]:
+    """Tries `read(step)` newest first; returns ((result, step) or None, the unreadable ones, the
+    names they were renamed to).
+
+    A FlaxlmError from `read` (a settings change, not damage) propagates. With `set_aside_in`,
+    each unreadable step directory is renamed aside there so orbax stops listing it; only
+    process 0 renames, and `failed_processes` is the barrier after which every process sees it.
+    """
+    steps = sorted(steps, reverse=True)
+    found: list[Unreadable] = []
+    moved: list[str] = []
+    for i, step in enumerate(steps):
+        failure = None
+        try:
+            with quiet_orbax():
+                result = read(step)
+        except FlaxlmError:
+            raise
+        except Exception as e:  # damage, unless read_failure re-raises it
+            failure = read_failure(e, step, workdir)
+        failed_on = failed_processes(failure is not None)
+        if not failed_on:
+            return (result, step), found, moved
+        found.append(failure or Unreadable(step, os.path.join("checkpoints", str(step)),
+                                           f"read failed on process(es) {failed_on}"))
+        action = ""
+        if set_aside_in is not None:
+            name, error = None, None
+            if jax.process_index() == 0:
+                try:
+                    name = set_aside(set_aside_in, step)
+                except FlaxlmError as e:
+                    error = e
+            if failed_processes(error is not None):
+                raise error or FlaxlmError(f"process 0 could not move checkpoint {step} aside")
+            # Process 0 chose the name (an older `.unreadable` may exist); others report the usual.
+            moved.append(name or f"{step}{UNREADABLE_SUFFIX}")
+            action = f"; moved to checkpoints/{name}"
+        if i + 1 < len(steps):
+            _report(f"flaxlm: checkpoint {step} is unreadable ({found[-1]}){action}, "
+                    f"trying {steps[i + 1]}")
+    return None, found, moved
+
+
+def _written_by_import(step_dir: str) -> bool:
+    try:
+        with open(os.path.join(step_dir, "meta", "metadata"), encoding="utf-8") as f:
+            return json.load(f).get("source") == "hf-import"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Checkpointer:
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
-                 copy_on_device: bool = True):
+                 copy_on_device: bool = True, best_mode: str | None = None):
+        """`best_mode` ("max"/"min"): besides the newest `keep`, the checkpoint whose saved
+        `selection` metric is best is never deleted (the objective's best-checkpoint choice)."""
+        self.workdir = workdir
         self.directory = checkpoint_dir(workdir)
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, enable_async_checkpointing=async_save, create=True))
+        keep_policy = ocp.checkpoint_managers.LatestN(n=keep)
+        if best_mode is not None:
+            keep_policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+                keep_policy, ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics["selection"],
+                    reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)])
+        with quiet_orbax():  # a garbled step metadata file is logged here, and read again later
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    preservation_policy=keep_policy, enable_async_checkpointing=async_save,
+                    create=True))
         # Multi-process saves stay on the calling thread: orbax's save synchronizes the processes,
         # and from a worker thread that raced the next step's collectives (2 processes × 2 CPU
         # devices with gloo hung at the first save).
@@ -59,17 +135,18 @@ class Checkpointer:
         self._join_started()
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state: dict, meta: dict) -> None:
+    def save(self, step: int, state: dict, meta: dict, selection: float | None = None) -> None:
         """Starts an async save of `state` at `step` and returns without waiting for the device.
 
+        `selection` is the held-out metric that ranks checkpoints (see `best_mode`).
         An error of the previous save is raised here (or by `wait`/`close`), never lost.
         """
         self._join_started()
         if not self.copy_on_device:
-            self._save_now(step, state, meta)
+            self._save_now(step, state, meta, selection)
             return
         snapshot = self._copy(state)
-        self._started = self._worker.submit(self._save_now, step, snapshot, meta)
+        self._started = self._worker.submit(self._save_now, step, snapshot, meta, selection)
 
     def in_progress(self) -> bool:
         """Whether a save is still being copied, transferred or written."""
@@ -77,12 +154,13 @@ class Checkpointer:
         return (started is not None and not started.done()) or \
             self.manager.is_saving_in_progress()
 
-    def _save_now(self, step: int, state: dict, meta: dict) -> None:
+    def _save_now(self, step: int, state: dict, meta: dict, selection: float | None) -> None:
         train = {k: v for k, v in state.items() if k != "params"}
         self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state["params"]),
             train=ocp.args.StandardSave(train),
-            meta=ocp.args.JsonSave(meta)), force=True)
+            meta=ocp.args.JsonSave(meta)), force=True,
+            metrics=None if selection is None else {"selection": selection})
 
     def _join_started(self) -> None:
         """Waits until the last save has been handed to orbax; raises its error if it failed."""
@@ -100,11 +178,45 @@ class Checkpointer:
         return {"params": restored["params"], **restored["train"]}, dict(restored["meta"])
 
     def restore_latest_intact(self, abstract_state: dict) -> tuple[dict, dict, int] | None:
-        latest = self.latest_step()
-        if latest is None:
-            return None
-        state, meta = self.restore(latest, abstract_state)
-        return state, meta, latest
+        """The newest checkpoint that reads back: (state, meta, step), or None if there is none.
+
+        Unreadable ones are reported in one line each and renamed to `<step>.unreadable`. A
+        checkpoint whose tree differs from `abstract_state` raises FlaxlmError (settings changed)
+        and stays in place, as does everything when no checkpoint is intact.
+        """
+        self._join_started()
+        requested = {**tree_shapes(abstract_state["params"], "params."),
+                     **tree_shapes({k: v for k, v in abstract_state.items() if k != "params"})}
+
+        def read(step: int) -> tuple[dict, dict]:
+            step_dir = os.path.join(self.directory, str(step))
+            if not os.path.isdir(os.path.join(step_dir, "train")) and _written_by_import(step_dir):
+                raise FlaxlmError(f"{self.workdir} was written by `flaxlm import` (weights "
+                                  "only, no optimizer state): train with "
+                                  f"--config.init_from={self.workdir} and a new --workdir")
+            handler = ocp.StandardCheckpointHandler()
+            saved = {**tree_shapes(handler.metadata(epath.Path(step_dir, "params")).tree,
+                                   "params."),
+                     **tree_shapes(handler.metadata(epath.Path(step_dir, "train")).tree)}
+            check_tree(saved, requested, step=step, directory=self.directory,
+                       max_grad_norm=saved_setting(self.workdir, "train", "max_grad_norm"))
+            return self.restore(step, abstract_state)
+
+        intact, found, moved = _newest_intact(self.all_steps(), read, self.workdir,
+                                              set_aside_in=self.directory)
+        if found:
+            self.manager.reload()
+        if intact is not None:
+            (state, meta), step = intact
+            return state, meta, step
+        if found:
+            raise nothing_intact(self.directory, found, moved)
+        earlier = set_aside_names(self.directory)
+        if earlier:
+            raise FlaxlmError(f"{self.directory} holds only checkpoints set aside as unreadable "
+                              f"({', '.join(earlier)}); restore them from a copy, or move them "
+                              "out of checkpoints/ to start over (or use a new --workdir)")
+        return None
 
     def wait(self) -> None:
         self._join_started()
@@ -120,35 +232,53 @@ class Checkpointer:
 
 def read_params(workdir: str, abstract_params: Any | None = None,
                 step: int | None = None) -> tuple[Any, dict, int]:
-    """Weights and metadata of a workdir's checkpoint (latest unless `step`), without optimizer."""
+    """Weights and metadata of a workdir's checkpoint, without optimizer state: `step`, or else the
+    newest that reads back (unreadable ones are reported and skipped; nothing is renamed in a
+    workdir that is only read)."""
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
-    manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(create=False),
-        item_handlers={"params": ocp.StandardCheckpointHandler(),
-                       "meta": ocp.JsonCheckpointHandler()})
+    with quiet_orbax():
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(create=False),
+            item_handlers={"params": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
+    # Leaves without a sharding go to this process's first device: the checkpoint's own
+    # shardings name the devices of the run that wrote it (e.g. another process's devices
+    # after multi-host training), which this process may not have.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def read(s: int) -> tuple[Any, dict]:
+        if abstract_params is None:
+            abstract = manager.item_metadata(s)["params"]
+        else:
+            abstract = abstract_params
+            saved = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(directory, str(s), "params")).tree
+            check_tree(tree_shapes(saved, "params."), tree_shapes(abstract, "params."),
+                       step=s, directory=directory)
+        abstract = jax.tree.map(
+            lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding)
+            else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+        restored = manager.restore(s, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored["params"], dict(restored["meta"])
+
     try:
         available = list(manager.all_steps())
         if not available:
             raise FlaxlmError(f"{directory}: no complete checkpoint")
-        if step is None:
-            step = max(available)
-        elif step not in available:
+        if step is not None and step not in available:
             raise FlaxlmError(f"{directory}: no checkpoint at step {step} (have {available})")
-        if abstract_params is None:
-            abstract_params = manager.item_metadata(step)["params"]
-        # Leaves without a sharding go to this process's first device: the checkpoint's own
-        # shardings name the devices of the run that wrote it (e.g. another process's devices
-        # after multi-host training), which this process may not have.
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        abstract_params = jax.tree.map(
-            lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding)
-            else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
-        params_args = ocp.args.StandardRestore(abstract_params)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            params=params_args, meta=ocp.args.JsonRestore()))
-        return restored["params"], dict(restored["meta"]), step
+        intact, found, _ = _newest_intact(available if step is None else [step], read, workdir)
+        if intact is None:
+            if step is not None:
+                raise FlaxlmError(f"checkpoint {step} of {workdir} is unreadable ({found[0]}); "
+                                  "choose another --step, or leave it out for the newest intact "
+                                  "one")
+            raise nothing_intact(directory, found, [])
+        (params, meta), step = intact
+        return params, meta, step
     finally:
         manager.close()
 

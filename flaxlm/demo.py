@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import sys
 import time
@@ -40,7 +41,8 @@ def most_frequent_token_accuracy(eval_batches: list[dict]) -> float:
 
 def run(workdir: str, steps: int | None = None) -> dict:
     from flaxlm import run_config
-    from flaxlm.data.pipeline import build_eval_batches
+    from flaxlm.objectives.base import DataContext
+    from flaxlm.objectives.registry import make_objective
     from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
     from flaxlm.convert.export import export
     from flaxlm.convert.fill_mask import fill_mask_demo, format_predictions
@@ -64,11 +66,11 @@ def run(workdir: str, steps: int | None = None) -> dict:
     result = train(config, workdir)
     minutes = (time.time() - t0) / 60
 
-    tokenizer = load_tokenizer(tokenizer_dir)
-    baseline = most_frequent_token_accuracy(
-        build_eval_batches(config.data.__class__(**{**config.data.__dict__,
-                                                     "tokenizer": tokenizer_dir}),
-                           tokenizer, host_batch_size=config.loop.batch_size, seed=config.seed))
+    # The same held-out batches the run evaluated on, masked by the run's own objective.
+    objective = make_objective(config.objective, config.objective_sections)
+    baseline = most_frequent_token_accuracy(objective.eval_batches(DataContext(
+        dataclasses.replace(config.data, tokenizer=tokenizer_dir), load_tokenizer(tokenizer_dir),
+        config.seed, config.loop.batch_size)))
     print()
     print(f"flaxlm demo: trained {result.get('step')} steps in {minutes:.1f} min")
     if "eval_accuracy" in result:

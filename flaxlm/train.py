@@ -186,8 +186,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     run_dir.check_free_space(workdir, state_bytes, loop.keep_checkpoints)
 
     # State: workdir checkpoint > init_from > scratch.
-    checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints,
-                                copy_on_device=loop.checkpoint_copy_on_device)
+    checkpointer = Checkpointer(
+        workdir, keep=loop.keep_checkpoints, copy_on_device=loop.checkpoint_copy_on_device,
+        best_mode=objective.selection.mode if objective.selection else None)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             program.abstract_state, program.state_shardings)
     rng_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
@@ -265,9 +266,10 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         shown = {k: f"{values[k]:.3f}" for k in objective.summary_keys if k in values}
         bar.set_postfix(**shown, tok_s=f"{values.get('tokens_per_sec', 0):.0f}")
 
-    def run_eval(step: int) -> None:
+    def run_eval(step: int) -> float | None:
+        """Evaluates; returns the selection metric's value (None without one)."""
         if not eval_batches:
-            return
+            return None
         began = time.perf_counter()
         values = evaluate(program, state["params"], mesh, eval_batches)
         if best.update(step, values):
@@ -275,6 +277,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         log.write(step, values)
         last.update(values)
         throughput.exclude(time.perf_counter() - began)
+        return values[f"eval_{best.selection.metric}"] if best.enabled else None
 
     pending = None
     try:
@@ -297,19 +300,21 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                 # nan_policy=stop checks every step (one step late), not only the logged ones.
                 if logged or loop.nan_policy == "stop":
                     pending = (step, metrics, logged)
-                if loop.eval_every and step % loop.eval_every == 0 and step != loop.steps:
+                selection = None
+                if (loop.eval_every and step % loop.eval_every == 0) or (
+                        step == loop.steps and not stop.signal_name):
                     if pending is not None:
                         emit(*pending)
                         pending = None
-                    run_eval(step)
-                if step % loop.checkpoint_every == 0 or step == loop.steps or stop.signal_name:
-                    checkpointer.save(step, state, meta(step))
+                    selection = run_eval(step)
+                # An evaluated step with a selection metric is saved too, so the best one exists.
+                if (step % loop.checkpoint_every == 0 or step == loop.steps or stop.signal_name
+                        or selection is not None):
+                    checkpointer.save(step, state, meta(step), selection)
                 if stop.signal_name:
                     break
             if pending is not None:
                 emit(*pending)
-            if not stop.signal_name and start < loop.steps:
-                run_eval(loop.steps)
         checkpointer.wait()
     finally:
         bar.close()

@@ -90,13 +90,11 @@ def load_tokenizer(path: str) -> Tokenizer:
         raise FlaxlmError(
             f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'"
         )
-    if os.path.isfile(os.path.join(path, _MODEL_FILE[kind])):
-        load = _load_sentencepiece if kind == "sentencepiece" else _load_wordpiece
-        tok = load(path, meta)
-    elif os.path.isfile(os.path.join(path, TOKENIZER_JSON)):
-        from flaxlm.data.tokenizer_json import load_tokenizer_json
-
-        tok = load_tokenizer_json(path, meta, kind)
+    model_file = os.path.join(path, _MODEL_FILE[kind])
+    json_file = os.path.join(path, TOKENIZER_JSON)
+    if os.path.isfile(model_file) or os.path.isfile(json_file):
+        source = model_file if os.path.isfile(model_file) else json_file
+        tok = _load_backend(path, meta, kind, source)
     else:
         raise FlaxlmError(
             f"{path}: holds neither {_MODEL_FILE[kind]} nor {TOKENIZER_JSON}; "
@@ -108,6 +106,24 @@ def load_tokenizer(path: str) -> Tokenizer:
             f"but the model file holds {tok.vocab_size}"
         )
     return tok
+
+
+def _load_backend(path: str, meta: dict, kind: str, source: str) -> Tokenizer:
+    """The tokenizer from its model file (or tokenizer.json); a damaged file is one line naming it
+    (the backends raise bare RuntimeError/ValueError/Exception from C++ for unparsable files)."""
+    try:
+        if source.endswith(TOKENIZER_JSON):
+            from flaxlm.data.tokenizer_json import load_tokenizer_json
+
+            return load_tokenizer_json(path, meta, kind)
+        load = _load_sentencepiece if kind == "sentencepiece" else _load_wordpiece
+        return load(path, meta)
+    except FlaxlmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure of a user file is a user error
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FlaxlmError(f"{source} cannot be read ({reason}); the tokenizer directory is "
+                          "damaged: restore it from a copy") from None
 
 
 def train_tokenizer(

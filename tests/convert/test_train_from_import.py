@@ -25,7 +25,8 @@ def test_train_continues_from_an_imported_checkpoint(tmp_path, tokenizers, monke
                      f"--config.init_from={imported}", "--config.train.steps=2",
                      "--config.train.log_every=1", "--config.data.seq_len=32",
                      "--config.data.eval_files=", "--no-progress"]) == 0
-    assert f"initialized from {imported}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"tensors from init_from ({imported}, step 0); fresh: none" in out
     assert json.loads((trained / "config.json").read_text())["model"]["hidden_size"] == 48
     assert cli.main(["export", "--workdir", str(trained), "--out", str(bundle)]) == 0
     card = (bundle / "README.md").read_text()

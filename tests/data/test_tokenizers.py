@@ -184,3 +184,16 @@ def test_tokenizer_json_backend_is_used_without_a_model_file(sp_tokenizer, tmp_p
     os.remove(tmp_path / "t" / "tokenizer.json")
     with pytest.raises(FlaxlmError, match="neither sentencepiece.bpe.model nor tokenizer.json"):
         load_tokenizer(str(tmp_path / "t"))
+
+
+def test_damaged_tokenizer_model_is_one_line_naming_the_file(tiny_tokenizer_dir, tmp_path):
+    import shutil
+
+    from flaxlm.data.tokenizers import load_tokenizer
+    from flaxlm.errors import FlaxlmError
+    damaged = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, damaged)
+    model = next(p for p in damaged.iterdir() if p.suffix == ".model")
+    model.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(FlaxlmError, match=f"{model.name} cannot be read"):
+        load_tokenizer(str(damaged))
