@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -189,9 +191,9 @@ class Toy(ObjectiveDefaults):
         x_BxLxD = model.encoder(model.encoder.embed(batch["input_ids"], dtype))
         return {"predictions": jnp.argmax(model.head(x_BxLxD), axis=-1).astype(jnp.int32)}
 
-    def eval_metrics(self, outputs, host_batches):
-        real = np.concatenate([b["attention_mask"].ravel() > 0 for b in host_batches])
-        gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in host_batches])[real]
+    def eval_metrics(self, outputs, batches):
+        real = np.concatenate([b["attention_mask"].ravel() > 0 for b in batches])
+        gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in batches])[real]
         pred = np.concatenate([o["predictions"].ravel() for o in outputs])[real]
         tp, fp_fn = np.sum((pred == 1) & (gold == 1)), np.sum(pred != gold)
         return {"f1": float(2 * tp / max(2 * tp + fp_fn, 1)), "accuracy": float(np.mean(pred == gold))}
@@ -258,17 +260,21 @@ def test_two_terms_over_different_counts_accumulate_exactly(big_batch_run):
     micro = [{k: v[i::4] for k, v in batch.items()} for i in range(4)]
     assert len({float(objective.normalizers(m)["tokens"]) for m in micro}) > 1
 
-    def grad_norm(batches, normalizers_of):
-        def loss(params):
-            model = program.model(params, before["frozen_values"])
-            return sum(objective.loss(model, b, normalizers_of(b), dtype=jnp.float32,
-                                      dropout_key=None)[0] for b in batches)
-        return float(optax.global_norm(jax.grad(loss)(before["params"])))
-    whole = objective.normalizers(batch)
-    exact = grad_norm([batch], lambda _: whole)
-    assert grad_norm(micro, lambda _: whole) == pytest.approx(exact, rel=1e-6)
-    mean_of_means = grad_norm(micro, lambda m: {k: 4 * n for k, n in
-                                                objective.normalizers(m).items()})
+    @jax.jit
+    def grad_norms(params, frozen, batch, micro):
+        def grad_norm(batches, normalizers_of):
+            def loss(p):
+                model = program.model(p, frozen)
+                return sum(objective.loss(model, b, normalizers_of(b), dtype=jnp.float32,
+                                          dropout_key=None)[0] for b in batches)
+            return optax.global_norm(jax.grad(loss)(params))
+        whole = objective.normalizers(batch)
+        own = lambda b: {k: 4 * n for k, n in objective.normalizers(b).items()}  # noqa: E731
+        return (grad_norm([batch], lambda _: whole), grad_norm(micro, lambda _: whole),
+                grad_norm(micro, own))
+    exact, accumulated, mean_of_means = map(float, grad_norms(
+        before["params"], before["frozen_values"], batch, micro))
+    assert accumulated == pytest.approx(exact, rel=1e-6)
     assert abs(mean_of_means / exact - 1) > 1e-2
 
 
@@ -303,19 +309,24 @@ def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
     objective = program.objective
     batch = host_batch_to_global(program.mesh, _batches(1, seed=5)[0])
 
-    def loss_with(teacher):
-        loss, _ = objective.loss(program.model(state["params"], teacher), batch,
+    @jax.jit
+    def loss_with(params, teacher, batch):
+        loss, _ = objective.loss(program.model(params, teacher), batch,
                                  objective.normalizers(batch), dtype=jnp.float32,
                                  dropout_key=None)
-        return float(loss)
-    assert abs(loss_with(jax.tree.map(lambda x: x + 1.0, frozen)) - loss_with(frozen)) > 1.0
+        return loss
+    other = jax.tree.map(lambda x: x + 1.0, frozen)
+    assert abs(float(loss_with(state["params"], other, batch))
+               - float(loss_with(state["params"], frozen, batch))) > 1.0
 
 
 # -- c. partial initialization -------------------------------------------------------------------
-def _flat_numpy(config, seed):
-    model = ToyModel(config, rngs=nnx.Rngs(params=seed))
-    return {k: np.asarray(v) for k, v in
-            flat_names(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
+def _source_weights(config, seed):
+    """Random weights named and shaped like a toy model's: what a source workdir holds."""
+    abstract = nnx.eval_shape(lambda: ToyModel(config, rngs=nnx.Rngs(params=0)))
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(x.shape).astype(np.float32) for name, x in
+            flat_names(nnx.to_pure_dict(nnx.state(abstract, nnx.Param))).items()}
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +338,8 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     program = fsdp_program
     state = program.init_state(_key())
     targets = {**flat_names(state["params"]), **flat_names(program.frozen)}
-    sources = {"pre": _flat_numpy(CONFIG, 1),
-               "teacher": _flat_numpy(dataclasses.replace(CONFIG, num_layers=3), 2)}
+    sources = {"pre": _source_weights(CONFIG, 1),
+               "teacher": _source_weights(dataclasses.replace(CONFIG, num_layers=3), 2)}
     rules = (InitRule("encoder", "pre"),  # the encoder from a pre-training run; the head fresh
              InitRule("encoder/layers/1", "teacher", "encoder/layers/2"),  # layer i ← layer j
              InitRule("teacher", "teacher", "encoder/layers/0"))  # the frozen block
@@ -357,7 +368,7 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     for name, x in loaded.items():
         assert x.sharding == placement[name], name
 
-    narrow = {"wide": _flat_numpy(dataclasses.replace(CONFIG, intermediate_size=32), 3)}
+    narrow = {"wide": _source_weights(dataclasses.replace(CONFIG, intermediate_size=32), 3)}
     with pytest.raises(FlaxlmError, match=re.escape(
             "wide tensor encoder/layers/1/down/kernel has shape (32, 64), but "
             "encoder/layers/0/down/kernel needs (128, 64)")):
@@ -416,7 +427,8 @@ def _toy_run_config(tokenizer, steps, **toy):
     c.objective.toy.update(toy)
     c.data.tokenizer, c.data.seq_len = tokenizer, LENGTH
     c.data.train_files, c.data.eval_files = IT_TRAIN, IT_EVAL  # the toy makes its own batches
-    c.train.update(steps=steps, batch_size=8, learning_rate=1e-2, warmup_steps=0, log_every=2,
+    # A learning rate high enough that F1 peaks early (predictions collapse to one class).
+    c.train.update(steps=steps, batch_size=8, learning_rate=3e-2, warmup_steps=0, log_every=2,
                    eval_every=2, checkpoint_every=2, keep_checkpoints=1)
     c.lock()
     return run_config.resolve(c)
@@ -444,6 +456,9 @@ def test_host_side_metric_selects_the_best_checkpoint(toy_run):
     best_step = evals[int(np.argmax(f1))]["step"]  # argmax: the first of equal values, as "max"
     assert json.loads((toy_run / "best.json").read_text()) == {
         "step": best_step, "metric": "f1", "mode": "max", "value": max(f1)}
+    # keep_checkpoints=1 keeps the newest, and the best beside it.
+    assert best_step < 6
+    assert sorted(os.listdir(toy_run / "checkpoints")) == sorted([str(best_step), "6"])
     running_best = np.maximum.accumulate(f1)
     improved = [m["step"] for i, m in enumerate(evals) if i == 0 or f1[i] > running_best[i - 1]]
     assert [m["step"] for m in evals if "best_eval_f1" in m] == improved
@@ -466,3 +481,44 @@ def test_init_from_loads_the_encoder_and_a_frozen_teacher_from_a_workdir(
           str(tmp_path), progress=False)
     assert re.search(r"resumed from checkpoint 1; frozen weights: 4 tensors from teacher "
                      r"\(.*, step 6\); fresh: none;", capsys.readouterr().out)
+
+
+# -- host-side metrics with several processes ----------------------------------------------------
+_EVAL_SCRIPT = """
+import json, sys
+import numpy as np
+from flaxlm import distributed
+coordinator, processes, index = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if processes > 1:
+    distributed.initialize(coordinator, processes, index)
+import jax
+from flaxlm.train import evaluate
+from tests import test_protocol as t
+program = t._program(t.Toy(), (4, 1, 1))
+state = program.init_state(t._key())
+# Process p holds rows [8p, 8p + 8) of each global batch: exactly the order of the global rows.
+batches = [{k: np.split(v, processes)[index] for k, v in b.items()} for b in t._batches(2)]
+print("METRICS " + json.dumps(evaluate(program, state["params"], program.mesh, batches)))
+"""
+
+
+@pytest.mark.slow
+def test_host_side_metrics_see_every_process_rows(tmp_path):
+    """Two processes × 2 devices evaluate the same global batches as one process × 4 devices."""
+    from launch.local import free_port, process_env
+    from tests.conftest import REPO
+
+    def start(processes, devices, index, coordinator):
+        return subprocess.Popen(
+            [sys.executable, "-c", _EVAL_SCRIPT, coordinator, str(processes), str(index)],
+            cwd=REPO, env=process_env(devices), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+    coordinator = f"localhost:{free_port()}"
+    runs = [start(1, 4, 0, ""), start(2, 2, 0, coordinator), start(2, 2, 1, coordinator)]
+    results = []
+    for run in runs:
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out[-3000:]
+        results.append(json.loads(re.search(r"^METRICS (.*)$", out, re.M).group(1)))
+    assert results[0]["eval_f1"] > 0
+    assert results[1] == results[0] and results[2] == results[0]

@@ -132,8 +132,11 @@ class Objective(Protocol):
         ...
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
-        """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions)."""
+                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+        """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions).
+
+        `batches` are the global batches, row for row with `outputs` (with several processes,
+        every process's rows, not only this host's)."""
         ...
 
     # -- cost ----------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ class ObjectiveDefaults:
         return sums
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
         """Additive outputs: sum over batches, then the same metrics as training."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *outputs)
         return {k: float(v) for k, v in self.metrics(totals).items()}
