@@ -1,10 +1,7 @@
-"""Each seam of the objective protocol (issue 13), shown on a toy objective written here.
-
-The toy model is small but shaped like the real ones: every parameter carries logical axes (so it
-shards), an `encoder` with a tied embedding and a list of layers, a token `head`, and a `teacher`
-block that the objective freezes. Its loss has two terms over different counts: cross-entropy at
-masked slots + 50 × a per-token term (the head's cross-entropy plus the distance to the teacher's
-features), the shape of ELECTRA's generator + discriminator loss.
+"""Each seam of the objective protocol (issue 13), shown on the toy objective in
+tests/toy_objective.py: exact accumulation of a two-term loss, a frozen teacher, partial
+initialization, per-leaf learning-rate scales, and a host-side metric that selects the best
+checkpoint, end to end through `train()`.
 """
 
 import dataclasses
@@ -25,209 +22,23 @@ from jax.sharding import PartitionSpec as P
 from flaxlm import partial_init, run_config
 from flaxlm.errors import FlaxlmError
 from flaxlm.metrics_log import read_metrics
-from flaxlm.models.config import preset
-from flaxlm.models.heads import gather_positions
-from flaxlm.models.layers import DenseGeneral, Embed
 from flaxlm.objectives import registry
-from flaxlm.objectives.base import EvalSelection, InitRule, ObjectiveDefaults
-from flaxlm.objectives.mlm import masked_xent_sums
-from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
-from flaxlm.sharding import MeshConfig, host_batch_to_global, make_mesh, named_sharding
-from flaxlm.steps import StepConfig, TrainProgram, flat_axes, flat_names
+from flaxlm.objectives.base import InitRule
+from flaxlm.sharding import host_batch_to_global, named_sharding
+from flaxlm.steps import flat_axes, flat_names
 from flaxlm.train import train
-from tests.conftest import IT_EVAL, IT_TRAIN
-
-CONFIG = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0)  # D=64, F=128, 2 layers
-ROWS, LENGTH, SLOTS = 16, 16, 6
-TOKEN_WEIGHT = 50.0
-
-
-# -- the toy model -------------------------------------------------------------------------------
-class Block(nnx.Module):
-    def __init__(self, d: int, f: int, *, rngs: nnx.Rngs):
-        self.up = DenseGeneral((d,), (f,), ("embed",), ("mlp",), rngs=rngs)
-        self.down = DenseGeneral((f,), (d,), ("mlp",), ("embed",), rngs=rngs)
-
-    def __call__(self, x_BxLxD):
-        return x_BxLxD + self.down(jnp.tanh(self.up(x_BxLxD)))
-
-
-class ToyEncoder(nnx.Module):
-    def __init__(self, config, *, rngs: nnx.Rngs):
-        self.embed = Embed(config.vocab_size, config.hidden_size, ("vocab", "embed"), rngs=rngs)
-        self.layers = nnx.List([Block(config.hidden_size, config.intermediate_size, rngs=rngs)
-                                for _ in range(config.num_layers)])
-
-    def __call__(self, e_BxLxD):
-        for layer in self.layers:
-            e_BxLxD = layer(e_BxLxD)
-        return e_BxLxD
-
-
-class ToyModel(nnx.Module):
-    def __init__(self, config, *, rngs: nnx.Rngs):
-        self.encoder = ToyEncoder(config, rngs=rngs)
-        self.head = DenseGeneral((config.hidden_size,), (2,), ("embed",), ("labels",), rngs=rngs)
-        self.teacher = Block(config.hidden_size, config.intermediate_size, rngs=rngs)
-
-
-# -- the toy objective ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    freeze_teacher: bool = True
-    fresh_head: bool = False  # with init_from: load the encoder only
-    teacher_from: str = ""  # a workdir whose encoder layer 0 becomes the teacher
-    layer_decay: float = 1.0
-
-
-def token_labels(input_ids_BxL):
-    return input_ids_BxL % 2  # learnable from the embeddings alone
-
-
-def toy_batch(rng: np.random.Generator, rows: int, length: int, vocab: int) -> dict:
-    """Rows of different real lengths and prediction counts, so micro-batch counts differ."""
-    lengths_B = rng.integers(4, length + 1, rows)
-    mask_BxL = np.arange(length) < lengths_B[:, None]
-    ids_BxL = np.where(mask_BxL, rng.integers(5, vocab, (rows, length)), 1)
-    return {"input_ids": ids_BxL.astype(np.int32), "attention_mask": mask_BxL.astype(np.int32),
-            "masked_positions": rng.integers(0, lengths_B[:, None], (rows, SLOTS)).astype(np.int32),
-            "masked_labels": rng.integers(5, vocab, (rows, SLOTS)).astype(np.int32),
-            "masked_weights": (rng.random((rows, SLOTS)) < 0.7).astype(np.float32)}
-
-
-class Toy(ObjectiveDefaults):
-    name = "toy"
-    head = "token_classification"  # what config.json records; the toy is never exported
-    Config = ToyConfig
-    selection = EvalSelection("f1", "max")
-    summary_keys = ("loss", "slot_loss", "token_loss")
-
-    def __init__(self, config: ToyConfig | None = None):
-        self.config = config or ToyConfig()
-        self.frozen = (nnx.PathContains("teacher") if self.config.freeze_teacher
-                       else nnx.Nothing())
-
-    def build_model(self, config, rngs):
-        return ToyModel(config, rngs=rngs)
-
-    def weight_sources(self):
-        return {"teacher": self.config.teacher_from} if self.config.teacher_from else {}
-
-    def init_rules(self, has_init_from):
-        rules = []
-        if has_init_from:
-            rules.append(InitRule("encoder") if self.config.fresh_head else InitRule(""))
-        if self.config.teacher_from:
-            rules.append(InitRule("teacher", "teacher", "encoder/layers/0"))
-        return tuple(rules)
-
-    def lr_scales(self, config, param_paths):
-        # Layer-wise decay: the head trains at the full rate, layer i at decay^(L-i), the
-        # embeddings at decay^(L+1).
-        if self.config.layer_decay == 1.0:
-            return None
-        depth = {"encoder/embed/": config.num_layers + 1, **{
-            f"encoder/layers/{i}/": config.num_layers - i for i in range(config.num_layers)}}
-        return {name: self.config.layer_decay ** d for name in param_paths
-                for prefix, d in depth.items() if name.startswith(prefix)}
-
-    # -- data ----------------------------------------------------------------------------------
-    def train_batches(self, ctx, start_example):
-        rng = np.random.default_rng([ctx.seed, ctx.process_index, start_example])
-        while True:
-            yield toy_batch(rng, ctx.host_batch_size, ctx.data.seq_len, ctx.tokenizer.vocab_size)
-
-    def eval_batches(self, ctx):
-        rng = np.random.default_rng([ctx.seed, ctx.process_index, 999])
-        return [toy_batch(rng, ctx.host_batch_size, ctx.data.seq_len, ctx.tokenizer.vocab_size)
-                for _ in range(2)]
-
-    def batch_spec(self, global_batch, data):
-        rows, slots = (global_batch, data.seq_len), (global_batch, SLOTS)
-        return {"input_ids": jax.ShapeDtypeStruct(rows, jnp.int32),
-                "attention_mask": jax.ShapeDtypeStruct(rows, jnp.int32),
-                "masked_positions": jax.ShapeDtypeStruct(slots, jnp.int32),
-                "masked_labels": jax.ShapeDtypeStruct(slots, jnp.int32),
-                "masked_weights": jax.ShapeDtypeStruct(slots, jnp.float32)}
-
-    def real_counts(self, host_batch):
-        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
-                "slots": float(np.count_nonzero(host_batch["masked_weights"]))}
-
-    # -- loss ----------------------------------------------------------------------------------
-    def normalizers(self, batch):
-        return {"slots": jnp.maximum(jnp.sum(batch["masked_weights"]), 1.0),
-                "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
-
-    def loss(self, model, batch, normalizers, *, dtype, dropout_key):
-        del dropout_key  # the toy has no dropout
-        mask_BxL = batch["attention_mask"].astype(jnp.float32)
-        e_BxLxD = model.encoder.embed(batch["input_ids"], dtype)
-        x_BxLxD = model.encoder(e_BxLxD)
-        logits_BxMxV = model.encoder.embed.attend(
-            gather_positions(x_BxLxD, batch["masked_positions"]))
-        slot_sum, _ = masked_xent_sums(logits_BxMxV, batch["masked_labels"],
-                                       batch["masked_weights"])
-        logits_BxLx2 = model.head(x_BxLxD).astype(jnp.float32)
-        label_BxL = jnp.take_along_axis(
-            logits_BxLx2, token_labels(batch["input_ids"])[..., None], axis=-1)[..., 0]
-        head_xent_BxL = jax.nn.logsumexp(logits_BxLx2, axis=-1) - label_BxL
-        # The frozen teacher's features of the same embeddings are a distillation target.
-        target_BxLxD = jax.lax.stop_gradient(model.teacher(e_BxLxD))
-        distance_BxL = jnp.mean(jnp.square(x_BxLxD - target_BxLxD), axis=-1)
-        token_sum = jnp.sum((head_xent_BxL + distance_BxL) * mask_BxL)
-        loss = slot_sum / normalizers["slots"] + TOKEN_WEIGHT * token_sum / normalizers["tokens"]
-        return loss, {"slot_sum": slot_sum, "token_sum": token_sum,
-                      "slots": jnp.sum(batch["masked_weights"]), "tokens": jnp.sum(mask_BxL)}
-
-    def metrics(self, sums):
-        slot_loss = sums["slot_sum"] / jnp.maximum(sums["slots"], 1.0)
-        token_loss = sums["token_sum"] / jnp.maximum(sums["tokens"], 1.0)
-        return {"loss": slot_loss + TOKEN_WEIGHT * token_loss, "slot_loss": slot_loss,
-                "token_loss": token_loss, "slots": sums["slots"], "tokens": sums["tokens"]}
-
-    # -- evaluation: token predictions, reduced to F1 on the host --------------------------------
-    def eval_outputs(self, model, batch, *, dtype):
-        x_BxLxD = model.encoder(model.encoder.embed(batch["input_ids"], dtype))
-        return {"predictions": jnp.argmax(model.head(x_BxLxD), axis=-1).astype(jnp.int32)}
-
-    def eval_metrics(self, outputs, batches):
-        real = np.concatenate([b["attention_mask"].ravel() > 0 for b in batches])
-        gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in batches])[real]
-        pred = np.concatenate([o["predictions"].ravel() for o in outputs])[real]
-        tp, fp_fn = np.sum((pred == 1) & (gold == 1)), np.sum(pred != gold)
-        return {"f1": float(2 * tp / max(2 * tp + fp_fn, 1)), "accuracy": float(np.mean(pred == gold))}
-
-    def train_flops(self, config, seq_len, counts):
-        d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
-        per_token = 6 * config.num_layers * 2 * d * f + 6 * 2 * d + 2 * 2 * d * f  # + teacher fwd
-        return per_token * counts["tokens"] + 6 * d * v * counts["slots"]
-
-
-# -- helpers -------------------------------------------------------------------------------------
-def _program(objective, mesh_shape, accum=1, optimizer=None, config=CONFIG):
-    optim = OptimConfig(learning_rate=1e-3, warmup_steps=0, total_steps=10)
-    mesh = make_mesh(MeshConfig(*mesh_shape), jax.devices()[:int(np.prod(mesh_shape))])
-    return TrainProgram(objective, config, optimizer or make_optimizer(optim),
-                        learning_rate_schedule(optim), mesh, StepConfig(grad_accum_steps=accum))
-
-
-def _key(seed=0):
-    return jax.random.key_data(jax.random.key(seed))
-
-
-def _batches(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [toy_batch(rng, ROWS, LENGTH, CONFIG.vocab_size) for _ in range(n)]
+from tests.conftest import IT_EVAL, IT_TRAIN, REPO
+from tests.toy_objective import (CONFIG, LENGTH, Toy, ToyConfig, ToyModel, key, toy_batches,
+                                 toy_program)
 
 
 def _train_steps(program, steps=2):
     """Train `steps` steps from a fresh state; also returns host copies of what it started from."""
-    state = program.init_state(_key())
+    state = program.init_state(key())
     before = {"params": jax.device_get(state["params"]), "frozen": program.frozen,
               "frozen_values": jax.device_get(program.frozen)}
     logged = []
-    for batch in _batches(steps):
+    for batch in toy_batches(steps):
         state, metrics = program.train_step(state, host_batch_to_global(program.mesh, batch))
         logged.append({k: float(v) for k, v in jax.device_get(metrics).items()})
     return state, logged, before
@@ -237,14 +48,14 @@ def _train_steps(program, steps=2):
 @pytest.fixture(scope="module")
 def big_batch_run():
     """Two steps on whole batches on a (2, 2, 2) mesh, and what the state was before them."""
-    program = _program(Toy(), (2, 2, 2))
+    program = toy_program(Toy(), (2, 2, 2))
     state, logged, before = _train_steps(program)
     return program, before, state, logged
 
 
 def test_two_terms_over_different_counts_accumulate_exactly(big_batch_run):
     program, before, big_state, big = big_batch_run
-    acc_state, acc, _ = _train_steps(_program(Toy(), (2, 2, 2), accum=4))
+    acc_state, acc, _ = _train_steps(toy_program(Toy(), (2, 2, 2), accum=4))
     keys = ("loss", "slot_loss", "token_loss", "slots", "tokens", "grad_norm")
     for step_big, step_acc in zip(big, acc):
         np.testing.assert_allclose([step_acc[k] for k in keys], [step_big[k] for k in keys],
@@ -256,7 +67,7 @@ def test_two_terms_over_different_counts_accumulate_exactly(big_batch_run):
     # the step splits them) hold different counts, so dividing each by its own counts and
     # averaging (the mean of micro-batch means) is another loss, with another gradient.
     objective = program.objective
-    batch = _batches(1)[0]
+    batch = toy_batches(1)[0]
     micro = [{k: v[i::4] for k, v in batch.items()} for i in range(4)]
     assert len({float(objective.normalizers(m)["tokens"]) for m in micro}) > 1
 
@@ -307,7 +118,7 @@ def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
 
     # Used in the loss: another teacher gives another loss for the same parameters and batch.
     objective = program.objective
-    batch = host_batch_to_global(program.mesh, _batches(1, seed=5)[0])
+    batch = host_batch_to_global(program.mesh, toy_batches(1, seed=5)[0])
 
     @jax.jit
     def loss_with(params, teacher, batch):
@@ -331,12 +142,12 @@ def _source_weights(config, seed):
 
 @pytest.fixture(scope="module")
 def fsdp_program():
-    return _program(Toy(), (1, 4, 2))
+    return toy_program(Toy(), (1, 4, 2))
 
 
 def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     program = fsdp_program
-    state = program.init_state(_key())
+    state = program.init_state(key())
     targets = {**flat_names(state["params"]), **flat_names(program.frozen)}
     sources = {"pre": _source_weights(CONFIG, 1),
                "teacher": _source_weights(dataclasses.replace(CONFIG, num_layers=3), 2)}
@@ -379,8 +190,8 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
 
 # -- d. per-leaf learning-rate scales ------------------------------------------------------------
 def test_layer_decay_keeps_moments_sharded_and_scales_updates(fsdp_program):
-    decayed, plain = _program(Toy(ToyConfig(layer_decay=0.5)), (1, 4, 2)), fsdp_program
-    state = decayed.init_state(_key())
+    decayed, plain = toy_program(Toy(ToyConfig(layer_decay=0.5)), (1, 4, 2)), fsdp_program
+    state = decayed.init_state(key())
     params = flat_names(state["params"])
     moments = 0
     for path, leaf in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]:
@@ -391,12 +202,12 @@ def test_layer_decay_keeps_moments_sharded_and_scales_updates(fsdp_program):
     assert moments == 2 * len(params)  # Adam's mu and nu, one each per parameter
     assert params["encoder/embed/embedding"].sharding.spec == P("tensor", "fsdp")
 
-    batch = _batches(1)[0]
+    batch = toy_batches(1)[0]
     before = {k: np.asarray(v) for k, v in flat_names(jax.device_get(state["params"])).items()}
     after_decayed = flat_names(jax.device_get(
         decayed.train_step(state, host_batch_to_global(decayed.mesh, batch))[0]["params"]))
     after_plain = flat_names(jax.device_get(plain.train_step(
-        plain.init_state(_key()), host_batch_to_global(plain.mesh, batch))[0]["params"]))
+        plain.init_state(key()), host_batch_to_global(plain.mesh, batch))[0]["params"]))
     scales = {"encoder/embed/": 0.125, "encoder/layers/0/": 0.25, "encoder/layers/1/": 0.5,
               "head/": 1.0}
     for name, p in before.items():
@@ -417,7 +228,7 @@ def test_multi_transform_is_refused_by_the_strict_sharding_check():
                                       groups)
     with pytest.raises(FlaxlmError, match=r"train-state leaf opt_state/\S+ .* matches no "
                                           r"parameter.*multi_transform"):
-        _program(Toy(), (1, 4, 2), optimizer=optimizer)
+        toy_program(Toy(), (1, 4, 2), optimizer=optimizer)
 
 
 # -- e. host-side eval metric and best-checkpoint selection, end to end through train() ----------
@@ -493,11 +304,11 @@ if processes > 1:
     distributed.initialize(coordinator, processes, index)
 import jax
 from flaxlm.train import evaluate
-from tests import test_protocol as t
-program = t._program(t.Toy(), (4, 1, 1))
-state = program.init_state(t._key())
+from tests import toy_objective as t
+program = t.toy_program(t.Toy(), (4, 1, 1))
+state = program.init_state(t.key())
 # Process p holds rows [8p, 8p + 8) of each global batch: exactly the order of the global rows.
-batches = [{k: np.split(v, processes)[index] for k, v in b.items()} for b in t._batches(2)]
+batches = [{k: np.split(v, processes)[index] for k, v in b.items()} for b in t.toy_batches(2)]
 print("METRICS " + json.dumps(evaluate(program, state["params"], program.mesh, batches)))
 """
 
@@ -506,7 +317,6 @@ print("METRICS " + json.dumps(evaluate(program, state["params"], program.mesh, b
 def test_host_side_metrics_see_every_process_rows(tmp_path):
     """Two processes × 2 devices evaluate the same global batches as one process × 4 devices."""
     from launch.local import free_port, process_env
-    from tests.conftest import REPO
 
     def start(processes, devices, index, coordinator):
         return subprocess.Popen(
