@@ -203,6 +203,7 @@ class TrainProgram:
         return self.jitted_train_step(state, self._frozen_or_fail(), batch)
 
     def eval_step(self, params, batch: Mapping[str, jax.Array]):
+        """(the objective's eval outputs, the global batch), replicated on every device."""
         return self.jitted_eval_step(params, self._frozen_or_fail(), batch)
 
     def _frozen_or_fail(self):
@@ -268,7 +269,10 @@ class TrainProgram:
 
     def _eval_step(self, params, frozen, batch):
         model = nnx.merge(self.graphdef, frozen, params)
-        return self.objective.eval_outputs(model, batch, dtype=self.dtype)
+        # The batch comes back with the outputs, both replicated: with several processes each
+        # host gets every row's outputs, and host-side metrics must pair them with every row's
+        # labels in the same order, not with this host's rows.
+        return self.objective.eval_outputs(model, batch, dtype=self.dtype), batch
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def model(self, params, frozen=None) -> nnx.Module:

@@ -46,9 +46,10 @@ def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict]) -> d
     # Each batch's outputs come to the host and are reduced there: adding replicated results on
     # the devices between eval steps deadlocked multi-process CPU (gloo) runs (docs/scaling.md),
     # and metrics such as entity F1 need every prediction anyway.
-    outputs = [jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
+    results = [jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
                for b in eval_batches]
-    metrics = program.objective.eval_metrics(outputs, eval_batches)
+    metrics = program.objective.eval_metrics([outputs for outputs, _ in results],
+                                             [batch for _, batch in results])
     return {f"eval_{k}": float(v) for k, v in metrics.items()}
 
 

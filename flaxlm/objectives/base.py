@@ -65,7 +65,11 @@ class EvalSelection:
 
 
 class Objective(Protocol):
-    name: str
+    name: str  # its key in the registry and in `config.objective`
+    # The head its checkpoints carry (a key of `flaxlm.models.heads.MODELS`): written to the
+    # workdir's config.json, it picks the conversion table export uses and lets a later run
+    # `init_from` this workdir.
+    head: str
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
@@ -128,8 +132,11 @@ class Objective(Protocol):
         ...
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
-        """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions)."""
+                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+        """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions).
+
+        `batches` are the global batches, row for row with `outputs` (with several processes,
+        every process's rows, not only this host's)."""
         ...
 
     # -- cost ----------------------------------------------------------------------------------
@@ -163,7 +170,7 @@ class ObjectiveDefaults:
         return sums
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     host_batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
         """Additive outputs: sum over batches, then the same metrics as training."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *outputs)
         return {k: float(v) for k, v in self.metrics(totals).items()}
