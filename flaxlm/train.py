@@ -65,7 +65,11 @@ class _BestTracker:
     def update(self, step: int, eval_metrics: dict[str, float]) -> bool:
         if not self.enabled:
             return False
-        value = eval_metrics[f"eval_{self.selection.metric}"]
+        key = f"eval_{self.selection.metric}"
+        if key not in eval_metrics:
+            raise FlaxlmError(f"the objective selects checkpoints by {self.selection.metric!r}, "
+                              f"which its eval metrics lack (have: {', '.join(eval_metrics)})")
+        value = eval_metrics[key]
         better = self.value is None or (value > self.value if self.selection.mode == "max"
                                         else value < self.value)
         if better:
