@@ -160,6 +160,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         vocab_size=config.data_tokenizer_vocab_size,
         model_vocab_size=config.model_overrides.get(
             "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main)
+    run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
     model_config = _resolve_model(config, tokenizer)

@@ -6,6 +6,7 @@ it, without touching the workdir.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -134,3 +135,19 @@ def read_json_or_none(path: str) -> dict | None:
             return json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise FlaxlmError(f"{path} is damaged ({e}); remove it to continue") from None
+
+
+def check_same_tokenizer(source: str, workdir_tokenizer: str) -> None:
+    """A workdir's checkpoints were trained on its tokenizer's ids: a different tokenizer for the
+    same workdir is refused, never copied over it or mixed with its files."""
+    if not os.path.isdir(workdir_tokenizer) or os.path.abspath(source) == os.path.abspath(
+            workdir_tokenizer):
+        return
+    for name in sorted(os.listdir(source)):
+        theirs, ours = os.path.join(source, name), os.path.join(workdir_tokenizer, name)
+        if os.path.isfile(theirs) and os.path.isfile(ours) and not filecmp.cmp(
+                theirs, ours, shallow=False):
+            raise FlaxlmError(
+                f"data.tokenizer={source} differs from the tokenizer this workdir was trained "
+                f"with ({workdir_tokenizer}: {name} differs); use that tokenizer or a new "
+                "--workdir")

@@ -108,3 +108,15 @@ def test_logged_learning_rate_is_the_applied_one_after_skipped_steps(tmp_path,
     # skipped: optax has counted 2 updates, so step 4 would apply schedule(2), not schedule(3).
     assert lines[4]["skipped"] == 2
     assert lines[4]["learning_rate"] == pytest.approx(1e37 * 2 / 4, rel=1e-6)
+
+
+def test_another_tokenizer_for_the_same_workdir_is_refused(short_run, tmp_path, capsys,
+                                                           it_small_corpus):
+    from flaxlm.data.tokenizers import train_tokenizer
+    other = tmp_path / "other_tok"
+    train_tokenizer([it_small_corpus], vocab_size=1500, kind="unigram", out_dir=str(other))
+    run = _copy(short_run, tmp_path)
+    before = sorted(os.listdir(run / "tokenizer"))
+    assert _train(run, str(other), "--config.train.steps=6") == 2
+    assert "differs from the tokenizer this workdir was trained with" in _error_line(capsys)
+    assert sorted(os.listdir(run / "tokenizer")) == before
