@@ -141,15 +141,21 @@ def _check_same_record(workdir: str, saved_run: dict | None, record) -> None:
 
 def _epoch_plan(loop, optim, data_plan, config: RunConfig):
     """With `epochs`: steps = epochs × steps per epoch, an evaluation after every epoch, and the
-    decay over those steps. Returns (loop, optim, a line saying so)."""
+    decay over those steps; then `train.warmup_proportion` of the decay horizon as warmup.
+    Returns (loop, optim, a line saying what epochs did, or None)."""
+    def with_warmup(optim):
+        if not config.warmup_proportion:
+            return optim
+        return dataclasses.replace(optim, warmup_steps=round(
+            config.warmup_proportion * optim.total_steps))
     if not data_plan.epochs:
-        return loop, optim, None
+        return loop, with_warmup(optim), None
     per_epoch = -(-data_plan.examples_per_epoch // loop.batch_size)
     steps = data_plan.epochs * per_epoch
     loop = dataclasses.replace(loop, steps=steps, eval_every=per_epoch)
     if not config.raw["train"]["decay_steps"]:
         optim = dataclasses.replace(optim, total_steps=steps)
-    return loop, optim, (
+    return loop, with_warmup(optim), (
         f"{data_plan.epochs} epochs × {per_epoch} steps ({data_plan.examples_per_epoch} examples, "
         f"batch {loop.batch_size}) = {steps} steps (train.steps is not used); evaluating every "
         f"{per_epoch} steps")
@@ -214,9 +220,6 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     if saved_horizon and not config.raw["train"]["decay_steps"]:
         optim = dataclasses.replace(optim, total_steps=saved_horizon)
     loop, optim, epoch_note = _epoch_plan(loop, optim, data_plan, config)
-    if config.warmup_proportion:
-        optim = dataclasses.replace(optim, warmup_steps=round(
-            config.warmup_proportion * optim.total_steps))
     if is_main:
         for note in data_plan.notes:
             print(f"flaxlm: {note}", flush=True)

@@ -179,3 +179,20 @@ def test_accumulation_equals_one_batch(tokenizer):
     (p1, m1), (p4, m4) = results
     np.testing.assert_allclose(float(m4["loss"]), float(m1["loss"]), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), p4, p1)
+
+
+def test_epochs_set_steps_eval_every_decay_and_warmup():
+    import os
+
+    from flaxlm import run_config
+    from flaxlm.objectives.base import DataPlan
+    from flaxlm.train import _epoch_plan
+    from tests.conftest import REPO
+    config = run_config.load(os.path.join(REPO, "configs", "ner_es_conll2002.py"))
+    loop, optim, note = _epoch_plan(config.loop, config.optim,
+                                    DataPlan(epochs=5, examples_per_epoch=100), config)
+    assert (loop.steps, loop.eval_every, optim.total_steps, optim.warmup_steps) == (20, 4, 20, 2)
+    assert "5 epochs × 4 steps (100 examples, batch 32) = 20 steps" in note
+    # Without epochs, train.steps stays and the warmup proportion applies to its horizon.
+    loop, optim, note = _epoch_plan(config.loop, config.optim, DataPlan(), config)
+    assert (loop.steps, optim.warmup_steps, note) == (1000, 100, None)
