@@ -112,6 +112,7 @@ class TokenClassification(ObjectiveDefaults):
     def plan_data(self, ctx: DataContext) -> DataPlan:
         train = labelled.read_files(ctx.data.train_files, self.config.format)
         self.labels = labelled.label_vocabulary(train)
+        self._check_selection()
         self._train_rows = self._rows(train, ctx)
         notes = [f"token classification: {len(self.labels)} labels from the training data; "
                  f"{len(train)} train sentences → {len(self._train_rows)} rows of "
@@ -229,13 +230,18 @@ class TokenClassification(ObjectiveDefaults):
         predicted = self.word_predictions(outputs, batches)
         results = {"loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
                    **token_scores(self._eval_gold, predicted)}
-        if all(_IOB.match(label) for label in self.labels):
+        if self._iob_labels():
             results.update(entity_scores(self._eval_gold, predicted))
-        if self.selection.metric not in results:
-            raise FlaxlmError(f"objective.token_classification.selection="
-                              f"{self.selection.metric}: not computed for these labels (entity "
-                              "scores need IOB labels such as B-PER, I-PER, O)")
         return results
+
+    def _iob_labels(self) -> bool:
+        return all(_IOB.match(label) for label in self.labels)
+
+    def _check_selection(self) -> None:
+        if self.selection.metric == "entity_f1" and not self._iob_labels():
+            odd = [x for x in self.labels if not _IOB.match(x)][:3]
+            raise FlaxlmError(f"objective.token_classification.selection=entity_f1 needs IOB "
+                              f"labels such as B-PER, I-PER, O; the training data has {odd}")
 
     # -- cost ------------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
