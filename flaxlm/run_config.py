@@ -61,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.grad_accum_steps = 1
     c.train.learning_rate = 5e-4
     c.train.warmup_steps = 0
+    # > 0: warmup over this fraction of the decay horizon instead (fine-tuning cards: 0.1).
+    c.train.warmup_proportion = 0.0
     # Where linear decay reaches end_learning_rate. 0: train.steps of the run that created the
     # workdir, kept when a later run raises train.steps (a continuation, not a re-planned decay).
     c.train.decay_steps = 0
@@ -186,6 +188,7 @@ class RunConfig:
     data: DataConfig
     loop: LoopConfig
     optim: OptimConfig
+    warmup_proportion: float  # > 0: overrides optim.warmup_steps once the horizon is known
     step: StepConfig
     mesh: MeshConfig
     raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
@@ -229,6 +232,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     _check(t.keep_checkpoints > 0, f"train.keep_checkpoints must be positive, got "
                                    f"{t.keep_checkpoints}")
     _check(c.data.seq_len >= 8, f"data.seq_len must be at least 8, got {c.data.seq_len}")
+    _check(0.0 <= t.warmup_proportion < 1.0, f"train.warmup_proportion must be in [0, 1), got "
+                                             f"{t.warmup_proportion}")
     _check(t.decay_steps >= 0, f"train.decay_steps must be >= 0, got {t.decay_steps}")
     _check(c.data.tokenizer_kind in ("", "unigram", "wordpiece"), "data.tokenizer_kind must be "
            f"unigram or wordpiece, got {c.data.tokenizer_kind!r}")
@@ -267,7 +272,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             keep_checkpoints=t.keep_checkpoints,
             checkpoint_copy_on_device=t.checkpoint_copy_on_device, nan_policy=t.nan_policy,
             peak_flops_per_device=t.peak_flops_per_device),
-        optim=optim,
+        optim=optim, warmup_proportion=t.warmup_proportion,
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
         raw=json.loads(c.to_json()),

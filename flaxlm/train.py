@@ -9,6 +9,7 @@ rules), else a fresh init.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -131,6 +132,39 @@ def _load_weights(program: TrainProgram, objective: Objective, config: RunConfig
     return state, plan.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
 
 
+def _check_same_record(workdir: str, saved_run: dict | None, record) -> None:
+    """What the data fixed when the workdir was created (a label set) must not change on resume."""
+    for key, value in record.items():
+        saved = (saved_run or {}).get(key)
+        if saved is not None and saved != json.loads(json.dumps(value)):
+            raise FlaxlmError(
+                f"{os.path.join(workdir, run_dir.CONFIG_FILE)}: {key} = {saved} but the data now "
+                f"gives {list(value) if isinstance(value, tuple) else value}; its checkpoints fit "
+                "the former: use the original data or a new --workdir")
+
+
+def _epoch_plan(loop, optim, data_plan, config: RunConfig):
+    """With `epochs`: steps = epochs × steps per epoch, an evaluation after every epoch, and the
+    decay over those steps; then `train.warmup_proportion` of the decay horizon as warmup.
+    Returns (loop, optim, a line saying what epochs did, or None)."""
+    def with_warmup(optim):
+        if not config.warmup_proportion:
+            return optim
+        return dataclasses.replace(optim, warmup_steps=round(
+            config.warmup_proportion * optim.total_steps))
+    if not data_plan.epochs:
+        return loop, with_warmup(optim), None
+    per_epoch = -(-data_plan.examples_per_epoch // loop.batch_size)
+    steps = data_plan.epochs * per_epoch
+    loop = dataclasses.replace(loop, steps=steps, eval_every=per_epoch)
+    if not config.raw["train"]["decay_steps"]:
+        optim = dataclasses.replace(optim, total_steps=steps)
+    return loop, with_warmup(optim), (
+        f"{data_plan.epochs} epochs × {per_epoch} steps ({data_plan.examples_per_epoch} examples, "
+        f"batch {loop.batch_size}) = {steps} steps (train.steps is not used); evaluating every "
+        f"{per_epoch} steps")
+
+
 # -- the run -------------------------------------------------------------------------------------
 def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) training to `config.loop.steps`; returns the last logged metrics."""
@@ -164,6 +198,17 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
     model_config = _resolve_model(config, tokenizer)
+
+    # The objective reads what it needs of its data first: a label set fixes the classifier's
+    # width, an epoch size fixes the number of steps.
+    objective = make_objective(config.objective, config.objective_sections)
+    host_batch = loop.batch_size // procs
+    ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs)
+    data_plan = objective.plan_data(ctx)
+    if data_plan.model_overrides:
+        model_config = dataclasses.replace(model_config, **data_plan.model_overrides)
+        model_config.validate()
+    _check_same_record(workdir, saved_run, data_plan.run_record)
     # Out-of-range ids would become NaN rows and a mismatched pad id would mask real tokens:
     # both are refused here, before anything compiles.
     check_tokenizer_fits(tokenizer, model_config, model_source=(
@@ -179,12 +224,18 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     saved_horizon = (saved_run or {}).get("decay_steps")
     if saved_horizon and not config.raw["train"]["decay_steps"]:
         optim = dataclasses.replace(optim, total_steps=saved_horizon)
+    loop, optim, epoch_note = _epoch_plan(loop, optim, data_plan, config)
+    if is_main:
+        for note in data_plan.notes:
+            print(f"flaxlm: {note}", flush=True)
+        if epoch_note:
+            print(f"flaxlm: {epoch_note}; warmup {optim.warmup_steps} steps, decay over "
+                  f"{optim.total_steps}", flush=True)
     if loop.steps > optim.total_steps and is_main:
         print(f"flaxlm: steps past {optim.total_steps} (the decay horizon) run at "
               f"end_learning_rate={optim.end_learning_rate}; set --config.train.decay_steps "
               "to re-plan the decay", flush=True)
 
-    objective = make_objective(config.objective, config.objective_sections)
     schedule = learning_rate_schedule(optim)
     program = TrainProgram(objective, model_config, make_optimizer(optim), schedule, mesh,
                            config.step)
@@ -222,12 +273,10 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         run_dir.write_json_atomic(os.path.join(workdir, run_dir.CONFIG_FILE), {
             "config": config.raw, "model": dataclasses.asdict(model_config),
             "objective": config.objective, "head": objective.head, "tokenizer": "tokenizer",
-            "decay_steps": optim.total_steps})
+            "decay_steps": optim.total_steps, **data_plan.run_record})
         run_dir.truncate_metrics(workdir, start)
 
     # Data: the objective's own batches, starting at the first example not yet trained on.
-    host_batch = loop.batch_size // procs
-    ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs)
     stream: Iterator[dict] = objective.train_batches(ctx, examples_done)
     eval_batches = objective.eval_batches(ctx) if data_config.eval_files else []
 

@@ -1,0 +1,250 @@
+"""Token classification (POS, NER): a fresh classifier on a loaded encoder, one label per word.
+
+Words are labelled on their first sub-token (flaxlm/data/word_windows.py: encoding, windows of
+long sentences). The label set is the training data's, in sorted order; it fixes the
+classifier's width and is saved in the workdir's config.json as "labels" (export's id2label). The
+loss is cross-entropy over labelled first sub-tokens divided by their number over the global
+batch. Evaluation maps predictions back to words and scores them on the host
+(flaxlm/tasks/metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1 (seqeval's
+default mode) when every label is IOB-shaped; a gold label the training data never had scores as
+an error.
+
+Layer-wise learning-rate decay (`layer_decay` = d, 1.0 = off), for an encoder of L layers:
+classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
+embeddings_project × d^(L+1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flaxlm.data import labelled
+from flaxlm.data.word_windows import Rows, batch_of, encode_rows
+from flaxlm.errors import FlaxlmError
+from flaxlm.flops import encoder_train_flops
+from flaxlm.models.config import ModelConfig
+from flaxlm.models.heads import TokenClassifierModel
+from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
+                                    ObjectiveDefaults, Sums)
+from flaxlm.tasks.metrics import entity_scores, token_scores
+
+_SELECTIONS = ("macro_f1", "entity_f1", "accuracy")
+_IOB = re.compile(r"^(O|[BIES]-.+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenClassificationConfig:
+    """`objective.token_classification.*` keys."""
+
+    format: str = "conllu"  # conllu | conll2002 | wikiner | panx (flaxlm/data/labelled.py)
+    epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
+    layer_decay: float = 1.0  # layer-wise LR decay factor (see the module docstring); 1.0: off
+    selection: str = "macro_f1"  # the eval metric that picks the best epoch: macro_f1 | entity_f1
+
+    def validate(self) -> None:
+        key = "objective.token_classification"
+        if self.format not in labelled.FORMATS:
+            raise FlaxlmError(f"{key}.format={self.format!r}: known formats are "
+                              f"{', '.join(labelled.FORMATS)}")
+        if self.epochs < 0:
+            raise FlaxlmError(f"{key}.epochs must be >= 0, got {self.epochs}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise FlaxlmError(f"{key}.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.selection not in _SELECTIONS:
+            raise FlaxlmError(f"{key}.selection={self.selection!r}: one of "
+                              f"{', '.join(_SELECTIONS)}")
+
+
+def layer_decay_scales(config: ModelConfig, param_paths: list[str],
+                       decay: float) -> dict[str, float]:
+    """{parameter: decay ** depth}; depth 0 (absent) for the head and the pooler."""
+    layers = config.num_layers
+    scales = {}
+    for name in param_paths:
+        parts = name.split("/")
+        if parts[0] != "encoder" or parts[1] == "pooler":
+            continue
+        if parts[1] == "layers":
+            depth = layers - int(parts[2])
+        elif parts[1] in ("embeddings", "embeddings_project"):
+            depth = layers + 1
+        else:
+            raise FlaxlmError(f"layer-wise LR decay has no depth for parameter {name}")
+        scales[name] = decay ** depth
+    return scales
+
+
+class TokenClassification(ObjectiveDefaults):
+    name = "token_classification"
+    head = "token_classification"
+    Config = TokenClassificationConfig
+    summary_keys = ("loss", "accuracy")
+
+    def __init__(self, config: TokenClassificationConfig | None = None):
+        self.config = config or TokenClassificationConfig()
+        self.config.validate()
+        self.selection = EvalSelection(self.config.selection, "max")
+        self.labels: tuple[str, ...] = ()
+        self._train_rows: Rows | None = None
+        self._eval_gold: list[tuple[str, ...]] = []
+
+    # -- model and weights -----------------------------------------------------------------------
+    def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> TokenClassifierModel:
+        return TokenClassifierModel(config, rngs=rngs)
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        # The encoder (with its pooler, if both have one) is loaded; the classifier starts fresh.
+        return (InitRule("encoder"),) if has_init_from else ()
+
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        if self.config.layer_decay == 1.0:
+            return None
+        return layer_decay_scales(config, param_paths, self.config.layer_decay)
+
+    # -- data ------------------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        train = labelled.read_files(ctx.data.train_files, self.config.format)
+        self.labels = labelled.label_vocabulary(train)
+        self._check_selection()
+        self._train_rows = self._rows(train, ctx)
+        notes = [f"token classification: {len(self.labels)} labels from the training data; "
+                 f"{len(train)} train sentences → {len(self._train_rows)} rows of "
+                 f"{ctx.data.seq_len} tokens ({self._train_rows.split_sentences} split into "
+                 "overlapping windows)"]
+        if ctx.data.eval_files:
+            evaluation = labelled.read_files(ctx.data.eval_files, self.config.format)
+            unseen: dict[str, int] = {}
+            for label in (x for s in evaluation for x in s.labels if x not in self.labels):
+                unseen[label] = unseen.get(label, 0) + 1
+            if unseen:
+                notes.append("eval labels not in the training data (scored as errors): " + ", ".join(
+                    f"{k} ({n} words)" for k, n in sorted(unseen.items())))
+        return DataPlan(model_overrides={"num_labels": len(self.labels)},
+                        run_record={"labels": list(self.labels)}, epochs=self.config.epochs,
+                        examples_per_epoch=len(self._train_rows), notes=tuple(notes))
+
+    def _rows(self, sentences: list[labelled.Sentence], ctx: DataContext) -> Rows:
+        ids = {label: i for i, label in enumerate(self.labels)}
+        return encode_rows(sentences, ctx.tokenizer, ids, ctx.data.seq_len)
+
+    def _require_plan(self) -> Rows:
+        if self._train_rows is None:
+            raise RuntimeError("plan_data must run before the objective's batches are read")
+        return self._train_rows
+
+    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+        """Global example g is slot g mod (S·G) of epoch g // (S·G), S = steps per epoch: rows in
+        a fresh permutation per epoch (seeded by (seed, epoch)), then filler rows that complete the
+        last batch. Host p takes rows [p·B, (p+1)·B) of each global batch."""
+        rows = self._require_plan()
+        B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
+        slots = -(-len(rows) // G) * G
+        g = start_example + ctx.process_index * B + np.arange(B)
+        orders: dict[int, np.ndarray] = {}
+        while True:
+            epoch_B, slot_B = g // slots, g % slots
+            index_B = np.full(B, -1)
+            for epoch in np.unique(epoch_B):
+                if epoch not in orders:
+                    orders = {epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))}
+                here = (epoch_B == epoch) & (slot_B < len(rows))
+                index_B[here] = orders[epoch][slot_B[here]]
+            yield batch_of(rows, index_B, ctx.tokenizer)
+            g = g + G
+
+    def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
+        self._require_plan()
+        sentences = labelled.read_files(ctx.data.eval_files, self.config.format)
+        self._eval_gold = [s.labels for s in sentences]
+        rows = self._rows(sentences, ctx)
+        B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
+        batches = []
+        for first in range(0, len(rows), G):
+            g_B = first + ctx.process_index * B + np.arange(B)
+            batches.append(batch_of(rows, np.where(g_B < len(rows), g_B, -1), ctx.tokenizer))
+        return batches
+
+    def batch_spec(self, global_batch: int, data) -> dict:
+        rows, shape = (global_batch,), (global_batch, data.seq_len)
+        spec = {k: (shape, jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids",
+                                                 "labels", "word_index")}
+        spec.update(label_weights=(shape, jnp.float32), sentence=(rows, jnp.int32))
+        return {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in spec.items()}
+
+    def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
+                "labelled": float(np.count_nonzero(host_batch["label_weights"]))}
+
+    # -- loss ------------------------------------------------------------------------------------
+    def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
+        return {"labelled": jnp.maximum(jnp.sum(batch["label_weights"].astype(jnp.float32)), 1.0)}
+
+    def _sums(self, logits_BxLxC: jax.Array, batch: Batch) -> Sums:
+        weights_BxL = batch["label_weights"].astype(jnp.float32)
+        log_z_BxL = jax.nn.logsumexp(logits_BxLxC, axis=-1)
+        gold_BxL = jnp.take_along_axis(logits_BxLxC, batch["labels"][..., None], axis=-1)[..., 0]
+        correct_BxL = (jnp.argmax(logits_BxLxC, axis=-1) == batch["labels"]).astype(jnp.float32)
+        return {"loss_sum": jnp.sum((log_z_BxL - gold_BxL) * weights_BxL),
+                "correct_sum": jnp.sum(correct_BxL * weights_BxL),
+                "weight_sum": jnp.sum(weights_BxL)}
+
+    def loss(self, model: TokenClassifierModel, batch: Batch, normalizers: Mapping[str, jax.Array],
+             *, dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+        sums = self._sums(model(batch, dtype=dtype, dropout_key=dropout_key), batch)
+        return sums["loss_sum"] / normalizers["labelled"], sums
+
+    def metrics(self, sums: Sums) -> dict[str, jax.Array]:
+        weight = jnp.maximum(sums["weight_sum"], 1.0)
+        return {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
+                "labelled_tokens": sums["weight_sum"]}
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_outputs(self, model: TokenClassifierModel, batch: Batch, *, dtype) -> dict:
+        logits_BxLxC = model(batch, dtype=dtype, dropout_key=None)
+        return {**self._sums(logits_BxLxC, batch),
+                "predictions": jnp.argmax(logits_BxLxC, axis=-1).astype(jnp.int32)}
+
+    def word_predictions(self, outputs, batches) -> list[list[str]]:
+        """Each eval sentence's predicted labels, word by word, from the window owning each word."""
+        predicted = [[""] * len(gold) for gold in self._eval_gold]
+        for out, batch in zip(outputs, batches, strict=True):
+            rows, columns = np.nonzero(batch["word_index"] >= 0)
+            for r, c in zip(rows, columns):
+                sentence = predicted[batch["sentence"][r]]
+                sentence[batch["word_index"][r, c]] = self.labels[out["predictions"][r, c]]
+        missing = sum(label == "" for s in predicted for label in s)
+        if missing:
+            raise RuntimeError(f"{missing} eval words got no prediction: the windows lost them")
+        return predicted
+
+    def eval_metrics(self, outputs, batches) -> dict[str, float]:
+        sums = {k: float(sum(np.sum(o[k]) for o in outputs))
+                for k in ("loss_sum", "weight_sum")}
+        predicted = self.word_predictions(outputs, batches)
+        results = {"loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
+                   **token_scores(self._eval_gold, predicted)}
+        if self._iob_labels():
+            results.update(entity_scores(self._eval_gold, predicted))
+        return results
+
+    def _iob_labels(self) -> bool:
+        return all(_IOB.match(label) for label in self.labels)
+
+    def _check_selection(self) -> None:
+        if self.selection.metric == "entity_f1" and not self._iob_labels():
+            odd = [x for x in self.labels if not _IOB.match(x)][:3]
+            raise FlaxlmError(f"objective.token_classification.selection=entity_f1 needs IOB "
+                              f"labels such as B-PER, I-PER, O; the training data has {odd}")
+
+    # -- cost ------------------------------------------------------------------------------------
+    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
+        # The body and the D×C classifier per real token.
+        per_token = encoder_train_flops(config, seq_len) / seq_len
+        return counts["tokens"] * (per_token + 6.0 * config.hidden_size * config.num_labels)
