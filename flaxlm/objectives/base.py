@@ -72,6 +72,17 @@ class Objective(Protocol):
     head: str
 
     # -- model ---------------------------------------------------------------------------------
+    def prepare(self, config: ModelConfig, data: Any, tokenizer: Any) -> ModelConfig:
+        """Called once per run before the model is built, with the run's model config, data
+        config and tokenizer: read what the model's shape depends on from the data (a
+        classifier's label vocabulary) and return the model config to build (its num_labels)."""
+        ...
+
+    def run_record(self) -> dict[str, Any]:
+        """Entries for the workdir's config.json besides the trainer's own, after `prepare` (a
+        classifier's "labels", in id order, which export writes as id2label/label2id)."""
+        ...
+
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         ...
 
@@ -154,6 +165,12 @@ class ObjectiveDefaults:
     frozen: Any = nnx.Nothing()  # no frozen variables
     selection: EvalSelection | None = None
     summary_keys: tuple[str, ...] = ("loss",)
+
+    def prepare(self, config: ModelConfig, data: Any, tokenizer: Any) -> ModelConfig:
+        return config
+
+    def run_record(self) -> dict[str, Any]:
+        return {}
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # With init_from, everything it holds; parameters it lacks start fresh.

@@ -14,8 +14,9 @@ import ml_collections
 from flaxlm.errors import FlaxlmError
 from flaxlm.objectives.base import Objective
 from flaxlm.objectives.mlm import MaskedLM
+from flaxlm.objectives.sequence import SequenceClassification
 
-OBJECTIVES: dict[str, type] = {cls.name: cls for cls in (MaskedLM,)}
+OBJECTIVES: dict[str, type] = {cls.name: cls for cls in (MaskedLM, SequenceClassification)}
 
 # Keys that moved into the objective section: config files and overrides that still use them are
 # told where they went.
