@@ -23,7 +23,21 @@ def pair_text(tmp_path_factory):
     return str(path)
 
 
+def _train(kind, pair_text, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / kind
+    return train_tokenizer([pair_text], vocab_size=800, kind=kind, out_dir=str(out))
+
+
+@pytest.fixture(scope="session")
+def es_unigram(pair_text, tmp_path_factory):
+    return _train("unigram", pair_text, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def es_wordpiece(pair_text, tmp_path_factory):
+    return _train("wordpiece", pair_text, tmp_path_factory)
+
+
 @pytest.fixture(scope="session", params=["unigram", "wordpiece"])
-def es_tokenizer(request, pair_text, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / request.param
-    return train_tokenizer([pair_text], vocab_size=800, kind=request.param, out_dir=str(out))
+def es_tokenizer(request):
+    return request.getfixturevalue(f"es_{request.param}")
