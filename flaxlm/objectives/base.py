@@ -57,6 +57,25 @@ class InitRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataPlan:
+    """What an objective learns from its data before the model is built (`Objective.plan_data`).
+
+    Fine-tuning reads its label set and its number of examples here; pre-training needs none of it.
+    """
+
+    # Model fields the data fixes (e.g. {"num_labels": 17}), applied over the resolved model.
+    model_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Top-level entries of the workdir's config.json (e.g. {"labels": [...]}, which export turns
+    # into id2label). A resumed run whose data gives different values is refused.
+    run_record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # epochs > 0: train.steps = epochs × ceil(examples_per_epoch / train.batch_size), and the run
+    # evaluates (and, with a `selection`, checkpoints) after every epoch.
+    epochs: int = 0
+    examples_per_epoch: int = 0
+    notes: tuple[str, ...] = ()  # printed once at start ("3 sentences split into windows", ...)
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSelection:
     """The held-out metric that selects the best checkpoint (e.g. entity F1, maximized)."""
 
@@ -72,17 +91,6 @@ class Objective(Protocol):
     head: str
 
     # -- model ---------------------------------------------------------------------------------
-    def prepare(self, config: ModelConfig, data: Any, tokenizer: Any) -> ModelConfig:
-        """Called once per run before the model is built, with the run's model config, data
-        config and tokenizer: read what the model's shape depends on from the data (a
-        classifier's label vocabulary) and return the model config to build (its num_labels)."""
-        ...
-
-    def run_record(self) -> dict[str, Any]:
-        """Entries for the workdir's config.json besides the trainer's own, after `prepare` (a
-        classifier's "labels", in id order, which export writes as id2label/label2id)."""
-        ...
-
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         ...
 
@@ -103,6 +111,10 @@ class Objective(Protocol):
         ...
 
     # -- data ----------------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        """Called once, before the model is built: label set, epoch size, notes (default: none)."""
+        ...
+
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Endless host-local training batches, the first starting at global example `start_example`."""
         ...
@@ -166,18 +178,15 @@ class ObjectiveDefaults:
     selection: EvalSelection | None = None
     summary_keys: tuple[str, ...] = ("loss",)
 
-    def prepare(self, config: ModelConfig, data: Any, tokenizer: Any) -> ModelConfig:
-        return config
-
-    def run_record(self) -> dict[str, Any]:
-        return {}
-
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # With init_from, everything it holds; parameters it lacks start fresh.
         return (InitRule(""),) if has_init_from else ()
 
     def weight_sources(self) -> dict[str, str]:
         return {}
+
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return DataPlan()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         return None

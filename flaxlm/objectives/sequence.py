@@ -13,7 +13,7 @@ the head as a depth of its own, so its top layer gets d², one factor more than 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
-from flaxlm.objectives.base import (Batch, DataContext, EvalSelection, InitRule,
+from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                     ObjectiveDefaults, Sums)
 
 SECTION = "objective.sequence_classification"
@@ -36,10 +36,13 @@ class SequenceClassificationConfig:
     """`objective.sequence_classification.*` keys."""
 
     labels: str = ""  # comma-separated label names in id order; empty: the train labels, sorted
+    epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
     language: str = "es"  # the language read from multilingual TFDS sets (xnli)
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1.0: off
 
     def validate(self) -> None:
+        if self.epochs < 0:
+            raise FlaxlmError(f"{SECTION}.epochs must be >= 0, got {self.epochs}")
         if not 0 < self.layer_decay <= 1:
             raise FlaxlmError(f"{SECTION}.layer_decay must be in (0, 1], got {self.layer_decay}")
         names = self.label_names()
@@ -80,41 +83,54 @@ class SequenceClassification(ObjectiveDefaults):
         self.config = config or SequenceClassificationConfig()
         self.config.validate()
         self.labels: tuple[str, ...] = ()
-        self._train: list[tuple[str, list[pairs.Example]]] = []
+        self._train_rows: dict[str, np.ndarray] | None = None  # encoded by `plan_data`
+        self._pairs_need_types = False  # BERT-style pairs: the second segment is token type 1
         self._num_labels: int | None = None  # of the model built
 
-    # -- labels and model ----------------------------------------------------------------------
-    def _read_train(self, data) -> None:
-        if self._train:
-            return
-        self._train = [(spec, pairs.read_examples(spec, language=self.config.language))
-                       for spec in data.train_files]
-        if len({e.text_pair is not None for _, ex in self._train for e in ex}) > 1:
+    # -- labels, data plan and model ------------------------------------------------------------
+    def _read_train(self, data) -> list[pairs.Example]:
+        per_file = [(spec, pairs.read_examples(spec, language=self.config.language))
+                    for spec in data.train_files]
+        examples = [e for _, read in per_file for e in read]
+        if len({e.text_pair is not None for e in examples}) > 1:
             raise FlaxlmError(f"{', '.join(data.train_files)}: mixes single texts and text pairs")
-        seen = sorted({e.label for _, ex in self._train for e in ex})
         fixed = self.config.label_names()
-        for spec, examples in self._train:
-            unknown = sorted({e.label for e in examples} - set(fixed)) if fixed else []
+        for spec, read in per_file:
+            unknown = sorted({e.label for e in read} - set(fixed)) if fixed else []
             if unknown:
                 raise FlaxlmError(f"{spec}: label {unknown[0]!r} is not in {SECTION}.labels "
                                   f"({', '.join(fixed)})")
+        seen = sorted({e.label for e in examples})
         self.labels = fixed or tuple(seen)
         if len(self.labels) < 2:
             raise FlaxlmError(f"{', '.join(data.train_files)}: only the label {seen[0]!r}; a "
                               "classifier needs two or more")
+        return examples
 
-    def prepare(self, config: ModelConfig, data, tokenizer) -> ModelConfig:
-        self._read_train(data)
-        paired = self._train[0][1][0].text_pair is not None
-        if paired and tokenizer.kind == "wordpiece" and config.type_vocab_size < 2:
-            raise FlaxlmError(f"text pairs need token type 1 for the second segment, but "
-                              f"model.type_vocab_size={config.type_vocab_size}")
-        return dataclasses.replace(config, num_labels=len(self.labels))
+    def _encode(self, ctx: DataContext, examples) -> pair_batches.Encoded:
+        return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
+                                   {name: i for i, name in enumerate(self.labels)})
 
-    def run_record(self) -> dict[str, Any]:
-        return {"labels": list(self.labels)} if self.labels else {}
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        """Reads and encodes the training data: the label set fixes the head's width."""
+        examples = self._read_train(ctx.data)
+        encoded = self._encode(ctx, examples)
+        self._train_rows = encoded.rows
+        self._pairs_need_types = (examples[0].text_pair is not None
+                                  and ctx.tokenizer.kind == "wordpiece")
+        kind = "text pairs" if examples[0].text_pair is not None else "texts"
+        return DataPlan(
+            model_overrides={"num_labels": len(self.labels)},
+            run_record={"labels": list(self.labels)}, epochs=self.config.epochs,
+            examples_per_epoch=len(examples), notes=(
+                f"sequence classification: {len(self.labels)} labels ({', '.join(self.labels)}); "
+                f"{len(examples):,} training {kind}, {encoded.truncated:,} truncated to "
+                f"data.seq_len={ctx.data.seq_len} (longest segment first)",))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
+        if self._pairs_need_types and config.type_vocab_size < 2:
+            raise FlaxlmError("text pairs need token type 1 for the second segment, but "
+                              f"model.type_vocab_size={config.type_vocab_size}")
         self._num_labels = config.num_labels
         return SequenceClassifierModel(config, rngs=rngs)
 
@@ -136,27 +152,21 @@ class SequenceClassification(ObjectiveDefaults):
         return {n: decay ** depth(n) for n in param_paths if depth(n)}
 
     # -- data ----------------------------------------------------------------------------------
-    def _encode(self, ctx: DataContext, examples, what: str) -> dict[str, np.ndarray]:
-        encoded = pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
-                                      {name: i for i, name in enumerate(self.labels)})
-        if ctx.process_index == 0:
-            print(f"flaxlm: {what}: {len(examples):,} examples; {encoded.truncated:,} truncated "
-                  f"to data.seq_len={ctx.data.seq_len} (longest segment first)", flush=True)
-        return encoded.rows
-
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
-        self._read_train(ctx.data)
+        if self._train_rows is None:
+            self.plan_data(ctx)
         if self._num_labels is not None and self._num_labels != len(self.labels):
             raise FlaxlmError(f"{', '.join(ctx.data.train_files)}: {len(self.labels)} labels "
                               f"({', '.join(self.labels)}) but the model has num_labels="
                               f"{self._num_labels}")
-        rows = self._encode(ctx, [e for _, ex in self._train for e in ex], "train")
         return pair_batches.train_stream(
-            rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size, start_example=start_example,
-            process_index=ctx.process_index, process_count=ctx.process_count)
+            self._train_rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size,
+            start_example=start_example, process_index=ctx.process_index,
+            process_count=ctx.process_count)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        self._read_train(ctx.data)
+        if self._train_rows is None:
+            self.plan_data(ctx)
         examples = []
         for spec in ctx.data.eval_files:
             read = pairs.read_examples(spec, language=self.config.language)
@@ -166,9 +176,13 @@ class SequenceClassification(ObjectiveDefaults):
                 print(f"flaxlm: {spec}: label(s) {', '.join(map(repr, unknown))} ({count} "
                       "examples) are not in the training labels; scored as errors", flush=True)
             examples += read
+        encoded = self._encode(ctx, examples)
+        if ctx.process_index == 0:
+            print(f"flaxlm: eval: {len(examples):,} examples, {encoded.truncated:,} truncated to "
+                  f"data.seq_len={ctx.data.seq_len}", flush=True)
         return pair_batches.eval_batches(
-            self._encode(ctx, examples, "eval"), host_batch_size=ctx.host_batch_size,
-            process_index=ctx.process_index, process_count=ctx.process_count)
+            encoded.rows, host_batch_size=ctx.host_batch_size, process_index=ctx.process_index,
+            process_count=ctx.process_count)
 
     def batch_spec(self, global_batch: int, data) -> dict[str, jax.ShapeDtypeStruct]:
         rows = jax.ShapeDtypeStruct((global_batch, data.seq_len), jnp.int32)

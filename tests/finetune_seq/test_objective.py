@@ -2,6 +2,7 @@
 layer-wise LR decay, host-side metrics."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,11 @@ def _ctx(tokenizer, train=(TRAIN_TSV,), eval_files=(DEV_TSV,), seq_len=48, batch
                                   seq_len=seq_len), tokenizer, seed=0, host_batch_size=batch)
 
 
+def _planned(objective, ctx, config=CONFIG):
+    """The model config the trainer builds after the objective's data plan."""
+    return dataclasses.replace(config, **objective.plan_data(ctx).model_overrides)
+
+
 def _tsv(tmp_path, name, rows):
     path = tmp_path / name
     path.write_text("text\ttext_pair\tlabel\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows),
@@ -37,7 +43,7 @@ def _tsv(tmp_path, name, rows):
 
 def test_registered_with_its_config_section():
     section = registry.config_section()
-    assert dict(section.sequence_classification) == {"labels": "", "language": "es",
+    assert dict(section.sequence_classification) == {"labels": "", "epochs": 0, "language": "es",
                                                      "layer_decay": 1.0}
     objective = registry.make_objective("sequence_classification",
                                         {"sequence_classification": {"layer_decay": 0.8}})
@@ -60,7 +66,7 @@ def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
     # each micro-batch's loss divided by the whole batch's example count adds up to the batch's.
     objective = SequenceClassification()
     ctx = _ctx(es_unigram, seq_len=24, batch=8)
-    graphdef, params = _init(objective, objective.prepare(CONFIG, ctx.data, es_unigram))
+    graphdef, params = _init(objective, _planned(objective, ctx))
     batch = next(objective.train_batches(ctx, 0))
     batch["weights"][[1, 2, 6]] = 0.0  # padding rows: the micro-batches' counts differ
     micro = {k: np.stack([v[i::4] for i in range(4)]) for k, v in batch.items()}
@@ -82,23 +88,28 @@ def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
 
 
 def test_labels_from_train_sorted_or_fixed(es_unigram, tmp_path, capsys):
-    objective = SequenceClassification()
-    model = objective.prepare(CONFIG, _ctx(es_unigram).data, es_unigram)
-    assert objective.labels == ("different", "same") and model.num_labels == 2
-    assert objective.run_record() == {"labels": ["different", "same"]}
+    objective = SequenceClassification(SequenceClassificationConfig(epochs=3))
+    plan = objective.plan_data(_ctx(es_unigram, seq_len=24))
+    assert objective.labels == ("different", "same")
+    assert plan.model_overrides == {"num_labels": 2}
+    assert plan.run_record == {"labels": ["different", "same"]}
+    assert (plan.epochs, plan.examples_per_epoch) == (3, 160)
+    truncated = re.search(r"160 training text pairs, (\d+) truncated to data.seq_len=24",
+                          plan.notes[0])
+    assert truncated and int(truncated.group(1)) > 0
 
     fixed = SequenceClassification(SequenceClassificationConfig(labels="same,other,different"))
-    assert fixed.prepare(CONFIG, _ctx(es_unigram).data, es_unigram).num_labels == 3
+    assert fixed.plan_data(_ctx(es_unigram)).model_overrides == {"num_labels": 3}
     assert fixed.labels == ("same", "other", "different")
 
     narrow = SequenceClassification(SequenceClassificationConfig(labels="same,other"))
     with pytest.raises(FlaxlmError, match=r"train.tsv: label 'different' is not in "
                                           r"objective.sequence_classification.labels"):
-        narrow.prepare(CONFIG, _ctx(es_unigram).data, es_unigram)
+        narrow.plan_data(_ctx(es_unigram))
 
     one = _tsv(tmp_path, "one.tsv", [("a", "b", "x"), ("c", "d", "x")])
     with pytest.raises(FlaxlmError, match="one.tsv: only the label 'x'"):
-        SequenceClassification().prepare(CONFIG, _ctx(es_unigram, [one]).data, es_unigram)
+        SequenceClassification().plan_data(_ctx(es_unigram, [one]))
 
 
 def test_label_only_in_eval_is_reported_and_scored_as_error(es_unigram, tmp_path, capsys):
@@ -106,7 +117,7 @@ def test_label_only_in_eval_is_reported_and_scored_as_error(es_unigram, tmp_path
                                      ("seis", "siete", "odd")])
     objective = SequenceClassification()
     ctx = _ctx(es_unigram, eval_files=[dev], batch=4)
-    objective.prepare(CONFIG, ctx.data, es_unigram)
+    objective.plan_data(ctx)
     batches = objective.eval_batches(ctx)
     assert "dev.tsv: label(s) 'odd' (2 examples) are not in the training labels" in (
         capsys.readouterr().out)
@@ -131,16 +142,17 @@ def test_macro_scores_equal_sklearn():
 
 def test_wordpiece_pairs_need_two_token_types(es_wordpiece):
     bert = dataclasses.replace(preset("tiny"), arch="bert", pooler=True, type_vocab_size=1)
+    objective = SequenceClassification()
+    objective.plan_data(_ctx(es_wordpiece))
     with pytest.raises(FlaxlmError, match="model.type_vocab_size=1"):
-        SequenceClassification().prepare(bert, _ctx(es_wordpiece).data, es_wordpiece)
+        nnx.eval_shape(lambda: objective.build_model(bert, nnx.Rngs(0)))
     two = dataclasses.replace(bert, type_vocab_size=2)
-    assert SequenceClassification().prepare(two, _ctx(es_wordpiece).data,
-                                            es_wordpiece).num_labels == 2
+    nnx.eval_shape(lambda: objective.build_model(two, nnx.Rngs(0)))
 
 
 def test_model_and_data_label_counts_must_agree(es_unigram):
     objective = SequenceClassification()
-    # A model built for three labels (the trainer did not call `prepare`).
+    # A model built for three labels (not the width its data plan gave).
     nnx.eval_shape(lambda: objective.build_model(dataclasses.replace(CONFIG, num_labels=3),
                                                  nnx.Rngs(0)))
     with pytest.raises(FlaxlmError, match=r"train.tsv: 2 labels \(different, same\) but the "
@@ -166,7 +178,7 @@ def test_layer_decay_scales_by_depth():
 def test_flops_count_real_tokens_and_examples(es_unigram):
     objective = SequenceClassification()
     ctx = _ctx(es_unigram)
-    objective.prepare(CONFIG, ctx.data, es_unigram)
+    objective.plan_data(ctx)
     batch = next(objective.train_batches(ctx, 0))
     counts = objective.real_counts(batch)
     assert counts["tokens"] == batch["attention_mask"].sum() < batch["attention_mask"].size
