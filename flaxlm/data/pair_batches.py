@@ -21,6 +21,7 @@ import numpy as np
 
 from flaxlm.data.pairs import UNKNOWN_LABEL, Example
 from flaxlm.data.tokenizers import Tokenizer
+from flaxlm.errors import FlaxlmError
 
 ROW_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -30,10 +31,14 @@ class Encoded(NamedTuple):
     truncated: int  # examples cut to fit seq_len
 
 
-def truncated_lengths(len_a: int, len_b: int, room: int) -> tuple[int, int]:
-    """Lengths kept of two segments sharing `room` tokens (transformers' longest_first)."""
+def truncated_lengths(len_a: int, len_b: int, room: int,
+                      strategy: str = "longest_first") -> tuple[int, int]:
+    """Lengths kept of two segments sharing `room` tokens, as transformers' truncation strategy
+    `longest_first` or `only_first` (zero-shot: the hypothesis is never cut) keeps them."""
     if len_a + len_b <= room:
         return len_a, len_b
+    if strategy == "only_first":
+        return max(room - len_b, 0), len_b
     a_first = len_a <= len_b
     short, long = (len_a, len_b) if a_first else (len_b, len_a)
     short = min(short, room // 2)
@@ -48,7 +53,7 @@ def special_tokens(tokenizer: Tokenizer, paired: bool) -> int:
 
 
 def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
-           label_ids: dict[str, int]) -> Encoded:
+           label_ids: dict[str, int], truncation: str = "longest_first") -> Encoded:
     paired = examples[0].text_pair is not None
     first = [ids for ids, _ in tokenizer.encode_batch([e.text for e in examples])]
     second = ([ids for ids, _ in tokenizer.encode_batch([e.text_pair for e in examples])]
@@ -63,8 +68,11 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
     lengths_N = np.zeros(len(examples), np.int64)
     truncated = 0
     for row, (a, b) in enumerate(zip(first, second)):
-        keep_a, keep_b = truncated_lengths(len(a), len(b), room)
+        keep_a, keep_b = truncated_lengths(len(a), len(b), room, truncation)
         truncated += (keep_a, keep_b) != (len(a), len(b))
+        if keep_a + keep_b > room:
+            raise FlaxlmError(f"example {row}: its second text alone has {len(b)} tokens, more "
+                              f"than the {room} that data.seq_len={seq_len} leaves")
         head = [cls, *a[:keep_a], *middle] if paired else [cls, *a[:keep_a], sep]
         tail = [*b[:keep_b], sep] if paired else []
         ids_NxL[row, :len(head) + len(tail)] = head + tail

@@ -80,7 +80,8 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
         tokenizer = load_tokenizer(wd.tokenizer_dir)
     pairs = [Example(text, template.format(label), "") for text in texts for label in labels]
     seq_len = min(wd.model.max_seq_len, MAX_SEQ_LEN)
-    rows = pair_batches.encode(tokenizer, pairs, seq_len, {}).rows
+    # The pipeline's truncation: the text is cut, never the hypothesis.
+    rows = pair_batches.encode(tokenizer, pairs, seq_len, {}, truncation="only_first").rows
     batch = {k: rows[k] for k in pair_batches.ROW_KEYS}
     logits = jax.jit(lambda p, b: nnx.merge(graphdef, p)(b))(params, batch)
     logits_TxNxC = np.asarray(logits, np.float64).reshape(len(texts), len(labels), -1)

@@ -5,6 +5,7 @@ import pytest
 
 from flaxlm.convert.tokenizer_files import write_release_tokenizer
 from flaxlm.data import pair_batches, pairs
+from flaxlm.errors import FlaxlmError
 from tests.finetune_seq.conftest import DEV_TSV
 
 
@@ -14,6 +15,28 @@ from tests.finetune_seq.conftest import DEV_TSV
 def test_longest_first_lengths(len_a, len_b, room, kept):
     # The cases were read off BertTokenizerFast(truncation=True, max_length=room + 3).
     assert pair_batches.truncated_lengths(len_a, len_b, room) == kept
+
+
+@pytest.mark.parametrize("len_a,len_b,room,kept", [(9, 3, 7, (4, 3)), (3, 3, 7, (3, 3))])
+def test_only_first_lengths(len_a, len_b, room, kept):
+    assert pair_batches.truncated_lengths(len_a, len_b, room, "only_first") == kept
+
+
+def test_only_first_matches_transformers_and_refuses_an_oversized_second_text(es_unigram,
+                                                                             tmp_path):
+    hf_tok = write_release_tokenizer(es_unigram, str(tmp_path), 512)
+    examples = [pairs.Example(e.text + " " + e.text_pair, "Este ejemplo es informática.", "")
+                for e in pairs.read_examples(DEV_TSV)[:20]]
+    examples = [e for e in examples if list(es_unigram.encode_batch([e.text])[0][0])
+                == hf_tok(e.text, add_special_tokens=False)["input_ids"]]
+    assert len(examples) >= 10
+    encoded = pair_batches.encode(es_unigram, examples, 24, {}, truncation="only_first")
+    expected = hf_tok([e.text for e in examples], [e.text_pair for e in examples],
+                      truncation="only_first", max_length=24, padding="max_length")
+    np.testing.assert_array_equal(encoded.rows["input_ids"], expected["input_ids"])
+    assert encoded.truncated == len(examples)
+    with pytest.raises(FlaxlmError, match="example 0: its second text alone has"):
+        pair_batches.encode(es_unigram, examples[:1], 8, {}, truncation="only_first")
 
 
 @pytest.mark.parametrize("seq_len", [24, 256])
