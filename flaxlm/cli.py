@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from flaxlm.convert import commands as convert_commands
     convert_commands.add_parsers(sub)
+    from flaxlm.tasks import zero_shot
+    zero_shot.add_parser(sub)
     return parser
 
 

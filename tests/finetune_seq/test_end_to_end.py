@@ -1,0 +1,74 @@
+"""`flaxlm train` on the same-document pair task from a pre-trained workdir, then export: the
+encoder is loaded and the head is fresh, eval metrics are written, the export names its labels.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from flaxlm import cli
+from flaxlm.checkpoint import write_params
+from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
+from flaxlm.metrics_log import read_metrics
+from flaxlm.models.config import preset
+from tests.conftest import REPO
+from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
+
+CONFIG = os.path.join(REPO, "configs", "pairs_es_same_doc.py")
+
+
+def _mlm_workdir(path, tokenizer):
+    """A pre-trained MLM workdir as `flaxlm train` leaves it (params-only checkpoint)."""
+    config = dataclasses.replace(preset("tiny"), vocab_size=tokenizer.vocab_size,
+                                 pad_token_id=tokenizer.pad_id)
+    os.makedirs(path)
+    shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"config": {}, "model": dataclasses.asdict(config), "objective": "mlm",
+                   "head": "mlm", "tokenizer": "tokenizer"}, f)
+    _, abstract = abstract_params(config, "mlm")
+    rng = np.random.default_rng(0)
+    flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
+            for name, a in flatten(abstract).items()}
+    write_params(path, 7, unflatten_like(abstract, flat), {"step": 7})
+    return flat
+
+
+@pytest.mark.slow  # ~40-80 s here: a train step, an eval step and export's parity check compile
+def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsys):
+    pretrained = str(tmp_path / "pre")
+    encoder = {k: v for k, v in _mlm_workdir(pretrained, es_unigram).items()
+               if k.startswith("encoder/")}
+    workdir = str(tmp_path / "run")
+    assert cli.main([
+        "train", "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
+        f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
+        "--config.data.seq_len=32", "--config.train.batch_size=32",
+        "--config.objective.sequence_classification.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    loaded = re.search(r"weights: (\d+) tensors from init_from \([^)]*step 7\); fresh: ([^;\n]+)",
+                       out)
+    assert loaded, out
+    assert int(loaded.group(1)) == len(encoder)
+    assert loaded.group(2) == "classifier/dense/* (2), classifier/out/* (2)"
+    assert "2 labels (different, same); 160 training text pairs" in out
+    # Two epochs of 160 / 32 steps, evaluated after each one.
+    evals = [m for m in read_metrics(workdir) if "eval_accuracy" in m]
+    assert [m["step"] for m in evals] == [5, 10]
+    assert all(0 <= m["eval_accuracy"] <= 1 and m["eval_examples"] == 48 for m in evals)
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["labels"] == ["different", "same"]
+    best = json.load(open(os.path.join(workdir, "best.json"), encoding="utf-8"))
+    assert best["metric"] == "accuracy" and best["value"] == max(m["eval_accuracy"]
+                                                                 for m in evals)
+
+    assert cli.main(["export", "--workdir", workdir, "--out", str(tmp_path / "export")]) == 0
+    with open(tmp_path / "export" / "config.json", encoding="utf-8") as f:
+        hf = json.load(f)
+    assert hf["architectures"] == ["XLMRobertaForSequenceClassification"]
+    assert hf["id2label"] == {"0": "different", "1": "same"}
