@@ -18,7 +18,7 @@ Run:
 from flaxlm.run_config import base_config
 
 SLICES = ("cpu-8", "v5e-8", "v4-8")
-EPOCHS, BATCH, TRAIN_EXAMPLES = 5, 32, 49_401
+EPOCHS, BATCH = 5, 32
 
 
 def get_config():
@@ -29,11 +29,9 @@ def get_config():
     c.data.train_files = "tfds:paws_x_wiki/es:train"
     c.data.eval_files = "tfds:paws_x_wiki/es:validation"
     c.data.seq_len = 128
-    steps = EPOCHS * -(-TRAIN_EXAMPLES // BATCH)  # what objective epochs gives the trainer
-    c.train.steps = steps
     c.train.batch_size = BATCH
     c.train.learning_rate = 1e-4
-    c.train.warmup_steps = round(0.1 * steps)
+    c.train.warmup_proportion = 0.1  # of the steps the epochs plan
     c.train.log_every = 100
     c.train.checkpoint_every = 1000
     return c
