@@ -37,7 +37,9 @@ def add_parsers(sub) -> None:
                        "transformers reproduces the Flax logits within 1e-4.")
     p.add_argument("--workdir", required=True, help="flaxlm run directory")
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--step", type=int, default=None,
+                   help="checkpoint step (default: the best step in best.json if the run "
+                   "selected one, else the latest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_export)
 

@@ -24,6 +24,7 @@ from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.workdir import read_json_or_none
 
 PARITY_MAX_LEN = 64
 
@@ -127,9 +128,13 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
 
 def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
            tolerance: float = TOLERANCE) -> dict:
-    """Writes the release bundle for `workdir`'s checkpoint (latest unless `step`) to `out`."""
+    """Writes the release bundle for `workdir`'s checkpoint to `out`: `step`, else the best step
+    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest."""
     check_out(out, overwrite)
     wd = open_workdir(workdir)
+    if step is None:
+        best = read_json_or_none(os.path.join(workdir, "best.json"))
+        step = best["step"] if best else None
     config = wd.model
     table = table_for(config.arch, wd.head)
     tok = load_tokenizer(wd.tokenizer_dir)
