@@ -111,6 +111,16 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
+def assert_same_weights(hf_dir, bundle) -> None:
+    """The bundle stores exactly the checkpoint's tensors, each fp32 and bit for bit equal."""
+    original = read_safetensors(os.path.join(hf_dir, "model.safetensors"))
+    released = read_safetensors(os.path.join(bundle, "model.safetensors"))
+    assert set(original) == set(released)
+    for name, value in original.items():
+        assert released[name].dtype == value.dtype == np.float32, name
+        assert released[name].tobytes() == value.tobytes(), name
+
+
 def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
                   metrics: list[dict] | None = None) -> dict[int, dict]:
     """A flaxlm workdir as `flaxlm train` leaves it (params-only checkpoints); returns params."""

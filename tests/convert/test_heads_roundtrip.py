@@ -12,7 +12,8 @@ from flaxlm.convert.export import export
 from flaxlm.convert.import_hf import import_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
-from tests.convert.conftest import TOL, load_flax, make_hf_dir, random_batch, read_safetensors
+from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir,
+                                    random_batch, read_safetensors)
 
 SHAPE = dict(hidden=48, heads=4, intermediate=37, type_vocab=2)
 CASES = [
@@ -52,12 +53,7 @@ def test_classifier_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok
     exported = export(str(run_dir), str(bundle))
     assert exported["hf_class"] == type(torch_model).__name__
     assert exported["logits_max_abs_diff"] <= TOL
-    original, released = read_safetensors(hf_dir / "model.safetensors"), read_safetensors(
-        bundle / "model.safetensors")
-    assert set(original) == set(released)
-    for name, value in original.items():
-        assert released[name].dtype == value.dtype == np.float32, name
-        assert released[name].tobytes() == value.tobytes(), name
+    assert_same_weights(hf_dir, bundle)
 
     cfg_in = json.loads((hf_dir / "config.json").read_text())
     cfg_out = json.loads((bundle / "config.json").read_text())
