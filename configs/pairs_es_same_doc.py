@@ -24,8 +24,8 @@ EPOCHS, BATCH = 3, 32
 def get_config():
     c = base_config()
     c.objective.name = "sequence_classification"
-    c.objective.sequence_classification.epochs = EPOCHS
-    c.objective.sequence_classification.layer_decay = 0.8
+    c.finetune.epochs = EPOCHS
+    c.finetune.layer_decay = 0.8
     c.data.train_files = "data/pairs_es/train.tsv"
     c.data.eval_files = "data/pairs_es/dev.tsv"
     c.data.seq_len = 128

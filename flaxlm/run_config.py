@@ -24,6 +24,7 @@ from flaxlm.objectives import registry as objective_registry
 from flaxlm.optim import OptimConfig
 from flaxlm.sharding import MeshConfig
 from flaxlm.steps import StepConfig
+from flaxlm.tasks import finetune_config
 
 _MODEL_FIELDS = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
 _PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -47,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.train_files = ""  # comma-separated: text files, globs, TFRecord shards or tfds:NAME
     c.data.eval_files = ""
+    # Fine-tuning: evaluated once, on the best epoch's weights, when training ends (results.json).
+    c.data.test_files = ""
     # A tokenizer directory (see `flaxlm tokenizer`); empty: train one on the text train_files
     # (data.tokenizer_kind, data.tokenizer_vocab_size) into <workdir>/tokenizer, reused on reruns.
     c.data.tokenizer = ""
@@ -61,6 +64,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.grad_accum_steps = 1
     c.train.learning_rate = 5e-4
     c.train.warmup_steps = 0
+    # linear: warmup, then linear decay to end_learning_rate; constant: warmup, then no decay.
+    c.train.schedule = "linear"
     # > 0: warmup over this fraction of the decay horizon instead (fine-tuning cards: 0.1).
     c.train.warmup_proportion = 0.0
     # Where linear decay reaches end_learning_rate. 0: train.steps of the run that created the
@@ -83,6 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_copy_on_device = True
     c.train.nan_policy = "skip"  # or "stop"
     c.train.peak_flops_per_device = 0.0  # 0: from the device kind (see flaxlm/flops.py)
+
+    # Epochs, layer-wise LR decay, k-fold and seed repeats (flaxlm/tasks/finetune_config.py).
+    c.finetune = finetune_config.section()
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
@@ -238,6 +246,13 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     _check(c.data.tokenizer_kind in ("", "unigram", "wordpiece"), "data.tokenizer_kind must be "
            f"unigram or wordpiece, got {c.data.tokenizer_kind!r}")
     sections = {k: dict(v) for k, v in c.objective.items() if k != "name"}
+    finetune_config.validate(c.finetune, _files(c.data.eval_files))
+    sections = objective_registry.with_finetune(c.objective.name, sections, dict(c.finetune))
+    _check(t.schedule in ("linear", "constant"), f"train.schedule must be linear or constant, "
+                                                 f"got {t.schedule!r}")
+    _check(t.schedule == "linear" or t.end_learning_rate in (0.0, t.learning_rate),
+           f"train.end_learning_rate={t.end_learning_rate} is where train.schedule=linear "
+           "decays to; train.schedule=constant stays at train.learning_rate")
     objective_registry.make_objective(c.objective.name, sections)  # validates its settings
     _check(_files(c.data.train_files) != (), "data.train_files is empty: set "
                                              "--config.data.train_files=PATH[,PATH...]")
@@ -252,7 +267,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     optim = OptimConfig(
         learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
         total_steps=t.decay_steps or t.steps,
-        end_learning_rate=t.end_learning_rate, restart_steps=restarts,
+        end_learning_rate=t.learning_rate if t.schedule == "constant" else t.end_learning_rate,
+        restart_steps=restarts,
         weight_decay=t.weight_decay, b1=t.b1, b2=t.b2, eps=t.eps, max_grad_norm=t.max_grad_norm)
     optim.validate()
     return RunConfig(
@@ -264,6 +280,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         data_tokenizer_vocab_size=c.data.tokenizer_vocab_size,
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
+            test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
             shuffle_buffer=c.data.shuffle_buffer),
         loop=LoopConfig(

@@ -45,9 +45,14 @@ class DataConfig:
     mask_token_rate: float = 0.8  # of chosen tokens: replaced by the mask id …
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
     shuffle_buffer: int = 10_000  # streamed sources only
+    test_files: tuple[str, ...] = ()  # fine-tuning: evaluated once on the best epoch's weights
+    # Fine-tuning k-fold (flaxlm/tasks/finetune_config.py): with folds >= 2 and fold >= 0, train
+    # on the training data without its fold-th slice and evaluate on that slice.
+    folds: int = 0
+    fold: int = -1
 
     def __post_init__(self):
-        for key in ("train_files", "eval_files"):
+        for key in ("train_files", "eval_files", "test_files"):
             if isinstance(getattr(self, key), str):
                 raise FlaxlmError(
                     f"DataConfig.{key}: expected a tuple of paths, "

@@ -16,6 +16,7 @@ from flaxlm.objectives.base import Objective
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
 from flaxlm.objectives.token_classification import TokenClassification
+from flaxlm.tasks import finetune_config
 
 OBJECTIVES: dict[str, type] = {
     cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification)}
@@ -27,6 +28,10 @@ MOVED_KEYS = {
     "data.mask_token_rate": "objective.mlm.mask_token_rate",
     "data.random_token_rate": "objective.mlm.random_token_rate",
     "data.max_predictions": "objective.mlm.max_predictions",
+    # Shared by the fine-tuning objectives (flaxlm/tasks/finetune_config.py).
+    **{f"objective.{name}.{key}": f"finetune.{key}"
+       for name in ("token_classification", "sequence_classification")
+       for key in finetune_config.OBJECTIVE_FIELDS},
 }
 
 
@@ -35,7 +40,9 @@ def config_section() -> ml_collections.ConfigDict:
     section = ml_collections.ConfigDict()
     section.name = "mlm"
     for name, cls in OBJECTIVES.items():
-        section[name] = ml_collections.ConfigDict(dataclasses.asdict(cls.Config()))
+        section[name] = ml_collections.ConfigDict(
+            {k: v for k, v in dataclasses.asdict(cls.Config()).items()
+             if k not in finetune_config.OBJECTIVE_FIELDS})  # set by the `finetune` section
     return section
 
 
@@ -46,3 +53,13 @@ def make_objective(name: str, sections: Mapping[str, Any]) -> Objective:
                           f"(known: {', '.join(sorted(OBJECTIVES))})")
     cls = OBJECTIVES[name]
     return cls(cls.Config(**dict(sections.get(name, {}))))
+
+
+def with_finetune(name: str, sections: Mapping[str, Any],
+                  finetune: Mapping[str, Any]) -> dict[str, dict]:
+    """`sections` with the `finetune.*` settings the objective `name` takes added to its own."""
+    sections = {k: dict(v) for k, v in sections.items()}
+    if name in OBJECTIVES:
+        sections[name] = {**sections.get(name, {}), **finetune_config.objective_fields(
+            OBJECTIVES[name].Config, finetune, name)}
+    return sections

@@ -1,15 +1,16 @@
 """Token classification (POS, NER): a fresh classifier on a loaded encoder, one label per word.
 
 Words are labelled on their first sub-token (flaxlm/data/word_windows.py: encoding, windows of
-long sentences). The label set is the training data's, in sorted order; it fixes the
-classifier's width and is saved in the workdir's config.json as "labels" (export's id2label). The
+long sentences). The label set is the training data's (all folds' with `finetune.folds`), in
+Python's string order (code points: with IOB2 labels every `B-*` comes first, then every `I-*`,
+and `O` last); it fixes the classifier's width and is saved in the workdir's config.json as "labels" (export's id2label). The
 loss is cross-entropy over labelled first sub-tokens divided by their number over the global
 batch. Evaluation maps predictions back to words and scores them on the host
 (flaxlm/tasks/metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1 (seqeval's
 default mode) when every label is IOB-shaped; a gold label the training data never had scores as
 an error.
 
-Layer-wise learning-rate decay (`layer_decay` = d, 1.0 = off), for an encoder of L layers:
+Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
 embeddings_project × d^(L+1).
 """
@@ -33,6 +34,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                     ObjectiveDefaults, Sums)
+from flaxlm.tasks import finetune_config
 from flaxlm.tasks.metrics import entity_scores, token_scores
 
 _SELECTIONS = ("macro_f1", "entity_f1", "accuracy")
@@ -41,7 +43,8 @@ _IOB = re.compile(r"^(O|[BIES]-.+)$")
 
 @dataclasses.dataclass(frozen=True)
 class TokenClassificationConfig:
-    """`objective.token_classification.*` keys."""
+    """`objective.token_classification.*` keys; `epochs` and `layer_decay` are set from
+    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
 
     format: str = "conllu"  # conllu | conll2002 | wikiner | panx (flaxlm/data/labelled.py)
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
@@ -54,9 +57,9 @@ class TokenClassificationConfig:
             raise FlaxlmError(f"{key}.format={self.format!r}: known formats are "
                               f"{', '.join(labelled.FORMATS)}")
         if self.epochs < 0:
-            raise FlaxlmError(f"{key}.epochs must be >= 0, got {self.epochs}")
+            raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0.0 < self.layer_decay <= 1.0:
-            raise FlaxlmError(f"{key}.layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.selection not in _SELECTIONS:
             raise FlaxlmError(f"{key}.selection={self.selection!r}: one of "
                               f"{', '.join(_SELECTIONS)}")
@@ -93,6 +96,8 @@ class TokenClassification(ObjectiveDefaults):
         self.selection = EvalSelection(self.config.selection, "max")
         self.labels: tuple[str, ...] = ()
         self._train_rows: Rows | None = None
+        # Gold labels of every sentence of every eval set read so far (dev, test), by the
+        # `sentence` id its batches carry.
         self._eval_gold: list[tuple[str, ...]] = []
 
     # -- model and weights -----------------------------------------------------------------------
@@ -110,22 +115,18 @@ class TokenClassification(ObjectiveDefaults):
 
     # -- data ------------------------------------------------------------------------------------
     def plan_data(self, ctx: DataContext) -> DataPlan:
-        train = labelled.read_files(ctx.data.train_files, self.config.format)
-        self.labels = labelled.label_vocabulary(train)
+        every = labelled.read_files(ctx.data.train_files, self.config.format)
+        self.labels = labelled.label_vocabulary(every)  # the same for every fold
+        train, _ = finetune_config.split(every, ctx.data.folds, ctx.data.fold)
         self._check_selection()
         self._train_rows = self._rows(train, ctx)
         notes = [f"token classification: {len(self.labels)} labels from the training data; "
                  f"{len(train)} train sentences → {len(self._train_rows)} rows of "
                  f"{ctx.data.seq_len} tokens ({self._train_rows.split_sentences} split into "
                  "overlapping windows)"]
-        if ctx.data.eval_files:
-            evaluation = labelled.read_files(ctx.data.eval_files, self.config.format)
-            unseen: dict[str, int] = {}
-            for label in (x for s in evaluation for x in s.labels if x not in self.labels):
-                unseen[label] = unseen.get(label, 0) + 1
-            if unseen:
-                notes.append("eval labels not in the training data (scored as errors): " + ", ".join(
-                    f"{k} ({n} words)" for k, n in sorted(unseen.items())))
+        if ctx.data.folds and ctx.data.fold >= 0:
+            notes.append(f"fold {ctx.data.fold} of {ctx.data.folds}: {len(every) - len(train)} "
+                         f"of the {len(every)} training sentences held out for evaluation")
         return DataPlan(model_overrides={"num_labels": len(self.labels)},
                         run_record={"labels": list(self.labels)}, epochs=self.config.epochs,
                         examples_per_epoch=len(self._train_rows), notes=tuple(notes))
@@ -160,10 +161,26 @@ class TokenClassification(ObjectiveDefaults):
             g = g + G
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
+        """Batches of `data.eval_files` (or the held-out fold); a label the training data lacks
+        is reported in one line and scores as an error."""
         self._require_plan()
-        sentences = labelled.read_files(ctx.data.eval_files, self.config.format)
-        self._eval_gold = [s.labels for s in sentences]
+        if ctx.data.folds and ctx.data.fold >= 0:
+            _, sentences = finetune_config.split(
+                labelled.read_files(ctx.data.train_files, self.config.format), ctx.data.folds,
+                ctx.data.fold)
+        else:
+            sentences = labelled.read_files(ctx.data.eval_files, self.config.format)
+        unseen: dict[str, int] = {}
+        for label in (x for s in sentences for x in s.labels if x not in self.labels):
+            unseen[label] = unseen.get(label, 0) + 1
+        if unseen and ctx.process_index == 0:
+            print(f"flaxlm: {', '.join(ctx.data.eval_files) or 'held-out fold'}: labels not in "
+                  "the training data (scored as errors): " + ", ".join(
+                      f"{k} ({n} words)" for k, n in sorted(unseen.items())), flush=True)
+        first = len(self._eval_gold)
+        self._eval_gold += [s.labels for s in sentences]
         rows = self._rows(sentences, ctx)
+        rows = dataclasses.replace(rows, sentence_N=rows.sentence_N + first)
         B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
         batches = []
         for first in range(0, len(rows), G):
@@ -211,27 +228,31 @@ class TokenClassification(ObjectiveDefaults):
         return {**self._sums(logits_BxLxC, batch),
                 "predictions": jnp.argmax(logits_BxLxC, axis=-1).astype(jnp.int32)}
 
-    def word_predictions(self, outputs, batches) -> list[list[str]]:
-        """Each eval sentence's predicted labels, word by word, from the window owning each word."""
-        predicted = [[""] * len(gold) for gold in self._eval_gold]
+    def word_predictions(self, outputs, batches) -> tuple[list, list[list[str]]]:
+        """(gold, predicted) labels of each sentence of the eval set `batches` hold, word by
+        word, from the window owning each word."""
+        ids = np.unique(np.concatenate([b["sentence"] for b in batches]))
+        ids = ids[ids >= 0]
+        gold = [self._eval_gold[i] for i in ids]
+        predicted = {i: [""] * len(g) for i, g in zip(ids, gold)}
         for out, batch in zip(outputs, batches, strict=True):
             rows, columns = np.nonzero(batch["word_index"] >= 0)
             for r, c in zip(rows, columns):
                 sentence = predicted[batch["sentence"][r]]
                 sentence[batch["word_index"][r, c]] = self.labels[out["predictions"][r, c]]
-        missing = sum(label == "" for s in predicted for label in s)
+        missing = sum(label == "" for s in predicted.values() for label in s)
         if missing:
             raise RuntimeError(f"{missing} eval words got no prediction: the windows lost them")
-        return predicted
+        return gold, [predicted[i] for i in ids]
 
     def eval_metrics(self, outputs, batches) -> dict[str, float]:
         sums = {k: float(sum(np.sum(o[k]) for o in outputs))
                 for k in ("loss_sum", "weight_sum")}
-        predicted = self.word_predictions(outputs, batches)
+        gold, predicted = self.word_predictions(outputs, batches)
         results = {"loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
-                   **token_scores(self._eval_gold, predicted)}
+                   **token_scores(gold, predicted)}
         if self._iob_labels():
-            results.update(entity_scores(self._eval_gold, predicted))
+            results.update(entity_scores(gold, predicted))
         return results
 
     def _iob_labels(self) -> bool:

@@ -104,14 +104,32 @@ def test_train_stream_covers_each_row_once_per_epoch_and_resumes(tokenizer):
                  *halves, epochs[0][1])
 
 
-def test_plan_names_labels_and_eval_only_labels(tokenizer):
-    plan = TokenClassification().plan_data(context(tokenizer))
+def test_label_only_in_a_test_set_is_reported_scored_wrong_and_dev_scores_apart(
+        tokenizer, tmp_path, capsys):
+    objective = TokenClassification()
+    plan = objective.plan_data(context(tokenizer))
     labels = plan.run_record["labels"]
     assert plan.model_overrides == {"num_labels": len(labels)} and labels == sorted(labels)
-    test_labels = {x for s in labelled.read_sentences(POS_TEST, "conllu") for x in s.labels}
-    unseen = sorted(test_labels - set(labels))
-    if unseen:
-        assert any(all(u in note for u in unseen) for note in plan.notes)
+    dev = objective.eval_batches(context(tokenizer))
+    # A test file: the first eval sentence with its first word relabelled to an unseen label.
+    lines = open(POS_TEST, encoding="utf-8").read().split("\n\n")[0].splitlines()
+    first = next(i for i, line in enumerate(lines) if line[:1].isdigit() and "-" not in
+                 line.split("\t")[0])
+    columns = lines[first].split("\t")
+    lines[first] = "\t".join([*columns[:3], "NOVEL", *columns[4:]])
+    (tmp_path / "test.conllu").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    capsys.readouterr()
+    test = objective.eval_batches(context(tokenizer, eval_files=(str(tmp_path / "test.conllu"),)))
+    assert "test.conllu: labels not in the training data (scored as errors): NOVEL (1 words)" in (
+        capsys.readouterr().out)
+
+    def perfect(batches):
+        return [{"predictions": b["labels"], "loss_sum": 0.0, "weight_sum": 1.0} for b in batches]
+    # Each set is scored against its own gold, though both were read: dev predicted perfectly is
+    # perfect; on test only the unseen label's word is wrong.
+    assert objective.eval_metrics(perfect(dev), dev)["accuracy"] == 1.0
+    words = len(labelled.read_sentences(str(tmp_path / "test.conllu"), "conllu")[0].words)
+    assert objective.eval_metrics(perfect(test), test)["accuracy"] == pytest.approx(1 - 1 / words)
 
 
 def test_eval_maps_window_predictions_back_to_words(tokenizer):

@@ -1,0 +1,79 @@
+"""The `finetune` config section, shared by every fine-tuning objective, and k-fold slicing.
+
+  finetune.epochs       > 0: train.steps = epochs × steps per epoch, an evaluation after each
+  finetune.layer_decay  layer-wise learning-rate decay factor d in (0, 1]; 1.0 is off
+  finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
+                        of K contiguous slices of the training data and training on the rest
+  finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
+  finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
+
+`epochs` and `layer_decay` reach the objective through the fields of the same name in its config
+dataclass (`objective_fields`); an objective without them (MLM) refuses a non-default value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence, TypeVar
+
+import ml_collections
+
+from flaxlm.errors import FlaxlmError
+
+# Settings an objective config dataclass may declare and that the `finetune` section sets.
+OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0}
+T = TypeVar("T")
+
+
+def section() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.epochs = OBJECTIVE_FIELDS["epochs"]
+    c.layer_decay = OBJECTIVE_FIELDS["layer_decay"]
+    c.folds = 0
+    c.fold = -1
+    c.seeds = 1
+    return c
+
+
+def objective_fields(config_cls: type, finetune: Mapping[str, Any], objective: str
+                     ) -> dict[str, Any]:
+    """The `finetune.*` values the objective's config dataclass takes (epochs, layer_decay)."""
+    declared = {f.name for f in dataclasses.fields(config_cls)}
+    for key, default in OBJECTIVE_FIELDS.items():
+        if key not in declared and finetune[key] != default:
+            raise FlaxlmError(f"finetune.{key}={finetune[key]} does not apply to objective "
+                              f"{objective!r} (fine-tuning objectives only)")
+    return {k: finetune[k] for k in OBJECTIVE_FIELDS if k in declared}
+
+
+def validate(finetune: Mapping[str, Any], eval_files: Sequence[str]) -> None:
+    folds, fold, seeds = finetune["folds"], finetune["fold"], finetune["seeds"]
+    if folds == 1 or folds < 0:
+        raise FlaxlmError(f"finetune.folds must be 0 (off) or at least 2, got {folds}")
+    if fold != -1 and not 0 <= fold < folds:
+        raise FlaxlmError(f"finetune.fold={fold} must be -1 or in [0, finetune.folds={folds})")
+    if seeds < 1:
+        raise FlaxlmError(f"finetune.seeds must be at least 1, got {seeds}")
+    if folds and eval_files:
+        raise FlaxlmError("finetune.folds evaluates each fold on its held-out slice of the "
+                          "training data: leave data.eval_files empty (data.test_files is "
+                          "evaluated once on each fold's best epoch)")
+
+
+def fold_slice(count: int, folds: int, fold: int) -> tuple[int, int]:
+    """[start, end) of fold `fold` of `folds` contiguous slices of `count` items (sizes differ
+    by at most one, the larger ones first, as scikit-learn's unshuffled KFold)."""
+    if count < folds:
+        raise FlaxlmError(f"finetune.folds={folds} needs at least {folds} training examples, "
+                          f"the data has {count}")
+    size, extra = divmod(count, folds)
+    start = fold * size + min(fold, extra)
+    return start, start + size + (fold < extra)
+
+
+def split(items: Sequence[T], folds: int, fold: int) -> tuple[list[T], list[T]]:
+    """(training part, held-out part) of `items` for one fold; (all, []) without folds."""
+    if folds < 2 or fold < 0:
+        return list(items), []
+    start, end = fold_slice(len(items), folds, fold)
+    return [*items[:start], *items[end:]], list(items[start:end])
