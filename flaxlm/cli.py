@@ -25,6 +25,8 @@ def _cmd_train(args, overrides):
     from flaxlm import run_config
     from flaxlm.train import train
     config = run_config.load(args.config, overrides)
+    from flaxlm.tasks.repeats import check_single_run
+    check_single_run(config)
     result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:
         keys = result.get("summary_keys", ("loss",))
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert_commands.add_parsers(sub)
     from flaxlm.tasks import zero_shot
     zero_shot.add_parser(sub)
+    from flaxlm.tasks import commands as task_commands
+    task_commands.add_parsers(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ from flaxlm.preemption import StopRequest
 from flaxlm.run_config import RunConfig
 from flaxlm.sharding import data_parallel_size, host_batch_to_global, make_mesh
 from flaxlm.steps import TrainProgram, flat_names
+from flaxlm.tasks import results as run_results
 from flaxlm.throughput import Throughput
 
 # Model fields whose change makes a checkpoint unusable; dropout rates may change on resume.
@@ -278,7 +279,11 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
 
     # Data: the objective's own batches, starting at the first example not yet trained on.
     stream: Iterator[dict] = objective.train_batches(ctx, examples_done)
-    eval_batches = objective.eval_batches(ctx) if data_config.eval_files else []
+    eval_batches = (objective.eval_batches(ctx) if data_config.eval_files or data_config.fold >= 0
+                    else [])
+    # Read (and checked) now, so bad test data stops the run before it trains, not after.
+    test_batches = (objective.eval_batches(run_results.test_context(ctx))
+                    if data_config.test_files else [])
 
     peak = loop.peak_flops_per_device or peak_flops_per_device(
         jax.devices()[0].device_kind, jax.devices()[0].platform)
@@ -378,6 +383,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     if stop.signal_name and is_main:
         print(f"flaxlm: received {stop.signal_name}; checkpoint saved at step {last.get('step')}; "
               "run the same command to resume", flush=True)
+    if not stop.signal_name and objective.selection is not None:
+        last["results"] = run_results.finish(
+            workdir, objective=objective, test_batches=test_batches,
+            evaluate=lambda params, batches: evaluate(program, params, mesh, batches),
+            final_params=state["params"], abstract_params=abstract["params"],
+            final_step=int(jax.device_get(state["step"])), param_count=program.param_count(),
+            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main)
     last["stopped_by"] = stop.signal_name
     last["summary_keys"] = objective.summary_keys
     return last

@@ -4,7 +4,7 @@
 Labels: the label names of the training files, sorted, unless `objective.sequence_classification.
 labels` fixes them (and their id order); written to config.json as "labels", which export turns
 into id2label/label2id. A label that only the evaluation files have is reported and scored as an
-error. Layer-wise learning-rate decay (`layer_decay` = d; 1.0 is off): the classifier head and
+error. Layer-wise learning-rate decay (`finetune.layer_decay` = d; 1.0 is off): the classifier head and
 the pooler train at the base rate, the top encoder layer at d, each layer below one more factor
 (layer i of L at d^(L-i)) and the embeddings last at d^(L+1). (ELECTRA's fine-tuning code counts
 the head as a depth of its own, so its top layer gets d², one factor more than this definition.)
@@ -27,13 +27,15 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                     ObjectiveDefaults, Sums)
+from flaxlm.tasks import finetune_config
 
 SECTION = "objective.sequence_classification"
 
 
 @dataclasses.dataclass(frozen=True)
 class SequenceClassificationConfig:
-    """`objective.sequence_classification.*` keys."""
+    """`objective.sequence_classification.*` keys; `epochs` and `layer_decay` are set from
+    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
 
     labels: str = ""  # comma-separated label names in id order; empty: the train labels, sorted
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
@@ -42,9 +44,9 @@ class SequenceClassificationConfig:
 
     def validate(self) -> None:
         if self.epochs < 0:
-            raise FlaxlmError(f"{SECTION}.epochs must be >= 0, got {self.epochs}")
+            raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0 < self.layer_decay <= 1:
-            raise FlaxlmError(f"{SECTION}.layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
         names = self.label_names()
         if self.labels and (len(names) < 2 or len(set(names)) != len(names)):
             raise FlaxlmError(f"{SECTION}.labels={self.labels!r}: needs two or more distinct, "
@@ -100,12 +102,12 @@ class SequenceClassification(ObjectiveDefaults):
             if unknown:
                 raise FlaxlmError(f"{spec}: label {unknown[0]!r} is not in {SECTION}.labels "
                                   f"({', '.join(fixed)})")
-        seen = sorted({e.label for e in examples})
+        seen = sorted({e.label for e in examples})  # every fold's: the same label set in each
         self.labels = fixed or tuple(seen)
         if len(self.labels) < 2:
             raise FlaxlmError(f"{', '.join(data.train_files)}: only the label {seen[0]!r}; a "
                               "classifier needs two or more")
-        return examples
+        return finetune_config.split(examples, data.folds, data.fold)[0]
 
     def _encode(self, ctx: DataContext, examples) -> pair_batches.Encoded:
         return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
@@ -167,9 +169,17 @@ class SequenceClassification(ObjectiveDefaults):
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
         if self._train_rows is None:
             self.plan_data(ctx)
+        if ctx.data.folds and ctx.data.fold >= 0:
+            held_out = finetune_config.split(
+                [e for spec in ctx.data.train_files
+                 for e in pairs.read_examples(spec, language=self.config.language)],
+                ctx.data.folds, ctx.data.fold)[1]
+            sources = [(f"fold {ctx.data.fold} of {ctx.data.folds}", held_out)]
+        else:
+            sources = [(spec, pairs.read_examples(spec, language=self.config.language))
+                       for spec in ctx.data.eval_files]
         examples = []
-        for spec in ctx.data.eval_files:
-            read = pairs.read_examples(spec, language=self.config.language)
+        for spec, read in sources:
             unknown = sorted({e.label for e in read} - set(self.labels))
             if unknown and ctx.process_index == 0:
                 count = sum(e.label in unknown for e in read)

@@ -35,9 +35,9 @@ def finetune_args(workdir, pretrained, *extra):
             f"--config.init_from={pretrained}",
             f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
             f"--config.data.eval_files={fixture('it_isdt-test-head.conllu')}",
-            "--config.objective.token_classification.epochs=3", "--config.train.batch_size=8",
+            "--config.finetune.epochs=3", "--config.train.batch_size=8",
             "--config.data.seq_len=32", "--config.train.learning_rate=3e-3",
-            "--config.train.end_learning_rate=3e-3", *extra]
+            "--config.train.schedule=constant", *extra]
 
 
 @pytest.fixture(scope="module")

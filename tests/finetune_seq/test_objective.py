@@ -43,11 +43,12 @@ def _tsv(tmp_path, name, rows):
 
 def test_registered_with_its_config_section():
     section = registry.config_section()
-    assert dict(section.sequence_classification) == {"labels": "", "epochs": 0, "language": "es",
-                                                     "layer_decay": 1.0}
-    objective = registry.make_objective("sequence_classification",
-                                        {"sequence_classification": {"layer_decay": 0.8}})
-    assert objective.config.layer_decay == 0.8
+    assert dict(section.sequence_classification) == {"labels": "", "language": "es"}
+    # epochs and layer_decay come from the `finetune` section shared by fine-tuning objectives.
+    sections = registry.with_finetune("sequence_classification", {"sequence_classification": {}},
+                                      {"epochs": 2, "layer_decay": 0.8})
+    objective = registry.make_objective("sequence_classification", sections)
+    assert (objective.config.epochs, objective.config.layer_decay) == (2, 0.8)
     with pytest.raises(FlaxlmError, match="layer_decay must be in"):
         SequenceClassification(SequenceClassificationConfig(layer_decay=0.0))
     with pytest.raises(FlaxlmError, match="labels='a': needs two or more"):

@@ -1,0 +1,118 @@
+"""`results.json`: what a fine-tuning run, or a set of k-fold / seed runs, measured.
+
+One run (written when training ends normally, never when a signal stopped it):
+  objective, init_from, params (parameter count), selection {metric, mode}, steps_per_epoch,
+  epochs   [{epoch, step, train_loss, dev_loss, dev: {metric: value}}], one per evaluation;
+           train_loss is the mean of the training losses logged (every train.log_every steps)
+           since the previous evaluation, epoch is step / steps_per_epoch
+  best     {epoch, step, dev} of the evaluation best.json names (absent without evaluations)
+  test     {metric: value} of the best epoch's weights on data.test_files (with test files),
+           and test_files
+The task's metrics by name: accuracy, macro_precision/macro_recall/macro_f1, and for IOB labels
+entity_precision/entity_recall/entity_f1 (flaxlm/tasks/metrics.py).
+
+Several runs (`flaxlm finetune` with finetune.folds / finetune.seeds): `runs` {name: one run's
+results}, and `best_dev` and `test` as {metric: {mean, std, n}} over the runs (std: the sample
+standard deviation, n - 1 in the denominator, as the cards' ± report; null for one run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from flaxlm import workdir as run_dir
+from flaxlm.checkpoint import read_params
+from flaxlm.metrics_log import read_metrics
+from flaxlm.objectives.base import DataContext
+
+RESULTS_FILE = "results.json"
+# Counts, not scores: kept per run, not averaged.
+_COUNTS = ("examples", "labelled_tokens")
+
+
+def test_context(ctx: DataContext) -> DataContext:
+    """The context whose eval batches are `data.test_files` (whole files, whatever the fold)."""
+    return dataclasses.replace(ctx, data=dataclasses.replace(
+        ctx.data, eval_files=ctx.data.test_files, folds=0, fold=-1))
+
+
+def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str, Any]]:
+    """One row per evaluation in `<workdir>/metrics.jsonl` (see the module docstring)."""
+    rows, train_losses = [], []
+    for record in read_metrics(workdir):
+        if "loss" in record and record["loss"] is not None:
+            train_losses.append(record["loss"])
+        if f"eval_{metric}" not in record:
+            continue
+        dev = {k[len("eval_"):]: v for k, v in record.items()
+               if k.startswith("eval_") and k != "eval_loss"}
+        step = record["step"]
+        rows.append({"epoch": step / steps_per_epoch if steps_per_epoch else None, "step": step,
+                     "train_loss": float(np.mean(train_losses)) if train_losses else None,
+                     "dev_loss": record.get("eval_loss"), "dev": dev})
+        train_losses = []
+    return rows
+
+
+def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
+           final_params: Any, abstract_params: Any, final_step: int, steps_per_epoch: int,
+           param_count: int, is_main: bool) -> dict[str, Any]:
+    """Evaluates the best epoch's weights on `test_batches` (if any) and writes results.json.
+
+    `evaluate(params, batches)` is the trainer's jitted evaluation ({"eval_<metric>": value})."""
+    selection = objective.selection
+    best = run_dir.read_json_or_none(os.path.join(workdir, "best.json"))
+    results: dict[str, Any] = {
+        "objective": objective.name,
+        "init_from": ((run_dir.read_run_config(workdir) or {}).get("config") or {}).get(
+            "init_from", ""),
+        "params": param_count, "selection": {"metric": selection.metric, "mode": selection.mode},
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": epoch_rows(workdir, selection.metric, steps_per_epoch)}
+    if best is not None:
+        row = next((r for r in results["epochs"] if r["step"] == best["step"]), None)
+        results["best"] = {"epoch": row and row["epoch"], "step": best["step"],
+                           "dev": row and row["dev"]}
+    if test_batches:
+        params, step = final_params, final_step
+        if best is not None and best["step"] != final_step:
+            step = best["step"]
+            params = read_params(workdir, abstract_params, step=step)[0]
+        scores = evaluate(params, test_batches)
+        results["test"] = {k[len("eval_"):]: v for k, v in scores.items()}
+        results["test_step"] = step
+        if is_main:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items()
+                             if k not in _COUNTS)
+            print(f"flaxlm: test (step {step}{', the best epoch' if best else ''}): {shown}",
+                  flush=True)
+    if is_main:
+        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+    return results
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """{mean, std, n}; std is the sample standard deviation (None for one value)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+    return {"mean": float(np.mean(finite)) if finite else None, "std": std, "n": len(finite)}
+
+
+def aggregate(runs: Mapping[str, Mapping[str, Any]], **extra) -> dict[str, Any]:
+    """The results of several runs: every run's, and mean ± std of the best dev and test scores."""
+    first = next(iter(runs.values()))
+    out: dict[str, Any] = {**extra, "objective": first["objective"],
+                           "init_from": first.get("init_from", ""), "params": first["params"],
+                           "selection": first["selection"], "runs": dict(runs)}
+    for key, scores_of in (("best_dev", lambda r: (r.get("best") or {}).get("dev")),
+                           ("test", lambda r: r.get("test"))):
+        per_run = [scores_of(r) for r in runs.values()]
+        if all(per_run):
+            names = [k for k in per_run[0] if k not in _COUNTS and all(k in s for s in per_run)]
+            out[key] = {k: summary([s[k] for s in per_run]) for k in names}
+    return out
