@@ -10,7 +10,7 @@ lr 1e-4, 10% warmup, linear decay, layer-wise LR decay) with 3 epochs.
 Slices: cpu-1, cpu-8 (the tests' fake devices), v5e-8.
 Run:
   python -m flaxlm.data.same_document ../shared/data/corpus/es.txt data/pairs_es
-  flaxlm train --config configs/pairs_es_same_doc.py --workdir runs/pairs_es \
+  flaxlm finetune --config configs/pairs_es_same_doc.py --workdir runs/pairs_es \
       --config.init_from=runs/pretrained
   flaxlm export --workdir runs/pairs_es --out exports/pairs_es
 """
@@ -28,6 +28,7 @@ def get_config():
     c.finetune.layer_decay = 0.8
     c.data.train_files = "data/pairs_es/train.tsv"
     c.data.eval_files = "data/pairs_es/dev.tsv"
+    c.data.test_files = "data/pairs_es/test.tsv"
     c.data.seq_len = 128
     c.train.batch_size = BATCH
     c.train.learning_rate = 1e-4

@@ -48,7 +48,7 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
     assert cli.main([
         "train", "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
         f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
-        "--config.data.seq_len=32", "--config.train.batch_size=32",
+        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32", "--config.train.batch_size=32",
         "--config.finetune.epochs=2"]) == 0
     out = capsys.readouterr().out
     loaded = re.search(r"weights: (\d+) tensors from init_from \([^)]*step 7\); fresh: ([^;\n]+)",
@@ -66,6 +66,12 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
     best = json.load(open(os.path.join(workdir, "best.json"), encoding="utf-8"))
     assert best["metric"] == "accuracy" and best["value"] == max(m["eval_accuracy"]
                                                                  for m in evals)
+    # The test set (here the dev file again) is scored once, on the best epoch's weights.
+    results = json.load(open(os.path.join(workdir, "results.json"), encoding="utf-8"))
+    assert results["test_step"] == best["step"]
+    assert results["test"]["accuracy"] == best["value"]
+    assert {"macro_precision", "macro_recall", "macro_f1"} <= set(results["test"])
+    assert [r["step"] for r in results["epochs"]] == [5, 10]
 
     assert cli.main(["export", "--workdir", workdir, "--out", str(tmp_path / "export")]) == 0
     with open(tmp_path / "export" / "config.json", encoding="utf-8") as f:
