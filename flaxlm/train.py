@@ -206,6 +206,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     host_batch = loop.batch_size // procs
     ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs)
     data_plan = objective.plan_data(ctx)
+    # Read (and checked) now, so bad test data stops the run before anything compiles.
+    test_batches = (objective.eval_batches(run_results.test_context(ctx))
+                    if data_config.test_files else [])
     if data_plan.model_overrides:
         model_config = dataclasses.replace(model_config, **data_plan.model_overrides)
         model_config.validate()
@@ -281,9 +284,6 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     stream: Iterator[dict] = objective.train_batches(ctx, examples_done)
     eval_batches = (objective.eval_batches(ctx) if data_config.eval_files or data_config.fold >= 0
                     else [])
-    # Read (and checked) now, so bad test data stops the run before it trains, not after.
-    test_batches = (objective.eval_batches(run_results.test_context(ctx))
-                    if data_config.test_files else [])
 
     peak = loop.peak_flops_per_device or peak_flops_per_device(
         jax.devices()[0].device_kind, jax.devices()[0].platform)

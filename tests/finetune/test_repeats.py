@@ -79,6 +79,57 @@ def test_results_rows_and_aggregate(tmp_path):
     assert run_results.summary([0.5])["std"] is None
 
 
+def test_evaluate_prints_the_cards_tables_and_writes_json(tmp_path, capsys):
+    epochs = [{"epoch": 1.0, "step": 9, "train_loss": 0.75, "dev_loss": 0.5,
+               "dev": {"entity_f1": 0.625, "macro_precision": 0.5, "macro_recall": 0.5,
+                       "macro_f1": 0.5}},
+              {"epoch": 2.0, "step": 18, "train_loss": 0.25, "dev_loss": 0.375,
+               "dev": {"entity_f1": 0.875, "macro_precision": 0.625, "macro_recall": 0.875,
+                       "macro_f1": 0.75}}]
+    panx = {"task": "panx_it", "objective": "token_classification", "params": 277_000_000,
+            "init_from": "hf/xlm-roberta-base", "epochs": epochs,
+            "best": {"epoch": 2.0, "step": 18, "dev": epochs[1]["dev"]}}
+    accuracy = [0.875, 0.9375]
+    seeds = {f"seed-{i}": {"objective": "sequence_classification", "params": 22_000_000,
+                           "selection": {}, "test": {"accuracy": a}} for i, a in enumerate(accuracy)}
+    pawsx = run_results.aggregate(seeds, task="pawsx_es")
+    pawsx["init_from"] = "runs/selectra_small"
+    for name, results in (("panx", panx), ("pawsx", pawsx)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "tables.json"
+    assert cli.main(["evaluate", "--workdir", str(tmp_path / "panx"), str(tmp_path / "pawsx"),
+                     "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # PAN-X had no test files: its best epoch's dev scores, marked as such.
+    assert "| Task | Recall | Precision | F1 |\n|---|---|---|---|\n" \
+        "| panx_it (dev) | 0.8750 | 0.6250 | 0.7500 |\n\n" in printed
+    assert "| Model | panx_it (f1) | PAWS-X (acc) | Params |" in printed
+    assert "| xlm-roberta-base | 0.8750 (dev) | – | 277.0M |" in printed
+    mean, std = statistics.mean(accuracy), statistics.stdev(accuracy)
+    assert f"| selectra_small | – | {mean:.4f} ± {std:.4f} | 22.0M |" in printed
+    assert "| Training Loss | Epoch | Step | Validation Loss | F1 |" in printed
+    assert "| 0.2500 | 2.0 | 18 | 0.3750 | 0.8750 |" in printed
+    tables = json.loads(out.read_text())
+    assert [r["f1"] for r in tables["epochs"]["panx_it"]] == [0.625, 0.875]
+    assert cli.main(["evaluate", "--workdir", str(tmp_path)]) == 2
+    assert "no results.json (run `flaxlm finetune` to the end" in capsys.readouterr().err
+
+
+def test_bad_test_file_stops_the_run_before_it_compiles(pretrained, tmp_path,  # noqa: F811
+                                                        capsys):
+    empty = tmp_path / "empty.conllu"
+    empty.write_text("\n", encoding="utf-8")
+    workdir = tmp_path / "pos"
+    assert cli.main(["finetune", "--config", POS, "--workdir", str(workdir), "--no-progress",
+                     f"--config.init_from={pretrained}",
+                     f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
+                     f"--config.data.test_files={empty}", "--config.train.batch_size=8",
+                     "--config.data.seq_len=32"]) == 2
+    assert "empty.conllu: no sentences in this file" in capsys.readouterr().err
+    assert not (workdir / "checkpoints").exists()
+
+
 def _test_file_with_a_novel_label(path):
     """ISDT's first test sentences; the first word's UPOS becomes a label no train file has."""
     lines = open(fixture("it_isdt-test-head.conllu"), encoding="utf-8").read().splitlines()
