@@ -67,15 +67,18 @@ def _params(count: int) -> str:
 def build(workdirs: Sequence[str]) -> dict[str, Any]:
     """The three tables as data: {"flare": rows, "selectra": rows, "epochs": {task: rows}}."""
     flare, models, epochs = [], {}, {}
-    for workdir in workdirs:
-        results = read_results(workdir)
-        task = results.get("task") or os.path.basename(os.path.normpath(workdir))
+    loaded = [(workdir, read_results(workdir)) for workdir in workdirs]
+    tasks = [r.get("task") or os.path.basename(os.path.normpath(w)) for w, r in loaded]
+    for (workdir, results), task in zip(loaded, tasks):
         source, scores = _scores(results)
+        metric = _headline(results, scores)
+        column = CARD_COLUMNS.get(task, f"{task} ({_SHORT.get(metric, metric)})")
+        if tasks.count(task) > 1:  # e.g. a seeds workdir and one of its runs: tell them apart
+            where = os.path.basename(os.path.normpath(workdir))
+            task, column = f"{task} [{where}]", f"{column} [{where}]"
         if "macro_f1" in scores:
             flare.append({"task": task, "on": source, **{
                 k: scores.get(f"macro_{k}") for k in ("recall", "precision", "f1")}})
-        metric = _headline(results, scores)
-        column = CARD_COLUMNS.get(task, f"{task} ({_SHORT.get(metric, metric)})")
         model = os.path.basename(os.path.normpath(results.get("init_from") or "")) or "(scratch)"
         row = models.setdefault(model, {"model": model, "params": results["params"],
                                         "scores": {}})
