@@ -2,12 +2,12 @@
 fine-tuning recipe.
 
 Hyper-parameters from the SELECTRA model card ("Some details of our fine-tuning runs"): 5 epochs,
-batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate
-decay (finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its small model
-(configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small and
-medium PAWS-X accuracy 0.896 ± 0.002.
-Data: TFDS `paws_x_wiki/es` train (49,401 pairs), validation (dev) and test; TFDS must have prepared it
-(`tfds build paws_x_wiki/es`); nothing downloads here.
+batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate decay
+(finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its
+small model (configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small
+and medium PAWS-X accuracy 0.896 ± 0.002.
+Data: TFDS `paws_x_wiki/es` train (49,401 pairs), validation (dev) and test; TFDS must have
+prepared it (`tfds build paws_x_wiki/es`); nothing downloads here.
 Slices: cpu-8, v5e-8, v4-8.
 Run:
   flaxlm finetune --config configs/pawsx_es.py --workdir runs/pawsx_es \

@@ -1,8 +1,9 @@
 """FLARE POS tagging: UD Italian ISDT, UPOS, token-level macro P/R/F1 (the FLARE model card).
 
-Recipe (FLARE card): 5 epochs at a constant learning rate of 1e-5 (train.schedule=constant); the card gives no batch size,
-warmup or weight decay, so those are transformers Trainer's defaults (no warmup, no weight decay,
-Adam ε 1e-8) and batch 32. The best epoch by dev macro F1 is kept (best.json).
+Recipe (FLARE card): 5 epochs at a constant learning rate of 1e-5 (train.schedule=constant); the
+card gives no batch size, warmup or weight decay, so those are transformers Trainer's defaults (no
+warmup, no weight decay, Adam ε 1e-8) and batch 32. The best epoch by dev macro F1 is kept
+(best.json).
 Data: the official ISDT train split is not available here (../shared/data/README.md), so this
 trains on ISDT *dev* (564 sentences) and evaluates on ISDT *test* (482): say so when reporting.
 Start from a pre-trained flaxlm workdir (`flaxlm train` MLM, or `flaxlm import` of mMiniLMv2 /

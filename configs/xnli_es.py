@@ -3,14 +3,14 @@ fine-tuning recipe, whose exported model serves `flaxlm zero-shot` and transform
 zero-shot-classification pipeline.
 
 Hyper-parameters from the SELECTRA model card ("Some details of our fine-tuning runs"): 5 epochs,
-batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate
-decay (finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its small model
-(configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small XNLI
-accuracy 0.784 ± 0.002, medium 0.804 ± 0.002.
+batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate decay
+(finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its
+small model (configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small
+XNLI accuracy 0.784 ± 0.002, medium 0.804 ± 0.002.
 Labels are fixed to TFDS's class order, so the export's label2id has `entailment`.
-Data: TFDS `xtreme_xnli` train (MultiNLI machine-translated to Spanish, ~392,702 pairs) and
-`xnli` validation (dev) and test, Spanish side (objective.sequence_classification.language). TFDS must have
-prepared both (`tfds build xnli xtreme_xnli`); nothing downloads here.
+Data: TFDS `xtreme_xnli` train (MultiNLI machine-translated to Spanish, ~392,702 pairs) and `xnli`
+validation (dev) and test, Spanish side (objective.sequence_classification.language). TFDS must
+have prepared both (`tfds build xnli xtreme_xnli`); nothing downloads here.
 Slices: cpu-8, v5e-8, v4-8.
 Run:
   flaxlm finetune --config configs/xnli_es.py --workdir runs/xnli_es \

@@ -4,8 +4,8 @@
 Labels: the label names of the training files, sorted, unless `objective.sequence_classification.
 labels` fixes them (and their id order); written to config.json as "labels", which export turns
 into id2label/label2id. A label that only the evaluation files have is reported and scored as an
-error. Layer-wise learning-rate decay (`finetune.layer_decay` = d; 1.0 is off): the classifier head and
-the pooler train at the base rate, the top encoder layer at d, each layer below one more factor
+error. Layer-wise learning-rate decay (`finetune.layer_decay` = d; 1.0 is off): the classifier head
+and the pooler train at the base rate, the top encoder layer at d, each layer below one more factor
 (layer i of L at d^(L-i)) and the embeddings last at d^(L+1). (ELECTRA's fine-tuning code counts
 the head as a depth of its own, so its top layer gets d², one factor more than this definition.)
 """

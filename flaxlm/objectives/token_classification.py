@@ -1,14 +1,14 @@
 """Token classification (POS, NER): a fresh classifier on a loaded encoder, one label per word.
 
-Words are labelled on their first sub-token (flaxlm/data/word_windows.py: encoding, windows of
-long sentences). The label set is the training data's (all folds' with `finetune.folds`), in
-Python's string order (code points: with IOB2 labels every `B-*` comes first, then every `I-*`,
-and `O` last); it fixes the classifier's width and is saved in the workdir's config.json as "labels" (export's id2label). The
-loss is cross-entropy over labelled first sub-tokens divided by their number over the global
-batch. Evaluation maps predictions back to words and scores them on the host
+Words are labelled on their first sub-token (flaxlm/data/word_windows.py: encoding, windows of long
+sentences). The label set is the training data's (all folds' with `finetune.folds`), in Python's
+string order (code points: with IOB2 labels every `B-*` comes first, then every `I-*`, and `O`
+last); it fixes the classifier's width and is saved in the workdir's config.json as "labels"
+(export's id2label). The loss is cross-entropy over labelled first sub-tokens divided by their
+number over the global batch. Evaluation maps predictions back to words and scores them on the host
 (flaxlm/tasks/metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1 (seqeval's
-default mode) when every label is IOB-shaped; a gold label the training data never had scores as
-an error.
+default mode) when every label is IOB-shaped; a gold label the training data never had scores as an
+error.
 
 Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and

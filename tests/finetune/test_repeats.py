@@ -91,7 +91,8 @@ def test_evaluate_prints_the_cards_tables_and_writes_json(tmp_path, capsys):
             "best": {"epoch": 2.0, "step": 18, "dev": epochs[1]["dev"]}}
     accuracy = [0.875, 0.9375]
     seeds = {f"seed-{i}": {"objective": "sequence_classification", "params": 22_000_000,
-                           "selection": {}, "test": {"accuracy": a}} for i, a in enumerate(accuracy)}
+                           "selection": {}, "test": {"accuracy": a}}
+             for i, a in enumerate(accuracy)}
     pawsx = run_results.aggregate(seeds, task="pawsx_es")
     pawsx["init_from"] = "runs/selectra_small"
     for name, results in (("panx", panx), ("pawsx", pawsx)):

@@ -48,8 +48,8 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
     assert cli.main([
         "train", "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
         f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
-        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32", "--config.train.batch_size=32",
-        "--config.finetune.epochs=2"]) == 0
+        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
+        "--config.train.batch_size=32", "--config.finetune.epochs=2"]) == 0
     out = capsys.readouterr().out
     loaded = re.search(r"weights: (\d+) tensors from init_from \([^)]*step 7\); fresh: ([^;\n]+)",
                        out)
