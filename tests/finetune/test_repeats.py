@@ -13,6 +13,7 @@ from flaxlm.optim import learning_rate_schedule
 from flaxlm.tasks import finetune_config, results as run_results
 from flaxlm.tasks.repeats import run_plan
 from tests.conftest import REPO
+from tests.convert.conftest import tokenizers  # noqa: F401 (a fixture)
 from tests.finetune.test_end_to_end import pretrained  # noqa: F401 (a fixture)
 from tests.finetune.test_labelled import fixture
 
@@ -187,3 +188,27 @@ def test_two_folds_test_evaluation_resume_and_tables(pretrained, tmp_path, capsy
     assert f"| ner_it_wikiner (test) | {summary['test']['macro_recall']['mean']:.4f} ± " in printed
     assert json.loads(tables.read_text())["flare"][0]["f1"]["mean"] == pytest.approx(
         summary["test"]["macro_f1"]["mean"])
+
+
+@pytest.mark.slow  # an import with its parity check and one short fine-tuning run (~1-2 min)
+def test_finetune_starts_from_a_hugging_face_directory(tokenizers, tmp_path,  # noqa: F811
+                                                       capsys):
+    from tests.convert.conftest import make_hf_dir
+    from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
+    hf_dir = tmp_path / "hf"
+    make_hf_dir(hf_dir, "bert", tokenizers["wp_cased"], hidden=32, heads=4, intermediate=64,
+                type_vocab=2, with_head=False)
+    workdir = tmp_path / "pairs"
+    args = ["finetune", "--config", os.path.join(REPO, "configs", "pairs_es_same_doc.py"),
+            "--workdir", str(workdir), "--no-progress", f"--config.init_from={hf_dir}",
+            f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
+            f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
+            "--config.finetune.epochs=1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"is a Hugging Face directory: imported into {workdir / 'init'}" in out
+    assert f"tensors from init_from ({workdir / 'init'}, step 0); fresh: classifier/" in out
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["task"] == "pairs_es_same_doc" and results["init_from"] == str(
+        workdir / "init")
+    assert results["test"]["accuracy"] == results["best"]["dev"]["accuracy"]
