@@ -45,6 +45,9 @@ class DataConfig:
     mask_token_rate: float = 0.8  # of chosen tokens: replaced by the mask id …
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
     shuffle_buffer: int = 10_000  # streamed sources only
+    # Fine-tuning batches are cut to the smallest of these lengths that holds their longest row
+    # (flaxlm/data/length_buckets.py); empty: every batch at seq_len. Packed MLM rows are full.
+    length_buckets: tuple[int, ...] = ()
 
     def __post_init__(self):
         for key in ("train_files", "eval_files"):
