@@ -110,7 +110,7 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
     name = f"step.{objective}.v{vocab}"
     p = ctx.profile
     tokens = p.batch * p.seq
-    common = dict(objective=objective, vocab=vocab, arch=_arch(vocab))
+    common = dict(objective=objective, vocab=vocab, arch=_arch(vocab), **obj.spec)
     main = ctx.worker(ctx.spec("flaxlm-step", **common))
     all_main, peaks, rows, speedups = [], [], [], {}
     try:
@@ -172,14 +172,13 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
     finally:
         main.close()
     if p.name != "smoke":
-        goals = ({"hf-flax": 2.0, "hf-torch-eager": 4.0} if vocab == 30_522
-                 else {"hf-flax": 6.0, "hf-torch-eager": 6.0} if vocab == 250_002 else {})
-        for b, goal in goals.items():
+        for b, goal in obj.speed_goals.get(vocab, {}).items():
             value = speedups.get(b)
             ctx.targets.append(Target(f"{name} speed-up vs {IMPL_NAMES[b]}", value, f"≥ {goal}×",
                                       None if value is None else value >= goal))
-        ctx.targets.append(Target(f"{name} MFU vs measured matmul peak", mfu, "≥ 60%",
-                                  mfu >= 0.6))
+        if obj.mfu_goal is not None:
+            ctx.targets.append(Target(f"{name} MFU vs measured matmul peak", mfu,
+                                      f"≥ {obj.mfu_goal:.0%}", mfu >= obj.mfu_goal))
     return rows
 
 

@@ -5,7 +5,8 @@ shapes the real pipeline produces, and which reference implementations it is com
 flaxlm is imported lazily so the coordinator (and the HF Flax virtualenv) never need it.
 
 To add an objective (e.g. ELECTRA): write `make_<name>` returning `(objective, batch_fn)` and
-register it with its baselines; every vocabulary in the profile then gets a row.
+register it with its baselines (and the runners' `objective` branch, benchmarks/runners/); every
+vocabulary in the profile then gets a row.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ class StepObjective:
     make: Callable[[dict], tuple]  # spec -> (flaxlm objective, batch_fn(rng) -> numpy batch)
     baselines: tuple[str, ...]  # worker kinds from `benchmarks.worker.RUNNERS`
     description: str
+    spec: dict = dataclasses.field(default_factory=dict)  # extra spec entries for every worker
+    # {vocab: {baseline: minimum flaxlm speed-up}}, checked outside the smoke profile.
+    speed_goals: dict = dataclasses.field(default_factory=dict)
+    mfu_goal: float | None = 0.6  # flaxlm's MFU against the measured matmul peak
 
 
 def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
@@ -81,7 +86,62 @@ def register(objective: StepObjective) -> None:
     OBJECTIVES[objective.name] = objective
 
 
+def token_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
+                num_labels: int = 9, cls_id: int = 0, sep_id: int = 2, pad_id: int = 0,
+                first_regular: int = 5, first_sub_token_rate: float = 0.7) -> dict:
+    """A token-classification batch as fine-tuning cuts it to a length bucket: the longest row
+    fills the bucket, the others hold between half of it and all of it (then padding); a label on
+    `first_sub_token_rate` of the real tokens (the first sub-token of each word), none on CLS,
+    SEP, continuation sub-tokens or padding. flaxlm's keys plus HF's `hf_labels` (-100 where
+    unlabelled); `num_labels` 9 is CoNLL-2002's IOB2 set."""
+    lengths_B = rng.integers(seq // 2, seq + 1, batch)
+    lengths_B[0] = seq
+    real_BxL = np.arange(seq) < lengths_B[:, None]
+    ids = np.where(real_BxL, rng.integers(first_regular, vocab, (batch, seq)), pad_id)
+    ids[:, 0] = cls_id
+    ids[np.arange(batch), lengths_B - 1] = sep_id
+    inner_BxL = real_BxL & (np.arange(seq) > 0) & (np.arange(seq) < lengths_B[:, None] - 1)
+    weights = (inner_BxL & (rng.random((batch, seq)) < first_sub_token_rate)).astype(np.float32)
+    labels = rng.integers(0, num_labels, (batch, seq)) * (weights > 0)
+    return {
+        "input_ids": ids.astype(np.int32),
+        "attention_mask": real_BxL.astype(np.int32),
+        "token_type_ids": np.zeros((batch, seq), np.int32),
+        "labels": labels.astype(np.int32),
+        "label_weights": weights,
+        "word_index": np.where(weights > 0, np.cumsum(weights, axis=1) - 1, -1).astype(np.int32),
+        "sentence": np.arange(batch, dtype=np.int32),
+        "hf_labels": np.where(weights > 0, labels, -100).astype(np.int64),
+    }
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_weights",
+              "word_index", "sentence")
+
+
+def _make_token_classification(spec: dict):
+    from flaxlm.objectives.token_classification import TokenClassification
+
+    def batch_fn(rng):
+        b = token_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
+                        num_labels=spec["num_labels"])
+        return {k: b[k] for k in TOKEN_KEYS}
+    return TokenClassification(), batch_fn
+
+
 register(StepObjective(
     name="mlm", make=_make_mlm,
     baselines=("hf-torch-eager", "hf-torch-compile", "hf-flax"),
-    description="masked LM, whole-word masking shapes, logits at masked positions only"))
+    description="masked LM, whole-word masking shapes, logits at masked positions only",
+    speed_goals={30_522: {"hf-flax": 2.0, "hf-torch-eager": 4.0},
+                 250_002: {"hf-flax": 6.0, "hf-torch-eager": 6.0}}))
+
+register(StepObjective(
+    name="token_classification", make=_make_token_classification,
+    baselines=("hf-torch-eager", "hf-torch-compile"),
+    description="token classification (NER fine-tuning: 9 labels, rows of a length bucket)",
+    spec={"num_labels": 9},
+    # Fine-tuning's done-when: flaxlm faster than a plain PyTorch loop; no MFU target (a
+    # 9-label head leaves the step to the body, as in MLM; the target stays MLM's).
+    speed_goals={30_522: {"hf-torch-eager": 1.0}, 250_002: {"hf-torch-eager": 1.0}},
+    mfu_goal=None))

@@ -55,3 +55,11 @@ def encoder_train_flops(config: ModelConfig, seq_len: int) -> float:
     inner = config.num_heads * config.dim_per_head
     attention_forward = 4.0 * config.num_layers * seq_len * inner
     return seq_len * (6.0 * matmul_params(config) + 3.0 * attention_forward)
+
+
+def encoder_train_flops_cut(config: ModelConfig, tokens: float, token_keys: float) -> float:
+    """Training FLOPs of the encoder body for `tokens` real tokens that attend over
+    `token_keys` positions in all (Σ tokens × the length their batch was cut to); equals
+    `tokens / seq_len × encoder_train_flops(config, seq_len)` when every batch has seq_len."""
+    inner = config.num_heads * config.dim_per_head
+    return tokens * 6.0 * matmul_params(config) + 3.0 * 4.0 * config.num_layers * inner * token_keys

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import ml_collections
 from ml_collections import config_dict
 
+from flaxlm.data import length_buckets
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig, preset
@@ -57,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
+    # Fine-tuning: pad each batch to one of a few lengths (pow2 | none | 32,64,128), so the
+    # steps compile once per length (flaxlm/data/length_buckets.py).
+    c.data.length_buckets = "pow2"
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -282,7 +286,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
-            shuffle_buffer=c.data.shuffle_buffer),
+            shuffle_buffer=c.data.shuffle_buffer,
+            length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
             eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,

@@ -61,6 +61,11 @@ def flat_axes(axes_tree) -> dict[tuple, tuple]:
     return {_dict_path(p): axes for p, axes in leaves}
 
 
+def batch_shape(batch: Mapping[str, Any]) -> tuple:
+    """What a jitted step's cache is keyed on, for batches of fixed dtypes: the arrays' shapes."""
+    return tuple(sorted((k, tuple(v.shape)) for k, v in batch.items()))
+
+
 class TrainProgram:
     """Everything compiled for one (objective, model, optimizer, mesh): built once per run.
 
@@ -110,6 +115,9 @@ class TrainProgram:
             in_shardings=(self.state_shardings["params"], self.frozen_shardings,
                           self.batch_sharding),
             out_shardings=replicated)
+        # The batch shapes each jitted step was called with: jit compiles once per shape, so
+        # these count its compilations (fine-tuning's length buckets keep them few).
+        self.shapes_seen: dict[str, set] = {"train": set(), "eval": set()}
 
     def _with_mesh(self, fn: Callable) -> Callable:
         """Trace `fn` with the mesh set, so the model's activation constraints take effect."""
@@ -200,11 +208,20 @@ class TrainProgram:
 
     # -- steps ---------------------------------------------------------------------------------
     def train_step(self, state: State, batch: Mapping[str, jax.Array]):
+        self.shapes_seen["train"].add(batch_shape(batch))
         return self.jitted_train_step(state, self._frozen_or_fail(), batch)
 
     def eval_step(self, params, batch: Mapping[str, jax.Array]):
         """(the objective's eval outputs, the global batch), replicated on every device."""
+        self.shapes_seen["eval"].add(batch_shape(batch))
         return self.jitted_eval_step(params, self._frozen_or_fail(), batch)
+
+    def compiles(self, step: str, batch: Mapping[str, jax.Array] | None = None) -> int:
+        """Compilations of the "train" or "eval" step so far; with `batch`, whether calling the
+        step on it compiles (1) or not (0)."""
+        if batch is not None:
+            return int(batch_shape(batch) not in self.shapes_seen[step])
+        return len(self.shapes_seen[step])
 
     def _frozen_or_fail(self):
         if self.frozen is None:

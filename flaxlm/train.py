@@ -321,6 +321,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         if not logged:
             return
         values.update(throughput.measure())
+        values["train_compiles"] = program.compiles("train")
         log.write(step, values)
         last.update(values, step=step)
         shown = {k: f"{values[k]:.3f}" for k in objective.summary_keys if k in values}
@@ -332,6 +333,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
             return None
         began = time.perf_counter()
         values = evaluate(program, state["params"], mesh, eval_batches)
+        values["eval_compiles"] = program.compiles("eval")
         if best.update(step, values):
             values[f"best_eval_{best.selection.metric}"] = best.value
         log.write(step, values)
@@ -344,7 +346,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         with stop.installed():
             for step in range(start + 1, loop.steps + 1):
                 host_batch_ = next(stream)
-                state, metrics = program.train_step(state, host_batch_to_global(mesh, host_batch_))
+                global_batch = host_batch_to_global(mesh, host_batch_)
+                # A batch of a new length bucket compiles: that step stays out of the throughput.
+                compiling = program.compiles("train", global_batch) and step > start + 1
+                if compiling:
+                    jax.block_until_ready(state)
+                    compile_began = time.perf_counter()
+                state, metrics = program.train_step(state, global_batch)
                 stop.poll(step)
                 if pending is not None:
                     emit(*pending)
@@ -352,6 +360,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                 if step == start + 1:
                     jax.block_until_ready(metrics)  # compilation stays out of the throughput
                     throughput.start()
+                elif compiling:
+                    jax.block_until_ready(metrics)
+                    throughput.exclude(time.perf_counter() - compile_began)
+                    if is_main:
+                        bar.write(f"flaxlm: step {step}: the train step compiled for batch shape "
+                                  f"{tuple(global_batch['input_ids'].shape)} (compilation "
+                                  f"{program.compiles('train')})")
                 else:
                     # Counted after emitting step - 1, so a window holds exactly its own steps.
                     throughput.add(objective.real_counts(host_batch_))

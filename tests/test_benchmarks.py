@@ -65,14 +65,32 @@ def test_benchmark_suite_smoke_runs_every_case(tmp_path):
     check_mfu_row(rows[("step.mlm.v1000", "flaxlm mlm (float32)")])
     assert rows[("step.mlm.v1000", "HF PyTorch eager")]["time_s"] > 0
     assert "skipped" in rows[("step.mlm.v1000", "HF Flax (transformers 4.57)")]["note"]
+    check_token_classification_row(rows[("step.token_classification.v1000",
+                                         "flaxlm token_classification (float32)")])
+    assert rows[("step.token_classification.v1000", "HF PyTorch eager")]["time_s"] > 0
+
+
+def check_token_classification_row(row: dict) -> None:
+    """The fine-tuning step's FLOPs: the body per token plus the D×9 classifier per token."""
+    from benchmarks.common import PROFILES
+    p = PROFILES["smoke"]
+    d, layers = p.model["hidden"], p.model["layers"]
+    per_example = smoke_step_flops(0) / p.batch + p.seq * 6 * d * 9
+    info = row["data"]["info"]
+    assert info["flops_per_step"] == pytest.approx(p.batch * per_example)
+    # Rows of a length bucket hold padding: useful work is below the slots' work.
+    assert 0 < info["useful_flops_per_step"] < info["flops_per_step"]
+    assert row["time_s"] == statistics.median(row["data"]["times"]) > 0
 
 
 def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     from benchmarks.common import PROFILES
     from benchmarks.registry import all_cases, select
     names = [c.name for c in all_cases(PROFILES["full"])]
-    assert names[:2] == ["step.mlm.v30522", "step.mlm.v250002"]
+    assert names[:4] == ["step.mlm.v30522", "step.mlm.v250002",
+                         "step.token_classification.v30522", "step.token_classification.v250002"]
     assert {"pipeline", "pipeline_step", "checkpoint"} <= set(names)
-    assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:2]
+    assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:4]
+    assert [c.name for c in select(all_cases(PROFILES["full"]), ["step.token*"])] == names[2:4]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])] == [
         "pipeline", "pipeline_step"]

@@ -1,4 +1,5 @@
-"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch."""
+"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch, for any
+objective of benchmarks/objectives.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def model_config(spec: dict):
                   num_heads=m["heads"], intermediate_size=m["ffn"])
     if not spec.get("dropout", True):
         common.update(hidden_dropout=0.0, attention_dropout=0.0)
+    if spec.get("num_labels"):
+        common.update(num_labels=spec["num_labels"])
     if spec["arch"] == "xlmr":
         return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=1, layer_norm_eps=1e-5, **common)

@@ -1,7 +1,9 @@
-"""transformers (PyTorch) `BertForMaskedLM` / `XLMRobertaForMaskedLM` training steps.
+"""transformers (PyTorch) training steps: `BertForMaskedLM` / `XLMRobertaForMaskedLM` for the
+"mlm" objective, `BertForTokenClassification` / `XLMRobertaForTokenClassification` for
+"token_classification".
 
-Random weights from a config (no hub). HF's own MLM loss: logits at every position, cross-entropy
-where `labels != -100`. AdamW as flaxlm's: lr 1e-4, wd 0.01 except biases/LayerNorm, eps 1e-6,
+Random weights from a config (no hub). HF's own losses: MLM logits at every position, token
+classification logits at every position, each cross-entropy where `labels != -100`. AdamW as flaxlm's: lr 1e-4, wd 0.01 except biases/LayerNorm, eps 1e-6,
 global-norm clipping at 1.0. `compile=True` wraps the model in `torch.compile` (inductor).
 """
 
@@ -16,7 +18,8 @@ def hf_config(spec: dict):
     m = spec["model"]
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_hidden_layers=m["layers"],
                   num_attention_heads=m["heads"], intermediate_size=m["ffn"],
-                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                  num_labels=spec.get("num_labels", 2))
     if spec["arch"] == "xlmr":
         from transformers import XLMRobertaConfig
         return XLMRobertaConfig(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -30,15 +33,19 @@ class TorchStep:
     def __init__(self, spec: dict):
         import torch
         import transformers
-        from transformers import BertForMaskedLM, XLMRobertaForMaskedLM
+        from transformers import (BertForMaskedLM, BertForTokenClassification,
+                                  XLMRobertaForMaskedLM, XLMRobertaForTokenClassification)
 
-        from benchmarks.objectives import mlm_batch
+        from benchmarks.objectives import mlm_batch, token_batch
 
         torch.set_num_threads(spec["threads"])
         torch.manual_seed(0)
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        cls = XLMRobertaForMaskedLM if spec["arch"] == "xlmr" else BertForMaskedLM
+        token_classification = spec.get("objective") == "token_classification"
+        classes = ((XLMRobertaForTokenClassification, BertForTokenClassification)
+                   if token_classification else (XLMRobertaForMaskedLM, BertForMaskedLM))
+        cls = classes[0] if spec["arch"] == "xlmr" else classes[1]
         self.model = cls(hf_config(spec)).to(self.device).train()
         decay = [p for n, p in self.model.named_parameters() if not _no_decay(n)]
         no_decay = [p for n, p in self.model.named_parameters() if _no_decay(n)]
@@ -46,8 +53,13 @@ class TorchStep:
                                       {"params": no_decay, "weight_decay": 0.0}],
                                      lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
         self.forward = torch.compile(self.model) if spec.get("compile") else self.model
-        b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
-                      vocab=spec["vocab"])
+        if token_classification:
+            b = token_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
+                            vocab=spec["vocab"], num_labels=spec["num_labels"])
+            b = dict(b, labels=b["hf_labels"])
+        else:
+            b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
+                          vocab=spec["vocab"])
         self.inputs = {k: torch.as_tensor(b[k]).long().to(self.device)
                        for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
         if spec["arch"] == "xlmr":

@@ -8,7 +8,8 @@ A pair longer than `seq_len` is cut like transformers' `truncation="longest_firs
 segment keeps at most half of the room, the longer one the rest (on a tie the second segment
 gets the odd token). Truncated examples are counted, never silently.
 
-Batch keys: `input_ids`, `attention_mask`, `token_type_ids` [B, L] int32, `labels` [B] int32
+Batch keys: `input_ids`, `attention_mask`, `token_type_ids` [B, L] int32 (L: the length bucket
+of the global batch, flaxlm/data/length_buckets.py), `labels` [B] int32
 (`pairs.UNKNOWN_LABEL` for a label the training data lacks), `weights` [B] float32 (0 for the
 rows that pad the last evaluation batch).
 """
@@ -19,6 +20,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from flaxlm.data import length_buckets
 from flaxlm.data.pairs import UNKNOWN_LABEL, Example
 from flaxlm.data.tokenizers import Tokenizer
 from flaxlm.errors import FlaxlmError
@@ -84,41 +86,53 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
                     "token_type_ids": types_NxL, "labels": labels_N}, truncated)
 
 
-def _take(rows: dict[str, np.ndarray], index_B: np.ndarray, weights_B: np.ndarray) -> dict:
-    return {**{k: v[index_B] for k, v in rows.items()}, "weights": weights_B.astype(np.float32)}
+def _take(rows: dict[str, np.ndarray], index_B: np.ndarray, weights_B: np.ndarray,
+          length: int) -> dict:
+    batch = {**{k: v[index_B] for k, v in rows.items()}, "weights": weights_B.astype(np.float32)}
+    return length_buckets.cut(batch, length, ROW_KEYS)
+
+
+def _bucket(rows: dict[str, np.ndarray], index_G: np.ndarray, buckets: Sequence[int]) -> int:
+    """The length bucket of the global batch `index_G` (the same on every process)."""
+    longest = int(np.max(length_buckets.row_lengths(rows["attention_mask"][index_G])))
+    return length_buckets.bucket_length(longest, buckets or (rows["input_ids"].shape[1],))
 
 
 def train_stream(rows: dict[str, np.ndarray], *, seed: int, host_batch_size: int,
-                 start_example: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 start_example: int, process_index: int = 0, process_count: int = 1,
+                 buckets: Sequence[int] = ()) -> Iterator[dict[str, np.ndarray]]:
     """Endless host batches. Global example g is row `perm_e[g mod N]` with a fresh permutation
     per epoch e = g // N (seeded by (seed, e)); global batch k holds examples
-    [start + k·G, start + (k+1)·G) with G = B × processes, host p the p-th B of them. So a batch
-    depends only on (seed, its first example), and resuming at any example replays it."""
+    [start + k·G, start + (k+1)·G) with G = B × processes, host p the p-th B of them, cut to the
+    length bucket of the global batch's longest row. So a batch depends only on (seed, its
+    first example), and resuming at any example replays it."""
     n = len(rows["labels"])
     global_batch = host_batch_size * process_count
     perms: dict[int, np.ndarray] = {}
-    first = start_example + process_index * host_batch_size
+    first = start_example
+    mine = slice(process_index * host_batch_size, (process_index + 1) * host_batch_size)
     ones_B = np.ones(host_batch_size, np.float32)
     while True:
-        g_B = first + np.arange(host_batch_size)
-        epochs_B = g_B // n
+        g_G = first + np.arange(global_batch)
+        epochs_G = g_G // n
         perms = {e: perms[e] if e in perms else np.random.default_rng([seed, e]).permutation(n)
-                 for e in set(epochs_B.tolist())}
-        index_B = np.asarray([perms[e][g % n] for e, g in zip(epochs_B, g_B)])
-        yield _take(rows, index_B, ones_B)
+                 for e in set(epochs_G.tolist())}
+        index_G = np.asarray([perms[e][g % n] for e, g in zip(epochs_G, g_G)])
+        yield _take(rows, index_G[mine], ones_B, _bucket(rows, index_G, buckets))
         first += global_batch
 
 
 def eval_batches(rows: dict[str, np.ndarray], *, host_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> list[dict[str, np.ndarray]]:
+                 process_count: int = 1, buckets: Sequence[int] = ()) -> list[dict[str, np.ndarray]]:
     """Every example once, in order; the last global batch is filled with weight-0 copies of
     row 0 (real tokens, so no row is all padding)."""
     n = len(rows["labels"])
     global_batch = host_batch_size * process_count
     batches = []
     for start in range(0, n, global_batch):
-        g_B = start + process_index * host_batch_size + np.arange(host_batch_size)
-        real_B = g_B < n
-        batches.append(_take(rows, np.where(real_B, g_B, 0), real_B))
+        g_G = start + np.arange(global_batch)
+        index_G = np.where(g_G < n, g_G, 0)
+        mine = slice(process_index * host_batch_size, (process_index + 1) * host_batch_size)
+        batches.append(_take(rows, index_G[mine], (g_G < n)[mine],
+                             _bucket(rows, index_G, buckets)))
     return batches

@@ -50,6 +50,9 @@ class DataConfig:
     # on the training data without its fold-th slice and evaluate on that slice.
     folds: int = 0
     fold: int = -1
+    # Fine-tuning batches are cut to the smallest of these lengths that holds their longest row
+    # (flaxlm/data/length_buckets.py); empty: every batch at seq_len. Packed MLM rows are full.
+    length_buckets: tuple[int, ...] = ()
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):

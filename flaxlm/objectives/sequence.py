@@ -22,7 +22,7 @@ from flax import nnx
 
 from flaxlm.data import pair_batches, pairs
 from flaxlm.errors import FlaxlmError
-from flaxlm.flops import encoder_train_flops
+from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
@@ -164,7 +164,7 @@ class SequenceClassification(ObjectiveDefaults):
         return pair_batches.train_stream(
             self._train_rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size,
             start_example=start_example, process_index=ctx.process_index,
-            process_count=ctx.process_count)
+            process_count=ctx.process_count, buckets=ctx.data.length_buckets)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
         if self._train_rows is None:
@@ -192,7 +192,7 @@ class SequenceClassification(ObjectiveDefaults):
                   f"data.seq_len={ctx.data.seq_len}", flush=True)
         return pair_batches.eval_batches(
             encoded.rows, host_batch_size=ctx.host_batch_size, process_index=ctx.process_index,
-            process_count=ctx.process_count)
+            process_count=ctx.process_count, buckets=ctx.data.length_buckets)
 
     def batch_spec(self, global_batch: int, data) -> dict[str, jax.ShapeDtypeStruct]:
         rows = jax.ShapeDtypeStruct((global_batch, data.seq_len), jnp.int32)
@@ -201,8 +201,10 @@ class SequenceClassification(ObjectiveDefaults):
                 "weights": jax.ShapeDtypeStruct((global_batch,), jnp.float32)}
 
     def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
-                "examples": float(np.count_nonzero(host_batch["weights"]))}
+        tokens = float(np.count_nonzero(host_batch["attention_mask"]))
+        # Each real token attends over the batch's (cut) length: the attention work done.
+        return {"tokens": tokens, "examples": float(np.count_nonzero(host_batch["weights"])),
+                "token_keys": tokens * host_batch["attention_mask"].shape[1]}
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -256,5 +258,6 @@ class SequenceClassification(ObjectiveDefaults):
         # The body per real token; the head (a D×D dense or pooler and the D×C output) once per
         # example, on its first token only.
         head_params = d * d + d * config.num_labels
-        return (counts["tokens"] * encoder_train_flops(config, seq_len) / seq_len
+        token_keys = counts.get("token_keys", counts["tokens"] * seq_len)
+        return (encoder_train_flops_cut(config, counts["tokens"], token_keys)
                 + 6.0 * head_params * counts["examples"])

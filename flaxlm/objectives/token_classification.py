@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm.data import labelled
+from flaxlm.data import labelled, length_buckets
 from flaxlm.data.word_windows import Rows, batch_of, encode_rows
 from flaxlm.errors import FlaxlmError
-from flaxlm.flops import encoder_train_flops
+from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
@@ -39,6 +39,9 @@ from flaxlm.tasks.metrics import entity_scores, token_scores
 
 _SELECTIONS = ("macro_f1", "entity_f1", "accuracy")
 _IOB = re.compile(r"^(O|[BIES]-.+)$")
+# Batch entries with a length axis, cut to the batch's length bucket.
+_LENGTH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "label_weights",
+                "word_index")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,8 @@ class TokenClassification(ObjectiveDefaults):
         self._train_rows: Rows | None = None
         # Gold labels of every sentence of every eval set read so far (dev, test), by the
         # `sentence` id its batches carry.
+        self._train_lengths = np.zeros(0, np.int64)  # real tokens of each train row
+        self._eval_lengths = np.zeros(0, np.int64)
         self._eval_gold: list[tuple[str, ...]] = []
 
     # -- model and weights -----------------------------------------------------------------------
@@ -120,6 +125,8 @@ class TokenClassification(ObjectiveDefaults):
         train, _ = finetune_config.split(every, ctx.data.folds, ctx.data.fold)
         self._check_selection()
         self._train_rows = self._rows(train, ctx)
+        self._train_lengths = length_buckets.row_lengths(
+            self._train_rows.input_ids_NxL != ctx.tokenizer.pad_id)
         notes = [f"token classification: {len(self.labels)} labels from the training data; "
                  f"{len(train)} train sentences → {len(self._train_rows)} rows of "
                  f"{ctx.data.seq_len} tokens ({self._train_rows.split_sentences} split into "
@@ -143,22 +150,24 @@ class TokenClassification(ObjectiveDefaults):
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Global example g is slot g mod (S·G) of epoch g // (S·G), S = steps per epoch: rows in
         a fresh permutation per epoch (seeded by (seed, epoch)), then filler rows that complete the
-        last batch. Host p takes rows [p·B, (p+1)·B) of each global batch."""
+        last batch. Host p takes rows [p·B, (p+1)·B) of each global batch, cut to the length
+        bucket of the global batch's longest row."""
         rows = self._require_plan()
         B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
         slots = -(-len(rows) // G) * G
-        g = start_example + ctx.process_index * B + np.arange(B)
+        g_G = start_example + np.arange(G)
+        mine = slice(ctx.process_index * B, (ctx.process_index + 1) * B)
         orders: dict[int, np.ndarray] = {}
         while True:
-            epoch_B, slot_B = g // slots, g % slots
-            index_B = np.full(B, -1)
-            for epoch in np.unique(epoch_B):
+            epoch_G, slot_G = g_G // slots, g_G % slots
+            index_G = np.full(G, -1)
+            for epoch in np.unique(epoch_G):
                 if epoch not in orders:
                     orders = {epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))}
-                here = (epoch_B == epoch) & (slot_B < len(rows))
-                index_B[here] = orders[epoch][slot_B[here]]
-            yield batch_of(rows, index_B, ctx.tokenizer)
-            g = g + G
+                here = (epoch_G == epoch) & (slot_G < len(rows))
+                index_G[here] = orders[epoch][slot_G[here]]
+            yield self._cut(batch_of(rows, index_G[mine], ctx.tokenizer), index_G, ctx)
+            g_G = g_G + G
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
         """Batches of `data.eval_files` (or the held-out fold); a label the training data lacks
@@ -181,12 +190,26 @@ class TokenClassification(ObjectiveDefaults):
         self._eval_gold += [s.labels for s in sentences]
         rows = self._rows(sentences, ctx)
         rows = dataclasses.replace(rows, sentence_N=rows.sentence_N + first)
+        self._eval_lengths = length_buckets.row_lengths(rows.input_ids_NxL != ctx.tokenizer.pad_id)
         B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
         batches = []
         for first in range(0, len(rows), G):
-            g_B = first + ctx.process_index * B + np.arange(B)
-            batches.append(batch_of(rows, np.where(g_B < len(rows), g_B, -1), ctx.tokenizer))
+            g_G = first + np.arange(G)
+            index_G = np.where(g_G < len(rows), g_G, -1)
+            mine = index_G[ctx.process_index * B:(ctx.process_index + 1) * B]
+            batches.append(self._cut(batch_of(rows, mine, ctx.tokenizer), index_G, ctx,
+                                     self._eval_lengths))
         return batches
+
+    def _cut(self, batch: dict[str, np.ndarray], index_G: np.ndarray, ctx: DataContext,
+             lengths_N: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The host batch cut to the bucket of its global batch's longest row (a filler row, -1,
+        is [CLS] [SEP]); every process computes the same length from the same global indices."""
+        lengths_N = self._train_lengths if lengths_N is None else lengths_N
+        longest = max(2, int(np.max(lengths_N[index_G[index_G >= 0]], initial=0)))
+        buckets = ctx.data.length_buckets or (ctx.data.seq_len,)
+        return length_buckets.cut(batch, length_buckets.bucket_length(longest, buckets),
+                                  _LENGTH_KEYS)
 
     def batch_spec(self, global_batch: int, data) -> dict:
         rows, shape = (global_batch,), (global_batch, data.seq_len)
@@ -196,8 +219,10 @@ class TokenClassification(ObjectiveDefaults):
         return {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in spec.items()}
 
     def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
-                "labelled": float(np.count_nonzero(host_batch["label_weights"]))}
+        tokens = float(np.count_nonzero(host_batch["attention_mask"]))
+        # Each real token attends over the batch's (cut) length: the attention work done.
+        return {"tokens": tokens, "labelled": float(np.count_nonzero(host_batch["label_weights"])),
+                "token_keys": tokens * host_batch["attention_mask"].shape[1]}
 
     # -- loss ------------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -266,6 +291,8 @@ class TokenClassification(ObjectiveDefaults):
 
     # -- cost ------------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
-        # The body and the D×C classifier per real token.
-        per_token = encoder_train_flops(config, seq_len) / seq_len
-        return counts["tokens"] * (per_token + 6.0 * config.hidden_size * config.num_labels)
+        # The body and the D×C classifier per real token; attention over the length each batch
+        # was cut to (`token_keys`).
+        token_keys = counts.get("token_keys", counts["tokens"] * seq_len)
+        return (encoder_train_flops_cut(config, counts["tokens"], token_keys)
+                + counts["tokens"] * 6.0 * config.hidden_size * config.num_labels)
