@@ -85,6 +85,7 @@ def original_ids(batch: Batch) -> jax.Array:
 def replace_at(ids_BxL, positions_BxM, weights_BxM, new_BxM) -> jax.Array:
     """`ids_BxL` with `new_BxM` written at the real slots; unused slots (weight 0, position 0)
     write nothing."""
+    ids_BxL = jnp.asarray(ids_BxL)
     length = ids_BxL.shape[1]
     target_BxM = jnp.where(weights_BxM > 0, positions_BxM, length)  # out of range: dropped
     rows_Bx1 = jnp.arange(ids_BxL.shape[0])[:, None]
