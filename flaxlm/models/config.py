@@ -101,6 +101,22 @@ PRESETS: dict[str, ModelConfig] = {
         arch="bert", vocab_size=119_547, hidden_size=768, num_layers=12, num_heads=12,
         intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
         layer_norm_eps=1e-12),
+    # SELECTRA discriminators (recognai/selectra `convert_to_hftransformers/config_{small,medium}.json`,
+    # `electra/util/training_utils.get_bert_config`): 12 layers, embedding = hidden, heads =
+    # hidden // 64, FFN 4 × hidden, 50,000 cased WordPiece entries, BERT positions and types.
+    "selectra-small": ModelConfig(
+        arch="bert", vocab_size=50_000, hidden_size=256, num_layers=12, num_heads=4,
+        intermediate_size=1024, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
+        layer_norm_eps=1e-12, embedding_size=256),
+    "selectra-medium": ModelConfig(
+        arch="bert", vocab_size=50_000, hidden_size=384, num_layers=12, num_heads=6,
+        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
+        layer_norm_eps=1e-12, embedding_size=384),
+    # An ELECTRA discriminator for CPU runs (configs/electra_tiny.py).
+    "electra-tiny": ModelConfig(
+        arch="bert", vocab_size=1000, hidden_size=128, num_layers=2, num_heads=2,
+        intermediate_size=512, max_position_embeddings=128, type_vocab_size=2, pad_token_id=0,
+        layer_norm_eps=1e-12, embedding_size=128),
     # CPU tests and smoke runs; vocab_size is normally replaced by the tokenizer's.
     "tiny": ModelConfig(
         arch="xlmr", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,

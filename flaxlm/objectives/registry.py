@@ -13,6 +13,7 @@ import ml_collections
 
 from flaxlm.errors import FlaxlmError
 from flaxlm.objectives.base import Objective
+from flaxlm.objectives.electra import Electra
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
 from flaxlm.objectives.token_classification import TokenClassification
@@ -20,6 +21,7 @@ from flaxlm.tasks import finetune_config
 
 OBJECTIVES: dict[str, type] = {
     cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification)}
+OBJECTIVES[Electra.name] = Electra
 
 # Keys that moved into the objective section: config files and overrides that still use them are
 # told where they went.
