@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert_commands.add_parsers(sub)
     from flaxlm.tasks import zero_shot
     zero_shot.add_parser(sub)
+    from flaxlm.vocab import commands as vocab_commands
+    vocab_commands.add_parsers(sub)
     return parser
 
 
