@@ -28,7 +28,7 @@ def it_es_tokenizer(tmp_path_factory) -> str:
     from flaxlm.data.tokenizers import train_tokenizer
 
     root = tmp_path_factory.mktemp("it_es")
-    corpus = write_it_es_sample(root / "it_es.txt", 3000)
+    corpus = write_it_es_sample(root / "it_es.txt", 1200)
     out = root / "sp"
     train_tokenizer([corpus], vocab_size=1000, kind="unigram", out_dir=str(out))
     return str(out)
@@ -46,11 +46,17 @@ def hf_xlmr(tmp_path_factory, it_es_tokenizer) -> str:
 
 
 @pytest.fixture(scope="session")
-def xlmr_workdir(tmp_path_factory, hf_xlmr) -> str:
-    from flaxlm.convert.import_hf import import_hf
+def xlmr_workdir(tmp_path_factory, it_es_tokenizer) -> str:
+    """A flaxlm workdir of a random 2-layer XLM-R (hidden 32) on the it+es tokenizer (the slow
+    chain test imports one from transformers instead)."""
+    from flaxlm.data.tokenizers import load_tokenizer
+    from flaxlm.models.config import preset
+    from tests.convert.conftest import write_workdir
 
-    out = tmp_path_factory.mktemp("imported") / "run"
-    import_hf(hf_xlmr, str(out))
+    config = preset("tiny", vocab_size=load_tokenizer(it_es_tokenizer).vocab_size,
+                    hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=66)
+    out = tmp_path_factory.mktemp("workdir") / "run"
+    write_workdir(out, it_es_tokenizer, config, steps=(0,))
     return str(out)
 
 

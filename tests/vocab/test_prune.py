@@ -33,10 +33,18 @@ def _forward(run: str, ids_BxL: np.ndarray):
     """(hidden states, logits at every position) of a workdir's model, fp32."""
     from tests.convert.conftest import load_flax
 
+    import jax
+
     _, _, model = load_flax(run)
     mask = (ids_BxL != 1).astype(np.int32)
-    hidden = model.encoder(ids_BxL, mask, np.zeros_like(ids_BxL))
-    return np.asarray(hidden), np.asarray(model.head_logits(hidden)), mask
+
+    @jax.jit  # one compilation instead of op-by-op dispatch
+    def forward(ids_BxL, mask_BxL):
+        hidden = model.encoder(ids_BxL, mask_BxL, jax.numpy.zeros_like(ids_BxL))
+        return hidden, model.head_logits(hidden)
+
+    hidden, logits = forward(ids_BxL, mask)
+    return np.asarray(hidden), np.asarray(logits), mask
 
 
 def _batch(rows: list[np.ndarray], cls: int, sep: int, pad: int, length: int = 32) -> np.ndarray:
@@ -165,3 +173,74 @@ def test_sharded_counts_merge_to_the_whole_corpus_count(xlmr_workdir, tmp_path):
     other = dataclasses.replace(whole, fingerprint="0" * 64)
     with pytest.raises(FlaxlmError, match="another tokenizer"):
         doc_freq.merge([other], ["x.npz"], vocab)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(xlmr_workdir, pruned_cased, tmp_path, capsys):
+    import shutil
+
+    from flaxlm.cli import main
+    from tests.conftest import IT_EVAL
+
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(xlmr_workdir, no_tokenizer)
+    shutil.rmtree(no_tokenizer / "tokenizer")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n", encoding="utf-8")
+    unknown_script = tmp_path / "zh.txt"
+    unknown_script.write_text("中文文本\n\n日本語の文章\n", encoding="utf-8")
+    run_files = sorted(os.listdir(pruned_cased))
+    cases = [
+        ([xlmr_workdir, IT_EVAL, "0"], "--min-doc-freq 0.0: a fraction"),
+        ([xlmr_workdir, IT_EVAL, "1"], "--min-doc-freq 1.0: a fraction"),
+        ([xlmr_workdir, str(empty), "0.001"], "no text found"),
+        ([str(no_tokenizer), IT_EVAL, "0.001"], "has no tokenizer"),
+        ([xlmr_workdir, str(unknown_script), "0.001"], "no token besides the special ones"),
+    ]
+    for (model, corpus, threshold), message in cases:
+        before = sorted(os.listdir(tmp_path))
+        code = main(["prune-vocab", "--model", model, "--corpus", corpus, "--min-doc-freq",
+                     threshold, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("flaxlm: error: ") and message in err, err
+        assert "\n" not in err and sorted(os.listdir(tmp_path)) == before
+    code = main(["prune-vocab", "--model", xlmr_workdir, "--corpus", IT_EVAL, "--out",
+                 pruned_cased])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "already holds a run" in err and "\n" not in err
+    assert sorted(os.listdir(pruned_cased)) == run_files
+
+
+@pytest.mark.slow
+def test_wordpiece_pruning_keeps_covered_tokenization_and_uncases(tmp_path, it_small_corpus):
+    """BERT: covered Italian text tokenizes as before; uncased, flaxlm and transformers agree and
+    case no longer matters."""
+    from flaxlm.convert.tokenizer_files import load_hf_tokenizer
+    from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
+    from flaxlm.models.config import preset
+    from tests.convert.conftest import write_workdir
+    from tests.vocab.conftest import prune
+
+    tok = train_tokenizer([it_small_corpus], vocab_size=600, kind="wordpiece",
+                          out_dir=str(tmp_path / "wp"))
+    config = preset("tiny", arch="bert", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
+                    hidden_size=32, num_heads=2, intermediate_size=64, type_vocab_size=2,
+                    max_position_embeddings=64, layer_norm_eps=1e-12)
+    write_workdir(tmp_path / "bert", tok.path, config, steps=(0,))
+    paragraphs = _paragraphs(IT_CORPUS)[::10]
+    for uncase in (False, True):
+        run = tmp_path / f"pruned-{uncase}"
+        prune(str(tmp_path / "bert"), run, uncase=uncase)
+        new_tok = load_tokenizer(str(run / "tokenizer"))
+        new_of_old = {s[0]: j for j, s in enumerate(_sources(str(run)))}
+        assert new_tok.vocab_size < tok.vocab_size and new_tok.lowercase == uncase
+        if not uncase:
+            covered = _covered(tok, new_of_old, paragraphs)
+            assert 100 < len(covered) < len(paragraphs)
+            for (text, old), (new, _) in zip(covered, new_tok.encode_batch([p for p, _ in covered])):
+                assert new.tolist() == [new_of_old[int(i)] for i in old], text
+        else:
+            hf_tok = load_hf_tokenizer(str(run / "tokenizer"))
+            texts = paragraphs[:100] + [p.upper() for p in paragraphs[:10]]
+            ours = [ids.tolist() for ids, _ in new_tok.encode_batch(texts)]
+            assert ours == hf_tok(texts, add_special_tokens=False)["input_ids"]
+            assert ours[100:] == ours[:10]
