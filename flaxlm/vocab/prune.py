@@ -196,8 +196,8 @@ def _report(source, freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, 
         stats = report.tokenization_stats(tok, paragraphs)
         new_stats = report.tokenization_stats(new_tok, paragraphs)
         words = stats["words"]
-        before.update({k: stats[k] for k in ("unk_rate", "tokens_per_word")})
-        after.update({k: new_stats[k] for k in ("unk_rate", "tokens_per_word")})
+        before.update({k: stats[k] for k in ("unk", "unk_rate", "tokens_per_word")})
+        after.update({k: new_stats[k] for k in ("unk", "unk_rate", "tokens_per_word")})
     return {"uncase": options.uncase, "min_doc_freq": options.min_doc_freq,
             "before": before, "after": after, "kept": plan.kept,
             "merged_case_variants": sum(len(s) - 1 for s in plan.sources),

@@ -32,7 +32,7 @@ def tokenization_stats(tok: Tokenizer, paragraphs: list[str]) -> dict:
     tokens = sum(len(i) for i in ids)
     unknown = sum(int((i == tok.unk_id).sum()) for i in ids)
     words = sum(len(p.split()) for p in paragraphs)
-    return {"tokens": tokens, "words": words, "unk_rate": unknown / max(tokens, 1),
+    return {"tokens": tokens, "words": words, "unk": unknown, "unk_rate": unknown / max(tokens, 1),
             "tokens_per_word": tokens / max(words, 1)}
 
 
@@ -62,7 +62,8 @@ def format_report(r: dict) -> str:
         f"{r['corpus']['docs_per_second']:,.0f} docs/s",
     ]
     if "unk_rate" in b:
-        lines.append(f"held-out    unk rate {b['unk_rate']:.4%} → {a['unk_rate']:.4%}, tokens/word "
+        lines.append(f"held-out    unk rate {b['unk_rate']:.4%} → {a['unk_rate']:.4%} ({b['unk']:,} → "
+                     f"{a['unk']:,} unknown tokens), tokens/word "
                      f"{b['tokens_per_word']:.3f} → {a['tokens_per_word']:.3f} "
                      f"({r['heldout_words']:,} words)")
     return "\n".join(lines)
