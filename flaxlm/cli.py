@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot.add_parser(sub)
     from flaxlm.tasks import commands as task_commands
     task_commands.add_parsers(sub)
+    from flaxlm.vocab import commands as vocab_commands
+    vocab_commands.add_parsers(sub)
     return parser
 
 
