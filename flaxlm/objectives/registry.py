@@ -13,6 +13,7 @@ import ml_collections
 
 from flaxlm.errors import FlaxlmError
 from flaxlm.objectives.base import Objective
+from flaxlm.objectives.distill_bert import DistilBert
 from flaxlm.objectives.distill_minilm import MiniLMv2
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
@@ -20,7 +21,7 @@ from flaxlm.objectives.token_classification import TokenClassification
 
 OBJECTIVES: dict[str, type] = {
     cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification)}
-OBJECTIVES[MiniLMv2.name] = MiniLMv2
+OBJECTIVES.update({cls.name: cls for cls in (MiniLMv2, DistilBert)})
 
 # Keys that moved into the objective section: config files and overrides that still use them are
 # told where they went.
