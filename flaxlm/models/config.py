@@ -10,8 +10,9 @@ from flaxlm.errors import FlaxlmError
 # "bert": absolute positions 0..L-1 (BERT, mBERT, DistilBERT, ELECTRA).
 # "xlmr": positions count non-padding tokens starting at pad_token_id + 1, so padding never moves
 # the positions of real tokens (XLM-R, RoBERTa, mMiniLMv2).
-Arch = Literal["bert", "xlmr"]
-ARCHS: tuple[str, ...] = ("bert", "xlmr")
+# "distilbert": BERT's layers and MLM head without token types or pooler (DistilBERT).
+Arch = Literal["bert", "xlmr", "distilbert"]
+ARCHS: tuple[str, ...] = ("bert", "xlmr", "distilbert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,9 @@ class ModelConfig:
         if self.arch not in ARCHS:
             raise FlaxlmError(f"model.arch must be one of {', '.join(map(repr, ARCHS))}, got "
                               f"{self.arch!r}")
+        if self.arch == "distilbert" and (self.type_vocab_size or self.pooler):
+            raise FlaxlmError("model.arch='distilbert' has no token types and no pooler: set "
+                              "model.type_vocab_size=0 and model.pooler=False")
         if not isinstance(self.pooler, bool):
             raise FlaxlmError(f"model.pooler must be true or false, got {self.pooler!r}")
         if not self.head_dim and self.hidden_size % self.num_heads:
@@ -117,6 +121,11 @@ PRESETS: dict[str, ModelConfig] = {
         arch="bert", vocab_size=1000, hidden_size=128, num_layers=2, num_heads=2,
         intermediate_size=512, max_position_embeddings=128, type_vocab_size=2, pad_token_id=0,
         layer_norm_eps=1e-12, embedding_size=128),
+    # DistilmBERT: the 6-layer student of bert-base-multilingual (DistilBERT has no token types).
+    "distilbert-base-multilingual": ModelConfig(
+        arch="distilbert", vocab_size=119_547, hidden_size=768, num_layers=6, num_heads=12,
+        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0, pad_token_id=0,
+        layer_norm_eps=1e-12),
     # CPU tests and smoke runs; vocab_size is normally replaced by the tokenizer's.
     "tiny": ModelConfig(
         arch="xlmr", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,

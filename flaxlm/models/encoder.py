@@ -138,3 +138,22 @@ class Encoder(nnx.Module):
         for i, layer in enumerate(self.layers):
             x_BxLxD = layer(x_BxLxD, bias_Bx1x1xL, _key(dropout_key, i + 1))
         return x_BxLxD
+
+    def layer_qkv(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL=None, *,
+                  layer: int, dtype=jnp.float32, dropout_key: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(`q_BxLxHxK`, `k_BxLxHxK`, `v_BxLxHxK`) of layer `layer`'s self-attention (negative:
+        counted from the last), running only the layers below it: what MiniLMv2 distills.
+        Dropout keys are those `__call__` uses, so the layers below see the same masks."""
+        layer = range(len(self.layers))[layer]
+        x_BxLxE = self.embeddings(input_ids_BxL, token_type_ids_BxL, dtype, _key(dropout_key, 0))
+        x_BxLxD = (x_BxLxE if self.embeddings_project is None
+                   else self.embeddings_project(x_BxLxE))
+        x_BxLxD = constrain(x_BxLxD, _ACT)
+        bias_Bx1x1xL = jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0,
+                                 jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        for i in range(layer):
+            x_BxLxD = self.layers[i](x_BxLxD, bias_Bx1x1xL, _key(dropout_key, i + 1))
+        attention = self.layers[layer].attention
+        return tuple(constrain(projection(x_BxLxD), ("batch", "length", "heads", "kv"))
+                     for projection in (attention.query, attention.key, attention.value))

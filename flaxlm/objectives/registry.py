@@ -14,14 +14,16 @@ import ml_collections
 from flaxlm.errors import FlaxlmError
 from flaxlm.objectives.base import Objective
 from flaxlm.objectives.electra import Electra
+from flaxlm.objectives.distill_bert import DistilBert
+from flaxlm.objectives.distill_minilm import MiniLMv2
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
 from flaxlm.objectives.token_classification import TokenClassification
 from flaxlm.tasks import finetune_config
 
 OBJECTIVES: dict[str, type] = {
-    cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification)}
-OBJECTIVES[Electra.name] = Electra
+    cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification, Electra,
+                              MiniLMv2, DistilBert)}
 
 # Keys that moved into the objective section: config files and overrides that still use them are
 # told where they went.

@@ -1,0 +1,235 @@
+"""DistilBERT-style distillation (arXiv 1910.01108): soft targets + MLM + hidden-state cosine.
+
+loss = alpha_ce · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) at the masked positions
+     + alpha_mlm · the student's MLM cross-entropy at the masked positions
+     + alpha_cos · (1 − cos(student, teacher last hidden states)) at the real (non-padding) tokens,
+each term averaged over its own count in the whole batch. The KL differs from the soft-target
+cross-entropy by the teacher's entropy, a constant: same gradient, and 0 for a perfect student.
+Defaults are the published training command of transformers' examples/research_projects/
+distillation (README: `--alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos 1.0`, train.py's
+`--temperature 2.0`); the teacher sees the student's masked input, as in its distiller.py. The
+student starts from the teacher's embeddings, MLM head and layers [0, 2, 4, 7, 9, 11]
+(`teacher_layers`), as its scripts/extract_distilbert.py does for a 12-layer teacher.
+
+A student with a pruned vocabulary (a subset of the teacher's tokens) reads its own tokenizer's
+batches; the teacher gets the same tokens under its own ids, and its logits are gathered over the
+student's tokens before the softmax. Its embeddings and MLM head then cannot come from the
+teacher's (other rows): start it from a pruned checkpoint with init_from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flaxlm.data.tokenizers import load_tokenizer
+from flaxlm.errors import FlaxlmError
+from flaxlm.models.config import ModelConfig
+from flaxlm.models.heads import MaskedLMModel, gather_positions
+from flaxlm.objectives import teacher as teachers
+from flaxlm.objectives.base import Batch, DataContext, DataPlan, InitRule, Sums
+from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertConfig(MaskedLMConfig):
+    """`objective.distilbert.*` keys."""
+
+    teacher: str = ""  # the teacher's flaxlm workdir (flaxlm import makes one from HF)
+    teacher_preset: str = ""  # the teacher's shapes when `teacher` is empty (flaxlm compile)
+    temperature: float = 2.0
+    alpha_ce: float = 5.0  # soft targets
+    alpha_mlm: float = 2.0  # the student's own MLM loss
+    alpha_cos: float = 1.0  # cosine between last hidden states (needs equal widths)
+    # Teacher layer each student layer starts from ("": the student starts fresh, or from
+    # init_from; init_from, when set, wins).
+    teacher_layers: str = "0,2,4,7,9,11"
+    # Hold the teacher's weights in bf16 and run its forward in bf16 (else: the run's dtype).
+    teacher_bf16: bool = False
+
+    def layers(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(i) for i in self.teacher_layers.split(",") if i.strip())
+        except ValueError:
+            raise FlaxlmError(f"objective.distilbert.teacher_layers must be comma-separated "
+                              f"layer numbers, got {self.teacher_layers!r}") from None
+
+
+def soft_target_sum(student_BxMxV: jax.Array, teacher_BxMxV: jax.Array, weights_BxM: jax.Array,
+                    temperature: float) -> jax.Array:
+    """Σ over weighted slots of T² · KL(softmax(teacher / T) ‖ softmax(student / T))."""
+    log_s_BxMxV = jax.nn.log_softmax(student_BxMxV.astype(jnp.float32) / temperature, axis=-1)
+    log_t_BxMxV = jax.nn.log_softmax(teacher_BxMxV.astype(jnp.float32) / temperature, axis=-1)
+    kl_BxM = jnp.sum(jnp.exp(log_t_BxMxV) * (log_t_BxMxV - log_s_BxMxV), axis=-1)
+    return temperature ** 2 * jnp.sum(kl_BxM * weights_BxM)
+
+
+def cosine_loss_sum(student_BxLxD: jax.Array, teacher_BxLxD: jax.Array,
+                    mask_BxL: jax.Array) -> jax.Array:
+    """Σ over real tokens of 1 − cos(student, teacher); the squared norms get 1e-12 so a zero
+    vector gives cos 0, not NaN."""
+    s_BxLxD, t_BxLxD = student_BxLxD.astype(jnp.float32), teacher_BxLxD.astype(jnp.float32)
+    dot_BxL = jnp.sum(s_BxLxD * t_BxLxD, axis=-1)
+    norms_BxL = jnp.sqrt((jnp.sum(jnp.square(s_BxLxD), axis=-1) + 1e-12)
+                         * (jnp.sum(jnp.square(t_BxLxD), axis=-1) + 1e-12))
+    return jnp.sum((1.0 - dot_BxL / norms_BxL) * mask_BxL.astype(jnp.float32))
+
+
+class DistilBertModel(MaskedLMModel):
+    """The student (encoder + MLM head, exported as such) and the frozen `teacher` MLM model."""
+
+    def __init__(self, config: ModelConfig, teacher_config: ModelConfig, *, teacher_dtype,
+                 rngs: nnx.Rngs):
+        super().__init__(config, rngs=rngs)
+        self.teacher = MaskedLMModel(teacher_config, rngs=rngs)
+        if teacher_dtype != jnp.float32:
+            teachers.cast_params(self.teacher, teacher_dtype)
+
+
+class DistilBert(MaskedLM):
+    name = "distilbert"
+    head = "mlm"
+    Config = DistilBertConfig
+    frozen = nnx.PathContains("teacher")
+    summary_keys = ("loss", "soft_ce", "mlm_loss", "cosine", "accuracy")
+
+    def __init__(self, config: DistilBertConfig | None = None):
+        self.config = config or DistilBertConfig()
+        self.config.validate()
+        c = self.config
+        if c.temperature <= 0:
+            raise FlaxlmError(f"objective.distilbert.temperature must be positive, got "
+                              f"{c.temperature}")
+        alphas = {"alpha_ce": c.alpha_ce, "alpha_mlm": c.alpha_mlm, "alpha_cos": c.alpha_cos}
+        if min(alphas.values()) < 0 or not sum(alphas.values()):
+            raise FlaxlmError(f"objective.distilbert loss weights {alphas} must be ≥ 0 with at "
+                              "least one positive")
+        c.layers()
+        # The teacher's shapes (from its workdir or preset, on first use; tests may set them) and
+        # the student → teacher token map of a pruned student vocabulary (set by plan_data).
+        self.teacher_config: ModelConfig | None = None
+        self.student_to_teacher: np.ndarray | None = None
+
+    # -- model and weights ---------------------------------------------------------------------
+    def resolved_teacher(self, student: ModelConfig) -> ModelConfig:
+        if self.teacher_config is None:
+            self.teacher_config = teachers.teacher_model_config(
+                self.config.teacher, self.config.teacher_preset, student, "objective.distilbert")
+        return teachers.without_pooler(self.teacher_config)
+
+    def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> DistilBertModel:
+        teacher = self.resolved_teacher(config)
+        layers = self.config.layers()
+        if layers and (len(layers) != config.num_layers
+                       or not all(0 <= j < teacher.num_layers for j in layers)):
+            raise FlaxlmError(
+                f"objective.distilbert.teacher_layers={self.config.teacher_layers!r} must name "
+                f"one of the teacher's {teacher.num_layers} layers for each of the student's "
+                f"{config.num_layers} (or be empty)")
+        if self.config.alpha_cos and teacher.hidden_size != config.hidden_size:
+            raise FlaxlmError(
+                f"objective.distilbert.alpha_cos={self.config.alpha_cos} compares hidden states, "
+                f"but the student is {config.hidden_size} wide and the teacher "
+                f"{teacher.hidden_size}: set alpha_cos=0")
+        if self.student_to_teacher is None and teacher.vocab_size != config.vocab_size:
+            raise FlaxlmError(f"the teacher's vocabulary ({teacher.vocab_size}) differs from the "
+                              f"student's ({config.vocab_size}) and no token map was built")
+        return DistilBertModel(config, teacher, rngs=rngs, teacher_dtype=(
+            jnp.bfloat16 if self.config.teacher_bf16 else jnp.float32))
+
+    def weight_sources(self) -> dict[str, str]:
+        if not self.config.teacher:
+            raise FlaxlmError("objective.distilbert.teacher is empty: training needs the "
+                              "teacher's workdir (flaxlm import makes one from a Hugging Face "
+                              "checkpoint)")
+        return {teachers.TEACHER_SOURCE: self.config.teacher}
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        source = teachers.TEACHER_SOURCE
+        rules = list(super().init_rules(has_init_from))
+        if not has_init_from and self.config.layers():
+            if self.student_to_teacher is None:  # a pruned vocabulary has other rows
+                rules += [InitRule("encoder/embeddings", source), InitRule("mlm_head", source)]
+            rules += [InitRule(f"encoder/layers/{i}", source, f"encoder/layers/{j}")
+                      for i, j in enumerate(self.config.layers())]
+        return (*rules, InitRule("teacher", source, ""))
+
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        if not self.config.teacher:
+            return DataPlan()
+        self.student_to_teacher = teachers.student_to_teacher_ids(
+            ctx.tokenizer, load_tokenizer(teachers.teacher_tokenizer_dir(self.config.teacher)))
+        if self.student_to_teacher is None:
+            return DataPlan()
+        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
+                               "onto the teacher's; teacher logits gathered over it",))
+
+    # -- loss ----------------------------------------------------------------------------------
+    def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
+        return {"predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)),
+                                           1.0),
+                "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
+
+    def outputs(self, model: DistilBertModel, batch: Batch, *, dtype, dropout_key):
+        """(student hidden states, student logits, teacher hidden states, teacher logits over the
+        student's vocabulary) at every position / at the masked positions."""
+        ids_BxL, mask_BxL = batch["input_ids"], batch["attention_mask"]
+        types_BxL, positions_BxM = batch.get("token_type_ids"), batch["masked_positions"]
+        student_BxLxD = model.encoder(ids_BxL, mask_BxL, types_BxL, dtype=dtype,
+                                      dropout_key=dropout_key)
+        student_BxMxV = model.mlm_head(gather_positions(student_BxLxD, positions_BxM),
+                                       model.encoder.embeddings.word)
+        teacher = model.teacher
+        teacher_BxLxD = teacher.encoder(
+            teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
+            dtype=jnp.bfloat16 if self.config.teacher_bf16 else dtype)
+        teacher_BxMxVt = teacher.mlm_head(gather_positions(teacher_BxLxD, positions_BxM),
+                                          teacher.encoder.embeddings.word)
+        teacher_BxMxV = (teacher_BxMxVt if self.student_to_teacher is None else
+                         jnp.take(teacher_BxMxVt, jnp.asarray(self.student_to_teacher), axis=-1))
+        return (student_BxLxD, student_BxMxV, jax.lax.stop_gradient(teacher_BxLxD),
+                jax.lax.stop_gradient(teacher_BxMxV))
+
+    def loss(self, model: DistilBertModel, batch: Batch, normalizers: Mapping[str, jax.Array], *,
+             dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+        c = self.config
+        student_BxLxD, student_BxMxV, teacher_BxLxD, teacher_BxMxV = self.outputs(
+            model, batch, dtype=dtype, dropout_key=dropout_key)
+        weights_BxM = batch["masked_weights"].astype(jnp.float32)
+        mlm_sum, correct_sum = masked_xent_sums(student_BxMxV, batch["masked_labels"], weights_BxM)
+        sums = {"soft_sum": soft_target_sum(student_BxMxV, teacher_BxMxV, weights_BxM,
+                                            c.temperature),
+                "mlm_sum": mlm_sum, "correct_sum": correct_sum,
+                "cosine_sum": (cosine_loss_sum(student_BxLxD, teacher_BxLxD,
+                                               batch["attention_mask"])
+                               if c.alpha_cos else jnp.zeros((), jnp.float32)),
+                "weight_sum": jnp.sum(weights_BxM),
+                "token_sum": jnp.sum(batch["attention_mask"].astype(jnp.float32))}
+        loss = ((c.alpha_ce * sums["soft_sum"] + c.alpha_mlm * mlm_sum) / normalizers["predictions"]
+                + c.alpha_cos * sums["cosine_sum"] / normalizers["tokens"])
+        return loss, sums
+
+    def metrics(self, sums: Sums) -> dict[str, jax.Array]:
+        c = self.config
+        slots, tokens = jnp.maximum(sums["weight_sum"], 1.0), jnp.maximum(sums["token_sum"], 1.0)
+        terms = {"soft_ce": sums["soft_sum"] / slots, "mlm_loss": sums["mlm_sum"] / slots,
+                 "cosine": sums["cosine_sum"] / tokens}
+        loss = c.alpha_ce * terms["soft_ce"] + c.alpha_mlm * terms["mlm_loss"] + (
+            c.alpha_cos * terms["cosine"])
+        return {"loss": loss, **terms, "accuracy": sums["correct_sum"] / slots,
+                "masked_tokens": sums["weight_sum"]}
+
+    # -- cost ----------------------------------------------------------------------------------
+    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
+        """The student's MLM training FLOPs plus the teacher's forward: its body per real token
+        and its MLM head per real prediction."""
+        teacher = self.resolved_teacher(config)
+        d, v = teacher.hidden_size, teacher.vocab_size
+        teacher_forward = (counts["tokens"] * teachers.forward_flops_per_token(teacher, seq_len)
+                           + 2.0 * (d * d + d * v) * counts["predictions"])
+        return super().train_flops(config, seq_len, counts) + teacher_forward
