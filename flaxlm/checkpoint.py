@@ -37,6 +37,7 @@ from etils import epath
 from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, Unreadable, check_tree, checkpoint_dir,
                                       failed_processes, nothing_intact, quiet_orbax, read_failure,
                                       saved_setting, set_aside, set_aside_names, tree_shapes)
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 
@@ -93,8 +94,8 @@ def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *
 
 def _written_by_import(step_dir: str) -> bool:
     try:
-        with open(os.path.join(step_dir, "meta", "metadata"), encoding="utf-8") as f:
-            return json.load(f).get("source") == "hf-import"
+        return json.loads(storage.read_text(os.path.join(step_dir, "meta", "metadata"))).get(
+            "source") == "hf-import"
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -190,7 +191,8 @@ class Checkpointer:
 
         def read(step: int) -> tuple[dict, dict]:
             step_dir = os.path.join(self.directory, str(step))
-            if not os.path.isdir(os.path.join(step_dir, "train")) and _written_by_import(step_dir):
+            if not storage.isdir(os.path.join(step_dir, "train")) and _written_by_import(
+                    step_dir):
                 raise FlaxlmError(f"{self.workdir} was written by `flaxlm import` (weights "
                                   "only, no optimizer state): train with "
                                   f"--config.init_from={self.workdir} and a new --workdir")
@@ -236,7 +238,7 @@ def read_params(workdir: str, abstract_params: Any | None = None,
     newest that reads back (unreadable ones are reported and skipped; nothing is renamed in a
     workdir that is only read)."""
     directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
         raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
     with quiet_orbax():
         manager = ocp.CheckpointManager(

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 UNREADABLE_SUFFIX = ".unreadable"
@@ -43,6 +44,8 @@ _JSON_FILES = ("_METADATA", "_sharding", "metadata")
 
 
 def checkpoint_dir(workdir: str) -> str:
+    if storage.is_remote(workdir):
+        return os.path.join(workdir, "checkpoints")
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
@@ -172,6 +175,8 @@ def read_failure(exc: Exception, step: int, workdir: str) -> Unreadable:
 
 
 def _first_invalid_json(step_dir: str) -> str | None:
+    if storage.is_remote(step_dir):
+        return None  # a diagnosis only: a bucket's damage is reported by orbax's own error
     for root, _, files in sorted(os.walk(step_dir)):
         for name in sorted(files):
             if name in _JSON_FILES or os.path.basename(root) == "array_metadatas":
@@ -196,22 +201,23 @@ def failed_processes(failed: bool) -> list[int]:
 def set_aside(directory: str, step: int) -> str:
     """Renames `directory/<step>` to `<step>.unreadable` (or `.unreadable.N` if that is taken)."""
     name, n = f"{step}{UNREADABLE_SUFFIX}", 1
-    while os.path.lexists(os.path.join(directory, name)):
+    while storage.exists(os.path.join(directory, name)) or os.path.lexists(
+            os.path.join(directory, name)):
         n += 1
         name = f"{step}{UNREADABLE_SUFFIX}.{n}"
     try:
-        os.rename(os.path.join(directory, str(step)), os.path.join(directory, name))
+        storage.rename(os.path.join(directory, str(step)), os.path.join(directory, name))
     except OSError as e:
         raise FlaxlmError(f"checkpoint {step} in {directory} is unreadable and could not be "
-                          f"renamed to {name} ({e.strerror}); move it out of {directory} by hand "
-                          "and rerun") from None
+                          f"renamed to {name} ({e.strerror or e}); move it out of {directory} by "
+                          "hand and rerun") from None
     return name
 
 
 def set_aside_names(directory: str) -> list[str]:
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
         return []
-    return sorted((n for n in os.listdir(directory) if UNREADABLE_SUFFIX in n),
+    return sorted((n for n in storage.listdir(directory) if UNREADABLE_SUFFIX in n),
                   key=lambda n: (len(n), n))
 
 
@@ -243,8 +249,8 @@ def tree_shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
 def saved_setting(workdir: str, section: str, key: str) -> Any:
     """A setting from the workdir's config.json (the run that wrote the checkpoints), or None."""
     try:
-        with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-            return json.load(f)["config"][section][key]
+        return json.loads(storage.read_text(os.path.join(workdir, "config.json")))[
+            "config"][section][key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Any, Iterator
 
@@ -19,7 +18,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from flaxlm import partial_init, workdir as run_dir
+from flaxlm import partial_init, storage, workdir as run_dir
 from flaxlm.checkpoint import Checkpointer, read_params
 from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import load_tokenizer
@@ -272,8 +271,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     # Self-contained workdir: resolved config (JSON) and the tokenizer travel with checkpoints.
     local_tokenizer = os.path.join(workdir, "tokenizer")
     if is_main:
-        if os.path.abspath(tokenizer_dir) != os.path.abspath(local_tokenizer):
-            shutil.copytree(tokenizer_dir, local_tokenizer, dirs_exist_ok=True)
+        if not run_dir.same_path(tokenizer_dir, local_tokenizer):
+            storage.copy_tree(tokenizer_dir, local_tokenizer)
         run_dir.write_json_atomic(os.path.join(workdir, run_dir.CONFIG_FILE), {
             "config": config.raw, "model": dataclasses.asdict(model_config),
             "objective": config.objective, "head": objective.head, "tokenizer": "tokenizer",

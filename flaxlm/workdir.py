@@ -6,7 +6,6 @@ it, without touching the workdir.
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ import warnings
 
 import jax
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 CONFIG_FILE = "config.json"
@@ -22,6 +22,16 @@ METRICS_FILE = "metrics.jsonl"
 
 def probe_writable(workdir: str) -> None:
     """Fail before compiling if the workdir cannot take a file."""
+    if storage.is_remote(workdir):
+        probe = os.path.join(workdir, f".write_probe.{jax.process_index()}")
+        try:
+            storage.write_text(probe, "probe")
+            storage.remove(probe)
+        except Exception as e:  # noqa: BLE001 - gcsfs raises HttpError, OSError, ValueError, ...
+            raise FlaxlmError(f"workdir {workdir} is not writable: {str(e).splitlines()[0]}; "
+                              "check the bucket exists and this VM's service account may write "
+                              "objects to it") from None
+        return
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_probe.{jax.process_index()}")
@@ -37,6 +47,8 @@ def probe_writable(workdir: str) -> None:
 def check_free_space(workdir: str, state_bytes: int, keep: int) -> None:
     """Refuse to start a run whose checkpoints cannot fit, instead of failing mid-save."""
     # An async save holds one new checkpoint next to the kept ones until it commits.
+    if storage.is_remote(workdir):
+        return  # a bucket has no free space to run out of
     needed = state_bytes * (keep + 1)
     free = shutil.disk_usage(workdir).free
     if free < needed:
@@ -46,20 +58,16 @@ def check_free_space(workdir: str, state_bytes: int, keep: int) -> None:
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_run_config(workdir: str) -> dict | None:
     """The workdir's `config.json` (None if there is none); a damaged one is a one-line error."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+        saved = json.loads(storage.read_text(path))
         if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
             raise ValueError("not a JSON object with a 'model' object")
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -89,10 +97,9 @@ def check_same_model(workdir: str, saved: dict | None, requested: dict,
 def read_metrics_lines(path: str) -> list[dict]:
     """The records of a metrics file; a torn final line (a kill mid-write) is dropped with a
     warning, a damaged line elsewhere is an error naming it."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [line for line in f if line.strip()]
+    lines = [line for line in _read_lines(path) if line.strip()]
     records = []
     for number, line in enumerate(lines, 1):
         try:
@@ -114,25 +121,26 @@ def truncate_metrics(workdir: str, after_step: int) -> None:
     """Drop log lines a killed run wrote past its last checkpoint (and a torn last line); the
     resumed run rewrites them."""
     path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return
     records = read_metrics_lines(path)
     kept = [r for r in records if r.get("step", 0) <= after_step]
-    with open(path, encoding="utf-8", errors="replace") as f:
-        unchanged = len(kept) == len([line for line in f if line.strip()])
+    unchanged = len(kept) == len([line for line in _read_lines(path) if line.strip()])
     if not unchanged:
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(path + ".tmp", path)
+        storage.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _read_lines(path: str) -> list[str]:
+    with storage.open_file(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace").splitlines(keepends=True)
 
 
 def read_json_or_none(path: str) -> dict | None:
     """A small JSON file flaxlm wrote (e.g. best.json); a damaged one is a one-line error."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise FlaxlmError(f"{path} is damaged ({e}); remove it to continue") from None
 
@@ -140,14 +148,19 @@ def read_json_or_none(path: str) -> dict | None:
 def check_same_tokenizer(source: str, workdir_tokenizer: str) -> None:
     """A workdir's checkpoints were trained on its tokenizer's ids: a different tokenizer for the
     same workdir is refused, never copied over it or mixed with its files."""
-    if not os.path.isdir(workdir_tokenizer) or os.path.abspath(source) == os.path.abspath(
-            workdir_tokenizer):
+    if not storage.isdir(workdir_tokenizer) or same_path(source, workdir_tokenizer):
         return
-    for name in sorted(os.listdir(source)):
+    for name in sorted(storage.listdir(source)):
         theirs, ours = os.path.join(source, name), os.path.join(workdir_tokenizer, name)
-        if os.path.isfile(theirs) and os.path.isfile(ours) and not filecmp.cmp(
-                theirs, ours, shallow=False):
+        if storage.isfile(theirs) and storage.isfile(ours) and not storage.same_bytes(
+                theirs, ours):
             raise FlaxlmError(
                 f"data.tokenizer={source} differs from the tokenizer this workdir was trained "
                 f"with ({workdir_tokenizer}: {name} differs); use that tokenizer or a new "
                 "--workdir")
+
+
+def same_path(a: str, b: str) -> bool:
+    if storage.is_remote(a) or storage.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)

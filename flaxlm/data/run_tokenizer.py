@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, train_tokenizer
 from flaxlm.errors import FlaxlmError
@@ -63,24 +64,28 @@ def tokenizer_for_run(
     if tokenizer_dir:
         return tokenizer_dir
     local = os.path.join(workdir, WORKDIR_TOKENIZER)
-    if os.path.isfile(os.path.join(local, META_FILE)):
+    if storage.isfile(os.path.join(local, META_FILE)):
         return local
-    if os.path.exists(local):
+    if storage.exists(local):
         raise FlaxlmError(f"{local}: exists without {META_FILE} (an interrupted copy?); move it "
                           "away, or set --config.data.tokenizer=DIR")
     _require_text(train_files)
     vocab_size = vocab_size or default_vocab_size(model_vocab_size, train_files)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     # Trained aside and renamed into place: an interrupted run leaves no half tokenizer to reuse.
-    staging = tempfile.mkdtemp(prefix=".tokenizer-", dir=workdir)
+    staging = tempfile.mkdtemp(prefix=".tokenizer-", dir=None if storage.is_remote(workdir)
+                               else workdir)
     try:
         tok = train_tokenizer(train_files, vocab_size=vocab_size, kind=kind, out_dir=staging)
-        try:
-            os.rename(staging, local)
-        except OSError:
-            # Another process of this run renamed its (identical) tokenizer first.
-            if not os.path.isfile(os.path.join(local, META_FILE)):
-                raise
+        if storage.is_remote(local):
+            _upload_meta_last(staging, local)
+        else:
+            try:
+                os.rename(staging, local)
+            except OSError:
+                # Another process of this run renamed its (identical) tokenizer first.
+                if not os.path.isfile(os.path.join(local, META_FILE)):
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if is_main:
@@ -88,6 +93,17 @@ def tokenizer_for_run(
               f"{tok.vocab_size} tokens on {', '.join(train_files)} into {local}; reruns of this "
               "workdir reuse it", flush=True)
     return local
+
+
+def _upload_meta_last(staging: str, remote: str) -> None:
+    """A bucket has no rename of a directory: the files go up one by one, the metadata file last,
+    so a tokenizer is reused only once complete. Processes that trained the same tokenizer upload
+    identical bytes."""
+    names = sorted(os.listdir(staging), key=lambda name: name == META_FILE)
+    for name in names:
+        with open(os.path.join(staging, name), "rb") as f, storage.open_file(
+                os.path.join(remote, name), "wb") as out:
+            shutil.copyfileobj(f, out)
 
 
 def _require_text(train_files: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 TFDS_PREFIX = "tfds:"
@@ -64,20 +65,20 @@ def _documents(readers: list[tuple[str, list[str]]]) -> Iterator[list[str]]:
 def resolve_text_files(spec: str) -> list[str]:
     """The files a path/glob/directory spec names, sorted so that reading order is reproducible."""
     if glob.has_magic(spec):
-        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        paths = storage.glob(spec)
         if not paths:
             raise FlaxlmError(f"{spec}: the pattern matches no files")
         return paths
-    if os.path.isdir(spec):
+    if storage.isdir(spec):
         paths = sorted(
             os.path.join(spec, name)
-            for name in os.listdir(spec)
-            if not name.startswith(".") and os.path.isfile(os.path.join(spec, name))
+            for name in storage.listdir(spec)
+            if not name.startswith(".") and storage.isfile(os.path.join(spec, name))
         )
         if not paths:
             raise FlaxlmError(f"{spec}: the directory holds no files")
         return paths
-    if not os.path.isfile(spec):
+    if not storage.isfile(spec):
         raise FlaxlmError(f"{spec}: no such file")
     return [spec]
 
@@ -87,7 +88,7 @@ def _text_file_documents(path: str) -> Iterator[list[str]]:
     paragraphs: list[str] = []
     chars = 0
     # Binary reading + per-line decoding: a broken byte spoils one line, not the whole file.
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             line, clean = _decode_line(raw)
             if not clean:
@@ -171,21 +172,20 @@ def _tfds_documents(spec: str) -> Iterator[list[str]]:
 
 
 def is_prepared(spec: str) -> bool:
-    return os.path.isfile(os.path.join(spec, PREPARED_META))
+    return storage.isfile(os.path.join(spec, PREPARED_META))
 
 
 def read_prepared_meta(spec: str) -> dict:
     meta_path = os.path.join(spec, PREPARED_META)
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json.loads(storage.read_text(meta_path))
     except (OSError, json.JSONDecodeError) as e:
         raise FlaxlmError(f"{meta_path}: not valid prepared-shard metadata ({e!r})") from e
     missing = [key for key in ("seq_len", "vocab_size", "files", "num_examples") if key not in meta]
     if missing:
         raise FlaxlmError(f"{meta_path}: keys {missing} are missing")
     for name in meta["files"]:
-        if not os.path.isfile(os.path.join(spec, name)):
+        if not storage.isfile(os.path.join(spec, name)):
             raise FlaxlmError(
                 f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist"
             )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.errors import FlaxlmError
 
@@ -76,7 +77,10 @@ def _table_encoder(encode_backend_ids, id_by_backend_id: np.ndarray,
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-    """Reads a tokenizer directory written by `train_tokenizer` (or by vocabulary pruning)."""
+    """Reads a tokenizer directory written by `train_tokenizer` (or by vocabulary pruning); a
+    `gs://` one is read from a local copy (the tokenizer libraries read local files only)."""
+    if storage.is_remote(path) and storage.isfile(os.path.join(path, META_FILE)):
+        path = storage.local_copy(path)
     meta_path = os.path.join(path, META_FILE)
     if not os.path.isfile(meta_path):
         raise FlaxlmError(f"{meta_path}: not found; is {path!r} a flaxlm tokenizer directory?")

@@ -1,0 +1,205 @@
+"""Files that may live on local disk or in a Cloud Storage bucket (`gs://bucket/path`).
+
+Every read or write of a workdir file, a data file, a tokenizer or an import/export directory goes
+through here, so a path is a path whether it is local or `gs://`. Remote paths use `etils.epath`
+(orbax's own path library) on `gcsfs`; local paths keep plain `os` calls where atomicity matters
+(write-then-rename). Orbax writes checkpoints to the bucket itself (tensorstore).
+
+Emulators: `STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT` (the variable Google's own clients read)
+is enough to point flaxlm at a local Cloud Storage emulator; `configure` translates it for the
+clients that read other variables. tf.io.gfile (tf.data's TFRecord reader) has no endpoint
+setting at all: see docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as glob_lib
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import IO, Iterator
+
+from flaxlm.errors import FlaxlmError
+
+REMOTE_PREFIXES = ("gs://",)
+
+
+def configure() -> None:
+    """Sets the environment the storage clients read; idempotent, never overrides a user's value.
+
+    epath picks tf.io.gfile for `gs://` whenever TensorFlow is installed; `EPATH_USE_TF=false`
+    makes epath (ours and orbax's) use gcsfs instead, which honors `STORAGE_EMULATOR_HOST`, so the
+    code that runs against an emulator is the code that runs against a real bucket.
+    """
+    os.environ.setdefault("EPATH_USE_TF", "false")
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if not host:
+        return
+    url = host if "://" in host else f"http://{host}"
+    for key, value in {
+        "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore (orbax's array writer)
+        # Emulators take any token; this one keeps tensorstore off the metadata server.
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+        "NO_GCE_CHECK": "true",  # google-auth and gcsfs: no probe of a GCE metadata server
+        # gcsfs's zonal-bucket probe speaks gRPC to the real control plane (a minute of retries).
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    }.items():
+        os.environ.setdefault(key, value)
+    import fsspec.config
+    gcs = fsspec.config.conf.setdefault("gcs", {})
+    gcs.setdefault("token", "anon")
+
+
+def is_remote(path: str) -> bool:
+    return str(path).startswith(REMOTE_PREFIXES)
+
+
+def epath_of(path: str):
+    """The `etils.epath.Path` for `path`; a missing gcsfs is one line saying what to install."""
+    from etils import epath
+    if is_remote(path):
+        try:
+            import gcsfs  # noqa: F401
+        except ImportError:
+            raise FlaxlmError(f"{path}: gs:// paths need the gcsfs package: pip install "
+                              "gcsfs") from None
+    return epath.Path(path)
+
+
+def exists(path: str) -> bool:
+    return epath_of(path).exists() if is_remote(path) else os.path.exists(path)
+
+
+def isfile(path: str) -> bool:
+    return epath_of(path).is_file() if is_remote(path) else os.path.isfile(path)
+
+
+def isdir(path: str) -> bool:
+    return epath_of(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def listdir(path: str) -> list[str]:
+    if is_remote(path):
+        return sorted(p.name for p in epath_of(path).iterdir())
+    return os.listdir(path)
+
+
+def makedirs(path: str) -> None:
+    """Local directories are created; a bucket has no directories to create."""
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def open_file(path: str, mode: str = "r") -> IO:
+    """Text modes read and write UTF-8. Remote files cannot be appended to (objects are
+    immutable): mode "a" is refused rather than silently overwriting."""
+    if is_remote(path):
+        if "a" in mode:
+            raise ValueError(f"{path}: Cloud Storage objects cannot be appended to")
+        f = epath_of(path).open(mode.replace("t", ""))
+        return f
+    return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def read_text(path: str) -> str:
+    with open_file(path) as f:
+        return f.read()
+
+
+def write_text(path: str, text: str) -> None:
+    """Readers never see a half-written file: a local file is written aside and renamed; an
+    object upload becomes visible only once complete."""
+    if is_remote(path):
+        epath_of(path).write_text(text)
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def remove(path: str) -> None:
+    if is_remote(path):
+        epath_of(path).unlink()
+    else:
+        os.remove(path)
+
+
+def rmtree(path: str) -> None:
+    if is_remote(path):
+        epath_of(path).rmtree()
+    else:
+        shutil.rmtree(path)
+
+
+def rename(src: str, dst: str) -> None:
+    """Local renames are atomic; in a bucket a rename copies then deletes, object by object."""
+    if is_remote(src) or is_remote(dst):
+        epath_of(src).rename(epath_of(dst))
+    else:
+        os.rename(src, dst)
+
+
+def glob(pattern: str) -> list[str]:
+    """Files matching `pattern` (`**` spans directories), sorted."""
+    if not is_remote(pattern):
+        return sorted(p for p in glob_lib.glob(pattern, recursive=True) if os.path.isfile(p))
+    epath_of(pattern)  # gcsfs is installed
+    import fsspec
+    # epath refuses `**` in a bucket; gcsfs (epath's own backend here) lists it in one request.
+    gcs = fsspec.filesystem("gs")
+    return sorted(f"gs://{p}" for p in gcs.glob(pattern) if gcs.isfile(p))
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copies every file under `src` to the same place under `dst`, local or remote either side."""
+    if not is_remote(src) and not is_remote(dst):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        return
+    for name in listdir(src):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if isdir(s):
+            copy_tree(s, d)
+        else:
+            makedirs(dst)
+            with open_file(s, "rb") as fin, open_file(d, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+
+
+def same_bytes(a: str, b: str) -> bool:
+    with open_file(a, "rb") as fa, open_file(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
+def local_copy(path: str) -> str:
+    """A local directory holding `path`'s files (the path itself when local): tokenizer and
+    Hugging Face libraries read only local files. Remote directories are downloaded once per
+    process into a temporary directory named after the path."""
+    if not is_remote(path):
+        return path
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    local = os.path.join(tempfile.gettempdir(), f"flaxlm-{os.getpid()}-{digest}")
+    if not os.path.isdir(local):
+        staging = tempfile.mkdtemp(prefix=".flaxlm-download-")
+        try:
+            copy_tree(path, staging)
+            os.rename(staging, local)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return local
+
+
+@contextlib.contextmanager
+def local_output(path: str) -> Iterator[str]:
+    """A local directory to write into; a remote `path` receives its files on success."""
+    if not is_remote(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=".flaxlm-upload-") as staging:
+        yield staging
+        copy_tree(staging, path)
+
+
+configure()
