@@ -13,9 +13,9 @@ import ml_collections
 
 from flaxlm.errors import FlaxlmError
 from flaxlm.objectives.base import Objective
-from flaxlm.objectives.electra import Electra
 from flaxlm.objectives.distill_bert import DistilBert
 from flaxlm.objectives.distill_minilm import MiniLMv2
+from flaxlm.objectives.electra import Electra
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
 from flaxlm.objectives.token_classification import TokenClassification
