@@ -9,6 +9,11 @@ TPU_STAMP := $(VENV)/.installed-tpu
 ACCEL_NODES := $(wildcard /dev/accel* /dev/vfio/[0-9]* /dev/nvidia[0-9]*)
 JAX_ENV := $(if $(ACCEL_NODES),,JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu})
 DEMO_DIR ?= runs/demo
+# Two pytest workers: much of a test's time is single-threaded (XLA compiles, TF and tokenizer
+# start-up), so two processes keep both cores busy. Whole files go to one worker so module
+# fixtures are built once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: setup demo test test-slow bench clean
 
@@ -32,10 +37,10 @@ demo: $(STAMP)
 	$(JAX_ENV) $(BIN)/python -m flaxlm.demo --workdir $(DEMO_DIR)
 
 test: $(TPU_STAMP)
-	$(JAX_ENV) $(BIN)/python -m pytest -q -m "not slow" tests
+	$(JAX_ENV) $(BIN)/python -m pytest -q $(PYTEST_PAR) -m "not slow" tests
 
 test-slow: $(TPU_STAMP)
-	$(JAX_ENV) $(BIN)/python -m pytest -q -m slow tests
+	$(JAX_ENV) $(BIN)/python -m pytest -q $(PYTEST_PAR) -m slow tests
 
 bench: $(STAMP)
 	$(JAX_ENV) $(BIN)/python -m benchmarks.run
