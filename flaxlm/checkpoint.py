@@ -109,9 +109,13 @@ class Checkpointer:
         self.directory = checkpoint_dir(workdir)
         keep_policy = ocp.checkpoint_managers.LatestN(n=keep)
         if best_mode is not None:
+            # Of equal values the earliest step is best, as best.json counts it (train.py); orbax
+            # alone keeps the latest of a tie, which deleted the step best.json names.
+            sign = -1 if best_mode == "max" else 1
             keep_policy = ocp.checkpoint_managers.AnyPreservationPolicy([
                 keep_policy, ocp.checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics["selection"],
+                    get_metric_fn=lambda metrics: (metrics["selection"],
+                                                   sign * metrics.get("step", 0)),
                     reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)])
         with quiet_orbax():  # a garbled step metadata file is logged here, and read again later
             self.manager = ocp.CheckpointManager(
@@ -161,7 +165,7 @@ class Checkpointer:
             params=ocp.args.StandardSave(state["params"]),
             train=ocp.args.StandardSave(train),
             meta=ocp.args.JsonSave(meta)), force=True,
-            metrics=None if selection is None else {"selection": selection})
+            metrics=None if selection is None else {"selection": selection, "step": step})
 
     def _join_started(self) -> None:
         """Waits until the last save has been handed to orbax; raises its error if it failed."""

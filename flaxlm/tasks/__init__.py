@@ -1,1 +1,2 @@
-"""Fine-tuning tasks: metrics, and (coming) the k-fold and multi-seed drivers."""
+"""Fine-tuning tasks: metrics, the finetune config section, k-fold and multi-seed runs
+(`flaxlm finetune`), results.json, the cards' tables (`flaxlm evaluate`) and zero-shot."""

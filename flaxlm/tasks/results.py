@@ -23,6 +23,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
+import jax
 import numpy as np
 
 from flaxlm import workdir as run_dir
@@ -79,10 +80,9 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
         results["best"] = {"epoch": row and row["epoch"], "step": best["step"],
                            "dev": row and row["dev"]}
     if test_batches:
-        params, step = final_params, final_step
-        if best is not None and best["step"] != final_step:
-            step = best["step"]
-            params = read_params(workdir, abstract_params, step=step)[0]
+        step = _same_on_every_process(best["step"] if best else final_step)
+        params = (final_params if step == final_step
+                  else read_params(workdir, abstract_params, step=step)[0])
         scores = evaluate(params, test_batches)
         results["test"] = {k[len("eval_"):]: v for k, v in scores.items()}
         results["test_step"] = step
@@ -94,6 +94,14 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
     if is_main:
         run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
     return results
+
+
+def _same_on_every_process(step: int) -> int:
+    """Process 0's value (it wrote best.json): every process must evaluate the same weights."""
+    if jax.process_count() == 1:
+        return step
+    from jax.experimental import multihost_utils
+    return int(multihost_utils.broadcast_one_to_all(np.int32(step)))
 
 
 def summary(values: list[float]) -> dict[str, Any]:
