@@ -1,4 +1,4 @@
-"""The FLARE chain: mMiniLMv2 L6×H384 → Italian vocabulary, uncased → continued WWM MLM → POS/NER.
+"""The FLARE chain: mMiniLMv2 L6×H384 → pruned, uncased Italian vocabulary → WWM MLM → POS, NER.
 
 This file is the chain's continued pre-training stage. It extends `configs/flare_it_mlm.py` (the
 same MLM recipe: seq 512, batch 512, AdamW, lr 5e-5 with linear decay to 0 over 10k steps,

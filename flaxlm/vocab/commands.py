@@ -15,10 +15,14 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _cmd_doc_freq(args, _):
     import contextlib
+    import os
 
+    from flaxlm.errors import FlaxlmError
     from flaxlm.vocab import doc_freq
     from flaxlm.vocab.prune import open_source, read_source_vocabulary
 
+    if os.path.lexists(args.out):
+        raise FlaxlmError(f"{args.out} already exists; choose a new --out")
     with contextlib.ExitStack() as stack:
         source = open_source(args.model, stack, args.tokenizer)
         tok, vocab = read_source_vocabulary(source, args.model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Sequence
 
@@ -44,9 +45,10 @@ class DocFreq:
     def save(self, path: str) -> None:
         meta = {"fingerprint": self.fingerprint, "num_docs": self.num_docs, "chars": self.chars,
                 "seconds": self.seconds}
-        with open(path, "wb") as f:
+        with open(f"{path}.partial", "wb") as f:
             np.savez(f, docs_V=self.docs_V, docs_uncased_V=self.docs_uncased_V,
                      tokens_V=self.tokens_V, meta=np.array(json.dumps(meta)))
+        os.replace(f"{path}.partial", path)
 
 
 def load(path: str) -> DocFreq:

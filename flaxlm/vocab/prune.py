@@ -95,8 +95,8 @@ def keep_chars(tok: Tokenizer, freq: doc_freq.DocFreq, options: PruneOptions) ->
     return wordpiece_prune.normalize_chars(tok, chars, options.uncase)
 
 
-def write_tokenizer(tok: Tokenizer, vocab: Vocabulary, plan: Plan, out_dir: str,
-                    options: PruneOptions, model_max_length: int) -> Tokenizer:
+def write_tokenizer(tok: Tokenizer, plan: Plan, out_dir: str, options: PruneOptions,
+                    model_max_length: int) -> Tokenizer:
     os.makedirs(out_dir)
     new_of_old = {ids[0]: j for j, ids in enumerate(plan.sources)}
     names = {"cls": tok.cls_id, "pad": tok.pad_id, "sep": tok.sep_id, "unk": tok.unk_id,
@@ -165,7 +165,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         sample = paragraphs[:AGREEMENT_PARAGRAPHS] or report.first_paragraphs(
             corpus, AGREEMENT_PARAGRAPHS)
         with staged_dir(out, overwrite=os.path.isdir(out)) as tmp:
-            new_tok = write_tokenizer(tok, vocab, plan, os.path.join(tmp, "tokenizer"), options,
+            new_tok = write_tokenizer(tok, plan, os.path.join(tmp, "tokenizer"), options,
                                       new_model.max_seq_len)
             check_agreement(new_tok, sample, f"pruned tokenizer of {out}")
             result = _report(source, freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,

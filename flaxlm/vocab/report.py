@@ -62,8 +62,8 @@ def format_report(r: dict) -> str:
         f"{r['corpus']['docs_per_second']:,.0f} docs/s",
     ]
     if "unk_rate" in b:
-        lines.append(f"held-out    unk rate {b['unk_rate']:.4%} → {a['unk_rate']:.4%} ({b['unk']:,} → "
-                     f"{a['unk']:,} unknown tokens), tokens/word "
+        lines.append(f"held-out    unk rate {b['unk_rate']:.4%} → {a['unk_rate']:.4%} "
+                     f"({b['unk']:,} → {a['unk']:,} unknown tokens), tokens/word "
                      f"{b['tokens_per_word']:.3f} → {a['tokens_per_word']:.3f} "
                      f"({r['heldout_words']:,} words)")
     return "\n".join(lines)

@@ -43,6 +43,7 @@ def select(vocab: Vocabulary, freq: DocFreq, *, min_doc_freq: float, uncase: boo
     docs_V = freq.docs_uncased_V if uncase else freq.docs_V
     keys = vocab.uncased if uncase else vocab.pieces
     needed = min_doc_freq * freq.num_docs
+    special_pieces = {vocab.pieces[i] for i in vocab.fixed_ids}
     members: dict[int, list[int]] = {}
     for i in range(vocab.size):
         members.setdefault(int(group_V[i]), []).append(i)
@@ -53,7 +54,9 @@ def select(vocab: Vocabulary, freq: DocFreq, *, min_doc_freq: float, uncase: boo
         key = keys[group]
         if group in vocab.fixed_ids:
             rule = "special"
-        elif not key:  # a piece the normalizer deletes can never be produced
+        elif not key or key in special_pieces:
+            # a piece the normalizer deletes is never produced; one that lowercases to a special
+            # token's text ("<S>") would duplicate it
             continue
         elif docs_V[group] >= needed:
             rule = "frequent"

@@ -69,7 +69,8 @@ def read_vocabulary(tokenizer_dir: str, vocab_size: int) -> Vocabulary:
     byte_ids = frozenset(p + 1 for p in range(3, len(sp_pieces)) if sp_pieces[p].type == _BYTE)
     fold = _normalizer(_UNCASED_RULE)
     uncased = tuple(piece if i in fixed or i in byte_ids
-                    else fold.Normalize(piece.replace("▁", " ")) for i, piece in enumerate(pieces))
+                    else fold.Normalize(piece.replace("▁", " "))
+                    for i, piece in enumerate(pieces))
     with open(os.path.join(tokenizer_dir, SP_MODEL_FILE), "rb") as f:
         fingerprint = hashlib.sha256(f.read()).hexdigest()
     return Vocabulary("sentencepiece", pieces, frozenset(fixed), byte_ids, uncased, fingerprint)
@@ -110,8 +111,9 @@ def write_model(tokenizer_dir: str, out_dir: str, pieces: tuple[str, ...],
         spec = sentencepiece_model_pb2.NormalizerSpec()
         spec.ParseFromString(spm.SentencePieceNormalizer(
             rule_name=_UNCASED_RULE).serialized_normalizer_spec())
-        flags = proto.normalizer_spec
-        spec.add_dummy_prefix, spec.escape_whitespaces = flags.add_dummy_prefix, flags.escape_whitespaces
+        flags = proto.normalizer_spec  # how whitespace is treated stays the source's
+        spec.add_dummy_prefix = flags.add_dummy_prefix
+        spec.escape_whitespaces = flags.escape_whitespaces
         spec.remove_extra_whitespaces = flags.remove_extra_whitespaces
         proto.normalizer_spec.CopyFrom(spec)
     proto.trainer_spec.vocab_size = len(proto.pieces)

@@ -135,8 +135,8 @@ def test_reindex_moves_embedding_rows_and_mlm_bias_to_the_kept_ids():
     flat = {"encoder/embeddings/word/embedding": rng.normal(size=(6, 3)).astype(np.float32),
             "mlm_head/bias": rng.normal(size=6).astype(np.float32),
             "encoder/embeddings/norm/scale": np.ones(3, np.float32)}
-    # new 0 ← 0; new 1 ← 4 ("▁casa", exact) merged with 2 ("▁Casa"); new 2 ← 5 ("▁roma", from
-    # "▁Roma", no lowercase piece) merged with 3 ("▁ROMA")
+    # new 0 ← 0; new 1 ← 4 ("▁casa", exact) merged with 2 ("▁Casa"); new 2 ← 5 ("▁roma",
+    # from "▁Roma", no lowercase piece) merged with 3 ("▁ROMA")
     plan = Plan(("<s>", "▁casa", "▁roma"), ((0,), (4, 2), (5, 3)), (True, True, False), {})
     tokens_V = np.array([0, 0, 30, 10, 10, 30])
     for rows in ("lowercase", "average"):
@@ -236,7 +236,8 @@ def test_wordpiece_pruning_keeps_covered_tokenization_and_uncases(tmp_path, it_s
         if not uncase:
             covered = _covered(tok, new_of_old, paragraphs)
             assert 100 < len(covered) < len(paragraphs)
-            for (text, old), (new, _) in zip(covered, new_tok.encode_batch([p for p, _ in covered])):
+            new_ids = new_tok.encode_batch([p for p, _ in covered])
+            for (text, old), (new, _) in zip(covered, new_ids):
                 assert new.tolist() == [new_of_old[int(i)] for i in old], text
         else:
             hf_tok = load_hf_tokenizer(str(run / "tokenizer"))
