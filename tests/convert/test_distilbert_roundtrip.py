@@ -1,5 +1,6 @@
-"""DistilBertForMaskedLM: random transformers model with odd shapes → import → parity with torch
-→ export → every tensor bit for bit, and the exported config is DistilBERT's."""
+"""DistilBertForMaskedLM and DistilBertForTokenClassification: random transformers model with odd
+shapes → import → parity with torch → export → every tensor bit for bit, and the exported config
+is DistilBERT's."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from tests.convert.conftest import TOL, assert_same_weights, load_flax, random_b
 
 
 @pytest.mark.slow
-def test_distilbert_mlm_import_parity_export_bitwise(tmp_path, tokenizers):
+@pytest.mark.parametrize("hf_class",
+                         ["DistilBertForMaskedLM", "DistilBertForTokenClassification"])
+def test_distilbert_import_parity_export_bitwise(tmp_path, tokenizers, hf_class):
     import transformers
     from transformers import AutoTokenizer
 
@@ -28,8 +31,8 @@ def test_distilbert_mlm_import_parity_export_bitwise(tmp_path, tokenizers):
     # 12-dim heads, an odd FFN width, 3 layers.
     config = transformers.DistilBertConfig(
         vocab_size=tok.vocab_size, dim=36, n_layers=3, n_heads=3, hidden_dim=50,
-        max_position_embeddings=40, pad_token_id=tok.pad_id, activation="gelu")
-    torch_model = transformers.DistilBertForMaskedLM(config)
+        max_position_embeddings=40, pad_token_id=tok.pad_id, activation="gelu", num_labels=5)
+    torch_model = getattr(transformers, hf_class)(config)
     randomize_torch(torch_model)
     torch_model.eval()
     torch_model.save_pretrained(str(hf_dir))
@@ -53,5 +56,5 @@ def test_distilbert_mlm_import_parity_export_bitwise(tmp_path, tokenizers):
     cfg_out = json.loads((bundle / "config.json").read_text())
     for key in ("model_type", "architectures", "vocab_size", "dim", "n_layers", "n_heads",
                 "hidden_dim", "max_position_embeddings", "pad_token_id", "activation",
-                "sinusoidal_pos_embds"):
+                "sinusoidal_pos_embds", "id2label"):
         assert cfg_out[key] == cfg_in[key], key
