@@ -15,7 +15,8 @@ from flaxlm.convert.export import export
 from flaxlm.convert.import_hf import import_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
-from tests.convert.conftest import TOL, assert_same_weights, load_flax, random_batch, randomize_torch
+from tests.convert.conftest import (TOL, assert_same_weights, load_flax, random_batch,
+                                    randomize_torch)
 
 
 @pytest.mark.slow
