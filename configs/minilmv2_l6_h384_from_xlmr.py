@@ -3,9 +3,9 @@
 MiniLMv2 (arXiv 2012.15828): the student's last layer mimics the query–query, key–key and
 value–value relations of one upper-middle teacher layer; the student starts from scratch. The
 public re-implementation (bloomberg/minilmv2.bb) uses 48 relation heads for a 768-wide teacher
-(relation head width 16); 48 does not divide XLM-R large's 1024, 64 does, with the same width. Optimizer as
-that re-implementation's run.sh: Adam lr 6e-4, 4k warmup steps, weight decay 0.01, eps 1e-6,
-400k steps. The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
+(relation head width 16); 48 does not divide XLM-R large's 1024, 64 does, with the same width.
+Optimizer as that re-implementation's run.sh: Adam lr 6e-4, 4k warmup steps, weight decay 0.01,
+eps 1e-6, 400k steps. The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
 sharded with the student over the slice's chips by fsdp inside the same jitted step. Batch 1024 ×
 512 in 16 accumulation steps: 64 sequences per micro-batch, 8 per chip on 8 chips.
 Slices: v5e-8, v4-8, v5e-16, v5e-32 (SLICES below; tests/test_configs.py checks the batch

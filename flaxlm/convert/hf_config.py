@@ -82,6 +82,9 @@ def transformers_config(family: Family, cfg: dict, source: str):
 def model_config_from_hf(cfg: dict, source: str) -> HfModelConfig:
     table, is_base = table_for_config(cfg, source)
     hf = transformers_config(table.family, cfg, source)
+    if table.arch == "distilbert":
+        return HfModelConfig(_distilbert_model_config(hf, source), table, is_base, hf,
+                             [str(hf.id2label[i]) for i in range(hf.num_labels)])
     refused = {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
                "is_decoder": (None, False), "add_cross_attention": (None, False),
                "tie_word_embeddings": (None, True)}
@@ -133,6 +136,8 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
     import transformers
 
     table = table_for(config.arch, task)
+    if config.arch == "distilbert":
+        return _distilbert_hf_config(config, table, task, labels)
     if config.head_dim and config.head_dim * config.num_heads != config.hidden_size:
         raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
                           f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
@@ -173,3 +178,68 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
         dtype="float32",
         **task_fields,
     )
+
+
+# DistilBERT's LayerNorms have a fixed epsilon (not in its config).
+_DISTILBERT_EPS = 1e-12
+
+
+def _distilbert_model_config(hf, source: str) -> ModelConfig:
+    """DistilBertConfig → ModelConfig: its own field names, no token types, eps fixed."""
+    for key, allowed in {"activation": ("gelu",), "sinusoidal_pos_embds": (False,),
+                         "tie_word_embeddings": (None, True)}.items():
+        if getattr(hf, key, None) not in allowed:
+            raise FlaxlmError(f"{source}: {key}={getattr(hf, key, None)!r} is not supported by "
+                              f"flaxlm's encoder (supported: {', '.join(map(repr, allowed))})")
+    hidden, heads = _get(hf, "dim", int, source), _get(hf, "n_heads", int, source)
+    if heads <= 0 or hidden % heads:
+        raise FlaxlmError(f"{source}: dim={hidden} is not divisible by n_heads={heads}")
+    dropout = _get(hf, "dropout", float, source)
+    config = ModelConfig(
+        arch="distilbert", vocab_size=_get(hf, "vocab_size", int, source), hidden_size=hidden,
+        num_layers=_get(hf, "n_layers", int, source), num_heads=heads,
+        intermediate_size=_get(hf, "hidden_dim", int, source),
+        max_position_embeddings=_get(hf, "max_position_embeddings", int, source),
+        type_vocab_size=0, pad_token_id=_get(hf, "pad_token_id", int, source),
+        layer_norm_eps=_DISTILBERT_EPS, hidden_dropout=dropout,
+        attention_dropout=_get(hf, "attention_dropout", float, source),
+        num_labels=_get(hf, "num_labels", int, source),
+        # DistilBertForTokenClassification drops out with `dropout`.
+        classifier_dropout=dropout)
+    try:
+        config.validate()
+    except FlaxlmError as e:
+        raise FlaxlmError(f"{source}: {e}") from None
+    return config
+
+
+def _distilbert_hf_config(config: ModelConfig, table: Table, task: str,
+                          labels: list[str] | None):
+    import transformers
+
+    if config.dim_per_head * config.num_heads != config.hidden_size:
+        raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
+                          f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
+    if config.embedding_dim != config.hidden_size:
+        raise FlaxlmError(f"model.embedding_size={config.embedding_size} != hidden_size="
+                          f"{config.hidden_size}: {table.hf_class} has no embedding projection")
+    if config.layer_norm_eps != _DISTILBERT_EPS:
+        raise FlaxlmError(f"model.layer_norm_eps={config.layer_norm_eps}: {table.hf_class} "
+                          f"always uses {_DISTILBERT_EPS}")
+    task_fields = {}
+    if task != "mlm":
+        task_fields["num_labels"] = config.num_labels
+        if labels:
+            if len(labels) != config.num_labels:
+                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
+                                  f"{config.num_labels}")
+            task_fields["id2label"] = dict(enumerate(labels))
+            task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
+    return transformers.DistilBertConfig(
+        architectures=[table.hf_class], vocab_size=config.vocab_size, dim=config.hidden_size,
+        n_layers=config.num_layers, n_heads=config.num_heads,
+        hidden_dim=config.intermediate_size, activation="gelu", dropout=config.hidden_dropout,
+        attention_dropout=config.attention_dropout,
+        max_position_embeddings=config.max_position_embeddings, sinusoidal_pos_embds=False,
+        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32",
+        **task_fields)

@@ -66,10 +66,12 @@ def torch_outputs(torch_model, batch: dict[str, np.ndarray]) -> dict[str, np.nda
 
     torch_model.eval()
     with torch.no_grad():
+        types = {"token_type_ids": torch.from_numpy(batch["token_type_ids"].astype(np.int64))}
+        if getattr(torch_model.config, "model_type", None) == "distilbert":
+            types = {}  # DistilBERT has no token types (and its forward takes none)
         out = torch_model(input_ids=torch.from_numpy(batch["input_ids"].astype(np.int64)),
                           attention_mask=torch.from_numpy(batch["attention_mask"].astype(np.int64)),
-                          token_type_ids=torch.from_numpy(batch["token_type_ids"].astype(np.int64)),
-                          output_hidden_states=True)
+                          output_hidden_states=True, **types)
     hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
     result = {"hidden": hidden.float().numpy()}
     for key, attr in (("logits", "logits"), ("pooled", "pooler_output")):

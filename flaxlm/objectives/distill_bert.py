@@ -162,6 +162,11 @@ class DistilBert(MaskedLM):
     def plan_data(self, ctx: DataContext) -> DataPlan:
         if not self.config.teacher:
             return DataPlan()
+        head = teachers.teacher_head(self.config.teacher)
+        if head != "mlm":
+            # Its MLM head would otherwise start fresh: random soft targets.
+            raise FlaxlmError(f"objective.distilbert.teacher={self.config.teacher} holds a "
+                              f"{head} model; DistilBERT's soft targets need an MLM teacher")
         self.student_to_teacher = teachers.student_to_teacher_ids(
             ctx.tokenizer, load_tokenizer(teachers.teacher_tokenizer_dir(self.config.teacher)))
         if self.student_to_teacher is None:

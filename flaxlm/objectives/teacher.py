@@ -49,6 +49,12 @@ def teacher_tokenizer_dir(workdir: str) -> str:
     return open_workdir(workdir).tokenizer_dir
 
 
+def teacher_head(workdir: str) -> str:
+    """The head the teacher workdir's checkpoints carry ("mlm", "token_classification", ...)."""
+    from flaxlm.convert.model_io import open_workdir
+    return open_workdir(workdir).head
+
+
 def _token_ids(tokenizer_dir: str) -> dict[str, int]:
     """Token string → id, as the directory's tokenizer.json (what transformers runs) has them."""
     path = os.path.join(tokenizer_dir, "tokenizer.json")

@@ -70,7 +70,8 @@ def test_frozen_teacher_is_cut_untrained_and_bitwise_unchanged():
     state = run.init_state(key())
     frozen_before = jax.device_get(run.frozen)
     # The teacher is cut after its distilled layer (1 of 3) and has no optimizer state.
-    assert sorted({n.split("/")[2] for n in flat_names(run.frozen) if "/layers/" in n}) == ["0", "1"]
+    layers = {n.split("/")[2] for n in flat_names(run.frozen) if "/layers/" in n}
+    assert sorted(layers) == ["0", "1"]
     assert not any("teacher" in n for n in flat_names(state["params"]))
     assert not any("teacher" in n for n in flat_names(state["opt_state"]))
     rng = np.random.default_rng(1)
