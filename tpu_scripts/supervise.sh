@@ -146,10 +146,30 @@ sub() {
   "$HERE/$script" ${DRY[@]+"${DRY[@]}"} "${TARGET_ARGS[@]}" "$@"
 }
 
+# launch: create the slice, wait until it is up, install, start training. Returns 1 (the state
+# in LAST_STATE) if the slice fails, is suspended or disappears before it is up.
+LAST_STATE=
 launch() {
   sub create.sh --accelerator "$ACCELERATOR" ${CREATE_ARGS[@]+"${CREATE_ARGS[@]}"}
+  wait_ready || return 1
   sub install.sh ${INSTALL_ARGS[@]+"${INSTALL_ARGS[@]}"}
   start_training
+}
+
+# A queued resource is created asynchronously: it is usable once ACTIVE.
+wait_ready() {
+  local state
+  while ((!DRY_RUN)); do
+    state=$(slice_state)
+    case $state in
+      READY | ACTIVE) return 0 ;;
+      CREATING | PROVISIONING | WAITING_FOR_RESOURCES | ACCEPTED | STARTING | RESTARTING | REPAIRING) sleep "$POLL" ;;
+      *)
+        LAST_STATE=${state:-gone}
+        return 1
+        ;;
+    esac
+  done
 }
 
 start_training() {
@@ -186,8 +206,8 @@ log_line() {
   fi
 }
 
-launch
 if ((DRY_RUN)); then
+  launch
   slice_state
   run_status
   note "dry run: those two checks repeat every ${POLL}s; after a preemption delete.sh, create.sh, install.sh and train.sh run again (at most ${MAX_PREEMPTIONS} times)"
@@ -203,6 +223,33 @@ restart() {
   fi
   log_line "preemption $preemptions/$MAX_PREEMPTIONS of $NAME ($1); $2"
 }
+
+# relaunch: launch until the slice comes up, counting each failure as a preemption.
+relaunch() {
+  until launch; do
+    restart "state $LAST_STATE while starting" "re-creating it"
+    if [[ $LAST_STATE != gone ]]; then
+      sub delete.sh --yes ${DELETE_ARGS[@]+"${DELETE_ARGS[@]}"}
+    fi
+  done
+}
+
+# A slice left from an earlier supervise.sh (e.g. one that gave up) is reused when up, replaced
+# when not.
+state=$(slice_state)
+case $state in
+  "") relaunch ;;
+  READY | ACTIVE)
+    note "$NAME exists ($state); watching it"
+    if [[ $(run_status) != running ]]; then
+      start_training
+    fi
+    ;;
+  *)
+    sub delete.sh --yes ${DELETE_ARGS[@]+"${DELETE_ARGS[@]}"}
+    relaunch
+    ;;
+esac
 
 while true; do
   sleep "$POLL"
@@ -232,7 +279,7 @@ while true; do
       if [[ -n $state ]]; then
         sub delete.sh --yes ${DELETE_ARGS[@]+"${DELETE_ARGS[@]}"}
       fi
-      launch
+      relaunch
       ;;
   esac
 done

@@ -95,15 +95,18 @@ def test_dry_run_prints_one_round_and_the_status_check_reads_the_log(tmp_path):
 
 
 def test_preemptions_recreate_the_slice_and_relaunch_until_finished(tmp_path):
-    env, calls = _fake_gcloud(tmp_path, ["READY", "READY", "PREEMPTED", "CREATING", "READY"],
-                              ["running", "sigterm", "finished"])
+    env, calls = _fake_gcloud(
+        tmp_path, ["", "READY", "READY", "READY", "PREEMPTED", "CREATING", "READY", "READY"],
+        ["running", "sigterm", "finished"])
     log = tmp_path / "preemptions.log"
     proc = _supervise(env, "--poll", "0", "--max-preemptions", "2", "--log", str(log))
     assert proc.returncode == 0, proc.stderr
-    launch = ["create", "ssh-all", "scp", "ssh-all"]
+    launch = ["create", "describe", "ssh-all", "scp", "ssh-all"]
     assert _kinds(calls()) == [
-        *launch, "describe", "status", "describe", "status", "scp", "ssh-all",  # SIGTERM: train
-        "describe", "delete", *launch, "describe", "describe", "status"]
+        "describe", *launch, "describe", "status",
+        "describe", "status", "scp", "ssh-all",  # stopped by SIGTERM: training again
+        "describe", "delete", "create", "describe", "describe", "ssh-all", "scp", "ssh-all",
+        "describe", "status"]
     lines = log.read_text().splitlines()
     assert len(lines) == 3
     assert lines[0].endswith(f"supervise.sh: preemption 1/2 of {NAME} (state READY, training "
@@ -117,11 +120,13 @@ def test_preemptions_recreate_the_slice_and_relaunch_until_finished(tmp_path):
 
 
 def test_gives_up_after_the_retry_limit(tmp_path):
-    env, calls = _fake_gcloud(tmp_path, ["PREEMPTED", ""], [])
+    env, calls = _fake_gcloud(tmp_path, ["", "ACTIVE", "SUSPENDED", ""], [])
     proc = _supervise(env, "--poll", "0", "--max-preemptions", "1", "--queued")
     assert proc.returncode == 1
     assert _kinds(calls()).count("create") == 2  # the first launch and one restart
-    assert "preemption 1/1" in proc.stderr
+    assert "preemption 1/1 of my-tpu (state SUSPENDED)" in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert "giving up: preemption 2 of my-tpu (state gone) exceeds --max-preemptions 1" in last
+    assert last.endswith("giving up: preemption 2 of my-tpu (state gone while starting) exceeds "
+                         "--max-preemptions 1; checkpoints stay in gs://my-bucket/runs/tiny, "
+                         "rerun this command to go on")
     assert ["compute", "tpus", "queued-resources", "describe"] == calls()[-1][:4]
