@@ -146,3 +146,37 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     assert storage.listdir(f"{workdir}/tensorboard")
     assert json.loads(storage.read_text(f"{workdir}/config.json"))["tokenizer"] == "tokenizer"
     assert os.listdir(tmp_path) == ["reference"]  # nothing local under ./gs:/
+
+    from flaxlm.convert.export import export
+    result = export(workdir, f"{bucket}/hf")
+    assert result["step"] == STEPS
+    assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(
+        f"{bucket}/hf"))
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_gs_workdir(gcs_emulator, tmp_path, tiny_tokenizer_dir,
+                                         it_small_corpus):
+    """launch/local.py's 2 processes (gloo) write one checkpoint into the bucket, each process
+    its own array shards; process 0 alone the metrics."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    bucket = f"gs://{BUCKET}/mh"
+    storage.copy_tree(tiny_tokenizer_dir, f"{bucket}/tokenizer-src")
+    storage.copy_tree(os.path.dirname(it_small_corpus), f"{bucket}/text")
+    workdir = f"{bucket}/run"
+    cmd = [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num-processes", "2",
+           "--devices-per-process", "1", "--log-dir", str(tmp_path / "logs"), "--",
+           "train", "--config", os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir,
+           "--no-progress", f"--config.data.tokenizer={bucket}/tokenizer-src",
+           f"--config.data.train_files={bucket}/text", "--config.data.eval_files=",
+           "--config.data.seq_len=32", "--config.train.steps=4", "--config.train.log_every=1",
+           "--config.train.checkpoint_every=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert [n for n in storage.listdir(f"{workdir}/checkpoints") if n.isdigit()] == ["2", "4"]
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(
+        storage.listdir(f"{workdir}/checkpoints/4/params"))
+    assert sorted(m["step"] for m in read_metrics(workdir) if "loss" in m) == [1, 2, 3, 4]
