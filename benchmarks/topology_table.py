@@ -29,6 +29,7 @@ RESULTS = os.path.join(REPO, "benchmarks", "results", "topology_table.jsonl")
 FLARE = "configs/flare_it_mlm.py"
 XLMR = "configs/xlmr_base_mlm.py"
 L12 = "--config.model.preset=minilm-l12-h384"
+BF16 = "--config.train.compute_dtype=bfloat16"
 # Recipe global batches are kept; accumulation is set so each chip sees a micro-batch of
 # MICRO sequences (the recipes' own accumulation assumed one accelerator).
 MICRO = 8
@@ -63,6 +64,11 @@ def rows() -> list[Row]:
         out.append(Row("flare MiniLM-L6 (data)", FLARE, topology, (_accum(512, chips),)))
         out.append(Row("MiniLM-L12 (data)", FLARE, topology, (L12, _accum(512, chips))))
         out.append(Row("xlmr-base (data)", XLMR, topology, (_accum(1024, chips),)))
+        # What a TPU user would pick for FLARE's model: bf16 compute, fp32 master weights and
+        # Adam moments (xlmr_base_mlm.py computes in bf16 already).
+        out.append(Row("flare MiniLM-L6 bf16 (data)", FLARE, topology,
+                       (BF16, _accum(512, chips))))
+        out.append(Row("MiniLM-L12 bf16 (data)", FLARE, topology, (L12, BF16, _accum(512, chips))))
     large = "--config.model.preset=xlmr-large"
     # The mMiniLMv2 teacher at seq 512: one v5e chip without fsdp (the recipe's batch in one step,
     # then micro-batches of MICRO), then a v5e-8 slice data-parallel and with fsdp.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import glob as glob_lib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -98,8 +99,8 @@ def open_file(path: str, mode: str = "r") -> IO:
     if is_remote(path):
         if "a" in mode:
             raise ValueError(f"{path}: Cloud Storage objects cannot be appended to")
-        f = epath_of(path).open(mode.replace("t", ""))
-        return f
+        binary = epath_of(path).open(mode.replace("t", "").replace("b", "") + "b")
+        return binary if "b" in mode else io.TextIOWrapper(binary, encoding="utf-8")
     return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
 
 
@@ -112,7 +113,8 @@ def write_text(path: str, text: str) -> None:
     """Readers never see a half-written file: a local file is written aside and renamed; an
     object upload becomes visible only once complete."""
     if is_remote(path):
-        epath_of(path).write_text(text)
+        with open_file(path, "wb") as f:
+            f.write(text.encode("utf-8"))
         return
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.checkpoint import read_params
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
@@ -129,7 +130,16 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
 def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
            tolerance: float = TOLERANCE) -> dict:
     """Writes the release bundle for `workdir`'s checkpoint to `out`: `step`, else the best step
-    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest."""
+    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest.
+    A `gs://` `out` is written locally, checked, then uploaded."""
+    if storage.is_remote(out):
+        if storage.exists(out) and not overwrite:
+            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
+        with tempfile.TemporaryDirectory(prefix="flaxlm-export-") as local:
+            result = export(workdir, os.path.join(local, os.path.basename(out.rstrip("/"))),
+                            step=step, tolerance=tolerance)
+            storage.copy_tree(result["out"], out)
+        return {**result, "out": out}
     check_out(out, overwrite)
     wd = open_workdir(workdir)
     if step is None:

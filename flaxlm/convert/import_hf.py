@@ -13,9 +13,11 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.checkpoint import write_params
 from flaxlm.convert.export import check_out, staged_dir
 from flaxlm.convert.hf_config import model_config_from_hf
@@ -60,7 +62,16 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
 def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
               tokenizer_dir: str | None = None) -> dict:
     """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. The tokenizer comes
-    from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`."""
+    from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`.
+    A `gs://` `out` is written and checked locally, then uploaded."""
+    if storage.is_remote(out):
+        if storage.exists(out) and not overwrite:
+            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
+        with tempfile.TemporaryDirectory(prefix="flaxlm-import-") as local:
+            result = import_hf(hf_dir, os.path.join(local, "workdir"), tolerance=tolerance,
+                               tokenizer_dir=tokenizer_dir)
+            storage.copy_tree(result["out"], out)
+        return {**result, "out": out}
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
     hf = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))

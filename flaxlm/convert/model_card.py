@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from flaxlm import storage
 from flaxlm.convert.mappings import TASKS
 from flaxlm.models.config import ModelConfig
 
@@ -15,10 +16,9 @@ def read_metrics(workdir: str) -> list[dict]:
     """`metrics.jsonl` rows (the format `flaxlm.metrics_log` writes; read here without importing
     TensorBoard)."""
     path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def final_metrics(workdir: str, step: int) -> dict[str, tuple[int, float]]:

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MODELS, model_class
@@ -95,11 +96,10 @@ def workdir_head(run: dict, path: str) -> str:
 
 def open_workdir(workdir: str) -> Workdir:
     path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FlaxlmError(f"{workdir}: no config.json (is it a flaxlm workdir?)")
     try:
-        with open(path, encoding="utf-8") as f:
-            run = json.load(f)
+        run = json.loads(storage.read_text(path))
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
         model_dict = run["model"]
         unknown = sorted(set(model_dict) - fields)
@@ -110,5 +110,6 @@ def open_workdir(workdir: str) -> Workdir:
         raise FlaxlmError(f"{path}: not a flaxlm run config ({e!r})") from None
     model.validate()
     tokenizer = run.get("tokenizer") or "tokenizer"
-    tokenizer_dir = tokenizer if os.path.isabs(tokenizer) else os.path.join(workdir, tokenizer)
+    tokenizer_dir = tokenizer if os.path.isabs(tokenizer) or storage.is_remote(tokenizer) else \
+        os.path.join(workdir, tokenizer)
     return Workdir(workdir, run, model, tokenizer_dir, workdir_head(run, path))

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.data.tokenizers import Tokenizer
 from flaxlm.errors import FlaxlmError
@@ -151,10 +152,10 @@ def prepare_shards(
         raise FlaxlmError(f"seq_len={seq_len}: must be at least 8")
     if num_shards < 1:
         raise FlaxlmError(f"num_shards={num_shards}: must be at least 1")
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     meta_path = os.path.join(out_dir, sources.PREPARED_META)
-    if os.path.exists(meta_path):
-        os.remove(meta_path)
+    if storage.exists(meta_path):
+        storage.remove(meta_path)
     names = [f"shard-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
     counts = [0] * num_shards
@@ -187,9 +188,7 @@ def prepare_shards(
         "num_examples": counts,
         "inputs": list(input_files),
     }
-    with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(meta_path + ".tmp", meta_path)
+    storage.write_text(meta_path, json.dumps(meta, indent=2))
     return meta
 
 

