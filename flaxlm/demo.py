@@ -21,11 +21,19 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo.py")
-FILL_MASK_SENTENCES = [
-    "Il file di configurazione si trova nella directory <mask>.",
-    "Per installare un pacchetto usare il comando <mask>.",
-    "Il sistema <mask> è una piattaforma molto potente.",
+EVAL_TEXT = os.path.join(REPO, "data", "it", "eval.txt")
+# Sentences of the held-out documents (data/it/eval.txt, never trained on), one word masked, with
+# the word that was there: the model has to fill them from context, not from memory.
+FILL_MASK_EXAMPLES = [
+    ("Nei nomi dei file si distingue tra maiuscole e <mask>.", "minuscole"),
+    ("Si può ora accedere alla shell di <mask> del sistema senza password.", "root"),
+    ("In GNU/Linux ed altri sistemi operativi *nix, i file sono organizzati in <mask>.",
+     "directory"),
+    ("La shell permette di aprire file usando il <mask> interno con un descrittore di file "
+     "arbitrario.", "comando"),
+    ("Tutti i vecchi pacchetti <mask> vengono aggiornati con quelli più nuovi da .", "installati"),
 ]
+FILL_MASK_SENTENCES = [sentence for sentence, _ in FILL_MASK_EXAMPLES]
 
 
 def most_frequent_token_accuracy(eval_batches: list[dict]) -> float:
@@ -37,6 +45,47 @@ def most_frequent_token_accuracy(eval_batches: list[dict]) -> float:
         counts.update(batch["masked_labels"][keep].tolist())
         total += int(keep.sum())
     return counts.most_common(1)[0][1] / total if total else 0.0
+
+
+def accuracy_by_input(hf_dir: str, eval_batches: list[dict], mask_id: int) -> dict:
+    """Held-out accuracy of the exported model split by what the input held at each prediction.
+
+    The MLM eval counts every prediction slot, but 20% of them keep (or randomly replace) their
+    token, and a model that only copies a kept token and predicts the commonest token elsewhere
+    already scores ~3× the baseline. Only slots whose input is the mask token are predicted from
+    context alone: their accuracy, against the commonest label of those same slots, is the number
+    that says whether the model learned anything about the language.
+    """
+    import numpy as np
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from flaxlm.convert.safe_load import check_hf_dir
+
+    check_hf_dir(hf_dir)
+    model = AutoModelForMaskedLM.from_pretrained(hf_dir, use_safetensors=True).eval()
+    hits = {"mask": [], "other": []}
+    labels = []
+    with torch.no_grad():
+        for batch in eval_batches:
+            rows_R, slots_R = np.nonzero(batch["masked_weights"] > 0)
+            if not len(rows_R):
+                continue
+            logits_BxLxV = model(input_ids=torch.as_tensor(batch["input_ids"], dtype=torch.long),
+                                 attention_mask=torch.as_tensor(batch["attention_mask"])).logits
+            positions_R = batch["masked_positions"][rows_R, slots_R]
+            predicted_R = logits_BxLxV[rows_R, positions_R].argmax(-1).numpy()
+            label_R = batch["masked_labels"][rows_R, slots_R]
+            is_mask_R = batch["input_ids"][rows_R, positions_R] == mask_id
+            hits["mask"] += (predicted_R == label_R)[is_mask_R].tolist()
+            hits["other"] += (predicted_R == label_R)[~is_mask_R].tolist()
+            labels += label_R[is_mask_R].tolist()
+    commonest = collections.Counter(labels).most_common(1)[0][1] if labels else 0
+    return {"mask_accuracy": sum(hits["mask"]) / max(len(hits["mask"]), 1),
+            "mask_baseline": commonest / max(len(labels), 1),
+            "mask_slots": len(hits["mask"]),
+            "other_accuracy": sum(hits["other"]) / max(len(hits["other"]), 1),
+            "other_slots": len(hits["other"])}
 
 
 def run(workdir: str, steps: int | None = None) -> dict:
@@ -68,9 +117,11 @@ def run(workdir: str, steps: int | None = None) -> dict:
 
     # The same held-out batches the run evaluated on, masked by the run's own objective.
     objective = make_objective(config.objective, config.objective_sections)
-    baseline = most_frequent_token_accuracy(objective.eval_batches(DataContext(
-        dataclasses.replace(config.data, tokenizer=tokenizer_dir), load_tokenizer(tokenizer_dir),
-        config.seed, config.loop.batch_size)))
+    tokenizer = load_tokenizer(tokenizer_dir)
+    eval_batches = objective.eval_batches(DataContext(
+        dataclasses.replace(config.data, tokenizer=tokenizer_dir), tokenizer, config.seed,
+        config.loop.batch_size))
+    baseline = most_frequent_token_accuracy(eval_batches)
     print()
     print(f"flaxlm demo: trained {result.get('step')} steps in {minutes:.1f} min")
     if "eval_accuracy" in result:
@@ -88,10 +139,16 @@ def run(workdir: str, steps: int | None = None) -> dict:
     worst = max(v for k, v in exported.items() if k.endswith("diff"))
     print(f"flaxlm demo: exported to {hf_dir} ({exported['hf_class']}); max |Δ| logits vs "
           f"PyTorch transformers {worst:.1e}")
-    print(f"flaxlm demo: transformers.pipeline('fill-mask', model={hf_dir!r}):")
-    print(format_predictions(FILL_MASK_SENTENCES,
-                             fill_mask_demo(hf_dir, FILL_MASK_SENTENCES, top_k=3)))
-    return {**result, "baseline_accuracy": baseline}
+    split = accuracy_by_input(hf_dir, eval_batches, tokenizer.mask_id)
+    print(f"flaxlm demo: held-out accuracy where the input is <mask> (from context alone) "
+          f"{split['mask_accuracy']:.3f} vs baseline {split['mask_baseline']:.3f} on those "
+          f"{split['mask_slots']} slots; where the token was kept or replaced "
+          f"{split['other_accuracy']:.3f} ({split['other_slots']} slots)")
+    print(f"flaxlm demo: transformers.pipeline('fill-mask', model={hf_dir!r}) on held-out "
+          "sentences of data/it/eval.txt (the masked word in brackets):")
+    predictions = fill_mask_demo(hf_dir, FILL_MASK_SENTENCES, top_k=3)
+    print(format_predictions([f"{s}  [{word}]" for s, word in FILL_MASK_EXAMPLES], predictions))
+    return {**result, "baseline_accuracy": baseline, **split}
 
 
 def main(argv=None) -> int:
