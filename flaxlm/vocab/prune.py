@@ -168,7 +168,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
             new_tok = write_tokenizer(tok, plan, os.path.join(tmp, "tokenizer"), options,
                                       new_model.max_seq_len)
             check_agreement(new_tok, sample, f"pruned tokenizer of {out}")
-            result = _report(source, freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,
+            result = _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,
                              options)
             result.update(model=os.path.abspath(model), step=step, out=out)
             settings = {"source": "prune-vocab", "from": os.path.abspath(model), "from_step": step,
@@ -188,7 +188,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
     return result
 
 
-def _report(source, freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options) -> dict:
+def _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options) -> dict:
     before = {"vocab": tok.vocab_size, **report.param_stats(flat, axes)}
     after = {"vocab": plan.size, **report.param_stats(new_flat, axes)}
     words = 0
