@@ -74,6 +74,15 @@ def plan(rules: tuple[InitRule, ...], target_shapes: Mapping[str, tuple[int, ...
         if not covered:
             raise FlaxlmError(f"init rule target {rule.target!r} matches no parameter")
         available = source_shapes[rule.source]
+        if not any(_moved(n, rule) in available for n in covered):
+            # Loading nothing is never what a rule means: the source is a run of another model
+            # (e.g. a head whose encoder lives under other names), and training from scratch
+            # while the user believes it fine-tunes would waste the run.
+            raise FlaxlmError(
+                f"init rule for {rule.target or 'the whole model'!r}: weight source "
+                f"{rule.source!r} holds none of its {len(covered)} tensors (looked for "
+                f"{_moved(covered[0], rule)!r}; the source has e.g. "
+                f"{', '.join(sorted(available)[:3]) or 'nothing'})")
         for name in covered:
             source_name = _moved(name, rule)
             if source_name not in available:

@@ -25,6 +25,7 @@ from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
 from flaxlm.metrics_log import MetricsLog
+from flaxlm.models import electra
 from flaxlm.models.config import ModelConfig, preset
 from flaxlm.objectives.base import DataContext, Objective
 from flaxlm.objectives.registry import make_objective
@@ -119,7 +120,7 @@ def _load_weights(program: TrainProgram, objective: Objective, config: RunConfig
             raise FlaxlmError(f"objective {objective.name} loads weights from {name!r}, "
                               "which is not set")
         params, _, steps[name] = read_params(sources[name])
-        source_params[name] = flat_names(params)
+        source_params[name] = electra.discriminator_as_encoder(flat_names(params))
     plan = partial_init.plan(rules, target_shapes, {
         s: {k: np.shape(v) for k, v in p.items()} for s, p in source_params.items()})
     program.set_frozen(partial_init.apply(plan, program.frozen, source_params,

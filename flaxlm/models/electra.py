@@ -23,7 +23,7 @@ V vocabulary.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -140,3 +140,19 @@ class ElectraPreTrainingModel(nnx.Module):
         x_BxLxE = self.embeddings(input_ids_BxL, token_type_ids_BxL, dtype, embed_key)
         x_BxLxD = self.discriminator(x_BxLxE, attention_mask_BxL, tower_key)
         return self.discriminator_head(x_BxLxD)
+
+
+def discriminator_as_encoder(flat_params: dict[str, Any]) -> dict[str, Any]:
+    """An ELECTRA pre-training run's weights, plus the discriminator seen as an `Encoder` (the
+    shared embeddings and the discriminator's projection and layers under `encoder/`), so that
+    fine-tuning's `InitRule("encoder")` loads the discriminator, as ELECTRA fine-tunes it. Other
+    runs' weights are returned unchanged."""
+    if not any(n.startswith("discriminator/layers/") for n in flat_params):
+        return flat_params
+    view = dict(flat_params)
+    for name, value in flat_params.items():
+        if name.startswith("embeddings/"):
+            view[f"encoder/{name}"] = value
+        elif name.startswith(("discriminator/layers/", "discriminator/embeddings_project/")):
+            view["encoder/" + name[len("discriminator/"):]] = value
+    return view

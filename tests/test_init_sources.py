@@ -1,0 +1,54 @@
+"""Init rules against sources laid out differently: an ELECTRA pre-training run fine-tuned as an
+encoder, and a source that holds nothing a rule asks for."""
+
+import numpy as np
+import pytest
+
+from flaxlm import partial_init
+from flaxlm.errors import FlaxlmError
+from flaxlm.models.electra import discriminator_as_encoder
+from flaxlm.partial_init import InitRule
+
+_ELECTRA_RUN = {
+    "embeddings/word/embedding": (50, 8),
+    "embeddings/norm/scale": (8,),
+    "discriminator/embeddings_project/kernel": (8, 16),
+    "discriminator/layers/0/attention/query/kernel": (16, 2, 8),
+    "generator/layers/0/attention/query/kernel": (4, 1, 4),
+    "generator_head/bias": (50,),
+    "discriminator_head/prediction/kernel": (16, 1),
+}
+_CLASSIFIER = {
+    "encoder/embeddings/word/embedding": (50, 8),
+    "encoder/embeddings/norm/scale": (8,),
+    "encoder/embeddings_project/kernel": (8, 16),
+    "encoder/layers/0/attention/query/kernel": (16, 2, 8),
+    "classifier/kernel": (16, 3),
+}
+
+
+def test_an_electra_run_fine_tunes_from_its_discriminator_and_shared_embeddings():
+    source = discriminator_as_encoder({n: np.zeros(s) for n, s in _ELECTRA_RUN.items()})
+    plan = partial_init.plan((InitRule("encoder"),), _CLASSIFIER,
+                             {"init_from": {n: v.shape for n, v in source.items()}})
+    assert plan.loaded == {
+        "encoder/embeddings/word/embedding": ("init_from", "encoder/embeddings/word/embedding"),
+        "encoder/embeddings/norm/scale": ("init_from", "encoder/embeddings/norm/scale"),
+        "encoder/embeddings_project/kernel": ("init_from", "encoder/embeddings_project/kernel"),
+        "encoder/layers/0/attention/query/kernel":
+            ("init_from", "encoder/layers/0/attention/query/kernel")}
+    assert plan.fresh == ["classifier/kernel"]
+    # The view maps the discriminator's tensors, never the generator's.
+    assert source["encoder/layers/0/attention/query/kernel"] is source[
+        "discriminator/layers/0/attention/query/kernel"]
+
+
+def test_other_runs_are_not_viewed_differently():
+    flat = {"encoder/layers/0/attention/query/kernel": np.zeros(3)}
+    assert discriminator_as_encoder(flat) is flat
+
+
+def test_a_rule_whose_source_holds_none_of_its_tensors_is_refused():
+    with pytest.raises(FlaxlmError, match=r"'encoder'.*holds none of its 4 tensors.*"
+                                          r"discriminator_head/prediction/kernel"):
+        partial_init.plan((InitRule("encoder"),), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
