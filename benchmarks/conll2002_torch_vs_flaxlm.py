@@ -454,7 +454,7 @@ def table(recipe: Recipe, ours: dict, theirs: dict) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("init", "compare", "torch", "score", "table"):
+    for name in ("init", "compare", "torch", "flaxlm", "score", "table"):
         s = sub.add_parser(name)
         s.add_argument("--out", default=os.path.join(REPO, "runs", "conll_cmp"))
         s.add_argument("--threads", type=int, default=2)
@@ -476,6 +476,9 @@ def main(argv=None) -> None:
         with open(os.path.join(args.out, "torch.json"), encoding="utf-8") as f:
             theirs = json.load(f)
         print(table(Recipe(**ours["recipe"]), ours, theirs))
+        return
+    if args.command == "flaxlm":  # the flaxlm side alone (e.g. rerun after a failure)
+        flaxlm_finetune(args, Recipe(**json.loads(args.recipe)))
         return
     {"init": init, "compare": compare, "torch": torch_finetune, "score": score_export}[
         args.command](args)
