@@ -35,6 +35,11 @@ def configure() -> None:
     code that runs against an emulator is the code that runs against a real bucket.
     """
     os.environ.setdefault("EPATH_USE_TF", "false")
+    import fsspec.config
+    gcs = fsspec.config.conf.setdefault("gcs", {})
+    # gcsfs caches directory listings per process; other processes (the other hosts, orbax's
+    # tensorstore writes) add checkpoints behind its back, so a cached listing hides them.
+    gcs.setdefault("use_listings_cache", False)
     host = os.environ.get("STORAGE_EMULATOR_HOST", "")
     if not host:
         return
@@ -48,8 +53,6 @@ def configure() -> None:
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }.items():
         os.environ.setdefault(key, value)
-    import fsspec.config
-    gcs = fsspec.config.conf.setdefault("gcs", {})
     gcs.setdefault("token", "anon")
 
 
