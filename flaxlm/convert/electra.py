@@ -117,6 +117,9 @@ def electra_hf_config(config: ModelConfig, task: str, labels: list[str] | None =
         task_fields = {"num_labels": config.num_labels,
                        "classifier_dropout": config.classifier_dropout}
         if labels:
+            if len(labels) != config.num_labels:
+                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
+                                  f"{config.num_labels}")
             task_fields["id2label"] = dict(enumerate(labels))
             task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
     return transformers.ElectraConfig(
@@ -133,8 +136,8 @@ def electra_hf_config(config: ModelConfig, task: str, labels: list[str] | None =
 
 
 def electra_model_config(hf, source: str) -> ModelConfig:
-    """An `ElectraConfig` → the flaxlm config of that tower (arch "bert": the same post-LN body
-    `flaxlm.models.electra` trains); refuses what flaxlm does not compute."""
+    """An `ElectraConfig` → the flaxlm config of that tower or encoder (arch "electra": BERT's
+    post-LN body, exported back as Electra* classes); refuses what flaxlm does not compute."""
     for key, allowed in {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
                          "is_decoder": (None, False), "add_cross_attention": (None, False),
                          "tie_word_embeddings": (None, True)}.items():
@@ -143,7 +146,7 @@ def electra_model_config(hf, source: str) -> ModelConfig:
                               f"flaxlm's ELECTRA (supported: {', '.join(map(repr, allowed))})")
     hidden_dropout = float(hf.hidden_dropout_prob)
     config = ModelConfig(
-        arch="bert", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),
+        arch="electra", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),
         num_layers=int(hf.num_hidden_layers), num_heads=int(hf.num_attention_heads),
         intermediate_size=int(hf.intermediate_size),
         max_position_embeddings=int(hf.max_position_embeddings),

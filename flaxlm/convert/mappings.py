@@ -432,3 +432,10 @@ HEADS[("electra", "mlm")] = Head(
     "ElectraForMaskedLM",
     _mlm("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head.bias"),
     aliases={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"})
+HEADS[("electra", "token_classification")] = Head("ElectraForTokenClassification", _TOKEN_HEAD)
+HEADS[("electra", "sequence_classification")] = Head(
+    "ElectraForSequenceClassification",
+    (Rule("classifier/dense/kernel", "classifier.dense.weight", LINEAR),
+     Rule("classifier/dense/bias", "classifier.dense.bias"),
+     Rule("classifier/out/kernel", "classifier.out_proj.weight", LINEAR),
+     Rule("classifier/out/bias", "classifier.out_proj.bias")))
