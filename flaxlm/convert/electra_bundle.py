@@ -9,7 +9,10 @@ the same layout (or a generator directory given apart) into a workdir with head 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+
+from flaxlm import storage
 
 from flaxlm.convert.electra import (GENERATOR_SUBDIR, PARITY_MAX_LEN, TOWERS, build_pair,
                                     check_pair_parity, electra_hf_config, electra_model_config,
@@ -17,6 +20,7 @@ from flaxlm.convert.electra import (GENERATOR_SUBDIR, PARITY_MAX_LEN, TOWERS, bu
                                     write_pair_workdir)
 from flaxlm.convert.export import check_loaded_exactly, load_torch, save_safetensors, staged_dir
 from flaxlm.convert.hf_config import transformers_config
+from flaxlm.convert.model_card import model_card
 from flaxlm.convert.parity import TOLERANCE, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
 from flaxlm.convert.tokenizer_files import compare, import_tokenizer, write_release_tokenizer
@@ -52,6 +56,19 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
         parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
                                    batch, where=where, tolerance=tolerance)
+        run = json.loads(storage.read_text(os.path.join(workdir, "config.json")))
+        for tower, table in tables().items():
+            name = os.path.basename(os.path.abspath(out)) + (
+                "" if tower == "discriminator" else f"/{GENERATOR_SUBDIR}")
+            card = model_card(
+                name=name, hf_class=table.hf_class, task=TOWERS[tower][2],
+                config=configs[tower], tokenizer=tok,
+                params=sum(v.size for v in tensors[tower].values()), run=run, workdir=workdir,
+                step=step, mask_token=hf_tok.mask_token,
+                parity={k: v for k, v in parity.items()
+                        if k.startswith(tower) or not k.endswith("diff")})
+            with open(os.path.join(dirs[tower], "README.md"), "w", encoding="utf-8") as f:
+                f.write(card)
     return {"out": os.path.abspath(out), "step": step,
             "hf_class": "ElectraForPreTraining + generator/ElectraForMaskedLM",
             "params": sum(v.size for v in flat.values()), **parity}

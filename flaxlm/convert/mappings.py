@@ -419,7 +419,7 @@ FAMILIES["electra"] = Family(
     arch="electra", model_type="electra", config_class="ElectraConfig", base_class="ElectraModel",
     prefix="electra.", body=_electra_body(), ignored=_buffers("electra."))
 # The discriminator of an ELECTRA pre-training run (workdir head "electra").
-TASKS["electra"] = Task("AutoModelForPreTraining", "token-classification", "discriminator_head/")
+TASKS["electra"] = Task("AutoModelForPreTraining", "feature-extraction", "discriminator_head/")
 HEADS[("electra", "electra")] = Head(
     "ElectraForPreTraining",
     (Rule("discriminator_head/dense/kernel", "discriminator_predictions.dense.weight", LINEAR),

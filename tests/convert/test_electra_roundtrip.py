@@ -73,6 +73,7 @@ def test_electra_pair_import_export_bitwise(tmp_path, tokenizers):
         assert cfg["architectures"] == [cls] and cfg["embedding_size"] == 24
         tok_cfg = json.loads((bundle / sub / "tokenizer_config.json").read_text())
         assert tok_cfg["strip_accents"] is False
+        assert f"`{cls}`" in (bundle / sub / "README.md").read_text()
     # Each tower alone, as users load it.
     disc = transformers.ElectraForPreTraining.from_pretrained(str(bundle))
     gen = transformers.AutoModelForMaskedLM.from_pretrained(str(bundle / GENERATOR_SUBDIR))
