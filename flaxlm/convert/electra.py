@@ -25,7 +25,7 @@ from flaxlm import storage
 from flaxlm.checkpoint import read_params, write_params
 from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
 from flaxlm.convert.model_io import flatten, param_count, unflatten_like
-from flaxlm.convert.parity import TOLERANCE, max_abs_diff, parity_batch, torch_outputs
+from flaxlm.convert.parity import TOLERANCE, max_abs_diff, torch_outputs
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 from flaxlm import storage
 
 from flaxlm.convert.electra import (GENERATOR_SUBDIR, PARITY_MAX_LEN, TOWERS, build_pair,
@@ -75,7 +77,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
 
 
 def _torch_model(hf_class: str, hf_config, tensors):
-    import numpy as np
+    """The checkpoint in its transformers class, from the tensors already read safely."""
     import torch
     import transformers
 
