@@ -17,7 +17,8 @@ def _cmd_export(args, _):
 
 def _cmd_import(args, _):
     from flaxlm.convert.import_hf import import_hf
-    r = import_hf(args.hf, args.out, overwrite=args.overwrite, tokenizer_dir=args.tokenizer)
+    r = import_hf(args.hf, args.out, overwrite=args.overwrite, tokenizer_dir=args.tokenizer,
+                  generator_dir=args.generator)
     fresh = "; MLM head initialized fresh" if r["initialized_fresh"] else ""
     print(f"flaxlm: imported {args.hf} ({r['arch']}, {r['params']:,} parameters) into {r['out']}"
           f"{fresh}; parity vs transformers: {_fmt_parity(r)}")
@@ -44,14 +45,17 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("import", help="turn a Hugging Face checkpoint dir into a flaxlm workdir",
-                       description="Reads an XLM-R or BERT checkpoint (safetensors preferred; "
-                       "pytorch_model.bin only as weights) into a workdir that --config.init_from "
-                       "and `flaxlm export` accept.")
+                       description="Reads an XLM-R, BERT, DistilBERT or ELECTRA checkpoint "
+                       "(safetensors preferred; pytorch_model.bin only as weights) into a workdir "
+                       "that --config.init_from and `flaxlm export` accept.")
     p.add_argument("--hf", required=True, help="Hugging Face model directory (local)")
     p.add_argument("--out", required=True, help="workdir to create")
     p.add_argument("--tokenizer", default=None, metavar="DIR",
                    help="take the tokenizer from this HF directory instead of --hf (for "
                    "checkpoints that ship none, e.g. mMiniLMv2 with XLM-R's)")
+    p.add_argument("--generator", default=None, metavar="DIR",
+                   help="for an ElectraForPreTraining --hf: its ElectraForMaskedLM generator "
+                   "(default: HF/generator, the layout `flaxlm export` writes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_import)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from flaxlm import storage
 from flaxlm.checkpoint import read_params
+from flaxlm.convert.electra import is_electra_run
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
 from flaxlm.convert.model_card import model_card
@@ -141,6 +142,9 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
             storage.copy_tree(result["out"], out)
         return {**result, "out": out}
     check_out(out, overwrite)
+    if is_electra_run(workdir):  # a generator + discriminator pair: two transformers models
+        from flaxlm.convert.electra_bundle import export_pair
+        return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
     wd = open_workdir(workdir)
     if step is None:
         best = read_json_or_none(os.path.join(workdir, "best.json"))

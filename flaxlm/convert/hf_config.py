@@ -85,6 +85,10 @@ def model_config_from_hf(cfg: dict, source: str) -> HfModelConfig:
     if table.arch == "distilbert":
         return HfModelConfig(_distilbert_model_config(hf, source), table, is_base, hf,
                              [str(hf.id2label[i]) for i in range(hf.num_labels)])
+    if table.arch == "electra":
+        from flaxlm.convert.electra import electra_model_config
+        return HfModelConfig(electra_model_config(hf, source), table, is_base, hf,
+                             [str(hf.id2label[i]) for i in range(hf.num_labels)])
     refused = {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
                "is_decoder": (None, False), "add_cross_attention": (None, False),
                "tie_word_embeddings": (None, True)}
@@ -138,6 +142,9 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
     table = table_for(config.arch, task)
     if config.arch == "distilbert":
         return _distilbert_hf_config(config, table, task, labels)
+    if config.arch == "electra":
+        from flaxlm.convert.electra import electra_hf_config
+        return electra_hf_config(config, task, labels)
     if config.head_dim and config.head_dim * config.num_heads != config.hidden_size:
         raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
                           f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")

@@ -60,7 +60,7 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
 
 
 def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
-              tokenizer_dir: str | None = None) -> dict:
+              tokenizer_dir: str | None = None, generator_dir: str | None = None) -> dict:
     """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. The tokenizer comes
     from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`.
     A `gs://` `out` is written and checked locally, then uploaded."""
@@ -69,11 +69,15 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
             raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
         with tempfile.TemporaryDirectory(prefix="flaxlm-import-") as local:
             result = import_hf(hf_dir, os.path.join(local, "workdir"), tolerance=tolerance,
-                               tokenizer_dir=tokenizer_dir)
+                               tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
             storage.copy_tree(result["out"], out)
         return {**result, "out": out}
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
+    if raw_config.get("architectures") == ["ElectraForPreTraining"]:
+        from flaxlm.convert.electra_bundle import import_pair
+        return import_pair(hf_dir, out, overwrite=overwrite, tolerance=tolerance,
+                           tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
     hf = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
     table, task = hf.table, hf.table.task
     tensors = load_tensors(hf_dir)

@@ -398,3 +398,44 @@ def from_hf(table: Table, tensors: Mapping[str, np.ndarray], config: ModelConfig
         raise FlaxlmError(f"checkpoint has unexpected tensor {extra[0]} (not in the "
                           f"{table.hf_class} mapping table; {len(extra)} unexpected in all)")
     return params, absent, dropped
+
+
+def _projects(c: ModelConfig) -> bool:
+    return c.embedding_dim != c.hidden_size
+
+
+def _electra_body() -> tuple[Rule, ...]:
+    """ELECTRA's body: BERT's under `electra.`, no pooler, plus the E→D `embeddings_project`
+    when the embeddings are narrower than the hidden width. The flaxlm names are an `Encoder`'s;
+    `flaxlm.convert.electra` renames a pre-training run's towers into this view."""
+    bert = tuple(r for r in _body("electra.") if not r.flax.startswith("encoder/pooler/"))
+    return bert + (
+        Rule("encoder/embeddings_project/kernel", "electra.embeddings_project.weight", LINEAR,
+             when=_projects),
+        Rule("encoder/embeddings_project/bias", "electra.embeddings_project.bias", when=_projects))
+
+
+FAMILIES["electra"] = Family(
+    arch="electra", model_type="electra", config_class="ElectraConfig", base_class="ElectraModel",
+    prefix="electra.", body=_electra_body(), ignored=_buffers("electra."))
+# The discriminator of an ELECTRA pre-training run (workdir head "electra").
+TASKS["electra"] = Task("AutoModelForPreTraining", "feature-extraction", "discriminator_head/")
+HEADS[("electra", "electra")] = Head(
+    "ElectraForPreTraining",
+    (Rule("discriminator_head/dense/kernel", "discriminator_predictions.dense.weight", LINEAR),
+     Rule("discriminator_head/dense/bias", "discriminator_predictions.dense.bias"),
+     Rule("discriminator_head/prediction/kernel", "discriminator_predictions.dense_prediction.weight",
+          LINEAR),
+     Rule("discriminator_head/prediction/bias", "discriminator_predictions.dense_prediction.bias")))
+# The generator of an ELECTRA pre-training run: its MLM head is tied to the shared word table.
+HEADS[("electra", "mlm")] = Head(
+    "ElectraForMaskedLM",
+    _mlm("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head.bias"),
+    aliases={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"})
+HEADS[("electra", "token_classification")] = Head("ElectraForTokenClassification", _TOKEN_HEAD)
+HEADS[("electra", "sequence_classification")] = Head(
+    "ElectraForSequenceClassification",
+    (Rule("classifier/dense/kernel", "classifier.dense.weight", LINEAR),
+     Rule("classifier/dense/bias", "classifier.dense.bias"),
+     Rule("classifier/out/kernel", "classifier.out_proj.weight", LINEAR),
+     Rule("classifier/out/bias", "classifier.out_proj.bias")))

@@ -54,6 +54,13 @@ _KINDS = {
         'classify = pipeline("text-classification", model="{model}")\n'
         'print(classify("Roma è la capitale d\'Italia."))'),
 }
+# An ELECTRA discriminator: what users fine-tune (no pipeline runs its replaced-token head).
+_KINDS["electra"] = (
+    "An ELECTRA discriminator (replaced-token detection; the generator is in `generator/`)",
+    "electra",
+    'from transformers import AutoModelForSequenceClassification\n'
+    'model = AutoModelForSequenceClassification.from_pretrained("{model}", num_labels=2)'
+    '  # then fine-tune')
 
 
 def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, params: int,
@@ -72,7 +79,7 @@ def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, para
     pipeline_tag = TASKS[task].pipeline
     tied = " (MLM decoder tied to the word embeddings)" if task == "mlm" else ""
     labels = (f"\n| labels | {config.num_labels}: {', '.join(run.get('labels') or [])} |"
-              if task != "mlm" else "")
+              if task not in ("mlm", "electra") else "")
     return f"""---
 library_name: transformers
 pipeline_tag: {pipeline_tag}

@@ -75,19 +75,26 @@ def param_count(params: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+# The head of an ELECTRA pre-training workdir (generator + discriminator; `flaxlm.convert.electra`
+# converts it, `flaxlm.models.electra` builds it): not a `MODELS` entry.
+ELECTRA_HEAD = "electra"
+
+
 @dataclasses.dataclass(frozen=True)
 class Workdir:
     path: str
     run: dict  # config.json as written by train.py / import
     model: ModelConfig
     tokenizer_dir: str
-    head: str  # a key of flaxlm.models.heads.MODELS
+    head: str  # a key of flaxlm.models.heads.MODELS, or ELECTRA_HEAD
 
 
 def workdir_head(run: dict, path: str) -> str:
     """The head a workdir's checkpoints carry: config.json's "head", else implied by an MLM
     objective (workdirs written before heads were named)."""
     head = run.get("head") or ("mlm" if run.get("objective", "mlm") == "mlm" else None)
+    if head == ELECTRA_HEAD:
+        return head
     if head not in MODELS:
         raise FlaxlmError(f"{path}: head {head!r} is not one of {', '.join(MODELS)} (objective "
                           f"{run.get('objective')!r}); set \"head\" in config.json")
@@ -109,7 +116,13 @@ def open_workdir(workdir: str) -> Workdir:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise FlaxlmError(f"{path}: not a flaxlm run config ({e!r})") from None
     model.validate()
+    head = workdir_head(run, path)
+    if head == ELECTRA_HEAD:
+        # An ELECTRA run's model is its discriminator, whatever arch its preset names ("bert"
+        # for the SELECTRA presets): what is fine-tuned from it is an ELECTRA encoder, with
+        # ELECTRA's sequence head, exported as transformers' Electra* classes.
+        model = dataclasses.replace(model, arch="electra")
     tokenizer = run.get("tokenizer") or "tokenizer"
     tokenizer_dir = tokenizer if os.path.isabs(tokenizer) or storage.is_remote(tokenizer) else \
         os.path.join(workdir, tokenizer)
-    return Workdir(workdir, run, model, tokenizer_dir, workdir_head(run, path))
+    return Workdir(workdir, run, model, tokenizer_dir, head)

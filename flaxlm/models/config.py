@@ -11,8 +11,10 @@ from flaxlm.errors import FlaxlmError
 # "xlmr": positions count non-padding tokens starting at pad_token_id + 1, so padding never moves
 # the positions of real tokens (XLM-R, RoBERTa, mMiniLMv2).
 # "distilbert": BERT's layers and MLM head without token types or pooler (DistilBERT).
-Arch = Literal["bert", "xlmr", "distilbert"]
-ARCHS: tuple[str, ...] = ("bert", "xlmr", "distilbert")
+# "electra": BERT's post-LN body (with `embedding_size` ≠ hidden: a projection), exported as
+# transformers' Electra* classes.
+Arch = Literal["bert", "xlmr", "distilbert", "electra"]
+ARCHS: tuple[str, ...] = ("bert", "xlmr", "distilbert", "electra")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,6 +139,26 @@ SEQUENCE_HEADS: dict[str, type[nnx.Module]] = {"bert": PooledClassifier,
                                                "xlmr": FirstTokenClassifier}
 
 
+class GeluFirstTokenClassifier(nnx.Module):
+    """ELECTRA: first token → dropout → dense D→D → GELU → dropout → dense D→C
+    (`ElectraClassificationHead`: XLM-R's head with GELU for tanh)."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.rate = config.classifier_dropout
+        self.dense = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
+        self.out = DenseGeneral((d,), (config.num_labels,), ("embed",), ("labels",), rngs=rngs)
+
+    def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
+        del encoder
+        keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        h_BxD = gelu(self.dense(dropout(x_BxLxD[:, 0], self.rate, keys[0])))
+        return self.out(dropout(h_BxD, self.rate, keys[1]))
+
+
+SEQUENCE_HEADS["electra"] = GeluFirstTokenClassifier
+
+
 class SequenceClassifierModel(nnx.Module):
     """Encoder → the family's sequence head on the first token (`*ForSequenceClassification`)."""
 

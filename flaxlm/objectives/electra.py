@@ -106,8 +106,8 @@ def sigmoid_xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 class Electra(ObjectiveDefaults):
     name = "electra"
-    # The pair the workdir's checkpoint holds; export tables for it ("electra" → the discriminator
-    # as ElectraForPreTraining, the generator as ElectraForMaskedLM) are not written yet.
+    # The pair the workdir's checkpoint holds; `flaxlm export` writes the discriminator as
+    # ElectraForPreTraining and the generator as ElectraForMaskedLM (flaxlm/convert/electra.py).
     head = "electra"
     Config = ElectraConfig
     summary_keys = ("loss", "generator_accuracy", "discriminator_accuracy", "replaced_recall")
