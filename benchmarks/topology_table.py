@@ -27,6 +27,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results", "topology_table.jsonl")
 FLARE = "configs/flare_it_mlm.py"
+FLARE_PRUNED = "configs/flare_it.py"
 XLMR = "configs/xlmr_base_mlm.py"
 L12 = "--config.model.preset=minilm-l12-h384"
 BF16 = "--config.train.compute_dtype=bfloat16"
@@ -69,6 +70,11 @@ def rows() -> list[Row]:
         out.append(Row("flare MiniLM-L6 bf16 (data)", FLARE, topology,
                        (BF16, _accum(512, chips))))
         out.append(Row("MiniLM-L12 bf16 (data)", FLARE, topology, (L12, BF16, _accum(512, chips))))
+    # FLARE's continued pre-training stage after pruning (configs/flare_it.py): the card's
+    # 14,610-token uncased vocabulary; compile takes shapes from the preset, not init_from.
+    for topology, chips in (("v4-8", 4), ("v5e-8", 8)):
+        out.append(Row("flare pruned-vocab stage bf16 (data)", FLARE_PRUNED, topology,
+                       (BF16, "--config.model.vocab_size=14610", _accum(512, chips))))
     large = "--config.model.preset=xlmr-large"
     # The mMiniLMv2 teacher at seq 512: one v5e chip without fsdp (the recipe's batch in one step,
     # then micro-batches of MICRO), then a v5e-8 slice data-parallel and with fsdp.
