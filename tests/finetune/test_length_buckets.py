@@ -105,13 +105,13 @@ def _finetune(workdir, init_from, buckets):
     args = ["train", "--config", os.path.join(REPO, "configs", "ner_es_conll2002.py"),
             "--workdir", str(workdir), "--no-progress", f"--config.init_from={init_from}",
             f"--config.data.train_files={NER_TRAIN}", f"--config.data.eval_files={NER_DEV}",
-            "--config.objective.token_classification.epochs=2", "--config.train.batch_size=2",
+            "--config.finetune.epochs=2", "--config.train.batch_size=2",
             # Two rows a batch (one per data-parallel device) give batches of every length.
             "--config.mesh.data=2", "--config.mesh.tensor=4",
             "--config.data.seq_len=64", f"--config.data.length_buckets={buckets}",
             "--config.train.learning_rate=3e-3", "--config.model.hidden_dropout=0.0",
             "--config.model.attention_dropout=0.0", "--config.model.classifier_dropout=0.0",
-            "--config.objective.token_classification.layer_decay=1.0"]
+            "--config.finetune.layer_decay=1.0"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(args) == 0

@@ -53,7 +53,7 @@ def test_flare_chain_import_prune_uncase_mlm_pos_export(tmp_path, hf_xlmr, monke
           f"--config.init_from={mlm}",
           f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
           f"--config.data.eval_files={fixture('it_isdt-test-head.conllu')}",
-          "--config.objective.token_classification.epochs=1", "--config.train.batch_size=8",
+          "--config.finetune.epochs=1", "--config.train.batch_size=8",
           "--config.data.seq_len=32"])
     for workdir, name in ((mlm, "mlm_release"), (pos, "pos_release")):
         printed = _run(["export", "--workdir", str(workdir), "--out", str(tmp_path / name)])
