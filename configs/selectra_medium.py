@@ -14,32 +14,18 @@ Run (TPU VM):
       --config.data.tokenizer=runs/selectra-tok --config.data.train_files=PREPARED_DIR
 """
 
-from flaxlm.run_config import base_config
+import importlib.util
+import os
 
-SLICES = ("v4-8", "v5e-8")
+_spec = importlib.util.spec_from_file_location(
+    "selectra_small", os.path.join(os.path.dirname(os.path.abspath(__file__)), "selectra_small.py"))
+_small = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_small)
+
+SLICES = _small.SLICES
 
 
 def get_config():
-    c = base_config()
-    c.objective.name = "electra"
-    c.objective.electra.mask_rate = 0.15
-    c.objective.electra.mask_token_rate = 0.85
-    c.objective.electra.random_token_rate = 0.0
-    c.objective.electra.generator_hidden_fraction = 0.25
-    c.objective.electra.temperature = 1.0
-    c.objective.electra.discriminator_weight = 50.0
+    c = _small.get_config()  # the recipe is the small one's; only the model differs
     c.model.preset = "selectra-medium"
-    c.data.train_files = "data/es/train.txt"
-    c.data.eval_files = "data/es/eval.txt"
-    c.data.tokenizer_kind = "wordpiece"
-    c.data.seq_len = 512
-    c.train.steps = 300_000
-    c.train.restart_steps = "150000"
-    c.train.batch_size = 128
-    c.train.learning_rate = 5e-4
-    c.train.warmup_steps = 10_000
-    c.train.weight_decay = 0.01
-    c.train.log_every = 100
-    c.train.eval_every = 10_000
-    c.train.checkpoint_every = 5_000
     return c
