@@ -377,7 +377,8 @@ def test_install_refuses_credentials_in_url_without_echoing_them(fake_gcloud, ur
 FAKE_FLAXLM = """#!/bin/sh
 trap 'echo "got SIGTERM"; exit 143' TERM
 python3=__PY__
-"$python3" -c 'import json, os, sys; json.dump({"argv": sys.argv[1:], "libtpu": os.environ.get("LIBTPU_INIT_ARGS")}, open(os.path.expanduser("~/argv.json"), "w"))' "$@"
+# Written aside and renamed: the test polls for argv.json and must never read it half-written.
+"$python3" -c 'import json, os, sys; p = os.path.expanduser("~/argv.json"); f = open(p + ".tmp", "w"); json.dump({"argv": sys.argv[1:], "libtpu": os.environ.get("LIBTPU_INIT_ARGS")}, f); f.close(); os.replace(p + ".tmp", p)' "$@"
 echo "training step 1"
 sleep 30 &
 wait
@@ -416,7 +417,7 @@ def test_train_quotes_overrides_and_runs_under_nohup(fake_gcloud, tmp_path):
                                  capture_output=True, text=True, timeout=15)
         assert started.returncode == 0, started.stderr
         assert "flaxlm train started on" in started.stdout
-        deadline = time.time() + 10
+        deadline = time.time() + 60  # a loaded CI machine starts Python slowly
         while not (home / "argv.json").exists() and time.time() < deadline:
             time.sleep(0.05)
         got = json.loads((home / "argv.json").read_text())
