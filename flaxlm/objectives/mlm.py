@@ -72,7 +72,7 @@ def masked_xent_sums(logits_BxMxV: jax.Array, labels_BxM: jax.Array,
 
 class MaskedLM(ObjectiveDefaults):
     name = "mlm"
-    head = "mlm"  # the conversion head table export uses (flaxlm/convert/mappings.py)
+    head = "mlm"  # the conversion head table export uses (flaxlm/convert/mappings/)
     Config = MaskedLMConfig
     summary_keys = ("loss", "accuracy")
 
