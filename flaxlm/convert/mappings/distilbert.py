@@ -43,4 +43,10 @@ HEADS: dict[tuple[str, str], Head] = {
         mlm_head("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"),
         aliases={"vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}),
     ("distilbert", "token_classification"): Head("DistilBertForTokenClassification", TOKEN_HEAD),
+    ("distilbert", "sequence_classification"): Head(
+        "DistilBertForSequenceClassification",
+        (Rule("classifier/pre_classifier/kernel", "pre_classifier.weight", LINEAR),
+         Rule("classifier/pre_classifier/bias", "pre_classifier.bias"),
+         Rule("classifier/classifier/kernel", "classifier.weight", LINEAR),
+         Rule("classifier/classifier/bias", "classifier.bias"))),
 }
