@@ -86,7 +86,7 @@ def _make_mlm(spec: dict):
 
 def _make_distilbert(spec: dict):
     """DistilBERT distillation of the profile's model from a frozen teacher of its width at twice
-    its depth (DistilBERT's 12 → 6 layers); the student starts fresh, as timing needs no weights."""
+    its depth (DistilBERT's 12 → 6 layers); the student starts fresh: timing needs no weights."""
     from benchmarks.runners.flaxlm_step import model_config
     from flaxlm.objectives.distill_bert import DistilBert, DistilBertConfig
 
