@@ -182,6 +182,49 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
     return rows
 
 
+# -- distillation --------------------------------------------------------------------------------
+@case("distill", "DistilBERT distillation step (frozen teacher's forward + student) vs the same "
+                 "student's MLM step")
+def run_distill(ctx: Context) -> list[Row]:
+    """What the teacher costs: the two steps in two workers, interleaved round by round (same
+    model, batch, vocabulary and optimizer), MFU of each against one matmul peak; the
+    distillation step's FLOPs count the teacher's forward (objective.train_flops)."""
+    p = ctx.profile
+    vocab = p.vocabs[0]
+    tokens = p.batch * p.seq
+    workers = {}
+    times: dict[str, list[float]] = {"mlm": [], "distilbert": []}
+    peaks = []
+    try:
+        for objective in times:
+            workers[objective] = ctx.worker(ctx.spec("flaxlm-step", objective=objective,
+                                                     vocab=vocab, arch=_arch(vocab)))
+        for k in _split(ctx.steps, p.rounds):
+            for objective, worker in workers.items():
+                ctx.log(f"  distill: {k} steps {objective}")
+                times[objective] += worker.call("run", n=k)["times"]
+            peaks.append(workers["mlm"].call("peak")["flops_per_s"])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    peak = median(peaks)
+    mlm_step = median(times["mlm"])
+    rows = []
+    for objective, label in (("mlm", "flaxlm MLM step, student alone"),
+                             ("distilbert", "flaxlm DistilBERT step, teacher 2× deep")):
+        info, step = workers[objective].info, median(times[objective])
+        mfu = info["flops_per_step"] / step / (peak * info["device_count"])
+        rows.append(Row(
+            "distill", f"{label} ({info['compute_dtype']})", step,
+            _fmt_rate(tokens / step, "tok/s"),
+            ratio="" if objective == "mlm" else f"{step / mlm_step:.2f}× the MLM step",
+            share=f"MFU {mfu:.0%}",
+            note=(f"vocab {vocab:,}; {info['flops_per_step'] / 1e9:.3g} GFLOP/step; "
+                  f"{info['params'] / 1e6:.1f}M trained params"),
+            data={"times": times[objective], "peaks": peaks, "mfu": mfu, "info": info}))
+    return rows
+
+
 # -- input pipeline ------------------------------------------------------------------------------
 @case("pipeline", "masked batches/s: flaxlm tf.data WWM vs transformers' WWM collator")
 def run_pipeline(ctx: Context) -> list[Row]:

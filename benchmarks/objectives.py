@@ -23,7 +23,9 @@ from benchmarks.common import expected_predictions, max_predictions
 class StepObjective:
     name: str
     make: Callable[[dict], tuple]  # spec -> (flaxlm objective, batch_fn(rng) -> numpy batch)
-    baselines: tuple[str, ...]  # worker kinds from `benchmarks.worker.RUNNERS`
+    # Worker kinds from `benchmarks.worker.RUNNERS`; none: no `step.<name>` case is generated and
+    # another case runs the objective (the `distill` case in cases.py).
+    baselines: tuple[str, ...]
     description: str
     spec: dict = dataclasses.field(default_factory=dict)  # extra spec entries for every worker
     # {vocab: {baseline: minimum flaxlm speed-up}}, checked outside the smoke profile.
@@ -69,14 +71,29 @@ FLAXLM_KEYS = ("input_ids", "attention_mask", "token_type_ids", "masked_position
                "masked_labels", "masked_weights")
 
 
-def _make_mlm(spec: dict):
-    from flaxlm.objectives.mlm import MaskedLM
-
+def _mlm_batch_fn(spec: dict):
     def batch_fn(rng):
         b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
                       slots=spec.get("predictions", 0))
         return {k: b[k] for k in FLAXLM_KEYS}
-    return MaskedLM(), batch_fn
+    return batch_fn
+
+
+def _make_mlm(spec: dict):
+    from flaxlm.objectives.mlm import MaskedLM
+    return MaskedLM(), _mlm_batch_fn(spec)
+
+
+def _make_distilbert(spec: dict):
+    """DistilBERT distillation of the profile's model from a frozen teacher of its width at twice
+    its depth (DistilBERT's 12 → 6 layers); the student starts fresh: timing needs no weights."""
+    from benchmarks.runners.flaxlm_step import model_config
+    from flaxlm.objectives.distill_bert import DistilBert, DistilBertConfig
+
+    objective = DistilBert(DistilBertConfig(teacher_layers=""))
+    student = model_config(spec)
+    objective.teacher_config = dataclasses.replace(student, num_layers=2 * student.num_layers)
+    return objective, _mlm_batch_fn(spec)
 
 
 OBJECTIVES: dict[str, StepObjective] = {}
@@ -144,4 +161,10 @@ register(StepObjective(
     # Fine-tuning's done-when: flaxlm faster than a plain PyTorch loop; no MFU target (a
     # 9-label head leaves the step to the body, as in MLM; the target stays MLM's).
     speed_goals={30_522: {"hf-torch-eager": 1.0}, 250_002: {"hf-torch-eager": 1.0}},
+    mfu_goal=None))
+
+register(StepObjective(
+    name="distilbert", make=_make_distilbert, baselines=(),
+    description="DistilBERT distillation: the student's MLM step plus a frozen teacher's forward "
+                "(the student's width, twice its depth), soft targets and hidden-state cosine",
     mfu_goal=None))

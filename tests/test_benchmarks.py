@@ -68,6 +68,20 @@ def test_benchmark_suite_smoke_runs_every_case(tmp_path):
     check_token_classification_row(rows[("step.token_classification.v1000",
                                          "flaxlm token_classification (float32)")])
     assert rows[("step.token_classification.v1000", "HF PyTorch eager")]["time_s"] > 0
+    check_distill_rows(rows[("distill", "flaxlm MLM step, student alone (float32)")],
+                       rows[("distill", "flaxlm DistilBERT step, teacher 2× deep (float32)")])
+
+
+def check_distill_rows(mlm: dict, distill: dict) -> None:
+    """The distillation step counts the student's MLM step plus the teacher's forward: its body
+    at twice the depth (2/3 of the student's forward + backward) and its MLM head at every slot
+    (1/3 of the student's)."""
+    from benchmarks.common import PROFILES, max_predictions
+    slots = max_predictions(PROFILES["smoke"].seq)
+    assert mlm["data"]["info"]["flops_per_step"] == pytest.approx(smoke_step_flops(slots))
+    assert distill["data"]["info"]["flops_per_step"] == pytest.approx(
+        4 / 3 * smoke_step_flops(slots) + 1 / 3 * smoke_step_flops(0))
+    assert distill["ratio"].endswith("× the MLM step") and distill["time_s"] > 0
 
 
 def check_token_classification_row(row: dict) -> None:
@@ -89,7 +103,7 @@ def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     names = [c.name for c in all_cases(PROFILES["full"])]
     assert names[:4] == ["step.mlm.v30522", "step.mlm.v250002",
                          "step.token_classification.v30522", "step.token_classification.v250002"]
-    assert {"pipeline", "pipeline_step", "checkpoint"} <= set(names)
+    assert {"distill", "pipeline", "pipeline_step", "checkpoint"} <= set(names)
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:4]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step.token*"])] == names[2:4]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])] == [

@@ -83,7 +83,7 @@ def model_config_from_hf(cfg: dict, source: str) -> HfModelConfig:
     table, is_base = table_for_config(cfg, source)
     hf = transformers_config(table.family, cfg, source)
     if table.arch == "distilbert":
-        return HfModelConfig(_distilbert_model_config(hf, source), table, is_base, hf,
+        return HfModelConfig(_distilbert_model_config(hf, source, table.task), table, is_base, hf,
                              [str(hf.id2label[i]) for i in range(hf.num_labels)])
     if table.arch == "electra":
         from flaxlm.convert.electra import electra_model_config
@@ -191,7 +191,7 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
 _DISTILBERT_EPS = 1e-12
 
 
-def _distilbert_model_config(hf, source: str) -> ModelConfig:
+def _distilbert_model_config(hf, source: str, task: str) -> ModelConfig:
     """DistilBertConfig → ModelConfig: its own field names, no token types, eps fixed."""
     for key, allowed in {"activation": ("gelu",), "sinusoidal_pos_embds": (False,),
                          "tie_word_embeddings": (None, True)}.items():
@@ -211,8 +211,10 @@ def _distilbert_model_config(hf, source: str) -> ModelConfig:
         layer_norm_eps=_DISTILBERT_EPS, hidden_dropout=dropout,
         attention_dropout=_get(hf, "attention_dropout", float, source),
         num_labels=_get(hf, "num_labels", int, source),
-        # DistilBertForTokenClassification drops out with `dropout`.
-        classifier_dropout=dropout)
+        # DistilBertForTokenClassification drops out with `dropout`, the sequence classifier
+        # with `seq_classif_dropout`.
+        classifier_dropout=(_get(hf, "seq_classif_dropout", float, source)
+                            if task == "sequence_classification" else dropout))
     try:
         config.validate()
     except FlaxlmError as e:
@@ -236,6 +238,8 @@ def _distilbert_hf_config(config: ModelConfig, table: Table, task: str,
     task_fields = {}
     if task != "mlm":
         task_fields["num_labels"] = config.num_labels
+        if task == "sequence_classification":
+            task_fields["seq_classif_dropout"] = config.classifier_dropout
         if labels:
             if len(labels) != config.num_labels:
                 raise FlaxlmError(f"{len(labels)} label names for model.num_labels="

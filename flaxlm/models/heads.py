@@ -159,6 +159,26 @@ class GeluFirstTokenClassifier(nnx.Module):
 SEQUENCE_HEADS["electra"] = GeluFirstTokenClassifier
 
 
+class ReluFirstTokenClassifier(nnx.Module):
+    """DistilBERT: first token → dense D→D → ReLU → dropout → dense D→C
+    (`DistilBertForSequenceClassification`'s `pre_classifier` and `classifier`)."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d = config.hidden_size
+        self.rate = config.classifier_dropout
+        self.pre_classifier = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
+        self.classifier = DenseGeneral((d,), (config.num_labels,), ("embed",), ("labels",),
+                                       rngs=rngs)
+
+    def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
+        del encoder
+        h_BxD = jax.nn.relu(self.pre_classifier(x_BxLxD[:, 0]))
+        return self.classifier(dropout(h_BxD, self.rate, dropout_key))
+
+
+SEQUENCE_HEADS["distilbert"] = ReluFirstTokenClassifier
+
+
 class SequenceClassifierModel(nnx.Module):
     """Encoder → the family's sequence head on the first token (`*ForSequenceClassification`)."""
 

@@ -24,24 +24,20 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel, gather_positions
 from flaxlm.objectives import teacher as teachers
 from flaxlm.objectives.base import Batch, DataContext, DataPlan, InitRule, Sums
-from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
+from flaxlm.objectives.mlm import masked_xent_sums
 
 
 @dataclasses.dataclass(frozen=True)
-class DistilBertConfig(MaskedLMConfig):
+class DistilBertConfig(teachers.TeacherConfig):
     """`objective.distilbert.*` keys."""
 
-    teacher: str = ""  # the teacher's flaxlm workdir (flaxlm import makes one from HF)
-    teacher_preset: str = ""  # the teacher's shapes when `teacher` is empty (flaxlm compile)
     temperature: float = 2.0
     alpha_ce: float = 5.0  # soft targets
     alpha_mlm: float = 2.0  # the student's own MLM loss
@@ -49,8 +45,6 @@ class DistilBertConfig(MaskedLMConfig):
     # Teacher layer each student layer starts from ("": the student starts fresh, or from
     # init_from; init_from, when set, wins).
     teacher_layers: str = "0,2,4,7,9,11"
-    # Hold the teacher's weights in bf16 and run its forward in bf16 (else: the run's dtype).
-    teacher_bf16: bool = False
 
     def layers(self) -> tuple[int, ...]:
         try:
@@ -91,16 +85,14 @@ class DistilBertModel(MaskedLMModel):
             teachers.cast_params(self.teacher, teacher_dtype)
 
 
-class DistilBert(MaskedLM):
+class DistilBert(teachers.Distillation):
     name = "distilbert"
-    head = "mlm"
     Config = DistilBertConfig
-    frozen = nnx.PathContains("teacher")
     summary_keys = ("loss", "soft_ce", "mlm_loss", "cosine", "accuracy")
+    vocabulary_note = "; teacher logits gathered over it"
 
     def __init__(self, config: DistilBertConfig | None = None):
-        self.config = config or DistilBertConfig()
-        self.config.validate()
+        super().__init__(config or DistilBertConfig())
         c = self.config
         if c.temperature <= 0:
             raise FlaxlmError(f"objective.distilbert.temperature must be positive, got "
@@ -110,17 +102,10 @@ class DistilBert(MaskedLM):
             raise FlaxlmError(f"objective.distilbert loss weights {alphas} must be ≥ 0 with at "
                               "least one positive")
         c.layers()
-        # The teacher's shapes (from its workdir or preset, on first use; tests may set them) and
-        # the student → teacher token map of a pruned student vocabulary (set by plan_data).
-        self.teacher_config: ModelConfig | None = None
-        self.student_to_teacher: np.ndarray | None = None
 
     # -- model and weights ---------------------------------------------------------------------
     def resolved_teacher(self, student: ModelConfig) -> ModelConfig:
-        if self.teacher_config is None:
-            self.teacher_config = teachers.teacher_model_config(
-                self.config.teacher, self.config.teacher_preset, student, "objective.distilbert")
-        return teachers.without_pooler(self.teacher_config)
+        return teachers.without_pooler(self.full_teacher(student))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> DistilBertModel:
         teacher = self.resolved_teacher(config)
@@ -136,18 +121,9 @@ class DistilBert(MaskedLM):
                 f"objective.distilbert.alpha_cos={self.config.alpha_cos} compares hidden states, "
                 f"but the student is {config.hidden_size} wide and the teacher "
                 f"{teacher.hidden_size}: set alpha_cos=0")
-        if self.student_to_teacher is None and teacher.vocab_size != config.vocab_size:
-            raise FlaxlmError(f"the teacher's vocabulary ({teacher.vocab_size}) differs from the "
-                              f"student's ({config.vocab_size}) and no token map was built")
-        return DistilBertModel(config, teacher, rngs=rngs, teacher_dtype=(
-            jnp.bfloat16 if self.config.teacher_bf16 else jnp.float32))
-
-    def weight_sources(self) -> dict[str, str]:
-        if not self.config.teacher:
-            raise FlaxlmError("objective.distilbert.teacher is empty: training needs the "
-                              "teacher's workdir (flaxlm import makes one from a Hugging Face "
-                              "checkpoint)")
-        return {teachers.TEACHER_SOURCE: self.config.teacher}
+        self.check_vocabulary(config, teacher)
+        return DistilBertModel(config, teacher, rngs=rngs,
+                               teacher_dtype=self.teacher_dtype(jnp.float32))
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         source = teachers.TEACHER_SOURCE
@@ -160,19 +136,12 @@ class DistilBert(MaskedLM):
         return (*rules, InitRule("teacher", source, ""))
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
-        if not self.config.teacher:
-            return DataPlan()
-        head = teachers.teacher_head(self.config.teacher)
+        head = teachers.teacher_head(self.config.teacher) if self.config.teacher else "mlm"
         if head != "mlm":
             # Its MLM head would otherwise start fresh: random soft targets.
             raise FlaxlmError(f"objective.distilbert.teacher={self.config.teacher} holds a "
                               f"{head} model; DistilBERT's soft targets need an MLM teacher")
-        self.student_to_teacher = teachers.student_to_teacher_ids(
-            ctx.tokenizer, load_tokenizer(teachers.teacher_tokenizer_dir(self.config.teacher)))
-        if self.student_to_teacher is None:
-            return DataPlan()
-        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
-                               "onto the teacher's; teacher logits gathered over it",))
+        return super().plan_data(ctx)
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -192,7 +161,7 @@ class DistilBert(MaskedLM):
         teacher = model.teacher
         teacher_BxLxD = teacher.encoder(
             teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
-            dtype=jnp.bfloat16 if self.config.teacher_bf16 else dtype)
+            dtype=self.teacher_dtype(dtype))
         teacher_BxMxVt = teacher.mlm_head(gather_positions(teacher_BxLxD, positions_BxM),
                                           teacher.encoder.embeddings.word)
         teacher_BxMxV = (teacher_BxMxVt if self.student_to_teacher is None else

@@ -24,32 +24,25 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.encoder import Encoder
 from flaxlm.models.heads import MaskedLMModel
 from flaxlm.objectives import teacher as teachers
-from flaxlm.objectives.base import Batch, DataContext, DataPlan, InitRule, Sums
-from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig
+from flaxlm.objectives.base import Batch, InitRule, Sums
 
 RELATIONS = ("qq", "kk", "vv")  # query–query, key–key, value–value, in Encoder.layer_qkv's order
 
 
 @dataclasses.dataclass(frozen=True)
-class MiniLMv2Config(MaskedLMConfig):
+class MiniLMv2Config(teachers.TeacherConfig):
     """`objective.minilmv2.*` keys (the mask settings only size the batches' prediction slots:
     relations are computed on the unmasked text)."""
 
-    teacher: str = ""  # the teacher's flaxlm workdir (flaxlm import makes one from HF)
-    teacher_preset: str = ""  # the teacher's shapes when `teacher` is empty (flaxlm compile)
     teacher_layer: int = -1  # 0-based; negative counts from the last layer
     relation_heads: int = 48
-    # Hold the teacher's weights in bf16 and run its forward in bf16 (else: the run's dtype).
-    teacher_bf16: bool = False
 
 
 def original_ids(batch: Batch) -> jax.Array:
@@ -98,31 +91,21 @@ class MiniLMv2Model(MaskedLMModel):
             teachers.cast_params(self.teacher, teacher_dtype)
 
 
-class MiniLMv2(MaskedLM):
+class MiniLMv2(teachers.Distillation):
     name = "minilmv2"
-    head = "mlm"
     Config = MiniLMv2Config
-    frozen = nnx.PathContains("teacher")
     summary_keys = ("loss", "qq_kl", "kk_kl", "vv_kl")
 
     def __init__(self, config: MiniLMv2Config | None = None):
-        self.config = config or MiniLMv2Config()
-        self.config.validate()
+        super().__init__(config or MiniLMv2Config())
         if self.config.relation_heads <= 0:
             raise FlaxlmError(f"objective.minilmv2.relation_heads must be positive, got "
                               f"{self.config.relation_heads}")
-        # The teacher's shapes (from its workdir or preset, on first use; tests may set them) and
-        # the student → teacher token map of a pruned student vocabulary (set by plan_data).
-        self.teacher_config: ModelConfig | None = None
-        self.student_to_teacher: np.ndarray | None = None
 
     # -- model ---------------------------------------------------------------------------------
     def resolved_teacher(self, student: ModelConfig) -> ModelConfig:
         """The teacher as built: cut after the distilled layer, without a pooler."""
-        if self.teacher_config is None:
-            self.teacher_config = teachers.teacher_model_config(
-                self.config.teacher, self.config.teacher_preset, student, "objective.minilmv2")
-        full = self.teacher_config
+        full = self.full_teacher(student)
         try:
             layer = range(full.num_layers)[self.config.teacher_layer]
         except IndexError:
@@ -138,32 +121,14 @@ class MiniLMv2(MaskedLM):
                 raise FlaxlmError(
                     f"objective.minilmv2.relation_heads={r} does not divide the {who}'s "
                     f"query/key/value width {c.num_heads * c.dim_per_head}")
-        if self.student_to_teacher is None and teacher.vocab_size != config.vocab_size:
-            raise FlaxlmError(f"the teacher's vocabulary ({teacher.vocab_size}) differs from the "
-                              f"student's ({config.vocab_size}) and no token map was built")
-        return MiniLMv2Model(config, teacher, rngs=rngs, teacher_dtype=(
-            jnp.bfloat16 if self.config.teacher_bf16 else jnp.float32))
-
-    def weight_sources(self) -> dict[str, str]:
-        if not self.config.teacher:
-            raise FlaxlmError("objective.minilmv2.teacher is empty: training needs the teacher's "
-                              "workdir (flaxlm import makes one from a Hugging Face checkpoint)")
-        return {teachers.TEACHER_SOURCE: self.config.teacher}
+        self.check_vocabulary(config, teacher)
+        return MiniLMv2Model(config, teacher, rngs=rngs,
+                             teacher_dtype=self.teacher_dtype(jnp.float32))
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # The student starts fresh (or from init_from); the teacher from its workdir's encoder.
         return (*super().init_rules(has_init_from),
                 InitRule("teacher", teachers.TEACHER_SOURCE, "encoder"))
-
-    def plan_data(self, ctx: DataContext) -> DataPlan:
-        if not self.config.teacher:
-            return DataPlan()
-        self.student_to_teacher = teachers.student_to_teacher_ids(
-            ctx.tokenizer, load_tokenizer(teachers.teacher_tokenizer_dir(self.config.teacher)))
-        if self.student_to_teacher is None:
-            return DataPlan()
-        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
-                               "onto the teacher's for the teacher's input",))
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -179,7 +144,7 @@ class MiniLMv2(MaskedLM):
                                               dtype=dtype, dropout_key=dropout_key)
         teacher_qkv = jax.lax.stop_gradient(model.teacher.layer_qkv(
             teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
-            layer=-1, dtype=jnp.bfloat16 if self.config.teacher_bf16 else dtype))
+            layer=-1, dtype=self.teacher_dtype(dtype)))
         r = self.config.relation_heads
         sums = {f"{name}_sum": relation_kl_sum(t, s, mask_BxL, r)
                 for name, s, t in zip(RELATIONS, student_qkv, teacher_qkv)}

@@ -27,13 +27,14 @@ class MaskedLMConfig:
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
     max_predictions: int = 0  # prediction slots per row; 0: derived from seq_len and mask_rate
 
-    def validate(self) -> None:
+    def validate(self, section: str = "objective.mlm") -> None:
+        """`section`: where the user sets these keys (a distillation objective has its own)."""
         if not 0 < self.mask_rate < 1:
-            raise FlaxlmError(f"objective.mlm.mask_rate must be in (0, 1), got {self.mask_rate}")
+            raise FlaxlmError(f"{section}.mask_rate must be in (0, 1), got {self.mask_rate}")
         rates = (self.mask_token_rate, self.random_token_rate)
         if min(rates) < 0 or sum(rates) > 1:
-            raise FlaxlmError(f"objective.mlm.mask_token_rate={rates[0]} and random_token_rate="
-                              f"{rates[1]} must be ≥ 0 with a sum ≤ 1")
+            raise FlaxlmError(f"{section}.mask_token_rate={rates[0]} and {section}."
+                              f"random_token_rate={rates[1]} must be ≥ 0 with a sum ≤ 1")
 
 
 def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig) -> pipeline.DataConfig:
@@ -72,7 +73,7 @@ def masked_xent_sums(logits_BxMxV: jax.Array, labels_BxM: jax.Array,
 
 class MaskedLM(ObjectiveDefaults):
     name = "mlm"
-    head = "mlm"  # the conversion head table export uses (flaxlm/convert/mappings.py)
+    head = "mlm"  # the conversion head table export uses (flaxlm/convert/mappings/)
     Config = MaskedLMConfig
     summary_keys = ("loss", "accuracy")
 

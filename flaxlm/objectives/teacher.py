@@ -10,6 +10,9 @@ a named preset sized to the student's vocabulary. A student whose vocabulary is 
 teacher's (a pruned vocabulary) reads its batches with its own tokenizer: each student id is
 mapped to the teacher id of the same token (`student_to_teacher_ids`) for the teacher's input, and
 the teacher's vocabulary logits are gathered over those ids.
+
+`Distillation` is what both objectives (MiniLMv2, DistilBERT) do with their teacher, in one place:
+its keys (`TeacherConfig`), shapes, dtype, weight source and token map.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import matmul_params
 from flaxlm.models.config import ModelConfig, preset
+from flaxlm.objectives.base import DataContext, DataPlan
+from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig
 
 TEACHER_SOURCE = "teacher"  # the weight source name init rules read the teacher from
 
@@ -123,3 +129,69 @@ def forward_flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """Forward FLOPs of `config`'s body per token (the convention of flaxlm.flops)."""
     inner = config.num_heads * config.dim_per_head
     return 2.0 * matmul_params(config) + 4.0 * config.num_layers * seq_len * inner
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig(MaskedLMConfig):
+    """The keys every distillation objective has (`objective.<name>.teacher`, ...)."""
+
+    teacher: str = ""  # the teacher's flaxlm workdir (flaxlm import makes one from HF)
+    teacher_preset: str = ""  # the teacher's shapes when `teacher` is empty (flaxlm compile)
+    # Hold the teacher's weights in bf16 and run its forward in bf16 (else: the run's dtype).
+    teacher_bf16: bool = False
+
+
+class Distillation(MaskedLM):
+    """An MLM-batch objective whose model carries a frozen sub-module `teacher`: where its shapes
+    and weights come from, its dtype, and the token map of a pruned student vocabulary."""
+
+    head = "mlm"
+    frozen = nnx.PathContains("teacher")
+    # Said at start when the student's vocabulary is mapped onto the teacher's.
+    vocabulary_note = " for the teacher's input"
+
+    def __init__(self, config: TeacherConfig):
+        self.config = config
+        self.config.validate(self.section)
+        # The teacher's shapes (from its workdir or preset, on first use; tests may set them) and
+        # the student → teacher token map of a pruned student vocabulary (set by plan_data).
+        self.teacher_config: ModelConfig | None = None
+        self.student_to_teacher: np.ndarray | None = None
+
+    @property
+    def section(self) -> str:
+        """Where the user sets this objective's keys."""
+        return f"objective.{self.name}"
+
+    def full_teacher(self, student: ModelConfig) -> ModelConfig:
+        """The teacher's shapes as its workdir (or preset) has them."""
+        if self.teacher_config is None:
+            self.teacher_config = teacher_model_config(
+                self.config.teacher, self.config.teacher_preset, student, self.section)
+        return self.teacher_config
+
+    def check_vocabulary(self, student: ModelConfig, teacher: ModelConfig) -> None:
+        if self.student_to_teacher is None and teacher.vocab_size != student.vocab_size:
+            raise FlaxlmError(f"the teacher's vocabulary ({teacher.vocab_size}) differs from the "
+                              f"student's ({student.vocab_size}) and no token map was built")
+
+    def teacher_dtype(self, run_dtype):
+        """bf16 with `teacher_bf16`, else `run_dtype`: float32 for the weights it holds, the
+        run's compute dtype for its forward."""
+        return jnp.bfloat16 if self.config.teacher_bf16 else run_dtype
+
+    def weight_sources(self) -> dict[str, str]:
+        if not self.config.teacher:
+            raise FlaxlmError(f"{self.section}.teacher is empty: training needs the teacher's "
+                              "workdir (flaxlm import makes one from a Hugging Face checkpoint)")
+        return {TEACHER_SOURCE: self.config.teacher}
+
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        if not self.config.teacher:
+            return DataPlan()
+        self.student_to_teacher = student_to_teacher_ids(
+            ctx.tokenizer, load_tokenizer(teacher_tokenizer_dir(self.config.teacher)))
+        if self.student_to_teacher is None:
+            return DataPlan()
+        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
+                               f"onto the teacher's{self.vocabulary_note}",))

@@ -140,3 +140,13 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
     layered.student_to_teacher = to_teacher
     assert [r.target for r in layered.init_rules(False)] == [
         "encoder/layers/0", "encoder/layers/1", "teacher"]
+
+
+@pytest.mark.parametrize("name", ["distilbert", "minilmv2"])
+def test_bad_mask_rates_name_the_distillation_objectives_keys(name):
+    from flaxlm.objectives.registry import make_objective
+
+    with pytest.raises(FlaxlmError, match=rf"^objective\.{name}\.mask_rate must be in \(0, 1\)"):
+        make_objective(name, {name: {"mask_rate": 1.5}})
+    with pytest.raises(FlaxlmError, match=rf"objective\.{name}\.random_token_rate=0\.5"):
+        make_objective(name, {name: {"mask_token_rate": 0.8, "random_token_rate": 0.5}})
