@@ -1,6 +1,6 @@
 """`gs://` paths beyond pre-training, against the local Cloud Storage emulator: fine-tuning's
 readers, `flaxlm finetune` / `flaxlm evaluate` with everything in the bucket, `flaxlm fill-mask`
-from a bucket workdir, and `flaxlm tokenizer --out`."""
+and (slow) `flaxlm prune-vocab` from a bucket workdir, and `flaxlm tokenizer --out`."""
 
 import json
 import os
@@ -84,6 +84,24 @@ def test_fill_mask_from_a_bucket_workdir(gcs_emulator, pretrained, capsys):  # n
     assert lines[0] == "Roma è la <mask> d'Italia." and len(lines) == 3
     assert cli.main(["fill-mask", "--model", f"gs://{BUCKET}/fill-mask/none", "x <mask>"]) == 2
     assert "fill-mask/none: not a directory" in capsys.readouterr().err
+
+
+# 50 s more than fill-mask under a load average of 10 (TensorFlow's start-up for the count).
+@pytest.mark.slow
+def test_prune_vocab_from_and_into_the_bucket(gcs_emulator, pretrained,  # noqa: F811
+                                              it_small_corpus, capsys):
+    workdir = f"gs://{BUCKET}/prune/run"
+    storage.copy_tree(pretrained, workdir)
+    corpus = _upload(it_small_corpus, f"gs://{BUCKET}/prune/it.txt")
+    pruned = f"gs://{BUCKET}/prune/pruned"
+    assert cli.main(["prune-vocab", "--model", workdir, "--corpus", corpus,
+                     "--min-doc-freq", "0.01", "--out", pruned]) == 0
+    assert f"wrote the pruned model to {pruned}" in capsys.readouterr().out
+    report = json.loads(storage.read_text(f"{pruned}/prune_report.json"))
+    assert report["model"] == workdir and report["out"] == pruned
+    assert storage.isfile(f"{pruned}/tokenizer/flaxlm_tokenizer.json")
+    assert cli.main(["prune-vocab", "--model", workdir, "--corpus", corpus, "--out", pruned]) == 2
+    assert f"{pruned} already holds a run" in capsys.readouterr().err
 
 
 def test_tokenizer_out_in_the_bucket(gcs_emulator, it_small_corpus, tmp_path, monkeypatch):
