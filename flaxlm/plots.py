@@ -10,8 +10,10 @@ logs.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 from flaxlm.metrics_log import read_metrics
 from flaxlm.workdir import read_run_config
@@ -77,6 +79,8 @@ def plot_curves(workdir: str, out_path: str | None = None) -> str | None:
         ax.legend()
     fig.tight_layout()
     out_path = out_path or os.path.join(workdir, "curves.png")
-    fig.savefig(out_path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(out_path, png.getvalue())  # the workdir may be gs://
     return out_path

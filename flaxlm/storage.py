@@ -113,15 +113,19 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
     """Readers never see a half-written file: a local file is written aside and renamed; an
     object upload becomes visible only once complete."""
     if is_remote(path):
         with open_file(path, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(data)
         return
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
 
 
@@ -173,9 +177,22 @@ def copy_tree(src: str, dst: str) -> None:
                 shutil.copyfileobj(fin, fout)
 
 
+def upload_files(local_dir: str, remote_dir: str, *, last: str) -> None:
+    """The files of `local_dir` into `remote_dir`, file `last` after the others: a bucket has no
+    directory rename, so readers that wait for `last` never see a partial directory."""
+    for name in sorted(os.listdir(local_dir), key=lambda name: name == last):
+        with open(os.path.join(local_dir, name), "rb") as f, open_file(
+                os.path.join(remote_dir, name), "wb") as out:
+            shutil.copyfileobj(f, out)
+
+
 def same_bytes(a: str, b: str) -> bool:
     with open_file(a, "rb") as fa, open_file(b, "rb") as fb:
         return fa.read() == fb.read()
+
+
+# The directories `local_copy` and `local_output` made → the remote paths they stand for.
+_ORIGINS: dict[str, str] = {}
 
 
 def local_copy(path: str) -> str:
@@ -186,6 +203,7 @@ def local_copy(path: str) -> str:
         return path
     digest = hashlib.sha256(path.encode()).hexdigest()[:16]
     local = os.path.join(tempfile.gettempdir(), f"flaxlm-{os.getpid()}-{digest}")
+    _ORIGINS[local] = path
     if not os.path.isdir(local):
         staging = tempfile.mkdtemp(prefix=".flaxlm-download-")
         try:
@@ -196,6 +214,18 @@ def local_copy(path: str) -> str:
     return local
 
 
+def recorded_name(path: str) -> str:
+    """How a run's records name a source: a `gs://` path as given (also when read from its
+    `local_copy`), a local one absolute."""
+    if is_remote(path):
+        return path
+    path = os.path.abspath(path)
+    for local, remote in _ORIGINS.items():
+        if path == local or path.startswith(local + os.sep):
+            return remote.rstrip("/") + path[len(local):]
+    return path
+
+
 @contextlib.contextmanager
 def local_output(path: str) -> Iterator[str]:
     """A local directory to write into; a remote `path` receives its files on success."""
@@ -203,6 +233,7 @@ def local_output(path: str) -> Iterator[str]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix=".flaxlm-upload-") as staging:
+        _ORIGINS[staging] = path
         yield staging
         copy_tree(staging, path)
 

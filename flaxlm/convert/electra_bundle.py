@@ -127,9 +127,9 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
                         for tower, table in tables().items()}
         parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
                                    batch, where=f"import of {hf_dir}", tolerance=tolerance)
-        source = {"source": "hf-import", "hf_dir": os.path.abspath(hf_dir),
-                  "generator_dir": os.path.abspath(dirs["generator"]),
-                  "tokenizer_from": os.path.abspath(tokenizer_dir or hf_dir),
+        source = {"source": "hf-import", "hf_dir": storage.recorded_name(hf_dir),
+                  "generator_dir": storage.recorded_name(dirs["generator"]),
+                  "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
                   "hf_class": "ElectraForPreTraining", "initialized_fresh": [], "dropped": []}
         count = write_pair_workdir(tmp, discriminator, generator, flat, source)
     return {"out": os.path.abspath(out), "arch": "electra", "head": "electra", "params": count,

@@ -1,7 +1,8 @@
 """`flaxlm fill-mask`: top-k predictions from a release bundle or a flaxlm workdir.
 
 A workdir is exported to a temporary bundle first (with the usual parity check), so the answer is
-what users of the released PyTorch model will see.
+what users of the released PyTorch model will see. Either may be on `gs://`: a bundle there is
+read from a local copy (transformers reads local files only).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import tempfile
 from typing import Iterator, Sequence
 
+from flaxlm import storage
 from flaxlm.convert.safe_load import check_hf_dir
 from flaxlm.errors import FlaxlmError
 
@@ -18,7 +20,7 @@ MASK_PLACEHOLDER = "<mask>"
 
 
 def is_workdir(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "checkpoints")) and os.path.isfile(
+    return storage.isdir(os.path.join(path, "checkpoints")) and storage.isfile(
         os.path.join(path, "config.json"))
 
 
@@ -47,9 +49,10 @@ def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> lis
 
 @contextlib.contextmanager
 def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
-    """`model` itself if it is an HF dir, else a temporary export of the flaxlm workdir."""
+    """`model` itself (a local copy if remote) if it is an HF dir, else a temporary export of
+    the flaxlm workdir."""
     if not is_workdir(model):
-        yield model
+        yield storage.local_copy(model)
         return
     from flaxlm.convert.export import export
 
@@ -60,7 +63,7 @@ def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
 
 def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
               step: int | None = None) -> list:
-    if not os.path.isdir(model):
+    if not storage.isdir(model):
         raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
     with as_hf_dir(model, step) as hf_dir:
         return fill_mask_demo(hf_dir, sentences, top_k=top_k)

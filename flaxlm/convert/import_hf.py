@@ -63,7 +63,8 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
               tokenizer_dir: str | None = None, generator_dir: str | None = None) -> dict:
     """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. The tokenizer comes
     from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`.
-    A `gs://` `out` is written and checked locally, then uploaded."""
+    `gs://` sources are read from local copies; a `gs://` `out` is written and checked locally,
+    then uploaded."""
     if storage.is_remote(out):
         if storage.exists(out) and not overwrite:
             raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
@@ -72,6 +73,12 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                                tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
             storage.copy_tree(result["out"], out)
         return {**result, "out": out}
+    sources = [p for p in (hf_dir, tokenizer_dir, generator_dir) if p]
+    if any(storage.is_remote(p) for p in sources):  # transformers and safetensors read local files
+        local = {p: storage.local_copy(p) for p in sources}
+        return import_hf(local[hf_dir], out, overwrite=overwrite, tolerance=tolerance,
+                         tokenizer_dir=tokenizer_dir and local[tokenizer_dir],
+                         generator_dir=generator_dir and local[generator_dir])
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
     if raw_config.get("architectures") == ["ElectraForPreTraining"]:
@@ -111,8 +118,8 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
         parity = check_parity(build_model(config, params, task),
                               _torch_reference(table, hf.hf, hf.is_base, tensors), batch,
                               where=f"import of {hf_dir}", tolerance=tolerance)
-        source = {"source": "hf-import", "hf_dir": os.path.abspath(hf_dir),
-                  "tokenizer_from": os.path.abspath(tokenizer_dir or hf_dir),
+        source = {"source": "hf-import", "hf_dir": storage.recorded_name(hf_dir),
+                  "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
                   "hf_class": (raw_config.get("architectures") or [table.family.base_class])[0],
                   "initialized_fresh": absent, "dropped": dropped}
         model = dataclasses.asdict(config)

@@ -8,15 +8,15 @@ Formats (`FORMATS`):
   wikiner    one sentence per line, words as `token|POS|label` separated by spaces.
   panx       one `lang:token<TAB>label` per line, a blank line between sentences.
 A malformed line, a missing label column or a file without sentences is a `FlaxlmError` naming
-the file and line.
+the file and line. Files may be local or `gs://` (flaxlm/storage.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Iterator
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 
@@ -27,9 +27,9 @@ class Sentence:
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FlaxlmError(f"{path}: labelled data file not found")
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path) as f:
         for number, line in enumerate(f, 1):
             yield number, line.rstrip("\n").rstrip("\r")
 

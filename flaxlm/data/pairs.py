@@ -7,15 +7,16 @@ Sources (comma-separated in `data.train_files` / `data.eval_files`):
   * `tfds:NAME[:SPLIT]`: `xnli` / `xtreme_xnli` (premise, hypothesis; the `language` side) and
     `paws_x_wiki/LANG` (sentence1, sentence2); labels are the dataset's class names
     (XNLI: entailment, neutral, contradiction).
-Every problem names the file and line (or key) at fault.
+Files may be local or `gs://` (flaxlm/storage.py). Every problem names the file and line (or key)
+at fault.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import NamedTuple, Sequence
 
+from flaxlm import storage
 from flaxlm.data.sources import TFDS_PREFIX, parse_tfds_spec
 from flaxlm.errors import FlaxlmError
 
@@ -34,7 +35,7 @@ def read_examples(spec: str, *, language: str = "es") -> list[Example]:
     """All examples of one source (see the module docstring)."""
     if spec.startswith(TFDS_PREFIX):
         return _tfds_examples(spec, language)
-    if not os.path.isfile(spec):
+    if not storage.isfile(spec):
         raise FlaxlmError(f"{spec}: no such file")
     if spec.endswith(".tsv"):
         examples = _tsv_examples(spec)
@@ -56,7 +57,7 @@ def read_all(specs: Sequence[str], *, language: str = "es") -> list[Example]:
 
 
 def _lines(path: str):
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path) as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip("\r")
             if line.strip():

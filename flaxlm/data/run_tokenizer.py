@@ -78,7 +78,8 @@ def tokenizer_for_run(
     try:
         tok = train_tokenizer(train_files, vocab_size=vocab_size, kind=kind, out_dir=staging)
         if storage.is_remote(local):
-            _upload_meta_last(staging, local)
+            # Processes that trained the same tokenizer upload identical bytes.
+            storage.upload_files(staging, local, last=META_FILE)
         else:
             try:
                 os.rename(staging, local)
@@ -93,17 +94,6 @@ def tokenizer_for_run(
               f"{tok.vocab_size} tokens on {', '.join(train_files)} into {local}; reruns of this "
               "workdir reuse it", flush=True)
     return local
-
-
-def _upload_meta_last(staging: str, remote: str) -> None:
-    """A bucket has no rename of a directory: the files go up one by one, the metadata file last,
-    so a tokenizer is reused only once complete. Processes that trained the same tokenizer upload
-    identical bytes."""
-    names = sorted(os.listdir(staging), key=lambda name: name == META_FILE)
-    for name in names:
-        with open(os.path.join(staging, name), "rb") as f, storage.open_file(
-                os.path.join(remote, name), "wb") as out:
-            shutil.copyfileobj(f, out)
 
 
 def _require_text(train_files: Sequence[str]) -> None:

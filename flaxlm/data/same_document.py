@@ -8,7 +8,7 @@ paragraph of another document of the same split (`different`). Paragraphs of 4 t
 words are used (shorter ones are mostly headings and command names), and only those that occur in
 one document. Output: TSV files with the
 header `text<TAB>text_pair<TAB>label`, read by `flaxlm.data.pairs`. The same arguments always
-give the same files.
+give the same files. Corpus and output directory may be local or `gs://`.
 
   python -m flaxlm.data.same_document ../shared/data/corpus/es.txt data/pairs_es
 """
@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
 
 SPLITS = ("train", "dev", "test")
@@ -32,10 +33,9 @@ MIN_WORDS = 4
 
 def read_documents(path: str, max_words: int) -> list[list[str]]:
     """Documents as lists of usable paragraphs (whitespace collapsed, so no tab survives)."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FlaxlmError(f"{path}: no such corpus file")
-    with open(path, encoding="utf-8") as f:
-        blocks = re.split(r"\n\s*\n", f.read())
+    blocks = re.split(r"\n\s*\n", storage.read_text(path))
     documents = [[" ".join(line.split()) for line in block.split("\n")] for block in blocks]
     # A paragraph repeated across documents (a translator's credit, a license notice) would be
     # both "same" and "different"; only paragraphs unique to one document are kept.
@@ -57,7 +57,7 @@ def build(corpus: str, out_dir: str, *, examples: Sequence[int] = (2000, 300, 30
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(usable))
     bounds = np.cumsum([0] + [round(s * len(usable)) for s in documents_share[:-1]])
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     paths = {}
     for index, split in enumerate(SPLITS):
         end = bounds[index + 1] if index + 1 < len(bounds) else len(usable)
@@ -85,12 +85,8 @@ def _pairs(docs: list[list[str]], count: int, rng: np.random.Generator) -> list[
 
 
 def _write(path: str, rows: list[tuple]) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("text\ttext_pair\tlabel\n")
-        for row in rows:
-            f.write("\t".join(row) + "\n")
-    os.replace(tmp, path)
+    storage.write_text(path, "text\ttext_pair\tlabel\n" + "".join("\t".join(row) + "\n"
+                                                               for row in rows))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

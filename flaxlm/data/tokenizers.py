@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -143,8 +144,14 @@ def train_tokenizer(
 
     `vocab_size` is the final vocabulary including special tokens. kind "unigram" trains a
     SentencePiece unigram model with the XLM-R id layout; "wordpiece" trains a BERT WordPiece
-    vocabulary.
+    vocabulary. A `gs://` `out_dir` is trained locally, then uploaded (flaxlm_tokenizer.json last).
     """
+    if storage.is_remote(out_dir):
+        with tempfile.TemporaryDirectory(prefix="flaxlm-tokenizer-") as staging:
+            train_tokenizer(corpus_files, vocab_size=vocab_size, kind=kind, out_dir=staging,
+                            lowercase=lowercase, strip_accents=strip_accents)
+            storage.upload_files(staging, out_dir, last=META_FILE)
+        return load_tokenizer(out_dir)
     if vocab_size < 16:
         raise FlaxlmError(f"vocab_size={vocab_size}: too small for a tokenizer (need at least 16)")
     if kind not in ("unigram", "wordpiece"):

@@ -21,8 +21,8 @@ def _cmd_evaluate(args, _):
     built = tables.build(args.workdir)
     print(tables.markdown(built))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(built, f, indent=2)
+        from flaxlm import storage
+        storage.write_text(args.json, json.dumps(built, indent=2))
         print(f"flaxlm: wrote {args.json}")
 
 

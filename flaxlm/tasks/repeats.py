@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import jax
 
-from flaxlm import run_config, workdir as run_dir
+from flaxlm import run_config, storage, workdir as run_dir
 from flaxlm.errors import FlaxlmError
 from flaxlm.tasks.results import RESULTS_FILE, aggregate
 
@@ -44,8 +44,8 @@ def run_plan(folds: int, seeds: int, seed: int) -> list[tuple[str, list[str]]]:
 
 
 def _is_hf_dir(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, "config.json"))
-            and not os.path.isdir(os.path.join(path, "checkpoints")))
+    return (storage.isfile(os.path.join(path, "config.json"))
+            and not storage.isdir(os.path.join(path, "checkpoints")))
 
 
 def _init_from(source: str, workdir: str) -> str:
@@ -53,7 +53,7 @@ def _init_from(source: str, workdir: str) -> str:
     if not source or not _is_hf_dir(source):
         return source
     target = os.path.join(workdir, "init")
-    if os.path.isfile(os.path.join(target, "config.json")):
+    if storage.isfile(os.path.join(target, "config.json")):
         print(f"flaxlm: init_from {source}: using its import in {target}", flush=True)
         return target
     from flaxlm.convert.import_hf import import_hf
@@ -84,7 +84,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
         raise FlaxlmError(f"{config_path}: objective {config.objective!r} is not fine-tuning; "
                           "use `flaxlm train`")
     task = os.path.splitext(os.path.basename(config_path))[0]
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     init_from = _init_from(config.init_from, workdir)
     base = [*overrides, *([f"--config.init_from={init_from}"] if init_from != config.init_from
                           else [])]
@@ -92,7 +92,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     plan = run_plan(finetune_keys["folds"], finetune_keys["seeds"], config.seed)
     if not plan:
         return _train_one(config_path, base, workdir, task, progress)
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if storage.isdir(os.path.join(workdir, "checkpoints")):
         raise FlaxlmError(f"{workdir} holds a single run's checkpoints; repeats "
                           "(finetune.folds / finetune.seeds) need a new --workdir")
     done: dict[str, dict] = {}

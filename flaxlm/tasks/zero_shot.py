@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from flaxlm import storage
 from flaxlm.checkpoint import read_params
 from flaxlm.convert.fill_mask import is_workdir
 from flaxlm.convert.model_io import abstract_params, open_workdir
@@ -46,8 +47,9 @@ def entailment_index(labels: Sequence[str], where: str) -> int:
 
 @contextlib.contextmanager
 def as_workdir(model: str) -> Iterator[str]:
-    """`model` itself if it is a flaxlm workdir, else a temporary import of the HF directory."""
-    if not os.path.isdir(model):
+    """`model` itself if it is a flaxlm workdir, else a temporary import of the HF directory
+    (either may be on `gs://`)."""
+    if not storage.isdir(model):
         raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm "
                           "workdir)")
     if is_workdir(model):

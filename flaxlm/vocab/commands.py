@@ -21,7 +21,8 @@ def _cmd_doc_freq(args, _):
     from flaxlm.vocab import doc_freq
     from flaxlm.vocab.prune import open_source, read_source_vocabulary
 
-    if os.path.lexists(args.out):
+    from flaxlm import storage
+    if os.path.lexists(args.out) or storage.exists(args.out):
         raise FlaxlmError(f"{args.out} already exists; choose a new --out")
     with contextlib.ExitStack() as stack:
         source = open_source(args.model, stack, args.tokenizer)

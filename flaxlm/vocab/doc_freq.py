@@ -10,13 +10,14 @@ saved and checked).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.data.tokenizers import Tokenizer
 from flaxlm.errors import FlaxlmError
@@ -45,15 +46,15 @@ class DocFreq:
     def save(self, path: str) -> None:
         meta = {"fingerprint": self.fingerprint, "num_docs": self.num_docs, "chars": self.chars,
                 "seconds": self.seconds}
-        with open(f"{path}.partial", "wb") as f:
-            np.savez(f, docs_V=self.docs_V, docs_uncased_V=self.docs_uncased_V,
-                     tokens_V=self.tokens_V, meta=np.array(json.dumps(meta)))
-        os.replace(f"{path}.partial", path)
+        buffer = io.BytesIO()
+        np.savez(buffer, docs_V=self.docs_V, docs_uncased_V=self.docs_uncased_V,
+                 tokens_V=self.tokens_V, meta=np.array(json.dumps(meta)))
+        storage.write_bytes(path, buffer.getvalue())
 
 
 def load(path: str) -> DocFreq:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with storage.open_file(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             return DocFreq(meta["fingerprint"], int(meta["num_docs"]), z["docs_V"],
                            z["docs_uncased_V"], z["tokens_V"], meta["chars"], meta["seconds"])

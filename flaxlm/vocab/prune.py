@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from flaxlm import storage
 from flaxlm.checkpoint import read_params, write_params
 from flaxlm.convert.export import staged_dir
 from flaxlm.convert.model_io import Workdir, abstract_params, flatten, open_workdir, unflatten_like
@@ -44,10 +45,14 @@ class PruneOptions:
 
 def check_out(out: str) -> None:
     """A run directory is never overwritten; an empty directory may be filled."""
-    if os.path.exists(os.path.join(out, "config.json")) or os.path.isdir(
+    if storage.exists(os.path.join(out, "config.json")) or storage.isdir(
             os.path.join(out, "checkpoints")):
         raise FlaxlmError(f"{out} already holds a run; choose a new --out (nothing was written)")
-    if os.path.lexists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    if storage.is_remote(out):
+        taken = storage.exists(out)  # a bucket has no empty directories
+    else:
+        taken = os.path.lexists(out) and (not os.path.isdir(out) or bool(os.listdir(out)))
+    if taken:
         raise FlaxlmError(f"{out} exists and is not an empty directory; choose a new --out")
 
 
@@ -55,14 +60,13 @@ def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | No
     """The model as a workdir: itself, or a Hugging Face directory imported (with parity) into a
     temporary one."""
     config = os.path.join(model, "config.json")
-    if not os.path.isfile(config):
+    if not storage.isfile(config):
         raise FlaxlmError(f"{model}: no config.json; --model takes a flaxlm workdir or a Hugging "
                           "Face model directory")
-    with open(config, encoding="utf-8") as f:
-        try:
-            raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise FlaxlmError(f"{config}: not JSON ({e})") from None
+    try:
+        raw = json.loads(storage.read_text(config))
+    except json.JSONDecodeError as e:
+        raise FlaxlmError(f"{config}: not JSON ({e})") from None
     if isinstance(raw, dict) and "model" in raw:
         return open_workdir(model)
     from flaxlm.convert.import_hf import import_hf
@@ -73,16 +77,17 @@ def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | No
 
 
 def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Vocabulary]:
-    if not os.path.isfile(os.path.join(source.tokenizer_dir, META_FILE)):
+    if not storage.isfile(os.path.join(source.tokenizer_dir, META_FILE)):
         raise FlaxlmError(f"{model}: has no tokenizer ({source.tokenizer_dir} holds no "
                           f"{META_FILE}); pruning needs the tokenizer the model was trained with")
     tok = load_tokenizer(source.tokenizer_dir)
     if tok.vocab_size > source.model.vocab_size:
         raise FlaxlmError(f"{model}: the tokenizer has {tok.vocab_size} tokens but the model "
                           f"embeds only {source.model.vocab_size}")
+    # tok.path: the tokenizer's local directory (a local copy of a gs:// one).
     if tok.kind == "sentencepiece":
-        return tok, sentencepiece_prune.read_vocabulary(source.tokenizer_dir, tok.vocab_size)
-    return tok, wordpiece_prune.read_vocabulary(source.tokenizer_dir, tok)
+        return tok, sentencepiece_prune.read_vocabulary(tok.path, tok.vocab_size)
+    return tok, wordpiece_prune.read_vocabulary(tok.path, tok)
 
 
 def keep_chars(tok: Tokenizer, freq: doc_freq.DocFreq, options: PruneOptions) -> set[str] | None:
@@ -140,9 +145,10 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
                           "strictly between 0 and 1 (0.001 keeps tokens in 0.1% of them)")
     if bool(corpus) == bool(counts):
         raise FlaxlmError("give either --corpus FILES or --counts FILES (from flaxlm doc-freq)")
-    out = os.path.abspath(out)
     check_out(out)
-    with contextlib.ExitStack() as stack:
+    # A gs:// `out` is assembled and checked locally, then uploaded.
+    with storage.local_output(out) as local_out, contextlib.ExitStack() as stack:
+        out = os.path.abspath(local_out)
         source = open_source(model, stack, tokenizer_dir)
         tok, vocab = read_source_vocabulary(source, model)
         if options.uncase and tok.kind == "sentencepiece":
@@ -170,8 +176,10 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
             check_agreement(new_tok, sample, f"pruned tokenizer of {out}")
             result = _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,
                              options)
-            result.update(model=os.path.abspath(model), step=step, out=out)
-            settings = {"source": "prune-vocab", "from": os.path.abspath(model), "from_step": step,
+            result.update(model=storage.recorded_name(model), step=step,
+                          out=storage.recorded_name(out))
+            settings = {"source": "prune-vocab", "from": storage.recorded_name(model),
+                        "from_step": step,
                         "corpus": list(corpus), "counts": list(counts),
                         **dataclasses.asdict(options)}
             run = {"model": dataclasses.asdict(new_model), "head": source.head,
