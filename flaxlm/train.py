@@ -18,22 +18,22 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from flaxlm import partial_init, storage, workdir as run_dir
-from flaxlm.checkpoint import Checkpointer, read_params
+from flaxlm import storage, workdir as run_dir
+from flaxlm.checkpoint import Checkpointer
 from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
+from flaxlm.init_weights import load_weights, resolve_model
 from flaxlm.metrics_log import MetricsLog
-from flaxlm.models import electra
-from flaxlm.models.config import ModelConfig, preset
+from flaxlm.models.config import preset
 from flaxlm.objectives.base import DataContext, Objective
 from flaxlm.objectives.registry import make_objective
 from flaxlm.optim import learning_rate_schedule, make_optimizer
 from flaxlm.preemption import StopRequest
 from flaxlm.run_config import RunConfig
 from flaxlm.sharding import data_parallel_size, host_batch_to_global, make_mesh
-from flaxlm.steps import TrainProgram, flat_names
+from flaxlm.steps import TrainProgram
 from flaxlm.tasks import results as run_results
 from flaxlm.throughput import Throughput
 
@@ -81,58 +81,7 @@ class _BestTracker:
         return better
 
 
-# -- model and weights ---------------------------------------------------------------------------
-def _resolve_model(config: RunConfig, tokenizer) -> ModelConfig:
-    if not config.init_from:
-        return config.model(tokenizer.vocab_size, tokenizer.pad_id)
-    from flaxlm.convert.model_io import open_workdir
-    saved = open_workdir(config.init_from).model  # validated like export validates it
-    # The source's shapes win; only dropout may be set from this config.
-    fixed = {k: v for k, v in config.model_overrides.items()
-             if not k.endswith("dropout") and getattr(saved, k, v) != v}
-    if fixed:
-        details = ", ".join(f"model.{k}={v!r} (init_from has {getattr(saved, k)!r})"
-                            for k, v in sorted(fixed.items()))
-        raise FlaxlmError(f"{details}: cannot apply with init_from={config.init_from}, whose "
-                          "shapes are fixed; drop the override (only dropout rates may change)")
-    dropout = {k: v for k, v in config.model_overrides.items() if k.endswith("dropout")}
-    return dataclasses.replace(saved, **dropout)
-
-
-def _load_weights(program: TrainProgram, objective: Objective, config: RunConfig,
-                  state: Any | None) -> tuple[Any, str]:
-    """Apply the objective's init rules: to the fresh `state` and the frozen variables, or (when
-    resuming, `state` is None) to the frozen variables alone, which checkpoints do not hold.
-    Returns (state or None, one line saying what was loaded and what is fresh; None if no rule
-    applies)."""
-    sources = {"init_from": config.init_from} if config.init_from else {}
-    sources.update(objective.weight_sources())
-    rules = objective.init_rules(bool(config.init_from))
-    targets = {"frozen": program.frozen} if state is None else {
-        "params": state["params"], "frozen": program.frozen}
-    target_shapes = {n: v.shape for t in targets.values() for n, v in flat_names(t).items()}
-    rules = tuple(r for r in rules if any(partial_init.covers(r, n) for n in target_shapes))
-    if not rules:
-        return state, None
-    source_params, steps = {}, {}
-    for name in {r.source for r in rules}:
-        if name not in sources:
-            raise FlaxlmError(f"objective {objective.name} loads weights from {name!r}, "
-                              "which is not set")
-        params, _, steps[name] = read_params(sources[name])
-        source_params[name] = electra.discriminator_as_encoder(flat_names(params))
-    plan = partial_init.plan(rules, target_shapes, {
-        s: {k: np.shape(v) for k, v in p.items()} for s, p in source_params.items()})
-    program.set_frozen(partial_init.apply(plan, program.frozen, source_params,
-                                          program.frozen_shardings))
-    if state is not None:
-        params = partial_init.apply(plan, state["params"], source_params,
-                                    program.state_shardings["params"])
-        state = jax.jit(program.state_from_params, out_shardings=program.state_shardings)(
-            params, state["rng"])
-    return state, plan.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
-
-
+# -- what the data and epochs fix --------------------------------------------------------------
 def _check_same_record(workdir: str, saved_run: dict | None, record) -> None:
     """What the data fixed when the workdir was created (a label set) must not change on resume."""
     for key, value in record.items():
@@ -198,7 +147,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
-    model_config = _resolve_model(config, tokenizer)
+    model_config = resolve_model(config, tokenizer)
 
     # The objective reads what it needs of its data first: a label set fixes the classifier's
     # width, an epoch size fixes the number of steps.
@@ -258,14 +207,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     examples_done = 0
     if restored is not None:
         state, meta, latest = restored
-        _, frozen_weights = _load_weights(program, objective, config, None)
+        _, frozen_weights = load_weights(program, objective, config, None)
         origin = f"resumed from checkpoint {latest}" + (
             f"; frozen {frozen_weights}" if frozen_weights else "")
         # Older checkpoints recorded batches; examples make a changed batch size resume exactly.
         examples_done = meta.get("examples_consumed", latest * loop.batch_size)
     else:
-        state, weights = _load_weights(program, objective, config,
-                                       program.init_state(rng_data))
+        state, weights = load_weights(program, objective, config, program.init_state(rng_data))
         origin = weights or "initialized from scratch"
     start = int(jax.device_get(state["step"]))
 
