@@ -45,6 +45,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+# The report is re-exported: callers (cli, benchmarks) use `aot.format_report`, `aot.report_dict`.
+from flaxlm.aot_report import CompileReport, GiB, format_report, report_dict  # noqa: F401
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
 from flaxlm.models.config import PRESETS
@@ -53,8 +55,6 @@ from flaxlm.optim import learning_rate_schedule, make_optimizer
 from flaxlm.run_config import RunConfig
 from flaxlm.sharding import MeshConfig, data_parallel_size, make_mesh
 from flaxlm.steps import TrainProgram
-
-GiB = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,49 +169,6 @@ def _libtpu_chatter_hidden():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-
-
-@dataclasses.dataclass
-class CompileReport:
-    topology: str
-    libtpu_topology: str
-    device_kind: str
-    chips: int
-    hosts: int
-    mesh: dict[str, int]
-    model_preset: str
-    params: int
-    batch_size: int
-    seq_len: int
-    grad_accum_steps: int
-    compute_dtype: str
-    hbm_bytes: int
-    fits: bool
-    # Per-chip bytes. From memory_analysis() after a successful compile; after a
-    # RESOURCE_EXHAUSTED compile, arguments are counted from the shardings and temporaries (or the
-    # total) come from XLA's error message when it states them (else None).
-    argument_bytes: int | None = None
-    output_bytes: int | None = None
-    alias_bytes: int | None = None
-    temp_bytes: int | None = None
-    code_bytes: int | None = None
-    total_bytes: int | None = None  # XLA's peak (else the sum below)
-    sum_bytes: int | None = None  # arguments + outputs - aliased + temporaries: an upper bound
-    error: str | None = None
-    # XLA's estimate (per chip; the SPMD program runs on every chip at once).
-    xla_step_seconds: float | None = None  # the estimate used, accumulation-corrected
-    step_time_source: str = ""  # "optimal_seconds" or "roofline"
-    xla_optimal_seconds: float | None = None  # as reported (loop body counted once)
-    xla_update_seconds: float | None = None  # optimizer update alone (accumulation only)
-    xla_flops_per_chip: float | None = None
-    xla_bytes_accessed_per_chip: float | None = None
-    model_flops_per_step: float = 0.0
-    peak_flops_per_chip: float = 0.0
-    mfu: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        return "fits" if self.fits else "does not fit"
 
 
 def _shard_bytes(tree) -> int:
@@ -356,59 +313,3 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
         report.mfu = report.model_flops_per_step / (
             seconds * report.chips * report.peak_flops_per_chip)
     return report
-
-
-def _gib(n: int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / (1 << 20):.1f} MiB"
-
-
-def format_report(r: CompileReport) -> str:
-    mesh = " ".join(f"{k}={v}" for k, v in r.mesh.items())
-    lines = [
-        f"flaxlm compile: {r.topology} ({r.libtpu_topology}: {r.chips} × {r.device_kind}, "
-        f"{r.hosts} host{'s' if r.hosts > 1 else ''}), mesh {mesh}",
-        f"  model {r.model_preset}: {r.params:,} parameters; global batch {r.batch_size} × seq "
-        f"{r.seq_len}, grad_accum_steps {r.grad_accum_steps}, compute {r.compute_dtype}",
-    ]
-    hbm = f"{r.hbm_bytes / GiB:.0f} GiB HBM"
-    if r.error is None:
-        lines.append(
-            f"  per-chip memory: arguments {_gib(r.argument_bytes)}, outputs {_gib(r.output_bytes)}"
-            f" ({_gib(r.alias_bytes)} aliased to donated arguments), temporaries "
-            f"{_gib(r.temp_bytes)}, code {_gib(r.code_bytes)}; total (XLA peak) "
-            f"{_gib(r.total_bytes)} of {hbm}: {r.verdict} (arguments + outputs - aliased + "
-            f"temporaries: {_gib(r.sum_bytes)})")
-    else:
-        total = "unknown" if r.total_bytes is None else f"at least {_gib(r.total_bytes)}"
-        lines.append(
-            f"  per-chip memory: arguments {_gib(r.argument_bytes)} (from the shardings), "
-            f"temporaries {_gib(r.temp_bytes)}, total {total} of {hbm}: {r.verdict}")
-        lines.append(f"  XLA: {r.error}")
-    if r.xla_step_seconds:
-        if r.step_time_source == "optimal_seconds":
-            how = "cost_analysis optimal_seconds"
-        else:
-            how = (f"roofline of cost_analysis flops and bytes accessed; XLA's optimal_seconds "
-                   f"was {r.xla_optimal_seconds:.4g}")
-        if r.grad_accum_steps > 1:
-            how += (f"; accumulation loop body counted once by XLA, scaled to "
-                    f"{r.grad_accum_steps} micro-batches, update alone "
-                    f"{r.xla_update_seconds or 0:.3g} s")
-        lines.append(f"  XLA estimated step time: {r.xla_step_seconds:.4g} s ({how}); XLA counts "
-                     f"{(r.xla_flops_per_chip or 0) / 1e12:.3g} TFLOP and "
-                     f"{(r.xla_bytes_accessed_per_chip or 0) / GiB:.3g} GiB accessed per chip")
-    if r.mfu is not None:
-        lines.append(
-            f"  implied MFU {100 * r.mfu:.1f}% (every batch slot counted as real work): "
-            f"{r.model_flops_per_step / 1e12:.4g} TFLOP/step "
-            f"(flaxlm/flops.py: 6·params·tokens + bidirectional attention + MLM head at masked "
-            f"slots) / step time / ({r.chips} × {r.peak_flops_per_chip / 1e12:.0f} TFLOP/s "
-            f"bf16 peak)")
-    lines.append(f"  verdict: {r.verdict} on {r.topology}")
-    return "\n".join(lines)
-
-
-def report_dict(r: CompileReport) -> dict:
-    return dataclasses.asdict(r) | {"verdict": r.verdict}
