@@ -12,12 +12,13 @@ transformers PyTorch loop, test (esp.testb) entity F1 from seqeval and wall time
 Both sides: AdamW (β 0.9/0.999, ε 1e-6, weight decay 0.01 except biases and LayerNorm), global
 norm clipping at 1.0, dropout 0.1, labels on the first sub-token of each word, sentences longer
 than seq_len - 2 sub-tokens split into windows of seq_len - 2 every half window, each word
-scored in the window where its first sub-token is most central. The PyTorch side implements all
-of it here with transformers' own pieces (BertTokenizerFast, BertForTokenClassification,
-DataCollatorForTokenClassification, get_linear_schedule_with_warmup, torch.optim.AdamW) and
-pads each batch to its longest row; flaxlm runs `flaxlm train --config configs/ner_es_conll2002.py`
-(batches cut to length buckets). F1 is seqeval's default (conlleval) entity F1 on words, for the
-PyTorch model and for flaxlm's exported final checkpoint, computed by the same function here.
+scored in the window where its first sub-token is most central. The PyTorch side
+(benchmarks/runners/conll2002_torch.py) implements all of it with transformers' own pieces
+(BertTokenizerFast, BertForTokenClassification, DataCollatorForTokenClassification,
+get_linear_schedule_with_warmup, torch.optim.AdamW) and pads each batch to its longest row; flaxlm
+runs `flaxlm train --config configs/ner_es_conll2002.py` (batches cut to length buckets). F1 is
+seqeval's default (conlleval) entity F1 on words, for the PyTorch model and for flaxlm's exported
+final checkpoint, computed by the same function (the PyTorch side's).
 Both run pinned to the same `--threads` cores (torch.set_num_threads; XLA sizes its pool from the
 affinity mask), one after the other.
 
@@ -31,13 +32,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 
 from benchmarks.common import configure_threads
+from benchmarks.runners import conll2002_torch
+from benchmarks.runners.conll2002_torch import encode, read_conll
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -66,21 +68,6 @@ def flaxlm_cmd() -> list[str]:
 
 
 # -- data shared by both sides ---------------------------------------------------------------------
-def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
-    """(words, labels) per sentence of a `token POS label` file (blank line between sentences)."""
-    sentences, words, labels = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in list(f) + [""]:
-            columns = line.split()
-            if columns and columns[0] != "-DOCSTART-":
-                words.append(columns[0])
-                labels.append(columns[-1])
-            elif not columns and words:
-                sentences.append((words, labels))
-                words, labels = [], []
-    return sentences
-
-
 def training_file(out: str, recipe: Recipe) -> str:
     """esp.train, or a seeded random subset of its sentences written once under `out`."""
     source = os.path.join(CONLL, "esp.train")
@@ -131,164 +118,19 @@ def init(args) -> None:
 
 
 # -- the PyTorch side ------------------------------------------------------------------------------
-def encode(sentences, tokenizer, label_ids: dict, seq_len: int) -> list[dict]:
-    """Rows of at most seq_len tokens: [CLS] window [SEP]; `labels` at the first sub-token of each
-    word the window owns (-100 elsewhere), `word_index` there too, `sentence` per row."""
-    width = seq_len - 2
-    all_words = [w for words, _ in sentences for w in words]
-    pieces = tokenizer(all_words, add_special_tokens=False)["input_ids"]
-    rows, cursor = [], 0
-    for s, (words, labels) in enumerate(sentences):
-        ids, first = [], []
-        for p in pieces[cursor:cursor + len(words)]:
-            first.append(len(ids))
-            ids.extend(p or [tokenizer.unk_token_id])
-        cursor += len(words)
-        if len(ids) <= width:
-            starts = [0]
-        else:
-            starts = list(range(0, len(ids) - width, max(width // 2, 1))) + [len(ids) - width]
-        owner = [min(range(len(starts)), key=lambda k: (
-            abs(f - (starts[k] + (width - 1) / 2)) if starts[k] <= f < starts[k] + width
-            else math.inf, k)) for f in first]
-        for k, start in enumerate(starts):
-            chunk = ids[start:start + width]
-            row_labels = [-100] * (len(chunk) + 2)
-            row_words = [-1] * (len(chunk) + 2)
-            for w, (f, o) in enumerate(zip(first, owner)):
-                if o == k:
-                    row_labels[1 + f - start] = label_ids.get(labels[w], -100)
-                    row_words[1 + f - start] = w
-            rows.append({"input_ids": [tokenizer.cls_token_id, *chunk, tokenizer.sep_token_id],
-                         "labels": row_labels, "word_index": row_words, "sentence": s})
-    return rows
-
-
-def predict_words(model, rows, sentences, id2label: dict, batch_size: int = 64):
-    """Each sentence's predicted labels, word by word (one eval pass, padded per batch)."""
-    import torch
-    predicted = [[None] * len(words) for words, _ in sentences]
-    model.eval()
-    with torch.no_grad():
-        for first in range(0, len(rows), batch_size):
-            chunk = rows[first:first + batch_size]
-            length = max(len(r["input_ids"]) for r in chunk)
-            ids = torch.zeros(len(chunk), length, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(chunk):
-                ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
-                mask[i, :len(r["input_ids"])] = 1
-            best = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-            for i, r in enumerate(chunk):
-                for c, w in enumerate(r["word_index"]):
-                    if w >= 0:
-                        predicted[r["sentence"]][w] = id2label[int(best[i, c])]
-    assert all(x is not None for s in predicted for x in s), "a word got no prediction"
-    return predicted
-
-
-def seqeval_scores(sentences, predicted) -> dict:
-    from seqeval.metrics import f1_score, precision_score, recall_score
-    gold = [labels for _, labels in sentences]
-    return {"entity_precision": precision_score(gold, predicted),
-            "entity_recall": recall_score(gold, predicted), "entity_f1": f1_score(gold, predicted)}
-
-
-def layerwise_groups(model, recipe: Recipe) -> list[dict]:
-    """flaxlm's definition: classifier × 1, layer i of L × d^(L-i), embeddings × d^(L+1); no weight
-    decay on biases and LayerNorm weights."""
-    layers = model.config.num_hidden_layers
-    groups: dict = {}
-    for name, p in model.named_parameters():
-        if name.startswith("bert.encoder.layer."):
-            depth = layers - int(name.split(".")[3])
-        elif name.startswith("bert.embeddings."):
-            depth = layers + 1
-        else:
-            assert name.startswith("classifier."), name
-            depth = 0
-        decay = 0.0 if name.endswith("bias") or "LayerNorm" in name else recipe.weight_decay
-        key = (depth, decay)
-        groups.setdefault(key, {"params": [], "weight_decay": decay,
-                                "lr": recipe.learning_rate * recipe.layer_decay ** depth})
-        groups[key]["params"].append(p)
-    return list(groups.values())
-
-
 def torch_finetune(args) -> None:
     began = time.perf_counter()
-    import torch
-    from torch.utils.data import DataLoader
-    from transformers import (AutoTokenizer, BertForTokenClassification,
-                              DataCollatorForTokenClassification, get_linear_schedule_with_warmup)
     recipe = Recipe(**json.loads(args.recipe))
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(recipe.seed)
-    init_hf = os.path.join(args.out, "init_hf")
-    tokenizer = AutoTokenizer.from_pretrained(init_hf)
-    train = read_conll(training_file(args.out, recipe))
-    test = read_conll(os.path.join(CONLL, "esp.testb"))
-    labels = sorted({x for _, ls in train for x in ls})
-    label_ids = {x: i for i, x in enumerate(labels)}
-    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]}
-                  for r in encode(train, tokenizer, label_ids, recipe.seq_len)]
-    test_rows = encode(test, tokenizer, label_ids, recipe.seq_len)
-    model = BertForTokenClassification.from_pretrained(
-        init_hf, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids,
-        hidden_dropout_prob=recipe.dropout, attention_probs_dropout_prob=recipe.dropout)
-    optimizer = torch.optim.AdamW(layerwise_groups(model, recipe), lr=recipe.learning_rate,
-                                  betas=(0.9, 0.999), eps=recipe.eps)
-    steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, round(recipe.warmup_proportion * total), total)
-    loader = DataLoader(train_rows, batch_size=recipe.batch_size, shuffle=True,
-                        collate_fn=DataCollatorForTokenClassification(tokenizer),
-                        generator=torch.Generator().manual_seed(recipe.seed))
-    setup_s = time.perf_counter() - began
-    epochs, step_times, eval_s = [], [], 0.0
-    loop_began = time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
-        model.train()
-        losses = []
-        for batch in loader:
-            t = time.perf_counter()
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        scores = seqeval_scores(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
-        eval_s += time.perf_counter() - t
-        epochs.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **scores})
-        print(f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test entity F1 "
-              f"{scores['entity_f1']:.4f}", flush=True)
-    _write(args.out, "torch.json", {
-        "epochs": epochs, "steps": total, "train_rows": len(train_rows),
-        "test_rows": len(test_rows), "setup_s": setup_s,
-        "loop_s": time.perf_counter() - loop_began, "eval_s": eval_s,
-        # Training only, batching included (as flaxlm's log windows include it).
-        "train_s": time.perf_counter() - loop_began - eval_s,
-        "median_step_s": sorted(step_times)[len(step_times) // 2],
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__})
+    _write(args.out, "torch.json", conll2002_torch.finetune(
+        os.path.join(args.out, "init_hf"), training_file(args.out, recipe),
+        os.path.join(CONLL, "esp.testb"), recipe, args.threads, began))
 
 
 def score_export(args) -> None:
     """seqeval entity scores of an exported flaxlm model, with the PyTorch side's own code."""
-    import torch
-    from transformers import AutoTokenizer, BertForTokenClassification
-    torch.set_num_threads(args.threads)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = BertForTokenClassification.from_pretrained(args.model)
     recipe = Recipe(**json.loads(args.recipe))
-    test = read_conll(os.path.join(CONLL, "esp.testb"))
-    rows = encode(test, tokenizer, model.config.label2id, recipe.seq_len)
-    print(json.dumps(seqeval_scores(test, predict_words(model, rows, test,
-                                                        model.config.id2label))))
+    print(json.dumps(conll2002_torch.score(args.model, os.path.join(CONLL, "esp.testb"),
+                                           recipe.seq_len, args.threads)))
 
 
 # -- the flaxlm side -------------------------------------------------------------------------------
