@@ -23,9 +23,10 @@ from flax import nnx
 
 from flaxlm import storage
 from flaxlm.checkpoint import read_params, write_params
+from flaxlm.convert.hf_config import label_fields
 from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
 from flaxlm.convert.model_io import flatten, param_count, unflatten_like
-from flaxlm.convert.parity import TOLERANCE, max_abs_diff, torch_outputs
+from flaxlm.convert.parity import TOLERANCE, max_abs_diff, parity_record, torch_outputs
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel
@@ -115,13 +116,8 @@ def electra_hf_config(config: ModelConfig, task: str, labels: list[str] | None =
     task_fields = {}
     if task not in ("mlm", "electra"):
         task_fields = {"num_labels": config.num_labels,
-                       "classifier_dropout": config.classifier_dropout}
-        if labels:
-            if len(labels) != config.num_labels:
-                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
-                                  f"{config.num_labels}")
-            task_fields["id2label"] = dict(enumerate(labels))
-            task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
+                       "classifier_dropout": config.classifier_dropout,
+                       **label_fields(labels, config.num_labels)}
     return transformers.ElectraConfig(
         architectures=[table.hf_class], vocab_size=config.vocab_size,
         embedding_size=config.embedding_dim, hidden_size=config.hidden_size,
@@ -199,20 +195,13 @@ def check_pair_parity(model, torch_models: Mapping[str, Any], batch, *, where: s
                       tolerance: float = TOLERANCE) -> dict[str, float]:
     """Max |Δ| of hidden states and logits of each tower against its transformers model."""
     flax_out = pair_outputs(model, batch)
-    result = {}
+    diffs = {}
     for tower, torch_model in torch_models.items():
         torch_out = torch_outputs(torch_model, batch)
         for key in ("hidden", "logits"):
-            result[f"{tower}_{key}_max_abs_diff"] = max_abs_diff(
+            diffs[f"{tower}_{key}_max_abs_diff"] = max_abs_diff(
                 flax_out[tower][key], torch_out[key], f"{tower} {key}")
-    result["batch_shape"] = list(batch["input_ids"].shape)
-    result["padding_tokens"] = int((batch["attention_mask"] == 0).sum())
-    worst = max(v for k, v in result.items() if k.endswith("diff"))
-    if worst > tolerance:
-        detail = ", ".join(f"{k}={v:.3g}" for k, v in result.items() if k.endswith("diff"))
-        raise FlaxlmError(f"{where}: parity with PyTorch transformers failed: {detail} > "
-                          f"{tolerance:g} on a {batch['input_ids'].shape} batch")
-    return result
+    return parity_record(diffs, batch, where=where, tolerance=tolerance)
 
 
 def tables() -> dict[str, Table]:

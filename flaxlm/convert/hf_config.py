@@ -134,6 +134,17 @@ def model_config_from_hf(cfg: dict, source: str) -> HfModelConfig:
     return HfModelConfig(config, table, is_base, hf, labels)
 
 
+def label_fields(labels: list[str] | None, num_labels: int) -> dict[str, dict]:
+    """`id2label` / `label2id` of a classifier's config from its label names in id order (none
+    without names: transformers then writes LABEL_0, ...)."""
+    if not labels:
+        return {}
+    if len(labels) != num_labels:
+        raise FlaxlmError(f"{len(labels)} label names for model.num_labels={num_labels}")
+    return {"id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)}}
+
+
 def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = None,
               eos_id: int | None = None, labels: list[str] | None = None):
     """The transformers config object of the (family, task) class for a flaxlm model."""
@@ -157,13 +168,8 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
     task_fields = {}
     if task != "mlm":
         task_fields = {"num_labels": config.num_labels,
-                       "classifier_dropout": config.classifier_dropout}
-        if labels:
-            if len(labels) != config.num_labels:
-                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
-                                  f"{config.num_labels}")
-            task_fields["id2label"] = dict(enumerate(labels))
-            task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
+                       "classifier_dropout": config.classifier_dropout,
+                       **label_fields(labels, config.num_labels)}
     config_class = getattr(transformers, table.family.config_class)
     return config_class(
         architectures=[table.hf_class],
@@ -237,15 +243,10 @@ def _distilbert_hf_config(config: ModelConfig, table: Table, task: str,
                           f"always uses {_DISTILBERT_EPS}")
     task_fields = {}
     if task != "mlm":
-        task_fields["num_labels"] = config.num_labels
+        task_fields = {"num_labels": config.num_labels,
+                       **label_fields(labels, config.num_labels)}
         if task == "sequence_classification":
             task_fields["seq_classif_dropout"] = config.classifier_dropout
-        if labels:
-            if len(labels) != config.num_labels:
-                raise FlaxlmError(f"{len(labels)} label names for model.num_labels="
-                                  f"{config.num_labels}")
-            task_fields["id2label"] = dict(enumerate(labels))
-            task_fields["label2id"] = {name: i for i, name in enumerate(labels)}
     return transformers.DistilBertConfig(
         architectures=[table.hf_class], vocab_size=config.vocab_size, dim=config.hidden_size,
         n_layers=config.num_layers, n_heads=config.num_heads,

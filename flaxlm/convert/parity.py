@@ -94,13 +94,19 @@ def check_parity(flax_model, torch_model, batch: dict[str, np.ndarray], *, where
     the pooled output of a base model with a pooler); raises if any is > tolerance."""
     flax_out = flax_outputs(flax_model, batch)
     torch_out = torch_outputs(torch_model, batch)
-    result = {f"{key}_max_abs_diff": max_abs_diff(flax_out[key], torch_out[key], key)
-              for key in ("hidden", "logits", "pooled") if key in flax_out and key in torch_out}
-    result["batch_shape"] = list(batch["input_ids"].shape)
-    result["padding_tokens"] = int((batch["attention_mask"] == 0).sum())
-    worst = max(v for k, v in result.items() if k.endswith("diff"))
-    if worst > tolerance:
-        detail = ", ".join(f"{k}={v:.3g}" for k, v in result.items() if k.endswith("diff"))
+    diffs = {f"{key}_max_abs_diff": max_abs_diff(flax_out[key], torch_out[key], key)
+             for key in ("hidden", "logits", "pooled") if key in flax_out and key in torch_out}
+    return parity_record(diffs, batch, where=where, tolerance=tolerance)
+
+
+def parity_record(diffs: dict[str, float], batch: dict[str, np.ndarray], *, where: str,
+                  tolerance: float) -> dict:
+    """`diffs` (`*_max_abs_diff`) with the batch's shape and padding count, as export and import
+    report them; raises if any difference is > tolerance."""
+    result = {**diffs, "batch_shape": list(batch["input_ids"].shape),
+              "padding_tokens": int((batch["attention_mask"] == 0).sum())}
+    if max(diffs.values()) > tolerance:
+        detail = ", ".join(f"{k}={v:.3g}" for k, v in diffs.items())
         raise FlaxlmError(f"{where}: parity with PyTorch transformers failed: {detail} > "
                           f"{tolerance:g} on a {batch['input_ids'].shape} batch")
     return result
