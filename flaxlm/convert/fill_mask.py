@@ -61,12 +61,28 @@ def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
         yield os.path.join(tmp, "bundle")
 
 
+def masked_lm_dir(hf_dir: str) -> str:
+    """`hf_dir`, or the generator of an ELECTRA bundle: the discriminator (`ElectraForPreTraining`)
+    has no MLM head, so transformers' fill-mask pipeline would predict with a random one."""
+    if check_hf_dir(hf_dir).get("architectures") != ["ElectraForPreTraining"]:
+        return hf_dir
+    from flaxlm.convert.electra import GENERATOR_SUBDIR
+
+    generator = os.path.join(hf_dir, GENERATOR_SUBDIR)
+    if not os.path.isfile(os.path.join(generator, "config.json")):
+        raise FlaxlmError(f"{hf_dir}: an ELECTRA discriminator (ElectraForPreTraining) has no MLM "
+                          f"head; fill-mask needs its generator (ElectraForMaskedLM), which "
+                          f"`flaxlm export` writes to {generator}: pass that directory")
+    return generator
+
+
 def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
               step: int | None = None) -> list:
+    """A workdir's export (an ELECTRA run's generator) or an HF dir, through `fill_mask_demo`."""
     if not storage.isdir(model):
         raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
     with as_hf_dir(model, step) as hf_dir:
-        return fill_mask_demo(hf_dir, sentences, top_k=top_k)
+        return fill_mask_demo(masked_lm_dir(hf_dir), sentences, top_k=top_k)
 
 
 def format_predictions(sentences: Sequence[str], results: list) -> str:

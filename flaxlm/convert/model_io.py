@@ -101,6 +101,13 @@ def workdir_head(run: dict, path: str) -> str:
     return head
 
 
+def refuse_electra_pair(wd: Workdir, needs: str, instead: str) -> None:
+    """Uses that need one model stop here, before any weight is read, on an ELECTRA pair."""
+    if wd.head == ELECTRA_HEAD:
+        raise FlaxlmError(f"{wd.path}: an ELECTRA pre-training run (generator + discriminator, "
+                          f"head \"{ELECTRA_HEAD}\"); {needs}: {instead}")
+
+
 def open_workdir(workdir: str) -> Workdir:
     path = os.path.join(workdir, "config.json")
     if not storage.isfile(path):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxlm.convert.model_io import ELECTRA_HEAD
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel, gather_positions
@@ -137,6 +138,12 @@ class DistilBert(teachers.Distillation):
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
         head = teachers.teacher_head(self.config.teacher) if self.config.teacher else "mlm"
+        if head == ELECTRA_HEAD:
+            raise FlaxlmError(
+                f"objective.distilbert.teacher={self.config.teacher} is an ELECTRA pre-training "
+                "run, whose discriminator has no MLM head for DistilBERT's soft targets: distil "
+                "it with objective minilmv2 (its teacher is the discriminator), or give an MLM "
+                "teacher")
         if head != "mlm":
             # Its MLM head would otherwise start fresh: random soft targets.
             raise FlaxlmError(f"objective.distilbert.teacher={self.config.teacher} holds a "

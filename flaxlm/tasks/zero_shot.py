@@ -26,7 +26,7 @@ from flax import nnx
 from flaxlm import storage
 from flaxlm.checkpoint import read_params
 from flaxlm.convert.fill_mask import is_workdir
-from flaxlm.convert.model_io import abstract_params, open_workdir
+from flaxlm.convert.model_io import abstract_params, open_workdir, refuse_electra_pair
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
 from flaxlm.data.tokenizers import load_tokenizer
@@ -72,6 +72,9 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
         raise FlaxlmError(f"--template {template!r} has no {{}} where the label goes")
     with as_workdir(model) as workdir:
         wd = open_workdir(workdir)
+        refuse_electra_pair(wd, "zero-shot needs a sequence classifier fine-tuned on NLI", (
+            f"fine-tune the discriminator on XNLI (configs/xnli_es.py with "
+            f"--config.init_from={model}) and pass that workdir"))
         if wd.head != "sequence_classification":
             raise FlaxlmError(f"{model}: a {wd.head} model; zero-shot needs a sequence "
                               "classifier fine-tuned on NLI")

@@ -20,7 +20,8 @@ import numpy as np
 from flaxlm import storage
 from flaxlm.checkpoint import read_params, write_params
 from flaxlm.convert.export import staged_dir
-from flaxlm.convert.model_io import Workdir, abstract_params, flatten, open_workdir, unflatten_like
+from flaxlm.convert.model_io import (Workdir, abstract_params, flatten, open_workdir,
+                                     refuse_electra_pair, unflatten_like)
 from flaxlm.convert.tokenizer_files import _hf_side_files, compare, load_hf_tokenizer
 from flaxlm.data.tokenizer_json import write_tokenizer_json
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, load_tokenizer
@@ -150,6 +151,10 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
     with storage.local_output(out) as local_out, contextlib.ExitStack() as stack:
         out = os.path.abspath(local_out)
         source = open_source(model, stack, tokenizer_dir)
+        # Checked before the corpus is counted: the pair's two towers share one embedding table.
+        refuse_electra_pair(source, "prune-vocab prunes one model", (
+            f"fine-tune the discriminator (init_from={model}) and prune that workdir, or prune "
+            "the generator that `flaxlm export` writes to OUT/generator"))
         tok, vocab = read_source_vocabulary(source, model)
         if options.uncase and tok.kind == "sentencepiece":
             sentencepiece_prune.check_uncasable(tok.path)
