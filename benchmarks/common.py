@@ -1,9 +1,9 @@
-"""Shapes of each run profile, thread pinning, and small statistics (standard library only)."""
+"""Shapes of each run profile, thread pinning, and small statistics (standard library only; the
+platform rule is flaxlm's, imported where it is used)."""
 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import math
 import os
 import statistics
@@ -75,12 +75,13 @@ def configure_threads(n: int) -> None:
 
 
 def default_platform_env() -> dict[str, str]:
-    """JAX_PLATFORMS=cpu where no accelerator is attached, so an installed libtpu does not probe."""
-    if os.environ.get("JAX_PLATFORMS"):
-        return {}
-    if glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
-        return {}
-    return {"JAX_PLATFORMS": "cpu"}
+    """JAX_PLATFORMS=cpu where no accelerator is attached, so an installed libtpu does not probe:
+    flaxlm/jax_platform.py's rule, for the workers' environment."""
+    # Read first: importing flaxlm applies the rule to this process's own environment.
+    chosen = os.environ.get("JAX_PLATFORMS", "")
+    from flaxlm.jax_platform import accelerator_nodes, platform_to_force
+    platform = platform_to_force({"JAX_PLATFORMS": chosen}, accelerator_nodes())
+    return {"JAX_PLATFORMS": platform} if platform else {}
 
 
 def median(xs) -> float:
