@@ -2,6 +2,7 @@
 
   python -m benchmarks.topology_table                 every row (hours on 2 shared CPU cores)
   python -m benchmarks.topology_table --only flare    rows whose label contains "flare"
+  python -m benchmarks.topology_table --only selectra-small --topology v5e-8    one row
   python -m benchmarks.topology_table --list
 
 Each row compiles the real train step (`flaxlm.aot.compile_train_step`, what `flaxlm compile`
@@ -29,6 +30,9 @@ RESULTS = os.path.join(REPO, "benchmarks", "results", "topology_table.jsonl")
 FLARE = "configs/flare_it_mlm.py"
 FLARE_PRUNED = "configs/flare_it.py"
 XLMR = "configs/xlmr_base_mlm.py"
+SELECTRA = {"small": "configs/selectra_small.py", "medium": "configs/selectra_medium.py"}
+DISTIL_MBERT = "configs/distil_mbert.py"
+MINILMV2 = "configs/minilmv2_l6_h384_from_xlmr.py"
 L12 = "--config.model.preset=minilm-l12-h384"
 BF16 = "--config.train.compute_dtype=bfloat16"
 # Recipe global batches are kept; accumulation is set so each chip sees a micro-batch of
@@ -82,6 +86,18 @@ def rows() -> list[Row]:
     out.append(Row("xlmr-large (1 chip)", XLMR, "v5e-1", (large, _accum(1024, 1))))
     out.append(Row("xlmr-large (data)", XLMR, "v5e-8", (large, _accum(1024, 8))))
     out.append(Row("xlmr-large (fsdp)", XLMR, "v5e-8", (large, _accum(1024, 8)), "1,8,1"))
+    # SELECTRA (configs/selectra_*.py): both ELECTRA towers in one step, the recipe's 128 × 512
+    # in bf16 (the configs compute in fp32, as the CPU sample run does).
+    for topology, chips in (("v5e-8", 8), ("v4-8", 4)):
+        for size, config in SELECTRA.items():
+            out.append(Row(f"selectra-{size} bf16 (data)", config, topology,
+                           (BF16, _accum(128, chips))))
+    # Distillation (issue 17): the frozen teacher's forward in the same step; its shapes come
+    # from the configs' teacher_preset. fsdp over the slice shards student and teacher.
+    out.append(Row("distil-mbert bf16 (fsdp)", DISTIL_MBERT, "v5e-8", (_accum(2048, 8),),
+                   "1,8,1"))
+    out.append(Row("mminilmv2 L6 from xlmr-large bf16 (fsdp)", MINILMV2, "v5e-8",
+                   (_accum(1024, 8),), "1,8,1"))
     return out
 
 
@@ -131,10 +147,12 @@ def _load() -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.topology_table")
     parser.add_argument("--only", default="", help="rows whose label or topology contains this")
+    parser.add_argument("--topology", default="", help="only the rows on this slice (e.g. v5e-8)")
     parser.add_argument("--list", action="store_true", help="print the rows' commands and exit")
     parser.add_argument("--table-only", action="store_true", help="print the table from results")
     args = parser.parse_args(argv)
-    selected = [r for r in rows() if args.only in r.label or args.only == r.topology]
+    selected = [r for r in rows() if (args.only in r.label or args.only == r.topology)
+                and args.topology in ("", r.topology)]
     if args.list:
         print("\n".join(r.command() for r in selected))
         return 0

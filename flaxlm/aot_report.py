@@ -96,9 +96,9 @@ def format_report(r: CompileReport) -> str:
         lines.append(
             f"  implied MFU {100 * r.mfu:.1f}% (every batch slot counted as real work): "
             f"{r.model_flops_per_step / 1e12:.4g} TFLOP/step "
-            f"(flaxlm/flops.py: 6·params·tokens + bidirectional attention + MLM head at masked "
-            f"slots) / step time / ({r.chips} × {r.peak_flops_per_chip / 1e12:.0f} TFLOP/s "
-            f"bf16 peak)")
+            f"(the objective's train_flops in flaxlm/flops.py's convention, both ELECTRA towers "
+            f"and a teacher's forward included) / step time / ({r.chips} × "
+            f"{r.peak_flops_per_chip / 1e12:.0f} TFLOP/s bf16 peak)")
     lines.append(f"  verdict: {r.verdict} on {r.topology}")
     return "\n".join(lines)
 

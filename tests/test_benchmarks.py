@@ -108,3 +108,21 @@ def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step.token*"])] == names[2:4]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])] == [
         "pipeline", "pipeline_step"]
+
+
+def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
+    # The rows added for SELECTRA and the distillation recipes keep the table's convention, and
+    # --topology narrows a label to one slice (what a serial, resumable run selects by).
+    from benchmarks import topology_table
+    from flaxlm import aot, run_config
+    recipes = [r for r in topology_table.rows()
+               if r.label.startswith(("selectra", "distil", "mminilmv2"))]
+    assert len(recipes) == 6
+    for row in recipes:
+        config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
+        chips = aot.parse_topology(row.topology).chips
+        per_chip = config.loop.batch_size // (chips * config.step.grad_accum_steps)
+        assert per_chip == topology_table.MICRO, row.command()
+        assert config.step.compute_dtype == "bfloat16", row.command()
+    assert topology_table.main(["--list", "--only", "selectra-small", "--topology", "v5e-8"]) == 0
+    assert capsys.readouterr().out.count("flaxlm compile") == 1
