@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--learning-rate", type=float, default=1e-3,
                     help="constant fine-tuning rate for both arms (the card's 1e-5 is for a "
                          "17M-parameter MiniLM and barely moves a demo-sized model in 90 steps)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="fine-tuning epochs for both arms (default: the POS config's 5)")
     ap.add_argument("--dropout", type=float, default=0.1,
                     help="hidden, attention and classifier dropout for both arms")
     args = ap.parse_args(argv)
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     os.chdir(REPO)  # the POS config names the UD files relative to the repository
     extra = [f"--config.train.learning_rate={args.learning_rate}",
              "--config.train.schedule=constant",
+             *([f"--config.finetune.epochs={args.epochs}"] if args.epochs else []),
              *(f"--config.model.{k}={args.dropout}"
                for k in ("hidden_dropout", "attention_dropout", "classifier_dropout"))]
     runs, arms = [], args.arms.split(",")

@@ -71,8 +71,10 @@ def accuracy_by_input(hf_dir: str, eval_batches: list[dict], mask_id: int) -> di
             rows_R, slots_R = np.nonzero(batch["masked_weights"] > 0)
             if not len(rows_R):
                 continue
-            logits_BxLxV = model(input_ids=torch.as_tensor(batch["input_ids"], dtype=torch.long),
-                                 attention_mask=torch.as_tensor(batch["attention_mask"])).logits
+            # Writable copies: the pipeline's arrays are read-only, which torch warns about.
+            logits_BxLxV = model(
+                input_ids=torch.from_numpy(np.array(batch["input_ids"], dtype=np.int64)),
+                attention_mask=torch.from_numpy(np.array(batch["attention_mask"]))).logits
             positions_R = batch["masked_positions"][rows_R, slots_R]
             predicted_R = logits_BxLxV[rows_R, positions_R].argmax(-1).numpy()
             label_R = batch["masked_labels"][rows_R, slots_R]
