@@ -6,7 +6,7 @@ Post-LN from scratch first sits on a unigram plateau (the commonest token at eve
 measured (docs/demo.md), both this model and transformers' own XLMRobertaForMaskedLM of the same
 shape on the same batches leave it only after ~1,200 steps at lr 1e-3, so the demo trains 3,000
 steps at 1e-3 (100 warmup, linear decay): held-out accuracy at <mask> slots 0.052 against the
-commonest-token baseline 0.035 (2026-12-02), where the old 1,000 steps at 3e-3 stayed at 0.027.
+commonest-token baseline 0.035 (2026-12-02); a 400-step run at 3e-3 had stayed at 0.027.
 Run:
   flaxlm tokenizer --corpus data/it/train.txt --vocab-size 4000 --type unigram --out runs/demo-tok
   flaxlm train --config configs/demo.py --workdir runs/demo --config.data.tokenizer=runs/demo-tok
