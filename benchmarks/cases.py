@@ -36,10 +36,11 @@ class Context:
 
     def spec(self, kind: str, **extra) -> dict:
         p = self.profile
-        return dict(kind=kind, name=kind, model=p.model, batch=p.batch, seq=p.seq,
-                    warmup=p.warmup, threads=self.threads, cache_dir=self.cache_dir,
-                    tokenizer_vocab=p.tokenizer_vocab, tokenizer_lines=p.tokenizer_lines,
-                    **extra)
+        # `extra` may replace the profile's shapes (an objective's `sized_spec`).
+        return {**dict(kind=kind, name=kind, model=p.model, batch=p.batch, seq=p.seq,
+                       warmup=p.warmup, threads=self.threads, cache_dir=self.cache_dir,
+                       tokenizer_vocab=p.tokenizer_vocab, tokenizer_lines=p.tokenizer_lines),
+                **extra}
 
     def worker(self, spec: dict):
         self.log(f"  starting {spec['name']}")
@@ -110,7 +111,7 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
     name = f"step.{objective}.v{vocab}"
     p = ctx.profile
     tokens = p.batch * p.seq
-    common = dict(objective=objective, vocab=vocab, arch=_arch(vocab), **obj.spec)
+    common = dict(objective=objective, vocab=vocab, arch=_arch(vocab), **obj.worker_spec(p))
     main = ctx.worker(ctx.spec("flaxlm-step", **common))
     all_main, peaks, rows, speedups = [], [], [], {}
     try:

@@ -4,9 +4,10 @@ An entry says how to build the flaxlm objective, how to make a synthetic in-memo
 shapes the real pipeline produces, and which reference implementations it is compared against.
 flaxlm is imported lazily so the coordinator (and the HF Flax virtualenv) never need it.
 
-To add an objective (e.g. ELECTRA): write `make_<name>` returning `(objective, batch_fn)` and
-register it with its baselines (and the runners' `objective` branch, benchmarks/runners/); every
-vocabulary in the profile then gets a row.
+To add an objective: write `make_<name>` returning `(objective, batch_fn)` and register it with
+its baselines (and the runners' `objective` branch, benchmarks/runners/); every vocabulary in the
+profile then gets a row, or, outside the smoke profile, the objective's own `sized_vocabs` and
+`sized_spec` shapes (ELECTRA runs at SELECTRA-small's).
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ class StepObjective:
     # {vocab: {baseline: minimum flaxlm speed-up}}, checked outside the smoke profile.
     speed_goals: dict = dataclasses.field(default_factory=dict)
     mfu_goal: float | None = 0.6  # flaxlm's MFU against the measured matmul peak
+    # The objective's own shapes outside the smoke profile (e.g. ELECTRA at SELECTRA-small):
+    # spec entries replacing the profile's ("model", "warmup"), and the vocabularies of its rows.
+    sized_spec: dict = dataclasses.field(default_factory=dict)
+    sized_vocabs: tuple[int, ...] = ()
+    in_smoke: bool = True  # False: no row in the smoke profile (keeps CI's smoke run short)
+
+    def vocabs(self, profile) -> tuple[int, ...]:
+        if profile.name == "smoke":
+            return profile.vocabs if self.in_smoke else ()
+        return self.sized_vocabs or profile.vocabs
+
+    def worker_spec(self, profile) -> dict:
+        return dict(self.spec, **({} if profile.name == "smoke" else self.sized_spec))
 
 
 def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
@@ -167,4 +181,35 @@ register(StepObjective(
     name="distilbert", make=_make_distilbert, baselines=(),
     description="DistilBERT distillation: the student's MLM step plus a frozen teacher's forward "
                 "(the student's width, twice its depth), soft targets and hidden-state cosine",
+    mfu_goal=None))
+
+
+def _make_electra(spec: dict):
+    from flaxlm.objectives.electra import Electra, ElectraConfig
+
+    def batch_fn(rng):
+        b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
+                      slots=spec.get("predictions", 0))
+        return {k: b[k] for k in FLAXLM_KEYS}
+    # The SELECTRA recipe's objective: generator 1/4 of the discriminator's width, temperature 1,
+    # loss = generator + 50 × discriminator.
+    objective = Electra(ElectraConfig(generator_hidden_fraction=spec["generator_hidden_fraction"]))
+    return objective, batch_fn
+
+
+# SELECTRA small's discriminator (configs/selectra_small.py, preset selectra-small); the
+# generator (12 × 64, 1 head, FFN 256) is derived from it on both sides.
+SELECTRA_SMALL = dict(hidden=256, layers=12, heads=4, ffn=1024, embedding=256)
+
+register(StepObjective(
+    name="electra", make=_make_electra,
+    baselines=("hf-torch-eager",),
+    description="ELECTRA pre-training (generator + 50 × discriminator, SELECTRA-small shapes)",
+    spec={"generator_hidden_fraction": 0.25},
+    sized_spec={"model": SELECTRA_SMALL, "warmup": 3},
+    sized_vocabs=(50_000,),
+    # Two towers to compile would lengthen tests/test_benchmarks.py's smoke run; the torch pair is
+    # checked on its own there (test_electra_torch_baseline_shares_embeddings).
+    in_smoke=False,
+    # Issue 15 asks for the comparison, with no speed or MFU goal.
     mfu_goal=None))

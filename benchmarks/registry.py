@@ -1,9 +1,9 @@
 """The benchmark cases: a name, what it measures, and a function producing table rows.
 
 Train-step cases are generated, one per (objective in `benchmarks.objectives.OBJECTIVES` with
-baselines, vocabulary in the profile): registering a new objective there adds its rows here. Other
-cases (`distill`, which runs the `distilbert` objective) register themselves with `@case(...)` in
-`benchmarks/cases.py`.
+baselines, vocabulary in the profile or the objective's own): registering a new objective there
+adds its rows here. Other cases (`distill`, which runs the `distilbert` objective) register
+themselves with `@case(...)` in `benchmarks/cases.py`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def all_cases(profile) -> list[Case]:
         Case(f"step.{obj.name}.v{vocab}",
              f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
              cases.run_step_case, {"objective": obj.name, "vocab": vocab})
-        for obj in OBJECTIVES.values() if obj.baselines for vocab in profile.vocabs]
+        for obj in OBJECTIVES.values() if obj.baselines for vocab in obj.vocabs(profile)]
     return generated + list(_STATIC)
 
 

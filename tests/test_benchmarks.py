@@ -101,10 +101,11 @@ def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     from benchmarks.common import PROFILES
     from benchmarks.registry import all_cases, select
     names = [c.name for c in all_cases(PROFILES["full"])]
-    assert names[:4] == ["step.mlm.v30522", "step.mlm.v250002",
-                         "step.token_classification.v30522", "step.token_classification.v250002"]
+    assert names[:5] == ["step.mlm.v30522", "step.mlm.v250002",
+                         "step.token_classification.v30522", "step.token_classification.v250002",
+                         "step.electra.v50000"]  # ELECTRA at its own size, SELECTRA-small's
     assert {"distill", "pipeline", "pipeline_step", "checkpoint"} <= set(names)
-    assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:4]
+    assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:5]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step.token*"])] == names[2:4]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])] == [
         "pipeline", "pipeline_step"]
@@ -126,3 +127,33 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
         assert config.step.compute_dtype == "bfloat16", row.command()
     assert topology_table.main(["--list", "--only", "selectra-small", "--topology", "v5e-8"]) == 0
     assert capsys.readouterr().out.count("flaxlm compile") == 1
+
+
+def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():
+    """The transformers ELECTRA pair: one embedding module, the generator's head tied to it, as
+    many parameters as flaxlm's pre-training model of the same shapes, and a step trains the
+    shared table."""
+    import jax
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from benchmarks.objectives import OBJECTIVES
+    from benchmarks.runners.flaxlm_step import model_config
+    from benchmarks.runners.hf_torch import build
+    spec = dict(kind="hf-torch-eager", objective="electra", arch="bert", vocab=300, batch=2,
+                seq=16, warmup=0, threads=1, generator_hidden_fraction=0.25,
+                model=dict(hidden=64, layers=2, heads=2, ffn=128, embedding=48))
+    step = build(spec)
+    disc, gen = step.discriminator.electra, step.generator
+    assert gen.electra.embeddings is disc.embeddings
+    assert gen.generator_lm_head.weight is disc.embeddings.word_embeddings.weight
+    assert gen.config.hidden_size == 16 and gen.config.num_attention_heads == 1
+    objective, _ = OBJECTIVES["electra"].make(spec)
+    model = objective.build_model(model_config(spec), nnx.Rngs(0))
+    flaxlm_count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert step.info["param_count"] == flaxlm_count
+    before = disc.embeddings.word_embeddings.weight.detach().clone()
+    result = step.run(1)
+    assert np.isfinite(result["loss"]) and result["times"][0] > 0
+    assert not torch.equal(before, disc.embeddings.word_embeddings.weight.detach())

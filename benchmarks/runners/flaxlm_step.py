@@ -17,6 +17,8 @@ def model_config(spec: dict):
         common.update(hidden_dropout=0.0, attention_dropout=0.0)
     if spec.get("num_labels"):
         common.update(num_labels=spec["num_labels"])
+    if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
+        common.update(embedding_size=m["embedding"])
     if spec["arch"] == "xlmr":
         return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=1, layer_norm_eps=1e-5, **common)

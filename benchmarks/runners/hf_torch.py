@@ -1,6 +1,6 @@
 """transformers (PyTorch) training steps: `BertForMaskedLM` / `XLMRobertaForMaskedLM` for the
 "mlm" objective, `BertForTokenClassification` / `XLMRobertaForTokenClassification` for
-"token_classification".
+"token_classification"; ELECTRA's generator + discriminator pair is in hf_torch_electra.py.
 
 Random weights from a config (no hub). HF's own losses: MLM logits at every position, token
 classification logits at every position, each cross-entropy where `labels != -100`. AdamW as flaxlm's: lr 1e-4, wd 0.01 except biases/LayerNorm, eps 1e-6,
@@ -105,5 +105,8 @@ def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name.lower()
 
 
-def build(spec: dict) -> TorchStep:
+def build(spec: dict):
+    if spec.get("objective") == "electra":  # two models and a sampling step: its own runner
+        from benchmarks.runners.hf_torch_electra import TorchElectraStep
+        return TorchElectraStep(spec)
     return TorchStep(spec)
