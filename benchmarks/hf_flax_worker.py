@@ -12,6 +12,7 @@ import time
 
 from benchmarks.common import configure_threads
 from benchmarks.protocol import serve
+from benchmarks.runners.shared import timed_steps
 
 
 class HFFlaxStep:
@@ -93,12 +94,7 @@ class HFFlaxStep:
         return float(loss)
 
     def run(self, n: int) -> dict:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            loss = self._step()
-            times.append(time.perf_counter() - t)
-        return {"times": times, "loss": loss}
+        return timed_steps(self._step, n)
 
 
 def _flatten(tree, prefix=()):

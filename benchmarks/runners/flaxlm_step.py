@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from benchmarks.runners.shared import timed_steps
+
 
 def model_config(spec: dict):
     from flaxlm.models.config import ModelConfig
@@ -115,12 +117,7 @@ class FlaxlmStep:
         return metrics
 
     def run(self, n: int) -> dict:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            metrics = self._step()
-            times.append(time.perf_counter() - t)
-        return {"times": times, "loss": float(metrics["loss"])}
+        return timed_steps(self._step, n, loss_of=lambda metrics: float(metrics["loss"]))
 
     def peak(self, size: int = 0, reps: int = 2) -> dict:
         """The matmul rate MFU is taken against, measured in this process between rounds."""

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from benchmarks.runners.shared import timed_steps
+
 
 def hf_config(spec: dict):
     m = spec["model"]
@@ -93,12 +95,7 @@ class TorchStep:
         return loss.detach().item()
 
     def run(self, n: int) -> dict:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            loss = self._step()
-            times.append(time.perf_counter() - t)
-        return {"times": times, "loss": loss}
+        return timed_steps(self._step, n)
 
 
 def _no_decay(name: str) -> bool:

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from benchmarks.runners.hf_torch import _no_decay
+from benchmarks.runners.shared import timed_steps
 
 
 def electra_configs(spec: dict):
@@ -118,12 +119,7 @@ class TorchElectraStep:
         return loss.detach().item()
 
     def run(self, n: int) -> dict:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            loss = self._step()
-            times.append(time.perf_counter() - t)
-        return {"times": times, "loss": loss}
+        return timed_steps(self._step, n)
 
 
 def build(spec: dict) -> TorchElectraStep:

@@ -1,8 +1,15 @@
-"""Pieces several runners share: the benchmark tokenizer and corpus, and a cached train program."""
+"""Pieces several runners share: the benchmark tokenizer and corpus, a cached train program, and
+the timing loop behind every `run(n)`.
+
+Standard library only at import time: benchmarks/hf_flax_worker.py imports `timed_steps` under a
+throwaway virtualenv that has no flaxlm installed (flaxlm is imported inside the functions).
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from typing import Any, Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(REPO, "data", "it", "train.txt")
@@ -45,3 +52,14 @@ def program_for(spec: dict):
         program, mesh, dtype = build_program(spec, objective)
         _PROGRAMS[key] = (program, mesh, dtype, batch_fn)
     return _PROGRAMS[key]
+
+
+def timed_steps(step: Callable[[], Any], n: int, loss_of: Callable[[Any], float] = float) -> dict:
+    """`run(n)`'s answer: the wall time of each of n calls of `step` (which returns only once its
+    work is done) and the last call's loss, read by `loss_of` after the clock stops."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = step()
+        times.append(time.perf_counter() - t)
+    return {"times": times, "loss": loss_of(out)}
