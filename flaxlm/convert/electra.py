@@ -23,7 +23,7 @@ from flax import nnx
 
 from flaxlm import storage
 from flaxlm.checkpoint import read_params, write_params
-from flaxlm.convert.hf_config import label_fields
+from flaxlm.convert.hf_config import check_heads_fill_hidden, label_fields
 from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
 from flaxlm.convert.model_io import flatten, param_count, unflatten_like
 from flaxlm.convert.parity import TOLERANCE, max_abs_diff, parity_record, torch_outputs
@@ -107,9 +107,7 @@ def electra_hf_config(config: ModelConfig, task: str, labels: list[str] | None =
     import transformers
 
     table = table_for("electra", task)
-    if config.dim_per_head * config.num_heads != config.hidden_size:
-        raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
-                          f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
+    check_heads_fill_hidden(config, table.hf_class)
     if config.type_vocab_size == 0:
         raise FlaxlmError(f"model.type_vocab_size=0: {table.hf_class} always adds a token-type "
                           "embedding")

@@ -145,6 +145,14 @@ def label_fields(labels: list[str] | None, num_labels: int) -> dict[str, dict]:
             "label2id": {name: i for i, name in enumerate(labels)}}
 
 
+def check_heads_fill_hidden(config: ModelConfig, hf_class: str) -> None:
+    """Refuse a model whose heads are not hidden_size wide together: transformers' encoders have no
+    head width of their own, they split hidden_size over the heads."""
+    if config.head_dim and config.head_dim * config.num_heads != config.hidden_size:
+        raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
+                          f"hidden_size={config.hidden_size}: {hf_class} cannot hold it")
+
+
 def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = None,
               eos_id: int | None = None, labels: list[str] | None = None):
     """The transformers config object of the (family, task) class for a flaxlm model."""
@@ -156,9 +164,7 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
     if config.arch == "electra":
         from flaxlm.convert.electra import electra_hf_config
         return electra_hf_config(config, task, labels)
-    if config.head_dim and config.head_dim * config.num_heads != config.hidden_size:
-        raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
-                          f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
+    check_heads_fill_hidden(config, table.hf_class)
     if config.embedding_dim != config.hidden_size:
         raise FlaxlmError(f"model.embedding_size={config.embedding_size} != hidden_size="
                           f"{config.hidden_size}: {table.hf_class} has no embedding projection")
@@ -232,9 +238,7 @@ def _distilbert_hf_config(config: ModelConfig, table: Table, task: str,
                           labels: list[str] | None):
     import transformers
 
-    if config.dim_per_head * config.num_heads != config.hidden_size:
-        raise FlaxlmError(f"model.head_dim={config.head_dim} × num_heads={config.num_heads} != "
-                          f"hidden_size={config.hidden_size}: {table.hf_class} cannot hold it")
+    check_heads_fill_hidden(config, table.hf_class)
     if config.embedding_dim != config.hidden_size:
         raise FlaxlmError(f"model.embedding_size={config.embedding_size} != hidden_size="
                           f"{config.hidden_size}: {table.hf_class} has no embedding projection")

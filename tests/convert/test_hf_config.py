@@ -3,14 +3,16 @@ transformers would build the PyTorch model with."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import transformers
 
-from flaxlm.convert.hf_config import model_config_from_hf
+from flaxlm.convert.hf_config import hf_config, model_config_from_hf
 from flaxlm.convert.import_hf import import_hf
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.config import ModelConfig
 from tests.convert.conftest import TOL, load_flax, make_hf_dir
 
 # Everything a checkpoint may leave to the config class's defaults.
@@ -58,3 +60,21 @@ def test_wrong_types_are_refused_by_transformers_with_the_field_named():
     cfg = {"model_type": "bert", "architectures": ["BertModel"], "num_hidden_layers": "six"}
     with pytest.raises(FlaxlmError, match="config.json: BertConfig refuses it: .*num_hidden_layers"):
         model_config_from_hf(cfg, "config.json")
+
+
+@pytest.mark.parametrize("arch,hf_class,type_vocab", [
+    ("bert", "BertForMaskedLM", 2),
+    ("distilbert", "DistilBertForMaskedLM", 0),
+    ("electra", "ElectraForMaskedLM", 2),
+])
+def test_head_width_transformers_cannot_hold_is_refused_for_every_family(arch, hf_class,
+                                                                        type_vocab):
+    config = ModelConfig(arch=arch, vocab_size=100, hidden_size=48, num_layers=1, num_heads=4,
+                         intermediate_size=64, max_position_embeddings=40,
+                         type_vocab_size=type_vocab, pad_token_id=0, layer_norm_eps=1e-12,
+                         head_dim=16)
+    config.validate()
+    with pytest.raises(FlaxlmError, match=f"^model.head_dim=16 × num_heads=4 != hidden_size=48: "
+                                          f"{hf_class} cannot hold it$"):
+        hf_config(config, "mlm")
+    hf_config(dataclasses.replace(config, head_dim=12), "mlm")  # 12 × 4 = 48: accepted
