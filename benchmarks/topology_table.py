@@ -47,7 +47,9 @@ class Row:
     config: str
     topology: str
     overrides: tuple[str, ...] = ()
-    mesh: str = ""  # DATA,FSDP,TENSOR; "" = the config's (all data-parallel)
+    # DATA,FSDP,TENSOR; "" = the config's own mesh.*: all data-parallel unless the config sets
+    # one (the distillation configs, distil_mbert.py and minilmv2_*.py, set fsdp=-1)
+    mesh: str = ""
 
     @property
     def key(self) -> str:
