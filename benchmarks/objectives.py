@@ -43,8 +43,12 @@ class StepObjective:
             return profile.vocabs if self.in_smoke else ()
         return self.sized_vocabs or profile.vocabs
 
+    def shapes(self, profile) -> dict:
+        """The spec entries that replace the profile's shapes for this objective's rows."""
+        return {} if profile.name == "smoke" else self.sized_spec
+
     def worker_spec(self, profile) -> dict:
-        return dict(self.spec, **({} if profile.name == "smoke" else self.sized_spec))
+        return dict(self.spec, **self.shapes(profile))
 
 
 def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,

@@ -19,6 +19,9 @@ class Case:
     description: str
     run: Callable  # (ctx, **params) -> list[Row]
     params: dict = dataclasses.field(default_factory=dict)
+    # Entries replacing the profile's shapes ("model", "warmup", ...) for this case, so that the
+    # report's header can describe what ran (ELECTRA runs at SELECTRA-small's model).
+    shapes: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -58,7 +61,7 @@ def all_cases(profile) -> list[Case]:
     generated = [
         Case(f"step.{obj.name}.v{vocab}",
              f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
-             cases.run_step_case, {"objective": obj.name, "vocab": vocab})
+             cases.run_step_case, {"objective": obj.name, "vocab": vocab}, obj.shapes(profile))
         for obj in OBJECTIVES.values() if obj.baselines for vocab in obj.vocabs(profile)]
     return generated + list(_STATIC)
 

@@ -23,7 +23,7 @@ import time
 
 from benchmarks.common import PROFILES, available_cpus, default_platform_env
 from benchmarks.protocol import WorkerError
-from benchmarks.registry import Row, all_cases, select
+from benchmarks.registry import Case, Row, all_cases, select
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,6 +69,27 @@ def format_table(rows: list[Row]) -> str:
         if i == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|---|")
     return "\n".join(lines)
+
+
+def format_shapes(profile, cases: list[Case], threads: int, steps: int) -> str:
+    """The header's shapes, those of the cases run: the profile's, unless every case replaces them
+    (`--only step.electra`: SELECTRA-small's model and warm-up); cases at other shapes are named."""
+    def shapes(c: Case | None) -> dict:
+        return {"model": profile.model, "batch": profile.batch, "seq": profile.seq,
+                "warmup": profile.warmup, **(c.shapes if c else {})}
+
+    def sizes(s: dict) -> str:
+        return f"model {s['model']}, batch {s['batch']} × seq {s['seq']}"
+
+    base = shapes(cases[0] if cases and all(c.shapes for c in cases) else None)
+    line = (f"{sizes(base)}, {threads} threads for XLA and torch alike (CPU affinity + "
+            f"torch.set_num_threads), medians of {steps} timed steps after {base['warmup']} "
+            "warm-up")
+    for c in cases:
+        s = shapes(c)
+        if s != base:
+            line += f"; {c.name}: {sizes(s)}, {s['warmup']} warm-up"
+    return line
 
 
 def format_targets(targets) -> str:
@@ -139,10 +160,7 @@ def main(argv=None) -> int:
         log(f"[{c.name}] done in {time.time() - t:.0f} s (load average {loads[c.name][0]:.1f})")
     elapsed = time.time() - started
 
-    shapes = (f"model {profile.model}, batch {profile.batch} × seq {profile.seq}, "
-              f"{threads} threads for XLA and torch alike (CPU affinity + torch.set_num_threads), "
-              f"medians of {steps} timed steps after {profile.warmup} warm-up")
-    print(f"\nflaxlm benchmarks ({profile.name}): {shapes}")
+    print(f"\nflaxlm benchmarks ({profile.name}): {format_shapes(profile, cases, threads, steps)}")
     print(f"command: {command.strip()}")
     print(format_table(rows))
     if ctx.targets:

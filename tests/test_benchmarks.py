@@ -157,3 +157,22 @@ def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():
     result = step.run(1)
     assert np.isfinite(result["loss"]) and result["times"][0] > 0
     assert not torch.equal(before, disc.embeddings.word_embeddings.weight.detach())
+
+
+def test_report_header_gives_the_shapes_of_the_cases_run():
+    # ELECTRA runs at SELECTRA-small's model and warm-up, not the profile's MiniLM: a header
+    # printing the profile's shapes for `--only step.electra` would describe another model.
+    from benchmarks.common import PROFILES
+    from benchmarks.objectives import SELECTRA_SMALL
+    from benchmarks.registry import all_cases, select
+    from benchmarks.run import format_shapes
+    full = PROFILES["full"]
+
+    def header(patterns):
+        return format_shapes(full, select(all_cases(full), patterns), threads=2, steps=6)
+    rest = ("batch 16 × seq 128, 2 threads for XLA and torch alike (CPU affinity + "
+            "torch.set_num_threads), medians of 6 timed steps after")
+    assert header(["step.electra"]) == f"model {SELECTRA_SMALL}, {rest} 3 warm-up"
+    assert header(["step.mlm"]) == f"model {full.model}, {rest} 1 warm-up"
+    assert header([]) == (f"model {full.model}, {rest} 1 warm-up; step.electra.v50000: "
+                          f"model {SELECTRA_SMALL}, batch 16 × seq 128, 3 warm-up")
