@@ -168,7 +168,8 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
         weights = os.path.join(tmp, "model.safetensors")
         save_safetensors(tensors, weights)
         hf_cfg.save_pretrained(tmp)
-        hf_tok = write_release_tokenizer(tok, tmp, config.max_seq_len)
+        hf_tok = write_release_tokenizer(tok, tmp, config.max_seq_len,
+                                         token_types=config.type_vocab_size > 0)
         compare(tok, hf_tok, config.vocab_size, f"export of {workdir}")
         torch_model = load_torch(tmp, wd.head)
         check_loaded_exactly(torch_model, tensors, table, table.passengers(config), weights,

@@ -203,6 +203,17 @@ def hf_config(config: ModelConfig, task: str = "mlm", *, bos_id: int | None = No
 _DISTILBERT_EPS = 1e-12
 
 
+def check_distilbert_token_dropout(config: ModelConfig) -> None:
+    """DistilBertForTokenClassification drops out before its classifier with its one `dropout`,
+    the body's rate: a classifier rate of its own could not be exported, so it is refused."""
+    if config.arch == "distilbert" and config.classifier_dropout != config.hidden_dropout:
+        raise FlaxlmError(
+            f"model.classifier_dropout={config.classifier_dropout} != model.hidden_dropout="
+            f"{config.hidden_dropout}: DistilBertForTokenClassification has one dropout rate "
+            "(`dropout`) for the encoder and the classifier; set model.classifier_dropout="
+            f"{config.hidden_dropout} (or both to one value)")
+
+
 def _distilbert_model_config(hf, source: str, task: str) -> ModelConfig:
     """DistilBertConfig → ModelConfig: its own field names, no token types, eps fixed."""
     for key, allowed in {"activation": ("gelu",), "sinusoidal_pos_embds": (False,),
@@ -251,6 +262,8 @@ def _distilbert_hf_config(config: ModelConfig, table: Table, task: str,
                        **label_fields(labels, config.num_labels)}
         if task == "sequence_classification":
             task_fields["seq_classif_dropout"] = config.classifier_dropout
+        elif task == "token_classification":
+            check_distilbert_token_dropout(config)
     return transformers.DistilBertConfig(
         architectures=[table.hf_class], vocab_size=config.vocab_size, dim=config.hidden_size,
         n_layers=config.num_layers, n_heads=config.num_heads,

@@ -39,7 +39,7 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def _hf_side_files(out_dir: str, kind: str, *, lowercase: bool, strip_accents: bool,
-                   model_max_length: int) -> None:
+                   model_max_length: int, token_types: bool = True) -> None:
     if kind == "sentencepiece":
         specials, config = XLMR_SPECIALS, {"tokenizer_class": "XLMRobertaTokenizer"}
     else:
@@ -47,6 +47,9 @@ def _hf_side_files(out_dir: str, kind: str, *, lowercase: bool, strip_accents: b
         # strip_accents written explicitly: BERT's default (None) would follow do_lower_case.
         config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
                   "strip_accents": strip_accents, "tokenize_chinese_chars": True}
+    if not token_types:
+        # As DistilBERT's own tokenizers: no token_type_ids for a model that reads none.
+        config["model_input_names"] = ["input_ids", "attention_mask"]
     _write_json(os.path.join(out_dir, "tokenizer_config.json"),
                 {**config, "model_max_length": model_max_length, **specials})
     _write_json(os.path.join(out_dir, "special_tokens_map.json"), specials)
@@ -84,13 +87,15 @@ def compare(tok: Tokenizer, hf_tok, vocab_size: int, where: str) -> None:
                               f"transformers {b[:12]}…")
 
 
-def write_release_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int):
-    """Writes the HF tokenizer files for `tok` into `out_dir`; returns the loaded HF tokenizer."""
+def write_release_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int,
+                            token_types: bool = True):
+    """Writes the HF tokenizer files for `tok` into `out_dir`; returns the loaded HF tokenizer.
+    `token_types=False` (a model without them, DistilBERT): it returns no token_type_ids."""
     native = SP_MODEL_FILE if tok.kind == "sentencepiece" else VOCAB_FILE
     source = native if os.path.exists(os.path.join(tok.path, native)) else TOKENIZER_JSON
     shutil.copyfile(os.path.join(tok.path, source), os.path.join(out_dir, source))
     _hf_side_files(out_dir, tok.kind, lowercase=tok.lowercase, strip_accents=tok.strip_accents,
-                   model_max_length=model_max_length)
+                   model_max_length=model_max_length, token_types=token_types)
     if source == native:
         # A fast-tokenizer file, so loading a 250k SentencePiece vocabulary needs no conversion.
         load_hf_tokenizer(out_dir).backend_tokenizer.save(os.path.join(out_dir, TOKENIZER_JSON))

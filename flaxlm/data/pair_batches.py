@@ -2,7 +2,9 @@
 
 Layout by tokenizer family, so a model trained here sees what its exported tokenizer produces:
   * wordpiece (BERT, ELECTRA): `[CLS] a [SEP]` / `[CLS] a [SEP] b [SEP]`, token types 0 for
-    `[CLS] a [SEP]` and 1 for `b [SEP]`;
+    `[CLS] a [SEP]` and 1 for `b [SEP]`; for a model without token types (DistilBERT,
+    `token_types=False`) the same ids with token types all 0, as DistilBERT's tokenizers give
+    no token_type_ids and its model reads none (the segments are told apart by [SEP] alone);
   * sentencepiece (XLM-R): `<s> a </s>` / `<s> a </s></s> b </s>`, token types all 0.
 A pair longer than `seq_len` is cut like transformers' `truncation="longest_first"`: the shorter
 segment keeps at most half of the room, the longer one the rest (on a tie the second segment
@@ -55,16 +57,19 @@ def special_tokens(tokenizer: Tokenizer, paired: bool) -> int:
 
 
 def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
-           label_ids: dict[str, int], truncation: str = "longest_first") -> Encoded:
+           label_ids: dict[str, int], truncation: str = "longest_first",
+           token_types: bool = True) -> Encoded:
+    """`token_types`: whether the model reads token types (model.type_vocab_size > 0)."""
     paired = examples[0].text_pair is not None
     first = [ids for ids, _ in tokenizer.encode_batch([e.text for e in examples])]
     second = ([ids for ids, _ in tokenizer.encode_batch([e.text_pair for e in examples])]
               if paired else [np.zeros(0, np.int32)] * len(examples))
     room = seq_len - special_tokens(tokenizer, paired)
     cls, sep = tokenizer.cls_id, tokenizer.sep_id
-    # XLM-R separates the segments with two </s>; BERT with one [SEP] and a token-type switch.
+    # XLM-R separates the segments with two </s>; BERT with one [SEP] and a token-type switch;
+    # DistilBERT with one [SEP] alone.
     middle = [sep, sep] if tokenizer.kind == "sentencepiece" else [sep]
-    second_type = 0 if tokenizer.kind == "sentencepiece" else 1
+    second_type = int(tokenizer.kind == "wordpiece" and token_types)
     ids_NxL = np.full((len(examples), seq_len), tokenizer.pad_id, np.int32)
     types_NxL = np.zeros((len(examples), seq_len), np.int32)
     lengths_N = np.zeros(len(examples), np.int64)

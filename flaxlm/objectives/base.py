@@ -40,6 +40,7 @@ class DataContext:
     host_batch_size: int
     process_index: int = 0
     process_count: int = 1
+    token_types: bool = True  # the model reads token_type_ids (model.type_vocab_size > 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,7 +86,9 @@ class SequenceClassification(ObjectiveDefaults):
         self.config.validate()
         self.labels: tuple[str, ...] = ()
         self._train_rows: dict[str, np.ndarray] | None = None  # encoded by `plan_data`
-        self._pairs_need_types = False  # BERT-style pairs: the second segment is token type 1
+        self._second_type = 0  # the token type of a pair's second segment (1: BERT-style pairs)
+        # Whether the data were encoded for a model with token types (None: no data planned).
+        self._token_types: bool | None = None
         self._num_labels: int | None = None  # of the model built
 
     # -- labels, data plan and model ------------------------------------------------------------
@@ -111,15 +113,16 @@ class SequenceClassification(ObjectiveDefaults):
 
     def _encode(self, ctx: DataContext, examples) -> pair_batches.Encoded:
         return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
-                                   {name: i for i, name in enumerate(self.labels)})
+                                   {name: i for i, name in enumerate(self.labels)},
+                                   token_types=ctx.token_types)
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
         """Reads and encodes the training data: the label set fixes the head's width."""
         examples = self._read_train(ctx.data)
         encoded = self._encode(ctx, examples)
         self._train_rows = encoded.rows
-        self._pairs_need_types = (examples[0].text_pair is not None
-                                  and ctx.tokenizer.kind == "wordpiece")
+        self._second_type = int(encoded.rows["token_type_ids"].max(initial=0))
+        self._token_types = ctx.token_types
         kind = "text pairs" if examples[0].text_pair is not None else "texts"
         return DataPlan(
             model_overrides={"num_labels": len(self.labels)},
@@ -130,9 +133,15 @@ class SequenceClassification(ObjectiveDefaults):
                 f"data.seq_len={ctx.data.seq_len} (longest segment first)",))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
-        if self._pairs_need_types and config.type_vocab_size < 2:
-            raise FlaxlmError("text pairs need token type 1 for the second segment, but "
+        if self._token_types not in (None, config.type_vocab_size > 0):
+            planned = "with" if self._token_types else "without"
+            raise FlaxlmError(f"the data were encoded for a model {planned} token types, but "
                               f"model.type_vocab_size={config.type_vocab_size}")
+        if self._second_type >= config.type_vocab_size > 0:
+            raise FlaxlmError("text pairs need token type 1 for the second segment, but "
+                              f"model.type_vocab_size={config.type_vocab_size} (a model without "
+                              "token types, 0 as DistilBERT, tells the segments apart by [SEP] "
+                              "alone)")
         self._num_labels = config.num_labels
         return SequenceClassifierModel(config, rngs=rngs)
 

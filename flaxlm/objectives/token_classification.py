@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flaxlm.convert.hf_config import check_distilbert_token_dropout
 from flaxlm.data import labelled, length_buckets
 from flaxlm.data.word_windows import Rows, batch_of, encode_rows
 from flaxlm.errors import FlaxlmError
@@ -107,6 +108,7 @@ class TokenClassification(ObjectiveDefaults):
 
     # -- model and weights -----------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> TokenClassifierModel:
+        check_distilbert_token_dropout(config)  # before training, not at export
         return TokenClassifierModel(config, rngs=rngs)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:

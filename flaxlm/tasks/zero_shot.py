@@ -86,7 +86,8 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
     pairs = [Example(text, template.format(label), "") for text in texts for label in labels]
     seq_len = min(wd.model.max_seq_len, MAX_SEQ_LEN)
     # The pipeline's truncation: the text is cut, never the hypothesis.
-    rows = pair_batches.encode(tokenizer, pairs, seq_len, {}, truncation="only_first").rows
+    rows = pair_batches.encode(tokenizer, pairs, seq_len, {}, truncation="only_first",
+                               token_types=wd.model.type_vocab_size > 0).rows
     batch = {k: rows[k] for k in pair_batches.ROW_KEYS}
     logits = jax.jit(lambda p, b: nnx.merge(graphdef, p)(b))(params, batch)
     logits_TxNxC = np.asarray(logits, np.float64).reshape(len(texts), len(labels), -1)

@@ -101,3 +101,28 @@ def test_train_stream_resumes_exactly_and_splits_over_processes(es_tokenizer):
     first_epoch = np.concatenate(whole)[:n]
     assert len({r.tobytes() for r in first_epoch}) == len({r.tobytes() for r in
                                                             rows["input_ids"]})
+
+
+def test_pairs_without_token_types_match_distilbert_tokenizers(es_wordpiece, tmp_path):
+    """A model without token types (DistilBERT) gets the BERT layout with no segment ids, as
+    DistilBertTokenizer and the release tokenizer export writes for such a model give it."""
+    from transformers import DistilBertTokenizer
+
+    hf_tok = write_release_tokenizer(es_wordpiece, str(tmp_path), 512, token_types=False)
+    distil_tok = DistilBertTokenizer.from_pretrained(str(tmp_path))
+    examples = [e for e in pairs.read_examples(DEV_TSV)
+                if all(list(es_wordpiece.encode_batch([t])[0][0])
+                       == hf_tok(t, add_special_tokens=False)["input_ids"]
+                       for t in (e.text, e.text_pair))]
+    assert len(examples) >= 40
+    encoded = pair_batches.encode(es_wordpiece, examples, 24, {}, token_types=False)
+    assert not encoded.rows["token_type_ids"].any() and encoded.truncated > 0
+    texts, text_pairs = [e.text for e in examples], [e.text_pair for e in examples]
+    for tok in (hf_tok, distil_tok):
+        expected = tok(texts, text_pairs, truncation=True, max_length=24, padding="max_length")
+        assert "token_type_ids" not in expected, type(tok).__name__
+        np.testing.assert_array_equal(encoded.rows["input_ids"], expected["input_ids"])
+        np.testing.assert_array_equal(encoded.rows["attention_mask"], expected["attention_mask"])
+    with_types = pair_batches.encode(es_wordpiece, examples, 24, {})
+    np.testing.assert_array_equal(with_types.rows["input_ids"], encoded.rows["input_ids"])
+    assert with_types.rows["token_type_ids"].any()

@@ -151,6 +151,29 @@ def test_wordpiece_pairs_need_two_token_types(es_wordpiece):
     nnx.eval_shape(lambda: objective.build_model(two, nnx.Rngs(0)))
 
 
+def test_pairs_for_a_model_without_token_types(es_wordpiece):
+    """DistilBERT (type_vocab_size=0): pairs are `[CLS] a [SEP] b [SEP]` with token types all 0,
+    and a model whose token types disagree with the data plan is refused."""
+    distilbert = preset("distilbert-base-multilingual", vocab_size=es_wordpiece.vocab_size,
+                        num_layers=1, hidden_size=36, num_heads=3, intermediate_size=50)
+    objective = SequenceClassification()
+    ctx = dataclasses.replace(_ctx(es_wordpiece), token_types=False)
+    planned = _planned(objective, ctx, distilbert)
+    nnx.eval_shape(lambda: objective.build_model(planned, nnx.Rngs(0)))
+    batch = next(objective.train_batches(ctx, 0))
+    assert not batch["token_type_ids"].any()
+    ids_B = batch["input_ids"]
+    assert ((ids_B == es_wordpiece.sep_id).sum(axis=1) == 2).all()  # one [SEP] between, one after
+    bert = dataclasses.replace(preset("tiny"), arch="bert", pooler=True, type_vocab_size=2)
+    with pytest.raises(FlaxlmError, match="encoded for a model without token types, but "
+                                          "model.type_vocab_size=2"):
+        objective.build_model(_planned(objective, ctx, bert), nnx.Rngs(0))
+    typed = SequenceClassification()
+    with pytest.raises(FlaxlmError, match="encoded for a model with token types, but "
+                                          "model.type_vocab_size=0"):
+        typed.build_model(_planned(typed, _ctx(es_wordpiece), distilbert), nnx.Rngs(0))
+
+
 def test_model_and_data_label_counts_must_agree(es_unigram):
     objective = SequenceClassification()
     # A model built for three labels (not the width its data plan gave).
