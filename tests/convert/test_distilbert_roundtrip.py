@@ -137,6 +137,8 @@ def test_distilbert_sequence_classifier_roundtrip_and_pipeline(tmp_path, tokeniz
     assert np.abs(t_pair_logits - t_pair_logits[:1]).max() > 0.01
     (prediction,) = classify([{"text": pairs[0].text, "text_pair": pairs[0].text_pair}])
     assert prediction["label"] == labels[int(np.argmax(pair_logits[0]))]
+    # The release (its tokenizer_config.json without token_type_ids) imports back.
+    assert import_hf(str(bundle), str(tmp_path / "again"))["logits_max_abs_diff"] <= TOL
 
 
 def _tiny_distilbert(**dropouts):
