@@ -108,7 +108,7 @@ class TokenClassification(ObjectiveDefaults):
 
     # -- model and weights -----------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> TokenClassifierModel:
-        check_distilbert_token_dropout(config)  # before training, not at export
+        check_distilbert_token_dropout(config)  # stops the run before training, not at export
         return TokenClassifierModel(config, rngs=rngs)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
