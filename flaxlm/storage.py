@@ -13,16 +13,16 @@ setting at all: see docs/scaling.md.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob as glob_lib
-import hashlib
 import io
 import os
 import shutil
 import tempfile
 from typing import IO, Iterator
 
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import STAND_INS, FlaxlmError
 
 REMOTE_PREFIXES = ("gs://",)
 
@@ -191,27 +191,98 @@ def same_bytes(a: str, b: str) -> bool:
         return fa.read() == fb.read()
 
 
-# The directories `local_copy` and `local_output` made → the remote paths they stand for.
-_ORIGINS: dict[str, str] = {}
+# Remote directory (no trailing "/") → (its listing when downloaded, the local copy).
+_DOWNLOADS: dict[str, tuple[tuple, str]] = {}
+# Every download directory made, with the id of the process that made it (see `_remove_downloads`).
+_DOWNLOAD_DIRS: list[tuple[int, str]] = []
+# Listings that change during a download are retried; a writer still at work after this many
+# downloads is an error rather than a silently mixed copy.
+_DOWNLOAD_TRIES = 3
 
 
 def local_copy(path: str) -> str:
     """A local directory holding `path`'s files (the path itself when local): tokenizer and
-    Hugging Face libraries read only local files. Remote directories are downloaded once per
-    process into a temporary directory named after the path."""
+    Hugging Face libraries read only local files. A remote directory is downloaded into a new
+    temporary directory, removed when the process exits.
+
+    Each call lists the remote directory (one request per thousand objects) and downloads again
+    only when a name, size or content checksum differs from the copy already made: a directory
+    rewritten in place (a tokenizer retrained into the same workdir) is never served stale, and an
+    unchanged one (tokenizers are loaded several times per run, an XLM-R large import is 2 GB) is
+    not downloaded twice. The listing is taken again after a download and the download repeated
+    if it changed, so a copy never mixes files from before and after a rewrite. An older copy
+    stays until exit, as a caller may still hold its path."""
     if not is_remote(path):
         return path
-    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
-    local = os.path.join(tempfile.gettempdir(), f"flaxlm-{os.getpid()}-{digest}")
-    _ORIGINS[local] = path
-    if not os.path.isdir(local):
-        staging = tempfile.mkdtemp(prefix=".flaxlm-download-")
-        try:
-            copy_tree(path, staging)
-            os.rename(staging, local)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    epath_of(path)  # gcsfs is installed
+    remote = path.rstrip("/")
+    listing = _listing(remote)
+    if not listing:
+        raise FlaxlmError(f"{path}: no such directory (no files under it)")
+    if remote in _DOWNLOADS and _DOWNLOADS[remote][0] == listing:
+        return _DOWNLOADS[remote][1]
+    for _ in range(_DOWNLOAD_TRIES):
+        local = _download(remote, listing)
+        now = _listing(remote)
+        if now == listing:
+            break
+        shutil.rmtree(local, ignore_errors=True)  # never handed out
+        listing = now
+    else:
+        raise FlaxlmError(f"{path}: its files changed during each of {_DOWNLOAD_TRIES} downloads; "
+                          "retry once whatever writes them has finished")
+    _DOWNLOADS[remote] = (listing, local)
+    STAND_INS[local] = path
     return local
+
+
+def _listing(remote: str) -> tuple[tuple[str, int, str], ...]:
+    """(name relative to `remote`, size, checksum) of each object under it. Checksums rather than
+    generations: re-uploading the same bytes needs no new download."""
+    import fsspec
+    gcs = fsspec.filesystem("gs")
+    root = remote[len("gs://"):]
+    entries = []
+    for name, info in gcs.find(root, detail=True).items():
+        rel = name[len(root) + 1:]
+        if name.startswith(root + "/") and rel and not rel.endswith("/"):  # not folder markers
+            checksum = info.get("crc32c") or info.get("md5Hash") or str(info.get("generation"))
+            entries.append((rel, int(info["size"]), checksum))
+    return tuple(sorted(entries))
+
+
+def _download(remote: str, listing: tuple[tuple[str, int, str], ...]) -> str:
+    """The objects of `listing` in a new temporary directory, registered for removal at exit."""
+    import fsspec
+    gcs = fsspec.filesystem("gs")
+    # realpath: messages built from a resolved path (symlink checks) still name the download.
+    local = os.path.realpath(tempfile.mkdtemp(prefix="flaxlm-download-"))
+    _DOWNLOAD_DIRS.append((os.getpid(), local))
+    try:
+        for rel, _, _ in listing:
+            parts = rel.split("/")
+            if any(part in ("", ".", "..") for part in parts):
+                # An object name is any string; this one would be written outside the copy.
+                raise FlaxlmError(f"{remote}/{rel}: an object name that is not a plain relative "
+                                  "path; refused")
+            target = os.path.join(local, *parts)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            gcs.get_file(f"{remote[len('gs://'):]}/{rel}", target)
+    except BaseException:
+        shutil.rmtree(local, ignore_errors=True)
+        raise
+    return local
+
+
+@atexit.register
+def _remove_downloads() -> None:
+    """Removes this process's downloads at exit (a pod's boot disk is small and its jobs are
+    relaunched after each preemption). Only directories this process made: a child forked after
+    a download inherits this handler and the list, and must leave its parent's copies alone.
+    Failures are ignored; nothing else is left to do at exit."""
+    for pid, local in _DOWNLOAD_DIRS:
+        if pid == os.getpid():
+            shutil.rmtree(local, ignore_errors=True)
 
 
 def recorded_name(path: str) -> str:
@@ -220,7 +291,7 @@ def recorded_name(path: str) -> str:
     if is_remote(path):
         return path
     path = os.path.abspath(path)
-    for local, remote in _ORIGINS.items():
+    for local, remote in STAND_INS.items():
         if path == local or path.startswith(local + os.sep):
             return remote.rstrip("/") + path[len(local):]
     return path
@@ -233,7 +304,7 @@ def local_output(path: str) -> Iterator[str]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix=".flaxlm-upload-") as staging:
-        _ORIGINS[staging] = path
+        STAND_INS[staging] = path
         yield staging
         copy_tree(staging, path)
 

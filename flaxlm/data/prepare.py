@@ -181,7 +181,8 @@ def prepare_shards(
     if not total:
         raise FlaxlmError(f"{', '.join(input_files)}: the text yields no tokens")
     meta = {
-        "tokenizer": os.path.abspath(tokenizer.path),
+        # A gs:// tokenizer by its gs:// name, not by its download (removed at exit).
+        "tokenizer": storage.recorded_name(tokenizer.path),
         "seq_len": seq_len,
         "vocab_size": tokenizer.vocab_size,
         "files": names,

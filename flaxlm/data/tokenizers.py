@@ -49,6 +49,8 @@ class Tokenizer:
     special_ids: tuple[int, ...]
     lowercase: bool
     strip_accents: bool
+    # The local directory read: a `gs://` tokenizer's download, which is removed at exit, so
+    # records name it by `storage.recorded_name(path)`.
     path: str
     # texts -> [(ids int32, word starts bool)], one backend per model file (see the loaders).
     _encode: Callable[[list[str]], list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
