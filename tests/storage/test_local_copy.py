@@ -133,3 +133,17 @@ def test_tokenizer_errors_name_the_gs_path(gcs_emulator):
     with pytest.raises(FlaxlmError) as damaged:
         load_tokenizer(root)
     assert str(damaged.value).startswith(f"{root}/sentencepiece.bpe.model cannot be read")
+
+
+def test_prepared_shards_record_a_gs_tokenizer_by_its_gs_path(gcs_emulator, tiny_tokenizer_dir,
+                                                              tmp_path):
+    """Not by its download, which is gone once `flaxlm prepare` exits."""
+    from flaxlm.data.prepare import prepare_shards
+    from flaxlm.data.tokenizers import load_tokenizer
+    tokenizer = f"gs://{BUCKET}/prepared/tokenizer"
+    storage.copy_tree(tiny_tokenizer_dir, tokenizer)
+    text = tmp_path / "text.txt"
+    text.write_text("Roma è la capitale d'Italia.\n", encoding="utf-8")
+    meta = prepare_shards([str(text)], load_tokenizer(tokenizer), str(tmp_path / "shards"),
+                          seq_len=16, num_shards=1)
+    assert meta["tokenizer"] == tokenizer
