@@ -168,6 +168,9 @@ def copy_tree(src: str, dst: str) -> None:
         shutil.copytree(src, dst, dirs_exist_ok=True)
         return
     for name in listdir(src):
+        if name in ("", ".", ".."):
+            # Object names are any strings: `dir/../x` lists as `..` and would land outside `dst`.
+            raise FlaxlmError(f"{src}/{name}: not a plain file or directory name; refused")
         s, d = os.path.join(src, name), os.path.join(dst, name)
         if isdir(s):
             copy_tree(s, d)
@@ -219,8 +222,9 @@ def local_copy(path: str) -> str:
     listing = _listing(remote)
     if not listing:
         raise FlaxlmError(f"{path}: no such directory (no files under it)")
-    if remote in _DOWNLOADS and _DOWNLOADS[remote][0] == listing:
-        return _DOWNLOADS[remote][1]
+    known, local = _DOWNLOADS.get(remote, ((), ""))
+    if known == listing and os.path.isdir(local):  # (a tmp cleaner may have removed it)
+        return local
     for _ in range(_DOWNLOAD_TRIES):
         local = _download(remote, listing)
         now = _listing(remote)
@@ -238,7 +242,8 @@ def local_copy(path: str) -> str:
 
 def _listing(remote: str) -> tuple[tuple[str, int, str], ...]:
     """(name relative to `remote`, size, checksum) of each object under it. Checksums rather than
-    generations: re-uploading the same bytes needs no new download."""
+    generations: re-uploading the same bytes needs no new download. MD5 where the object has one
+    (composite uploads have CRC32C only)."""
     import fsspec
     gcs = fsspec.filesystem("gs")
     root = remote[len("gs://"):]
@@ -246,7 +251,7 @@ def _listing(remote: str) -> tuple[tuple[str, int, str], ...]:
     for name, info in gcs.find(root, detail=True).items():
         rel = name[len(root) + 1:]
         if name.startswith(root + "/") and rel and not rel.endswith("/"):  # not folder markers
-            checksum = info.get("crc32c") or info.get("md5Hash") or str(info.get("generation"))
+            checksum = info.get("md5Hash") or info.get("crc32c") or str(info.get("generation"))
             entries.append((rel, int(info["size"]), checksum))
     return tuple(sorted(entries))
 

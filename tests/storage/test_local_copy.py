@@ -91,6 +91,21 @@ def test_a_directory_rewritten_during_its_download_is_downloaded_again(gcs_emula
         assert f.read() == "new"
 
 
+def test_an_object_name_that_leaves_the_directory_is_refused(gcs_emulator, tmp_path,
+                                                             monkeypatch):
+    """Object names are any strings; an untrusted HF directory may hold `a/../../x`."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "a"))  # where `../..` would land
+    (tmp_path / "a").mkdir()
+    root = f"gs://{BUCKET}/escape/dir"
+    storage.write_text(f"{root}/config.json", "{}")
+    storage.write_text(f"{root}/../../escaped.txt", "x")
+    with pytest.raises(FlaxlmError, match=f"{root}/../../escaped.txt: an object name that is not"):
+        storage.local_copy(root)
+    with pytest.raises(FlaxlmError, match=f"{root}/..: not a plain file or directory name"):
+        storage.copy_tree(root, str(tmp_path / "a" / "copy"))
+    assert not [files for _, _, files in os.walk(tmp_path) if "escaped.txt" in files]
+
+
 def test_messages_name_the_remote_path_not_its_download():
     STAND_INS["/tmp/flaxlm-download-ab12"] = "gs://b/model/"
     try:
