@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-# Local directory → the `gs://` path it stands for: `flaxlm.storage`'s downloads and upload staging
-# directories, filled in as it makes them.
+# Local directory → the `gs://` path it stands for: `flaxlm.storage`'s downloads and upload
+# staging directories, filled in as it makes them.
 STAND_INS: dict[str, str] = {}
 
 
