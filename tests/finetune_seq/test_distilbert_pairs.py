@@ -2,23 +2,20 @@
 the release's tokenizer and DistilBertForSequenceClassification, run as transformers users run
 them, give flaxlm's logits on pair inputs."""
 
-import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import write_params
 from flaxlm.convert.export import export
-from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
 from flaxlm.convert.parity import flax_outputs
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import read_examples
 from flaxlm.models.config import preset
 from tests.conftest import REPO
+from tests.finetune_seq.mlm_workdir import write_mlm_workdir
 from tests.convert.conftest import TOL, load_flax
 
 CONFIG = os.path.join(REPO, "configs", "pairs_es_same_doc.py")
@@ -44,16 +41,7 @@ def _distilbert_workdir(path, tokenizer) -> None:
     config = preset("distilbert-base-multilingual", vocab_size=tokenizer.vocab_size,
                     hidden_size=36, num_layers=3, num_heads=3, intermediate_size=50,
                     max_position_embeddings=40, pad_token_id=tokenizer.pad_id)
-    os.makedirs(path)
-    shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {}, "model": dataclasses.asdict(config), "objective": "mlm",
-                   "head": "mlm", "tokenizer": "tokenizer"}, f)
-    _, abstract = abstract_params(config, "mlm")
-    rng = np.random.default_rng(0)
-    flat = {name: (rng.normal(0, 0.2, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flatten(abstract).items()}
-    write_params(path, 3, unflatten_like(abstract, flat), {"step": 3})
+    write_mlm_workdir(path, tokenizer, config, std=0.2, step=3)
 
 
 @pytest.mark.slow  # a train step, an eval step and export's parity check compile

@@ -6,18 +6,15 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 
-import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import write_params
-from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
 from flaxlm.metrics_log import read_metrics
 from flaxlm.models.config import preset
 from tests.conftest import REPO
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
+from tests.finetune_seq.mlm_workdir import write_mlm_workdir
 
 CONFIG = os.path.join(REPO, "configs", "pairs_es_same_doc.py")
 
@@ -26,17 +23,7 @@ def _mlm_workdir(path, tokenizer):
     """A pre-trained MLM workdir as `flaxlm train` leaves it (params-only checkpoint)."""
     config = dataclasses.replace(preset("tiny"), vocab_size=tokenizer.vocab_size,
                                  pad_token_id=tokenizer.pad_id)
-    os.makedirs(path)
-    shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
-    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {}, "model": dataclasses.asdict(config), "objective": "mlm",
-                   "head": "mlm", "tokenizer": "tokenizer"}, f)
-    _, abstract = abstract_params(config, "mlm")
-    rng = np.random.default_rng(0)
-    flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flatten(abstract).items()}
-    write_params(path, 7, unflatten_like(abstract, flat), {"step": 7})
-    return flat
+    return write_mlm_workdir(path, tokenizer, config, std=0.1, step=7)
 
 
 @pytest.mark.slow  # ~40-80 s here: a train step, an eval step and export's parity check compile
