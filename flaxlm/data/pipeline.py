@@ -44,6 +44,8 @@ class DataConfig:
     mask_rate: float = 0.15  # fraction of words chosen
     mask_token_rate: float = 0.8  # of chosen tokens: replaced by the mask id …
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
+    # False: every non-special token is its own "word" (BERT's and ELECTRA's token-level masking).
+    whole_word_masking: bool = True
     shuffle_buffer: int = 10_000  # streamed sources only
     test_files: tuple[str, ...] = ()  # fine-tuning: evaluated once on the best epoch's weights
     # Fine-tuning k-fold (flaxlm/tasks/finetune_config.py): with folds >= 2 and fold >= 0, train
@@ -101,7 +103,9 @@ def make_masker(
 
     Whole-word masking: k = max(1, round(mask_rate · words)) words are drawn by random scores and
     taken in score order while their tokens fit in M (two greedy passes, so one long word does not
-    end the draw); every sub-token of a taken word is a prediction.
+    end the draw); every sub-token of a taken word is a prediction. With
+    `cfg.whole_word_masking=False` every token starts a word: k = max(1, round(mask_rate ·
+    maskable tokens)) distinct tokens, at most M.
     Each prediction independently becomes the mask id / a random non-special token / itself.
     Special tokens and padding are never in a word, hence never masked.
     The whole batch is masked by one set of ops (per-example maps cost ~30 op launches per row),
@@ -120,6 +124,8 @@ def make_masker(
 
     def mask(g_B, ids_BxL, word_starts_BxL):
         batch = tf.shape(ids_BxL)[0]
+        if not cfg.whole_word_masking:
+            word_starts_BxL = tf.ones_like(word_starts_BxL)
         g_B = tf.cast(g_B, tf.int64)
         maskable_BxL = ~tf.reduce_any(ids_BxL[:, :, None] == specials_S, axis=2)
         # Word number of each token; -1 before the first word start (cannot happen for packed data).

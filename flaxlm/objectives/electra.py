@@ -1,16 +1,25 @@
 """ELECTRA: a small generator fills masked words, the discriminator spots the replaced tokens.
 
-Batches are MLM's (dynamic whole-word masking, `flaxlm.data.pipeline`), with ELECTRA's split of
-the chosen tokens: 85% become [MASK], 15% stay themselves, none are random
-(google-research/electra `pretrain_helpers.mask`). In the step:
-  1. the generator predicts the masked tokens (cross-entropy over prediction slots);
-  2. a replacement is sampled at every slot from the generator's softmax (Gumbel-max over
-     logits / temperature), without gradient, as ELECTRA's `sample_from_softmax`;
+Each step follows google-research/electra (commit 8a46635) `run_pretraining.py` and
+`pretrain/pretrain_helpers.py`; docs/electra.md lists every switch with its upstream line.
+Batches are MLM's (dynamic whole-word masking, `flaxlm.data.pipeline`; token-level, as upstream's
+`pretrain_helpers.mask`, with `whole_word_masking=False`), with ELECTRA's split of the chosen
+tokens: 85% become [MASK], 15% stay themselves, none are random (`pretrain_helpers.py:201-205`).
+In the step:
+  1. the generator predicts the masked tokens (cross-entropy over prediction slots,
+     `get_softmax_output`, `run_pretraining.py:271-285`); with `uniform_generator` its logits are
+     all zero (`run_pretraining.py:167-173`);
+  2. a replacement is sampled at every slot, without gradient, as `_get_fake_data` +
+     `sample_from_softmax` (`run_pretraining.py:220-230`, `pretrain_helpers.py:222-229`):
+     argmax(logits / temperature − 1000 · [token = original if `disallow_correct`] + Gumbel
+     noise), over the whole vocabulary (upstream excludes no token from sampling, special ones
+     included);
   3. the discriminator reads the input with the samples put in, and learns, at every non-padding
      token, whether it differs from the original. A sample that equals the original counts as
-     original (`_get_fake_data`: labels = masked and changed).
+     original (`run_pretraining.py:234-235`: labels = masked and changed); the loss is the mean
+     sigmoid cross-entropy over `input_mask` (`run_pretraining.py:203-209`).
 Total = generator_weight · generator loss + discriminator_weight · discriminator loss (1 and 50,
-`configure_pretraining.py`). The two terms have different counts (prediction slots, tokens):
+`configure_pretraining.py:38-39`). The two terms have different counts (prediction slots, tokens):
 both come from `normalizers` over the whole global batch, so accumulation is exact.
 """
 
@@ -41,8 +50,10 @@ _EVAL_SAMPLING_SEED = 0
 @dataclasses.dataclass(frozen=True)
 class ElectraConfig:
     """`objective.electra.*` keys; defaults are google-research/electra's
-    `configure_pretraining.py` (mask_prob, generator_hidden_size, generator_layers, temperature,
-    gen_weight, disc_weight) and `pretrain_helpers.mask` (85% [MASK], the rest kept)."""
+    `configure_pretraining.py` (mask_prob :40, generator_hidden_size :75, generator_layers :74,
+    temperature :79, disallow_correct :76, uniform_generator :69, gen_weight :38, disc_weight
+    :39) and `pretrain_helpers.mask` (85% [MASK], the rest kept, :201-205), except
+    `whole_word_masking` (flaxlm's default; upstream masks single tokens)."""
 
     mask_rate: float = 0.15  # fraction of words chosen for prediction
     mask_token_rate: float = 0.85  # of chosen tokens: replaced by [MASK] …
@@ -53,6 +64,12 @@ class ElectraConfig:
     temperature: float = 1.0  # of the generator's softmax when sampling replacements
     generator_weight: float = 1.0
     discriminator_weight: float = 50.0
+    # Sample only tokens that differ from the original (upstream: −1000 on its logit).
+    disallow_correct: bool = False
+    # Replacements drawn uniformly from the vocabulary: the generator's logits are all zero.
+    uniform_generator: bool = False
+    # flaxlm's default; False: token-level masking, as upstream (`pretrain_helpers.mask`).
+    whole_word_masking: bool = True
 
     def validate(self) -> None:
         def fail(key, rule):
@@ -69,6 +86,9 @@ class ElectraConfig:
         for key in ("generator_weight", "discriminator_weight"):
             if getattr(self, key) < 0:
                 fail(key, "must be ≥ 0")
+
+    def masked_data(self, data: pipeline.DataConfig) -> pipeline.DataConfig:
+        return dataclasses.replace(data, whole_word_masking=self.whole_word_masking)
 
     def masking(self) -> MaskedLMConfig:
         return MaskedLMConfig(mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
@@ -92,10 +112,23 @@ def replace_at(ids_BxL, positions_BxM, weights_BxM, new_BxM) -> jax.Array:
     return ids_BxL.at[rows_Bx1, target_BxM].set(new_BxM.astype(ids_BxL.dtype), mode="drop")
 
 
-def sample_tokens(logits_BxMxV: jax.Array, key: jax.Array, temperature: float) -> jax.Array:
-    """Token ids drawn from softmax(logits / temperature) by the Gumbel-max trick, no gradient."""
+def sample_tokens(logits_BxMxV: jax.Array, key: jax.Array, temperature: float,
+                  disallow_BxM: jax.Array | None = None) -> jax.Array:
+    """Token ids drawn from softmax(logits / temperature) by the Gumbel-max trick, no gradient;
+    `disallow_BxM`: a token id per slot whose logit is lowered by 1000 first (upstream's
+    `disallow_correct`)."""
     gumbel_BxMxV = jax.random.gumbel(key, logits_BxMxV.shape, jnp.float32)
+    return sample_with_noise(logits_BxMxV, gumbel_BxMxV, temperature, disallow_BxM)
+
+
+def sample_with_noise(logits_BxMxV, gumbel_BxMxV, temperature: float,
+                      disallow_BxM: jax.Array | None = None) -> jax.Array:
+    """argmax(logits / temperature − 1000 · one_hot(disallow) + Gumbel noise), as upstream's
+    `_get_fake_data` divides by the temperature before `sample_from_softmax` subtracts."""
     scaled_BxMxV = jax.lax.stop_gradient(logits_BxMxV) / temperature
+    if disallow_BxM is not None:
+        scaled_BxMxV = scaled_BxMxV - 1000.0 * jax.nn.one_hot(
+            disallow_BxM, logits_BxMxV.shape[-1], dtype=scaled_BxMxV.dtype)
     return jnp.argmax(scaled_BxMxV + gumbel_BxMxV, axis=-1).astype(jnp.int32)
 
 
@@ -111,6 +144,9 @@ class Electra(ObjectiveDefaults):
     head = "electra"
     Config = ElectraConfig
     summary_keys = ("loss", "generator_accuracy", "discriminator_accuracy", "replaced_recall")
+    # Numbers of `jax.random.split(step_key, 3)`: generator dropout, sampling noise, discriminator
+    # dropout.
+    _SAMPLE_KEY = 1
 
     def __init__(self, config: ElectraConfig | None = None):
         self.config = config or ElectraConfig()
@@ -126,11 +162,14 @@ class Electra(ObjectiveDefaults):
         return ElectraPreTrainingModel(config, rngs=rngs, generator=self.generator_config(config))
 
     # -- data ----------------------------------------------------------------------------------
+    def _context(self, ctx: DataContext) -> DataContext:
+        return dataclasses.replace(ctx, data=self.config.masked_data(ctx.data))
+
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
-        return self._masked_lm.train_batches(ctx, start_example)
+        return self._masked_lm.train_batches(self._context(ctx), start_example)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        return self._masked_lm.eval_batches(ctx)
+        return self._masked_lm.eval_batches(self._context(ctx))
 
     def batch_spec(self, global_batch: int, data: pipeline.DataConfig) -> dict:
         return self._masked_lm.batch_spec(global_batch, data)
@@ -144,9 +183,16 @@ class Electra(ObjectiveDefaults):
                                            1.0),
                 "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
 
+    def sampling_noise(self, dropout_key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """The Gumbel noise `loss` adds to the generator's logits_BxMxV for this step key (what a
+        reference implementation needs to draw the same replacements)."""
+        sample_key = jax.random.split(dropout_key, 3)[self._SAMPLE_KEY]
+        return jax.random.gumbel(sample_key, shape, jnp.float32)
+
     def _forward(self, model: ElectraPreTrainingModel, batch: Batch, *, dtype,
-                 dropout_key: jax.Array | None):
-        """(Σ generator xent, Σ generator correct, discriminator logits_BxL, replaced_BxL)."""
+                 dropout_key: jax.Array | None) -> dict[str, jax.Array]:
+        """The generator's slot outputs, the samples, and the discriminator's logits_BxL with
+        their labels replaced_BxL."""
         if dropout_key is None:
             generator_key = discriminator_key = None
             sample_key = jax.random.fold_in(jax.random.key(_EVAL_SAMPLING_SEED),
@@ -154,10 +200,15 @@ class Electra(ObjectiveDefaults):
         else:
             generator_key, sample_key, discriminator_key = jax.random.split(dropout_key, 3)
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
+        labels_BxM = batch["masked_labels"]
         logits_BxMxV = model.generator_logits(batch, dtype=dtype, dropout_key=generator_key)
-        xent_sum, correct_sum = masked_xent_sums(logits_BxMxV, batch["masked_labels"], weights_BxM)
+        if self.config.uniform_generator:
+            # Upstream builds no generator tower then; its (constant) loss is log V.
+            logits_BxMxV = jnp.zeros_like(logits_BxMxV)
+        xent_sum, correct_sum = masked_xent_sums(logits_BxMxV, labels_BxM, weights_BxM)
 
-        sampled_BxM = sample_tokens(logits_BxMxV, sample_key, self.config.temperature)
+        sampled_BxM = sample_tokens(logits_BxMxV, sample_key, self.config.temperature,
+                                    labels_BxM if self.config.disallow_correct else None)
         original_BxL = original_ids(batch)
         corrupted_BxL = replace_at(original_BxL, batch["masked_positions"], weights_BxM,
                                    sampled_BxM)
@@ -166,15 +217,31 @@ class Electra(ObjectiveDefaults):
         disc_logits_BxL = model.discriminator_logits(
             corrupted_BxL, batch["attention_mask"], batch.get("token_type_ids"), dtype=dtype,
             dropout_key=discriminator_key)
-        return xent_sum, correct_sum, disc_logits_BxL, replaced_BxL
+        # Slots whose input was changed ([MASK], or a random token) and slots left as themselves:
+        # the generator's accuracy differs a lot between them (a kept token is in its input).
+        seen_BxM = jnp.take_along_axis(batch["input_ids"], batch["masked_positions"], axis=1)
+        changed_BxM = (seen_BxM != labels_BxM).astype(jnp.float32) * weights_BxM
+        label_logit_BxM = jnp.take_along_axis(logits_BxMxV, labels_BxM[..., None], -1)[..., 0]
+        right_BxM = (label_logit_BxM >= logits_BxMxV.max(axis=-1)).astype(jnp.float32)
+        return {"xent_sum": xent_sum, "correct_sum": correct_sum,
+                "disc_logits_BxL": disc_logits_BxL, "replaced_BxL": replaced_BxL,
+                "changed_BxM": changed_BxM, "right_BxM": jax.lax.stop_gradient(right_BxM),
+                "sampled_right_BxM": (sampled_BxM == labels_BxM).astype(jnp.float32)}
 
-    def _sums(self, batch, xent_sum, correct_sum, disc_logits_BxL, replaced_BxL) -> dict:
+    def _sums(self, batch, out: Mapping[str, jax.Array]) -> dict:
+        disc_logits_BxL, replaced_BxL = out["disc_logits_BxL"], out["replaced_BxL"]
+        weights_BxM = batch["masked_weights"].astype(jnp.float32)
+        changed_BxM = out["changed_BxM"]
         tokens_BxL = (batch["attention_mask"] > 0).astype(jnp.float32)
         predicted_BxL = (disc_logits_BxL > 0).astype(jnp.float32) * tokens_BxL
         correct_BxL = (predicted_BxL == replaced_BxL).astype(jnp.float32) * tokens_BxL
         return {
-            "generator_loss_sum": xent_sum, "generator_correct_sum": correct_sum,
-            "predictions": jnp.sum(batch["masked_weights"].astype(jnp.float32)),
+            "generator_loss_sum": out["xent_sum"], "generator_correct_sum": out["correct_sum"],
+            "predictions": jnp.sum(weights_BxM),
+            "changed_slots": jnp.sum(changed_BxM),
+            "changed_correct": jnp.sum(out["right_BxM"] * changed_BxM),
+            "kept_correct": jnp.sum(out["right_BxM"] * (weights_BxM - changed_BxM)),
+            "sampled_correct": jnp.sum(out["sampled_right_BxM"] * weights_BxM),
             "discriminator_loss_sum": jnp.sum(sigmoid_xent(disc_logits_BxL, replaced_BxL)
                                               * tokens_BxL),
             "discriminator_correct_sum": jnp.sum(correct_BxL),
@@ -188,7 +255,7 @@ class Electra(ObjectiveDefaults):
              normalizers: Mapping[str, jax.Array], *, dtype,
              dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         outputs = self._forward(model, batch, dtype=dtype, dropout_key=dropout_key)
-        sums = self._sums(batch, *outputs)
+        sums = self._sums(batch, outputs)
         total = (self.config.generator_weight * sums["generator_loss_sum"]
                  / normalizers["predictions"]
                  + self.config.discriminator_weight * sums["discriminator_loss_sum"]
@@ -205,6 +272,14 @@ class Electra(ObjectiveDefaults):
                      + self.config.discriminator_weight * discriminator_loss),
             "generator_loss": generator_loss,
             "generator_accuracy": sums["generator_correct_sum"] / predictions,
+            # At slots whose input was [MASK] (or random) and at slots kept as themselves.
+            "generator_accuracy_masked": sums["changed_correct"]
+            / jnp.maximum(sums["changed_slots"], 1.0),
+            "generator_accuracy_kept": sums["kept_correct"]
+            / jnp.maximum(sums["predictions"] - sums["changed_slots"], 1.0),
+            # How often the sample equals the original (upstream's sampled_masked_lm_accuracy):
+            # those slots are labelled "original".
+            "sampled_accuracy": sums["sampled_correct"] / predictions,
             "discriminator_loss": discriminator_loss,
             "discriminator_accuracy": sums["discriminator_correct_sum"] / tokens,
             "replaced_precision": sums["true_replaced"]
@@ -220,8 +295,8 @@ class Electra(ObjectiveDefaults):
     def eval_outputs(self, model: ElectraPreTrainingModel, batch: Batch, *,
                      dtype) -> Mapping[str, jax.Array]:
         outputs = self._forward(model, batch, dtype=dtype, dropout_key=None)
-        return {"sums": self._sums(batch, *outputs), "disc_logits_BxL": outputs[2],
-                "replaced_BxL": outputs[3]}
+        return {"sums": self._sums(batch, outputs), "disc_logits_BxL": outputs["disc_logits_BxL"],
+                "replaced_BxL": outputs["replaced_BxL"]}
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
                      batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
