@@ -10,9 +10,16 @@ Shapes, each checked against its source:
 * generator: hidden 256 × 0.25 = 64, 12 layers, FFN 256, 1 head, the shared 256-wide
   embeddings projected to 64 — google-research/electra `run_pretraining.get_generator_config`
   with `configure_pretraining.py`'s generator_hidden_size = 0.25, generator_layers = 1.0.
-* objective: 15% of words masked, 85% [MASK] / 15% kept (`pretrain_helpers.mask`), sampling
-  temperature 1, loss = generator + 50 × discriminator (`configure_pretraining.py`), cased input
+* objective: 15% masked, 85% [MASK] / 15% kept (google-research/electra@8a46635
+  `pretrain/pretrain_helpers.py:201-205`), sampling temperature 1 over the whole vocabulary,
+  disallow_correct false, uniform_generator false (`configure_pretraining.py:69,76,79`), loss =
+  generator + 50 × discriminator (`configure_pretraining.py:38-39`), cased input
   (`hparams/pretrain_small.json`: do_lower_case false; accents are never stripped).
+  Departure, kept on purpose: flaxlm masks whole words (all sub-tokens of 15% of the words);
+  upstream masks single tokens (`pretrain_helpers.mask`, positions drawn with replacement, at
+  most `max_predictions_per_seq` = int((0.15 + 0.005) · 512) = 77). Upstream's masking:
+  --config.objective.electra.whole_word_masking=false --config.objective.electra.max_predictions=77
+  (docs/electra.md, "Against google-research/electra", lists the remaining differences).
 * schedule: lr 5e-4, warmup 10k, linear decay, weight decay 0.01 (`configure_pretraining.py`);
   batch 128 × seq 512 (`configure_pretraining.py` train_batch_size, `pretrain_small.json`
   max_seq_length); 300k steps with a warm restart of the LR schedule after 150k (the SELECTRA

@@ -104,6 +104,15 @@ def test_loss_matches_a_direct_reference():
     assert metrics["replaced_recall"] == pytest.approx(
         (predicted & replaced).sum() / replaced.sum())
     assert metrics["replaced_rate"] == pytest.approx(replaced.sum() / real.sum())
+    # The generator at slots shown as [MASK] and at slots kept as themselves; the samples.
+    used = w_BxM > 0
+    seen_BxM = np.take_along_axis(batch["input_ids"], pos_BxM, 1)
+    right_BxM = gen_BxMxV.argmax(-1) == lab_BxM
+    masked, kept = used & (seen_BxM != lab_BxM), used & (seen_BxM == lab_BxM)
+    assert masked.sum() > 0 and kept.sum() > 0
+    assert metrics["generator_accuracy_masked"] == pytest.approx(right_BxM[masked].mean())
+    assert metrics["generator_accuracy_kept"] == pytest.approx(right_BxM[kept].mean())
+    assert metrics["sampled_accuracy"] == pytest.approx((sampled_BxM == lab_BxM)[used].mean())
 
 
 def test_replaced_means_sampled_differs_from_the_original():

@@ -133,3 +133,21 @@ def test_rows_without_words_get_no_predictions(tokenizer):
     out, _, _ = _mask((ids_L[None], np.zeros((1, SEQ_LEN), bool)), tokenizer, np.arange(4))
     assert not out["masked_weights"].any()
     np.testing.assert_array_equal(out["input_ids"], np.tile(ids_L, (4, 1)))
+
+
+def test_token_level_masking_splits_words(table, tokenizer):
+    """`whole_word_masking=False` (BERT's and ELECTRA's original masking): round(15%) of the
+    maskable tokens per row, chosen one by one, so multi-token words are often split."""
+    g = np.arange(200)
+    out, orig, ws = _mask(table, tokenizer, g, whole_word_masking=False, max_predictions=SEQ_LEN)
+    word = _word_ids(orig, ws, tokenizer)
+    chosen = _chosen_tokens(out)
+    maskable = (word >= 0).sum(axis=1)
+    np.testing.assert_array_equal(chosen.sum(axis=1),
+                                  np.maximum(1, np.floor(0.15 * maskable + 0.5)).astype(int))
+    assert not np.isin(orig[chosen], tokenizer.special_ids).any()
+    split = 0  # chosen words with an unchosen token
+    for i in range(len(g)):
+        for w in np.unique(word[i][chosen[i]]):
+            split += not chosen[i][word[i] == w].all()
+    assert split > 50
