@@ -144,8 +144,8 @@ class Electra(ObjectiveDefaults):
     head = "electra"
     Config = ElectraConfig
     summary_keys = ("loss", "generator_accuracy", "discriminator_accuracy", "replaced_recall")
-    # Numbers of `jax.random.split(step_key, 3)`: generator dropout, sampling noise, discriminator
-    # dropout.
+    # `jax.random.split(step_key, 3)` gives the generator's dropout key, the sampling key (this
+    # one) and the discriminator's dropout key.
     _SAMPLE_KEY = 1
 
     def __init__(self, config: ElectraConfig | None = None):
@@ -198,7 +198,8 @@ class Electra(ObjectiveDefaults):
             sample_key = jax.random.fold_in(jax.random.key(_EVAL_SAMPLING_SEED),
                                             jnp.sum(batch["input_ids"]))
         else:
-            generator_key, sample_key, discriminator_key = jax.random.split(dropout_key, 3)
+            keys = jax.random.split(dropout_key, 3)
+            generator_key, sample_key, discriminator_key = keys[0], keys[self._SAMPLE_KEY], keys[2]
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
         labels_BxM = batch["masked_labels"]
         logits_BxMxV = model.generator_logits(batch, dtype=dtype, dropout_key=generator_key)
