@@ -114,7 +114,7 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
         student_to_teacher_ids(_tokenizer(tmp_path, "other", specials + ["zz"], **roles),
                                teacher_tok)
 
-    objective = _objective(teacher_layers="")
+    objective = _objective(teacher_layers="", restrict_ce_to_mask=True)  # logits at the slots
     objective.student_to_teacher = to_teacher
     student = dataclasses.replace(STUDENT, vocab_size=len(to_teacher), pad_token_id=0)
     objective.teacher_config = dataclasses.replace(TEACHER, pad_token_id=0)

@@ -114,10 +114,15 @@ def clip_global_norm_(params: list[torch.nn.Parameter], clip: float) -> None:
         p.grad.mul_(scale)
 
 
-def adamw_step(named: dict[str, torch.nn.Parameter], step: Step) -> None:
-    """One AdamW step: weight decay on every tensor but biases and LayerNorm weights."""
+def adamw_step(named: dict[str, torch.nn.Parameter], step: Step, *,
+               torch_clip: bool = False) -> None:
+    """One AdamW step: weight decay on every tensor but biases and LayerNorm weights.
+    `torch_clip`: clip as torch's clip_grad_norm_ does (c / (‖g‖ + 1e-6), transformers'
+    research distiller.py), else as TensorFlow's clip_by_global_norm."""
     params = [p for p in named.values() if p.grad is not None]
-    if step.max_grad_norm > 0:
+    if step.max_grad_norm > 0 and torch_clip:
+        torch.nn.utils.clip_grad_norm_(params, step.max_grad_norm)
+    elif step.max_grad_norm > 0:
         clip_global_norm_(params, step.max_grad_norm)
 
     def no_decay(name: str) -> bool:
