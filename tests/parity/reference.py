@@ -79,6 +79,16 @@ def torch_model(config, flat_params: dict, task: str = "mlm"):
     return model
 
 
+def random_torch_model(config, seed: int, task: str = "mlm"):
+    """A transformers model of flaxlm's (arch, task) with noisy random weights, eval mode."""
+    from tests.convert.conftest import randomize_torch
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, table_for(config.arch, task).hf_class)(hf_config(config, task))
+    randomize_torch(model, seed)
+    return model.eval()
+
+
 def flax_program(objective, config, step: Step) -> TrainProgram:
     optim = OptimConfig(learning_rate=step.learning_rate, warmup_steps=0, total_steps=100,
                         weight_decay=step.weight_decay, b2=step.b2, eps=step.eps,
