@@ -2,12 +2,14 @@
 
   finetune.epochs       > 0: train.steps = epochs × steps per epoch, an evaluation after each
   finetune.layer_decay  layer-wise learning-rate decay factor d in (0, 1]; 1.0 is off
+  finetune.layer_decay_style  flaxlm (top layer d, embeddings d^(L+1)) | electra (ELECTRA's
+                        _get_layer_lrs: top layer d², embeddings d^(L+2)); flaxlm/optim.py
   finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
   finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
 
-`epochs` and `layer_decay` reach the objective through the fields of the same name in its config
+`epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same name in its config
 dataclass (`objective_fields`); an objective without them (MLM) refuses a non-default value.
 """
 
@@ -21,7 +23,7 @@ import ml_collections
 from flaxlm.errors import FlaxlmError
 
 # Settings an objective config dataclass may declare and that the `finetune` section sets.
-OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0}
+OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0, "layer_decay_style": "flaxlm"}
 T = TypeVar("T")
 
 
@@ -29,6 +31,7 @@ def section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.epochs = OBJECTIVE_FIELDS["epochs"]
     c.layer_decay = OBJECTIVE_FIELDS["layer_decay"]
+    c.layer_decay_style = OBJECTIVE_FIELDS["layer_decay_style"]
     c.folds = 0
     c.fold = -1
     c.seeds = 1
@@ -39,11 +42,12 @@ def objective_fields(config_cls: type, finetune: Mapping[str, Any], objective: s
                      ) -> dict[str, Any]:
     """The `finetune.*` values the objective's config dataclass takes (epochs, layer_decay)."""
     declared = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: finetune.get(k, default) for k, default in OBJECTIVE_FIELDS.items()}
     for key, default in OBJECTIVE_FIELDS.items():
-        if key not in declared and finetune[key] != default:
-            raise FlaxlmError(f"finetune.{key}={finetune[key]} does not apply to objective "
+        if key not in declared and values[key] != default:
+            raise FlaxlmError(f"finetune.{key}={values[key]} does not apply to objective "
                               f"{objective!r} (fine-tuning objectives only)")
-    return {k: finetune[k] for k in OBJECTIVE_FIELDS if k in declared}
+    return {k: values[k] for k in OBJECTIVE_FIELDS if k in declared}
 
 
 def validate(finetune: Mapping[str, Any], eval_files: Sequence[str]) -> None:
