@@ -58,6 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
+    # Share of pre-training rows cut into `[CLS] A [SEP] B [SEP]` with B at token type 1
+    # (flaxlm/data/pipeline.py make_masker); -1: ELECTRA's 0.9 for a model with two token types
+    # (BERT, ELECTRA), 0 otherwise (XLM-R: one type; DistilBERT: none).
+    c.data.two_segment_rate = -1.0
     # Fine-tuning: pad each batch to one of a few lengths (pow2 | none | 32,64,128), so the
     # steps compile once per length (flaxlm/data/length_buckets.py).
     c.data.length_buckets = "pow2"
@@ -286,7 +290,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
-            shuffle_buffer=c.data.shuffle_buffer,
+            shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
             length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,

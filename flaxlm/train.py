@@ -154,7 +154,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     objective = make_objective(config.objective, config.objective_sections)
     host_batch = loop.batch_size // procs
     ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs,
-                      token_types=model_config.type_vocab_size > 0)
+                      token_types=model_config.type_vocab_size > 0,
+                      type_vocab_size=model_config.type_vocab_size)
     data_plan = objective.plan_data(ctx)
     # Read (and checked) now, so bad test data stops the run before anything compiles.
     test_batches = (objective.eval_batches(run_results.test_context(ctx))

@@ -9,8 +9,9 @@
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
   finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
 
-`epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same name in its config
-dataclass (`objective_fields`); an objective without them (MLM) refuses a non-default value.
+`epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same
+name in its config dataclass (`objective_fields`); an objective without them (MLM) refuses a non-
+default value.
 """
 
 from __future__ import annotations

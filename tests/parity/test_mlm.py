@@ -36,7 +36,9 @@ def bert_masked_lm_loss(model, batch) -> torch.Tensor:
     return torch.sum(weights_BxM * per_slot_BxM) / (torch.sum(weights_BxM) + 1e-5)
 
 
-def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, mlm_batch):
+def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, two_segment_batch):
+    """On two-segment rows, so token type 1 trains (its embedding row gets a gradient)."""
+    mlm_batch = two_segment_batch
     tok = load_tokenizer(wp_tokenizer_dir)
     config = preset("tiny", arch="bert", vocab_size=tok.vocab_size, hidden_size=32, num_heads=2,
                     intermediate_size=48, type_vocab_size=2, pad_token_id=tok.pad_id,
@@ -60,6 +62,6 @@ def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, mlm_batch):
         | {k: torch.zeros_like(p) for k, p in named.items() if p.grad is None})
     reference.adamw_step(named, step)
     torch_after = reference.to_flax_names(config, dict(model.state_dict()))
-    # The pooler is not part of BertForMaskedLM; flaxlm's MLM model has none either.
+    assert np.abs(torch_grads["encoder/embeddings/token_type/embedding"][1]).max() > 0
     reference.assert_same_step("mlm", flax_loss, loss.item(), flax_grads, torch_grads,
                                flax_after, torch_after, before)
