@@ -208,6 +208,7 @@ class RunConfig:
     step: StepConfig
     mesh: MeshConfig
     raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
+    test_on: str = "best"  # finetune.test_on: which epoch's weights score data.test_files
 
     def model(self, tokenizer_vocab_size: int, tokenizer_pad_id: int | None = None) -> ModelConfig:
         """The model shapes, with the vocabulary sized from the tokenizer and the padding id taken
@@ -302,6 +303,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
         raw=json.loads(c.to_json()),
+        test_on=c.finetune.test_on,
     )
 
 

@@ -354,7 +354,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
             evaluate=lambda params, batches: evaluate(program, params, mesh, batches),
             final_params=state["params"], abstract_params=abstract["params"],
             final_step=int(jax.device_get(state["step"])), param_count=program.param_count(),
-            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main)
+            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main,
+            test_on=config.test_on)
     last["stopped_by"] = stop.signal_name
     last["summary_keys"] = objective.summary_keys
     return last

@@ -8,6 +8,8 @@
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
   finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
+  finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
+                        the last epoch's (SELECTRA's protocol, flaxlm/tasks/results.py)
 
 `epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same
 name in its config dataclass (`objective_fields`); an objective without them (MLM) refuses a non-
@@ -25,6 +27,7 @@ from flaxlm.errors import FlaxlmError
 
 # Settings an objective config dataclass may declare and that the `finetune` section sets.
 OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0, "layer_decay_style": "flaxlm"}
+TEST_ON = ("best", "last")  # which epoch's weights score data.test_files
 T = TypeVar("T")
 
 
@@ -36,6 +39,7 @@ def section() -> ml_collections.ConfigDict:
     c.folds = 0
     c.fold = -1
     c.seeds = 1
+    c.test_on = "best"
     return c
 
 
@@ -59,6 +63,8 @@ def validate(finetune: Mapping[str, Any], eval_files: Sequence[str]) -> None:
         raise FlaxlmError(f"finetune.fold={fold} must be -1 or in [0, finetune.folds={folds})")
     if seeds < 1:
         raise FlaxlmError(f"finetune.seeds must be at least 1, got {seeds}")
+    if finetune.get("test_on", "best") not in TEST_ON:
+        raise FlaxlmError(f"finetune.test_on={finetune['test_on']!r}: one of {', '.join(TEST_ON)}")
     if folds and eval_files:
         raise FlaxlmError("finetune.folds evaluates each fold on its held-out slice of the "
                           "training data: leave data.eval_files empty (data.test_files is "
