@@ -183,3 +183,16 @@ def test_two_segment_rate_auto_follows_the_models_token_types(table, tokenizer):
         pipeline.make_masker(auto, tokenizer, 0)
     with pytest.raises(FlaxlmError, match="two_segment_rate=1.5"):
         pipeline.DataConfig(train_files=("unused",), two_segment_rate=1.5)
+
+
+def test_the_mlm_objective_resolves_auto_for_its_model(tokenizer):
+    """AUTO reaches the objectives' batches through DataContext.type_vocab_size."""
+    from flaxlm.objectives.base import DataContext
+    from flaxlm.objectives.mlm import MaskedLM
+
+    data = pipeline.DataConfig(train_files=(IT_EVAL,), seq_len=SEQ_LEN,
+                               two_segment_rate=pipeline.AUTO)
+    types = {n: next(MaskedLM().train_batches(
+        DataContext(data, tokenizer, 0, 16, type_vocab_size=n), 0))["token_type_ids"]
+        for n in (1, 2)}
+    assert not types[1].any() and types[2].any()
