@@ -53,6 +53,7 @@ class DataConfig:
     # Fine-tuning batches are cut to the smallest of these lengths that holds their longest row
     # (flaxlm/data/length_buckets.py); empty: every batch at seq_len. Packed MLM rows are full.
     length_buckets: tuple[int, ...] = ()
+    text_field: str = "text"  # Parquet column / JSON lines field of a document (corpus_files)
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
@@ -61,6 +62,9 @@ class DataConfig:
                     f"DataConfig.{key}: expected a tuple of paths, "
                     f"got the string {getattr(self, key)!r}"
                 )
+        if not self.text_field:
+            raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
+                              "field holding the text (default 'text')")
         if self.seq_len < 8:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
@@ -354,8 +358,8 @@ def _train_source(
             )
         return sources.prepared_dataset(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
     if any(s.startswith(sources.TFDS_PREFIX) for s in specs):
-        return _packed_stream(specs, tokenizer, cfg.seq_len)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _in_memory(
@@ -364,7 +368,7 @@ def _in_memory(
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "eval_files")
         return sources.load_prepared(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
@@ -375,11 +379,15 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
         )
 
 
-def _packed_stream(specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int) -> tf.data.Dataset:
+def _packed_stream(
+    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str
+) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
 
     def blocks():
-        token_docs = prepare.tokenize_documents(sources.iter_documents(specs), tokenizer)
+        token_docs = prepare.tokenize_documents(
+            sources.iter_documents(specs, text_field), tokenizer
+        )
         yield from prepare.pack_examples(
             token_docs,
             seq_len=seq_len,

@@ -1,8 +1,9 @@
 """Where text comes from: local text files, TFDS datasets, and TFRecord shards written by `prepare`.
 
 A *spec* is what the user writes in `DataConfig.train_files`:
-  * a path, a glob, or a directory of text files: one paragraph per line, documents separated by
-    a blank line (the BERT/ELECTRA data convention);
+  * a path, a glob, or a directory of corpus files (`flaxlm.data.corpus_files`): Parquet and JSON
+    lines, one row a document; text, one paragraph per line, documents separated by a blank line
+    (the BERT/ELECTRA data convention); `.gz`/`.zst` compressed or not;
   * `tfds:NAME[:SPLIT]`, e.g. `tfds:wikipedia/20230601.it:train`: the `text` feature is a document,
     its lines are paragraphs;
   * a directory holding `prepared.json`: packed examples written by `flaxlm.data.prepare`.
@@ -16,12 +17,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from flaxlm import storage
+from flaxlm.data import corpus_files
 from flaxlm.errors import FlaxlmError
 
 TFDS_PREFIX = "tfds:"
@@ -33,8 +34,21 @@ MAX_PARAGRAPH_CHARS = 100_000
 MAX_DOCUMENT_CHARS = 10_000_000
 
 
-def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
-    """Documents of all specs in order. Bad paths fail here, before any reading starts."""
+def iter_documents(
+    specs: Sequence[str],
+    text_field: str = corpus_files.DEFAULT_TEXT_FIELD,
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[list[str]]:
+    """Documents of all specs in order. Bad paths and files that are not a corpus fail here,
+    before any reading starts. `text_field` names the Parquet column / JSON field holding the text.
+
+    `shard=(i, n)`: only the units (Parquet row groups, other files whole; `corpus_files`) whose
+    position in the listing of all specs is i mod n, so n hosts read disjoint parts of the corpus
+    and together all of it. A `tfds:` spec is one unit.
+    """
+    index, count = shard
+    if not 0 <= index < count:
+        raise FlaxlmError(f"shard {index}/{count}: expected I/N with 0 <= I < N")
     readers = []
     for spec in specs:
         if is_prepared(spec):
@@ -42,23 +56,35 @@ def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
         if spec.startswith(TFDS_PREFIX):
             readers.append((spec, [spec]))
         else:
-            readers.append((spec, resolve_text_files(spec)))
-    return _documents(readers)
+            readers.append((spec, [corpus_files.identify(p) for p in resolve_text_files(spec)]))
+    return _documents(readers, text_field, shard)
 
 
-def _documents(readers: list[tuple[str, list[str]]]) -> Iterator[list[str]]:
-    for spec, paths in readers:
+def _documents(readers: list[tuple[str, list]], text_field: str,
+               shard: tuple[int, int]) -> Iterator[list[str]]:
+    index, count = shard
+    position = 0
+    for spec, files in readers:
         found_text = False
-        for path in paths:
-            docs = (
-                _tfds_documents(path)
-                if path.startswith(TFDS_PREFIX)
-                else _text_file_documents(path)
-            )
-            for doc in docs:
-                found_text = True
-                yield doc
-        if not found_text:
+        for file in files:
+            if isinstance(file, str):  # tfds: one unit
+                parts = [_tfds_documents(file)] if position % count == index else []
+                position += 1
+            else:
+                # Listing row groups reads a Parquet footer: only worth it when sharding.
+                whole = [corpus_files.Unit(file)] if count == 1 else corpus_files.units(file)
+                mine = []
+                for unit in whole:
+                    if position % count == index:
+                        mine.append(unit)
+                    position += 1
+                parts = (corpus_files.documents(u, text_field, split_long_text) for u in mine)
+            for docs in parts:
+                for doc in docs:
+                    found_text = True
+                    yield doc
+        # With n > 1 a host may own no unit of a small spec; emptiness is for one reader to say.
+        if not found_text and count == 1:
             raise FlaxlmError(f"{spec}: no text found (the corpus is empty or all blank lines)")
 
 
@@ -81,49 +107,6 @@ def resolve_text_files(spec: str) -> list[str]:
     if not storage.isfile(spec):
         raise FlaxlmError(f"{spec}: no such file")
     return [spec]
-
-
-def _text_file_documents(path: str) -> Iterator[list[str]]:
-    bad_lines, first_bad = 0, 0
-    paragraphs: list[str] = []
-    chars = 0
-    # Binary reading + per-line decoding: a broken byte spoils one line, not the whole file.
-    with storage.open_file(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line, clean = _decode_line(raw)
-            if not clean:
-                bad_lines += 1
-                first_bad = first_bad or line_no
-            if line_no == 1:
-                line = line.removeprefix("\ufeff")
-            line = line.strip()
-            if line:
-                paragraphs.extend(split_long_text(line))
-                chars += len(line)
-            if paragraphs and (not line or chars > MAX_DOCUMENT_CHARS):
-                yield paragraphs
-                paragraphs, chars = [], 0
-    if paragraphs:
-        yield paragraphs
-    if bad_lines:
-        warnings.warn(
-            f"{path}: {bad_lines} line(s) had invalid UTF-8 or NUL bytes "
-            f"(first at line {first_bad}); "
-            "bad bytes were replaced by U+FFFD, NULs dropped, and the rest of the text used",
-            stacklevel=2,
-        )
-
-
-def _decode_line(raw: bytes) -> tuple[str, bool]:
-    """The line's text and whether it was clean UTF-8 without NUL bytes."""
-    clean = True
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        line, clean = raw.decode("utf-8", errors="replace"), False
-    if "\x00" in line:
-        line, clean = line.replace("\x00", ""), False
-    return line, clean
 
 
 def split_long_text(text: str, max_chars: int = MAX_PARAGRAPH_CHARS) -> list[str]:
