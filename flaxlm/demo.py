@@ -104,7 +104,13 @@ def pos_examples() -> list[tuple[list[str], list[str]]]:
 
 def tag_words(hf_dir: str, words: list[str]) -> list[str]:
     """`transformers.pipeline("token-classification")` on the words joined by spaces (how UD
-    splits them), one tag a word: its first sub-token's, as the model was trained."""
+    splits them), one tag a word: its first sub-token's, as the model was trained.
+
+    The pipeline's per-token output is mapped back to words by character offset, not through its
+    word aggregation: that merges neighbouring words of the same tag ("il proprio" → one DET),
+    and before punctuation SentencePiece emits a lone "▁" piece that it takes for a word."""
+    import bisect
+
     import torch
     from transformers import pipeline
 
@@ -112,12 +118,18 @@ def tag_words(hf_dir: str, words: list[str]) -> list[str]:
 
     with no_progress_bars():
         tagger = pipeline("token-classification", model=hf_dir, tokenizer=hf_dir,
-                          aggregation_strategy="first", dtype=torch.float32, device="cpu")
-    groups = tagger(" ".join(words))
-    if [g["word"].strip() for g in groups] != words:
-        raise FlaxlmError(f"{hf_dir}: the pipeline grouped {[g['word'] for g in groups]} "
-                          f"into other words than {words}")
-    return [g["entity_group"] for g in groups]
+                          aggregation_strategy="none", dtype=torch.float32, device="cpu")
+    starts = [0]
+    for word in words[:-1]:
+        starts.append(starts[-1] + len(word) + 1)
+    tags: list[str | None] = [None] * len(words)
+    for token in tagger(" ".join(words)):  # in text order
+        i = bisect.bisect_right(starts, token["start"]) - 1
+        tags[i] = tags[i] or token["entity"]
+    if None in tags:
+        raise FlaxlmError(f"{hf_dir}: the pipeline tagged no piece of "
+                          f"{words[tags.index(None)]!r}")
+    return tags
 
 
 def _pretrain(workdir: str, steps: int | None):
