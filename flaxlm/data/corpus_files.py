@@ -47,6 +47,11 @@ _OTHER_MAGIC = {
     b"\x89PNG": "a PNG image", b"\x04\x22\x4d\x18": "lz4-compressed data",
 }
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+# Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
+MAX_PARAGRAPH_CHARS = 100_000
+# A file without blank lines would otherwise be one document held whole in memory; past this
+# size a document is cut (costing one extra separator token per 10 M characters).
+MAX_DOCUMENT_CHARS = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,24 +188,24 @@ def _parquet(path: str):
         yield pf
 
 
-def documents(unit: Unit, text_field: str, split: Callable[[str], list[str]]) -> Iterator[
-        list[str]]:
-    """The documents of one unit; `split` cuts an over-long line into bounded paragraphs."""
+def documents(unit: Unit, text_field: str) -> Iterator[list[str]]:
+    """The documents of one unit."""
     file = unit.file
     if file.layout == "parquet":
-        yield from _parquet_documents(file.path, unit.row_group, text_field, split)
+        yield from _parquet_documents(file.path, unit.row_group, text_field)
     elif file.layout == "jsonl":
-        yield from _jsonl_documents(file, text_field, split)
+        yield from _jsonl_documents(file, text_field)
     else:
-        yield from _text_documents(file, split)
+        yield from _text_documents(file)
 
 
-def _lines_of(text: str, split: Callable[[str], list[str]]) -> list[str]:
-    return [p for line in text.replace("\x00", "").splitlines() for p in split(line.strip())]
+def _lines_of(text: str) -> list[str]:
+    """A row's paragraphs: its lines, NULs dropped, over-long ones cut."""
+    return [p for line in text.replace("\x00", "").splitlines()
+            for p in split_long_text(line.strip())]
 
 
-def _parquet_documents(path: str, row_group: int, text_field: str,
-                       split: Callable[[str], list[str]]) -> Iterator[list[str]]:
+def _parquet_documents(path: str, row_group: int, text_field: str) -> Iterator[list[str]]:
     import pyarrow as pa
 
     with _parquet(path) as pf:
@@ -217,13 +222,12 @@ def _parquet_documents(path: str, row_group: int, text_field: str,
             for batch in pf.iter_batches(batch_size=1024, row_groups=[group],
                                          columns=[text_field]):
                 for text in batch.column(0).to_pylist():
-                    paragraphs = _lines_of(text, split) if text else []
+                    paragraphs = _lines_of(text) if text else []
                     if paragraphs:
                         yield paragraphs
 
 
-def _jsonl_documents(file: CorpusFile, text_field: str,
-                     split: Callable[[str], list[str]]) -> Iterator[list[str]]:
+def _jsonl_documents(file: CorpusFile, text_field: str) -> Iterator[list[str]]:
     with _opened(file.path, file.compression) as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -245,14 +249,12 @@ def _jsonl_documents(file: CorpusFile, text_field: str,
             if not isinstance(text, str):
                 raise FlaxlmError(f"{file.path}:{line_no}: field {text_field!r} holds a "
                                   f"{type(text).__name__}, not text")
-            paragraphs = _lines_of(text, split)
+            paragraphs = _lines_of(text)
             if paragraphs:
                 yield paragraphs
 
 
-def _text_documents(file: CorpusFile, split: Callable[[str], list[str]]) -> Iterator[list[str]]:
-    from flaxlm.data.sources import MAX_DOCUMENT_CHARS  # read at call time: tests lower it
-
+def _text_documents(file: CorpusFile) -> Iterator[list[str]]:
     bad_lines, first_bad = 0, 0
     paragraphs: list[str] = []
     chars = 0
@@ -267,7 +269,7 @@ def _text_documents(file: CorpusFile, split: Callable[[str], list[str]]) -> Iter
                 line = line.removeprefix("\ufeff")
             line = line.strip()
             if line:
-                paragraphs.extend(split(line))
+                paragraphs.extend(split_long_text(line))
                 chars += len(line)
             if paragraphs and (not line or chars > MAX_DOCUMENT_CHARS):
                 yield paragraphs
@@ -294,3 +296,15 @@ def _decode_line(raw: bytes) -> tuple[str, bool]:
         line, clean = line.replace("\x00", ""), False
     return line, clean
 
+
+def split_long_text(text: str, max_chars: int = MAX_PARAGRAPH_CHARS) -> list[str]:
+    """Cuts `text` into pieces of at most `max_chars`, at the last space of each window if any."""
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        cut = text.rfind(" ", start + 1, start + max_chars)
+        end = cut if cut > start else start + max_chars
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return [p for p in (piece.strip() for piece in pieces) if p]

@@ -7,7 +7,8 @@ A *spec* is what the user writes in `DataConfig.train_files`:
   * `tfds:NAME[:SPLIT]`, e.g. `tfds:wikipedia/20230601.it:train`: the `text` feature is a document,
     its lines are paragraphs;
   * a directory holding `prepared.json`: packed examples written by `flaxlm.data.prepare`.
-A document is a list of paragraphs (non-empty strings of at most `MAX_PARAGRAPH_CHARS`).
+A document is a list of paragraphs (non-empty strings of at most
+`corpus_files.MAX_PARAGRAPH_CHARS`).
 TensorFlow and TFDS are imported only where needed: tokenizer training reads plain text and should
 not pay seconds of TensorFlow import.
 """
@@ -27,11 +28,6 @@ from flaxlm.errors import FlaxlmError
 
 TFDS_PREFIX = "tfds:"
 PREPARED_META = "prepared.json"
-# Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
-MAX_PARAGRAPH_CHARS = 100_000
-# A file without blank lines would otherwise be one document held whole in memory; past this
-# size a document is cut (costing one extra separator token per 10 M characters).
-MAX_DOCUMENT_CHARS = 10_000_000
 
 
 def iter_documents(
@@ -78,7 +74,7 @@ def _documents(readers: list[tuple[str, list]], text_field: str,
                     if position % count == index:
                         mine.append(unit)
                     position += 1
-                parts = (corpus_files.documents(u, text_field, split_long_text) for u in mine)
+                parts = (corpus_files.documents(u, text_field) for u in mine)
             for docs in parts:
                 for doc in docs:
                     found_text = True
@@ -109,19 +105,6 @@ def resolve_text_files(spec: str) -> list[str]:
     return [spec]
 
 
-def split_long_text(text: str, max_chars: int = MAX_PARAGRAPH_CHARS) -> list[str]:
-    """Cuts `text` into pieces of at most `max_chars`, at the last space of each window if any."""
-    pieces = []
-    start = 0
-    while len(text) - start > max_chars:
-        cut = text.rfind(" ", start + 1, start + max_chars)
-        end = cut if cut > start else start + max_chars
-        pieces.append(text[start:end])
-        start = end
-    pieces.append(text[start:])
-    return [p for p in (piece.strip() for piece in pieces) if p]
-
-
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
     """`tfds:NAME[:SPLIT]` -> (NAME, SPLIT); the split defaults to train."""
     name, _, split = spec[len(TFDS_PREFIX) :].partition(":")
@@ -146,7 +129,7 @@ def _tfds_documents(spec: str) -> Iterator[list[str]]:
         raise FlaxlmError(f"{spec}: has no 'text' feature (features: {sorted(ds.element_spec)})")
     for example in ds.as_numpy_iterator():
         text = example["text"].decode("utf-8", errors="replace").replace("\x00", "")
-        paragraphs = [p for line in text.split("\n") for p in split_long_text(line.strip())]
+        paragraphs = [p for line in text.split("\n") for p in corpus_files.split_long_text(line.strip())]
         if paragraphs:
             yield paragraphs
 
