@@ -76,7 +76,8 @@ def identify(path: str) -> CorpusFile:
             with _opened(path, compression) as f:
                 head = f.read(SNIFF_BYTES)
         except (OSError, EOFError, ValueError) as e:
-            raise _refusal(path, f"{compression}-compressed but cannot be decompressed: {e}")
+            raise _refusal(path, f"{compression}-compressed but cannot be decompressed: {e}"
+                           ) from None
     what = _binary_kind(head)
     if what:
         raise _refusal(path, f"{compression}-compressed {what}" if compression else what)
