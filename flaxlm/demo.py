@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -161,7 +162,11 @@ def _finetune_pos(workdir: str, pretrained: str, tokenizer_dir: str, shape: list
         overrides = [f"--config.data.tokenizer={tokenizer_dir}"]
         overrides += [f"--config.init_from={pretrained}"] if arm == "pretrained" else shape
         run_dir = os.path.join(workdir, f"pos-{arm}")
-        train(run_config.load(POS_CONFIG, overrides), run_dir, progress=False)
+        # Its report lines (labels, epochs, the test scores) go to a log: the demo prints the gist.
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "finetune.log"), "a", encoding="utf-8") as log, \
+                contextlib.redirect_stdout(log):
+            train(run_config.load(POS_CONFIG, overrides), run_dir, progress=False)
         with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
             accuracy[arm] = json.load(f)["test"]["accuracy"]
     return accuracy
@@ -223,7 +228,8 @@ def run(workdir: str, steps: int | None = None) -> dict:
         guesses = ", ".join(f"{p['token_str'].strip()!r} {p['score']:.2f}" for p in top)
         print(f"  {sentence}  [{word}] → {guesses}")
     if curves:
-        print(f"Curves: {curves}; workdirs: {workdir} (pre-training), {workdir}/pos-*")
+        print(f"Curves: {curves}; workdirs: {workdir} (pre-training), {workdir}/pos-* "
+              "(fine-tuning, with finetune.log)")
     return {**result, **split, "pos_accuracy": accuracy,
             "minutes": pretrain_minutes + finetune_minutes}
 
