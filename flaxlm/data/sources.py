@@ -56,6 +56,19 @@ def iter_documents(
     return _documents(readers, text_field, shard)
 
 
+def num_units(specs: Sequence[str]) -> int:
+    """How many units `iter_documents(specs, shard=...)` deals out: a Parquet file's row groups,
+    1 for any other file and for a `tfds:` spec. Reads each file's first bytes (and footer)."""
+    total = 0
+    for spec in specs:
+        if spec.startswith(TFDS_PREFIX):
+            total += 1
+        else:
+            total += sum(len(corpus_files.units(corpus_files.identify(p)))
+                         for p in resolve_text_files(spec))
+    return total
+
+
 def _documents(readers: list[tuple[str, list]], text_field: str,
                shard: tuple[int, int]) -> Iterator[list[str]]:
     index, count = shard

@@ -87,7 +87,9 @@ def add_parsers(sub) -> None:
                        "(one shard of the corpus per host)")
     p.add_argument("--model", required=True, help="flaxlm workdir or Hugging Face model dir")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILES")
-    p.add_argument("--shard", default="0/1", help="I/N: count every N-th document from the I-th")
+    p.add_argument("--shard", default="0/1",
+                   help="I/N: count the I-th of every N files / Parquet row groups (or, with "
+                   "fewer than N of those, every N-th document from the I-th)")
     p.add_argument("--text-field", default="text",
                    help="the Parquet column / JSON lines field holding a document")
     p.add_argument("--tokenizer", default=None, metavar="DIR")

@@ -79,20 +79,28 @@ def merge(counts: Sequence[DocFreq], paths: Sequence[str], vocab: Vocabulary) ->
 def _documents(specs: Sequence[str], shard: tuple[int, int], errors: list[FlaxlmError],
                text_field: str):
     """Batches of documents (paragraphs joined by newlines) of this shard. A FlaxlmError of the
-    reader (an empty file) lands in `errors`: raised inside tf.data it would lose its type."""
+    reader (an empty file) lands in `errors`: raised inside tf.data it would lose its type.
+
+    With at least as many units (files, Parquet row groups) as shards, a host reads only its own
+    units (`sources.iter_documents(shard=)`); with fewer, every host reads the whole corpus and
+    keeps every N-th document."""
     import tensorflow as tf
 
     index, count = shard
+    by_unit = count > 1 and sources.num_units(specs) >= count
 
     def texts():
         try:
-            for paragraphs in sources.iter_documents(specs, text_field):
+            for paragraphs in sources.iter_documents(specs, text_field,
+                                                     shard if by_unit else (0, 1)):
                 yield "\n".join(paragraphs)
         except FlaxlmError as e:
             errors.append(e)
 
-    return (tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
-            .shard(count, index).batch(BATCH_DOCUMENTS).prefetch(2))
+    ds = tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
+    if not by_unit:
+        ds = ds.shard(count, index)
+    return ds.batch(BATCH_DOCUMENTS).prefetch(2)
 
 
 def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
