@@ -47,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
         c.model[name] = config_dict.placeholder(_PLACEHOLDER_TYPES.get(type_name, str))
 
     c.data = ml_collections.ConfigDict()
-    c.data.train_files = ""  # comma-separated: text files, globs, TFRecord shards or tfds:NAME
+    c.data.train_files = ""  # comma-separated: corpus files, globs, TFRecord shards or tfds:NAME
+    c.data.text_field = "text"  # the Parquet column / JSON lines field holding a document
     c.data.eval_files = ""
     # Fine-tuning: evaluated once, on the best epoch's weights, when training ends (results.json).
     c.data.test_files = ""
@@ -290,7 +291,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
-            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
+            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len, text_field=c.data.text_field,
             shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
             length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(

@@ -143,7 +143,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         tokenizer_dir, config.data.train_files, workdir, kind=config.data_tokenizer_kind,
         vocab_size=config.data_tokenizer_vocab_size,
         model_vocab_size=config.model_overrides.get(
-            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main)
+            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main,
+        text_field=config.data.text_field)
     run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)

@@ -76,6 +76,7 @@ class DataConfig:
     # at token type 1 (see `make_masker`); 0: one segment, every token type 0; AUTO (the run
     # config's default): resolved by `two_segment_rate` from the model's token types.
     two_segment_rate: float = 0.0
+    text_field: str = "text"  # Parquet column / JSON lines field of a document (corpus_files)
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
@@ -84,6 +85,9 @@ class DataConfig:
                     f"DataConfig.{key}: expected a tuple of paths, "
                     f"got the string {getattr(self, key)!r}"
                 )
+        if not self.text_field:
+            raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
+                              "field holding the text (default 'text')")
         if self.seq_len < 8:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
@@ -429,8 +433,8 @@ def _train_source(
             )
         return sources.prepared_dataset(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
     if any(s.startswith(sources.TFDS_PREFIX) for s in specs):
-        return _packed_stream(specs, tokenizer, cfg.seq_len)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _in_memory(
@@ -439,7 +443,7 @@ def _in_memory(
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "eval_files")
         return sources.load_prepared(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
@@ -450,11 +454,15 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
         )
 
 
-def _packed_stream(specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int) -> tf.data.Dataset:
+def _packed_stream(
+    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str
+) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
 
     def blocks():
-        token_docs = prepare.tokenize_documents(sources.iter_documents(specs), tokenizer)
+        token_docs = prepare.tokenize_documents(
+            sources.iter_documents(specs, text_field), tokenizer
+        )
         yield from prepare.pack_examples(
             token_docs,
             seq_len=seq_len,
