@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     params = [p for g in opt.param_groups for p in g["params"]]
 
-    ctx = DataContext(config.data, tokenizer, config.seed, config.loop.batch_size)
+    ctx = DataContext(config.data, tokenizer, config.seed, config.loop.batch_size,
+                      token_types=model_config.type_vocab_size > 0,
+                      type_vocab_size=model_config.type_vocab_size)  # as flaxlm/train.py
     stream = objective.train_batches(ctx, 0)
     eval_batches = objective.eval_batches(ctx)
     os.makedirs(args.workdir, exist_ok=True)

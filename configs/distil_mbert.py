@@ -5,7 +5,11 @@ DistilBERT (arXiv 1910.01108) as transformers' examples/research_projects/distil
 trains it: loss = 5.0 × soft-target KL at temperature 2 (× T²) + 2.0 × MLM + 1.0 × cosine of the
 last hidden states; the student starts from the teacher's embeddings, MLM head and layers
 [0, 2, 4, 7, 9, 11]; Adam lr 5e-4 with 5% warmup, eps 1e-6, no weight decay, gradients clipped at
-5.0 (its train.py defaults). Its batches were 5 sequences × 50 accumulation steps × 8 GPUs ≈ 2000;
+5.0 (its train.py defaults), β2 0.98 (distiller.py's AdamW betas). The soft targets cover every real
+token (distiller.py without --restrict_ce_to_mask, as the README command runs), so both vocabulary
+projections run at all 512 positions. Departures (flaxlm/objectives/distill_bert.py): positions
+to predict are 15% of each row's words drawn uniformly, not by --mlm_smoothing 0.7 frequency
+weights. Its batches were 5 sequences × 50 accumulation steps × 8 GPUs ≈ 2000;
 here 2048 × 512 in 32 accumulation steps: 64 sequences per micro-batch, 8 per chip on 8 chips.
 Slices: v5e-8, v4-8, v5e-16 (SLICES below; tests/test_configs.py checks the batch divides on
 each).
@@ -44,6 +48,7 @@ def get_config():
     c.train.warmup_proportion = 0.05
     c.train.weight_decay = 0.0
     c.train.eps = 1e-6
+    c.train.b2 = 0.98
     c.train.max_grad_norm = 5.0
     c.train.compute_dtype = "bfloat16"
     c.train.log_every = 100

@@ -5,7 +5,10 @@ value–value relations of one upper-middle teacher layer; the student starts fr
 public re-implementation (bloomberg/minilmv2.bb) uses 48 relation heads for a 768-wide teacher
 (relation head width 16); 48 does not divide XLM-R large's 1024, 64 does, with the same width.
 Optimizer as that re-implementation's run.sh: Adam lr 6e-4, 4k warmup steps, weight decay 0.01,
-eps 1e-6, 400k steps. The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
+eps 1e-6, 400k steps. The student tensors the relation loss never reaches (its last layer past
+Q/K/V, the MLM head) are excluded from the update, weight decay included, as torch's AdamW skips a
+tensor without gradient (flaxlm/objectives/distill_minilm.py `lr_scales`). Layer 20 and 64 heads
+are not verified against the paper's text (docs/distillation.md, "MiniLMv2"). The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
 sharded with the student over the slice's chips by fsdp inside the same jitted step. Batch 1024 ×
 512 in 16 accumulation steps: 64 sequences per micro-batch, 8 per chip on 8 chips.
 Slices: v5e-8, v4-8, v5e-16, v5e-32 (SLICES below; tests/test_configs.py checks the batch

@@ -1,13 +1,16 @@
 """SELECTRA NER: CoNLL-2002 Spanish, entity P/R/F1 in IOB2 (seqeval's default mode).
 
-Recipe (SELECTRA model card, "Fine-tuning" section): 5 epochs, batch 32, lr 1e-4, warmup over
-10% of the steps, linear decay, layer-wise learning-rate decay. The card does not give the decay
-factor; 0.8 is ELECTRA's fine-tuning default (`layerwise_lr_decay`). flaxlm's definition: the
-classifier at the base rate, top layer × 0.8, each layer below one more factor, the embeddings
-one factor below the bottom layer (flaxlm/objectives/token_classification.py). The card reports
-the mean ± std of 5 seeds: --config.finetune.seeds=5 (runs seed-0 … seed-4, results.json
-aggregates them). Best epoch by dev (esp.testa) entity F1, then evaluated once on test
-(esp.testb) into results.json.
+Recipe (SELECTRA model card, "Fine-tuning" section): 5 epochs, batch 32, lr 1e-4, warmup over 10%
+of the steps, linear decay, layer-wise learning-rate decay. The card does not give the decay
+factor; 0.8 is the general default of ELECTRA's configure_finetuning.py (`layerwise_lr_decay`, line
+56 at 8a46635; 0.9 for large models, line 151), which ELECTRA applies one power deeper than flaxlm
+(model/optimization.py `_get_layer_lrs`: top layer 0.8², embeddings 0.8^(L+2)). This config keeps
+flaxlm's style (top layer × 0.8), with which docs/finetuning*.md measured;
+--config.finetune.layer_decay_style=electra gives ELECTRA's exactly. In flaxlm's style the classifier trains
+at the base rate, top layer × 0.8, each layer below one more factor, the embeddings one factor
+below the bottom layer (flaxlm/optim.py `layer_decay_scales`). The card reports the mean ± std of 5
+seeds: --config.finetune.seeds=5 (runs seed-0 … seed-4, results.json aggregates them). Best epoch
+by dev (esp.testa) entity F1, then evaluated once on test (esp.testb) into results.json.
 Data: ../shared/data/conll2002 (train esp.train, dev esp.testa, test esp.testb).
 Start from a pre-trained cased Spanish flaxlm workdir (SELECTRA-like ELECTRA/BERT or an import).
 Slices: cpu-8, v5e-8 (SLICES below).

@@ -6,7 +6,8 @@ A small task that runs the whole pair path (readers, `[CLS] a [SEP] b [SEP]` / `
 </s>` encoding, longest-first truncation, the sequence-classification head, export) on CPU. It
 starts from a pre-trained flaxlm workdir or an imported Hugging Face model (the encoder is
 loaded, the classifier head starts fresh) and keeps SELECTRA's fine-tuning recipe (batch 32,
-lr 1e-4, 10% warmup, linear decay, layer-wise LR decay) with 3 epochs.
+lr 1e-4, 10% warmup, linear decay, layer-wise LR decay 0.8 in flaxlm's style: top layer × 0.8,
+not ELECTRA's 0.8², see configs/xnli_es.py) with 3 epochs.
 Slices: cpu-1, cpu-8 (the tests' fake devices), v5e-8.
 Run:
   python -m flaxlm.data.same_document ../shared/data/corpus/es.txt data/pairs_es

@@ -3,9 +3,13 @@ fine-tuning recipe.
 
 Hyper-parameters from the SELECTRA model card ("Some details of our fine-tuning runs"): 5 epochs,
 batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate decay
-(finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its
-small model (configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small
-and medium PAWS-X accuracy 0.896 ± 0.002.
+(finetune.layer_decay). The card does not give the decay factor; 0.8 is the general default of
+ELECTRA's configure_finetuning.py (`layerwise_lr_decay`, line 56 at 8a46635; 0.9 for large models,
+line 151), which ELECTRA applies one power deeper than flaxlm (model/optimization.py
+`_get_layer_lrs`: top layer 0.8², embeddings 0.8^(L+2)). This config keeps flaxlm's style (top
+layer × 0.8), with which docs/finetuning*.md measured; --config.finetune.layer_decay_style=electra
+gives ELECTRA's exactly. Card result, 5 trials: SELECTRA small and medium PAWS-X accuracy 0.896 ±
+0.002.
 Data: TFDS `paws_x_wiki/es` train (49,401 pairs), validation (dev) and test; TFDS must have
 prepared it (`tfds build paws_x_wiki/es`); nothing downloads here.
 Slices: cpu-8, v5e-8, v4-8.

@@ -4,9 +4,13 @@ zero-shot-classification pipeline.
 
 Hyper-parameters from the SELECTRA model card ("Some details of our fine-tuning runs"): 5 epochs,
 batch 32, learning rate 1e-4, warmup proportion 0.1, linear decay, layer-wise learning-rate decay
-(finetune.layer_decay). The card does not give the decay factor; 0.8 is ELECTRA's default for its
-small model (configure_finetuning.py `layerwise_lr_decay`). Card result, 5 trials: SELECTRA small
-XNLI accuracy 0.784 ± 0.002, medium 0.804 ± 0.002.
+(finetune.layer_decay). The card does not give the decay factor; 0.8 is the general default of
+ELECTRA's configure_finetuning.py (`layerwise_lr_decay`, line 56 at 8a46635; 0.9 for large models,
+line 151), which ELECTRA applies one power deeper than flaxlm (model/optimization.py
+`_get_layer_lrs`: top layer 0.8², embeddings 0.8^(L+2)). This config keeps flaxlm's style (top
+layer × 0.8), with which docs/finetuning*.md measured; --config.finetune.layer_decay_style=electra
+gives ELECTRA's exactly. Card result, 5 trials: SELECTRA small XNLI accuracy 0.784 ± 0.002, medium
+0.804 ± 0.002.
 Labels are fixed to TFDS's class order, so the export's label2id has `entailment`.
 Data: TFDS `xtreme_xnli` train (MultiNLI machine-translated to Spanish, ~392,702 pairs) and `xnli`
 validation (dev) and test, Spanish side (objective.sequence_classification.language). TFDS must

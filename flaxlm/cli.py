@@ -40,7 +40,7 @@ def _cmd_tokenizer(args, _):
     from flaxlm.data.tokenizers import train_tokenizer
     tok = train_tokenizer(args.corpus, vocab_size=args.vocab_size, kind=args.type,
                           out_dir=args.out, lowercase=args.lowercase,
-                          strip_accents=args.strip_accents)
+                          strip_accents=args.strip_accents, text_field=args.text_field)
     print(f"flaxlm: wrote a {tok.kind} tokenizer with {tok.vocab_size} entries to {args.out}")
 
 
@@ -48,7 +48,8 @@ def _cmd_prepare(args, _):
     from flaxlm.data.prepare import prepare_shards
     from flaxlm.data.tokenizers import load_tokenizer
     summary = prepare_shards(args.input, load_tokenizer(args.tokenizer), args.out,
-                             seq_len=args.seq_len, num_shards=args.num_shards)
+                             seq_len=args.seq_len, num_shards=args.num_shards,
+                             text_field=args.text_field)
     print(f"flaxlm: prepared {sum(summary['num_examples'])} examples of {args.seq_len} tokens "
           f"in {len(summary['num_examples'])} shards under {args.out}")
 
@@ -96,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compile, accepts_overrides=True)
 
     p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")
-    p.add_argument("--corpus", nargs="+", required=True, help="text files")
+    p.add_argument("--corpus", nargs="+", required=True,
+                   help="corpus files, globs or directories: Parquet, JSON lines, text")
+    p.add_argument("--text-field", default="text",
+                   help="the Parquet column / JSON lines field holding a document")
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--type", choices=("unigram", "wordpiece"), default="unigram")
     p.add_argument("--out", required=True, help="output directory")
@@ -105,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tokenizer)
 
     p = sub.add_parser("prepare", help="tokenize a large corpus offline into TFRecord shards")
-    p.add_argument("--input", nargs="+", required=True, help="text files")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="corpus files, globs or directories: Parquet, JSON lines, text")
+    p.add_argument("--text-field", default="text",
+                   help="the Parquet column / JSON lines field holding a document")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory")
     p.add_argument("--out", required=True)
     p.add_argument("--seq-len", type=int, default=128)

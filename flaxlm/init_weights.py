@@ -65,6 +65,16 @@ def load_weights(program: TrainProgram, objective: Objective, config: RunConfig,
         source_params[name] = electra.discriminator_as_encoder(flat_names(params))
     plan = partial_init.plan(rules, target_shapes, {
         s: {k: np.shape(v) for k, v in p.items()} for s, p in source_params.items()})
+    # A frozen tensor never trains: left fresh, it would stay random for the whole run (a teacher
+    # with a random layer gives wrong targets and no error).
+    unloaded = [n for n in flat_names(program.frozen) if n not in plan.loaded]
+    if unloaded:
+        rule = next((r for r in rules if partial_init.covers(r, unloaded[0])), None)
+        where = (f"weight source {rule.source!r} ({sources.get(rule.source, 'unset')})"
+                 if rule else "no init rule")
+        raise FlaxlmError(f"frozen tensor {unloaded[0]} is not in {where} ({len(unloaded)} frozen "
+                          "tensors missing): a frozen tensor never trains, so it cannot start "
+                          "fresh")
     program.set_frozen(partial_init.apply(plan, program.frozen, source_params,
                                           program.frozen_shardings))
     if state is not None:

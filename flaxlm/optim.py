@@ -84,6 +84,39 @@ def scale_by_leaf(scales: Mapping[str, float], params: Any) -> optax.GradientTra
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
+LAYER_DECAY_STYLES = ("flaxlm", "electra")
+
+
+def layer_decay_scales(num_layers: int, param_paths: list[str], decay: float,
+                       style: str = "flaxlm") -> dict[str, float]:
+    """{parameter: decay ** depth} of layer-wise learning-rate decay over an encoder of L layers;
+    parameters outside `encoder/` (the task head) and the pooler keep the base rate.
+
+    "flaxlm": layer i gets d^(L-i) (the top layer d), the embeddings d^(L+1).
+    "electra": one power more everywhere below the head, as google-research/electra
+    model/optimization.py `_get_layer_lrs` (lines 181-193 at 8a46635) computes it: depth 0 for
+    the embeddings, i+1 for layer i, L+2 for `task_specific/`, rate d^(L+2-depth), so the top
+    layer gets d² and the embeddings d^(L+2).
+    """
+    if style not in LAYER_DECAY_STYLES:
+        raise FlaxlmError(f"finetune.layer_decay_style={style!r}: one of "
+                          f"{', '.join(LAYER_DECAY_STYLES)}")
+    extra = 1 if style == "electra" else 0
+    scales = {}
+    for name in param_paths:
+        parts = name.split("/")
+        if parts[0] != "encoder" or parts[1] == "pooler":
+            continue
+        if parts[1] == "layers":
+            depth = num_layers - int(parts[2])
+        elif parts[1] in ("embeddings", "embeddings_project"):
+            depth = num_layers + 1
+        else:
+            raise FlaxlmError(f"layer-wise LR decay has no depth for parameter {name}")
+        scales[name] = decay ** (depth + extra)
+    return scales
+
+
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
     config.validate()
     adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,

@@ -47,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
         c.model[name] = config_dict.placeholder(_PLACEHOLDER_TYPES.get(type_name, str))
 
     c.data = ml_collections.ConfigDict()
-    c.data.train_files = ""  # comma-separated: text files, globs, TFRecord shards or tfds:NAME
+    c.data.train_files = ""  # comma-separated: corpus files, globs, TFRecord shards or tfds:NAME
+    c.data.text_field = "text"  # the Parquet column / JSON lines field holding a document
     c.data.eval_files = ""
     # Fine-tuning: evaluated once, on the best epoch's weights, when training ends (results.json).
     c.data.test_files = ""
@@ -58,6 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
+    # Share of pre-training rows cut into `[CLS] A [SEP] B [SEP]` with B at token type 1
+    # (flaxlm/data/pipeline.py make_masker); -1: ELECTRA's 0.9 for a model with two token types
+    # (BERT, ELECTRA), 0 otherwise (XLM-R: one type; DistilBERT: none).
+    c.data.two_segment_rate = -1.0
     # Fine-tuning: pad each batch to one of a few lengths (pow2 | none | 32,64,128), so the
     # steps compile once per length (flaxlm/data/length_buckets.py).
     c.data.length_buckets = "pow2"
@@ -204,6 +209,7 @@ class RunConfig:
     step: StepConfig
     mesh: MeshConfig
     raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
+    test_on: str = "best"  # finetune.test_on: which epoch's weights score data.test_files
 
     def model(self, tokenizer_vocab_size: int, tokenizer_pad_id: int | None = None) -> ModelConfig:
         """The model shapes, with the vocabulary sized from the tokenizer and the padding id taken
@@ -285,8 +291,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
-            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
-            shuffle_buffer=c.data.shuffle_buffer,
+            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len, text_field=c.data.text_field,
+            shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
             length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
@@ -298,6 +304,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
         raw=json.loads(c.to_json()),
+        test_on=c.finetune.test_on,
     )
 
 

@@ -143,7 +143,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         tokenizer_dir, config.data.train_files, workdir, kind=config.data_tokenizer_kind,
         vocab_size=config.data_tokenizer_vocab_size,
         model_vocab_size=config.model_overrides.get(
-            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main)
+            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main,
+        text_field=config.data.text_field)
     run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
@@ -154,7 +155,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     objective = make_objective(config.objective, config.objective_sections)
     host_batch = loop.batch_size // procs
     ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs,
-                      token_types=model_config.type_vocab_size > 0)
+                      token_types=model_config.type_vocab_size > 0,
+                      type_vocab_size=model_config.type_vocab_size)
     data_plan = objective.plan_data(ctx)
     # Read (and checked) now, so bad test data stops the run before anything compiles.
     test_batches = (objective.eval_batches(run_results.test_context(ctx))
@@ -353,7 +355,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
             evaluate=lambda params, batches: evaluate(program, params, mesh, batches),
             final_params=state["params"], abstract_params=abstract["params"],
             final_step=int(jax.device_get(state["step"])), param_count=program.param_count(),
-            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main)
+            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main,
+            test_on=config.test_on)
     last["stopped_by"] = stop.signal_name
     last["summary_keys"] = objective.summary_keys
     return last

@@ -1,5 +1,7 @@
 """`make demo`'s fill-mask examples are held-out text: the model fills them from context."""
 
+import os
+
 from flaxlm import demo
 
 
@@ -57,3 +59,17 @@ def test_accuracy_by_input_splits_mask_from_kept_and_random_slots(tmp_path):
     split = demo.accuracy_by_input(str(tmp_path), [batch], mask_id)
     assert split == {"mask_accuracy": 1 / 3, "mask_baseline": 2 / 3, "mask_slots": 3,
                      "other_accuracy": 2 / 3, "other_slots": 3}
+
+
+def test_pos_examples_are_isdt_sentences_outside_the_shipped_splits():
+    examples = demo.pos_examples()
+    assert len(examples) == 2
+    shipped = "".join(_lines(os.path.join(demo.REPO, "data", "it", "ud", f"{name}.conllu"))
+                      for name in ("train", "dev", "test"))
+    ids = [line for line in _lines(demo.POS_EXAMPLES).splitlines()
+           if line.startswith("# sent_id = ")]
+    assert len(ids) == 2 and not any(i + "\n" in shipped for i in ids)
+    for words, tags in examples:
+        # One UD word a pipeline word (the demo joins them by spaces), one UPOS tag each.
+        assert len(words) == len(tags) >= 5 and all(t.isupper() for t in tags)
+        assert not any(" " in w for w in words)

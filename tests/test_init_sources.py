@@ -52,3 +52,21 @@ def test_a_rule_whose_source_holds_none_of_its_tensors_is_refused():
     with pytest.raises(FlaxlmError, match=r"'encoder'.*holds none of its 4 tensors.*"
                                           r"discriminator_head/prediction/kernel"):
         partial_init.plan((InitRule("encoder"),), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
+
+
+def test_a_frozen_tensor_missing_from_its_source_stops_the_run(monkeypatch):
+    """A frozen tensor never trains: left fresh (random) it would stay so for the whole run."""
+    import types
+
+    from flaxlm import init_weights
+
+    two_layers = {"layers": {str(i): {"w": np.zeros((2, 2), np.float32)} for i in (0, 1)}}
+    program = types.SimpleNamespace(frozen={"teacher": two_layers})
+    objective = types.SimpleNamespace(
+        name="minilmv2", weight_sources=lambda: {"teacher": "runs/t"},
+        init_rules=lambda has_init_from: (InitRule("teacher", "teacher", "encoder"),))
+    one_layer = {"encoder": {"layers": {"0": {"w": np.ones((2, 2), np.float32)}}}}
+    monkeypatch.setattr(init_weights, "read_params", lambda path: (one_layer, None, 7))
+    with pytest.raises(FlaxlmError, match=r"frozen tensor teacher/layers/1/w is not in weight "
+                                          r"source 'teacher' \(runs/t\) \(1 frozen tensors"):
+        init_weights.load_weights(program, objective, types.SimpleNamespace(init_from=""), None)

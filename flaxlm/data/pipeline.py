@@ -34,6 +34,25 @@ IN_MEMORY_MAX_TOKENS = 1 << 28
 _STREAM_BLOCK = 256  # examples per Python→tf.data hand-off when packing on the fly
 
 
+AUTO = -1.0  # DataConfig.two_segment_rate: decided by the model's token types
+# google-research/electra build_pretraining_dataset.py (at 8a46635) lines 59-61: one segment in
+# 10% of the examples, two in the rest.
+ELECTRA_TWO_SEGMENT_RATE = 0.9
+
+
+def two_segment_rate(cfg: "DataConfig", type_vocab_size: int) -> "DataConfig":
+    """`cfg` with AUTO resolved for a model with `type_vocab_size` token types: ELECTRA's rate
+    when it has a type 1 to train (BERT, ELECTRA), else 0 (XLM-R and RoBERTa have one type and
+    train on one segment; a model without types, DistilBERT, does not read them)."""
+    rate = cfg.two_segment_rate
+    if rate == AUTO:
+        rate = ELECTRA_TWO_SEGMENT_RATE if type_vocab_size >= 2 else 0.0
+    elif rate > 0 and type_vocab_size == 1:
+        raise FlaxlmError(f"data.two_segment_rate={rate} gives the second segment token type 1, "
+                          "but model.type_vocab_size=1: set it to 0")
+    return dataclasses.replace(cfg, two_segment_rate=rate)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     train_files: tuple[str, ...]
@@ -55,6 +74,11 @@ class DataConfig:
     # Fine-tuning batches are cut to the smallest of these lengths that holds their longest row
     # (flaxlm/data/length_buckets.py); empty: every batch at seq_len. Packed MLM rows are full.
     length_buckets: tuple[int, ...] = ()
+    # Fraction of packed pre-training rows cut into two segments, `[CLS] A [SEP] B [SEP]` with B
+    # at token type 1 (see `make_masker`); 0: one segment, every token type 0; AUTO (the run
+    # config's default): resolved by `two_segment_rate` from the model's token types.
+    two_segment_rate: float = 0.0
+    text_field: str = "text"  # Parquet column / JSON lines field of a document (corpus_files)
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
@@ -63,6 +87,9 @@ class DataConfig:
                     f"DataConfig.{key}: expected a tuple of paths, "
                     f"got the string {getattr(self, key)!r}"
                 )
+        if not self.text_field:
+            raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
+                              "field holding the text (default 'text')")
         if self.seq_len < 8:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
@@ -76,6 +103,11 @@ class DataConfig:
             raise FlaxlmError(
                 f"DataConfig.mask_token_rate={rates[0]}, random_token_rate={rates[1]}: "
                 "must be ≥ 0 with sum ≤ 1"
+            )
+        if not (0 <= self.two_segment_rate <= 1 or self.two_segment_rate == AUTO):
+            raise FlaxlmError(
+                f"data.two_segment_rate={self.two_segment_rate}: must be in [0, 1], or {AUTO} "
+                "(ELECTRA's rate for a model with two token types, else 0)"
             )
         if self.shuffle_buffer < 1:
             raise FlaxlmError(
@@ -108,10 +140,24 @@ def make_masker(
     maskable tokens)) distinct tokens, at most M.
     Each prediction independently becomes the mask id / a random non-special token / itself.
     Special tokens and padding are never in a word, hence never masked.
+
+    Two segments (`two_segment_rate` of the rows, drawn per example): a [SEP] is put in at the
+    first word start from the middle of the row's text on, the rest moves one position right
+    (a full row loses its last text token), and everything after that [SEP] up to the final one
+    gets token type 1, so pair fine-tuning starts from a trained type-1 embedding. This follows
+    google-research/electra build_pretraining_dataset.py (at 8a46635): 10% of examples keep one
+    segment (lines 59-61), the first segment fills about half the length (lines 63-79, there at a
+    sentence boundary, here at a word boundary: packed rows keep no sentence ends), token type 1
+    for the second segment and its [SEP] (lines 100-104). BERT's create_pretraining_data.py
+    (at eedf571, lines 258-319) always makes two segments, its second one from another document
+    half of the time for next-sentence prediction, which flaxlm does not train.
     The whole batch is masked by one set of ops (per-example maps cost ~30 op launches per row),
     and every random number is a hash of (seed, g, stream, position): a row's mask does not
     depend on which batch or host it lands in.
     """
+    if cfg.two_segment_rate == AUTO:
+        raise FlaxlmError("data.two_segment_rate is AUTO: resolve it for the model first "
+                          "(pipeline.two_segment_rate)")
     seq_len, budget = cfg.seq_len, max_predictions(cfg)
     specials_S = tf.constant(tokenizer.special_ids, tf.int32)
     non_special_R = tf.constant(
@@ -120,13 +166,46 @@ def make_masker(
     mask_below = cfg.mask_token_rate
     random_below = cfg.mask_token_rate + cfg.random_token_rate
     slot_W = tf.range(seq_len)
-    word_stream, action_stream, token_stream = (_stream_key(seed, s) for s in range(3))
+    word_stream, action_stream, token_stream, segment_stream = (
+        _stream_key(seed, s) for s in range(4))
+
+    def two_segments(g_B, ids_BxL, word_starts_BxL):
+        """(ids, word starts, token types) with the second segment cut off where drawn."""
+        real_B = tf.reduce_sum(tf.cast(ids_BxL != tokenizer.pad_id, tf.int32), axis=1)
+        pos_1xL = slot_W[None, :]
+        # The first word start at or after the middle of the text (positions 1 … real-2).
+        middle_Bx1 = (1 + (real_B - 2) // 2)[:, None]
+        candidate_BxL = word_starts_BxL & (pos_1xL >= middle_Bx1) & (pos_1xL < real_B[:, None] - 1)
+        split_B = tf.where(tf.reduce_any(candidate_BxL, axis=1),
+                           tf.argmax(tf.cast(candidate_BxL, tf.int32), axis=1,
+                                     output_type=tf.int32),
+                           middle_Bx1[:, 0])
+        drawn_B = _uniform(segment_stream, g_B, 1)[:, 0] < cfg.two_segment_rate
+        split_B = tf.where(drawn_B & (real_B >= 4), split_B, seq_len)  # seq_len: no split
+        split_Bx1 = split_B[:, None]
+
+        def shifted(x_BxL):  # x[i-1] at position i
+            return tf.concat([x_BxL[:, :1], x_BxL[:, :-1]], axis=1)
+        ids_BxL = tf.where(pos_1xL < split_Bx1, ids_BxL,
+                           tf.where(pos_1xL == split_Bx1, tokenizer.sep_id, shifted(ids_BxL)))
+        # A full row pushed its last text token out: it still ends with [SEP].
+        full_Bx1 = (real_B == seq_len)[:, None] & (split_Bx1 < seq_len)
+        ids_BxL = tf.where(full_Bx1 & (pos_1xL == seq_len - 1), tokenizer.sep_id, ids_BxL)
+        word_starts_BxL = tf.where(pos_1xL < split_Bx1, word_starts_BxL,
+                                   (pos_1xL == split_Bx1 + 1) | (
+                                       (pos_1xL > split_Bx1) & shifted(word_starts_BxL)))
+        types_BxL = tf.cast((pos_1xL > split_Bx1) & (ids_BxL != tokenizer.pad_id), tf.int32)
+        return ids_BxL, word_starts_BxL, types_BxL
 
     def mask(g_B, ids_BxL, word_starts_BxL):
         batch = tf.shape(ids_BxL)[0]
-        if not cfg.whole_word_masking:
-            word_starts_BxL = tf.ones_like(word_starts_BxL)
         g_B = tf.cast(g_B, tf.int64)
+        if cfg.two_segment_rate > 0:
+            ids_BxL, word_starts_BxL, types_BxL = two_segments(g_B, ids_BxL, word_starts_BxL)
+        else:
+            types_BxL = tf.zeros_like(ids_BxL)
+        if not cfg.whole_word_masking:  # after the cut, which stays at a word start
+            word_starts_BxL = tf.ones_like(word_starts_BxL)
         maskable_BxL = ~tf.reduce_any(ids_BxL[:, :, None] == specials_S, axis=2)
         # Word number of each token; -1 before the first word start (cannot happen for packed data).
         word_BxL = tf.cumsum(tf.cast(word_starts_BxL & maskable_BxL, tf.int32), axis=1) - 1
@@ -189,7 +268,7 @@ def make_masker(
         return {
             "input_ids": tf.where(chosen_BxL, replaced_BxL, ids_BxL),
             "attention_mask": tf.cast(ids_BxL != tokenizer.pad_id, tf.int32),
-            "token_type_ids": tf.zeros_like(ids_BxL),
+            "token_type_ids": types_BxL,
             "masked_positions": positions_BxM,
             "masked_labels": tf.where(
                 used_BxM, tf.gather(ids_BxL, positions_BxM, batch_dims=1), 0
@@ -360,8 +439,8 @@ def _train_source(
             )
         return sources.prepared_dataset(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
     if any(s.startswith(sources.TFDS_PREFIX) for s in specs):
-        return _packed_stream(specs, tokenizer, cfg.seq_len)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _in_memory(
@@ -370,7 +449,7 @@ def _in_memory(
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "eval_files")
         return sources.load_prepared(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
 
 
 def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
@@ -381,11 +460,15 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
         )
 
 
-def _packed_stream(specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int) -> tf.data.Dataset:
+def _packed_stream(
+    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str
+) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
 
     def blocks():
-        token_docs = prepare.tokenize_documents(sources.iter_documents(specs), tokenizer)
+        token_docs = prepare.tokenize_documents(
+            sources.iter_documents(specs, text_field), tokenizer
+        )
         yield from prepare.pack_examples(
             token_docs,
             seq_len=seq_len,

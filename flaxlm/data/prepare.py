@@ -122,13 +122,13 @@ def _frame(
 
 
 def pack_corpus(
-    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int
+    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, text_field: str = "text"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All packed examples of text/TFDS specs in memory (for corpora that fit, else use
+    """All packed examples of corpus/TFDS specs in memory (for corpora that fit, else use
     `prepare_shards`)."""
     blocks = list(
         pack_examples(
-            tokenize_documents(sources.iter_documents(specs), tokenizer),
+            tokenize_documents(sources.iter_documents(specs, text_field), tokenizer),
             seq_len=seq_len,
             cls_id=tokenizer.cls_id,
             sep_id=tokenizer.sep_id,
@@ -141,7 +141,13 @@ def pack_corpus(
 
 
 def prepare_shards(
-    input_files: Sequence[str], tokenizer: Tokenizer, out_dir: str, *, seq_len: int, num_shards: int
+    input_files: Sequence[str],
+    tokenizer: Tokenizer,
+    out_dir: str,
+    *,
+    seq_len: int,
+    num_shards: int,
+    text_field: str = "text",
 ) -> dict:
     """Tokenizes + packs `input_files` offline into `out_dir/shard-XXXXX-of-YYYYY.tfrecord`.
 
@@ -160,7 +166,7 @@ def prepare_shards(
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
     counts = [0] * num_shards
     total = 0
-    documents = tqdm.tqdm(sources.iter_documents(input_files), desc="prepare", unit="doc")
+    documents = tqdm.tqdm(sources.iter_documents(input_files, text_field), desc="prepare", unit="doc")
     token_docs = tokenize_documents(documents, tokenizer)
     try:
         for ids_NxL, ws_NxL in pack_examples(
@@ -188,6 +194,7 @@ def prepare_shards(
         "files": names,
         "num_examples": counts,
         "inputs": list(input_files),
+        "text_field": text_field,
     }
     storage.write_text(meta_path, json.dumps(meta, indent=2))
     return meta

@@ -32,13 +32,14 @@ MIN_TRAINED_VOCAB = 1000
 VOCAB_MULTIPLE = 64
 
 
-def default_vocab_size(model_vocab_size: int, train_files: Sequence[str]) -> int:
+def default_vocab_size(model_vocab_size: int, train_files: Sequence[str],
+                       text_field: str = "text") -> int:
     """The vocabulary to train when none is configured: the model's (its preset's) size, capped at
     one entry per `WORDS_PER_ENTRY` words of the training text, but not below `MIN_TRAINED_VOCAB`
     (nor above the model's). Counting stops as soon as the text is big enough for the model's."""
     needed = model_vocab_size * WORDS_PER_ENTRY
     words = 0
-    for document in sources.iter_documents(train_files):
+    for document in sources.iter_documents(train_files, text_field):
         words += sum(len(paragraph.split()) for paragraph in document)
         if words >= needed:
             return model_vocab_size
@@ -55,6 +56,7 @@ def tokenizer_for_run(
     vocab_size: int,
     model_vocab_size: int,
     is_main: bool = True,
+    text_field: str = "text",
 ) -> str:
     """The tokenizer directory a run in `workdir` uses. `tokenizer_dir` (data.tokenizer) wins;
     empty, the workdir's `tokenizer/` is reused; absent too, one of `kind` ("unigram" or
@@ -70,13 +72,14 @@ def tokenizer_for_run(
         raise FlaxlmError(f"{local}: exists without {META_FILE} (an interrupted copy?); move it "
                           "away, or set --config.data.tokenizer=DIR")
     _require_text(train_files)
-    vocab_size = vocab_size or default_vocab_size(model_vocab_size, train_files)
+    vocab_size = vocab_size or default_vocab_size(model_vocab_size, train_files, text_field)
     storage.makedirs(workdir)
     # Trained aside and renamed into place: an interrupted run leaves no half tokenizer to reuse.
     staging = tempfile.mkdtemp(prefix=".tokenizer-", dir=None if storage.is_remote(workdir)
                                else workdir)
     try:
-        tok = train_tokenizer(train_files, vocab_size=vocab_size, kind=kind, out_dir=staging)
+        tok = train_tokenizer(train_files, vocab_size=vocab_size, kind=kind, out_dir=staging,
+                              text_field=text_field)
         if storage.is_remote(local):
             # Processes that trained the same tokenizer upload identical bytes.
             storage.upload_files(staging, local, last=META_FILE)

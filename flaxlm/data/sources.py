@@ -1,12 +1,14 @@
 """Where text comes from: local text files, TFDS datasets, and TFRecord shards written by `prepare`.
 
 A *spec* is what the user writes in `DataConfig.train_files`:
-  * a path, a glob, or a directory of text files: one paragraph per line, documents separated by
-    a blank line (the BERT/ELECTRA data convention);
+  * a path, a glob, or a directory of corpus files (`flaxlm.data.corpus_files`): Parquet and JSON
+    lines, one row a document; text, one paragraph per line, documents separated by a blank line
+    (the BERT/ELECTRA data convention); `.gz`/`.zst` compressed or not;
   * `tfds:NAME[:SPLIT]`, e.g. `tfds:wikipedia/20230601.it:train`: the `text` feature is a document,
     its lines are paragraphs;
   * a directory holding `prepared.json`: packed examples written by `flaxlm.data.prepare`.
-A document is a list of paragraphs (non-empty strings of at most `MAX_PARAGRAPH_CHARS`).
+A document is a list of paragraphs (non-empty strings of at most
+`corpus_files.MAX_PARAGRAPH_CHARS`).
 TensorFlow and TFDS are imported only where needed: tokenizer training reads plain text and should
 not pay seconds of TensorFlow import.
 """
@@ -16,25 +18,33 @@ from __future__ import annotations
 import glob
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from flaxlm import storage
+from flaxlm.data import corpus_files
 from flaxlm.errors import FlaxlmError
 
 TFDS_PREFIX = "tfds:"
 PREPARED_META = "prepared.json"
-# Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
-MAX_PARAGRAPH_CHARS = 100_000
-# A file without blank lines would otherwise be one document held whole in memory; past this
-# size a document is cut (costing one extra separator token per 10 M characters).
-MAX_DOCUMENT_CHARS = 10_000_000
 
 
-def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
-    """Documents of all specs in order. Bad paths fail here, before any reading starts."""
+def iter_documents(
+    specs: Sequence[str],
+    text_field: str = corpus_files.DEFAULT_TEXT_FIELD,
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[list[str]]:
+    """Documents of all specs in order. Bad paths and files that are not a corpus fail here,
+    before any reading starts. `text_field` names the Parquet column / JSON field holding the text.
+
+    `shard=(i, n)`: only the units (Parquet row groups, other files whole; `corpus_files`) whose
+    position in the listing of all specs is i mod n, so n hosts read disjoint parts of the corpus
+    and together all of it. A `tfds:` spec is one unit.
+    """
+    index, count = shard
+    if not 0 <= index < count:
+        raise FlaxlmError(f"shard {index}/{count}: expected I/N with 0 <= I < N")
     readers = []
     for spec in specs:
         if is_prepared(spec):
@@ -42,23 +52,48 @@ def iter_documents(specs: Sequence[str]) -> Iterator[list[str]]:
         if spec.startswith(TFDS_PREFIX):
             readers.append((spec, [spec]))
         else:
-            readers.append((spec, resolve_text_files(spec)))
-    return _documents(readers)
+            readers.append((spec, [corpus_files.identify(p) for p in resolve_text_files(spec)]))
+    return _documents(readers, text_field, shard)
 
 
-def _documents(readers: list[tuple[str, list[str]]]) -> Iterator[list[str]]:
-    for spec, paths in readers:
+def num_units(specs: Sequence[str]) -> int:
+    """How many units `iter_documents(specs, shard=...)` deals out: a Parquet file's row groups,
+    1 for any other file and for a `tfds:` spec. Reads each file's first bytes (and footer)."""
+    total = 0
+    for spec in specs:
+        if spec.startswith(TFDS_PREFIX):
+            total += 1
+        else:
+            total += sum(len(corpus_files.units(corpus_files.identify(p)))
+                         for p in resolve_text_files(spec))
+    return total
+
+
+def _documents(readers: list[tuple[str, list]], text_field: str,
+               shard: tuple[int, int]) -> Iterator[list[str]]:
+    index, count = shard
+    position = 0
+    for spec, files in readers:
         found_text = False
-        for path in paths:
-            docs = (
-                _tfds_documents(path)
-                if path.startswith(TFDS_PREFIX)
-                else _text_file_documents(path)
-            )
-            for doc in docs:
-                found_text = True
-                yield doc
-        if not found_text:
+        for file in files:
+            if isinstance(file, str):  # tfds: one unit
+                parts = [_tfds_documents(file)] if position % count == index else []
+                position += 1
+            else:
+                # Listing row groups reads a Parquet footer: only worth it when sharding.
+                whole = [corpus_files.Unit(file)] if count == 1 else corpus_files.units(file)
+                mine = []
+                for unit in whole:
+                    if position % count == index:
+                        mine.append(unit)
+                    position += 1
+                parts = (corpus_files.documents(u, text_field) for u in mine)
+            for docs in parts:
+                for doc in docs:
+                    found_text = True
+                    yield doc
+        # With n > 1 a host may own no unit of a small spec; emptiness is for one reader to say.
+        if not found_text and count == 1:
             raise FlaxlmError(f"{spec}: no text found (the corpus is empty or all blank lines)")
 
 
@@ -81,62 +116,6 @@ def resolve_text_files(spec: str) -> list[str]:
     if not storage.isfile(spec):
         raise FlaxlmError(f"{spec}: no such file")
     return [spec]
-
-
-def _text_file_documents(path: str) -> Iterator[list[str]]:
-    bad_lines, first_bad = 0, 0
-    paragraphs: list[str] = []
-    chars = 0
-    # Binary reading + per-line decoding: a broken byte spoils one line, not the whole file.
-    with storage.open_file(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line, clean = _decode_line(raw)
-            if not clean:
-                bad_lines += 1
-                first_bad = first_bad or line_no
-            if line_no == 1:
-                line = line.removeprefix("\ufeff")
-            line = line.strip()
-            if line:
-                paragraphs.extend(split_long_text(line))
-                chars += len(line)
-            if paragraphs and (not line or chars > MAX_DOCUMENT_CHARS):
-                yield paragraphs
-                paragraphs, chars = [], 0
-    if paragraphs:
-        yield paragraphs
-    if bad_lines:
-        warnings.warn(
-            f"{path}: {bad_lines} line(s) had invalid UTF-8 or NUL bytes "
-            f"(first at line {first_bad}); "
-            "bad bytes were replaced by U+FFFD, NULs dropped, and the rest of the text used",
-            stacklevel=2,
-        )
-
-
-def _decode_line(raw: bytes) -> tuple[str, bool]:
-    """The line's text and whether it was clean UTF-8 without NUL bytes."""
-    clean = True
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        line, clean = raw.decode("utf-8", errors="replace"), False
-    if "\x00" in line:
-        line, clean = line.replace("\x00", ""), False
-    return line, clean
-
-
-def split_long_text(text: str, max_chars: int = MAX_PARAGRAPH_CHARS) -> list[str]:
-    """Cuts `text` into pieces of at most `max_chars`, at the last space of each window if any."""
-    pieces = []
-    start = 0
-    while len(text) - start > max_chars:
-        cut = text.rfind(" ", start + 1, start + max_chars)
-        end = cut if cut > start else start + max_chars
-        pieces.append(text[start:end])
-        start = end
-    pieces.append(text[start:])
-    return [p for p in (piece.strip() for piece in pieces) if p]
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
@@ -163,7 +142,7 @@ def _tfds_documents(spec: str) -> Iterator[list[str]]:
         raise FlaxlmError(f"{spec}: has no 'text' feature (features: {sorted(ds.element_spec)})")
     for example in ds.as_numpy_iterator():
         text = example["text"].decode("utf-8", errors="replace").replace("\x00", "")
-        paragraphs = [p for line in text.split("\n") for p in split_long_text(line.strip())]
+        paragraphs = [p for line in text.split("\n") for p in corpus_files.split_long_text(line.strip())]
         if paragraphs:
             yield paragraphs
 

@@ -141,8 +141,10 @@ def train_tokenizer(
     out_dir: str,
     lowercase: bool = False,
     strip_accents: bool = False,
+    text_field: str = "text",
 ) -> Tokenizer:
-    """Trains a tokenizer on the paragraphs of `corpus_files` (any `sources` spec) into `out_dir`.
+    """Trains a tokenizer on the paragraphs of `corpus_files` (any `sources` spec; `text_field`
+    names the Parquet column / JSON field) into `out_dir`.
 
     `vocab_size` is the final vocabulary including special tokens. kind "unigram" trains a
     SentencePiece unigram model with the XLM-R id layout; "wordpiece" trains a BERT WordPiece
@@ -151,7 +153,8 @@ def train_tokenizer(
     if storage.is_remote(out_dir):
         with tempfile.TemporaryDirectory(prefix="flaxlm-tokenizer-") as staging:
             train_tokenizer(corpus_files, vocab_size=vocab_size, kind=kind, out_dir=staging,
-                            lowercase=lowercase, strip_accents=strip_accents)
+                            lowercase=lowercase, strip_accents=strip_accents,
+                            text_field=text_field)
             storage.upload_files(staging, out_dir, last=META_FILE)
         return load_tokenizer(out_dir)
     if vocab_size < 16:
@@ -162,7 +165,7 @@ def train_tokenizer(
         raise FlaxlmError(
             "strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)"
         )
-    paragraphs = _paragraphs(sources.iter_documents(corpus_files))
+    paragraphs = _paragraphs(sources.iter_documents(corpus_files, text_field))
     os.makedirs(out_dir, exist_ok=True)
     # transformers would read a stale tokenizer.json in preference to the new model file.
     if os.path.exists(os.path.join(out_dir, TOKENIZER_JSON)):

@@ -41,6 +41,8 @@ class DataContext:
     process_index: int = 0
     process_count: int = 1
     token_types: bool = True  # the model reads token_type_ids (model.type_vocab_size > 0)
+    # model.type_vocab_size (0: none, or not known): what data.two_segment_rate AUTO resolves by
+    type_vocab_size: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,33 @@
 """DistilBERT-style distillation (arXiv 1910.01108): soft targets + MLM + hidden-state cosine.
 
-loss = alpha_ce · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) at the masked positions
+loss = alpha_ce · T² · KL(softmax(teacher / T) ‖ softmax(student / T)) at every real token
      + alpha_mlm · the student's MLM cross-entropy at the masked positions
      + alpha_cos · (1 − cos(student, teacher last hidden states)) at the real (non-padding) tokens,
 each term averaged over its own count in the whole batch. The KL differs from the soft-target
 cross-entropy by the teacher's entropy, a constant: same gradient, and 0 for a perfect student.
-Defaults are the published training command of transformers' examples/research_projects/
-distillation (README: `--alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos 1.0`, train.py's
-`--temperature 2.0`); the teacher sees the student's masked input, as in its distiller.py. The
-student starts from the teacher's embeddings, MLM head and layers [0, 2, 4, 7, 9, 11]
-(`teacher_layers`), as its scripts/extract_distilbert.py does for a 12-layer teacher.
+This is transformers' examples/research_projects/distillation distiller.py `step()` (at 1607444):
+the soft targets cover every position of the attention mask unless `restrict_ce_to_mask` (its
+train.py flag, off in the README command) limits them to the masked positions; `KLDivLoss(
+reduction="batchmean")` divides by the selected positions. Covering every token computes the
+vocabulary logits of both models at every position (B×L×V, the memory a 119k vocabulary costs
+upstream too); `restrict_ce_to_mask=True` keeps them at the M masked slots.
+Defaults are the published training command (README: `--alpha_ce 5.0 --alpha_mlm 2.0
+--alpha_cos 1.0`, train.py's `--temperature 2.0`); the teacher sees the student's masked input, as
+in its distiller.py. The student starts from the teacher's embeddings, MLM head and layers
+[0, 2, 4, 7, 9, 11] (`teacher_layers`), as its scripts/extract_distilbert.py does for a 12-layer
+teacher.
+
+Where flaxlm departs, on purpose:
+  * Positions to predict: upstream draws 15% of the batch's tokens with probability ∝
+    count(token)^-0.7 (train.py `--mlm_smoothing 0.7`, token_probs from a counts pass over the
+    corpus; distiller.py `prepare_batch_mlm` multinomial over the whole batch); flaxlm draws 15% of
+    each row's words uniformly (whole-word masking, the pipeline every objective shares), with the
+    same 80/10/10 replacement. Frequency weighting needs corpus counts flaxlm does not keep.
+  * `freeze_position_embeddings` (train.py `--freeze_pos_embs`) is off by default: upstream's
+    `freeze_pos_embeddings` only acts on RoBERTa and GPT-2 students, so the README command leaves
+    a DistilBERT student's positions trained, as here. Set it for an XLM-R student to match.
+  * Adam β2 is 0.98 upstream (distiller.py's AdamW `betas=(0.9, 0.98)`): train.b2, which
+    configs/distil_mbert.py sets.
 
 A student with a pruned vocabulary (a subset of the teacher's tokens) reads its own tokenizer's
 batches; the teacher gets the same tokens under its own ids, and its logits are gathered over the
@@ -46,6 +64,12 @@ class DistilBertConfig(teachers.TeacherConfig):
     # Teacher layer each student layer starts from ("": the student starts fresh, or from
     # init_from; init_from, when set, wins).
     teacher_layers: str = "0,2,4,7,9,11"
+    # Soft targets only at the masked positions (upstream's --restrict_ce_to_mask; off: every
+    # real token, as the README command trains).
+    restrict_ce_to_mask: bool = False
+    # Keep the student's position embeddings where they start (upstream's --freeze_pos_embs,
+    # which acts on RoBERTa students only; see the module docstring).
+    freeze_position_embeddings: bool = False
 
     def layers(self) -> tuple[int, ...]:
         try:
@@ -57,7 +81,8 @@ class DistilBertConfig(teachers.TeacherConfig):
 
 def soft_target_sum(student_BxMxV: jax.Array, teacher_BxMxV: jax.Array, weights_BxM: jax.Array,
                     temperature: float) -> jax.Array:
-    """Σ over weighted slots of T² · KL(softmax(teacher / T) ‖ softmax(student / T))."""
+    """Σ over weighted rows (masked slots, or every position) of
+    T² · KL(softmax(teacher / T) ‖ softmax(student / T))."""
     log_s_BxMxV = jax.nn.log_softmax(student_BxMxV.astype(jnp.float32) / temperature, axis=-1)
     log_t_BxMxV = jax.nn.log_softmax(teacher_BxMxV.astype(jnp.float32) / temperature, axis=-1)
     kl_BxM = jnp.sum(jnp.exp(log_t_BxMxV) * (log_t_BxMxV - log_s_BxMxV), axis=-1)
@@ -73,6 +98,9 @@ def cosine_loss_sum(student_BxLxD: jax.Array, teacher_BxLxD: jax.Array,
     norms_BxL = jnp.sqrt((jnp.sum(jnp.square(s_BxLxD), axis=-1) + 1e-12)
                          * (jnp.sum(jnp.square(t_BxLxD), axis=-1) + 1e-12))
     return jnp.sum((1.0 - dot_BxL / norms_BxL) * mask_BxL.astype(jnp.float32))
+
+
+POSITIONS = "encoder/embeddings/position/embedding"
 
 
 class DistilBertModel(MaskedLMModel):
@@ -150,6 +178,12 @@ class DistilBert(teachers.Distillation):
                               f"{head} model; DistilBERT's soft targets need an MLM teacher")
         return super().plan_data(ctx)
 
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        # A zero scale stops the whole update, weight decay included: the table stays as loaded.
+        if not self.config.freeze_position_embeddings:
+            return None
+        return {POSITIONS: 0.0}
+
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
         return {"predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)),
@@ -158,47 +192,61 @@ class DistilBert(teachers.Distillation):
 
     def outputs(self, model: DistilBertModel, batch: Batch, *, dtype, dropout_key):
         """(student hidden states, student logits, teacher hidden states, teacher logits over the
-        student's vocabulary) at every position / at the masked positions."""
+        student's vocabulary): hidden states at every position, logits at the N rows the soft
+        targets cover (N = M masked slots with `restrict_ce_to_mask`, else all L positions)."""
         ids_BxL, mask_BxL = batch["input_ids"], batch["attention_mask"]
-        types_BxL, positions_BxM = batch.get("token_type_ids"), batch["masked_positions"]
+        types_BxL = batch.get("token_type_ids")
+
+        def rows(x_BxLxD):
+            if self.config.restrict_ce_to_mask:
+                return gather_positions(x_BxLxD, batch["masked_positions"])
+            return x_BxLxD
         student_BxLxD = model.encoder(ids_BxL, mask_BxL, types_BxL, dtype=dtype,
                                       dropout_key=dropout_key)
-        student_BxMxV = model.mlm_head(gather_positions(student_BxLxD, positions_BxM),
-                                       model.encoder.embeddings.word)
+        student_BxNxV = model.mlm_head(rows(student_BxLxD), model.encoder.embeddings.word)
         teacher = model.teacher
         teacher_BxLxD = teacher.encoder(
             teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
             dtype=self.teacher_dtype(dtype))
-        teacher_BxMxVt = teacher.mlm_head(gather_positions(teacher_BxLxD, positions_BxM),
-                                          teacher.encoder.embeddings.word)
-        teacher_BxMxV = (teacher_BxMxVt if self.student_to_teacher is None else
-                         jnp.take(teacher_BxMxVt, jnp.asarray(self.student_to_teacher), axis=-1))
-        return (student_BxLxD, student_BxMxV, jax.lax.stop_gradient(teacher_BxLxD),
-                jax.lax.stop_gradient(teacher_BxMxV))
+        teacher_BxNxVt = teacher.mlm_head(rows(teacher_BxLxD), teacher.encoder.embeddings.word)
+        teacher_BxNxV = (teacher_BxNxVt if self.student_to_teacher is None else
+                         jnp.take(teacher_BxNxVt, jnp.asarray(self.student_to_teacher), axis=-1))
+        return (student_BxLxD, student_BxNxV, jax.lax.stop_gradient(teacher_BxLxD),
+                jax.lax.stop_gradient(teacher_BxNxV))
 
     def loss(self, model: DistilBertModel, batch: Batch, normalizers: Mapping[str, jax.Array], *,
              dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         c = self.config
-        student_BxLxD, student_BxMxV, teacher_BxLxD, teacher_BxMxV = self.outputs(
+        student_BxLxD, student_BxNxV, teacher_BxLxD, teacher_BxNxV = self.outputs(
             model, batch, dtype=dtype, dropout_key=dropout_key)
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
+        mask_BxL = batch["attention_mask"].astype(jnp.float32)
+        if c.restrict_ce_to_mask:
+            student_BxMxV, soft_weights_BxN = student_BxNxV, weights_BxM
+        else:  # the MLM term reads the same all-position logits at the masked slots
+            student_BxMxV = jnp.take_along_axis(
+                student_BxNxV, batch["masked_positions"][..., None], axis=1)
+            soft_weights_BxN = mask_BxL
         mlm_sum, correct_sum = masked_xent_sums(student_BxMxV, batch["masked_labels"], weights_BxM)
-        sums = {"soft_sum": soft_target_sum(student_BxMxV, teacher_BxMxV, weights_BxM,
+        sums = {"soft_sum": soft_target_sum(student_BxNxV, teacher_BxNxV, soft_weights_BxN,
                                             c.temperature),
                 "mlm_sum": mlm_sum, "correct_sum": correct_sum,
                 "cosine_sum": (cosine_loss_sum(student_BxLxD, teacher_BxLxD,
                                                batch["attention_mask"])
                                if c.alpha_cos else jnp.zeros((), jnp.float32)),
                 "weight_sum": jnp.sum(weights_BxM),
-                "token_sum": jnp.sum(batch["attention_mask"].astype(jnp.float32))}
-        loss = ((c.alpha_ce * sums["soft_sum"] + c.alpha_mlm * mlm_sum) / normalizers["predictions"]
+                "token_sum": jnp.sum(mask_BxL)}
+        soft_count = normalizers["predictions" if c.restrict_ce_to_mask else "tokens"]
+        loss = (c.alpha_ce * sums["soft_sum"] / soft_count
+                + c.alpha_mlm * mlm_sum / normalizers["predictions"]
                 + c.alpha_cos * sums["cosine_sum"] / normalizers["tokens"])
         return loss, sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         c = self.config
         slots, tokens = jnp.maximum(sums["weight_sum"], 1.0), jnp.maximum(sums["token_sum"], 1.0)
-        terms = {"soft_ce": sums["soft_sum"] / slots, "mlm_loss": sums["mlm_sum"] / slots,
+        soft_rows = slots if c.restrict_ce_to_mask else tokens
+        terms = {"soft_ce": sums["soft_sum"] / soft_rows, "mlm_loss": sums["mlm_sum"] / slots,
                  "cosine": sums["cosine_sum"] / tokens}
         loss = c.alpha_ce * terms["soft_ce"] + c.alpha_mlm * terms["mlm_loss"] + (
             c.alpha_cos * terms["cosine"])
@@ -207,10 +255,13 @@ class DistilBert(teachers.Distillation):
 
     # -- cost ----------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
-        """The student's MLM training FLOPs plus the teacher's forward: its body per real token
-        and its MLM head per real prediction."""
+        """The student's training FLOPs plus the teacher's forward: each body per real token, each
+        MLM head per real row of the soft targets (real predictions with `restrict_ce_to_mask`,
+        else real tokens: padded positions are computed but not counted)."""
         teacher = self.resolved_teacher(config)
+        rows = counts["predictions" if self.config.restrict_ce_to_mask else "tokens"]
         d, v = teacher.hidden_size, teacher.vocab_size
         teacher_forward = (counts["tokens"] * teachers.forward_flops_per_token(teacher, seq_len)
-                           + 2.0 * (d * d + d * v) * counts["predictions"])
-        return super().train_flops(config, seq_len, counts) + teacher_forward
+                           + 2.0 * (d * d + d * v) * rows)
+        student = super().train_flops(config, seq_len, {**counts, "predictions": rows})
+        return student + teacher_forward

@@ -125,6 +125,22 @@ class MiniLMv2(teachers.Distillation):
         return MiniLMv2Model(config, teacher, rngs=rngs,
                              teacher_dtype=self.teacher_dtype(jnp.float32))
 
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float]:
+        """0 for the student tensors the loss never reaches: the last layer past its Q/K/V
+        projections, the MLM head and a pooler. AdamW's decoupled weight decay would otherwise
+        shrink them every step (zero gradient, nonzero decay: a factor exp(-Σ lr·wd), 0.3 over
+        the 400k steps of configs/minilmv2_l6_h384_from_xlmr.py); torch's AdamW skips a tensor
+        whose grad is None, so upstream keeps them as initialized, and so does a zero scale here
+        (it stops the whole update, weight decay included)."""
+        last = f"encoder/layers/{config.num_layers - 1}/"
+        qkv = tuple(f"{last}attention/{p}/" for p in ("query", "key", "value"))
+
+        def reached(name: str) -> bool:
+            if name.startswith(last):
+                return name.startswith(qkv)
+            return name.startswith("encoder/") and not name.startswith("encoder/pooler/")
+        return {n: 0.0 for n in param_paths if not reached(n)}
+
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # The student starts fresh (or from init_from); the teacher from its workdir's encoder.
         return (*super().init_rules(has_init_from),

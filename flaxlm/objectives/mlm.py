@@ -37,11 +37,14 @@ class MaskedLMConfig:
                               f"random_token_rate={rates[1]} must be ≥ 0 with a sum ≤ 1")
 
 
-def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig) -> pipeline.DataConfig:
-    """The pipeline settings with this objective's masking rates."""
-    return dataclasses.replace(
+def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig,
+                type_vocab_size: int = 0) -> pipeline.DataConfig:
+    """The pipeline settings with this objective's masking rates, and the share of two-segment
+    rows decided for the model's token types (pipeline.two_segment_rate)."""
+    return pipeline.two_segment_rate(dataclasses.replace(
         data, mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
-        random_token_rate=config.random_token_rate, max_predictions=config.max_predictions)
+        random_token_rate=config.random_token_rate, max_predictions=config.max_predictions),
+        type_vocab_size)
 
 
 def mlm_batch_spec(global_batch: int, seq_len: int, predictions: int) -> dict:
@@ -88,13 +91,13 @@ class MaskedLM(ObjectiveDefaults):
     # -- data ----------------------------------------------------------------------------------
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return pipeline.build_train_stream(
-            masked_data(ctx.data, self.config), ctx.tokenizer, seed=ctx.seed,
+            masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,
             host_batch_size=ctx.host_batch_size, start_example=start_example,
             process_index=ctx.process_index, process_count=ctx.process_count)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
         return pipeline.build_eval_batches(
-            masked_data(ctx.data, self.config), ctx.tokenizer, seed=ctx.seed,
+            masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,
             host_batch_size=ctx.host_batch_size, process_index=ctx.process_index,
             process_count=ctx.process_count)
 

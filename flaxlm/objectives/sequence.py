@@ -6,8 +6,9 @@ labels` fixes them (and their id order); written to config.json as "labels", whi
 into id2label/label2id. A label that only the evaluation files have is reported and scored as an
 error. Layer-wise learning-rate decay (`finetune.layer_decay` = d; 1.0 is off): the classifier head
 and the pooler train at the base rate, the top encoder layer at d, each layer below one more factor
-(layer i of L at d^(L-i)) and the embeddings last at d^(L+1). (ELECTRA's fine-tuning code counts
-the head as a depth of its own, so its top layer gets d², one factor more than this definition.)
+(layer i of L at d^(L-i)) and the embeddings last at d^(L+1). ELECTRA's fine-tuning code counts
+the head as a depth of its own, so its top layer gets d² and its embeddings d^(L+2):
+`finetune.layer_decay_style=electra` (flaxlm/optim.py `layer_decay_scales`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                     ObjectiveDefaults, Sums)
+from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
 from flaxlm.tasks import finetune_config
 
 SECTION = "objective.sequence_classification"
@@ -41,12 +43,16 @@ class SequenceClassificationConfig:
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
     language: str = "es"  # the language read from multilingual TFDS sets (xnli)
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1.0: off
+    layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
 
     def validate(self) -> None:
         if self.epochs < 0:
             raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0 < self.layer_decay <= 1:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.layer_decay_style not in LAYER_DECAY_STYLES:
+            raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
+                              f"{', '.join(LAYER_DECAY_STYLES)}")
         names = self.label_names()
         if self.labels and (len(names) < 2 or len(set(names)) != len(names)):
             raise FlaxlmError(f"{SECTION}.labels={self.labels!r}: needs two or more distinct, "
@@ -150,17 +156,10 @@ class SequenceClassification(ObjectiveDefaults):
         return (InitRule("encoder"),) if has_init_from else ()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
-        decay, top = self.config.layer_decay, config.num_layers
-        if decay == 1.0:
+        if self.config.layer_decay == 1.0:
             return None
-
-        def depth(name: str) -> int:
-            if name.startswith("encoder/layers/"):
-                return top - int(name.split("/")[2])
-            if name.startswith("encoder/pooler/") or not name.startswith("encoder/"):
-                return 0  # head and pooler: the base rate
-            return top + 1  # embeddings
-        return {n: decay ** depth(n) for n in param_paths if depth(n)}
+        return layer_decay_scales(config.num_layers, param_paths, self.config.layer_decay,
+                                  self.config.layer_decay_style)
 
     # -- data ----------------------------------------------------------------------------------
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:

@@ -12,7 +12,8 @@ error.
 
 Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
-embeddings_project × d^(L+1).
+embeddings_project × d^(L+1); `finetune.layer_decay_style=electra` gives one power more below the
+head, as ELECTRA's fine-tuning does (flaxlm/optim.py `layer_decay_scales`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
 from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                     ObjectiveDefaults, Sums)
+from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
 from flaxlm.tasks import finetune_config
 from flaxlm.tasks.metrics import entity_scores, token_scores
 
@@ -53,6 +55,7 @@ class TokenClassificationConfig:
     format: str = "conllu"  # conllu | conll2002 | wikiner | panx (flaxlm/data/labelled.py)
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
     layer_decay: float = 1.0  # layer-wise LR decay factor (see the module docstring); 1.0: off
+    layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
     selection: str = "macro_f1"  # the eval metric that picks the best epoch: macro_f1 | entity_f1
 
     def validate(self) -> None:
@@ -64,28 +67,12 @@ class TokenClassificationConfig:
             raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.layer_decay_style not in LAYER_DECAY_STYLES:
+            raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
+                              f"{', '.join(LAYER_DECAY_STYLES)}")
         if self.selection not in _SELECTIONS:
             raise FlaxlmError(f"{key}.selection={self.selection!r}: one of "
                               f"{', '.join(_SELECTIONS)}")
-
-
-def layer_decay_scales(config: ModelConfig, param_paths: list[str],
-                       decay: float) -> dict[str, float]:
-    """{parameter: decay ** depth}; depth 0 (absent) for the head and the pooler."""
-    layers = config.num_layers
-    scales = {}
-    for name in param_paths:
-        parts = name.split("/")
-        if parts[0] != "encoder" or parts[1] == "pooler":
-            continue
-        if parts[1] == "layers":
-            depth = layers - int(parts[2])
-        elif parts[1] in ("embeddings", "embeddings_project"):
-            depth = layers + 1
-        else:
-            raise FlaxlmError(f"layer-wise LR decay has no depth for parameter {name}")
-        scales[name] = decay ** depth
-    return scales
 
 
 class TokenClassification(ObjectiveDefaults):
@@ -118,7 +105,8 @@ class TokenClassification(ObjectiveDefaults):
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         if self.config.layer_decay == 1.0:
             return None
-        return layer_decay_scales(config, param_paths, self.config.layer_decay)
+        return layer_decay_scales(config.num_layers, param_paths, self.config.layer_decay,
+                                  self.config.layer_decay_style)
 
     # -- data ------------------------------------------------------------------------------------
     def plan_data(self, ctx: DataContext) -> DataPlan:

@@ -2,13 +2,18 @@
 
   finetune.epochs       > 0: train.steps = epochs × steps per epoch, an evaluation after each
   finetune.layer_decay  layer-wise learning-rate decay factor d in (0, 1]; 1.0 is off
+  finetune.layer_decay_style  flaxlm (top layer d, embeddings d^(L+1)) | electra (ELECTRA's
+                        _get_layer_lrs: top layer d², embeddings d^(L+2)); flaxlm/optim.py
   finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
   finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
+  finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
+                        the last epoch's (SELECTRA's protocol, flaxlm/tasks/results.py)
 
-`epochs` and `layer_decay` reach the objective through the fields of the same name in its config
-dataclass (`objective_fields`); an objective without them (MLM) refuses a non-default value.
+`epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same
+name in its config dataclass (`objective_fields`); an objective without them (MLM) refuses a non-
+default value.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import ml_collections
 from flaxlm.errors import FlaxlmError
 
 # Settings an objective config dataclass may declare and that the `finetune` section sets.
-OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0}
+OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0, "layer_decay_style": "flaxlm"}
+TEST_ON = ("best", "last")  # which epoch's weights score data.test_files
 T = TypeVar("T")
 
 
@@ -29,9 +35,11 @@ def section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.epochs = OBJECTIVE_FIELDS["epochs"]
     c.layer_decay = OBJECTIVE_FIELDS["layer_decay"]
+    c.layer_decay_style = OBJECTIVE_FIELDS["layer_decay_style"]
     c.folds = 0
     c.fold = -1
     c.seeds = 1
+    c.test_on = "best"
     return c
 
 
@@ -39,11 +47,12 @@ def objective_fields(config_cls: type, finetune: Mapping[str, Any], objective: s
                      ) -> dict[str, Any]:
     """The `finetune.*` values the objective's config dataclass takes (epochs, layer_decay)."""
     declared = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: finetune.get(k, default) for k, default in OBJECTIVE_FIELDS.items()}
     for key, default in OBJECTIVE_FIELDS.items():
-        if key not in declared and finetune[key] != default:
-            raise FlaxlmError(f"finetune.{key}={finetune[key]} does not apply to objective "
+        if key not in declared and values[key] != default:
+            raise FlaxlmError(f"finetune.{key}={values[key]} does not apply to objective "
                               f"{objective!r} (fine-tuning objectives only)")
-    return {k: finetune[k] for k in OBJECTIVE_FIELDS if k in declared}
+    return {k: values[k] for k in OBJECTIVE_FIELDS if k in declared}
 
 
 def validate(finetune: Mapping[str, Any], eval_files: Sequence[str]) -> None:
@@ -54,6 +63,8 @@ def validate(finetune: Mapping[str, Any], eval_files: Sequence[str]) -> None:
         raise FlaxlmError(f"finetune.fold={fold} must be -1 or in [0, finetune.folds={folds})")
     if seeds < 1:
         raise FlaxlmError(f"finetune.seeds must be at least 1, got {seeds}")
+    if finetune.get("test_on", "best") not in TEST_ON:
+        raise FlaxlmError(f"finetune.test_on={finetune['test_on']!r}: one of {', '.join(TEST_ON)}")
     if folds and eval_files:
         raise FlaxlmError("finetune.folds evaluates each fold on its held-out slice of the "
                           "training data: leave data.eval_files empty (data.test_files is "

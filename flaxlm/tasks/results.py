@@ -6,8 +6,10 @@ One run (written when training ends normally, never when a signal stopped it):
            train_loss is the mean of the training losses logged (every train.log_every steps)
            since the previous evaluation, epoch is step / steps_per_epoch
   best     {epoch, step, dev} of the evaluation best.json names (absent without evaluations)
-  test     {metric: value} of the best epoch's weights on data.test_files (with test files),
-           and test_files
+  test     {metric: value} on data.test_files (with test files) of the best epoch's weights, or
+           with finetune.test_on=last of the last epoch's (SELECTRA's protocol: its
+           run_finetuning.py scores the model after the last epoch on the split its tasks read
+           as "dev", which for CoNLL-2002 is the test set); test_step and test_on say which
 The task's metrics by name: accuracy, macro_precision/macro_recall/macro_f1, and for IOB labels
 entity_precision/entity_recall/entity_f1 (flaxlm/tasks/metrics.py).
 
@@ -62,8 +64,9 @@ def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str
 
 def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
            final_params: Any, abstract_params: Any, final_step: int, steps_per_epoch: int,
-           param_count: int, is_main: bool) -> dict[str, Any]:
-    """Evaluates the best epoch's weights on `test_batches` (if any) and writes results.json.
+           param_count: int, is_main: bool, test_on: str = "best") -> dict[str, Any]:
+    """Evaluates the best epoch's weights (`test_on="last"`: the last epoch's) on `test_batches`
+    (if any) and writes results.json.
 
     `evaluate(params, batches)` is the trainer's jitted evaluation ({"eval_<metric>": value})."""
     selection = objective.selection
@@ -80,17 +83,18 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
         results["best"] = {"epoch": row and row["epoch"], "step": best["step"],
                            "dev": row and row["dev"]}
     if test_batches:
-        step = _same_on_every_process(best["step"] if best else final_step)
+        on_best = best is not None and test_on == "best"
+        step = _same_on_every_process(best["step"] if on_best else final_step)
         params = (final_params if step == final_step
                   else read_params(workdir, abstract_params, step=step)[0])
         scores = evaluate(params, test_batches)
         results["test"] = {k[len("eval_"):]: v for k, v in scores.items()}
-        results["test_step"] = step
+        results["test_step"], results["test_on"] = step, "best" if on_best else "last"
         if is_main:
             shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items()
                              if k not in _COUNTS)
-            print(f"flaxlm: test (step {step}{', the best epoch' if best else ''}): {shown}",
-                  flush=True)
+            which = ", the best epoch" if on_best else (", the last epoch" if best else "")
+            print(f"flaxlm: test (step {step}{which}): {shown}", flush=True)
     if is_main:
         run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
     return results

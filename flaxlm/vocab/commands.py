@@ -27,7 +27,8 @@ def _cmd_doc_freq(args, _):
     with contextlib.ExitStack() as stack:
         source = open_source(args.model, stack, args.tokenizer)
         tok, vocab = read_source_vocabulary(source, args.model)
-        freq = doc_freq.count(args.corpus, tok, vocab, _shard(args.shard))
+        freq = doc_freq.count(args.corpus, tok, vocab, _shard(args.shard),
+                              text_field=args.text_field)
     freq.save(args.out)
     print(f"flaxlm: counted {freq.num_docs:,} documents ({freq.docs_per_second:,.0f} docs/s) "
           f"into {args.out}")
@@ -39,7 +40,7 @@ def _cmd_prune_vocab(args, _):
 
     options = PruneOptions(min_doc_freq=args.min_doc_freq, uncase=args.uncase,
                            keep_chars=not args.no_keep_chars, chars_from=tuple(args.keep_chars),
-                           rows=args.rows)
+                           rows=args.rows, text_field=args.text_field)
     r = prune_vocab(args.model, args.out, corpus=args.corpus, counts=args.counts,
                     heldout=args.heldout, options=options, tokenizer_dir=args.tokenizer)
     print(format_report(r))
@@ -55,8 +56,11 @@ def add_parsers(sub) -> None:
         "and MLM bias, for --config.init_from and flaxlm export.")
     p.add_argument("--model", required=True, help="flaxlm workdir or Hugging Face model dir")
     p.add_argument("--corpus", nargs="+", default=[], metavar="FILES",
-                   help="text files (one paragraph per line, blank line between documents) or "
-                   "tfds:NAME")
+                   help="corpus files (Parquet, JSON lines, or text: one paragraph per line, "
+                   "blank line between documents) or tfds:NAME")
+    p.add_argument("--text-field", default="text",
+                   help="the Parquet column / JSON lines field holding a document (for "
+                   "--corpus, --keep-chars and --heldout)")
     p.add_argument("--counts", nargs="+", default=[], metavar="NPZ",
                    help="instead of --corpus: document counts from flaxlm doc-freq (shards add up)")
     p.add_argument("--min-doc-freq", type=float, default=0.001,
@@ -83,7 +87,11 @@ def add_parsers(sub) -> None:
                        "(one shard of the corpus per host)")
     p.add_argument("--model", required=True, help="flaxlm workdir or Hugging Face model dir")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILES")
-    p.add_argument("--shard", default="0/1", help="I/N: count every N-th document from the I-th")
+    p.add_argument("--shard", default="0/1",
+                   help="I/N: count the I-th of every N files / Parquet row groups (or, with "
+                   "fewer than N of those, every N-th document from the I-th)")
+    p.add_argument("--text-field", default="text",
+                   help="the Parquet column / JSON lines field holding a document")
     p.add_argument("--tokenizer", default=None, metavar="DIR")
     p.add_argument("--out", required=True, help=".npz file to write")
     p.set_defaults(func=_cmd_doc_freq)

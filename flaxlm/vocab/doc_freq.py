@@ -76,31 +76,40 @@ def merge(counts: Sequence[DocFreq], paths: Sequence[str], vocab: Vocabulary) ->
                    sum(c.seconds for c in counts))
 
 
-def _documents(specs: Sequence[str], shard: tuple[int, int], errors: list[FlaxlmError]):
+def _documents(specs: Sequence[str], shard: tuple[int, int], errors: list[FlaxlmError],
+               text_field: str):
     """Batches of documents (paragraphs joined by newlines) of this shard. A FlaxlmError of the
-    reader (an empty file) lands in `errors`: raised inside tf.data it would lose its type."""
+    reader (an empty file) lands in `errors`: raised inside tf.data it would lose its type.
+
+    With at least as many units (files, Parquet row groups) as shards, a host reads only its own
+    units (`sources.iter_documents(shard=)`); with fewer, every host reads the whole corpus and
+    keeps every N-th document."""
     import tensorflow as tf
 
     index, count = shard
+    by_unit = count > 1 and sources.num_units(specs) >= count
 
     def texts():
         try:
-            for paragraphs in sources.iter_documents(specs):
+            for paragraphs in sources.iter_documents(specs, text_field,
+                                                     shard if by_unit else (0, 1)):
                 yield "\n".join(paragraphs)
         except FlaxlmError as e:
             errors.append(e)
 
-    return (tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
-            .shard(count, index).batch(BATCH_DOCUMENTS).prefetch(2))
+    ds = tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
+    if not by_unit:
+        ds = ds.shard(count, index)
+    return ds.batch(BATCH_DOCUMENTS).prefetch(2)
 
 
 def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
-          shard: tuple[int, int] = (0, 1)) -> DocFreq:
-    """Counts over the documents of `specs` (text files or `tfds:NAME`) in this shard."""
+          shard: tuple[int, int] = (0, 1), text_field: str = "text") -> DocFreq:
+    """Counts over the documents of `specs` (corpus files or `tfds:NAME`) in this shard."""
     index, num_shards = shard
     if not 0 <= index < num_shards:
         raise FlaxlmError(f"--shard {index}/{num_shards}: expected I/N with 0 <= I < N")
-    sources.iter_documents(specs)  # a bad path fails here, before tf.data wraps the error
+    sources.iter_documents(specs, text_field)  # a bad path or file fails here, before tf.data wraps the error
     size = vocab.size
     group_V = vocab.group_ids(uncase=True)
     docs_V = np.zeros(size, np.int64)
@@ -109,7 +118,7 @@ def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
     chars: set[str] = set()
     num_docs = 0
     errors: list[FlaxlmError] = []
-    documents = _documents(specs, shard, errors)
+    documents = _documents(specs, shard, errors, text_field)
     start = time.perf_counter()
     for batch in documents.as_numpy_iterator():
         docs = [b.decode("utf-8") for b in batch]

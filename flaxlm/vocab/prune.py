@@ -42,6 +42,7 @@ class PruneOptions:
     keep_chars: bool = True  # single characters of the corpus (and byte pieces) are kept
     chars_from: tuple[str, ...] = ()  # more text whose characters are kept
     rows: str = "lowercase"  # "lowercase" | "average": rows of merged case variants
+    text_field: str = "text"  # Parquet column / JSON lines field of the corpus files
 
 
 def check_out(out: str) -> None:
@@ -94,7 +95,8 @@ def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Voca
 def keep_chars(tok: Tokenizer, freq: doc_freq.DocFreq, options: PruneOptions) -> set[str] | None:
     if not options.keep_chars:
         return None
-    chars = freq.chars + "".join(p for p in report.heldout_paragraphs(options.chars_from))
+    chars = freq.chars + "".join(p for p in report.heldout_paragraphs(options.chars_from,
+                                                                    options.text_field))
     chars = "".join(sorted(set(chars)))
     if tok.kind == "sentencepiece":
         return sentencepiece_prune.normalize_chars(tok.path, chars, options.uncase)
@@ -161,7 +163,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         if counts:
             freq = doc_freq.merge([doc_freq.load(p) for p in counts], counts, vocab)
         else:
-            freq = doc_freq.count(corpus, tok, vocab)
+            freq = doc_freq.count(corpus, tok, vocab, text_field=options.text_field)
         if freq.num_docs == 0:
             raise FlaxlmError(f"{', '.join(corpus or counts)}: no documents to count")
         plan = select(vocab, freq, min_doc_freq=options.min_doc_freq, uncase=options.uncase,
@@ -172,9 +174,9 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         new_flat = reindex(flat, axes, plan, mixing_weights(plan, freq.tokens_V, options.rows))
         new_model = dataclasses.replace(source.model, vocab_size=plan.size)
         new_params = unflatten_like(abstract_params(new_model, source.head)[1], new_flat)
-        paragraphs = report.heldout_paragraphs(heldout) if heldout else []
+        paragraphs = report.heldout_paragraphs(heldout, options.text_field) if heldout else []
         sample = paragraphs[:AGREEMENT_PARAGRAPHS] or report.first_paragraphs(
-            corpus, AGREEMENT_PARAGRAPHS)
+            corpus, AGREEMENT_PARAGRAPHS, options.text_field)
         with staged_dir(out, overwrite=os.path.isdir(out)) as tmp:
             new_tok = write_tokenizer(tok, plan, os.path.join(tmp, "tokenizer"), options,
                                       new_model.max_seq_len)

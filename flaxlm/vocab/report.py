@@ -18,12 +18,12 @@ REPORT_FILE = "prune_report.json"
 SOURCES_FILE = "pruned_ids.json"
 
 
-def heldout_paragraphs(specs: Sequence[str]) -> list[str]:
-    return [p for doc in sources.iter_documents(specs) for p in doc]
+def heldout_paragraphs(specs: Sequence[str], text_field: str = "text") -> list[str]:
+    return [p for doc in sources.iter_documents(specs, text_field) for p in doc]
 
 
-def first_paragraphs(specs: Sequence[str], n: int) -> list[str]:
-    paragraphs = (p for doc in sources.iter_documents(specs) for p in doc)
+def first_paragraphs(specs: Sequence[str], n: int, text_field: str = "text") -> list[str]:
+    paragraphs = (p for doc in sources.iter_documents(specs, text_field) for p in doc)
     return list(itertools.islice(paragraphs, n))
 
 

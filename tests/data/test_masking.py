@@ -135,6 +135,69 @@ def test_rows_without_words_get_no_predictions(tokenizer):
     np.testing.assert_array_equal(out["input_ids"], np.tile(ids_L, (4, 1)))
 
 
+def test_two_segments_as_electras_builder(table, tokenizer):
+    """ELECTRA's builder: ~90% of rows `[CLS] A [SEP] B [SEP]`, B (and its [SEP]) at type 1,
+    the cut at a word start near the middle; the text is kept, one token shifted (a full row
+    loses its last one); masks never land on the inserted [SEP]."""
+    g = np.arange(400)
+    out, orig, ws = _mask(table, tokenizer, g, two_segment_rate=0.9)
+    ids, types = out["input_ids"], out["token_type_ids"]
+    restored = ids.copy()
+    rows, slots = np.nonzero(out["masked_weights"])
+    restored[rows, out["masked_positions"][rows, slots]] = out["masked_labels"][rows, slots]
+    split_rows = 0
+    for i in range(len(g)):
+        real = int((orig[i] != tokenizer.pad_id).sum())
+        if not types[i].any():
+            np.testing.assert_array_equal(restored[i], orig[i])
+            continue
+        split_rows += 1
+        s = int(np.argmax(types[i])) - 1  # the inserted [SEP]
+        assert restored[i][s] == tokenizer.sep_id and 1 < s < real
+        middle, pos = 1 + (real - 2) // 2, np.arange(SEQ_LEN)
+        starts = np.nonzero(ws[i] & (pos >= middle) & (pos < real - 1))[0]
+        assert s == (starts[0] if len(starts) else middle)  # the word start from the middle on
+        last = min(real, SEQ_LEN - 1)
+        np.testing.assert_array_equal(types[i], (pos > s) & (pos <= last))
+        assert restored[i][last] == tokenizer.sep_id
+        np.testing.assert_array_equal(restored[i][:s], orig[i][:s])
+        np.testing.assert_array_equal(restored[i][s + 1:last], orig[i][s:last - 1])
+        assert s not in out["masked_positions"][i][out["masked_weights"][i] > 0]
+    assert abs(split_rows / len(g) - 0.9) < 0.05
+
+    plain, _, _ = _mask(table, tokenizer, g)
+    assert not plain["token_type_ids"].any()  # off by default: every type 0
+
+
+def test_two_segment_rate_auto_follows_the_models_token_types(table, tokenizer):
+    from flaxlm.errors import FlaxlmError
+
+    auto = pipeline.DataConfig(train_files=("unused",), seq_len=SEQ_LEN,
+                               two_segment_rate=pipeline.AUTO)
+    assert [pipeline.two_segment_rate(auto, n).two_segment_rate for n in (2, 1, 0)] == [
+        0.9, 0.0, 0.0]  # BERT/ELECTRA; XLM-R (tiny.py stays one segment); DistilBERT
+    with pytest.raises(FlaxlmError, match="type_vocab_size=1: set it to 0"):
+        pipeline.two_segment_rate(pipeline.DataConfig(train_files=("unused",),
+                                                      two_segment_rate=0.5), 1)
+    with pytest.raises(FlaxlmError, match="resolve it for the model first"):
+        pipeline.make_masker(auto, tokenizer, 0)
+    with pytest.raises(FlaxlmError, match="two_segment_rate=1.5"):
+        pipeline.DataConfig(train_files=("unused",), two_segment_rate=1.5)
+
+
+def test_the_mlm_objective_resolves_auto_for_its_model(tokenizer):
+    """AUTO reaches the objectives' batches through DataContext.type_vocab_size."""
+    from flaxlm.objectives.base import DataContext
+    from flaxlm.objectives.mlm import MaskedLM
+
+    data = pipeline.DataConfig(train_files=(IT_EVAL,), seq_len=SEQ_LEN,
+                               two_segment_rate=pipeline.AUTO)
+    types = {n: next(MaskedLM().train_batches(
+        DataContext(data, tokenizer, 0, 16, type_vocab_size=n), 0))["token_type_ids"]
+        for n in (1, 2)}
+    assert not types[1].any() and types[2].any()
+
+
 def test_token_level_masking_splits_words(table, tokenizer):
     """`whole_word_masking=False` (BERT's and ELECTRA's original masking): round(15%) of the
     maskable tokens per row, chosen one by one, so multi-token words are often split."""
@@ -142,7 +205,7 @@ def test_token_level_masking_splits_words(table, tokenizer):
     out, orig, ws = _mask(table, tokenizer, g, whole_word_masking=False, max_predictions=SEQ_LEN)
     word = _word_ids(orig, ws, tokenizer)
     chosen = _chosen_tokens(out)
-    maskable = (word >= 0).sum(axis=1)
+    maskable = (~np.isin(orig, tokenizer.special_ids)).sum(axis=1)  # every token is a "word"
     np.testing.assert_array_equal(chosen.sum(axis=1),
                                   np.maximum(1, np.floor(0.15 * maskable + 0.5)).astype(int))
     assert not np.isin(orig[chosen], tokenizer.special_ids).any()

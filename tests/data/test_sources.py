@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from flaxlm.data import sources
+from flaxlm.data import corpus_files, sources
 from flaxlm.errors import FlaxlmError
 
 WIKI = "tfds:wikipedia/20230601.it:train"
@@ -59,21 +59,21 @@ def test_a_single_10mb_line_is_cut_into_bounded_paragraphs(tmp_path):
     path = tmp_path / "huge.txt"
     path.write_bytes(words + b"x" * 250_000)  # ends with an unbreakable 250k-char run
     (paragraphs,) = _docs(str(path))
-    assert max(map(len, paragraphs)) <= sources.MAX_PARAGRAPH_CHARS
+    assert max(map(len, paragraphs)) <= corpus_files.MAX_PARAGRAPH_CHARS
     text = "".join(paragraphs).replace(" ", "")
     assert text == (words + b"x" * 250_000).decode().replace(" ", "")
 
 
 def test_files_without_blank_lines_are_cut_into_bounded_documents(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_DOCUMENT_CHARS", 10)
+    monkeypatch.setattr(corpus_files, "MAX_DOCUMENT_CHARS", 10)
     path = tmp_path / "lines.txt"
     path.write_text("abcd\nefgh\nijkl\nmnop\n\nqr\n")
     assert _docs(str(path)) == [["abcd", "efgh", "ijkl"], ["mnop"], ["qr"]]
 
 
 def test_split_long_text_prefers_spaces():
-    assert sources.split_long_text("aaa bbb ccc", max_chars=5) == ["aaa", "bbb", "ccc"]
-    assert sources.split_long_text("abcdefgh", max_chars=3) == ["abc", "def", "gh"]
+    assert corpus_files.split_long_text("aaa bbb ccc", max_chars=5) == ["aaa", "bbb", "ccc"]
+    assert corpus_files.split_long_text("abcdefgh", max_chars=3) == ["abc", "def", "gh"]
 
 
 def _articles(texts):

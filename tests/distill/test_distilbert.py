@@ -114,7 +114,7 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
         student_to_teacher_ids(_tokenizer(tmp_path, "other", specials + ["zz"], **roles),
                                teacher_tok)
 
-    objective = _objective(teacher_layers="")
+    objective = _objective(teacher_layers="", restrict_ce_to_mask=True)  # logits at the slots
     objective.student_to_teacher = to_teacher
     student = dataclasses.replace(STUDENT, vocab_size=len(to_teacher), pad_token_id=0)
     objective.teacher_config = dataclasses.replace(TEACHER, pad_token_id=0)
@@ -150,3 +150,11 @@ def test_bad_mask_rates_name_the_distillation_objectives_keys(name):
         make_objective(name, {name: {"mask_rate": 1.5}})
     with pytest.raises(FlaxlmError, match=rf"objective\.{name}\.random_token_rate=0\.5"):
         make_objective(name, {name: {"mask_token_rate": 0.8, "random_token_rate": 0.5}})
+
+
+def test_freeze_position_embeddings_is_a_zero_learning_rate_scale():
+    """Upstream's --freeze_pos_embs: a zero scale stops the update, weight decay included."""
+    names = ["encoder/embeddings/position/embedding", "encoder/embeddings/word/embedding"]
+    assert _objective().lr_scales(STUDENT, names) is None
+    assert _objective(freeze_position_embeddings=True).lr_scales(STUDENT, names) == {
+        "encoder/embeddings/position/embedding": 0.0}

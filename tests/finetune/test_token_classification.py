@@ -15,8 +15,8 @@ from flaxlm.data.word_windows import encode_rows, owning_window, window_starts
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.objectives.base import DataContext
-from flaxlm.objectives.token_classification import (TokenClassification,
-                                                    TokenClassificationConfig, layer_decay_scales)
+from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
+from flaxlm.optim import layer_decay_scales
 from flaxlm.sharding import host_batch_to_global
 from tests.finetune.test_labelled import fixture
 from tests.toy_objective import key, toy_program
@@ -167,11 +167,17 @@ def test_layer_decay_is_exact():
     names = ["classifier/kernel", "encoder/pooler/dense/kernel", "encoder/layers/1/output/bias",
              "encoder/layers/0/attention/query/kernel", "encoder/embeddings/word/embedding",
              "encoder/embeddings_project/kernel"]
-    assert layer_decay_scales(config, names, 0.5) == {
+    assert layer_decay_scales(config.num_layers, names, 0.5) == {
         "encoder/layers/1/output/bias": 0.5, "encoder/layers/0/attention/query/kernel": 0.25,
         "encoder/embeddings/word/embedding": 0.125, "encoder/embeddings_project/kernel": 0.125}
+    # ELECTRA's _get_layer_lrs: top layer d², embeddings d^(L+2), the head the base rate.
+    assert layer_decay_scales(config.num_layers, names, 0.5, "electra") == {
+        "encoder/layers/1/output/bias": 0.25, "encoder/layers/0/attention/query/kernel": 0.125,
+        "encoder/embeddings/word/embedding": 0.0625, "encoder/embeddings_project/kernel": 0.0625}
     with pytest.raises(FlaxlmError, match="no depth for parameter encoder/adapter/w"):
-        layer_decay_scales(config, ["encoder/adapter/w"], 0.5)
+        layer_decay_scales(config.num_layers, ["encoder/adapter/w"], 0.5)
+    with pytest.raises(FlaxlmError, match="layer_decay_style='bert'"):
+        TokenClassification(TokenClassificationConfig(layer_decay_style="bert"))
 
 
 @pytest.mark.slow  # two compilations: ~50 s on the shared CPU

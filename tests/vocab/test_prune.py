@@ -245,3 +245,25 @@ def test_wordpiece_pruning_keeps_covered_tokenization_and_uncases(tmp_path, it_s
             ours = [ids.tolist() for ids, _ in new_tok.encode_batch(texts)]
             assert ours == hf_tok(texts, add_special_tokens=False)["input_ids"]
             assert ours[100:] == ours[:10]
+
+
+def test_counts_sharded_by_row_group_merge_to_the_whole_count(xlmr_workdir, tmp_path):
+    """A Parquet corpus with more row groups than shards: each shard reads only its row groups
+    (here 3 shards of 5 groups), and the shards still add up to the whole corpus."""
+    from flaxlm.data import sources
+    from flaxlm.data.tokenizers import load_tokenizer
+    from flaxlm.vocab import doc_freq, sentencepiece_prune
+    from tests.conftest import IT_EVAL
+    from tests.data.test_corpus_files import write_parquet
+
+    tok = load_tokenizer(os.path.join(xlmr_workdir, "tokenizer"))
+    vocab = sentencepiece_prune.read_vocabulary(tok.path, tok.vocab_size)
+    parquet = write_parquet(tmp_path / "it.parquet", list(sources.iter_documents([IT_EVAL])),
+                            row_group_size=5)
+    assert sources.num_units([parquet]) == 5
+    whole = doc_freq.count([IT_EVAL], tok, vocab)
+    shards = [doc_freq.count([parquet], tok, vocab, shard=(i, 3)) for i in range(3)]
+    assert [s.num_docs for s in shards] == [5 + 5, 5 + 1, 5]  # groups 0+3, 1+4, 2
+    merged = doc_freq.merge(shards, ["a", "b", "c"], vocab)
+    for field in ("num_docs", "docs_V", "docs_uncased_V", "tokens_V", "chars"):
+        np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
