@@ -8,8 +8,8 @@ next to a transformers PyTorch loop on the same device, in one command (a few mi
 Steps (seq 512): MLM on MiniLM-L12-H384 at vocabulary 250,002 (XLM-R's) and 14,610 (FLARE's
 pruned one); ELECTRA at SELECTRA-small's shapes (generator + 50 × discriminator, vocab 50,000);
 DistilmBERT's MLM step (6 × 768, vocab 119,547). flaxlm computes in bf16 on an accelerator (fp32
-master weights, optimizer, logits and loss; fp32 on CPU) with `model.attention=dot_product`
-(cuDNN flash attention on GPU). PyTorch runs the same model from `transformers` under bf16
+master weights, optimizer, logits and loss; fp32 on CPU) with fused attention:
+`model.attention=splash` on TPU, `dot_product` elsewhere (cuDNN flash attention on GPU). PyTorch runs the same model from `transformers` under bf16
 autocast on CUDA, SDPA attention and `torch.compile` (eager with --tiny), same AdamW and clipping.
 Attention dropout is 0 on both sides (a fused kernel cannot drop attention probabilities);
 hidden dropout stays 0.1.
@@ -54,7 +54,7 @@ class Step:
                   else dict(model=self.model, vocab=self.vocab, batch=self.batch, seq=512,
                             warmup=2))
         return dict(kind=kind, name=f"{self.name} {kind}", objective=self.objective,
-                    arch=self.arch, threads=threads, attention="dot_product",
+                    arch=self.arch, threads=threads, attention="fused",
                     attention_dropout=0.0, compile=kind == "hf-torch-compile",
                     **shapes, **dict(self.extra))
 
@@ -106,7 +106,7 @@ def run_step(step: Step, args, env: dict, log) -> list[dict]:
         useful = info["useful_flops_per_step"]
         device = f"{info['device_count']} × {info['device_kind']} ({info['platform']})"
         for impl, times, extra in (
-                (f"flaxlm ({info['compute_dtype']}, attention dot_product)", ours, info),
+                (f"flaxlm ({info['compute_dtype']}, attention {info['attention']})", ours, info),
                 (f"transformers {torch_kind[3:]} (bf16 autocast on CUDA, SDPA)", theirs,
                  torch.info if torch else {})):
             if not times:

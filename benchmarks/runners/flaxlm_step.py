@@ -19,7 +19,12 @@ def model_config(spec: dict):
         common.update(hidden_dropout=0.0, attention_dropout=0.0)
     if "attention_dropout" in spec:  # benchmarks.accelerator: 0, so a fused kernel can apply
         common.update(attention_dropout=spec["attention_dropout"])
-    common.update(attention=spec.get("attention", "xla"))
+    attention = spec.get("attention", "xla")
+    if attention == "fused":  # the fused kernel of the platform the step runs on
+        import jax
+        tpu = jax.devices()[0].platform == "tpu" and spec["seq"] % 128 == 0
+        attention = "splash" if tpu else "dot_product"
+    common.update(attention=attention)
     if spec.get("num_labels"):
         common.update(num_labels=spec["num_labels"])
     if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
@@ -115,6 +120,7 @@ class FlaxlmStep:
                      "prediction_slots": m, "real_predictions_per_example": real / spec["batch"],
                      "platform": device.platform, "device_kind": device.device_kind,
                      "device_count": jax.device_count(), "compute_dtype": self.dtype,
+                     "attention": config.attention,
                      "jax": jax.__version__}
 
     def _step(self):
