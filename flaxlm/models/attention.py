@@ -55,7 +55,7 @@ def self_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_Bx1x1xL, *, implementat
         _warn_once(f"model.attention='splash' needs a sequence length that is a multiple of "
                    f"{_SPLASH_BLOCK}; length {length} runs 'dot_product'")
         implementation = "dot_product"
-    scale = 1.0 / math.sqrt(q_BxLxHxK.shape[-1])
+    scale = 1.0 / math.sqrt(q_BxLxHxK.shape[-1])  # the fused kernels'; "xla" keeps its own
     if implementation == "dot_product":
         # A boolean mask, not the fp32 bias: the bias would have to be cast to q's dtype, and
         # the most negative fp32 rounds to -inf in bf16. Logits and softmax are fp32 inside.
@@ -64,8 +64,9 @@ def self_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_Bx1x1xL, *, implementat
     if implementation == "splash":
         return _splash(q_BxLxHxK * jnp.asarray(scale, q_BxLxHxK.dtype), k_BxLxHxK, v_BxLxHxK,
                        bias_Bx1x1xL[:, 0, 0, :] == 0, interpret)
-    scale = 1.0 / jnp.sqrt(jnp.float32(q_BxLxHxK.shape[-1])).astype(q_BxLxHxK.dtype)
-    scores_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK * scale, k_BxLxHxK)
+    # "xla": the ops the encoder ran before the kernels existed, bit for bit.
+    scale_q = 1.0 / jnp.sqrt(jnp.float32(q_BxLxHxK.shape[-1])).astype(q_BxLxHxK.dtype)
+    scores_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK * scale_q, k_BxLxHxK)
     # Softmax in fp32 so bf16 compute does not lose the tail of the distribution.
     probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
     probs_BxHxLxL = dropout(probs_BxHxLxL.astype(q_BxLxHxK.dtype), dropout_rate, dropout_key)
@@ -92,10 +93,11 @@ def _splash(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, real_BxL, interpret: bool) -> jax.A
     any_real_Bx1 = real_BxL.any(axis=1, keepdims=True)
     kv_segment_BxL = jnp.where(real_BxL | ~any_real_Bx1, 1, 0).astype(jnp.int32)
 
+    from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel import (
+        SegmentIds)
+
     def local(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kv_segment_BxL):
-        from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel import (
-            SegmentIds)
-        b, length, heads, _ = q_BxLxHxK.shape
+        _, length, heads, _ = q_BxLxHxK.shape
         run = _splash_kernel(heads, length, interpret)
         q_segment_L = jnp.ones((length,), jnp.int32)
 
