@@ -316,14 +316,14 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     return report
 
 
-# Tried in this order: each costs FLOPs (recomputation) and is only tried when the ones before it
-# cannot hold the whole per-chip batch in one micro-batch.
-FIT_REMATS = ("none", "dots_saveable", "full")
+# Tried in this order when the config does not set model.remat: "full" (recomputation) is only
+# tried when "none" cannot hold the whole per-chip batch in one micro-batch. A config that sets
+# model.remat (e.g. dots_saveable) is searched with that policy alone.
+FIT_REMATS = ("none", "full")
 
 
 def fit_micro_batch(config: RunConfig, topology: str | Topology,
-                    mesh_config: MeshConfig | None = None, remats=FIT_REMATS,
-                    log=print) -> tuple[CompileReport | None, list[CompileReport]]:
+                    mesh_config: MeshConfig | None = None, remats=None, log=print) -> tuple[CompileReport | None, list[CompileReport]]:
     """The largest per-chip micro-batch whose train step fits a chip's HBM, per remat policy.
 
     For each policy, micro-batch sizes that divide the per-chip batch (global batch / data-parallel
@@ -333,6 +333,9 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
     topo = parse_topology(topology) if isinstance(topology, str) else topology
     mesh = make_mesh(mesh_config or config.mesh, topology_devices(topo))
     dp = data_parallel_size(mesh)
+    if remats is None:
+        chosen = config.model_overrides.get("remat")
+        remats = (chosen,) if chosen else FIT_REMATS
     if config.loop.batch_size % dp:
         raise FlaxlmError(f"train.batch_size={config.loop.batch_size} must be divisible by "
                           f"data-parallel size {dp}")

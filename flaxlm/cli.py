@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", default="", help="DATA,FSDP,TENSOR (default: the config's mesh)")
     p.add_argument("--fit", action="store_true",
                    help="search the largest per-chip micro-batch that fits the chip's HBM "
-                   f"(remat {' → '.join(('none', 'dots_saveable', 'full'))} as needed) and print "
-                   "the grad_accum_steps it implies; one compile per size tried")
+                   "(model.remat none, then full if needed; only the config's model.remat if it "
+                   "sets one) and print the grad_accum_steps it implies; a compile per size tried")
     p.set_defaults(func=_cmd_compile, accepts_overrides=True)
 
     p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")
