@@ -35,9 +35,12 @@ DISTIL_MBERT = "configs/distil_mbert.py"
 MINILMV2 = "configs/minilmv2_l6_h384_from_xlmr.py"
 L12 = "--config.model.preset=minilm-l12-h384"
 BF16 = "--config.train.compute_dtype=bfloat16"
-# Recipe global batches are kept; accumulation is set so each chip sees a micro-batch of
-# MICRO sequences (the recipes' own accumulation assumed one accelerator).
+# Recipe global batches are kept. Rows before issue 27 set accumulation so each chip saw a
+# micro-batch of MICRO sequences (the recipes' own accumulation assumed one accelerator); fitted
+# rows (`fit=True`) search the largest micro-batch that fits the chip (`flaxlm compile --fit`).
 MICRO = 8
+# Fused attention on TPU: the Pallas splash kernel, which cannot drop attention probabilities.
+SPLASH = ("--config.model.attention=splash", "--config.model.attention_dropout=0.0")
 SLICES = (("v4-8", 4), ("v5e-8", 8), ("v5p-8", 4), ("v6e-8", 8), ("v5e-32", 32))
 
 
@@ -50,14 +53,17 @@ class Row:
     # DATA,FSDP,TENSOR; "" = the config's own mesh.*: all data-parallel unless the config sets
     # one (the distillation configs, distil_mbert.py and minilmv2_*.py, set fsdp=-1)
     mesh: str = ""
+    fit: bool = False  # `--fit`: the largest micro-batch that fits, instead of the accumulation
 
     @property
     def key(self) -> str:
-        return " ".join([self.config, self.topology, self.mesh, *self.overrides])
+        return " ".join([self.config, self.topology, self.mesh, *self.overrides]
+                        + (["--fit"] if self.fit else []))
 
     def command(self) -> str:
         mesh = f" --mesh {self.mesh}" if self.mesh else ""
-        return (f"flaxlm compile --config {self.config} --topology {self.topology}{mesh} "
+        fit = " --fit" if self.fit else ""
+        return (f"flaxlm compile --config {self.config} --topology {self.topology}{mesh}{fit} "
                 + " ".join(self.overrides)).strip()
 
 
@@ -100,6 +106,16 @@ def rows() -> list[Row]:
                    "1,8,1"))
     out.append(Row("mminilmv2 L6 from xlmr-large bf16 (fsdp)", MINILMV2, "v5e-8",
                    (_accum(1024, 8),), "1,8,1"))
+    # Issue 27: fitted micro-batches, bf16, with XLA's attention (the recipes' attention dropout)
+    # and with the splash kernel (attention dropout 0).
+    fitted = [("flare pruned-vocab stage", FLARE_PRUNED, "v5e-8",
+               (BF16, "--config.model.vocab_size=14610")),
+              ("selectra-small", SELECTRA["small"], "v5e-8", (BF16,)),
+              ("xlmr-base", XLMR, "v5e-32", (BF16,))]
+    for label, config, topology, overrides in fitted:
+        out.append(Row(f"{label} bf16 fitted (data)", config, topology, overrides, fit=True))
+        out.append(Row(f"{label} bf16 splash fitted (data)", config, topology,
+                       overrides + SPLASH, fit=True))
     return out
 
 
@@ -109,7 +125,11 @@ def compile_row(row: Row) -> dict:
     config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
     mesh = MeshConfig(*(int(s) for s in row.mesh.split(","))) if row.mesh else None
     start = time.perf_counter()
-    report = aot.compile_train_step(config, row.topology, mesh)
+    if row.fit:
+        report, tried = aot.fit_micro_batch(config, row.topology, mesh)
+        report = report or tried[-1]
+    else:
+        report = aot.compile_train_step(config, row.topology, mesh)
     print(aot.format_report(report), flush=True)
     return {"key": row.key, "label": row.label, "command": row.command(),
             "compile_seconds": round(time.perf_counter() - start, 1), **aot.report_dict(report)}
@@ -120,10 +140,10 @@ def _gib(n) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model (mesh) | slice | chips | batch × seq, accum | args GiB | temps GiB | "
-             "args+outs−alias+temps GiB | total (XLA peak) GiB / HBM | verdict | "
+    lines = ["| model (mesh) | slice | chips | batch × seq, accum | attention, remat | args GiB | "
+             "temps GiB | args+outs−alias+temps GiB | total (XLA peak) GiB / HBM | verdict | "
              "est. step s (source) | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         step = ("—" if not r.get("xla_step_seconds") else
                 f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})")
@@ -132,7 +152,8 @@ def markdown(results: list[dict]) -> str:
         mesh = "×".join(str(r["mesh"][k]) for k in ("data", "fsdp", "tensor"))
         lines.append(
             f"| {r['label']} {mesh} | {r['topology']} | {r['chips']} | {r['batch_size']} × "
-            f"{r['seq_len']}, {r['grad_accum_steps']} | {_gib(r['argument_bytes'])} | "
+            f"{r['seq_len']}, {r['grad_accum_steps']} | {r.get('attention', 'xla')}, "
+            f"{r.get('remat', 'none')} | {_gib(r['argument_bytes'])} | "
             f"{_gib(r['temp_bytes'])} | {_gib(r.get('sum_bytes'))} | {total} / "
             f"{r['hbm_bytes'] >> 30} | {r['verdict']} | "
             f"{step} | {mfu} |")

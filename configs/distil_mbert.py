@@ -50,7 +50,7 @@ def get_config():
     c.train.eps = 1e-6
     c.train.b2 = 0.98
     c.train.max_grad_norm = 5.0
-    c.train.compute_dtype = "bfloat16"
+    c.train.compute_dtype = "auto"  # bf16 on TPU/GPU (fp32 weights, optimizer, loss); fp32 CPU
     c.train.log_every = 100
     c.train.checkpoint_every = 5000
     c.mesh.data = 1

@@ -35,6 +35,7 @@ def get_config():
     c.train.grad_accum_steps = 8
     c.train.learning_rate = 5e-5
     c.train.warmup_steps = 0
+    c.train.compute_dtype = "auto"  # bf16 on TPU/GPU (fp32 weights, optimizer, loss); fp32 CPU
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.checkpoint_every = 500

@@ -46,7 +46,7 @@ def get_config():
     c.train.warmup_steps = 4000
     c.train.weight_decay = 0.01
     c.train.eps = 1e-6
-    c.train.compute_dtype = "bfloat16"
+    c.train.compute_dtype = "auto"  # bf16 on TPU/GPU (fp32 weights, optimizer, loss); fp32 CPU
     c.train.log_every = 100
     c.train.checkpoint_every = 5000
     c.mesh.data = 1

@@ -58,6 +58,7 @@ def get_config():
     c.train.learning_rate = 5e-4
     c.train.warmup_steps = 10_000
     c.train.weight_decay = 0.01
+    c.train.compute_dtype = "auto"  # bf16 on TPU/GPU (fp32 weights, optimizer, loss); fp32 CPU
     c.train.log_every = 100
     c.train.eval_every = 10_000
     c.train.checkpoint_every = 5_000

@@ -27,7 +27,7 @@ def get_config():
     c.train.grad_accum_steps = 4
     c.train.learning_rate = 6e-4
     c.train.warmup_steps = 10_000
-    c.train.compute_dtype = "bfloat16"
+    c.train.compute_dtype = "auto"  # bf16 on TPU/GPU (fp32 weights, optimizer, loss); fp32 CPU
     c.train.log_every = 100
     c.train.checkpoint_every = 2000
     return c

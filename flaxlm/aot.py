@@ -268,9 +268,10 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
         chips=len(devices), hosts=topo.hosts, mesh=dict(mesh.shape),
         model_preset=config.model_preset, params=program.param_count(),
         batch_size=loop.batch_size, seq_len=data.seq_len, grad_accum_steps=accum,
-        compute_dtype=config.step.compute_dtype, hbm_bytes=topo.generation.hbm_bytes, fits=False,
+        compute_dtype=program.compute_dtype, hbm_bytes=topo.generation.hbm_bytes, fits=False,
         model_flops_per_step=objective.train_flops(model_config, data.seq_len, slot_counts),
-        peak_flops_per_chip=peak_flops_per_device(kind, "tpu"))
+        peak_flops_per_chip=peak_flops_per_device(kind, "tpu"),
+        remat=model_config.remat, attention=model_config.attention)
 
     lowered = program.jitted_train_step.lower(abstract_state, abstract_frozen, batch)
     try:
@@ -313,3 +314,71 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
         report.mfu = report.model_flops_per_step / (
             seconds * report.chips * report.peak_flops_per_chip)
     return report
+
+
+# Tried in this order when the config does not set model.remat: "full" (recomputation) is only
+# tried when "none" cannot hold the whole per-chip batch in one micro-batch. A config that sets
+# model.remat (e.g. dots_saveable) is searched with that policy alone.
+FIT_REMATS = ("none", "full")
+
+
+def fit_micro_batch(config: RunConfig, topology: str | Topology,
+                    mesh_config: MeshConfig | None = None, remats=None, log=print) -> tuple[CompileReport | None, list[CompileReport]]:
+    """The largest per-chip micro-batch whose train step fits a chip's HBM, per remat policy.
+
+    For each policy, micro-batch sizes that divide the per-chip batch (global batch / data-parallel
+    chips) are binary-searched, each by one real compile; a size fits when XLA's peak memory is at
+    most the chip's HBM. The global batch is kept: the micro-batch sets `grad_accum_steps`.
+    Returns (the fitting compile with the lowest estimated step time or None, every compile)."""
+    topo = parse_topology(topology) if isinstance(topology, str) else topology
+    mesh = make_mesh(mesh_config or config.mesh, topology_devices(topo))
+    dp = data_parallel_size(mesh)
+    if remats is None:
+        chosen = config.model_overrides.get("remat")
+        remats = (chosen,) if chosen else FIT_REMATS
+    if config.loop.batch_size % dp:
+        raise FlaxlmError(f"train.batch_size={config.loop.batch_size} must be divisible by "
+                          f"data-parallel size {dp}")
+    per_chip = config.loop.batch_size // dp
+    sizes = [m for m in range(1, per_chip + 1) if per_chip % m == 0]
+    tried: list[CompileReport] = []
+    best: CompileReport | None = None
+    for remat in remats:
+        def compile_with(micro: int) -> CompileReport:
+            trial = dataclasses.replace(
+                config, model_overrides={**config.model_overrides, "remat": remat},
+                step=dataclasses.replace(config.step, grad_accum_steps=per_chip // micro))
+            report = compile_train_step(trial, topo, mesh_config)
+            tried.append(report)
+            step = f"{report.xla_step_seconds:.4g} s" if report.xla_step_seconds else "—"
+            log(f"  fit: remat {remat}, micro-batch {micro}/chip (grad_accum_steps "
+                f"{per_chip // micro}): {_fit_gib(report.total_bytes)} of "
+                f"{topo.generation.hbm_bytes / GiB:.0f} GiB, {report.verdict}, est. step {step}")
+            return report
+        fitting = largest_fitting(sizes, compile_with)
+        if fitting and (best is None or fitting.xla_step_seconds < best.xla_step_seconds):
+            best = fitting
+        if fitting and fitting.grad_accum_steps == 1:
+            break  # more remat only adds recomputation
+    return best, tried
+
+
+def largest_fitting(sizes: list[int], compile_at):
+    """`compile_at(size)`'s report for the largest of the ascending `sizes` that fits, or None,
+    assuming memory grows with size. Largest first (when it fits, one compile), then bisection."""
+    lo, hi, fitting = 0, len(sizes) - 1, None
+    report = compile_at(sizes[hi])
+    if report.fits:
+        return report
+    while lo < hi:
+        mid = (lo + hi) // 2
+        report = compile_at(sizes[mid])
+        if report.fits:
+            fitting, lo = report, mid + 1
+        else:
+            hi = mid
+    return fitting
+
+
+def _fit_gib(n: int | None) -> str:
+    return "? GiB" if n is None else f"{n / GiB:.2f} GiB"

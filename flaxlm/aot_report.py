@@ -45,6 +45,8 @@ class CompileReport:
     model_flops_per_step: float = 0.0
     peak_flops_per_chip: float = 0.0
     mfu: float | None = None
+    remat: str = "none"  # model.remat of the compiled step
+    attention: str = "xla"  # model.attention of the compiled step
 
     @property
     def verdict(self) -> str:
@@ -63,7 +65,8 @@ def format_report(r: CompileReport) -> str:
         f"flaxlm compile: {r.topology} ({r.libtpu_topology}: {r.chips} × {r.device_kind}, "
         f"{r.hosts} host{'s' if r.hosts > 1 else ''}), mesh {mesh}",
         f"  model {r.model_preset}: {r.params:,} parameters; global batch {r.batch_size} × seq "
-        f"{r.seq_len}, grad_accum_steps {r.grad_accum_steps}, compute {r.compute_dtype}",
+        f"{r.seq_len}, grad_accum_steps {r.grad_accum_steps}, compute {r.compute_dtype}, "
+        f"attention {r.attention}, remat {r.remat}",
     ]
     hbm = f"{r.hbm_bytes / GiB:.0f} GiB HBM"
     if r.error is None:

@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -69,7 +70,21 @@ def _cmd_compile(args, overrides):
         except ValueError:
             raise FlaxlmError(f"--mesh {args.mesh!r}: expected DATA,FSDP,TENSOR sizes, "
                               "e.g. 1,8,1 (-1: the remaining chips)") from None
-    print(aot.format_report(aot.compile_train_step(config, args.topology, mesh)), flush=True)
+    if not args.fit:
+        print(aot.format_report(aot.compile_train_step(config, args.topology, mesh)), flush=True)
+        return
+    best, tried = aot.fit_micro_batch(config, args.topology, mesh,
+                                      log=lambda line: print(line, flush=True))
+    if best is None:
+        print(aot.format_report(tried[-1]))
+        raise FlaxlmError(f"--fit: not even a micro-batch of 1 per chip fits {args.topology} "
+                          "with any remat policy; add fsdp (--mesh 1,N,1) or a larger slice")
+    micro = best.batch_size // (best.grad_accum_steps * math.prod(best.mesh.values())
+                                // best.mesh.get("tensor", 1))
+    print(f"fitted: micro-batch {micro} per chip with model.remat={best.remat}: "
+          f"--config.train.grad_accum_steps={best.grad_accum_steps} for the global batch "
+          f"{best.batch_size} (the fastest fitting compile, below)")
+    print(aot.format_report(best), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configs/<name>.py")
     p.add_argument("--topology", required=True, help="e.g. v5e-16, v4-8, v5p-8, v6e-8, v5e:4x4")
     p.add_argument("--mesh", default="", help="DATA,FSDP,TENSOR (default: the config's mesh)")
+    p.add_argument("--fit", action="store_true",
+                   help="search the largest per-chip micro-batch that fits the chip's HBM "
+                   "(model.remat none, then full if needed; only the config's model.remat if it "
+                   "sets one) and print the grad_accum_steps it implies; a compile per size tried")
     p.set_defaults(func=_cmd_compile, accepts_overrides=True)
 
     p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")

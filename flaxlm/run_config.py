@@ -87,6 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.b2 = 0.999
     c.train.eps = 1e-6
     c.train.max_grad_norm = 1.0
+    # float32 | bfloat16 | auto (bfloat16 on TPU/GPU, float32 on CPU). bfloat16 keeps fp32 master
+    # weights, optimizer state, logits and loss.
     c.train.compute_dtype = "float32"
     c.train.log_every = 10
     c.train.eval_every = 0  # 0: evaluate only at the end
@@ -240,8 +242,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     _check(t.batch_size % t.grad_accum_steps == 0,
            f"train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
            f"{t.grad_accum_steps}")
-    _check(t.compute_dtype in ("float32", "bfloat16"),
-           f"train.compute_dtype must be float32 or bfloat16, got {t.compute_dtype!r}")
+    _check(t.compute_dtype in ("float32", "bfloat16", "auto"),
+           f"train.compute_dtype must be float32, bfloat16 or auto, got {t.compute_dtype!r}")
     _check(t.nan_policy in ("skip", "stop"), f"train.nan_policy must be skip or stop, got "
                                             f"{t.nan_policy!r}")
     _check(t.log_every > 0, f"train.log_every must be positive, got {t.log_every}")

@@ -102,14 +102,14 @@ def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None],
     return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh))
 
 
-def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    """Sharding constraint for an activation, a no-op outside a mesh context."""
+def activation_spec(shape, logical_axes: Sequence[str | None]) -> P | None:
+    """PartitionSpec of an activation under the current (abstract) mesh; None outside a mesh."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
-        return x
+        return None
     spec = []
     used: set[str] = set()
-    for dim, name in zip(x.shape, logical_axes):
+    for dim, name in zip(shape, logical_axes):
         target = RULES.get(name) if name else None
         axes = (target,) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used and mesh.shape.get(a, 1) > 1)
@@ -117,7 +117,13 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
             axes = ()
         used.update(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
-    return jax.lax.with_sharding_constraint(x, P(*spec))
+    return P(*spec)
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """Sharding constraint for an activation, a no-op outside a mesh context."""
+    spec = activation_spec(x.shape, logical_axes)
+    return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

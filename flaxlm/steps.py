@@ -41,7 +41,15 @@ _REPLICATED_STATE = ("step", "rng", "skipped")
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     grad_accum_steps: int = 1
-    compute_dtype: str = "float32"  # "bfloat16": bf16 matmuls, fp32 master weights and optimizer
+    # "bfloat16": bf16 matmuls, fp32 master weights, optimizer, logits and loss. "auto": bfloat16
+    # on accelerators, float32 on CPU (no bf16 matmul units there: bf16 runs slower).
+    compute_dtype: str = "float32"
+
+
+def resolve_compute_dtype(name: str, platform: str) -> str:
+    if name == "auto":
+        return "float32" if platform == "cpu" else "bfloat16"
+    return name
 
 
 def _dict_path(path) -> tuple:
@@ -80,7 +88,12 @@ class TrainProgram:
         self.objective, self.model_config = objective, model_config
         self.schedule, self.mesh = schedule, mesh
         self.config = step_config
-        self.dtype = _DTYPES[step_config.compute_dtype]
+        platform = mesh.devices.flat[0].platform
+        self.compute_dtype = resolve_compute_dtype(step_config.compute_dtype, platform)
+        self.dtype = _DTYPES[self.compute_dtype]
+        if model_config.attention == "splash" and platform != "tpu":
+            raise FlaxlmError(f"model.attention='splash' is a TPU kernel; this run's devices are "
+                              f"{platform}: use 'dot_product'")
 
         # Shapes first: the model is never materialized on one device.
         abstract_model = nnx.eval_shape(

@@ -71,3 +71,36 @@ def test_a_batch_that_cannot_fit_is_reported_not_raised(capsys):
     out = capsys.readouterr().out
     assert "verdict: does not fit on v5e-1" in out
     assert "temporaries" in out and "RESOURCE_EXHAUSTED" in out
+
+
+def test_fit_search_bisects_to_the_largest_fitting_micro_batch():
+    class Report:
+        def __init__(self, size):
+            self.size, self.fits = size, size <= 12
+
+    sizes = [1, 2, 4, 8, 16, 32, 64]
+    tried = []
+
+    def compile_at(size):
+        tried.append(size)
+        return Report(size)
+    assert aot.largest_fitting(sizes, compile_at).size == 8
+    assert tried[0] == 64 and len(tried) <= 4  # largest first, then bisection
+    tried.clear()
+    assert aot.largest_fitting([3, 6, 12], compile_at).size == 12 and tried == [12]
+    assert aot.largest_fitting([16, 32], compile_at) is None
+
+
+@needs_libtpu
+def test_fit_with_the_splash_kernel_compiles_for_tpu(capsys):
+    # The Pallas splash kernel lowers for a TPU target, per shard of a data-parallel mesh, and
+    # --fit reports the micro-batch and the accumulation it implies.
+    argv = ["compile", "--config", TINY, "--topology", "v5e-4", "--fit",
+            "--config.data.seq_len=128", "--config.train.batch_size=16",
+            "--config.model.attention=splash", "--config.model.attention_dropout=0.0"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fit: remat none, micro-batch 4/chip (grad_accum_steps 1)" in out
+    assert ("fitted: micro-batch 4 per chip with model.remat=none: "
+            "--config.train.grad_accum_steps=1 for the global batch 16") in out
+    assert "attention splash, remat none" in out and "verdict: fits on v5e-4" in out

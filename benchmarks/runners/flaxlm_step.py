@@ -17,10 +17,21 @@ def model_config(spec: dict):
                   num_heads=m["heads"], intermediate_size=m["ffn"])
     if not spec.get("dropout", True):
         common.update(hidden_dropout=0.0, attention_dropout=0.0)
+    if "attention_dropout" in spec:  # benchmarks.accelerator: 0, so a fused kernel can apply
+        common.update(attention_dropout=spec["attention_dropout"])
+    attention = spec.get("attention", "xla")
+    if attention == "fused":  # the fused kernel of the platform the step runs on
+        import jax
+        tpu = jax.devices()[0].platform == "tpu" and spec["seq"] % 128 == 0
+        attention = "splash" if tpu else "dot_product"
+    common.update(attention=attention)
     if spec.get("num_labels"):
         common.update(num_labels=spec["num_labels"])
     if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
         common.update(embedding_size=m["embedding"])
+    if spec["arch"] == "distilbert":
+        return ModelConfig(arch="distilbert", max_position_embeddings=512, type_vocab_size=0,
+                           pad_token_id=0, layer_norm_eps=1e-12, **common)
     if spec["arch"] == "xlmr":
         return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=1, layer_norm_eps=1e-5, **common)
@@ -104,11 +115,12 @@ class FlaxlmStep:
                                   "predictions": real / spec["batch"]})
         device = jax.devices()[0]
         self.info = {"compile_s": compile_s, "params": self.program.param_count(),
-                     "flops_per_step": per_example * spec["batch"],
+                     "flops_per_step": per_example * spec["batch"], "tokens_per_step": tokens,
                      "useful_flops_per_step": useful_per_example * spec["batch"],
                      "prediction_slots": m, "real_predictions_per_example": real / spec["batch"],
                      "platform": device.platform, "device_kind": device.device_kind,
                      "device_count": jax.device_count(), "compute_dtype": self.dtype,
+                     "attention": config.attention,
                      "jax": jax.__version__}
 
     def _step(self):

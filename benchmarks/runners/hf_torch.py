@@ -20,8 +20,15 @@ def hf_config(spec: dict):
     m = spec["model"]
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_hidden_layers=m["layers"],
                   num_attention_heads=m["heads"], intermediate_size=m["ffn"],
-                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                  hidden_dropout_prob=0.1,
+                  attention_probs_dropout_prob=spec.get("attention_dropout", 0.1),
                   num_labels=spec.get("num_labels", 2))
+    if spec["arch"] == "distilbert":
+        from transformers import DistilBertConfig
+        return DistilBertConfig(vocab_size=spec["vocab"], dim=m["hidden"], n_layers=m["layers"],
+                                n_heads=m["heads"], hidden_dim=m["ffn"], dropout=0.1,
+                                attention_dropout=common["attention_probs_dropout_prob"],
+                                max_position_embeddings=512, pad_token_id=0)
     if spec["arch"] == "xlmr":
         from transformers import XLMRobertaConfig
         return XLMRobertaConfig(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -36,7 +43,8 @@ class TorchStep:
         import torch
         import transformers
         from transformers import (BertForMaskedLM, BertForTokenClassification,
-                                  XLMRobertaForMaskedLM, XLMRobertaForTokenClassification)
+                                  DistilBertForMaskedLM, XLMRobertaForMaskedLM,
+                                  XLMRobertaForTokenClassification)
 
         from benchmarks.objectives import mlm_batch, token_batch
 
@@ -48,6 +56,8 @@ class TorchStep:
         classes = ((XLMRobertaForTokenClassification, BertForTokenClassification)
                    if token_classification else (XLMRobertaForMaskedLM, BertForMaskedLM))
         cls = classes[0] if spec["arch"] == "xlmr" else classes[1]
+        if spec["arch"] == "distilbert" and not token_classification:
+            cls = DistilBertForMaskedLM
         self.model = cls(hf_config(spec)).to(self.device).train()
         decay = [p for n, p in self.model.named_parameters() if not _no_decay(n)]
         no_decay = [p for n, p in self.model.named_parameters() if _no_decay(n)]
@@ -64,7 +74,7 @@ class TorchStep:
                           vocab=spec["vocab"])
         self.inputs = {k: torch.as_tensor(b[k]).long().to(self.device)
                        for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-        if spec["arch"] == "xlmr":
+        if spec["arch"] in ("xlmr", "distilbert"):
             self.inputs.pop("token_type_ids")
         # bf16 autocast on an accelerator, as flaxlm runs bf16 matmuls there.
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda"

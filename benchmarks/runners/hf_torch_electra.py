@@ -31,7 +31,7 @@ def electra_configs(spec: dict):
     common = dict(vocab_size=spec["vocab"], embedding_size=m.get("embedding", m["hidden"]),
                   num_hidden_layers=m["layers"], max_position_embeddings=512, type_vocab_size=2,
                   pad_token_id=0, layer_norm_eps=1e-12, hidden_dropout_prob=0.1,
-                  attention_probs_dropout_prob=0.1)
+                  attention_probs_dropout_prob=spec.get("attention_dropout", 0.1))
     hidden = int(round(m["hidden"] * spec["generator_hidden_fraction"]))
     discriminator = ElectraConfig(hidden_size=m["hidden"], num_attention_heads=m["heads"],
                                   intermediate_size=m["ffn"], **common)
@@ -77,6 +77,10 @@ class TorchElectraStep:
         self.original = torch.where(masked, self.inputs["labels"], self.inputs["input_ids"])
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda"
                          else None)
+        # `compile`: both towers through torch.compile (inductor), the shared modules as they are.
+        compile_ = torch.compile if spec.get("compile") else (lambda model: model)
+        self.generator_forward = compile_(self.generator)
+        self.discriminator_forward = compile_(self.discriminator)
         t = time.perf_counter()
         self._step()
         compile_s = time.perf_counter() - t
@@ -89,7 +93,7 @@ class TorchElectraStep:
 
     def _loss(self):
         torch = self.torch
-        gen = self.generator(**self.inputs)
+        gen = self.generator_forward(**self.inputs)
         with torch.no_grad():
             logits_NxV = gen.logits[self.masked].float() / self.temperature
             uniform = torch.rand_like(logits_NxV).clamp_(1e-9, 1.0 - 1e-9)
@@ -98,9 +102,10 @@ class TorchElectraStep:
             corrupted[self.masked] = sampled_N
             replaced = ((corrupted != self.original)
                         & (self.inputs["attention_mask"] > 0)).long()
-        disc = self.discriminator(input_ids=corrupted,
-                                  attention_mask=self.inputs["attention_mask"],
-                                  token_type_ids=self.inputs["token_type_ids"], labels=replaced)
+        disc = self.discriminator_forward(input_ids=corrupted,
+                                          attention_mask=self.inputs["attention_mask"],
+                                          token_type_ids=self.inputs["token_type_ids"],
+                                          labels=replaced)
         return gen.loss + self.discriminator_weight * disc.loss
 
     def _step(self) -> float:

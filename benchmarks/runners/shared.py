@@ -46,7 +46,8 @@ def program_for(spec: dict):
     from benchmarks.objectives import OBJECTIVES
     from benchmarks.runners.flaxlm_step import build_program
     key = (spec["objective"], spec["arch"], spec["vocab"], tuple(sorted(spec["model"].items())),
-           spec["batch"], spec["seq"], spec.get("dropout", True))
+           spec["batch"], spec["seq"], spec.get("dropout", True), spec.get("attention", "xla"),
+           spec.get("attention_dropout"))
     if key not in _PROGRAMS:
         objective, batch_fn = OBJECTIVES[spec["objective"]].make(spec)
         program, mesh, dtype = build_program(spec, objective)

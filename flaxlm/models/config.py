@@ -15,6 +15,8 @@ from flaxlm.errors import FlaxlmError
 # transformers' Electra* classes.
 Arch = Literal["bert", "xlmr", "distilbert", "electra"]
 ARCHS: tuple[str, ...] = ("bert", "xlmr", "distilbert", "electra")
+ATTENTIONS: tuple[str, ...] = ("xla", "dot_product", "splash")
+REMATS: tuple[str, ...] = ("none", "full", "dots_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,15 @@ class ModelConfig:
     pooler: bool = False
     num_labels: int = 2  # classifier heads only
     classifier_dropout: float = 0.1  # classifier heads only
+    # How attention is computed (flaxlm/models/attention.py): "xla" materializes the LxL scores;
+    # "dot_product" (jax.nn.dot_product_attention) and "splash" (Pallas, TPU) are fused. All give
+    # the same function, so a checkpoint does not depend on it.
+    attention: str = "xla"
+    # Rematerialization per layer in the backward pass: "none" keeps every activation; "full"
+    # keeps only each layer's input and recomputes the rest; "dots_saveable" keeps the outputs of
+    # the projection and MLP matmuls and recomputes attention scores and elementwise work
+    # (jax.checkpoint_policies.dots_with_no_batch_dims_saveable).
+    remat: str = "none"
 
     @property
     def dim_per_head(self) -> int:
@@ -77,6 +88,12 @@ class ModelConfig:
             raise FlaxlmError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
                 f"{self.num_heads}; set model.head_dim explicitly")
+        if self.attention not in ATTENTIONS:
+            raise FlaxlmError(f"model.attention must be one of {', '.join(map(repr, ATTENTIONS))}"
+                              f", got {self.attention!r}")
+        if self.remat not in REMATS:
+            raise FlaxlmError(f"model.remat must be one of {', '.join(map(repr, REMATS))}, got "
+                              f"{self.remat!r}")
         for name in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise FlaxlmError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")

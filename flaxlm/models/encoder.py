@@ -10,11 +10,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxlm.models.attention import self_attention
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.layers import DenseGeneral, Embed, LayerNorm, dropout, gelu
 from flaxlm.sharding import constrain
 
 _ACT = ("batch", "length", "act_embed")
+# What a rematerialized layer keeps for the backward pass (ModelConfig.remat); "full": nothing
+# but its inputs.
+_REMAT_POLICIES = {"full": None,
+                   "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def _run_layer(layer, x_BxLxD, bias_Bx1x1xL, dropout_key):
+    return layer(x_BxLxD, bias_Bx1x1xL, dropout_key)
 
 
 def _key(key: jax.Array | None, *path: int) -> jax.Array | None:
@@ -71,13 +80,9 @@ class SelfAttention(nnx.Module):
         q_BxLxHxK = constrain(self.query(x_BxLxD), ("batch", "length", "heads", "kv"))
         k_BxLxHxK = constrain(self.key(x_BxLxD), ("batch", "length", "heads", "kv"))
         v_BxLxHxK = constrain(self.value(x_BxLxD), ("batch", "length", "heads", "kv"))
-        scale = 1.0 / jnp.sqrt(jnp.float32(self.config.dim_per_head)).astype(x_BxLxD.dtype)
-        scores_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK * scale, k_BxLxHxK)
-        # Softmax in fp32 so bf16 compute does not lose the tail of the distribution.
-        probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL.astype(jnp.float32) + bias_Bx1x1xL, axis=-1)
-        probs_BxHxLxL = dropout(probs_BxHxLxL.astype(x_BxLxD.dtype),
-                                self.config.attention_dropout, dropout_key)
-        context_BxLxHxK = jnp.einsum("bhqs,bshk->bqhk", probs_BxHxLxL, v_BxLxHxK)
+        context_BxLxHxK = self_attention(
+            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_Bx1x1xL, implementation=self.config.attention,
+            dropout_rate=self.config.attention_dropout, dropout_key=dropout_key)
         return self.out(context_BxLxHxK)
 
 
@@ -135,8 +140,10 @@ class Encoder(nnx.Module):
         # Additive mask in fp32: padded keys get the most negative finite value, as HF does.
         bias_Bx1x1xL = jnp.where(attention_mask_BxL[:, None, None, :] > 0, 0.0,
                                  jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        run = _run_layer if self.config.remat == "none" else nnx.remat(
+            _run_layer, policy=_REMAT_POLICIES[self.config.remat], prevent_cse=True)
         for i, layer in enumerate(self.layers):
-            x_BxLxD = layer(x_BxLxD, bias_Bx1x1xL, _key(dropout_key, i + 1))
+            x_BxLxD = run(layer, x_BxLxD, bias_Bx1x1xL, _key(dropout_key, i + 1))
         return x_BxLxD
 
     def layer_qkv(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL=None, *,
