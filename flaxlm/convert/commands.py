@@ -20,8 +20,10 @@ def _cmd_import(args, _):
     r = import_hf(args.hf, args.out, overwrite=args.overwrite, tokenizer_dir=args.tokenizer,
                   generator_dir=args.generator)
     fresh = "; MLM head initialized fresh" if r["initialized_fresh"] else ""
+    unused = (f"; {r['unused_rows']} embedding rows the tokenizer never produces kept"
+              if r["unused_rows"] else "")
     print(f"flaxlm: imported {args.hf} ({r['arch']}, {r['params']:,} parameters) into {r['out']}"
-          f"{fresh}; parity vs transformers: {_fmt_parity(r)}")
+          f"{fresh}{unused}; parity vs transformers: {_fmt_parity(r)}")
 
 
 def _cmd_fill_mask(args, _):

@@ -132,4 +132,4 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
         write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
     return {"out": os.path.abspath(out), "arch": config.arch, "head": task,
             "params": param_count(params), "initialized_fresh": absent, "dropped": dropped,
-            **parity}
+            "unused_rows": config.vocab_size - tok.vocab_size, **parity}
