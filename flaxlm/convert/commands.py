@@ -57,7 +57,9 @@ def add_parsers(sub) -> None:
                    "checkpoints that ship none, e.g. mMiniLMv2 with XLM-R's)")
     p.add_argument("--generator", default=None, metavar="DIR",
                    help="for an ElectraForPreTraining --hf: its ElectraForMaskedLM generator "
-                   "(default: HF/generator, the layout `flaxlm export` writes)")
+                   "(default: HF/generator, the layout `flaxlm export` writes), imported with it "
+                   "for continued pre-training; without one the discriminator imports alone, "
+                   "for fine-tuning")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_import)
 
