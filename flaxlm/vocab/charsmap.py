@@ -14,6 +14,7 @@ then the NUL-terminated UTF-8 replacement strings the offsets point into.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -89,12 +90,27 @@ def compile_rules(rules: dict[str, str]) -> bytes:
         path = os.path.join(tmp, "rules.tsv")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(f"{hex_codes(k)}\t{hex_codes(v)}\n" for k, v in sorted(rules.items()))
-        normalizer = spm.SentencePieceNormalizer(rule_tsv=path)
+        with _native_stderr_silenced():
+            normalizer = spm.SentencePieceNormalizer(rule_tsv=path)
     spec = sentencepiece_model_pb2.NormalizerSpec()
     spec.ParseFromString(normalizer.serialized_normalizer_spec())
     return spec.precompiled_charsmap
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """SentencePiece's builder logs every compile (INFO lines) from C++ straight to fd 2; a
+    failure still raises in Python."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def lowercased(blob: bytes, where: str) -> bytes:
-    """A charsmap that normalizes as `blob` does, then lowercases."""
-    return compile_rules(lowercased_rules(decompile(blob, where)))
+    """A charsmap that normalizes as `blob` does (no rules when empty), then lowercases."""
+    return compile_rules(lowercased_rules(decompile(blob, where) if blob else {}))

@@ -176,10 +176,9 @@ def _uncased_spec_bytes(source_spec: bytes) -> bytes:
         spec.ParseFromString(spm.SentencePieceNormalizer(
             rule_name=_UNCASED_RULE).serialized_normalizer_spec())
     else:  # the source's own rules, then lowercase
-        rules = (charsmap.decompile(flags.precompiled_charsmap, "the tokenizer's normalizer")
-                 if flags.precompiled_charsmap else {})
         spec.name = "lowercased"
-        spec.precompiled_charsmap = charsmap.compile_rules(charsmap.lowercased_rules(rules))
+        spec.precompiled_charsmap = charsmap.lowercased(flags.precompiled_charsmap,
+                                                        "the tokenizer's normalizer")
     # How whitespace is treated stays the source's.
     spec.add_dummy_prefix = flags.add_dummy_prefix
     spec.escape_whitespaces = flags.escape_whitespaces
