@@ -62,11 +62,10 @@ def read_proto(tokenizer_dir: str):
 
     path = source_file(tokenizer_dir)
     proto = sentencepiece_model_pb2.ModelProto()
-    if path.endswith(TOKENIZER_JSON):
-        proto.ParseFromString(_proto_from_tokenizer_json(path))
-    else:
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
+    with open(path, "rb") as f:
+        raw = f.read()
+    proto.ParseFromString(_proto_from_tokenizer_json(raw, path)
+                          if path.endswith(TOKENIZER_JSON) else raw)
     head = tuple((p.piece, p.type) for p in proto.pieces[:3])
     if head != _SP_HEAD:
         raise FlaxlmError(f"{path}: pieces 0..2 are {head}, expected <unk>, <s>, </s> (the "
@@ -74,14 +73,17 @@ def read_proto(tokenizer_dir: str):
     return proto
 
 
-@functools.lru_cache(maxsize=2)
-def _proto_from_tokenizer_json(path: str) -> bytes:
-    """The serialized `ModelProto` of a Unigram `tokenizer.json` in XLM-R's id layout (`<s> <pad> </s> <unk>`,
-    pieces, `<mask>`), refused in one line where SentencePiece has no equivalent."""
+@functools.lru_cache(maxsize=2)  # read, counted and written from: one conversion
+def _proto_from_tokenizer_json(raw: bytes, path: str) -> bytes:
+    """The serialized `ModelProto` of the Unigram `tokenizer.json` `raw` in XLM-R's id layout
+    (`<s> <pad> </s> <unk>`, pieces, `<mask>`), refused in one line where SentencePiece has no
+    equivalent."""
     from sentencepiece import sentencepiece_model_pb2
 
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FlaxlmError(f"{path}: not a JSON tokenizer file ({e})") from None
     model = data.get("model") or {}
     vocab = model.get("vocab")
     if model.get("type") != "Unigram" or not isinstance(vocab, list):
