@@ -91,6 +91,9 @@ def test_extra_rows_import_as_they_are_and_export_bitwise(hf_xlmr_json_only, tmp
     export(str(run), str(bundle))
     assert_same_weights(hf_xlmr_json_only, bundle)
     assert len(AutoTokenizer.from_pretrained(str(bundle))) == tok.vocab_size
+    assert (f"| vocabulary | {tok.vocab_size:,} tokens (SentencePiece, XLM-R id layout); "
+            f"{tok.vocab_size + EXTRA_ROWS:,} embedding rows, {EXTRA_ROWS} of them never produced "
+            "by the tokenizer |") in (bundle / "README.md").read_text()
 
 
 def test_fewer_rows_than_tokens_is_refused(tmp_path, it_es_tokenizer):
