@@ -42,7 +42,7 @@ from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable
                                       quiet_orbax, read_failure, saved_setting, set_aside,
                                       set_aside_names, tree_shapes)
 from flaxlm import checkpoint_integrity, run_log, storage
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 
 def _report(line: str) -> None:
@@ -225,7 +225,7 @@ class Checkpointer:
                                           extra={"log_file_only": True})
         log_file = run_log.active_file()
         where = f" (traceback in {log_file})" if log_file else ""
-        self._failed = FlaxlmError(
+        self._failed = CheckpointWriteError(
             f"checkpoint {step} could not be written to {self.directory}/{step}: {_cause(exc)}"
             f"{where}; the run stopped, and the checkpoints written before it are kept")
         return self._failed

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -130,6 +130,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"flaxlm: warning: {message}", file=file or sys.stderr)
 
 
+# Set when the process should end without waiting for library threads (see CheckpointWriteError).
+_exit_at_once = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, overrides)
     except FlaxlmError as e:
         print(f"flaxlm: error: {e}", file=sys.stderr)
+        global _exit_at_once
+        _exit_at_once = isinstance(e, CheckpointWriteError)
         return 2
     except KeyboardInterrupt:
         print("flaxlm: interrupted", file=sys.stderr)
@@ -152,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console entry point."""
     warnings.showwarning = _show_warning
-    sys.exit(main())
+    code = main()
+    if _exit_at_once:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
