@@ -27,16 +27,17 @@ _active: list[str] = []  # the log file of the run in progress, as the user shou
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(threadName)s %(pathname)s:%(lineno)d] %(message)s"
 
 
+def _for_the_terminal(record: logging.LogRecord) -> bool:
+    return _ORBAX_SOURCE not in record.pathname and not getattr(record, "log_file_only", False)
+
+
 class _Terminal(logging.Handler):
     """What Python prints without any handler (`logging.lastResort`), less orbax's records;
     writes to the current `sys.stderr`, as lastResort does."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return (_ORBAX_SOURCE not in record.pathname and not getattr(record, "log_file_only", False)
-                and super().filter(record))
+        self.addFilter(_for_the_terminal)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -78,9 +79,14 @@ def library_logs_to_file(workdir: str) -> Iterator[str]:
     to_file.setLevel(logging.WARNING)
     to_file.setFormatter(logging.Formatter(_FORMAT))
     root = logging.getLogger()
-    # Only where Python would print through lastResort: handlers a user (or pytest) configured
-    # keep receiving every record as before.
+    # Where Python would print through lastResort, a handler that prints the same less orbax's
+    # records; where a library already installed a console handler (a `logging.basicConfig`),
+    # that handler is filtered the same way for the run.
     terminal = _Terminal() if not root.handlers else None
+    consoles = [h for h in root.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    for handler in consoles:
+        handler.addFilter(_for_the_terminal)
     root.addHandler(to_file)
     if terminal is not None:
         root.addHandler(terminal)
@@ -91,6 +97,8 @@ def library_logs_to_file(workdir: str) -> Iterator[str]:
         _active.pop()
         if terminal is not None:
             root.removeHandler(terminal)
+        for handler in consoles:
+            handler.removeFilter(_for_the_terminal)
         root.removeHandler(to_file)
         to_file.close()
         if remote and _upload(local, shown):
