@@ -135,6 +135,7 @@ _exit_at_once = False
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _exit_at_once
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -146,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, overrides)
     except FlaxlmError as e:
         print(f"flaxlm: error: {e}", file=sys.stderr)
-        global _exit_at_once
         _exit_at_once = isinstance(e, CheckpointWriteError)
         return 2
     except KeyboardInterrupt:
