@@ -18,7 +18,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flaxlm import checkpoint_integrity
 from flaxlm.checkpoint import Checkpointer, read_params
+from flaxlm.errors import FlaxlmError
 from flaxlm.optim import OptimConfig, learning_rate_schedule
+from flaxlm.skipped_updates import SkippedUpdates
 from tests.test_checkpoint_damage import _losses, _train
 
 FIVE_BITS = ((0.21, 1), (0.37, 2), (0.52, 3), (0.68, 4), (0.83, 5))  # (offset share, bit)
@@ -173,6 +175,20 @@ def test_a_run_whose_every_update_is_skipped_stops_in_one_line_and_writes_nothin
     assert os.listdir(tmp_path / "checkpoints") == []
 
 
+def test_skipped_updates_count_a_stretch_and_the_share_since_the_last_checkpoint():
+    skips = SkippedUpdates(max_in_a_row=3, max_share=0.25, start_step=100, last_checkpoint=100)
+    for step, applied in ((101, False), (102, False), (103, True), (104, False)):
+        skips.observe(step, applied)  # two in a row, then one: under the limit of 3
+    with pytest.raises(FlaxlmError, match=r"3 of the 4 updates since step 100 .* newest "
+                                          r"checkpoint is step 100"):
+        skips.before_checkpoint(104)
+    skips.checkpointed(104)  # (a run that allows it) starts a new window
+    skips.observe(105, False)
+    with pytest.raises(FlaxlmError, match=r"the last 3 updates \(steps 104–106\) were skipped"):
+        skips.observe(106, False)
+
+
+@pytest.mark.slow
 def test_skipped_updates_in_a_row_stop_the_run_before_its_checkpoint(
         tmp_path, tiny_tokenizer_dir, capsys):
     capsys.readouterr()
