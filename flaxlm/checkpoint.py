@@ -16,15 +16,18 @@ until the transfer is done; `copy_on_device=False` (config `train.checkpoint_cop
 restores orbax's behaviour of transferring in the loop, for models that fill the device.
 Multi-process runs always transfer in the loop (see `Checkpointer.__init__`).
 
-A checkpoint that cannot be read (a flipped bit, a truncated or missing file) is reported in one
-line and skipped for the newest intact one (see `checkpoint_damage.py`); a checkpoint whose state
-tree differs from the run's is a settings change, not damage, and stops with the path named.
+A checkpoint that cannot be read (a truncated or missing file, an undecodable chunk), or that
+reads back other values than were saved (checked against the per-array fingerprints recorded in
+`meta` at save time, `checkpoint_integrity.py`) or holds NaN/Inf, is reported in one line and
+skipped for the newest intact one (see `checkpoint_damage.py`); a checkpoint whose state tree
+differs from the run's is a settings change, not damage, and stops with the path named.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import sys
 from typing import Any, Callable
@@ -34,16 +37,37 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, Unreadable, check_tree, checkpoint_dir,
-                                      failed_processes, nothing_intact, quiet_orbax, read_failure,
-                                      saved_setting, set_aside, set_aside_names, tree_shapes)
-from flaxlm import storage
-from flaxlm.errors import FlaxlmError
+from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable, check_tree,
+                                      checkpoint_dir, failed_processes, nothing_intact,
+                                      quiet_orbax, read_failure, saved_setting, set_aside,
+                                      set_aside_names, tree_shapes)
+from flaxlm import checkpoint_integrity, run_log, storage
+from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 
 def _report(line: str) -> None:
     if jax.process_index() == 0:
         print(line, file=sys.stderr, flush=True)
+
+
+_told_unverified: set[tuple[str, int]] = set()
+
+
+def _verified(tree: Any, meta: dict, step: int, directory: str) -> dict:
+    """`meta` without its fingerprints, once the arrays of `tree` (as read back from checkpoint
+    `step`) match them and hold no NaN/Inf; raises DamageFound otherwise. A checkpoint written
+    before fingerprints were recorded is said, once per process, to be unverifiable."""
+    meta = dict(meta)
+    recorded = meta.pop(checkpoint_integrity.META_KEY, None)
+    damage, compared = checkpoint_integrity.find_damage(tree, recorded, step=step,
+                                                        step_dir=f"checkpoints/{step}")
+    if damage is not None:
+        raise DamageFound(damage)
+    if not compared and (directory, step) not in _told_unverified:
+        _told_unverified.add((directory, step))
+        _report(f"flaxlm: checkpoint {step} has no recorded checksums (written before flaxlm "
+                "recorded them): its values cannot be verified, only checked to be finite")
+    return meta
 
 
 def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *,
@@ -87,9 +111,18 @@ def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *
             moved.append(name or f"{step}{UNREADABLE_SUFFIX}")
             action = f"; moved to checkpoints/{name}"
         if i + 1 < len(steps):
-            _report(f"flaxlm: checkpoint {step} is unreadable ({found[-1]}){action}, "
+            _report(f"flaxlm: checkpoint {step} is {found[-1].kind} ({found[-1]}){action}, "
                     f"trying {steps[i + 1]}")
     return None, found, moved
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of the innermost exception: what the storage said."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    line = line if len(line) <= 300 else line[:299] + "…"
+    return f"{type(exc).__name__}: {line}"
 
 
 def _written_by_import(step_dir: str) -> bool:
@@ -106,6 +139,8 @@ class Checkpointer:
         """`best_mode` ("max"/"min"): besides the newest `keep`, the checkpoint whose saved
         `selection` metric is best is never deleted (the objective's best-checkpoint choice)."""
         self.workdir = workdir
+        self._in_orbax: int | None = None  # the step orbax may still be writing
+        self._failed: FlaxlmError | None = None
         self.directory = checkpoint_dir(workdir)
         keep_policy = ocp.checkpoint_managers.LatestN(n=keep)
         if best_mode is not None:
@@ -147,6 +182,8 @@ class Checkpointer:
         An error of the previous save is raised here (or by `wait`/`close`), never lost.
         """
         self._join_started()
+        if self._failed is not None:
+            raise self._failed
         if not self.copy_on_device:
             self._save_now(step, state, meta, selection)
             return
@@ -160,27 +197,59 @@ class Checkpointer:
             self.manager.is_saving_in_progress()
 
     def _save_now(self, step: int, state: dict, meta: dict, selection: float | None) -> None:
+        # Fingerprinted on the devices, from the state being saved (the snapshot in async mode).
+        meta = {**meta, checkpoint_integrity.META_KEY: checkpoint_integrity.record(state)}
         train = {k: v for k, v in state.items() if k != "params"}
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state["params"]),
-            train=ocp.args.StandardSave(train),
-            meta=ocp.args.JsonSave(meta)), force=True,
-            metrics=None if selection is None else {"selection": selection, "step": step})
+        self._finish_in_orbax()  # (orbax's save would wait too, blaming no step for a failure)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state["params"]),
+                train=ocp.args.StandardSave(train),
+                meta=ocp.args.JsonSave(meta)), force=True,
+                metrics=None if selection is None else {"selection": selection, "step": step})
+        except Exception as e:  # noqa: BLE001 - any storage failure ends the run in one line
+            raise self._write_failed(step, e) from None
+        self._in_orbax = step
+
+    def _finish_in_orbax(self) -> None:
+        """Waits for orbax's background write; its failure ends the run naming the step."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_failed(self._in_orbax, e) from None
+        self._in_orbax = None
+
+    def _write_failed(self, step: int | None, exc: BaseException) -> FlaxlmError:
+        # The traceback is for the log file (flaxlm.run_log); the terminal gets one line.
+        logging.getLogger(__name__).error("writing checkpoint %s failed", step, exc_info=exc,
+                                          extra={"log_file_only": True})
+        log_file = run_log.active_file()
+        where = f" (traceback in {log_file})" if log_file else ""
+        self._failed = CheckpointWriteError(
+            f"checkpoint {step} could not be written to {self.directory}/{step}: {_cause(exc)}"
+            f"{where}; the run stopped, and the checkpoints written before it are kept")
+        return self._failed
 
     def _join_started(self) -> None:
         """Waits until the last save has been handed to orbax; raises its error if it failed."""
         started, self._started = self._started, None
         if started is not None:
-            started.result()
+            try:
+                started.result()
+            except FlaxlmError as e:
+                self._failed = e
+                raise
 
     def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
-        """Full state placed with the shardings carried by `abstract_state`'s leaves."""
+        """Full state placed with the shardings carried by `abstract_state`'s leaves; raises
+        DamageFound if it differs from what was saved or holds NaN/Inf."""
         train_abstract = {k: v for k, v in abstract_state.items() if k != "params"}
         restored = self.manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_state["params"]),
             train=ocp.args.StandardRestore(train_abstract),
             meta=ocp.args.JsonRestore()))
-        return {"params": restored["params"], **restored["train"]}, dict(restored["meta"])
+        state = {"params": restored["params"], **restored["train"]}
+        return state, _verified(state, restored["meta"], step, self.directory)
 
     def restore_latest_intact(self, abstract_state: dict) -> tuple[dict, dict, int] | None:
         """The newest checkpoint that reads back: (state, meta, step), or None if there is none.
@@ -226,14 +295,24 @@ class Checkpointer:
 
     def wait(self) -> None:
         self._join_started()
-        self.manager.wait_until_finished()
+        if self._failed is not None:
+            raise self._failed
+        self._finish_in_orbax()
 
     def close(self) -> None:
+        """Waits for the last save; after a failed write (already raised) only cleans up."""
         try:
-            self.wait()
+            if self._failed is None:
+                self.wait()
         finally:
             self._worker.shutdown(wait=True)
-            self.manager.close()
+            if self._failed is None:
+                self.manager.close()
+            else:
+                try:
+                    self.manager.close()  # re-raises the failure it already reported
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def read_params(workdir: str, abstract_params: Any | None = None,
@@ -268,7 +347,8 @@ def read_params(workdir: str, abstract_params: Any | None = None,
             else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
         restored = manager.restore(s, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored["params"], dict(restored["meta"])
+        params = restored["params"]
+        return params, _verified({"params": params}, restored["meta"], s, directory)
 
     try:
         available = list(manager.all_steps())
@@ -279,9 +359,9 @@ def read_params(workdir: str, abstract_params: Any | None = None,
         intact, found, _ = _newest_intact(available if step is None else [step], read, workdir)
         if intact is None:
             if step is not None:
-                raise FlaxlmError(f"checkpoint {step} of {workdir} is unreadable ({found[0]}); "
-                                  "choose another --step, or leave it out for the newest intact "
-                                  "one")
+                raise FlaxlmError(f"checkpoint {step} of {workdir} is {found[0].kind} "
+                                  f"({found[0]}); choose another --step, or leave it out for the "
+                                  "newest intact one")
             raise nothing_intact(directory, found, [])
         (params, meta), step = intact
         return params, meta, step
@@ -293,6 +373,7 @@ def write_params(workdir: str, step: int, params: Any, meta: dict) -> None:
     """A params-only checkpoint (what `flaxlm import` writes): enough for init_from and export."""
     manager = ocp.CheckpointManager(checkpoint_dir(workdir),
                                     options=ocp.CheckpointManagerOptions(create=True))
+    meta = {**meta, checkpoint_integrity.META_KEY: checkpoint_integrity.record({"params": params})}
     manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()

@@ -51,13 +51,22 @@ def checkpoint_dir(workdir: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Unreadable:
-    """Why the checkpoint at `step` could not be read."""
+    """Why the checkpoint at `step` could not be read (or was read back with other values)."""
     step: int
     file: str  # relative to the workdir where possible, e.g. checkpoints/20/train
     reason: str
+    kind: str = "unreadable"  # or "damaged": it decoded, but not to the values that were saved
 
     def __str__(self) -> str:
         return f"{self.file}: {self.reason}"
+
+
+class DamageFound(Exception):
+    """Raised by a checkpoint read whose arrays decoded to values other than those saved."""
+
+    def __init__(self, found: Unreadable):
+        super().__init__(str(found))
+        self.found = found
 
 
 def _is_abandoned_read_report(unraisable: Any) -> bool:
@@ -132,6 +141,8 @@ def read_failure(exc: Exception, step: int, workdir: str) -> Unreadable:
     Re-raises failures that are not the checkpoint's fault, so that an intact checkpoint is never
     set aside for them: device memory exhausted while restoring, and files this user may not read.
     """
+    if isinstance(exc, DamageFound):
+        return exc.found
     chain = _chain(exc)
     for e in chain:
         if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):

@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,7 +28,9 @@ def _cmd_train(args, overrides):
     config = run_config.load(args.config, overrides)
     from flaxlm.tasks.repeats import check_single_run
     check_single_run(config)
-    result = train(config, args.workdir, progress=not args.no_progress)
+    from flaxlm.run_log import library_logs_to_file
+    with library_logs_to_file(args.workdir):  # orbax's background tracebacks: the log file only
+        result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:
         keys = result.get("summary_keys", ("loss",))
         shown = {k: result[k] for k in ("step", *keys, *(f"eval_{k}" for k in keys))
@@ -154,7 +156,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"flaxlm: warning: {message}", file=file or sys.stderr)
 
 
+# Set when the process should end without waiting for library threads (see CheckpointWriteError).
+_exit_at_once = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _exit_at_once
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -166,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, overrides)
     except FlaxlmError as e:
         print(f"flaxlm: error: {e}", file=sys.stderr)
+        _exit_at_once = isinstance(e, CheckpointWriteError)
         return 2
     except KeyboardInterrupt:
         print("flaxlm: interrupted", file=sys.stderr)
@@ -176,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console entry point."""
     warnings.showwarning = _show_warning
-    sys.exit(main())
+    code = main()
+    if _exit_at_once:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,9 @@ class FlaxlmError(Exception):
 
     def __init__(self, message: str = ""):
         super().__init__(user_named(message))
+
+
+class CheckpointWriteError(FlaxlmError):
+    """A checkpoint could not be written. The command line exits at once after printing it:
+    orbax may leave background threads waiting (up to its 300 s timeout) on the failed write,
+    and nothing else is left to do, as every earlier checkpoint is complete."""

@@ -51,7 +51,10 @@ class MetricsLog:
             self._file.write(line)
             self._file.flush()
         for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # A skipped step's NaN loss is null in metrics.jsonl and a gap in TensorBoard
+            # (tensorboardX would print a warning per value).
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value)):
                 self._tb.add_scalar(key, value, step)
         self._tb.flush()
         if self._tb_remote is not None:

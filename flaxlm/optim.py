@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from flaxlm.errors import FlaxlmError
@@ -41,10 +42,14 @@ class OptimConfig:
 
 def _segment(config: OptimConfig, length: int) -> optax.Schedule:
     warmup = min(config.warmup_steps, length)
+    decay = optax.linear_schedule(config.learning_rate, config.end_learning_rate,
+                                  max(length - warmup, 1))
+    # Jitted, XLA divides by the horizon as a multiply by its reciprocal, which can overshoot 1:
+    # past the horizon the rate went to -3e-11 instead of end_learning_rate. It never goes below.
+    floor = min(config.learning_rate, config.end_learning_rate)
     return optax.join_schedules(
         [optax.linear_schedule(0.0, config.learning_rate, warmup),
-         optax.linear_schedule(config.learning_rate, config.end_learning_rate,
-                               max(length - warmup, 1))],
+         lambda count: jnp.maximum(decay(count), floor)],
         [warmup])
 
 

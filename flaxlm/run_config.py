@@ -98,6 +98,11 @@ def base_config() -> ml_collections.ConfigDict:
     # device memory while the host transfer runs); False when the state fills the device.
     c.train.checkpoint_copy_on_device = True
     c.train.nan_policy = "skip"  # or "stop"
+    # nan_policy=skip stops the run after this many skipped updates in a row (0: no limit), or
+    # at a checkpoint when more than this share of the updates since the last one were skipped
+    # (flaxlm/skipped_updates.py); neither stretch is ever checkpointed.
+    c.train.max_skipped_in_a_row = 20
+    c.train.max_skipped_share = 0.1
     c.train.peak_flops_per_device = 0.0  # 0: from the device kind (see flaxlm/flops.py)
 
     # Epochs, layer-wise LR decay, k-fold and seed repeats (flaxlm/tasks/finetune_config.py).
@@ -192,6 +197,8 @@ class LoopConfig:
     checkpoint_copy_on_device: bool
     nan_policy: str
     peak_flops_per_device: float
+    max_skipped_in_a_row: int = 20
+    max_skipped_share: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +253,10 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
            f"train.compute_dtype must be float32, bfloat16 or auto, got {t.compute_dtype!r}")
     _check(t.nan_policy in ("skip", "stop"), f"train.nan_policy must be skip or stop, got "
                                             f"{t.nan_policy!r}")
+    _check(t.max_skipped_in_a_row >= 0, "train.max_skipped_in_a_row must be >= 0 (0: no limit), "
+           f"got {t.max_skipped_in_a_row}")
+    _check(0.0 <= t.max_skipped_share <= 1.0, "train.max_skipped_share must be in [0, 1], got "
+           f"{t.max_skipped_share}")
     _check(t.log_every > 0, f"train.log_every must be positive, got {t.log_every}")
     _check(t.checkpoint_every > 0, f"train.checkpoint_every must be positive, got "
                                    f"{t.checkpoint_every}")
@@ -301,7 +312,8 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
             keep_checkpoints=t.keep_checkpoints,
             checkpoint_copy_on_device=t.checkpoint_copy_on_device, nan_policy=t.nan_policy,
-            peak_flops_per_device=t.peak_flops_per_device),
+            peak_flops_per_device=t.peak_flops_per_device,
+            max_skipped_in_a_row=t.max_skipped_in_a_row, max_skipped_share=t.max_skipped_share),
         optim=optim, warmup_proportion=t.warmup_proportion,
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),

@@ -33,6 +33,7 @@ from flaxlm.optim import learning_rate_schedule, make_optimizer
 from flaxlm.preemption import StopRequest
 from flaxlm.run_config import RunConfig
 from flaxlm.sharding import data_parallel_size, host_batch_to_global, make_mesh
+from flaxlm.skipped_updates import SkippedUpdates
 from flaxlm.steps import TrainProgram
 from flaxlm.tasks import results as run_results
 from flaxlm.throughput import Throughput
@@ -219,6 +220,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         state, weights = load_weights(program, objective, config, program.init_state(rng_data))
         origin = weights or "initialized from scratch"
     start = int(jax.device_get(state["step"]))
+    skips = SkippedUpdates(max_in_a_row=loop.max_skipped_in_a_row,
+                           max_share=loop.max_skipped_share, start_step=start,
+                           last_checkpoint=start if restored is not None else None)
 
     # Self-contained workdir: resolved config (JSON) and the tokenizer travel with checkpoints.
     local_tokenizer = os.path.join(workdir, "tokenizer")
@@ -266,9 +270,11 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     def emit(step: int, device_metrics, logged: bool) -> None:
         # Fetched one step late: the device is already busy with the next step.
         values = {k: v.item() for k, v in jax.device_get(device_metrics).items()}
-        if not values.pop("finite") and loop.nan_policy == "stop":
+        applied = values.pop("finite")
+        if not applied and loop.nan_policy == "stop":
             raise FlaxlmError(f"non-finite loss or gradient at step {step} (train.nan_policy="
                               "stop); the update was not applied and checkpoints are clean")
+        skips.observe(step, applied)
         if not logged:
             return
         values.update(throughput.measure())
@@ -323,9 +329,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                     throughput.add(objective.real_counts(host_batch_))
                 bar.update(1)
                 logged = step % loop.log_every == 0 or step == loop.steps or bool(stop.signal_name)
-                # nan_policy=stop checks every step (one step late), not only the logged ones.
-                if logged or loop.nan_policy == "stop":
-                    pending = (step, metrics, logged)
+                # Every step's flag is checked (one step late), not only the logged ones': a
+                # non-finite update stops nan_policy=stop, and counts towards skip's limits.
+                pending = (step, metrics, logged)
                 selection = None
                 if (loop.eval_every and step % loop.eval_every == 0) or (
                         step == loop.steps and not stop.signal_name):
@@ -336,7 +342,12 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                 # An evaluated step with a selection metric is saved too, so the best one exists.
                 if (step % loop.checkpoint_every == 0 or step == loop.steps or stop.signal_name
                         or selection is not None):
+                    if pending is not None:  # this step's flag decides whether it may be saved
+                        emit(*pending)
+                        pending = None
+                    skips.before_checkpoint(step)
                     checkpointer.save(step, state, meta(step), selection)
+                    skips.checkpointed(step)
                 if stop.signal_name:
                     break
             if pending is not None:
