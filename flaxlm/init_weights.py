@@ -27,8 +27,14 @@ from flaxlm.steps import TrainProgram, flat_names
 def resolve_model(config: RunConfig, tokenizer) -> ModelConfig:
     if not config.init_from:
         return config.model(tokenizer.vocab_size, tokenizer.pad_id)
-    from flaxlm.convert.model_io import open_workdir
-    saved = open_workdir(config.init_from).model  # validated like export validates it
+    from flaxlm.convert.model_io import ELECTRA_HEAD, open_workdir
+    source = open_workdir(config.init_from)
+    saved = source.model  # validated like export validates it
+    if config.objective == "electra" and source.head != ELECTRA_HEAD:
+        raise FlaxlmError(
+            f"init_from={config.init_from} holds no ELECTRA generator (head {source.head!r}); "
+            "ELECTRA pre-training continues a generator + discriminator pair: import both with "
+            "`flaxlm import --hf DISCRIMINATOR --generator GENERATOR --out DIR` (pass --generator)")
     # The source's shapes win; only dropout may be set from this config.
     fixed = {k: v for k, v in config.model_overrides.items()
              if not k.endswith("dropout") and getattr(saved, k, v) != v}

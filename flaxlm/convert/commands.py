@@ -20,8 +20,10 @@ def _cmd_import(args, _):
     r = import_hf(args.hf, args.out, overwrite=args.overwrite, tokenizer_dir=args.tokenizer,
                   generator_dir=args.generator)
     fresh = "; MLM head initialized fresh" if r["initialized_fresh"] else ""
+    unused = (f"; {r['unused_rows']} embedding rows the tokenizer never produces kept"
+              if r["unused_rows"] else "")
     print(f"flaxlm: imported {args.hf} ({r['arch']}, {r['params']:,} parameters) into {r['out']}"
-          f"{fresh}; parity vs transformers: {_fmt_parity(r)}")
+          f"{fresh}{unused}; parity vs transformers: {_fmt_parity(r)}")
 
 
 def _cmd_fill_mask(args, _):
@@ -55,7 +57,9 @@ def add_parsers(sub) -> None:
                    "checkpoints that ship none, e.g. mMiniLMv2 with XLM-R's)")
     p.add_argument("--generator", default=None, metavar="DIR",
                    help="for an ElectraForPreTraining --hf: its ElectraForMaskedLM generator "
-                   "(default: HF/generator, the layout `flaxlm export` writes)")
+                   "(default: HF/generator, the layout `flaxlm export` writes), imported with it "
+                   "for continued pre-training; without one the discriminator imports alone, "
+                   "for fine-tuning")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_import)
 

@@ -25,7 +25,8 @@ from flaxlm.convert.hf_config import transformers_config
 from flaxlm.convert.model_card import model_card
 from flaxlm.convert.parity import TOLERANCE, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
-from flaxlm.convert.tokenizer_files import compare, import_tokenizer, write_release_tokenizer
+from flaxlm.convert.tokenizer_files import (check_rows, compare, import_tokenizer,
+                                             write_release_tokenizer)
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 
@@ -35,9 +36,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
     discriminator, generator, flat, step = read_pair(workdir, step)
     tokenizer_dir = os.path.join(workdir, "tokenizer")
     tok = load_tokenizer(tokenizer_dir)
-    if tok.vocab_size != discriminator.vocab_size:
-        raise FlaxlmError(f"{workdir}: the model has {discriminator.vocab_size} embedding rows "
-                          f"but the tokenizer {tok.vocab_size} tokens; a release needs them equal")
+    check_rows(tok.vocab_size, discriminator.vocab_size, workdir)
     configs = {"discriminator": discriminator, "generator": generator}
     tensors = pair_to_hf(discriminator, generator, flat)
     where = f"export of {workdir}"
@@ -119,7 +118,7 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
     flat = pair_from_hf(discriminator, generator, tensors, where)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        _, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
                                        discriminator.arch, discriminator.vocab_size,
                                        discriminator.max_seq_len)
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
@@ -133,5 +132,6 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
                   "hf_class": "ElectraForPreTraining", "initialized_fresh": [], "dropped": []}
         count = write_pair_workdir(tmp, discriminator, generator, flat, source)
     return {"out": os.path.abspath(out), "arch": "electra", "head": "electra", "params": count,
-            "initialized_fresh": [], "dropped": [], **parity}
+            "initialized_fresh": [], "dropped": [],
+            "unused_rows": discriminator.vocab_size - tok.vocab_size, **parity}
 

@@ -23,7 +23,7 @@ from flaxlm.convert.model_card import model_card
 from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
                                      param_count)
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
-from flaxlm.convert.tokenizer_files import compare, write_release_tokenizer
+from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.workdir import read_json_or_none
@@ -152,9 +152,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
     config = wd.model
     table = table_for(config.arch, wd.head)
     tok = load_tokenizer(wd.tokenizer_dir)
-    if tok.vocab_size != config.vocab_size:
-        raise FlaxlmError(f"{workdir}: the model has {config.vocab_size} embedding rows but the "
-                          f"tokenizer {tok.vocab_size} tokens; a release needs them equal")
+    check_rows(tok.vocab_size, config.vocab_size, workdir)  # extra rows are exported as they are
     if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
         raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
                           f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")

@@ -19,6 +19,7 @@ import numpy as np
 
 from flaxlm import storage
 from flaxlm.checkpoint import write_params
+from flaxlm.convert.electra import GENERATOR_SUBDIR
 from flaxlm.convert.export import check_out, staged_dir
 from flaxlm.convert.hf_config import model_config_from_hf
 from flaxlm.convert.mappings import Table, from_hf, has_pooler
@@ -34,6 +35,9 @@ PARITY_MAX_LEN = 64
 # What an imported workdir continues with: MLM pre-training, or fine-tuning its classifier.
 _OBJECTIVE_OF_HEAD = {"mlm": "mlm", "token_classification": "classify",
                       "sequence_classification": "classify"}
+# ElectraForPreTraining's replaced-token head: no use to fine-tuning, dropped from a
+# discriminator imported alone.
+_DISCRIMINATOR_HEAD = "discriminator_predictions."
 
 
 def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, np.ndarray]):
@@ -81,13 +85,27 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                          generator_dir=generator_dir and local[generator_dir])
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
-    if raw_config.get("architectures") == ["ElectraForPreTraining"]:
+    hf_class = (raw_config.get("architectures") or [None])[0]
+    discriminator_alone = hf_class == "ElectraForPreTraining" and not (
+        generator_dir or os.path.isdir(os.path.join(hf_dir, GENERATOR_SUBDIR)))
+    if hf_class == "ElectraForPreTraining" and not discriminator_alone:
         from flaxlm.convert.electra_bundle import import_pair
         return import_pair(hf_dir, out, overwrite=overwrite, tolerance=tolerance,
                            tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
+    if discriminator_alone:
+        # What users download to fine-tune (a released discriminator): its encoder, read as
+        # transformers' ElectraModel; ELECTRA pre-training needs the generator too.
+        log.warning("flaxlm import: %s is an ELECTRA discriminator without its generator: "
+                    "imported for fine-tuning as its encoder (ElectraModel), without the "
+                    "replaced-token head; to continue ELECTRA pre-training import the pair with "
+                    "--generator DIR", hf_dir)
+        raw_config = {**raw_config, "architectures": ["ElectraModel"]}
     hf = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
     table, task = hf.table, hf.table.task
     tensors = load_tensors(hf_dir)
+    rtd_head = sorted(k for k in tensors if discriminator_alone
+                      and k.startswith(_DISCRIMINATOR_HEAD))
+    tensors = {k: v for k, v in tensors.items() if k not in rtd_head}
     # The pooler is kept when the checkpoint has one (BertModel, XLMRobertaModel, BERT sequence
     # classifiers), so every stored tensor round-trips.
     config = dataclasses.replace(
@@ -97,6 +115,7 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                                         allow_missing_head=hf.is_base)
     except FlaxlmError as e:
         raise FlaxlmError(f"{hf_dir}: {e}") from None
+    dropped = rtd_head + dropped
     weights_dropped = [d for d in dropped if not d.endswith(("position_ids", "token_type_ids"))]
     if weights_dropped:
         log.warning("flaxlm import: dropping %s (no flaxlm counterpart)", ", ".join(weights_dropped))
@@ -120,7 +139,7 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                               where=f"import of {hf_dir}", tolerance=tolerance)
         source = {"source": "hf-import", "hf_dir": storage.recorded_name(hf_dir),
                   "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
-                  "hf_class": (raw_config.get("architectures") or [table.family.base_class])[0],
+                  "hf_class": hf_class or table.family.base_class,
                   "initialized_fresh": absent, "dropped": dropped}
         model = dataclasses.asdict(config)
         run = {"model": model, "head": task, "objective": _OBJECTIVE_OF_HEAD[task],
@@ -132,4 +151,4 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
         write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
     return {"out": os.path.abspath(out), "arch": config.arch, "head": task,
             "params": param_count(params), "initialized_fresh": absent, "dropped": dropped,
-            **parity}
+            "unused_rows": config.vocab_size - tok.vocab_size, **parity}

@@ -73,6 +73,9 @@ def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, para
     tok_desc = ("SentencePiece, XLM-R id layout" if tokenizer.kind == "sentencepiece"
                 else f"WordPiece, lowercase={tokenizer.lowercase}, "
                      f"strip_accents={tokenizer.strip_accents}")
+    unused = config.vocab_size - tokenizer.vocab_size
+    unused_rows = (f"; {config.vocab_size:,} embedding rows, {unused:,} of them never produced by "
+                   "the tokenizer" if unused else "")
     parity_line = ", ".join(f"{k} = {v:.2e}" for k, v in parity.items() if k.endswith("diff"))
     what, tag, usage = _KINDS[task]
     usage = usage.format(model=os.path.basename(name), mask=mask_token)
@@ -100,7 +103,7 @@ tags: [flaxlm, {config.arch}, {tag}]
 | intermediate size | {config.intermediate_size} |
 | max sequence length | {config.max_seq_len} |
 | parameters | {params:,}{tied} |
-| vocabulary | {config.vocab_size:,} tokens ({tok_desc}) |{labels}
+| vocabulary | {tokenizer.vocab_size:,} tokens ({tok_desc}){unused_rows} |{labels}
 
 ## Training
 

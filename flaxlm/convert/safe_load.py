@@ -22,12 +22,20 @@ from flaxlm.errors import FlaxlmError
 MAX_JSON_BYTES = 64 << 20
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 TORCH_BIN, TORCH_BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
-# transformers' own classes only (the name is looked up among them, never imported from the
-# directory). PreTrainedTokenizerFast and TokenizersBackend (its transformers 5 name) are what hub
-# repositories shipping only tokenizer.json declare: the `tokenizers` library parses that JSON,
-# and import checks the result against flaxlm's ids like any other tokenizer.
-TOKENIZER_CLASSES = ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BertTokenizer",
-                     "BertTokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend")
+# The `tokenizer_class` names transformers writes for each supported family: its slow and fast
+# classes (transformers 4 wrote either; 5 writes the first, and saves ELECTRA's as BertTokenizer),
+# and for any family the generic PreTrainedTokenizerFast / TokenizersBackend (its transformers 5
+# name) that repositories shipping only tokenizer.json declare. Only transformers' own classes:
+# the name is looked up among them, never imported from the directory; import then checks the
+# loaded tokenizer against flaxlm's ids like any other.
+TOKENIZER_CLASSES_BY_FAMILY = {
+    "xlmr": ("XLMRobertaTokenizer", "XLMRobertaTokenizerFast"),
+    "bert": ("BertTokenizer", "BertTokenizerFast"),
+    "distilbert": ("DistilBertTokenizer", "DistilBertTokenizerFast"),
+    "electra": ("ElectraTokenizer", "ElectraTokenizerFast"),
+    "any": ("PreTrainedTokenizerFast", "TokenizersBackend"),
+}
+TOKENIZER_CLASSES = tuple(c for names in TOKENIZER_CLASSES_BY_FAMILY.values() for c in names)
 
 
 def confined(root: str, name: Any, what: str) -> str:

@@ -9,6 +9,7 @@ or `BertTokenizerFast` from a `vocab_file` silently yields a 5-token vocabulary.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -17,6 +18,7 @@ from flaxlm.data.tokenizers import (META_FILE, SP_MODEL_FILE, TOKENIZER_JSON, VO
                                      load_tokenizer)
 from flaxlm.errors import FlaxlmError
 
+log = logging.getLogger("flaxlm.convert")
 XLMR_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
                  "sep_token": "</s>", "pad_token": "<pad>", "cls_token": "<s>",
                  "mask_token": "<mask>"}
@@ -66,12 +68,30 @@ def load_hf_tokenizer(directory: str):
         raise FlaxlmError(f"{directory}: transformers cannot load the tokenizer ({e})") from None
 
 
-def compare(tok: Tokenizer, hf_tok, vocab_size: int, where: str) -> None:
-    """Same vocabulary size, special ids and ids on `SAMPLE_TEXTS`, or a FlaxlmError."""
-    if len(hf_tok) != vocab_size or tok.vocab_size != vocab_size:
+def check_rows(tokens: int, rows: int, where: str) -> int:
+    """How many of the model's `rows` embedding rows no token id reaches (0 when the sizes are
+    equal). Releases may embed more rows than their tokenizer has ids (multilingual-e5-small and
+    mMiniLMv2: 250,037 rows, 250,002 tokens): the extra rows are kept, never read. Fewer rows
+    than tokens would leave ids without an embedding, and are refused."""
+    if tokens > rows:
+        raise FlaxlmError(f"{where}: the tokenizer has {tokens} tokens but the model embeds only "
+                          f"{rows} rows; ids {rows}..{tokens - 1} would have no embedding (pair "
+                          "the model with the tokenizer it was trained with)")
+    return rows - tokens
+
+
+def unused_rows_note(unused: int, rows: int) -> str:
+    return (f"{unused} of the model's {rows} embedding rows are never produced by the tokenizer "
+            "(kept as they are; prune-vocab drops them)")
+
+
+def compare(tok: Tokenizer, hf_tok, rows: int, where: str) -> None:
+    """Same vocabulary size in both libraries (at most the model's `rows`), same special ids and
+    same ids on `SAMPLE_TEXTS`, or a FlaxlmError."""
+    if len(hf_tok) != tok.vocab_size:
         raise FlaxlmError(f"{where}: tokenizer vocabulary sizes disagree: transformers "
-                          f"len(tokenizer)={len(hf_tok)}, flaxlm {tok.vocab_size}, model "
-                          f"{vocab_size}")
+                          f"len(tokenizer)={len(hf_tok)}, flaxlm {tok.vocab_size}")
+    check_rows(tok.vocab_size, rows, where)
     specials = {"pad": (hf_tok.pad_token_id, tok.pad_id), "cls": (hf_tok.cls_token_id, tok.cls_id),
                 "sep": (hf_tok.sep_token_id, tok.sep_id), "mask": (hf_tok.mask_token_id, tok.mask_id),
                 "unk": (hf_tok.unk_token_id, tok.unk_id)}
@@ -125,7 +145,8 @@ def _tokenizer_json_kind(hf_dir: str) -> str:
 def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
                      model_max_length: int) -> tuple[Tokenizer, object]:
     """A flaxlm tokenizer dir built from the tokenizer files in `hf_dir` (a checkpoint, or the
-    directory `flaxlm import --tokenizer` names), checked against transformers on real text.
+    directory `flaxlm import --tokenizer` names), checked against transformers on real text;
+    `vocab_size` is the model's embedding rows, which may outnumber the tokenizer's ids.
     Returns (flaxlm tokenizer, the transformers tokenizer of `hf_dir`).
 
     The architecture's own model file is copied when present (`sentencepiece.bpe.model` for XLM-R,
@@ -166,6 +187,9 @@ def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
                    model_max_length=model_max_length)
     tok = load_tokenizer(out_dir)
     compare(tok, hf_tok, vocab_size, f"{hf_dir} → {out_dir}")
+    unused = vocab_size - tok.vocab_size
+    if unused:
+        log.warning("flaxlm import: %s", unused_rows_note(unused, vocab_size))
     # Recorded once the sizes agree, so that a later change to the files is caught on load.
     _write_json(os.path.join(out_dir, META_FILE), {**meta, "vocab_size": tok.vocab_size})
     return tok, hf_tok

@@ -22,7 +22,8 @@ from flaxlm.checkpoint import read_params, write_params
 from flaxlm.convert.export import staged_dir
 from flaxlm.convert.model_io import (Workdir, abstract_params, flatten, open_workdir,
                                      refuse_electra_pair, unflatten_like)
-from flaxlm.convert.tokenizer_files import _hf_side_files, compare, load_hf_tokenizer
+from flaxlm.convert.tokenizer_files import (_hf_side_files, check_rows, compare,
+                                             load_hf_tokenizer)
 from flaxlm.data.tokenizer_json import write_tokenizer_json
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
@@ -82,9 +83,9 @@ def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Voca
         raise FlaxlmError(f"{model}: has no tokenizer ({source.tokenizer_dir} holds no "
                           f"{META_FILE}); pruning needs the tokenizer the model was trained with")
     tok = load_tokenizer(source.tokenizer_dir)
-    if tok.vocab_size > source.model.vocab_size:
-        raise FlaxlmError(f"{model}: the tokenizer has {tok.vocab_size} tokens but the model "
-                          f"embeds only {source.model.vocab_size}")
+    # Rows no token id reaches (a release's padding of its table) are not kept: `select` plans
+    # over the tokenizer's ids only.
+    check_rows(tok.vocab_size, source.model.vocab_size, model)
     # tok.path: the tokenizer's local directory (a local copy of a gs:// one).
     if tok.kind == "sentencepiece":
         return tok, sentencepiece_prune.read_vocabulary(tok.path, tok.vocab_size)
@@ -156,8 +157,6 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
             f"fine-tune the discriminator (init_from={model}) and prune that workdir, or prune "
             "the generator that `flaxlm export` writes to OUT/generator"))
         tok, vocab = read_source_vocabulary(source, model)
-        if options.uncase and tok.kind == "sentencepiece":
-            sentencepiece_prune.check_uncasable(tok.path)
         if counts:
             freq = doc_freq.merge([doc_freq.load(p) for p in counts], counts, vocab)
         else:
@@ -202,7 +201,10 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
 
 
 def _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options) -> dict:
-    before = {"vocab": tok.vocab_size, **report.param_stats(flat, axes)}
+    # Embedding rows no token id reached (a release's padding of its table): dropped too.
+    unused_rows = next(np.shape(flat[n])[a] for n, a in axes.items()) - tok.vocab_size
+    before = {"vocab": tok.vocab_size, "unused_rows": unused_rows,
+              **report.param_stats(flat, axes)}
     after = {"vocab": plan.size, **report.param_stats(new_flat, axes)}
     words = 0
     if paragraphs:

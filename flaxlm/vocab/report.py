@@ -54,7 +54,9 @@ def format_report(r: dict) -> str:
     lines = [
         f"vocabulary  {b['vocab']:>10,} → {a['vocab']:,} (kept: "
         + ", ".join(f"{k} {v:,}" for k, v in r["kept"].items())
-        + (f"; {r['merged_case_variants']:,} case variants merged" if r["uncase"] else "") + ")",
+        + (f"; {r['merged_case_variants']:,} case variants merged" if r["uncase"] else "")
+        + (f"; {b['unused_rows']:,} embedding rows no token reached dropped"
+           if b.get("unused_rows") else "") + ")",
         f"parameters  {b['params']:>10,} → {a['params']:,} "
         f"(embedding share {b['embedding_share']:.1%} → {a['embedding_share']:.1%})",
         f"corpus      {r['corpus']['documents']:,} documents, "

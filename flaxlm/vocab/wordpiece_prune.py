@@ -8,19 +8,40 @@ entry and turns on the BERT normalizer's lowercasing (accents stay as the source
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
-from flaxlm.data.tokenizers import VOCAB_FILE, Tokenizer
+from flaxlm.data.tokenizers import TOKENIZER_JSON, VOCAB_FILE, Tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.vocab.vocabulary import Vocabulary
 
 
+def _source_file(tokenizer_dir: str) -> str:
+    for name in (VOCAB_FILE, TOKENIZER_JSON):
+        if os.path.isfile(os.path.join(tokenizer_dir, name)):
+            return os.path.join(tokenizer_dir, name)
+    raise FlaxlmError(f"{tokenizer_dir}: neither {VOCAB_FILE} nor {TOKENIZER_JSON}; pruning edits "
+                      "the tokenizer's vocabulary and needs one of them")
+
+
 def _read_lines(tokenizer_dir: str) -> list[str]:
-    path = os.path.join(tokenizer_dir, VOCAB_FILE)
-    if not os.path.isfile(path):
-        raise FlaxlmError(f"{tokenizer_dir}: no {VOCAB_FILE}; pruning edits the WordPiece "
-                          "vocabulary itself (a tokenizer kept only as tokenizer.json cannot be "
-                          "pruned)")
+    """The vocabulary by id: vocab.txt, else the WordPiece model of a tokenizer.json (which the
+    pruned tokenizer then writes as vocab.txt: transformers' BERT tokenizers rebuild their
+    pipeline from the vocabulary and tokenizer_config.json's flags either way)."""
+    path = _source_file(tokenizer_dir)
+    if path.endswith(TOKENIZER_JSON):
+        with open(path, encoding="utf-8") as f:
+            model = json.load(f).get("model") or {}
+        vocab = model.get("vocab")
+        if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+            raise FlaxlmError(f"{path}: a {model.get('type')} model; a WordPiece vocabulary is "
+                              "read from a WordPiece tokenizer.json")
+        if model.get("continuing_subword_prefix", "##") != "##":
+            raise FlaxlmError(f"{path}: continuing_subword_prefix "
+                              f"{model['continuing_subword_prefix']!r}; BERT's vocab.txt uses '##'")
+        if sorted(vocab.values()) != list(range(len(vocab))):
+            raise FlaxlmError(f"{path}: WordPiece ids are not exactly 0..{len(vocab) - 1}")
+        return sorted(vocab, key=vocab.__getitem__)
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")  # "\n" only, as transformers splits it
     return lines[:-1] if lines and not lines[-1] else lines
@@ -30,7 +51,7 @@ def read_vocabulary(tokenizer_dir: str, tok: Tokenizer) -> Vocabulary:
     pieces = tuple(_read_lines(tokenizer_dir))
     fixed = frozenset(tok.special_ids)
     uncased = tuple(p if i in fixed else p.lower() for i, p in enumerate(pieces))
-    with open(os.path.join(tokenizer_dir, VOCAB_FILE), "rb") as f:
+    with open(_source_file(tokenizer_dir), "rb") as f:
         fingerprint = hashlib.sha256(f.read()).hexdigest()
     return Vocabulary("wordpiece", pieces, fixed, frozenset(), uncased, fingerprint)
 

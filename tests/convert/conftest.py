@@ -47,10 +47,12 @@ def randomize_torch(model, seed: int = 0, scale: float = 0.1) -> None:
 
 def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
                 intermediate: int, type_vocab: int, layers: int = 2, max_pos: int = 40,
-                with_head: bool = True, task: str = "mlm", num_labels: int = 3, seed: int = 0):
+                with_head: bool = True, task: str = "mlm", num_labels: int = 3, seed: int = 0,
+                extra_rows: int = 0):
     """A random transformers model + the tokenizer files a real checkpoint carries; returns it.
     `with_head=False` saves the family's base model (with its pooler); otherwise the class of
-    (arch, task) from the conversion tables."""
+    (arch, task) from the conversion tables. `extra_rows`: embedding rows beyond the tokenizer's
+    ids, as multilingual-e5-small and mMiniLMv2 ship them."""
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -59,7 +61,7 @@ def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
-    common = dict(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+    common = dict(vocab_size=tok.vocab_size + extra_rows, hidden_size=hidden, num_hidden_layers=layers,
                   num_attention_heads=heads, intermediate_size=intermediate,
                   max_position_embeddings=max_pos, type_vocab_size=type_vocab,
                   pad_token_id=tok.pad_id, hidden_act="gelu")

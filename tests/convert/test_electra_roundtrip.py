@@ -18,9 +18,11 @@ from flaxlm.errors import FlaxlmError
 from tests.convert.conftest import TOL, assert_same_weights, randomize_torch
 
 
-def make_electra_pair(path, tokenizer_dir: str, *, seed: int = 0, tie: bool = True):
+def make_electra_pair(path, tokenizer_dir: str, *, seed: int = 0, tie: bool = True,
+                      extra_rows: int = 0):
     """disc hidden 48 / gen hidden 16, embedding 24, 2 layers, odd FFN widths; the generator's
-    embeddings are the discriminator's (ELECTRA shares them)."""
+    embeddings are the discriminator's (ELECTRA shares them). `extra_rows`: embedding rows
+    beyond the tokenizer's ids."""
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -28,7 +30,7 @@ def make_electra_pair(path, tokenizer_dir: str, *, seed: int = 0, tie: bool = Tr
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
-    common = dict(vocab_size=tok.vocab_size, embedding_size=24, num_hidden_layers=2,
+    common = dict(vocab_size=tok.vocab_size + extra_rows, embedding_size=24, num_hidden_layers=2,
                   max_position_embeddings=40, type_vocab_size=2, pad_token_id=tok.pad_id,
                   layer_norm_eps=1e-12)
     torch.manual_seed(seed)
