@@ -40,21 +40,23 @@ def recipe_from_config(task: str, overrides: list[str]):
     fine-tuning hyper-parameters (after `overrides`, as `flaxlm finetune` would apply them)."""
     from benchmarks.conll2002_torch_vs_flaxlm import Recipe
     from flaxlm import run_config
-    c = run_config.load(os.path.join(REPO, TASKS[task][0]), overrides)
-    t = c.train
-    assert t.grad_accum_steps == 1 and t.b1 == 0.9 and t.b2 == 0.999, "the loop uses AdamW(0.9, 0.999)"
-    return Recipe(epochs=c.finetune.epochs, batch_size=t.batch_size,
-                  learning_rate=t.learning_rate, warmup_proportion=t.warmup_proportion,
-                  layer_decay=c.finetune.layer_decay, seq_len=c.data.seq_len,
-                  weight_decay=t.weight_decay, eps=t.eps, max_grad_norm=t.max_grad_norm,
-                  dropout=0.1, seed=c.seed, schedule=t.schedule), c
+    raw = run_config.load(os.path.join(REPO, TASKS[task][0]), overrides).raw
+    t, data = raw["train"], raw["data"]
+    assert t["grad_accum_steps"] == 1 and (t["b1"], t["b2"]) == (0.9, 0.999), \
+        "the PyTorch loop runs AdamW(0.9, 0.999) without accumulation"
+    recipe = Recipe(epochs=raw["finetune"]["epochs"], batch_size=t["batch_size"],
+                    learning_rate=t["learning_rate"], warmup_proportion=t["warmup_proportion"],
+                    layer_decay=raw["finetune"]["layer_decay"], seq_len=data["seq_len"],
+                    weight_decay=t["weight_decay"], eps=t["eps"], max_grad_norm=t["max_grad_norm"],
+                    dropout=0.1, seed=raw["seed"], schedule=t["schedule"])
+    return recipe, data
 
 
 def torch_run(args) -> None:
     from benchmarks.runners import conll2002_torch
     began = time.perf_counter()
-    recipe, c = recipe_from_config(args.task, args.override)
-    train_file, test_file = c.data.train_files, c.data.eval_files
+    recipe, data = recipe_from_config(args.task, args.override)
+    train_file, test_file = data["train_files"], data["eval_files"]
     for path in (train_file, test_file):
         assert "," not in path and os.path.isfile(os.path.join(REPO, path)), path
     load = os.getloadavg()[0]
