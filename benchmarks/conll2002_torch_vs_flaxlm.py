@@ -61,6 +61,7 @@ class Recipe:
     dropout: float = 0.1
     seed: int = 0
     train_sentences: int = 0  # 0: all of esp.train; else a seeded random subset of this many
+    schedule: str = "linear"  # or "constant" (the POS recipe of benchmarks/flare_chain.py)
 
 
 def flaxlm_cmd() -> list[str]:

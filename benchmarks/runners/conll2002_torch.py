@@ -1,8 +1,9 @@
-"""The PyTorch side of benchmarks/conll2002_torch_vs_flaxlm.py: CoNLL-2002 read as plain
-`token POS label` lines, encoded into windows with transformers' tokenizer, fine-tuned by a plain
-loop of transformers' own pieces (BertForTokenClassification, DataCollatorForTokenClassification,
-get_linear_schedule_with_warmup, torch.optim.AdamW with flaxlm's layer-wise decay), and scored
-word by word with seqeval. The script runs it in its own process (`... torch`, `... score`)."""
+"""The PyTorch side of benchmarks/conll2002_torch_vs_flaxlm.py (and of benchmarks/flare_chain.py's
+POS and NER rows): CoNLL-2002 read as plain `token POS label` lines (or UD CoNLL-U, UPOS), encoded
+into windows with transformers' tokenizer, fine-tuned by a plain loop of transformers' own pieces
+(BertForTokenClassification, DataCollatorForTokenClassification, get_linear_schedule_with_warmup
+or get_constant_schedule, torch.optim.AdamW with flaxlm's layer-wise decay), and scored word by
+word with seqeval (NER) or scikit-learn (POS). The scripts run it in its own process."""
 
 from __future__ import annotations
 
@@ -23,6 +24,29 @@ def read_conll(path: str) -> list[tuple[list[str], list[str]]]:
                 sentences.append((words, labels))
                 words, labels = [], []
     return sentences
+
+
+def read_conllu(path: str) -> list[tuple[list[str], list[str]]]:
+    """(words, UPOS tags) per sentence of a CoNLL-U file; multiword-token ranges (`3-4`) and
+    empty nodes (`5.1`) are not words of the text and are skipped."""
+    sentences, words, labels = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in list(f) + [""]:
+            line = line.rstrip("\n")
+            if line.startswith("#"):
+                continue
+            columns = line.split("\t")
+            if len(columns) == 10:
+                if columns[0].isdigit():
+                    words.append(columns[1])
+                    labels.append(columns[3])
+            elif words:
+                sentences.append((words, labels))
+                words, labels = [], []
+    return sentences
+
+
+READERS = {"conll2002": read_conll, "conllu": read_conllu}
 
 
 # -- encoding and scoring ---------------------------------------------------------------------------
@@ -89,6 +113,19 @@ def seqeval_scores(sentences, predicted) -> dict:
             "entity_recall": recall_score(gold, predicted), "entity_f1": f1_score(gold, predicted)}
 
 
+def pos_scores(sentences, predicted) -> dict:
+    """Word accuracy and scikit-learn's macro P/R/F1 over every tag in gold or predictions."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    gold = [x for _, labels in sentences for x in labels]
+    flat = [x for labels in predicted for x in labels]
+    p, r, f, _ = precision_recall_fscore_support(gold, flat, average="macro", zero_division=0)
+    return {"accuracy": accuracy_score(gold, flat), "macro_precision": p, "macro_recall": r,
+            "macro_f1": f}
+
+
+SCORERS = {"conll2002": seqeval_scores, "conllu": pos_scores}
+
+
 def layerwise_groups(model, recipe) -> list[dict]:
     """flaxlm's definition: classifier × 1, layer i of L × d^(L-i), embeddings × d^(L+1); no weight
     decay on biases and LayerNorm weights."""
@@ -112,19 +149,22 @@ def layerwise_groups(model, recipe) -> list[dict]:
 
 # -- the loop --------------------------------------------------------------------------------------
 def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int,
-             began: float) -> dict:
-    """Fine-tunes `init_hf` on `train_file` with `recipe` (the script's `Recipe`), scoring
-    `test_file` after every epoch; returns the record of torch.json. `setup_s` counts from `began`
-    (the caller's start, so choosing the training file counts as set-up)."""
+             began: float, data_format: str = "conll2002") -> dict:
+    """Fine-tunes `init_hf` on `train_file` with `recipe` (the script's `Recipe`; `schedule`
+    linear or constant), scoring `test_file` after every epoch; returns the record of torch.json.
+    `setup_s` counts from `began` (the caller's start, so choosing the training file counts as
+    set-up)."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import (AutoTokenizer, BertForTokenClassification,
-                              DataCollatorForTokenClassification, get_linear_schedule_with_warmup)
+                              DataCollatorForTokenClassification, get_constant_schedule,
+                              get_linear_schedule_with_warmup)
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(init_hf)
-    train = read_conll(train_file)
-    test = read_conll(test_file)
+    read, scorer = READERS[data_format], SCORERS[data_format]
+    train = read(train_file)
+    test = read(test_file)
     labels = sorted({x for _, ls in train for x in ls})
     label_ids = {x: i for i, x in enumerate(labels)}
     train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]}
@@ -137,8 +177,12 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
                                   betas=(0.9, 0.999), eps=recipe.eps)
     steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, round(recipe.warmup_proportion * total), total)
+    if getattr(recipe, "schedule", "linear") == "constant":
+        assert not recipe.warmup_proportion, "a constant schedule here has no warmup"
+        schedule = get_constant_schedule(optimizer)
+    else:
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, round(recipe.warmup_proportion * total), total)
     loader = DataLoader(train_rows, batch_size=recipe.batch_size, shuffle=True,
                         collate_fn=DataCollatorForTokenClassification(tokenizer),
                         generator=torch.Generator().manual_seed(recipe.seed))
@@ -159,11 +203,11 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
             losses.append(loss.item())
             step_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        scores = seqeval_scores(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
+        scores = scorer(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
         eval_s += time.perf_counter() - t
         epochs.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **scores})
-        print(f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test entity F1 "
-              f"{scores['entity_f1']:.4f}", flush=True)
+        print(f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test "
+              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
     return {
         "epochs": epochs, "steps": total, "train_rows": len(train_rows),
         "test_rows": len(test_rows), "setup_s": setup_s,

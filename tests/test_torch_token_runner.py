@@ -1,0 +1,47 @@
+"""The PyTorch side of docs/flare.md's POS rows (benchmarks/runners/conll2002_torch.py): its own
+CoNLL-U reader and scikit-learn scores must agree with flaxlm's reader and metrics, or the
+"flaxlm vs PyTorch" column would compare two different tasks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from benchmarks.runners.conll2002_torch import pos_scores, read_conllu
+from flaxlm.data import labelled
+from flaxlm.tasks.metrics import token_scores
+from tests.conftest import REPO
+
+ISDT_DEV = os.path.join(os.path.dirname(REPO), "shared", "data", "ud", "it_isdt-ud-dev.conllu")
+
+
+def test_conllu_reader_sees_the_words_and_tags_flaxlm_sees(tmp_path):
+    # A multiword token (`della` = `di` + `la`) and an empty node are not words of the text.
+    path = tmp_path / "two.conllu"
+    path.write_text(
+        "# text = Il gatto della casa.\n"
+        "1\tIl\til\tDET\t_\t_\t2\tdet\t_\t_\n2\tgatto\tgatto\tNOUN\t_\t_\t0\troot\t_\t_\n"
+        "3-4\tdella\t_\t_\t_\t_\t_\t_\t_\t_\n3\tdi\tdi\tADP\t_\t_\t5\tcase\t_\t_\n"
+        "4\tla\til\tDET\t_\t_\t5\tdet\t_\t_\n4.1\tè\tessere\tAUX\t_\t_\t_\t_\t_\t_\n"
+        "5\tcasa\tcasa\tNOUN\t_\t_\t2\tnmod\t_\t_\n6\t.\t.\tPUNCT\t_\t_\t2\tpunct\t_\t_\n\n"
+        "1\tSì\tsì\tINTJ\t_\t_\t0\troot\t_\t_\n", encoding="utf-8")
+    ours = [(list(s.words), list(s.labels)) for s in labelled.read_sentences(str(path), "conllu")]
+    assert read_conllu(str(path)) == ours == [
+        (["Il", "gatto", "di", "la", "casa", "."], ["DET", "NOUN", "ADP", "DET", "NOUN", "PUNCT"]),
+        (["Sì"], ["INTJ"])]
+    if os.path.isfile(ISDT_DEV):  # the real treebank, where ../shared/data is present
+        ours = [(list(s.words), list(s.labels)) for s in labelled.read_sentences(ISDT_DEV, "conllu")]
+        assert read_conllu(ISDT_DEV) == ours and len(ours) == 564
+
+
+def test_pos_scores_equal_flaxlm_token_scores():
+    rng = np.random.default_rng(0)
+    tags = ["NOUN", "VERB", "DET", "ADP", "X"]
+    gold = [[str(x) for x in rng.choice(tags[:4], n)] for n in (5, 9, 3)]
+    # Wrong about a third of the time, including a tag gold never has (it counts in the macro).
+    predicted = [[g if rng.random() > 0.35 else str(rng.choice(tags)) for g in s] for s in gold]
+    theirs = pos_scores([([""] * len(s), s) for s in gold], predicted)
+    ours = token_scores(gold, predicted)
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+        assert abs(theirs[key] - ours[key]) < 1e-12, (key, theirs[key], ours[key])
