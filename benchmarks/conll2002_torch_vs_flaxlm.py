@@ -155,7 +155,7 @@ def flaxlm_args(out: str, recipe: Recipe) -> list[str]:
 
 
 def flaxlm_finetune(args, recipe: Recipe) -> dict:
-    from flaxlm.metrics_log import read_metrics
+    from flaxlm.run.metrics_log import read_metrics
     run = os.path.join(args.out, "flaxlm_run")
     if os.path.exists(run):
         raise SystemExit(f"{run} exists: remove it for a fresh timed run")

@@ -35,7 +35,7 @@ def command(workdir, tokenizer, corpus, steps):
 
 
 def losses(workdir):
-    from flaxlm.metrics_log import read_metrics
+    from flaxlm.run.metrics_log import read_metrics
     return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
 
 
@@ -80,7 +80,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    from flaxlm.checkpoint import read_params
+    from flaxlm.run.checkpoint import read_params
     from flaxlm.data.tokenizers import train_tokenizer
     import jax
 

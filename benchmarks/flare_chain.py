@@ -74,7 +74,7 @@ def torch_run(args) -> None:
 def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
     """Per-epoch eval rows (without the `eval_` prefix) of a fine-tuning workdir, and a summary
     of its training speed (median steps/s of the logged windows)."""
-    from flaxlm.metrics_log import read_metrics
+    from flaxlm.run.metrics_log import read_metrics
     rows = read_metrics(workdir)
     evals = [{k[5:]: v for k, v in r.items() if k.startswith("eval_")} | {"step": r["step"]}
              for r in rows if "eval_loss" in r]

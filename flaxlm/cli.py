@@ -28,7 +28,7 @@ def _cmd_train(args, overrides):
     config = run_config.load(args.config, overrides)
     from flaxlm.tasks.repeats import check_single_run
     check_single_run(config)
-    from flaxlm.run_log import library_logs_to_file
+    from flaxlm.run.run_log import library_logs_to_file
     with library_logs_to_file(args.workdir):  # orbax's background tracebacks: the log file only
         result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from flaxlm import partial_init
-from flaxlm.checkpoint import read_params
+from flaxlm.run.checkpoint import read_params
 from flaxlm.errors import FlaxlmError
 from flaxlm.models import electra
 from flaxlm.models.config import ModelConfig

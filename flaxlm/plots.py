@@ -15,8 +15,8 @@ import os
 
 from flaxlm import storage
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
-from flaxlm.workdir import read_run_config
+from flaxlm.run.metrics_log import read_metrics
+from flaxlm.run.workdir import read_run_config
 
 
 @dataclasses.dataclass(frozen=True)

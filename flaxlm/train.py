@@ -18,14 +18,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from flaxlm import storage, workdir as run_dir
-from flaxlm.checkpoint import Checkpointer
+from flaxlm import storage
+from flaxlm.run import workdir as run_dir
+from flaxlm.run.checkpoint import Checkpointer
 from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
 from flaxlm.init_weights import load_weights, resolve_model
-from flaxlm.metrics_log import MetricsLog
+from flaxlm.run.metrics_log import MetricsLog
 from flaxlm.models.config import preset
 from flaxlm.objectives.base import DataContext, Objective
 from flaxlm.objectives.registry import make_objective
@@ -35,7 +36,7 @@ from flaxlm.run_config import RunConfig
 from flaxlm.sharding import data_parallel_size, host_batch_to_global, make_mesh
 from flaxlm.skipped_updates import SkippedUpdates
 from flaxlm.steps import TrainProgram
-from flaxlm.tasks import results as run_results
+from flaxlm.run import results as run_results
 from flaxlm.throughput import Throughput
 
 # Model fields whose change makes a checkpoint unusable; dropout rates may change on resume.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import read_params, write_params
+from flaxlm.run.checkpoint import read_params, write_params
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from tests.conftest import IT_TRAIN, REPO
 
 TINY = os.path.join(REPO, "configs", "tiny.py")

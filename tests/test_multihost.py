@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.metrics_log import read_metrics
 from launch import multihost
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 

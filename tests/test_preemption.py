@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.metrics_log import read_metrics
 from tests.conftest import IT_EVAL, REPO
 
 STEPS = 30

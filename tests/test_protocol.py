@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from flaxlm import partial_init, run_config
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from flaxlm.objectives import registry
 from flaxlm.objectives.base import InitRule
 from flaxlm.sharding import host_batch_to_global, named_sharding

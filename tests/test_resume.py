@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.metrics_log import read_metrics
 from tests.test_train import _error_line, _train as _train_with_eval
 
 

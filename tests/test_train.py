@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 
 TINY = os.path.join(REPO, "configs", "tiny.py")

@@ -15,7 +15,7 @@ class CheckpointCost:
         import jax
 
         from benchmarks.runners.shared import program_for
-        from flaxlm.checkpoint import Checkpointer
+        from flaxlm.run.checkpoint import Checkpointer
         from flaxlm.sharding import host_batch_to_global
 
         self.program, mesh, _, batch_fn = program_for(spec)

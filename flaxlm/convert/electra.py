@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params, write_params
+from flaxlm.run.checkpoint import read_params, write_params
 from flaxlm.convert.hf_config import check_heads_fill_hidden, label_fields
 from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
 from flaxlm.convert.model_io import flatten, param_count, unflatten_like

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params
+from flaxlm.run.checkpoint import read_params
 from flaxlm.convert.electra import is_electra_run
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
@@ -26,7 +26,7 @@ from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.workdir import read_json_or_none
+from flaxlm.run.workdir import read_json_or_none
 
 PARITY_MAX_LEN = 64
 

@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.checkpoint import write_params
+from flaxlm.run.checkpoint import write_params
 from flaxlm.convert.electra import GENERATOR_SUBDIR
 from flaxlm.convert.export import check_out, staged_dir
 from flaxlm.convert.hf_config import model_config_from_hf

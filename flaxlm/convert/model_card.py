@@ -13,7 +13,7 @@ _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """`metrics.jsonl` rows (the format `flaxlm.metrics_log` writes; read here without importing
+    """`metrics.jsonl` rows (the format `flaxlm.run.metrics_log` writes; read here without importing
     TensorBoard)."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not storage.exists(path):

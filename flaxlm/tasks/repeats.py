@@ -4,7 +4,7 @@ Without repeats the run trains in the workdir itself. With `finetune.folds=K` an
 `finetune.seeds=N` every run is an ordinary workdir under it (`fold-0/` … `fold-{K-1}/`,
 `seed-{s}/` for s = seed … seed+N-1, `fold-{i}-seed-{s}/` with both), trained by
 `flaxlm.train.train` with `--config.finetune.fold=i` / `--config.seed=s` added to the command's
-overrides; then `<workdir>/results.json` aggregates them (flaxlm/tasks/results.py). Running the
+overrides; then `<workdir>/results.json` aggregates them (flaxlm/run/results.py). Running the
 same command again skips the runs that finished (their results.json exists) and resumes the
 interrupted one from its checkpoints, like `flaxlm train`.
 
@@ -19,9 +19,10 @@ from typing import Any, Sequence
 
 import jax
 
-from flaxlm import run_config, storage, workdir as run_dir
+from flaxlm import run_config, storage
+from flaxlm.run import workdir as run_dir
 from flaxlm.errors import FlaxlmError
-from flaxlm.tasks.results import RESULTS_FILE, aggregate
+from flaxlm.run.results import RESULTS_FILE, aggregate
 
 
 def check_single_run(config: run_config.RunConfig) -> None:

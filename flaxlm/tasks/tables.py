@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from flaxlm import workdir as run_dir
+from flaxlm.run import workdir as run_dir
 from flaxlm.errors import FlaxlmError
-from flaxlm.tasks.results import RESULTS_FILE
+from flaxlm.run.results import RESULTS_FILE
 
 # Column names of the SELECTRA card for the configs that reproduce it.
 CARD_COLUMNS = {"ner_es_conll2002": "CoNLL2002-NER (f1)", "pawsx_es": "PAWS-X (acc)",

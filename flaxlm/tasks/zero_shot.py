@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params
+from flaxlm.run.checkpoint import read_params
 from flaxlm.convert.fill_mask import is_workdir
 from flaxlm.convert.model_io import abstract_params, open_workdir, refuse_electra_pair
 from flaxlm.data import pair_batches

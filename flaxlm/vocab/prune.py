@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params, write_params
+from flaxlm.run.checkpoint import read_params, write_params
 from flaxlm.convert.export import staged_dir
 from flaxlm.convert.model_io import (Workdir, abstract_params, flatten, open_workdir,
                                      refuse_electra_pair, unflatten_like)

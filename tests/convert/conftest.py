@@ -99,7 +99,7 @@ def random_batch(vocab: int, pad_id: int, cls_id: int, type_vocab: int, seed: in
 
 
 def load_flax(run_dir: str, step: int | None = None):
-    from flaxlm.checkpoint import read_params
+    from flaxlm.run.checkpoint import read_params
     from flaxlm.convert.model_io import abstract_params, build_model, open_workdir
 
     wd = open_workdir(run_dir)
@@ -126,7 +126,7 @@ def assert_same_weights(hf_dir, bundle) -> None:
 def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
                   metrics: list[dict] | None = None) -> dict[int, dict]:
     """A flaxlm workdir as `flaxlm train` leaves it (params-only checkpoints); returns params."""
-    from flaxlm.checkpoint import write_params
+    from flaxlm.run.checkpoint import write_params
     from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
 
     os.makedirs(path, exist_ok=True)

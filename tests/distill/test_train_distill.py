@@ -7,7 +7,7 @@ import re
 import pytest
 
 from flaxlm import run_config
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from flaxlm.train import train
 from tests.conftest import IT_EVAL, IT_TRAIN
 

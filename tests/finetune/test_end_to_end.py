@@ -9,7 +9,7 @@ import pytest
 
 from flaxlm import cli
 from flaxlm.data.tokenizers import load_tokenizer
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from flaxlm.models.config import ModelConfig
 from tests.conftest import REPO
 from tests.convert.conftest import write_workdir

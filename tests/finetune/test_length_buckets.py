@@ -15,7 +15,7 @@ from flaxlm.data import labelled, length_buckets, pair_batches, pairs
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
 from tests.conftest import REPO

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 
-from flaxlm.checkpoint import write_params
+from flaxlm.run.checkpoint import write_params
 from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import write_params
+from flaxlm.run.checkpoint import write_params
 from flaxlm.convert.electra import abstract_pair
 from flaxlm.convert.model_io import flatten, unflatten_like
 from flaxlm.models.config import preset

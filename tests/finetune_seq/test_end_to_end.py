@@ -10,7 +10,7 @@ import re
 import pytest
 
 from flaxlm import cli
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.metrics_log import read_metrics
 from flaxlm.models.config import preset
 from tests.conftest import REPO
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV

@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from flaxlm import storage, workdir as run_dir
+from flaxlm import storage
+from flaxlm.run import workdir as run_dir
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import MetricsLog, read_metrics
+from flaxlm.run.metrics_log import MetricsLog, read_metrics
 from tests.storage.conftest import BUCKET
 
 
@@ -61,7 +62,7 @@ def test_checkpoints_are_written_to_the_bucket_and_read_back(gcs_emulator):
     import jax.numpy as jnp
     import numpy as np
 
-    from flaxlm.checkpoint import Checkpointer, read_params
+    from flaxlm.run.checkpoint import Checkpointer, read_params
     workdir = f"gs://{BUCKET}/ckpt"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     states = {step: {"params": {"w_2x3": jnp.full((2, 3), float(step))}, "step": jnp.int32(step)}
@@ -116,7 +117,7 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     import jax
     import numpy as np
 
-    from flaxlm.checkpoint import read_params
+    from flaxlm.run.checkpoint import read_params
     bucket = f"gs://{BUCKET}/e2e"
     storage.copy_tree(tiny_tokenizer_dir, f"{bucket}/tokenizer-src")
     storage.copy_tree(os.path.dirname(it_small_corpus), f"{bucket}/text")

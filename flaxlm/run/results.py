@@ -28,18 +28,17 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from flaxlm import workdir as run_dir
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
-from flaxlm.objectives.base import DataContext
+from flaxlm.run import workdir as run_dir
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.metrics_log import read_metrics
 
 RESULTS_FILE = "results.json"
 # Counts, not scores: kept per run, not averaged.
 _COUNTS = ("examples", "labelled_tokens")
 
 
-def test_context(ctx: DataContext) -> DataContext:
-    """The context whose eval batches are `data.test_files` (whole files, whatever the fold)."""
+def test_context(ctx):
+    """The `DataContext` whose eval batches are `data.test_files` (whole files, any fold)."""
     return dataclasses.replace(ctx, data=dataclasses.replace(
         ctx.data, eval_files=ctx.data.test_files, folds=0, fold=-1))
 

@@ -72,5 +72,5 @@ class MetricsLog:
 
 def read_metrics(workdir: str) -> list[dict]:
     """Every record of `<workdir>/metrics.jsonl`; a torn last line is dropped with a warning."""
-    from flaxlm.workdir import read_metrics_lines
+    from flaxlm.run.workdir import read_metrics_lines
     return read_metrics_lines(os.path.join(workdir, "metrics.jsonl"))

@@ -37,11 +37,12 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable, check_tree,
+from flaxlm.run.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable, check_tree,
                                       checkpoint_dir, failed_processes, nothing_intact,
                                       quiet_orbax, read_failure, saved_setting, set_aside,
                                       set_aside_names, tree_shapes)
-from flaxlm import checkpoint_integrity, run_log, storage
+from flaxlm import storage
+from flaxlm.run import checkpoint_integrity, run_log
 from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 
@@ -220,7 +221,7 @@ class Checkpointer:
         self._in_orbax = None
 
     def _write_failed(self, step: int | None, exc: BaseException) -> FlaxlmError:
-        # The traceback is for the log file (flaxlm.run_log); the terminal gets one line.
+        # The traceback is for the log file (flaxlm.run.run_log); the terminal gets one line.
         logging.getLogger(__name__).error("writing checkpoint %s failed", step, exc_info=exc,
                                           extra={"log_file_only": True})
         log_file = run_log.active_file()
