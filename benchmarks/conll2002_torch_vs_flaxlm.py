@@ -155,12 +155,12 @@ def flaxlm_args(out: str, recipe: Recipe) -> list[str]:
 
 
 def flaxlm_finetune(args, recipe: Recipe) -> dict:
-    from flaxlm.run.metrics_log import read_metrics
+    from flaxlm.run.workdir import Workdir
     run = os.path.join(args.out, "flaxlm_run")
     if os.path.exists(run):
         raise SystemExit(f"{run} exists: remove it for a fresh timed run")
     _, flaxlm_time = timed([*flaxlm_cmd(), *flaxlm_args(args.out, recipe)])
-    rows = read_metrics(run)
+    rows = Workdir(run).read_metrics()
     evals = [r for r in rows if "eval_entity_f1" in r]
     logged = [r for r in rows if "steps_per_sec" in r]
     # Train-only seconds, batching included: each log window's steps over its rate (evaluation

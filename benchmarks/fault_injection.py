@@ -35,8 +35,8 @@ def command(workdir, tokenizer, corpus, steps):
 
 
 def losses(workdir):
-    from flaxlm.run.metrics_log import read_metrics
-    return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
+    from flaxlm.run.workdir import Workdir
+    return {m["step"]: m["loss"] for m in Workdir(workdir).read_metrics() if "loss" in m}
 
 
 def last_checkpoint(workdir):

@@ -74,8 +74,8 @@ def torch_run(args) -> None:
 def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
     """Per-epoch eval rows (without the `eval_` prefix) of a fine-tuning workdir, and a summary
     of its training speed (median steps/s of the logged windows)."""
-    from flaxlm.run.metrics_log import read_metrics
-    rows = read_metrics(workdir)
+    from flaxlm.run.workdir import Workdir
+    rows = Workdir(workdir).read_metrics()
     evals = [{k[5:]: v for k, v in r.items() if k.startswith("eval_")} | {"step": r["step"]}
              for r in rows if "eval_loss" in r]
     rates = sorted(r["steps_per_sec"] for r in rows if "steps_per_sec" in r)

@@ -18,6 +18,7 @@ import sys
 import time
 
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -167,8 +168,7 @@ def _finetune_pos(workdir: str, pretrained: str, tokenizer_dir: str, shape: list
         with open(os.path.join(run_dir, "finetune.log"), "a", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log):
             train(run_config.load(POS_CONFIG, overrides), run_dir, progress=False)
-        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
-            accuracy[arm] = json.load(f)["test"]["accuracy"]
+        accuracy[arm] = Workdir(run_dir).read_results()["test"]["accuracy"]
     return accuracy
 
 

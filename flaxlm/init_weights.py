@@ -27,10 +27,10 @@ from flaxlm.steps import TrainProgram, flat_names
 def resolve_model(config: RunConfig, tokenizer) -> ModelConfig:
     if not config.init_from:
         return config.model(tokenizer.vocab_size, tokenizer.pad_id)
-    from flaxlm.convert.model_io import ELECTRA_HEAD, open_workdir
-    source = open_workdir(config.init_from)
+    from flaxlm.run.workdir import ELECTRA_PAIR, Workdir
+    source = Workdir.open(config.init_from)
     saved = source.model  # validated like export validates it
-    if config.objective == "electra" and source.head != ELECTRA_HEAD:
+    if config.objective == "electra" and source.kind != ELECTRA_PAIR:
         raise FlaxlmError(
             f"init_from={config.init_from} holds no ELECTRA generator (head {source.head!r}); "
             "ELECTRA pre-training continues a generator + discriminator pair: import both with "

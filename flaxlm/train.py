@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flaxlm import storage
-from flaxlm.run import workdir as run_dir
+from flaxlm.run.workdir import OWN_TOKENIZER, Workdir, same_path
 from flaxlm.run.checkpoint import Checkpointer
 from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import load_tokenizer
@@ -61,9 +61,9 @@ class _BestTracker:
     """The objective's selection metric over evaluations; `best.json` names the best step."""
 
     def __init__(self, objective: Objective, workdir: str, enabled: bool):
-        self.selection, self.path = objective.selection, os.path.join(workdir, "best.json")
+        self.selection, self.workdir = objective.selection, Workdir(workdir)
         self.enabled = enabled and self.selection is not None
-        saved = run_dir.read_json_or_none(self.path) if self.enabled else None
+        saved = self.workdir.read_best() if self.enabled else None
         self.value = saved["value"] if saved else None
 
     def update(self, step: int, eval_metrics: dict[str, float]) -> bool:
@@ -78,8 +78,8 @@ class _BestTracker:
                                         else value < self.value)
         if better:
             self.value = value
-            run_dir.write_json_atomic(self.path, {"step": step, "metric": self.selection.metric,
-                                                  "mode": self.selection.mode, "value": value})
+            self.workdir.write_best({"step": step, "metric": self.selection.metric,
+                                     "mode": self.selection.mode, "value": value})
         return better
 
 
@@ -90,7 +90,7 @@ def _check_same_record(workdir: str, saved_run: dict | None, record) -> None:
         saved = (saved_run or {}).get(key)
         if saved is not None and saved != json.loads(json.dumps(value)):
             raise FlaxlmError(
-                f"{os.path.join(workdir, run_dir.CONFIG_FILE)}: {key} = {saved} but the data now "
+                f"{Workdir(workdir).config_file}: {key} = {saved} but the data now "
                 f"gives {list(value) if isinstance(value, tuple) else value}; its checkpoints fit "
                 "the former: use the original data or a new --workdir")
 
@@ -122,8 +122,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     """Run (or resume) training to `config.loop.steps`; returns the last logged metrics."""
     loop = config.loop
     is_main = jax.process_index() == 0
-    run_dir.probe_writable(workdir)
-    saved_run = run_dir.read_run_config(workdir)  # a damaged config.json stops here, untouched
+    wd = Workdir(workdir)
+    wd.probe_writable()
+    saved_run = wd.run  # a damaged config.json stops here, untouched
 
     # Mesh: validated against the devices and the batch before anything compiles.
     mesh = make_mesh(config.mesh)
@@ -140,14 +141,15 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     # Without any, one is trained on the text train_files into <workdir>/tokenizer (and reused).
     tokenizer_dir = config.data.tokenizer
     if not tokenizer_dir and config.init_from:
-        tokenizer_dir = os.path.join(config.init_from, "tokenizer")
+        tokenizer_dir = Workdir(config.init_from).tokenizer_dir
     tokenizer_dir = tokenizer_for_run(
-        tokenizer_dir, config.data.train_files, workdir, kind=config.data_tokenizer_kind,
+        tokenizer_dir, config.data.train_files, wd.own_tokenizer_dir,
+        kind=config.data_tokenizer_kind,
         vocab_size=config.data_tokenizer_vocab_size,
         model_vocab_size=config.model_overrides.get(
             "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main,
         text_field=config.data.text_field)
-    run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
+    wd.check_same_tokenizer(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
     model_config = resolve_model(config, tokenizer)
@@ -175,7 +177,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     if data_config.seq_len > model_config.max_seq_len:
         raise FlaxlmError(f"data.seq_len={data_config.seq_len} exceeds the model's "
                           f"{model_config.max_seq_len} positions")
-    run_dir.check_same_model(workdir, saved_run, dataclasses.asdict(model_config), _SHAPE_FIELDS)
+    wd.check_same_model(dataclasses.asdict(model_config), _SHAPE_FIELDS)
 
     # The decay horizon is fixed by the run that created the workdir (a continuation keeps it).
     optim = config.optim
@@ -198,7 +200,7 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     program = TrainProgram(objective, model_config, make_optimizer(optim), schedule, mesh,
                            config.step)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
-    run_dir.check_free_space(workdir, state_bytes, loop.keep_checkpoints)
+    wd.check_free_space(state_bytes, loop.keep_checkpoints)
 
     # State: workdir checkpoint > init_from > scratch.
     checkpointer = Checkpointer(
@@ -226,15 +228,14 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                            last_checkpoint=start if restored is not None else None)
 
     # Self-contained workdir: resolved config (JSON) and the tokenizer travel with checkpoints.
-    local_tokenizer = os.path.join(workdir, "tokenizer")
     if is_main:
-        if not run_dir.same_path(tokenizer_dir, local_tokenizer):
-            storage.copy_tree(tokenizer_dir, local_tokenizer)
-        run_dir.write_json_atomic(os.path.join(workdir, run_dir.CONFIG_FILE), {
+        if not same_path(tokenizer_dir, wd.own_tokenizer_dir):
+            storage.copy_tree(tokenizer_dir, wd.own_tokenizer_dir)
+        wd.write_config({
             "config": config.raw, "model": dataclasses.asdict(model_config),
-            "objective": config.objective, "head": objective.head, "tokenizer": "tokenizer",
+            "objective": config.objective, "head": objective.head, "tokenizer": OWN_TOKENIZER,
             "decay_steps": optim.total_steps, **data_plan.run_record})
-        run_dir.truncate_metrics(workdir, start)
+        wd.truncate_metrics(start)
 
     # Data: the objective's own batches, starting at the first example not yet trained on.
     stream: Iterator[dict] = objective.train_batches(ctx, examples_done)
@@ -258,10 +259,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
             print(f"flaxlm: sharding: {note}", flush=True)
 
     def meta(step: int, extra: dict | None = None) -> dict:
-        return {"step": step, "data_position": step,
-                "examples_consumed": examples_done + (step - start) * loop.batch_size,
+        return {"step": step, "examples_consumed": examples_done + (step - start) * loop.batch_size,
                 "model": dataclasses.asdict(model_config), "objective": config.objective,
-                "tokenizer": "tokenizer", **(extra or {})}
+                "tokenizer": OWN_TOKENIZER, **(extra or {})}
 
     last: dict[str, Any] = {}
     stop = StopRequest()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from flaxlm.run.checkpoint import read_params
-from flaxlm.run.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from launch import multihost
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 
@@ -77,7 +77,7 @@ def runs(tmp_path_factory, tiny_tokenizer_dir):
 
 
 def _losses(workdir, key="loss"):
-    lines = [m for m in read_metrics(workdir) if key in m]
+    lines = [m for m in Workdir(workdir).read_metrics() if key in m]
     steps = [m["step"] for m in lines]
     assert len(steps) == len(set(steps)), f"duplicate log lines (only process 0 logs): {steps}"
     return {m["step"]: m[key] for m in lines}
@@ -164,7 +164,7 @@ def test_sigterm_checkpoints_the_same_step_on_every_process(tmp_path, tiny_token
     proc = _launch(2, 2, workdir, tiny_tokenizer_dir, data, "--config.train.steps=100000",
                    "--config.train.checkpoint_every=100000", "--config.data.eval_files=")
     deadline = time.monotonic() + 180
-    while not any(m.get("step", 0) >= 3 for m in read_metrics(workdir)):
+    while not any(m.get("step", 0) >= 3 for m in Workdir(workdir).read_metrics()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)  # launch/local.py passes it to both processes

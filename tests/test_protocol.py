@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from flaxlm import partial_init, run_config
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from flaxlm.objectives import registry
 from flaxlm.objectives.base import InitRule
 from flaxlm.sharding import host_batch_to_global, named_sharding
@@ -260,7 +260,7 @@ def toy_run(toy_registered, tiny_tokenizer_dir, tmp_path_factory):
 
 
 def test_host_side_metric_selects_the_best_checkpoint(toy_run):
-    evals = [m for m in read_metrics(str(toy_run)) if "eval_f1" in m]
+    evals = [m for m in Workdir(str(toy_run)).read_metrics() if "eval_f1" in m]
     assert [m["step"] for m in evals] == [2, 4, 6]
     assert all("eval_loss" not in m for m in evals)  # the toy's own metrics, nothing MLM-shaped
     f1 = [m["eval_f1"] for m in evals]
@@ -275,7 +275,7 @@ def test_host_side_metric_selects_the_best_checkpoint(toy_run):
     assert [m["step"] for m in evals if "best_eval_f1" in m] == improved
     assert all(m["best_eval_f1"] == running_best[i] for i, m in enumerate(evals)
                if "best_eval_f1" in m)
-    train_lines = [m for m in read_metrics(str(toy_run)) if "loss" in m]
+    train_lines = [m for m in Workdir(str(toy_run)).read_metrics() if "loss" in m]
     assert {"slot_loss", "token_loss", "slots_per_sec", "mfu"} <= set(train_lines[-1])
 
 

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm import storage
-from flaxlm.run.checkpoint import read_params, write_params
+from flaxlm.run.checkpoint import read_params, write_weights_only
+from flaxlm.run.workdir import ELECTRA_HEAD, Workdir
 from flaxlm.convert.hf_config import check_heads_fill_hidden, label_fields
 from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
 from flaxlm.convert.model_io import flatten, param_count, unflatten_like
@@ -36,17 +36,6 @@ PARITY_MAX_LEN = 64
 # tower → (its head in the pre-training model, that head in the table's view, flaxlm task)
 TOWERS = {"discriminator": ("discriminator_head", "discriminator_head", "electra"),
           "generator": ("generator_head", "mlm_head", "mlm")}
-
-
-def is_electra_run(workdir: str) -> bool:
-    """Whether `workdir`'s config.json says it holds an ELECTRA pre-training pair."""
-    path = os.path.join(workdir, "config.json")
-    if not storage.isfile(path):
-        return False
-    try:
-        return json.loads(storage.read_text(path)).get("head") == "electra"
-    except (json.JSONDecodeError, AttributeError):
-        return False
 
 
 def tower_view(flat: Mapping[str, Any], tower: str) -> dict[str, Any]:
@@ -208,12 +197,7 @@ def tables() -> dict[str, Table]:
 
 def read_pair(workdir: str, step: int | None):
     """(discriminator config, generator config, flat params, step) of an ELECTRA workdir."""
-    run = json.loads(storage.read_text(os.path.join(workdir, "config.json")))
-    try:
-        discriminator = ModelConfig(**run["model"])
-    except (KeyError, TypeError) as e:
-        raise FlaxlmError(f"{workdir}/config.json: not a flaxlm run config ({e!r})") from None
-    discriminator.validate()
+    discriminator = Workdir.open(workdir).saved_model
     params, _, step = read_params(workdir, None, step)
     flat = {k: np.asarray(v) for k, v in flatten(params).items()}
     generator = generator_config_from_shapes(discriminator, {k: v.shape for k, v in flat.items()})
@@ -238,11 +222,9 @@ def write_pair_workdir(tmp: str, discriminator: ModelConfig, generator: ModelCon
     """config.json + checkpoints/0 of an imported pair; returns the parameter count."""
     _, abstract = abstract_pair(discriminator, generator)
     params = unflatten_like(abstract, dict(flat))
-    run = {"model": dataclasses.asdict(discriminator), "head": "electra", "objective": "electra",
-           "generator": dataclasses.asdict(generator), "tokenizer": "tokenizer"}
-    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": source, **run}, f, indent=2, sort_keys=True)
-    write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
+    run = {"model": dataclasses.asdict(discriminator), "head": ELECTRA_HEAD,
+           "objective": "electra", "generator": dataclasses.asdict(generator)}
+    write_weights_only(tmp, params, run, source)
     return param_count(params)
 
 

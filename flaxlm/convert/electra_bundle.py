@@ -29,13 +29,14 @@ from flaxlm.convert.tokenizer_files import (check_rows, compare, import_tokenize
                                              write_release_tokenizer)
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir
 
 
 def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
                 tolerance: float = TOLERANCE) -> dict:
     discriminator, generator, flat, step = read_pair(workdir, step)
-    tokenizer_dir = os.path.join(workdir, "tokenizer")
-    tok = load_tokenizer(tokenizer_dir)
+    wd = Workdir.open(workdir)
+    tok = load_tokenizer(wd.tokenizer_dir)
     check_rows(tok.vocab_size, discriminator.vocab_size, workdir)
     configs = {"discriminator": discriminator, "generator": generator}
     tensors = pair_to_hf(discriminator, generator, flat)
@@ -57,14 +58,13 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
         parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
                                    batch, where=where, tolerance=tolerance)
-        run = json.loads(storage.read_text(os.path.join(workdir, "config.json")))
         for tower, table in tables().items():
             name = os.path.basename(os.path.abspath(out)) + (
                 "" if tower == "discriminator" else f"/{GENERATOR_SUBDIR}")
             card = model_card(
                 name=name, hf_class=table.hf_class, task=TOWERS[tower][2],
                 config=configs[tower], tokenizer=tok,
-                params=sum(v.size for v in tensors[tower].values()), run=run, workdir=workdir,
+                params=sum(v.size for v in tensors[tower].values()), run=wd.run, workdir=workdir,
                 step=step, mask_token=hf_tok.mask_token,
                 parity={k: v for k, v in parity.items()
                         if k.startswith(tower) or not k.endswith("diff")})
@@ -118,7 +118,7 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
     flat = pair_from_hf(discriminator, generator, tensors, where)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
                                        discriminator.arch, discriminator.vocab_size,
                                        discriminator.max_seq_len)
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))

@@ -16,17 +16,15 @@ import numpy as np
 
 from flaxlm import storage
 from flaxlm.run.checkpoint import read_params
-from flaxlm.convert.electra import is_electra_run
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
 from flaxlm.convert.model_card import model_card
-from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
-                                     param_count)
+from flaxlm.convert.model_io import abstract_params, build_model, flatten, param_count
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.workdir import read_json_or_none
+from flaxlm.run.workdir import ELECTRA_PAIR, Workdir
 
 PARITY_MAX_LEN = 64
 
@@ -142,12 +140,12 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
             storage.copy_tree(result["out"], out)
         return {**result, "out": out}
     check_out(out, overwrite)
-    if is_electra_run(workdir):  # a generator + discriminator pair: two transformers models
+    wd = Workdir.open(workdir)
+    if wd.kind == ELECTRA_PAIR:  # a generator + discriminator pair: two transformers models
         from flaxlm.convert.electra_bundle import export_pair
         return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
-    wd = open_workdir(workdir)
     if step is None:
-        best = read_json_or_none(os.path.join(workdir, "best.json"))
+        best = wd.read_best()
         step = best["step"] if best else None
     config = wd.model
     table = table_for(config.arch, wd.head)
@@ -157,7 +155,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
         raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
                           f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")
     bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
-    hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.run.get("labels"))
+    hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.labels)
     _, abstract = abstract_params(config, wd.head)
     params, _, step = read_params(workdir, abstract, step)
     tensors = to_hf(table, flatten(params), config)

@@ -15,13 +15,9 @@ from typing import Iterator, Sequence
 from flaxlm import storage
 from flaxlm.convert.safe_load import check_hf_dir
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import is_workdir
 
 MASK_PLACEHOLDER = "<mask>"
-
-
-def is_workdir(path: str) -> bool:
-    return storage.isdir(os.path.join(path, "checkpoints")) and storage.isfile(
-        os.path.join(path, "config.json"))
 
 
 def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> list:

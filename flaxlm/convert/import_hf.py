@@ -18,7 +18,8 @@ import tempfile
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.run.checkpoint import write_params
+from flaxlm.run.checkpoint import write_weights_only
+from flaxlm.run.workdir import Workdir
 from flaxlm.convert.electra import GENERATOR_SUBDIR
 from flaxlm.convert.export import check_out, staged_dir
 from flaxlm.convert.hf_config import model_config_from_hf
@@ -32,9 +33,6 @@ from flaxlm.errors import FlaxlmError
 
 log = logging.getLogger("flaxlm.convert")
 PARITY_MAX_LEN = 64
-# What an imported workdir continues with: MLM pre-training, or fine-tuning its classifier.
-_OBJECTIVE_OF_HEAD = {"mlm": "mlm", "token_classification": "classify",
-                      "sequence_classification": "classify"}
 # ElectraForPreTraining's replaced-token head: no use to fine-tuning, dropped from a
 # discriminator imported alone.
 _DISCRIMINATOR_HEAD = "discriminator_predictions."
@@ -128,7 +126,7 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
     params = unflatten_like(abstract, flat)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
                                        config.arch, config.vocab_size, config.max_seq_len)
         if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
             raise FlaxlmError(f"{hf_dir}: pad_token_id={config.pad_token_id} in config.json but "
@@ -142,13 +140,11 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                   "hf_class": hf_class or table.family.base_class,
                   "initialized_fresh": absent, "dropped": dropped}
         model = dataclasses.asdict(config)
-        run = {"model": model, "head": task, "objective": _OBJECTIVE_OF_HEAD[task],
-               "tokenizer": "tokenizer"}
+        # The objective that trains this head (MLM pre-training, or fine-tuning the classifier).
+        run = {"model": model, "head": task, "objective": task}
         if task != "mlm":
             run["labels"] = hf.labels
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump({"config": source, **run}, f, indent=2, sort_keys=True)
-        write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
+        write_weights_only(tmp, params, run, source)
     return {"out": os.path.abspath(out), "arch": config.arch, "head": task,
             "params": param_count(params), "initialized_fresh": absent, "dropped": dropped,
             "unused_rows": config.vocab_size - tok.vocab_size, **parity}

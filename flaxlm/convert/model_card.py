@@ -5,26 +5,17 @@ from __future__ import annotations
 import json
 import os
 
-from flaxlm import storage
 from flaxlm.convert.mappings import TASKS
 from flaxlm.models.config import ModelConfig
+from flaxlm.run.workdir import Workdir
 
 _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    """`metrics.jsonl` rows (the format `flaxlm.run.metrics_log` writes; read here without importing
-    TensorBoard)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not storage.exists(path):
-        return []
-    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def final_metrics(workdir: str, step: int) -> dict[str, tuple[int, float]]:
     """Last logged value (and its step) of each headline metric at or before `step`."""
     out: dict[str, tuple[int, float]] = {}
-    for row in read_metrics(workdir):
+    for row in Workdir(workdir).read_metrics():
         if row.get("step", 0) > step:
             continue
         for key in _SHOWN:

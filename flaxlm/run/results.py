@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from flaxlm.run import workdir as run_dir
 from flaxlm.run.checkpoint import read_params
-from flaxlm.run.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 
-RESULTS_FILE = "results.json"
 # Counts, not scores: kept per run, not averaged.
 _COUNTS = ("examples", "labelled_tokens")
 
@@ -46,7 +43,7 @@ def test_context(ctx):
 def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str, Any]]:
     """One row per evaluation in `<workdir>/metrics.jsonl` (see the module docstring)."""
     rows, train_losses = [], []
-    for record in read_metrics(workdir):
+    for record in Workdir(workdir).read_metrics():
         if "loss" in record and record["loss"] is not None:
             train_losses.append(record["loss"])
         if f"eval_{metric}" not in record:
@@ -69,11 +66,10 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
 
     `evaluate(params, batches)` is the trainer's jitted evaluation ({"eval_<metric>": value})."""
     selection = objective.selection
-    best = run_dir.read_json_or_none(os.path.join(workdir, "best.json"))
+    wd = Workdir(workdir)
+    best = wd.read_best()
     results: dict[str, Any] = {
-        "objective": objective.name,
-        "init_from": ((run_dir.read_run_config(workdir) or {}).get("config") or {}).get(
-            "init_from", ""),
+        "objective": objective.name, "init_from": wd.setting("init_from") or "",
         "params": param_count, "selection": {"metric": selection.metric, "mode": selection.mode},
         "steps_per_epoch": steps_per_epoch,
         "epochs": epoch_rows(workdir, selection.metric, steps_per_epoch)}
@@ -95,7 +91,7 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
             which = ", the best epoch" if on_best else (", the last epoch" if best else "")
             print(f"flaxlm: test (step {step}{which}): {shown}", flush=True)
     if is_main:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        wd.write_results(results)
     return results
 
 

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import jax
 
 from flaxlm import run_config, storage
-from flaxlm.run import workdir as run_dir
+from flaxlm.run.workdir import Workdir, open_or_import
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.results import RESULTS_FILE, aggregate
+from flaxlm.run.results import aggregate
 
 
 def check_single_run(config: run_config.RunConfig) -> None:
@@ -44,24 +44,21 @@ def run_plan(folds: int, seeds: int, seed: int) -> list[tuple[str, list[str]]]:
     return fold_runs or (seed_runs if seeds > 1 else [])
 
 
-def _is_hf_dir(path: str) -> bool:
-    return (storage.isfile(os.path.join(path, "config.json"))
-            and not storage.isdir(os.path.join(path, "checkpoints")))
-
-
 def _init_from(source: str, workdir: str) -> str:
     """A flaxlm workdir to start from: `source`, or its import into <workdir>/init."""
-    if not source or not _is_hf_dir(source):
+    if not source:
         return source
-    target = os.path.join(workdir, "init")
-    if storage.isfile(os.path.join(target, "config.json")):
-        print(f"flaxlm: init_from {source}: using its import in {target}", flush=True)
-        return target
-    from flaxlm.convert.import_hf import import_hf
-    summary = import_hf(source, target)
-    print(f"flaxlm: init_from {source} is a Hugging Face directory: imported into {target} "
-          f"({summary['params']:,} parameters)", flush=True)
-    return target
+
+    def import_once(hf_dir: str, target: str) -> None:
+        if Workdir(target).run is not None:
+            print(f"flaxlm: init_from {hf_dir}: using its import in {target}", flush=True)
+            return
+        from flaxlm.convert.import_hf import import_hf
+        summary = import_hf(hf_dir, target)
+        print(f"flaxlm: init_from {hf_dir} is a Hugging Face directory: imported into {target} "
+              f"({summary['params']:,} parameters)", flush=True)
+
+    return open_or_import(source, import_once, os.path.join(workdir, "init")).path
 
 
 def _train_one(config_path: str, overrides: Sequence[str], workdir: str, task: str,
@@ -72,7 +69,7 @@ def _train_one(config_path: str, overrides: Sequence[str], workdir: str, task: s
         return None
     results = {"task": task, **last["results"]}
     if jax.process_index() == 0:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        Workdir(workdir).write_results(results)
     return results
 
 
@@ -93,13 +90,13 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     plan = run_plan(finetune_keys["folds"], finetune_keys["seeds"], config.seed)
     if not plan:
         return _train_one(config_path, base, workdir, task, progress)
-    if storage.isdir(os.path.join(workdir, "checkpoints")):
+    if Workdir(workdir).has_checkpoints():
         raise FlaxlmError(f"{workdir} holds a single run's checkpoints; repeats "
                           "(finetune.folds / finetune.seeds) need a new --workdir")
     done: dict[str, dict] = {}
     for number, (name, run_overrides) in enumerate(plan, 1):
         path = os.path.join(workdir, name)
-        finished = run_dir.read_json_or_none(os.path.join(path, RESULTS_FILE))
+        finished = Workdir(path).read_results()
         if finished is not None:
             print(f"flaxlm: run {number}/{len(plan)} {name}: finished before, skipped", flush=True)
             done[name] = finished
@@ -112,7 +109,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     results = aggregate(done, task=task, folds=finetune_keys["folds"],
                         seeds=finetune_keys["seeds"])
     if jax.process_index() == 0:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        Workdir(workdir).write_results(results)
         for key in ("best_dev", "test"):
             shown = " ".join(f"{k}={v['mean']:.4f}±{v['std'] or 0:.4f}"
                              for k, v in results.get(key, {}).items() if v["mean"] is not None)

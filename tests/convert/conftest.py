@@ -100,9 +100,10 @@ def random_batch(vocab: int, pad_id: int, cls_id: int, type_vocab: int, seed: in
 
 def load_flax(run_dir: str, step: int | None = None):
     from flaxlm.run.checkpoint import read_params
-    from flaxlm.convert.model_io import abstract_params, build_model, open_workdir
+    from flaxlm.convert.model_io import abstract_params, build_model
+    from flaxlm.run.workdir import Workdir
 
-    wd = open_workdir(run_dir)
+    wd = Workdir.open(run_dir)
     params, _, _ = read_params(run_dir, abstract_params(wd.model, wd.head)[1], step)
     return wd.model, params, build_model(wd.model, params, wd.head)
 

@@ -15,7 +15,7 @@ from flaxlm.data import labelled, length_buckets, pair_batches, pairs
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
 from tests.conftest import REPO
@@ -115,7 +115,7 @@ def _finetune(workdir, init_from, buckets):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(args) == 0
-    return read_metrics(str(workdir)), out.getvalue()
+    return Workdir(str(workdir)).read_metrics(), out.getvalue()
 
 
 @pytest.mark.slow  # two fine-tuning runs on the CoNLL-2002 fixture: ~2 min on the shared CPU

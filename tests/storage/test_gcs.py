@@ -7,9 +7,9 @@ import os
 import pytest
 
 from flaxlm import storage
-from flaxlm.run import workdir as run_dir
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.metrics_log import MetricsLog, read_metrics
+from flaxlm.run.metrics_log import MetricsLog
+from flaxlm.run.workdir import Workdir
 from tests.storage.conftest import BUCKET
 
 
@@ -36,9 +36,9 @@ def test_storage_module_reads_and_writes_the_bucket(gcs_emulator, tmp_path, monk
     assert storage.listdir(f"{root}/a") == ["b", "x.txt", "z.txt"]
 
     workdir = f"{root}/run"
-    run_dir.probe_writable(workdir)
-    run_dir.write_json_atomic(f"{workdir}/config.json", {"model": {}})
-    assert run_dir.read_run_config(workdir) == {"model": {}}
+    Workdir(workdir).probe_writable()
+    Workdir(workdir).write_config({"model": {}})
+    assert Workdir(workdir).run == {"model": {}}
     log = MetricsLog(workdir)
     log.write(1, {"loss": 2.0})
     log.write(2, {"loss": 1.5})
@@ -46,14 +46,14 @@ def test_storage_module_reads_and_writes_the_bucket(gcs_emulator, tmp_path, monk
     log = MetricsLog(workdir)  # a resumed run keeps the earlier lines
     log.write(3, {"loss": 1.0})
     log.close()
-    assert [m["step"] for m in read_metrics(workdir)] == [1, 2, 3]
-    run_dir.truncate_metrics(workdir, 2)
-    assert [m["step"] for m in read_metrics(workdir)] == [1, 2]
+    assert [m["step"] for m in Workdir(workdir).read_metrics()] == [1, 2, 3]
+    Workdir(workdir).truncate_metrics(2)
+    assert [m["step"] for m in Workdir(workdir).read_metrics()] == [1, 2]
     assert storage.listdir(f"{workdir}/tensorboard")  # tensorboardX wrote its event file there
     assert os.listdir(tmp_path) == []
 
     with pytest.raises(FlaxlmError, match="gs://no-such-bucket/run is not writable"):
-        run_dir.probe_writable("gs://no-such-bucket/run")
+        Workdir("gs://no-such-bucket/run").probe_writable()
 
 
 def test_checkpoints_are_written_to_the_bucket_and_read_back(gcs_emulator):
@@ -105,7 +105,7 @@ def _train(workdir, tokenizer, corpus, **popen):
 
 
 def _losses(workdir):
-    return {m["step"]: m["loss"] for m in read_metrics(str(workdir)) if "loss" in m}
+    return {m["step"]: m["loss"] for m in Workdir(str(workdir)).read_metrics() if "loss" in m}
 
 
 @pytest.mark.slow
@@ -186,4 +186,4 @@ def test_two_processes_share_a_gs_workdir(gcs_emulator, tmp_path, tiny_tokenizer
     assert [n for n in storage.listdir(f"{workdir}/checkpoints") if n.isdigit()] == ["2", "4"]
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(
         storage.listdir(f"{workdir}/checkpoints/4/params"))
-    assert sorted(m["step"] for m in read_metrics(workdir) if "loss" in m) == [1, 2, 3, 4]
+    assert sorted(m["step"] for m in Workdir(workdir).read_metrics() if "loss" in m) == [1, 2, 3, 4]
