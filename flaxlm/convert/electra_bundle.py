@@ -64,7 +64,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
             card = model_card(
                 name=name, hf_class=table.hf_class, task=TOWERS[tower][2],
                 config=configs[tower], tokenizer=tok,
-                params=sum(v.size for v in tensors[tower].values()), run=wd.run, workdir=workdir,
+                params=sum(v.size for v in tensors[tower].values()), wd=wd,
                 step=step, mask_token=hf_tok.mask_token,
                 parity={k: v for k, v in parity.items()
                         if k.startswith(tower) or not k.endswith("diff")})

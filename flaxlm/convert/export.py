@@ -175,8 +175,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
                               where=f"export of {workdir}", tolerance=tolerance)
         card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.hf_class,
                           task=wd.head, config=config, tokenizer=tok, params=param_count(params),
-                          run=wd.run,
-                          workdir=workdir, step=step, parity=parity,
+                          wd=wd, step=step, parity=parity,
                           mask_token=hf_tok.mask_token)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
