@@ -76,7 +76,7 @@ def test_a_file_of_the_wrong_kind_is_refused_in_one_line_naming_it(tmp_path):
     assert str(e.value).startswith(f"{tmp_path}/hf/config.json: not a flaxlm run config")
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "config.json").write_text("{not json")
-    for path, error in ((tmp_path / "garbled", "config.json: not JSON"),
+    for path, error in ((tmp_path / "garbled", "config.json: not valid JSON"),
                         (tmp_path / "empty", "no config.json")):
         with pytest.raises(FlaxlmError) as e:
             is_workdir(str(path))
