@@ -10,55 +10,31 @@ ids; the release bundle copies those files. A directory imported from a checkpoi
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from flaxlm import storage
 from flaxlm.data import sources
+from flaxlm.data.tokenizer_dir import (  # noqa: F401 - callers name the directory's files here too
+    META_FILE,
+    MODEL_MAX_LENGTH,
+    SP_MODEL_FILE,
+    TOKENIZER_JSON,
+    VOCAB_FILE,
+    Tokenizer,
+)
+from flaxlm.data.tokenizer_json import load_tokenizer_json, write_tokenizer_json
 from flaxlm.errors import FlaxlmError
-
-META_FILE = "flaxlm_tokenizer.json"
-SP_MODEL_FILE = "sentencepiece.bpe.model"
-VOCAB_FILE = "vocab.txt"
-TOKENIZER_JSON = "tokenizer.json"
-MODEL_MAX_LENGTH = 512
 
 # fairseq's dictionary puts four symbols before the SentencePiece pieces; XLM-R kept that layout.
 _XLMR_SPECIALS = {"cls": ("<s>", 0), "pad": ("<pad>", 1), "sep": ("</s>", 2), "unk": ("<unk>", 3)}
 _BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 _MODEL_FILE = {"sentencepiece": SP_MODEL_FILE, "wordpiece": VOCAB_FILE}
-
-
-@dataclasses.dataclass(frozen=True)
-class Tokenizer:
-    """A loaded tokenizer; `encode_batch` is the only hot path."""
-
-    kind: str  # "sentencepiece" | "wordpiece"
-    vocab_size: int
-    pad_id: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    unk_id: int
-    special_ids: tuple[int, ...]
-    lowercase: bool
-    strip_accents: bool
-    # The local directory read: a `gs://` tokenizer's download, which is removed at exit, so
-    # records name it by `storage.recorded_name(path)`.
-    path: str
-    # texts -> [(ids int32, word starts bool)], one backend per model file (see the loaders).
-    _encode: Callable[[list[str]], list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
-        repr=False, compare=False)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""
-        return self._encode(list(texts))
 
 
 def _table_encoder(encode_backend_ids, id_by_backend_id: np.ndarray,
@@ -120,8 +96,6 @@ def _load_backend(path: str, meta: dict, kind: str, source: str) -> Tokenizer:
     (the backends raise bare RuntimeError/ValueError/Exception from C++ for unparsable files)."""
     try:
         if source.endswith(TOKENIZER_JSON):
-            from flaxlm.data.tokenizer_json import load_tokenizer_json
-
             return load_tokenizer_json(path, meta, kind)
         load = _load_sentencepiece if kind == "sentencepiece" else _load_wordpiece
         return load(path, meta)
@@ -178,8 +152,6 @@ def train_tokenizer(
         _train_wordpiece(
             paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents
         )
-    from flaxlm.data.tokenizer_json import write_tokenizer_json
-
     write_tokenizer_json(out_dir)
     return load_tokenizer(out_dir)
 
