@@ -14,11 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
-from flaxlm import storage
 from flaxlm.checkpoint import read_params
-from flaxlm.convert.electra import is_electra_run
 from flaxlm.convert.hf_config import hf_config
-from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
+from flaxlm.convert.mappings.tables import TASKS, Table, table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.model_card import model_card
 from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
                                      param_count)
@@ -128,23 +127,12 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
             raise FlaxlmError(f"{where}: {alias} is not tied to {target} after loading")
 
 
-def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
-           tolerance: float = TOLERANCE) -> dict:
-    """Writes the release bundle for `workdir`'s checkpoint to `out`: `step`, else the best step
-    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest.
-    A `gs://` `out` is written locally, checked, then uploaded."""
-    if storage.is_remote(out):
-        if storage.exists(out) and not overwrite:
-            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
-        with tempfile.TemporaryDirectory(prefix="flaxlm-export-") as local:
-            result = export(workdir, os.path.join(local, os.path.basename(out.rstrip("/"))),
-                            step=step, tolerance=tolerance)
-            storage.copy_tree(result["out"], out)
-        return {**result, "out": out}
+def export_model(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
+                 tolerance: float = TOLERANCE) -> dict:
+    """Writes the release bundle of a single-model workdir's checkpoint to a local `out`: `step`,
+    else the best step when the run selected one (`best.json`, e.g. the best fine-tuning epoch),
+    else the latest. `flaxlm.convert.commands.export` picks this or the ELECTRA pair's."""
     check_out(out, overwrite)
-    if is_electra_run(workdir):  # a generator + discriminator pair: two transformers models
-        from flaxlm.convert.electra_bundle import export_pair
-        return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
     wd = open_workdir(workdir)
     if step is None:
         best = read_json_or_none(os.path.join(workdir, "best.json"))

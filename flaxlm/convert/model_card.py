@@ -6,7 +6,7 @@ import json
 import os
 
 from flaxlm import storage
-from flaxlm.convert.mappings import TASKS
+from flaxlm.convert.mappings.tables import TASKS
 from flaxlm.models.config import ModelConfig
 
 _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")

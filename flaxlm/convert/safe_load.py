@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flaxlm.convert.hf_config import table_for_config
 from flaxlm.errors import FlaxlmError
 
 MAX_JSON_BYTES = 64 << 20
@@ -104,7 +105,6 @@ def check_hf_dir(hf_dir: str) -> dict:
         raise FlaxlmError(f"{hf_dir}: not a directory")
     check_links(hf_dir)
     config = read_json(hf_dir, "config.json")
-    from flaxlm.convert.hf_config import table_for_config
     table_for_config(config, os.path.join(hf_dir, "config.json"))
     check_tokenizer_config(hf_dir)
     weight_files(hf_dir)

@@ -56,7 +56,7 @@ def _init_from(source: str, workdir: str) -> str:
     if storage.isfile(os.path.join(target, "config.json")):
         print(f"flaxlm: init_from {source}: using its import in {target}", flush=True)
         return target
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
     summary = import_hf(source, target)
     print(f"flaxlm: init_from {source} is a Hugging Face directory: imported into {target} "
           f"({summary['params']:,} parameters)", flush=True)

@@ -55,7 +55,7 @@ def as_workdir(model: str) -> Iterator[str]:
     if is_workdir(model):
         yield model
         return
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     with tempfile.TemporaryDirectory(prefix="flaxlm-zero-shot-") as tmp:
         import_hf(model, os.path.join(tmp, "workdir"))

@@ -72,7 +72,7 @@ def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | No
         raise FlaxlmError(f"{config}: not JSON ({e})") from None
     if isinstance(raw, dict) and "model" in raw:
         return open_workdir(model)
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     run = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "imported")
     import_hf(model, run, tokenizer_dir=tokenizer_dir)

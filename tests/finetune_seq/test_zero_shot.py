@@ -11,7 +11,7 @@ import pytest
 
 from flaxlm import cli
 from flaxlm.checkpoint import write_params
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export
 from flaxlm.convert.model_io import abstract_params, build_model, flatten, unflatten_like
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
