@@ -76,7 +76,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
 
 def _torch_model(hf_class: str, hf_config, tensors):
     """The checkpoint in its transformers class, from the tensors already read safely."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when a pair is built
     import transformers
 
     model = getattr(transformers, hf_class)(hf_config)

@@ -13,6 +13,7 @@ import tempfile
 from typing import Iterator
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from flaxlm.checkpoint import read_params
 from flaxlm.convert.hf_config import hf_config
@@ -62,15 +63,13 @@ def staged_dir(out: str, *, overwrite: bool) -> Iterator[str]:
 
 
 def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
-    from safetensors.numpy import save_file
-
     save_file(tensors, path, metadata={"format": "pt"})
 
 
 @contextlib.contextmanager
 def no_progress_bars() -> Iterator[None]:
     """transformers' per-load progress bars are noise in a one-line-per-command CLI."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # seconds to import: only when used
 
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -84,9 +83,8 @@ def no_progress_bars() -> Iterator[None]:
 def load_torch(directory: str, task: str = "mlm"):
     """The bundle as transformers loads it for users (the task's Auto class): fp32, eval mode, no
     remote code."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when a bundle is loaded
     import transformers
-
     from transformers.utils import logging as hf_logging
 
     auto_class = getattr(transformers, TASKS[task].auto_class)
@@ -107,8 +105,6 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
                          passengers: list[str], safetensors_path: str, where: str) -> None:
     """Every written tensor came back bit for bit — through transformers, or for `passengers`
     (stored for other classes, e.g. a pooler beside an MLM head) from the file itself."""
-    from safetensors.numpy import load_file
-
     state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
     stored = load_file(safetensors_path) if passengers else {}
     for name, value in tensors.items():

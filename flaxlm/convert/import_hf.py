@@ -43,7 +43,7 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
     """The checkpoint in its transformers class, configured from its own (validated) config.json
     so that a mistranslated field shows up as a parity failure, and loaded from the tensors
     already read safely (transformers never opens the untrusted directory's weights)."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when importing
     import transformers
 
     try:  # skip random init: every weight that matters is loaded right after

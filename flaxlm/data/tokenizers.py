@@ -17,6 +17,9 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import sentencepiece as spm
+from tokenizers import Tokenizer as HfTokenizer
+from tokenizers import models, normalizers, pre_tokenizers, trainers
 
 from flaxlm import storage
 from flaxlm.data import sources
@@ -167,8 +170,6 @@ def _paragraphs(documents: Iterable[list[str]]) -> Iterator[str]:
 def _train_sentencepiece(
     paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool
 ) -> None:
-    import sentencepiece as spm
-
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -220,8 +221,6 @@ def _train_sentencepiece(
 
 
 def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor(model_file=os.path.join(path, SP_MODEL_FILE))
     sp_size = sp.get_piece_size()
     unk_id = _XLMR_SPECIALS["unk"][1]
@@ -256,9 +255,6 @@ def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
 
 def _bert_pipeline(vocab: dict[str, int] | None, *, lowercase: bool, strip_accents: bool):
     """The normalizer + pre-tokenizer that `BertTokenizerFast` builds from the same flags."""
-    from tokenizers import Tokenizer as HfTokenizer
-    from tokenizers import models, normalizers, pre_tokenizers
-
     tok = HfTokenizer(models.WordPiece(vocab, unk_token=_BERT_SPECIALS["unk"]))
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
@@ -275,8 +271,6 @@ def _train_wordpiece(
     lowercase: bool,
     strip_accents: bool,
 ) -> None:
-    from tokenizers import trainers
-
     tok = _bert_pipeline(None, lowercase=lowercase, strip_accents=strip_accents)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=list(_BERT_SPECIALS.values()), show_progress=False
