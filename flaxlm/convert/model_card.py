@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from flaxlm.convert.mappings import TASKS
+from flaxlm.convert.mappings.tables import TASKS
 from flaxlm.models.config import ModelConfig
 from flaxlm.run.workdir import Workdir
 

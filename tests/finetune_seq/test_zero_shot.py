@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
+from flaxlm.convert.commands import export
 from flaxlm.run.checkpoint import write_params
-from flaxlm.convert.export import export
 from flaxlm.convert.model_io import abstract_params, build_model, flatten, unflatten_like
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
