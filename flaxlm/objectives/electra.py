@@ -38,7 +38,7 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel, generator_config
-from flaxlm.objectives.base import Batch, DataContext, ObjectiveDefaults, Sums
+from flaxlm.objectives.base import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
 from flaxlm.objectives.rank_auc import roc_auc
 
@@ -164,6 +164,9 @@ class Electra(ObjectiveDefaults):
     # -- data ----------------------------------------------------------------------------------
     def _context(self, ctx: DataContext) -> DataContext:
         return dataclasses.replace(ctx, data=self.config.masked_data(ctx.data))
+
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return self._masked_lm.plan_data(self._context(ctx))
 
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return self._masked_lm.train_batches(self._context(ctx), start_example)
