@@ -1,5 +1,5 @@
-"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch, for any
-objective of benchmarks/objectives.py."""
+"""flaxlm's jitted, donated train step (flaxlm/run/steps.py, built by flaxlm/experiment.py) on an
+in-memory synthetic batch, for any objective of benchmarks/objectives.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import numpy as np
 from benchmarks.runners.shared import timed_steps
 
 
+# The checkpoint family each benchmark arch takes its positions, token types, padding id and
+# LayerNorm epsilon from; the sizes come from the spec.
+_FAMILY_PRESETS = {"distilbert": "distilbert-base-multilingual", "xlmr": "xlmr-base",
+                   "bert": "bert-base-multilingual"}
+
+
 def model_config(spec: dict):
-    from flaxlm.models.config import ModelConfig
+    from flaxlm.models.config import preset
     m = spec["model"]
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_layers=m["layers"],
                   num_heads=m["heads"], intermediate_size=m["ffn"])
@@ -29,14 +35,7 @@ def model_config(spec: dict):
         common.update(num_labels=spec["num_labels"])
     if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
         common.update(embedding_size=m["embedding"])
-    if spec["arch"] == "distilbert":
-        return ModelConfig(arch="distilbert", max_position_embeddings=512, type_vocab_size=0,
-                           pad_token_id=0, layer_norm_eps=1e-12, **common)
-    if spec["arch"] == "xlmr":
-        return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
-                           pad_token_id=1, layer_norm_eps=1e-5, **common)
-    return ModelConfig(arch="bert", max_position_embeddings=512, type_vocab_size=2,
-                       pad_token_id=0, layer_norm_eps=1e-12, **common)
+    return preset(_FAMILY_PRESETS.get(spec["arch"], "bert-base-multilingual"), **common)
 
 
 def compute_dtype(platform: str) -> str:
@@ -46,17 +45,18 @@ def compute_dtype(platform: str) -> str:
 
 def build_program(spec: dict, objective):
     import jax
-    from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+    from flaxlm import experiment
+    from flaxlm.optim import OptimConfig
+    from flaxlm.run.steps import StepConfig
     from flaxlm.sharding import MeshConfig, make_mesh
-    from flaxlm.steps import StepConfig, TrainProgram
 
     # The same AdamW every baseline uses: lr 1e-4, wd 0.01 (not on biases/LayerNorm), clip 1.0.
     optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000,
                         weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
     mesh = make_mesh(MeshConfig(data=-1))
     dtype = compute_dtype(jax.devices()[0].platform)
-    program = TrainProgram(objective, model_config(spec), make_optimizer(optim),
-                           learning_rate_schedule(optim), mesh, StepConfig(compute_dtype=dtype))
+    program = experiment.build_program(objective, model_config(spec), optim, mesh,
+                                       StepConfig(compute_dtype=dtype))
     return program, mesh, dtype
 
 

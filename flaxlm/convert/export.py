@@ -15,15 +15,16 @@ from typing import Iterator
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.run.checkpoint import read_params
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
 from flaxlm.convert.model_card import model_card
-from flaxlm.convert.model_io import abstract_params, build_model, flatten, param_count
+from flaxlm.convert.model_io import abstract_params, build_model, param_count
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import flat_names
+from flaxlm.run.checkpoint import read_params
 from flaxlm.run.workdir import ELECTRA_PAIR, Workdir
 
 PARITY_MAX_LEN = 64
@@ -158,7 +159,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
     hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.labels)
     _, abstract = abstract_params(config, wd.head)
     params, _, step = read_params(workdir, abstract, step)
-    tensors = to_hf(table, flatten(params), config)
+    tensors = to_hf(table, flat_names(params), config)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
         weights = os.path.join(tmp, "model.safetensors")

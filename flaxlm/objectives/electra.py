@@ -38,9 +38,9 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel, generator_config
-from flaxlm.objectives.base import Batch, DataContext, ObjectiveDefaults, Sums
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
 from flaxlm.objectives.rank_auc import roc_auc
+from flaxlm.run.protocol import Batch, DataContext, ObjectiveDefaults, Sums
 
 # Eval batches have no step key: their samples come from this key folded with the batch's ids, so
 # an evaluation is repeatable and different batches draw different noise.

@@ -15,7 +15,7 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel
-from flaxlm.objectives.base import Batch, DataContext, ObjectiveDefaults, Sums
+from flaxlm.run.protocol import Batch, DataContext, ObjectiveDefaults, Sums
 
 
 @dataclasses.dataclass(frozen=True)

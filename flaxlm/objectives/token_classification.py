@@ -6,9 +6,9 @@ string order (code points: with IOB2 labels every `B-*` comes first, then every 
 last); it fixes the classifier's width and is saved in the workdir's config.json as "labels"
 (export's id2label). The loss is cross-entropy over labelled first sub-tokens divided by their
 number over the global batch. Evaluation maps predictions back to words and scores them on the host
-(flaxlm/tasks/metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1 (seqeval's
-default mode) when every label is IOB-shaped; a gold label the training data never had scores as an
-error.
+(flaxlm/objectives/word_metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1
+(seqeval's default mode) when every label is IOB-shaped; a gold label the training data never had
+scores as an error.
 
 Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
@@ -34,11 +34,11 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
-from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
-                                    ObjectiveDefaults, Sums)
+from flaxlm.objectives import finetune_config
+from flaxlm.objectives.word_metrics import entity_scores, token_scores
 from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
-from flaxlm.tasks import finetune_config
-from flaxlm.tasks.metrics import entity_scores, token_scores
+from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
+                                 ObjectiveDefaults, Sums)
 
 _SELECTIONS = ("macro_f1", "entity_f1", "accuracy")
 _IOB = re.compile(r"^(O|[BIES]-.+)$")
@@ -50,7 +50,7 @@ _LENGTH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "labe
 @dataclasses.dataclass(frozen=True)
 class TokenClassificationConfig:
     """`objective.token_classification.*` keys; `epochs` and `layer_decay` are set from
-    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
+    `finetune.*` (flaxlm/objectives/finetune_config.py)."""
 
     format: str = "conllu"  # conllu | conll2002 | wikiner | panx (flaxlm/data/labelled.py)
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch

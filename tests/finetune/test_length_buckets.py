@@ -15,9 +15,9 @@ from flaxlm.data import labelled, length_buckets, pair_batches, pairs
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.run.workdir import Workdir
-from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
+from flaxlm.run.protocol import DataContext
+from flaxlm.run.workdir import Workdir
 from tests.conftest import REPO
 from tests.finetune.test_end_to_end import pretrained  # noqa: F401 (a pytest fixture)
 from tests.finetune.test_labelled import fixture

@@ -14,9 +14,9 @@ from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.data.word_windows import encode_rows, owning_window, window_starts
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
-from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
 from flaxlm.optim import layer_decay_scales
+from flaxlm.run.protocol import DataContext
 from flaxlm.sharding import host_batch_to_global
 from tests.finetune.test_labelled import fixture
 from tests.toy_objective import key, toy_program
@@ -205,7 +205,7 @@ def test_epochs_set_steps_eval_every_decay_and_warmup():
     import os
 
     from flaxlm import run_config
-    from flaxlm.objectives.base import DataPlan
+    from flaxlm.run.protocol import DataPlan
     from flaxlm.train import _epoch_plan
     from tests.conftest import REPO
     config = run_config.load(os.path.join(REPO, "configs", "ner_es_conll2002.py"))

@@ -1,4 +1,7 @@
-"""What a training objective provides to the one trainer (`flaxlm.steps.TrainProgram`).
+"""What a training objective provides to the one trainer (`flaxlm.run.steps.TrainProgram`).
+
+The contract lives here, in the run layer beneath the objectives that implement it
+(flaxlm/objectives/), so the trainer's parts never import an objective.
 
 An objective is everything that differs between recipes — MLM, ELECTRA, distillation,
 fine-tuning — and nothing else: the model it builds (and which parts of it stay frozen), where its
@@ -87,37 +90,23 @@ class EvalSelection:
 
 
 class Objective(Protocol):
+    """What every objective defines (12 members). `ObjectiveDefaults` adds the optional groups
+    below — data planning, initialization, evaluation — with defaults that fit pre-training."""
+
     name: str  # its key in the registry and in `config.objective`
     # The head its checkpoints carry (a key of `flaxlm.models.heads.MODELS`): written to the
     # workdir's config.json, it picks the conversion table export uses and lets a later run
     # `init_from` this workdir.
     head: str
+    # Its settings: a frozen dataclass whose fields, with their defaults, are the
+    # `objective.<name>.*` config keys; the objective is constructed as `cls(cls.Config(...))`.
+    Config: type
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         ...
 
-    # nnx filter for variables that are loaded but never trained (a teacher, frozen embeddings):
-    # no gradients, no optimizer state, not donated, not checkpointed (re-read from their source).
-    frozen: Any
-
-    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
-        """Which sub-trees load from which weight source; the rest is freshly initialized."""
-        ...
-
-    def weight_sources(self) -> dict[str, str]:
-        """Weight sources besides `init_from` (e.g. {"teacher": WORKDIR}), by the name rules use."""
-        ...
-
-    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
-        """Per-parameter learning-rate multipliers (layer-wise decay); None: all 1."""
-        ...
-
     # -- data ----------------------------------------------------------------------------------
-    def plan_data(self, ctx: DataContext) -> DataPlan:
-        """Called once, before the model is built: label set, epoch size, notes (default: none)."""
-        ...
-
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Endless host-local training batches, the first starting at global example `start_example`."""
         ...
@@ -150,8 +139,36 @@ class Objective(Protocol):
         """Per-step metrics (at least `loss`) from the summed statistics of a whole batch."""
         ...
 
-    # -- evaluation ----------------------------------------------------------------------------
-    selection: EvalSelection | None
+    # -- cost ----------------------------------------------------------------------------------
+    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
+        """Training FLOPs of the work in `counts` (real tokens, real predictions, ...)."""
+        ...
+
+    # -- optional: data planning (default: nothing to plan) ----------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        """Called once, before the model is built: label set, epoch size, notes."""
+        ...
+
+    # -- optional: initialization (default: everything from init_from, nothing frozen) -------
+    # nnx filter for variables that are loaded but never trained (a teacher, frozen embeddings):
+    # no gradients, no optimizer state, not donated, not checkpointed (re-read from their source).
+    frozen: Any
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        """Which sub-trees load from which weight source; the rest is freshly initialized."""
+        ...
+
+    def weight_sources(self) -> dict[str, str]:
+        """Weight sources besides `init_from` (e.g. {"teacher": WORKDIR}), by the name rules use."""
+        ...
+
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        """Per-parameter learning-rate multipliers (layer-wise decay); None: all 1."""
+        ...
+
+    # -- optional: evaluation (default: the training metrics over the eval set, no selection) --
+    selection: EvalSelection | None  # the metric that picks the best checkpoint
+    summary_keys: tuple[str, ...]  # shown in the progress bar and the end-of-run summary
 
     def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
         """What one eval batch yields on the device: additive sums and/or per-example outputs."""
@@ -165,21 +182,17 @@ class Objective(Protocol):
         every process's rows, not only this host's)."""
         ...
 
-    # -- cost ----------------------------------------------------------------------------------
-    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
-        """Training FLOPs of the work in `counts` (real tokens, real predictions, ...)."""
-        ...
-
-    # Metrics shown in the progress bar and the end-of-run summary, in order.
-    summary_keys: tuple[str, ...]
-
 
 class ObjectiveDefaults:
-    """Defaults for the parts most objectives share; subclass it and override what differs."""
+    """The optional groups of `Objective` with their defaults; subclass it and override what
+    differs."""
 
+    # -- data planning -------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return DataPlan()
+
+    # -- initialization ------------------------------------------------------------------------
     frozen: Any = nnx.Nothing()  # no frozen variables
-    selection: EvalSelection | None = None
-    summary_keys: tuple[str, ...] = ("loss",)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # With init_from, everything it holds; parameters it lacks start fresh.
@@ -188,11 +201,12 @@ class ObjectiveDefaults:
     def weight_sources(self) -> dict[str, str]:
         return {}
 
-    def plan_data(self, ctx: DataContext) -> DataPlan:
-        return DataPlan()
-
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         return None
+
+    # -- evaluation ----------------------------------------------------------------------------
+    selection: EvalSelection | None = None
+    summary_keys: tuple[str, ...] = ("loss",)
 
     def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
         _, sums = self.loss(model, batch, self.normalizers(batch), dtype=dtype, dropout_key=None)
