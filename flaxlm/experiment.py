@@ -138,6 +138,7 @@ def build(config: RunConfig, workdir: Workdir, *, is_main: bool = True) -> Exper
                       token_types=model_config.type_vocab_size > 0,
                       type_vocab_size=model_config.type_vocab_size)
     plan = objective.plan_data(ctx)
+    ctx = dataclasses.replace(ctx, plan=plan)  # handed back to the objective with its batches
     test_batches = (objective.eval_batches(test_context(ctx)) if ctx.data.test_files else [])
     if plan.model_overrides:
         model_config = dataclasses.replace(model_config, **plan.model_overrides)

@@ -24,7 +24,7 @@ from flaxlm.run import results as run_results, weights
 from flaxlm.run.checkpoint import Checkpointer
 from flaxlm.run.metrics_log import MetricsLog
 from flaxlm.run.preemption import StopRequest
-from flaxlm.run.protocol import Objective
+from flaxlm.run.protocol import DataPlan, Objective
 from flaxlm.run.skipped_updates import SkippedUpdates
 from flaxlm.run.steps import State, TrainProgram
 from flaxlm.run.throughput import Throughput
@@ -34,14 +34,15 @@ from flaxlm.sharding import host_batch_to_global
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict]) -> dict[str, float]:
+def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict],
+             plan: DataPlan | None = None) -> dict[str, float]:
     # Each batch's outputs come to the host and are reduced there: adding replicated results on
     # the devices between eval steps deadlocked multi-process CPU (gloo) runs (docs/scaling.md),
     # and metrics such as entity F1 need every prediction anyway.
     results = [jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
                for b in eval_batches]
     metrics = program.objective.eval_metrics([outputs for outputs, _ in results],
-                                             [batch for _, batch in results])
+                                             [batch for _, batch in results], plan or DataPlan())
     return {f"eval_{k}": float(v) for k, v in metrics.items()}
 
 
@@ -119,7 +120,8 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     if not stopped_by and objective.selection is not None:
         last["results"] = run_results.finish(
             workdir, objective=objective, test_batches=exp.test_batches,
-            evaluate=lambda params, batches: evaluate(program, params, exp.mesh, batches),
+            evaluate=lambda params, batches: evaluate(program, params, exp.mesh, batches,
+                                                      exp.plan),
             final_params=run.state["params"], abstract_params=exp.abstract_state["params"],
             final_step=int(jax.device_get(run.state["step"])), param_count=program.param_count(),
             steps_per_epoch=loop.eval_every if exp.plan.epochs else 0, is_main=is_main,
@@ -272,7 +274,8 @@ class _Loop:
         if not self.eval_batches:
             return None
         began = time.perf_counter()
-        values = evaluate(self.program, self.state["params"], self.exp.mesh, self.eval_batches)
+        values = evaluate(self.program, self.state["params"], self.exp.mesh, self.eval_batches,
+                          self.exp.plan)
         values["eval_compiles"] = self.program.compiles("eval")
         best = self.best
         if best.update(step, values):

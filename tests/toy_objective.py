@@ -178,7 +178,7 @@ class Toy(ObjectiveDefaults):
         x_BxLxD = model.encoder(model.encoder.embed(batch["input_ids"], dtype))
         return {"predictions": jnp.argmax(model.head(x_BxLxD), axis=-1).astype(jnp.int32)}
 
-    def eval_metrics(self, outputs, batches):
+    def eval_metrics(self, outputs, batches, plan=None):
         real = np.concatenate([b["attention_mask"].ravel() > 0 for b in batches])
         gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in batches])[real]
         pred = np.concatenate([o["predictions"].ravel() for o in outputs])[real]

@@ -40,7 +40,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel, generator_config
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
 from flaxlm.objectives.rank_auc import roc_auc
-from flaxlm.run.protocol import Batch, DataContext, ObjectiveDefaults, Sums
+from flaxlm.run.protocol import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 
 # Eval batches have no step key: their samples come from this key folded with the batch's ids, so
 # an evaluation is repeatable and different batches draw different noise.
@@ -300,7 +300,8 @@ class Electra(ObjectiveDefaults):
                 "replaced_BxL": outputs["replaced_BxL"]}
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]],
+                     plan: DataPlan | None = None) -> dict[str, float]:
         """The training metrics over all batches, plus the AUC of the discriminator's scores for
         "replaced" over every real token (needs every score, hence here on the host)."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *[o["sums"] for o in outputs])

@@ -250,7 +250,7 @@ class SequenceClassification(ObjectiveDefaults):
         return {"predictions": jnp.argmax(logits_BxC, axis=-1).astype(jnp.int32),
                 "xent": xent_B}
 
-    def eval_metrics(self, outputs, batches) -> dict[str, float]:
+    def eval_metrics(self, outputs, batches, plan: DataPlan | None = None) -> dict[str, float]:
         real_N = np.concatenate([b["weights"] for b in batches]) > 0
         gold_N = np.concatenate([b["labels"] for b in batches])[real_N]
         pred_N = np.concatenate([o["predictions"] for o in outputs])[real_N]

@@ -46,6 +46,9 @@ class DataContext:
     token_types: bool = True  # the model reads token_type_ids (model.type_vocab_size > 0)
     # model.type_vocab_size (0: none, or not known): what data.two_segment_rate AUTO resolves by
     type_vocab_size: int = 0
+    # What the objective's `plan_data` returned, handed back to it (None before planning): an
+    # objective keeps nothing it learns from its data on itself.
+    plan: DataPlan | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +82,9 @@ class DataPlan:
     epochs: int = 0
     examples_per_epoch: int = 0
     notes: tuple[str, ...] = ()  # printed once at start ("3 sentences split into windows", ...)
+    # The objective's own reading of its data (a label set, encoded rows, gold labels), returned
+    # to it through `DataContext.plan` and `eval_metrics`; the trainer never looks inside.
+    state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,11 +181,11 @@ class Objective(Protocol):
         ...
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]], plan: DataPlan) -> dict[str, float]:
         """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions).
 
         `batches` are the global batches, row for row with `outputs` (with several processes,
-        every process's rows, not only this host's)."""
+        every process's rows, not only this host's); `plan` is what `plan_data` returned."""
         ...
 
 
@@ -213,7 +219,8 @@ class ObjectiveDefaults:
         return sums
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]],
+                     plan: DataPlan | None = None) -> dict[str, float]:
         """Additive outputs: sum over batches, then the same metrics as training."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *outputs)
         return {k: float(v) for k, v in self.metrics(totals).items()}

@@ -3,6 +3,7 @@ the same length on every process, nothing real cut off; a run compiles its steps
 per bucket and scores exactly as the uncut run."""
 
 import contextlib
+import dataclasses
 import io
 import os
 
@@ -48,7 +49,7 @@ def _ner_context(tokenizer, buckets, process=(0, 1), batch=2):
 def _ner_batches(tokenizer, buckets, process=(0, 1), steps=12):
     objective = TokenClassification(TokenClassificationConfig(format="conll2002"))
     ctx = _ner_context(tokenizer, buckets, process)
-    objective.plan_data(ctx)
+    ctx = dataclasses.replace(ctx, plan=objective.plan_data(ctx))
     stream = objective.train_batches(ctx, 0)
     return [next(stream) for _ in range(steps)], objective.eval_batches(ctx)
 
