@@ -74,12 +74,7 @@ class ElectraConfig:
     def validate(self) -> None:
         def fail(key, rule):
             raise FlaxlmError(f"objective.electra.{key}={getattr(self, key)}: {rule}")
-        if not 0 < self.mask_rate < 1:
-            fail("mask_rate", "must be in (0, 1)")
-        if min(self.mask_token_rate, self.random_token_rate) < 0 or (
-                self.mask_token_rate + self.random_token_rate > 1):
-            fail("mask_token_rate", f"and random_token_rate={self.random_token_rate} must be ≥ 0 "
-                                    "with a sum ≤ 1")
+        self.masking().validate("objective.electra")  # the masking rates' one validation
         for key in ("generator_hidden_fraction", "generator_layer_fraction", "temperature"):
             if not getattr(self, key) > 0:
                 fail(key, "must be positive")
