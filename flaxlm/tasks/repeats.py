@@ -105,8 +105,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
         if results is None:
             return None
         done[name] = results
-    results = aggregate(done, task=task, folds=finetune_keys["folds"],
-                        seeds=finetune_keys["seeds"])
+    results = aggregate(done, task=task, folds=config.data.folds, seeds=config.seeds)
     if jax.process_index() == 0:
         Workdir(workdir).write_results(results)
         for key in ("best_dev", "test"):
