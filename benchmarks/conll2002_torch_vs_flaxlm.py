@@ -219,8 +219,9 @@ def check_same_rows(out: str, recipe: Recipe) -> str:
     from flaxlm.data import labelled
     from flaxlm.data.tokenizers import load_tokenizer
     from flaxlm.data.word_windows import encode_rows
+    from flaxlm.run.workdir import Workdir
     hf_tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "init_hf"))
-    tokenizer = load_tokenizer(os.path.join(out, "init_flaxlm", "tokenizer"))
+    tokenizer = load_tokenizer(Workdir.open(os.path.join(out, "init_flaxlm")).tokenizer_dir)
     counts = []
     for path in (training_file(out, recipe), os.path.join(CONLL, "esp.testb")):
         sentences = labelled.read_sentences(path, "conll2002")

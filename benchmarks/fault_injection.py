@@ -40,7 +40,8 @@ def losses(workdir):
 
 
 def last_checkpoint(workdir):
-    ckpt = os.path.join(workdir, "checkpoints")
+    from flaxlm.run.workdir import Workdir
+    ckpt = Workdir(workdir).checkpoints_dir
     steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
     return max(steps, default=0)
 

@@ -27,7 +27,6 @@ class HFFlaxStep:
                                   XLMRobertaConfig)
 
         from benchmarks.objectives import mlm_batch
-        from flaxlm.models.param_tree import flat_names, unflatten_like
 
         m = spec["model"]
         common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"],
@@ -47,10 +46,9 @@ class HFFlaxStep:
             model = FlaxBertForMaskedLM(config, seed=0, dtype=dtype)
 
         def decay_mask(params):
-            paths = {n: n.split("/") for n in flat_names(params)}
-            return unflatten_like(params, {
-                n: not (p[-1] == "bias" or p[-2:] == ["LayerNorm", "scale"])
-                for n, p in paths.items()})
+            flat = {path: not (path[-1] == "bias" or path[-2:] == ("LayerNorm", "scale"))
+                    for path in _flatten(params)}
+            return _unflatten(flat)
 
         tx = optax.chain(optax.clip_by_global_norm(1.0),
                          optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
@@ -97,6 +95,24 @@ class HFFlaxStep:
 
     def run(self, n: int) -> dict:
         return timed_steps(self._step, n)
+
+
+def _flatten(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, prefix + (k,))
+        else:
+            yield prefix + (k,)
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
+    return out
 
 
 if __name__ == "__main__":

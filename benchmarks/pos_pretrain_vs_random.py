@@ -29,23 +29,23 @@ SHAPE_KEYS = ("preset", "num_layers", "hidden_size", "num_heads", "intermediate_
 
 def shape_overrides(pretrained: str) -> list[str]:
     from flaxlm.errors import FlaxlmError
+    from flaxlm.run.workdir import Workdir
 
-    path = os.path.join(pretrained, "config.json")
-    try:
-        with open(path) as f:
-            model = json.load(f)["config"]["model"]
-    except (OSError, ValueError, KeyError) as e:
-        raise FlaxlmError(f"{path}: cannot read the pre-trained run's model section ({e}); "
-                          "pass a flaxlm workdir") from e
+    wd = Workdir(pretrained)
+    model = wd.setting("model")
+    if not isinstance(model, dict):
+        raise FlaxlmError(f"{wd.config_file}: cannot read the pre-trained run's model section; "
+                          "pass a flaxlm workdir")
     return [f"--config.model.{k}={model[k]}" for k in SHAPE_KEYS if model.get(k) is not None]
 
 
 def best_eval(workdir: str) -> dict:
     """The evaluation of the epoch `best.json` names."""
-    with open(os.path.join(workdir, "best.json")) as f:
-        step = json.load(f)["step"]
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from flaxlm.run.workdir import Workdir
+
+    wd = Workdir(workdir)
+    step = wd.read_best()["step"]
+    rows = wd.read_metrics()
     row = next(r for r in rows if r.get("step") == step and "eval_macro_f1" in r)
     return {"step": step, **{m: row[f"eval_{m}"] for m in METRICS}}
 

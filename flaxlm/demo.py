@@ -184,7 +184,7 @@ def _finetune_pos(workdir: str, pretrained: str, tokenizer_dir: str, shape: list
 
 
 def run(workdir: str, steps: int | None = None) -> dict:
-    from flaxlm.convert.export import export
+    from flaxlm.convert.commands import export
     from flaxlm.convert.fill_mask import fill_mask_demo
     from flaxlm.data.tokenizers import load_tokenizer
     from flaxlm.objectives.registry import make_objective

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm.convert.hf_config import check_distilbert_token_dropout
+from flaxlm.convert.mappings.distilbert import check_distilbert_token_dropout
 from flaxlm.data import labelled, length_buckets
 from flaxlm.data.word_windows import Rows, batch_of, encode_rows
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import FlaxlmError, check_choice
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
@@ -61,19 +61,13 @@ class TokenClassificationConfig:
 
     def validate(self) -> None:
         key = "objective.token_classification"
-        if self.format not in labelled.FORMATS:
-            raise FlaxlmError(f"{key}.format={self.format!r}: known formats are "
-                              f"{', '.join(labelled.FORMATS)}")
+        check_choice(f"{key}.format", self.format, labelled.FORMATS)
         if self.epochs < 0:
             raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.layer_decay_style not in LAYER_DECAY_STYLES:
-            raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
-                              f"{', '.join(LAYER_DECAY_STYLES)}")
-        if self.selection not in _SELECTIONS:
-            raise FlaxlmError(f"{key}.selection={self.selection!r}: one of "
-                              f"{', '.join(_SELECTIONS)}")
+        check_choice("finetune.layer_decay_style", self.layer_decay_style, LAYER_DECAY_STYLES)
+        check_choice(f"{key}.selection", self.selection, _SELECTIONS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -316,7 +316,7 @@ def is_workdir(path: str) -> bool:
     try:
         data = json.loads(storage.read_text(config))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise FlaxlmError(f"{config}: not JSON ({e})") from None
+        raise FlaxlmError(f"{config}: not valid JSON ({e})") from None
     return _is_run_config(data)
 
 

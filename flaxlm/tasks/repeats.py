@@ -53,7 +53,7 @@ def _init_from(source: str, workdir: str) -> str:
         if Workdir(target).run is not None:
             print(f"flaxlm: init_from {hf_dir}: using its import in {target}", flush=True)
             return
-        from flaxlm.convert.import_hf import import_hf
+        from flaxlm.convert.commands import import_hf
         summary = import_hf(hf_dir, target)
         print(f"flaxlm: init_from {hf_dir} is a Hugging Face directory: imported into {target} "
               f"({summary['params']:,} parameters)", flush=True)

@@ -52,7 +52,7 @@ def as_workdir(model: str) -> Iterator[Workdir]:
     if not storage.isdir(model):
         raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm "
                           "workdir)")
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     with tempfile.TemporaryDirectory(prefix="flaxlm-zero-shot-") as tmp:
         yield open_or_import(model, import_hf, os.path.join(tmp, "workdir"))

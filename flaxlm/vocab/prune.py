@@ -63,7 +63,7 @@ def check_out(out: str) -> None:
 def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | None) -> Workdir:
     """The model as a workdir: itself, or a Hugging Face directory imported (with parity) into a
     temporary one."""
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     run = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "imported")
     return open_or_import(model, lambda hf_dir, into: import_hf(hf_dir, into,

@@ -57,7 +57,7 @@ def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
     import transformers
     from transformers import AutoTokenizer
 
-    from flaxlm.convert.mappings import FAMILIES, table_for
+    from flaxlm.convert.mappings.tables import FAMILIES, table_for
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)

@@ -11,9 +11,10 @@ import pytest
 
 from flaxlm import cli
 from flaxlm.convert import export as export_module
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export
 from flaxlm.convert.fill_mask import fill_mask_demo
-from flaxlm.convert.mappings import table_for, to_hf
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig

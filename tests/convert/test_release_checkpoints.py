@@ -14,8 +14,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from flaxlm.convert.electra import GENERATOR_SUBDIR
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.safe_load import TOKENIZER_CLASSES_BY_FAMILY
 from flaxlm.convert.tokenizer_files import SAMPLE_TEXTS, import_tokenizer
 from flaxlm.errors import FlaxlmError

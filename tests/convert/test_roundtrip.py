@@ -9,9 +9,9 @@ import pytest
 import torch
 import transformers
 
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
-from flaxlm.convert.mappings import table_for, to_hf
+from flaxlm.convert.commands import export, import_hf
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.models.param_tree import flat_names

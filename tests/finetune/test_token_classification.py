@@ -189,7 +189,7 @@ def test_layer_decay_is_exact():
         "encoder/embeddings/word/embedding": 0.0625, "encoder/embeddings_project/kernel": 0.0625}
     with pytest.raises(FlaxlmError, match="no depth for parameter encoder/adapter/w"):
         layer_decay_scales(config.num_layers, ["encoder/adapter/w"], 0.5)
-    with pytest.raises(FlaxlmError, match="layer_decay_style='bert'"):
+    with pytest.raises(FlaxlmError, match="layer_decay_style must be one of .*, got 'bert'"):
         TokenClassification(TokenClassificationConfig(layer_decay_style="bert"))
 
 

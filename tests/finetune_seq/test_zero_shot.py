@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.run.checkpoint import write_params
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export
 from flaxlm.convert.model_io import abstract_params, build_model
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import write_params
 from flaxlm.tasks.zero_shot import zero_shot
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]

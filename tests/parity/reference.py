@@ -24,7 +24,8 @@ import transformers
 from flax import nnx
 
 from flaxlm.convert.hf_config import hf_config
-from flaxlm.convert.mappings import table_for, to_hf
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
 from flaxlm.run.steps import StepConfig, TrainProgram
@@ -149,7 +150,7 @@ def adamw_step(named: dict[str, torch.nn.Parameter], step: Step, *,
 def to_flax_names(config, hf_tensors: dict[str, torch.Tensor], task: str = "mlm"
                   ) -> dict[str, np.ndarray]:
     """A transformers state dict → flaxlm names, through the same conversion table."""
-    from flaxlm.convert.mappings import from_hf
+    from flaxlm.convert.mappings.tensors import from_hf
     from flaxlm.convert.model_io import abstract_params
 
     _, abstract = abstract_params(config, task)

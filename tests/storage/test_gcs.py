@@ -154,7 +154,7 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     assert json.loads(storage.read_text(f"{workdir}/config.json"))["tokenizer"] == "tokenizer"
     assert os.listdir(tmp_path) == ["reference"]  # nothing local under ./gs:/
 
-    from flaxlm.convert.export import export
+    from flaxlm.convert.commands import export
     result = export(workdir, f"{bucket}/hf")
     assert result["step"] == STEPS
     assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(
