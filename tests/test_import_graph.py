@@ -26,7 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "flaxlm.convert.parity", "flaxlm.vocab")),
     ("run", ("flaxlm.run",)),
     ("objectives", ("flaxlm.objectives",)),
-    ("experiment", ("flaxlm.experiment", "flaxlm.train", "flaxlm.aot", "flaxlm.run_config")),
+    ("experiment", ("flaxlm.experiment", "flaxlm.train", "flaxlm.aot", "flaxlm.aot_report",
+                    "flaxlm.run_config")),
     ("commands", ("flaxlm.convert", "flaxlm.tasks", "flaxlm.vocab.commands", "flaxlm.vocab.prune",
                   "flaxlm.plots", "flaxlm.demo", "flaxlm.cli")),
 )
