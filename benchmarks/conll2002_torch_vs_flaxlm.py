@@ -40,6 +40,7 @@ import time
 from benchmarks.common import configure_threads
 from benchmarks.runners import conll2002_torch
 from benchmarks.runners.conll2002_torch import encode, read_conll
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -296,6 +297,7 @@ def table(recipe: Recipe, ours: dict, theirs: dict) -> str:
 
 
 def main(argv=None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("init", "compare", "torch", "flaxlm", "score", "table"):

@@ -27,6 +27,7 @@ import os
 import time
 
 from benchmarks.common import configure_threads
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {  # task: (config file, data format, the metrics the table shows)
@@ -102,6 +103,7 @@ def table(args) -> None:
 
 
 def main(argv=None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("torch")

@@ -3,11 +3,16 @@ makers (a distillation student) build from the same spec dict."""
 
 from __future__ import annotations
 
+# The preset each benchmark arch takes its positions, token types, padding id and LayerNorm epsilon
+# from; the sizes come from the spec.
+_FAMILY_PRESETS = {"distilbert": "distilbert-base-multilingual", "xlmr": "xlmr-base",
+                   "bert": "bert-base-multilingual"}
+
 
 def model_config(spec: dict):
     # flaxlm is imported here, not above: benchmarks/hf_flax_worker.py imports the objectives (and
     # so this module) in a virtualenv that has no flaxlm.
-    from flaxlm.models.config import ModelConfig
+    from flaxlm.models.config import preset
     m = spec["model"]
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_layers=m["layers"],
                   num_heads=m["heads"], intermediate_size=m["ffn"])
@@ -25,11 +30,4 @@ def model_config(spec: dict):
         common.update(num_labels=spec["num_labels"])
     if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
         common.update(embedding_size=m["embedding"])
-    if spec["arch"] == "distilbert":
-        return ModelConfig(arch="distilbert", max_position_embeddings=512, type_vocab_size=0,
-                           pad_token_id=0, layer_norm_eps=1e-12, **common)
-    if spec["arch"] == "xlmr":
-        return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
-                           pad_token_id=1, layer_norm_eps=1e-5, **common)
-    return ModelConfig(arch="bert", max_position_embeddings=512, type_vocab_size=2,
-                       pad_token_id=0, layer_norm_eps=1e-12, **common)
+    return preset(_FAMILY_PRESETS.get(spec["arch"], "bert-base-multilingual"), **common)

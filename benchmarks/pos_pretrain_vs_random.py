@@ -17,6 +17,8 @@ import os
 import statistics
 import sys
 
+from flaxlm import jax_platform
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POS_CONFIG = os.path.join(REPO, "configs", "pos_it_isdt.py")
 METRICS = ("macro_recall", "macro_precision", "macro_f1", "accuracy")
@@ -88,6 +90,7 @@ def markdown(runs: list[dict], summary: dict, label: str) -> str:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pos_pretrain_vs_random",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

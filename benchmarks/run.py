@@ -25,6 +25,7 @@ from benchmarks.cases import Context, all_cases
 from benchmarks.common import PROFILES, available_cpus, default_platform_env
 from benchmarks.protocol import WorkerError
 from benchmarks.registry import Case, Row, select
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,6 +121,7 @@ def machine_info(threads: int) -> dict:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     args = parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     cases = all_cases(profile)

@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 
+from flaxlm import jax_platform
 from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
@@ -162,6 +163,7 @@ _exit_at_once = False
 
 def main(argv: list[str] | None = None) -> int:
     global _exit_at_once
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -119,7 +119,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     # --topology narrows a label to one slice (what a serial, resumable run selects by).
     from benchmarks import topology_table
     from flaxlm import aot, run_config
-    from flaxlm.steps import resolve_compute_dtype
+    from flaxlm.run.steps import resolve_compute_dtype
     recipes = [r for r in topology_table.rows()
                if r.label.startswith(("selectra", "distil", "mminilmv2")) and not r.fit]
     assert len(recipes) == 6

@@ -20,7 +20,7 @@ from flaxlm.run import checkpoint_integrity
 from flaxlm.run.checkpoint import Checkpointer, read_params
 from flaxlm.errors import FlaxlmError
 from flaxlm.optim import OptimConfig, learning_rate_schedule
-from flaxlm.skipped_updates import SkippedUpdates
+from flaxlm.run.skipped_updates import SkippedUpdates
 from tests.test_checkpoint_damage import _losses, _train
 
 FIVE_BITS = ((0.21, 1), (0.37, 2), (0.52, 3), (0.68, 4), (0.83, 5))  # (offset share, bit)

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from flaxlm.models.param_tree import flat_names
 from flaxlm.run.checkpoint import read_params
 from flaxlm.run.workdir import Workdir
 from launch import multihost
@@ -87,20 +88,12 @@ def _assert_same_params(workdir_a, workdir_b):
     params_a, _, step_a = read_params(str(workdir_a))
     params_b, _, step_b = read_params(str(workdir_b))
     assert step_a == step_b == STEPS
-    flat_a = dict(_flatten(params_a))
-    flat_b = dict(_flatten(params_b))
+    flat_a = {k: np.asarray(v) for k, v in flat_names(params_a).items()}
+    flat_b = {k: np.asarray(v) for k, v in flat_names(params_b).items()}
     assert flat_a.keys() == flat_b.keys()
     for name in flat_a:
         np.testing.assert_allclose(flat_b[name], flat_a[name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
-
-
-def _flatten(tree, prefix=""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}/")
-        else:
-            yield f"{prefix}{key}", np.asarray(value)
 
 
 def test_two_processes_log_the_same_losses_as_one(runs):

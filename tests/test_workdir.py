@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
+from flaxlm.convert.model_io import abstract_params
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.run.checkpoint import read_params, write_params
 from flaxlm.run.workdir import ELECTRA_PAIR, SINGLE, Workdir, is_workdir, open_or_import
 
@@ -29,7 +30,7 @@ def test_a_classifier_imported_before_the_workdir_type_opens(tmp_path):
     write_json(tmp_path / "config.json", {"config": {"source": "hf-import"}, **run})
     _, abstract = abstract_params(model, "token_classification")
     params = unflatten_like(abstract, {k: np.zeros(v.shape, v.dtype)
-                                       for k, v in flatten(abstract).items()})
+                                       for k, v in flat_names(abstract).items()})
     write_params(str(tmp_path), 0, params,
                  {"step": 0, "data_position": 0, **run})
 

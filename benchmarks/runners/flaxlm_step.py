@@ -1,4 +1,4 @@
-"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch, for any
+"""flaxlm's jitted, donated train step (flaxlm/run/steps.py) on an in-memory synthetic batch, for any
 objective of benchmarks/objectives.py."""
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ def compute_dtype(platform: str) -> str:
 
 def build_program(spec: dict, objective):
     import jax
-    from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+    from flaxlm import experiment
+    from flaxlm.optim import OptimConfig
+    from flaxlm.run.steps import StepConfig
     from flaxlm.sharding import MeshConfig, make_mesh
-    from flaxlm.steps import StepConfig, TrainProgram
 
     # The same AdamW every baseline uses: lr 1e-4, wd 0.01 (not on biases/LayerNorm), clip 1.0.
     optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000,
                         weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
     mesh = make_mesh(MeshConfig(data=-1))
     dtype = compute_dtype(jax.devices()[0].platform)
-    program = TrainProgram(objective, model_config(spec), make_optimizer(optim),
-                           learning_rate_schedule(optim), mesh, StepConfig(compute_dtype=dtype))
+    program = experiment.build_program(objective, model_config(spec), optim, mesh,
+                                       StepConfig(compute_dtype=dtype))
     return program, mesh, dtype
 
 

@@ -23,13 +23,14 @@ from flax import nnx
 
 from flaxlm.convert.mappings.tables import Table, table_for
 from flaxlm.convert.mappings.tensors import from_hf, to_hf
-from flaxlm.run.checkpoint import read_params, write_weights_only
-from flaxlm.run.workdir import ELECTRA_HEAD, Workdir
-from flaxlm.convert.model_io import flatten, param_count, unflatten_like
+from flaxlm.convert.model_io import param_count
 from flaxlm.convert.parity import TOLERANCE, max_abs_diff, parity_record, torch_outputs
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import read_params, write_weights_only
+from flaxlm.run.workdir import ELECTRA_HEAD, Workdir
 
 GENERATOR_SUBDIR = "generator"
 PARITY_MAX_LEN = 64
@@ -137,10 +138,10 @@ def read_pair(workdir: str, step: int | None):
     """(discriminator config, generator config, flat params, step) of an ELECTRA workdir."""
     discriminator = Workdir.open(workdir).saved_model
     params, _, step = read_params(workdir, None, step)
-    flat = {k: np.asarray(v) for k, v in flatten(params).items()}
+    flat = {k: np.asarray(v) for k, v in flat_names(params).items()}
     generator = generator_config_from_shapes(discriminator, {k: v.shape for k, v in flat.items()})
     _, abstract = abstract_pair(discriminator, generator)
-    want = {k: tuple(v.shape) for k, v in flatten(abstract).items()}
+    want = {k: tuple(v.shape) for k, v in flat_names(abstract).items()}
     got = {k: tuple(v.shape) for k, v in flat.items()}
     if want != got:
         bad = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
@@ -181,7 +182,7 @@ def pair_from_hf(discriminator: ModelConfig, generator: ModelConfig,
     embeddings must be the same tensors (flaxlm shares one table)."""
     configs = {"discriminator": discriminator, "generator": generator}
     _, abstract = abstract_pair(discriminator, generator)
-    shapes = {k: tuple(v.shape) for k, v in flatten(abstract).items()}
+    shapes = {k: tuple(v.shape) for k, v in flat_names(abstract).items()}
     flat: dict[str, np.ndarray] = {}
     for tower, table in tables().items():
         try:

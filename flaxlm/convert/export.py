@@ -15,16 +15,17 @@ from typing import Iterator
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from flaxlm.run.checkpoint import read_params
 from flaxlm.convert.hf_config import hf_config
 from flaxlm.convert.mappings.tables import TASKS, Table, table_for
 from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.model_card import model_card
-from flaxlm.convert.model_io import abstract_params, build_model, flatten, param_count
+from flaxlm.convert.model_io import abstract_params, build_model, param_count
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import flat_names
+from flaxlm.run.checkpoint import read_params
 from flaxlm.run.workdir import Workdir
 
 PARITY_MAX_LEN = 64
@@ -143,7 +144,7 @@ def export_model(workdir: str, out: str, *, step: int | None = None, overwrite: 
     hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.labels)
     _, abstract = abstract_params(config, wd.head)
     params, _, step = read_params(workdir, abstract, step)
-    tensors = to_hf(table, flatten(params), config)
+    tensors = to_hf(table, flat_names(params), config)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
         weights = os.path.join(tmp, "model.safetensors")

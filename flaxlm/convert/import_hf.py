@@ -24,11 +24,12 @@ from flaxlm.convert.hf_config import model_config_from_hf
 from flaxlm.convert.mappings.tables import Table
 from flaxlm.convert.mappings.tensors import from_hf, has_pooler
 from flaxlm.convert.model_io import (abstract_params, build_model, fresh_head, param_count,
-                                     param_shapes, unflatten_like)
+                                     param_shapes)
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
 from flaxlm.convert.tokenizer_files import import_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import unflatten_like
 
 log = logging.getLogger("flaxlm.convert")
 PARITY_MAX_LEN = 64

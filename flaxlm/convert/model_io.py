@@ -12,20 +12,7 @@ from flax import nnx
 
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import model_class
-
-
-def _name(path) -> str:
-    return "/".join(str(getattr(k, "key", k)) for k in path)
-
-
-def flatten(tree: Any) -> dict[str, Any]:
-    """`{"encoder/layers/0/attention/query/kernel": leaf, ...}` — the names `param_names` gives."""
-    return {_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def unflatten_like(template: Any, flat: dict[str, Any]) -> Any:
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    return jax.tree_util.tree_unflatten(treedef, [flat[_name(p)] for p, _ in paths])
+from flaxlm.models.param_tree import flat_names
 
 
 @functools.lru_cache(maxsize=8)
@@ -41,7 +28,7 @@ def abstract_params(config: ModelConfig, head: str = "mlm") -> tuple[nnx.GraphDe
 
 
 def param_shapes(config: ModelConfig, head: str = "mlm") -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in flatten(abstract_params(config, head)[1]).items()}
+    return {k: tuple(v.shape) for k, v in flat_names(abstract_params(config, head)[1]).items()}
 
 
 def build_model(config: ModelConfig, params: Any, head: str = "mlm") -> nnx.Module:

@@ -70,7 +70,7 @@ class DataConfig:
     whole_word_masking: bool = True
     shuffle_buffer: int = 10_000  # streamed sources only
     test_files: tuple[str, ...] = ()  # fine-tuning: evaluated once on the best epoch's weights
-    # Fine-tuning k-fold (flaxlm/tasks/finetune_config.py): with folds >= 2 and fold >= 0, train
+    # Fine-tuning k-fold (flaxlm/objectives/finetune_config.py): with folds >= 2 and fold >= 0, train
     # on the training data without its fold-th slice and evaluate on that slice.
     folds: int = 0
     fold: int = -1

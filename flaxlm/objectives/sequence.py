@@ -26,10 +26,10 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
-from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
-                                    ObjectiveDefaults, Sums)
+from flaxlm.objectives import finetune_config
 from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
-from flaxlm.tasks import finetune_config
+from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
+                                 ObjectiveDefaults, Sums)
 
 SECTION = "objective.sequence_classification"
 
@@ -37,7 +37,7 @@ SECTION = "objective.sequence_classification"
 @dataclasses.dataclass(frozen=True)
 class SequenceClassificationConfig:
     """`objective.sequence_classification.*` keys; `epochs` and `layer_decay` are set from
-    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
+    `finetune.*` (flaxlm/objectives/finetune_config.py)."""
 
     labels: str = ""  # comma-separated label names in id order; empty: the train labels, sorted
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
@@ -250,7 +250,7 @@ class SequenceClassification(ObjectiveDefaults):
         return {"predictions": jnp.argmax(logits_BxC, axis=-1).astype(jnp.int32),
                 "xent": xent_B}
 
-    def eval_metrics(self, outputs, batches) -> dict[str, float]:
+    def eval_metrics(self, outputs, batches, plan: DataPlan | None = None) -> dict[str, float]:
         real_N = np.concatenate([b["weights"] for b in batches]) > 0
         gold_N = np.concatenate([b["labels"] for b in batches])[real_N]
         pred_N = np.concatenate([o["predictions"] for o in outputs])[real_N]

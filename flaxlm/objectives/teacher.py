@@ -30,8 +30,8 @@ from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import matmul_params
 from flaxlm.models.config import ModelConfig, preset
-from flaxlm.objectives.base import DataContext, DataPlan
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig
+from flaxlm.run.protocol import DataContext, DataPlan
 from flaxlm.run.workdir import Workdir
 
 TEACHER_SOURCE = "teacher"  # the weight source name init rules read the teacher from

@@ -11,7 +11,7 @@ One run (written when training ends normally, never when a signal stopped it):
            run_finetuning.py scores the model after the last epoch on the split its tasks read
            as "dev", which for CoNLL-2002 is the test set); test_step and test_on say which
 The task's metrics by name: accuracy, macro_precision/macro_recall/macro_f1, and for IOB labels
-entity_precision/entity_recall/entity_f1 (flaxlm/tasks/metrics.py).
+entity_precision/entity_recall/entity_f1 (flaxlm/objectives/word_metrics.py).
 
 Several runs (`flaxlm finetune` with finetune.folds / finetune.seeds): `runs` {name: one run's
 results}, and `best_dev` and `test` as {metric: {mean, std, n}} over the runs (std: the sample
@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from flaxlm.run.checkpoint import read_params
+from flaxlm.run.protocol import DataContext
 from flaxlm.run.workdir import Workdir
 
 # Counts, not scores: kept per run, not averaged.

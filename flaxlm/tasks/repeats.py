@@ -27,10 +27,10 @@ from flaxlm.run.results import aggregate
 
 def check_single_run(config: run_config.RunConfig) -> None:
     """`flaxlm train` runs one training: repeats need `flaxlm finetune`."""
-    finetune = config.raw["finetune"]
-    if finetune["seeds"] > 1 or (finetune["folds"] and finetune["fold"] < 0):
+    folds, seeds = config.data.folds, config.seeds
+    if seeds > 1 or (folds and config.data.fold < 0):
         raise FlaxlmError(
-            f"finetune.folds={finetune['folds']}, finetune.seeds={finetune['seeds']} ask for "
+            f"finetune.folds={folds}, finetune.seeds={seeds} ask for "
             "several runs: use `flaxlm finetune` (or set --config.finetune.fold=I and "
             "--config.finetune.seeds=1 to train one of them)")
 
@@ -86,8 +86,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     init_from = _init_from(config.init_from, workdir)
     base = [*overrides, *([f"--config.init_from={init_from}"] if init_from != config.init_from
                           else [])]
-    finetune_keys = config.raw["finetune"]
-    plan = run_plan(finetune_keys["folds"], finetune_keys["seeds"], config.seed)
+    plan = run_plan(config.data.folds, config.seeds, config.seed)
     if not plan:
         return _train_one(config_path, base, workdir, task, progress)
     if Workdir(workdir).has_checkpoints():
@@ -106,8 +105,7 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
         if results is None:
             return None
         done[name] = results
-    results = aggregate(done, task=task, folds=finetune_keys["folds"],
-                        seeds=finetune_keys["seeds"])
+    results = aggregate(done, task=task, folds=config.data.folds, seeds=config.seeds)
     if jax.process_index() == 0:
         Workdir(workdir).write_results(results)
         for key in ("best_dev", "test"):

@@ -18,14 +18,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.run.checkpoint import read_params, write_weights_only
 from flaxlm.convert.export import staged_dir
-from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
+from flaxlm.convert.model_io import abstract_params
 from flaxlm.convert.tokenizer_files import (_hf_side_files, check_rows, compare,
-                                             load_hf_tokenizer)
+                                            load_hf_tokenizer)
 from flaxlm.data.tokenizer_json import write_tokenizer_json
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import read_params, write_weights_only
 from flaxlm.run.workdir import Workdir, open_or_import
 from flaxlm.vocab import doc_freq, report, sentencepiece_prune, wordpiece_prune
 from flaxlm.vocab.reindex import mixing_weights, reindex, vocab_axes
@@ -158,7 +159,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         plan = select(vocab, freq, min_doc_freq=options.min_doc_freq, uncase=options.uncase,
                       keep_chars=keep_chars(tok, freq, options))
         params, _, step = read_params(source.path, abstract_params(source.model, source.head)[1])
-        flat = {k: np.asarray(v) for k, v in flatten(params).items()}
+        flat = {k: np.asarray(v) for k, v in flat_names(params).items()}
         axes = vocab_axes(source.model, source.head)
         new_flat = reindex(flat, axes, plan, mixing_weights(plan, freq.tokens_V, options.rows))
         new_model = dataclasses.replace(source.model, vocab_size=plan.size)

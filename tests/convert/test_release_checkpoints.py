@@ -69,7 +69,7 @@ def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, 
     from flaxlm import run_config
     from flaxlm.convert.parity import flax_outputs
     from flaxlm.data.tokenizers import load_tokenizer
-    from flaxlm.init_weights import resolve_model
+    from flaxlm.experiment import resolve_model
 
     hf_dir, run_dir = tmp_path / "hf", tmp_path / "run"
     disc, _ = make_electra_pair(hf_dir, tokenizers["wp_cased"])

@@ -16,9 +16,9 @@ from flaxlm.data.pipeline import DataConfig
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.objectives import registry
-from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.sequence import (SequenceClassification, SequenceClassificationConfig,
                                         macro_scores)
+from flaxlm.run.protocol import DataContext
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
 
 CONFIG = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)

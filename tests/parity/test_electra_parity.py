@@ -14,11 +14,11 @@ from flax import nnx
 from flaxlm.convert.electra import abstract_pair, pair_from_hf, pair_to_hf
 from flaxlm.convert.hf_config import write_hf_config
 from flaxlm.convert.mappings.tables import table_for
-from flaxlm.convert.model_io import unflatten_like
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.objectives.electra import Electra, ElectraConfig
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, host_batch_to_global, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram, flat_names
 from tests.convert.conftest import randomize_torch
 from tests.test_electra import CONFIG, electra_batch
 
