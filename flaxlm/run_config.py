@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
+    # all: every host reads all of train_files; own_units: host p of P reads only the files /
+    # Parquet row groups / prepared shards at positions p mod P (flaxlm/data/host_reading.py).
+    c.data.host_reading = "all"
     # Share of pre-training rows cut into `[CLS] A [SEP] B [SEP]` with B at token type 1
     # (flaxlm/data/pipeline.py make_masker); -1: ELECTRA's 0.9 for a model with two token types
     # (BERT, ELECTRA), 0 otherwise (XLM-R: one type; DistilBERT: none).
@@ -314,6 +317,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len, text_field=c.data.text_field,
             shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
+            host_reading=c.data.host_reading,
             length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,

@@ -14,6 +14,10 @@ any example e (a resumed run whose batch size changed): its batch k is then [e +
     matters). TFDS text is re-tokenized on every epoch, on every host.
 Masks are drawn from counter-based random numbers keyed by (seed, g): a new epoch (new g) gets
 new masks, the same seed gives the same masks, and no masking state lives in Python.
+
+With `data.host_reading = "own_units"` there is no global stream: each host reads its own units of
+the corpus into its own stream, built the same two ways, and global batch k is the k-th B examples
+of every host's stream (flaxlm/data/host_reading.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from flaxlm.data import masking, prepare, sources
+from flaxlm.data import host_reading, masking, prepare, sources
 from flaxlm.data.tokenizer_dir import Tokenizer
 from flaxlm.errors import FlaxlmError
 
@@ -78,6 +82,9 @@ class DataConfig:
     # config's default): resolved by `two_segment_rate` from the model's token types.
     two_segment_rate: float = 0.0
     text_field: str = "text"  # Parquet column / JSON lines field of a document (corpus_files)
+    # "all": every host reads all of train_files; "own_units": each reads its own files / row
+    # groups / prepared shards (flaxlm/data/host_reading.py).
+    host_reading: str = host_reading.ALL
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
@@ -89,6 +96,7 @@ class DataConfig:
         if not self.text_field:
             raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
                               "field holding the text (default 'text')")
+        host_reading.check_mode(self.host_reading)
         if self.seq_len < 8:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
@@ -152,9 +160,22 @@ def build_train_stream(
         raise FlaxlmError("DataConfig.train_files: empty; name at least one corpus")
     if start_example < 0:
         raise FlaxlmError(f"start_example={start_example}: must be ≥ 0")
-    B, p, G = host_batch_size, process_index, host_batch_size * process_count
+    B, p, P = host_batch_size, process_index, process_count
+    G = B * P
     masker = make_masker(cfg, tokenizer, seed)
-    source = _train_source(cfg, tokenizer)
+    own = cfg.host_reading == host_reading.OWN_UNITS
+    if own:
+        host_reading.check_units(cfg.train_files, P)
+        source = _train_source(cfg, tokenizer, shard=(p, P))
+        # This host's own stream from its example `first` on; mask keys unique over the hosts.
+        first = host_reading.local_start(start_example, P)
+        stream_index = lambda j_B: first + j_B  # noqa: E731
+        mask_key = lambda i_B: i_B * P + p  # noqa: E731
+    else:
+        source = _train_source(cfg, tokenizer)
+        first = start_example
+        stream_index = lambda j_B: start_example + (j_B // B) * G + p * B + j_B % B  # noqa: E731
+        mask_key = lambda g_B: g_B  # noqa: E731
     if isinstance(source, tuple):
         # Variables, not constants: tf.data serializes captured constants into its graph (measured:
         # 2 extra copies and 6 s for a 640 MB table; protobuf caps a graph at 2 GB).
@@ -162,7 +183,7 @@ def build_train_stream(
         n = len(source[0])
 
         def examples(j_B):
-            g_B = start_example + (j_B // B) * G + p * B + j_B % B
+            g_B = stream_index(j_B)
             epoch_B = g_B // n
 
             # Each epoch is its own permutation; a batch spans one or two epochs (more only when
@@ -178,17 +199,16 @@ def build_train_stream(
                 lambda epoch, _: epoch <= tf.reduce_max(epoch_B), shuffle_rows,
                 (tf.reduce_min(epoch_B), tf.zeros_like(g_B)),
             )
-            return g_B, tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
+            return mask_key(g_B), tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
 
-        ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max - start_example).batch(B)
+        ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max - first).batch(B)
         masked_batch = lambda j_B: masker(*examples(j_B))  # noqa: E731
     else:
-        ds = (
-            source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(start_example)
-        )
-        ds = ds.filter(lambda g, ex: ((g - start_example) % G) // B == p)
+        ds = source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(first)
+        if not own:
+            ds = ds.filter(lambda g, ex: ((g - start_example) % G) // B == p)
         ds = ds.batch(B, drop_remainder=True)
-        masked_batch = lambda g_B, ex: masker(g_B, *ex)  # noqa: E731
+        masked_batch = lambda g_B, ex: masker(mask_key(g_B), *ex)  # noqa: E731
     ds = ds.map(masked_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
@@ -232,20 +252,21 @@ def _check_hosts(host_batch_size: int, process_index: int, process_count: int) -
 
 
 def _train_source(
-    cfg: DataConfig, tokenizer: Tokenizer
+    cfg: DataConfig, tokenizer: Tokenizer, shard: tuple[int, int] = (0, 1)
 ) -> tuple[np.ndarray, np.ndarray] | tf.data.Dataset:
-    """Packed train examples: a table in memory when it fits, else a tf.data stream."""
+    """Packed train examples (of `shard`'s units): a table in memory when it fits, else a
+    tf.data stream."""
     specs = cfg.train_files
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "train_files")
-        if sources.prepared_num_examples(specs) * cfg.seq_len <= IN_MEMORY_MAX_TOKENS:
-            return sources.load_prepared(
-                specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size
-            )
-        return sources.prepared_dataset(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
+        dims = {"seq_len": cfg.seq_len, "vocab_size": tokenizer.vocab_size, "shard": shard}
+        if sources.prepared_num_examples(specs, shard) * cfg.seq_len <= IN_MEMORY_MAX_TOKENS:
+            return sources.load_prepared(specs, **dims)
+        return sources.prepared_dataset(specs, **dims)
     if any(s.startswith(sources.TFDS_PREFIX) for s in specs):
-        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
+        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field, shard)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field,
+                               shard=shard)
 
 
 def _in_memory(
@@ -266,13 +287,14 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
 
 
 def _packed_stream(
-    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str
+    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
 
     def blocks():
         token_docs = prepare.tokenize_documents(
-            sources.iter_documents(specs, text_field), tokenizer
+            sources.iter_documents(specs, text_field, shard), tokenizer
         )
         yield from prepare.pack_examples(
             token_docs,

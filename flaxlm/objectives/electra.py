@@ -160,6 +160,9 @@ class Electra(ObjectiveDefaults):
     def _context(self, ctx: DataContext) -> DataContext:
         return dataclasses.replace(ctx, data=self.config.masked_data(ctx.data))
 
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return self._masked_lm.plan_data(self._context(ctx))
+
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return self._masked_lm.train_batches(self._context(ctx), start_example)
 

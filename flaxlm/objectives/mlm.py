@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm.data import masking, pipeline
+from flaxlm.data import host_reading, masking, pipeline
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel
-from flaxlm.run.protocol import Batch, DataContext, ObjectiveDefaults, Sums
+from flaxlm.run.protocol import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,12 @@ class MaskedLM(ObjectiveDefaults):
         return MaskedLMModel(config, rngs=rngs)
 
     # -- data ----------------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        # With data.host_reading=own_units the host count is recorded: another one is refused.
+        record, notes = host_reading.plan(ctx.data.host_reading, ctx.data.train_files,
+                                          ctx.process_count)
+        return DataPlan(run_record=record, notes=notes)
+
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return pipeline.build_train_stream(
             masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,

@@ -185,11 +185,13 @@ class Distillation(MaskedLM):
         return {TEACHER_SOURCE: self.config.teacher}
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
+        plan = super().plan_data(ctx)  # the MLM data's (data.host_reading)
         if not self.config.teacher:
-            return DataPlan()
+            return plan
         self.student_to_teacher = student_to_teacher_ids(
             ctx.tokenizer, load_tokenizer(teacher_tokenizer_dir(self.config.teacher)))
         if self.student_to_teacher is None:
-            return DataPlan()
-        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
-                               f"onto the teacher's{self.vocabulary_note}",))
+            return plan
+        return dataclasses.replace(plan, notes=(
+            *plan.notes, f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped onto "
+            f"the teacher's{self.vocabulary_note}"))
