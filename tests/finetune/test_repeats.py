@@ -127,6 +127,7 @@ def test_bad_test_file_stops_the_run_before_it_compiles(pretrained, tmp_path,  #
     assert cli.main(["finetune", "--config", POS, "--workdir", str(workdir), "--no-progress",
                      f"--config.init_from={pretrained}",
                      f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
+                     f"--config.data.eval_files={fixture('it_isdt-dev-head.conllu')}",
                      f"--config.data.test_files={empty}", "--config.train.batch_size=8",
                      "--config.data.seq_len=32"]) == 2
     assert "empty.conllu: no sentences in this file" in capsys.readouterr().err
