@@ -17,6 +17,9 @@ identity alone reaches on the same samples (`eval_identity_auc`).
 
   cpuslot python -m benchmarks.electra_side_by_side --config configs/electra_tiny.py \
       --workdir runs/side/torch-t1 --config.data.tokenizer=runs/side/tok
+
+With --exported DIR (a `flaxlm export` of an ELECTRA run) it trains nothing and prints the same
+held-out metrics for that pair, so a flaxlm run is scored by this very code.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--exported", help="only evaluate this `flaxlm export` pair (a flaxlm run's "
+                    "checkpoint) with the same code, sampling noise and held-out batches")
     args, overrides = ap.parse_known_args(argv)
 
     import torch
@@ -168,6 +173,16 @@ def main(argv: list[str] | None = None) -> None:
                       type_vocab_size=model_config.type_vocab_size)  # as flaxlm/train.py
     stream = objective.train_batches(ctx, 0)
     eval_batches = objective.eval_batches(ctx)
+    if args.exported:
+        import transformers
+
+        from flaxlm.convert.electra import GENERATOR_SUBDIR
+        discriminator = transformers.ElectraForPreTraining.from_pretrained(args.exported)
+        generator = transformers.ElectraForMaskedLM.from_pretrained(
+            os.path.join(args.exported, GENERATOR_SUBDIR))
+        print(json.dumps({k: round(v, 4) for k, v in evaluate(
+            generator, discriminator, eval_batches, o, config.seed).items()}), flush=True)
+        return
     os.makedirs(args.workdir, exist_ok=True)
     log = open(os.path.join(args.workdir, "metrics.jsonl"), "w", encoding="utf-8")
     noise_rng = torch.Generator().manual_seed(config.seed + 1)
