@@ -15,7 +15,7 @@ DEMO_DIR ?= runs/demo
 TEST_WORKERS ?= 2
 PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench format clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ test-slow: $(TPU_STAMP)
 
 bench: $(STAMP)
 	$(JAX_ENV) $(BIN)/python -m benchmarks.run
+
+# The one formatter, configured in setup.cfg ([yapf]); tests/test_format.py fails on unformatted code.
+format: $(STAMP)
+	$(BIN)/yapf -i -r -p flaxlm benchmarks launch tests configs
 
 clean:
 	rm -rf $(VENV) runs

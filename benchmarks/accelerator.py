@@ -32,6 +32,7 @@ import sys
 
 from benchmarks.common import default_platform_env, median
 from benchmarks.protocol import LocalWorker, ProcessWorker, WorkerError
+from flaxlm import jax_platform
 
 MINILM_L12_H384 = dict(hidden=384, layers=12, heads=12, ffn=1536)
 SELECTRA_SMALL = dict(hidden=256, layers=12, heads=4, ffn=1024, embedding=256)
@@ -140,6 +141,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(prog="python -m benchmarks.accelerator", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true",

@@ -9,8 +9,9 @@ import sys
 from typing import Any, Callable
 
 from benchmarks.common import Profile, median
+from benchmarks.objectives import OBJECTIVES
 from benchmarks.protocol import LocalWorker, ProcessWorker, WorkerError
-from benchmarks.registry import Row, Target, case
+from benchmarks.registry import Case, Row, Target, case, static_cases
 
 HF_FLAX_REQUIREMENTS = ("transformers==4.57.*", "jax==0.10.2", "flax==0.12.8", "optax==0.2.8")
 IMPL_NAMES = {
@@ -106,7 +107,6 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
     """flaxlm's step against each baseline, interleaved pairwise: only flaxlm and one baseline
     are alive at a time (HF at 250k vocabulary needs several GB), and every baseline round sits
     next to a flaxlm round, so each speed-up is a ratio of neighbouring measurements."""
-    from benchmarks.objectives import OBJECTIVES
     obj = OBJECTIVES[objective]
     name = f"step.{objective}.v{vocab}"
     p = ctx.profile
@@ -319,3 +319,15 @@ def run_checkpoint(ctx: Context) -> list[Row]:
                                   blocking / step < 0.05))
     return rows
 
+
+def all_cases(profile) -> list[Case]:
+    """Train-step cases are generated, one per (objective in `benchmarks.objectives.OBJECTIVES`
+    with baselines, vocabulary in the profile or the objective's own): registering a new objective
+    there adds its rows. Other cases (`distill`, which runs the `distilbert` objective) register
+    themselves with `@case(...)` below."""
+    generated = [
+        Case(f"step.{obj.name}.v{vocab}",
+             f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
+             run_step_case, {"objective": obj.name, "vocab": vocab}, obj.shapes(profile))
+        for obj in OBJECTIVES.values() if obj.baselines for vocab in obj.vocabs(profile)]
+    return generated + static_cases()

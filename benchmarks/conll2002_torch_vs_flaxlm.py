@@ -40,6 +40,7 @@ import time
 from benchmarks.common import configure_threads
 from benchmarks.runners import conll2002_torch
 from benchmarks.runners.conll2002_torch import encode, read_conll
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -155,12 +156,12 @@ def flaxlm_args(out: str, recipe: Recipe) -> list[str]:
 
 
 def flaxlm_finetune(args, recipe: Recipe) -> dict:
-    from flaxlm.metrics_log import read_metrics
+    from flaxlm.run.workdir import Workdir
     run = os.path.join(args.out, "flaxlm_run")
     if os.path.exists(run):
         raise SystemExit(f"{run} exists: remove it for a fresh timed run")
     _, flaxlm_time = timed([*flaxlm_cmd(), *flaxlm_args(args.out, recipe)])
-    rows = read_metrics(run)
+    rows = Workdir(run).read_metrics()
     evals = [r for r in rows if "eval_entity_f1" in r]
     logged = [r for r in rows if "steps_per_sec" in r]
     # Train-only seconds, batching included: each log window's steps over its rate (evaluation
@@ -218,8 +219,9 @@ def check_same_rows(out: str, recipe: Recipe) -> str:
     from flaxlm.data import labelled
     from flaxlm.data.tokenizers import load_tokenizer
     from flaxlm.data.word_windows import encode_rows
+    from flaxlm.run.workdir import Workdir
     hf_tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "init_hf"))
-    tokenizer = load_tokenizer(os.path.join(out, "init_flaxlm", "tokenizer"))
+    tokenizer = load_tokenizer(Workdir.open(os.path.join(out, "init_flaxlm")).tokenizer_dir)
     counts = []
     for path in (training_file(out, recipe), os.path.join(CONLL, "esp.testb")):
         sentences = labelled.read_sentences(path, "conll2002")
@@ -295,6 +297,7 @@ def table(recipe: Recipe, ours: dict, theirs: dict) -> str:
 
 
 def main(argv=None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("init", "compare", "torch", "flaxlm", "score", "table"):

@@ -30,6 +30,8 @@ import os
 import sys
 import time
 
+from flaxlm import jax_platform
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -129,6 +131,7 @@ def _identity_auc(ids, positive) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
@@ -142,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.reference import electra_upstream as up
     from flaxlm import run_config
     from flaxlm.data.tokenizers import load_tokenizer
-    from flaxlm.objectives.base import DataContext
     from flaxlm.objectives.electra import Electra, ElectraConfig
+    from flaxlm.run.protocol import DataContext
 
     config = run_config.load(args.config, overrides)
     if not config.data.tokenizer:

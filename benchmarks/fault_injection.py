@@ -35,12 +35,13 @@ def command(workdir, tokenizer, corpus, steps):
 
 
 def losses(workdir):
-    from flaxlm.metrics_log import read_metrics
-    return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
+    from flaxlm.run.workdir import Workdir
+    return {m["step"]: m["loss"] for m in Workdir(workdir).read_metrics() if "loss" in m}
 
 
 def last_checkpoint(workdir):
-    ckpt = os.path.join(workdir, "checkpoints")
+    from flaxlm.run.workdir import Workdir
+    ckpt = Workdir(workdir).checkpoints_dir
     steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
     return max(steps, default=0)
 
@@ -80,7 +81,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    from flaxlm.checkpoint import read_params
+    from flaxlm.run.checkpoint import read_params
     from flaxlm.data.tokenizers import train_tokenizer
     import jax
 

@@ -27,6 +27,7 @@ import os
 import time
 
 from benchmarks.common import configure_threads
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {  # task: (config file, data format, the metrics the table shows)
@@ -74,8 +75,8 @@ def torch_run(args) -> None:
 def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
     """Per-epoch eval rows (without the `eval_` prefix) of a fine-tuning workdir, and a summary
     of its training speed (median steps/s of the logged windows)."""
-    from flaxlm.metrics_log import read_metrics
-    rows = read_metrics(workdir)
+    from flaxlm.run.workdir import Workdir
+    rows = Workdir(workdir).read_metrics()
     evals = [{k[5:]: v for k, v in r.items() if k.startswith("eval_")} | {"step": r["step"]}
              for r in rows if "eval_loss" in r]
     rates = sorted(r["steps_per_sec"] for r in rows if "steps_per_sec" in r)
@@ -102,6 +103,7 @@ def table(args) -> None:
 
 
 def main(argv=None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("torch")

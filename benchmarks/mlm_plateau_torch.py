@@ -14,6 +14,8 @@ import argparse
 import os
 import time
 
+from flaxlm import jax_platform
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -21,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv: list[str] | None = None) -> None:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizer", required=True, help="a flaxlm tokenizer directory")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -43,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(args.tokenizer)
     os.chdir(REPO)  # the demo config names the shipped sample relative to the repository
     data = masked_data(config.data, MaskedLMConfig(mask_token_rate=1.0, random_token_rate=0.0))
-    train_raw = config.raw["train"]
-    batch = train_raw["batch_size"]
+    batch = config.loop.batch_size
     train = pipeline.build_train_stream(data, tokenizer, seed=config.seed, host_batch_size=batch)
     held_out = pipeline.build_eval_batches(data, tokenizer, host_batch_size=batch,
                                            seed=config.seed)[:args.eval_batches]
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         type_vocab_size=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
     schedule = transformers.get_linear_schedule_with_warmup(
-        optimizer, train_raw["warmup_steps"], max(args.steps, train_raw["steps"]))
+        optimizer, config.optim.warmup_steps, max(args.steps, config.loop.steps))
 
     def loss_and_accuracy(b):
         logits_BxLxV = model(input_ids=torch.as_tensor(np.array(b["input_ids"])).long(),

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.common import expected_predictions, max_predictions
+from benchmarks.model_specs import model_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,6 @@ def _make_mlm(spec: dict):
 def _make_distilbert(spec: dict):
     """DistilBERT distillation of the profile's model from a frozen teacher of its width at twice
     its depth (DistilBERT's 12 → 6 layers); the student starts fresh: timing needs no weights."""
-    from benchmarks.runners.flaxlm_step import model_config
     from flaxlm.objectives.distill_bert import DistilBert, DistilBertConfig
 
     objective = DistilBert(DistilBertConfig(teacher_layers=""))

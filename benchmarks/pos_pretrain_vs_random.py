@@ -17,6 +17,8 @@ import os
 import statistics
 import sys
 
+from flaxlm import jax_platform
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POS_CONFIG = os.path.join(REPO, "configs", "pos_it_isdt.py")
 METRICS = ("macro_recall", "macro_precision", "macro_f1", "accuracy")
@@ -27,23 +29,23 @@ SHAPE_KEYS = ("preset", "num_layers", "hidden_size", "num_heads", "intermediate_
 
 def shape_overrides(pretrained: str) -> list[str]:
     from flaxlm.errors import FlaxlmError
+    from flaxlm.run.workdir import Workdir
 
-    path = os.path.join(pretrained, "config.json")
-    try:
-        with open(path) as f:
-            model = json.load(f)["config"]["model"]
-    except (OSError, ValueError, KeyError) as e:
-        raise FlaxlmError(f"{path}: cannot read the pre-trained run's model section ({e}); "
-                          "pass a flaxlm workdir") from e
+    wd = Workdir(pretrained)
+    model = wd.setting("model")
+    if not isinstance(model, dict):
+        raise FlaxlmError(f"{wd.config_file}: cannot read the pre-trained run's model section; "
+                          "pass a flaxlm workdir")
     return [f"--config.model.{k}={model[k]}" for k in SHAPE_KEYS if model.get(k) is not None]
 
 
 def best_eval(workdir: str) -> dict:
     """The evaluation of the epoch `best.json` names."""
-    with open(os.path.join(workdir, "best.json")) as f:
-        step = json.load(f)["step"]
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from flaxlm.run.workdir import Workdir
+
+    wd = Workdir(workdir)
+    step = wd.read_best()["step"]
+    rows = wd.read_metrics()
     row = next(r for r in rows if r.get("step") == step and "eval_macro_f1" in r)
     return {"step": step, **{m: row[f"eval_{m}"] for m in METRICS}}
 
@@ -88,6 +90,7 @@ def markdown(runs: list[dict], summary: dict, label: str) -> str:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pos_pretrain_vs_random",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

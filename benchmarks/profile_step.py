@@ -23,9 +23,11 @@ import sys
 import time
 
 from benchmarks.common import MINILM_L6_H384, configure_threads, default_platform_env, median
+from flaxlm import jax_platform
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_step")
     ap.add_argument("--vocab", type=int, default=30_522)
     ap.add_argument("--batch", type=int, default=16)

@@ -1,9 +1,6 @@
-"""The benchmark cases: a name, what it measures, and a function producing table rows.
-
-Train-step cases are generated, one per (objective in `benchmarks.objectives.OBJECTIVES` with
-baselines, vocabulary in the profile or the objective's own): registering a new objective there
-adds its rows here. Other cases (`distill`, which runs the `distilbert` objective) register
-themselves with `@case(...)` in `benchmarks/cases.py`.
+"""What a benchmark case is (a name, what it measures, a function producing table rows), the
+`@case(...)` decorator that registers one, and `--only` selection. The cases themselves, and
+`all_cases`, are in `benchmarks/cases.py`.
 """
 
 from __future__ import annotations
@@ -49,21 +46,15 @@ _STATIC: list[Case] = []
 
 
 def case(name: str, description: str):
+    """Registers `fn(ctx) -> list[Row]` as a case (`static_cases()` lists them)."""
     def register(fn):
         _STATIC.append(Case(name, description, fn))
         return fn
     return register
 
 
-def all_cases(profile) -> list[Case]:
-    from benchmarks import cases  # noqa: F401 - registers the static cases
-    from benchmarks.objectives import OBJECTIVES
-    generated = [
-        Case(f"step.{obj.name}.v{vocab}",
-             f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
-             cases.run_step_case, {"objective": obj.name, "vocab": vocab}, obj.shapes(profile))
-        for obj in OBJECTIVES.values() if obj.baselines for vocab in obj.vocabs(profile)]
-    return generated + list(_STATIC)
+def static_cases() -> list[Case]:
+    return list(_STATIC)
 
 
 def select(cases_: list[Case], patterns: list[str]) -> list[Case]:

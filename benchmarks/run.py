@@ -21,9 +21,11 @@ import shlex
 import sys
 import time
 
+from benchmarks.cases import Context, all_cases
 from benchmarks.common import PROFILES, available_cpus, default_platform_env
 from benchmarks.protocol import WorkerError
-from benchmarks.registry import Case, Row, all_cases, select
+from benchmarks.registry import Case, Row, select
+from flaxlm import jax_platform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,6 +121,7 @@ def machine_info(threads: int) -> dict:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     args = parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     cases = all_cases(profile)
@@ -136,7 +139,6 @@ def main(argv=None) -> int:
     env = {**default_platform_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "TOKENIZERS_PARALLELISM": "false"}
     if profile.in_process:
         os.environ.update(env)
-    from benchmarks.cases import Context
     ctx = Context(profile=profile, steps=steps, threads=threads, env=env,
                   cache_dir=args.cache_dir, hf_venv=args.hf_venv,
                   install_hf=not args.no_install_hf, log=log)

@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+from flaxlm import jax_platform
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only TPU devices; no chip is used
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -168,6 +170,7 @@ def _load() -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     parser = argparse.ArgumentParser(prog="python -m benchmarks.topology_table")
     parser.add_argument("--only", default="", help="rows whose label or topology contains this")
     parser.add_argument("--topology", default="", help="only the rows on this slice (e.g. v5e-8)")

@@ -1,8 +1,7 @@
-"""flaxlm: compact multilingual encoder language models in JAX/Flax, released for PyTorch users."""
+"""flaxlm: compact multilingual encoder language models in JAX/Flax, released for PyTorch users.
 
-from flaxlm import jax_platform as _jax_platform
-
-# Before anything imports jax: no TPU-probe noise on machines without an accelerator.
-_jax_platform.select()
+Importing it has no side effect: the entry points (flaxlm/cli.py, flaxlm/demo.py, the benchmarks'
+mains) pick JAX's platform first (flaxlm/jax_platform.py).
+"""
 
 __version__ = "0.1.0"

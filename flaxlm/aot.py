@@ -45,16 +45,15 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from flaxlm import experiment
 # The report is re-exported: callers (cli, benchmarks) use `aot.format_report`, `aot.report_dict`.
 from flaxlm.aot_report import CompileReport, GiB, format_report, report_dict  # noqa: F401
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
-from flaxlm.models.config import PRESETS
 from flaxlm.objectives.registry import make_objective
-from flaxlm.optim import learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import TrainProgram
 from flaxlm.run_config import RunConfig
 from flaxlm.sharding import MeshConfig, data_parallel_size, make_mesh
-from flaxlm.steps import TrainProgram
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,29 +231,17 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     topo = parse_topology(topology) if isinstance(topology, str) else topology
     devices = topology_devices(topo)
     # Shapes from the preset (as `init_from` checkpoints of that preset have), not a tokenizer.
-    model_config = config.model(config.model_overrides.get(
-        "vocab_size", PRESETS[config.model_preset].vocab_size))
-    data = config.data
+    model_config, data, loop = config.model_config, config.data, config.loop
     if data.seq_len > model_config.max_seq_len:
         raise FlaxlmError(f"data.seq_len={data.seq_len} exceeds the model's "
                           f"{model_config.max_seq_len} positions")
     mesh = make_mesh(mesh_config or config.mesh, devices)
-    loop, accum = config.loop, config.step.grad_accum_steps
-    dp = data_parallel_size(mesh)
-    if loop.batch_size % (dp * accum):
-        raise FlaxlmError(
-            f"train.batch_size={loop.batch_size} must be divisible by data-parallel size {dp} "
-            f"(mesh data×fsdp) × train.grad_accum_steps={accum}")
+    accum = config.step.grad_accum_steps
+    experiment.check_batch(mesh, loop.batch_size, accum)
 
     objective = make_objective(config.objective, config.objective_sections)
-    program = TrainProgram(objective, model_config, make_optimizer(config.optim),
-                           learning_rate_schedule(config.optim), mesh, config.step)
-    abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        program.abstract_state, program.state_shardings)
-    abstract_frozen = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        program.abstract_frozen, program.frozen_shardings)
+    program = experiment.build_program(objective, model_config, config.optim, mesh, config.step)
+    abstract_state, abstract_frozen = experiment.sharded_abstract(program)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
     batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
              for k, s in objective.batch_spec(loop.batch_size, data).items()}
@@ -347,6 +334,7 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
         def compile_with(micro: int) -> CompileReport:
             trial = dataclasses.replace(
                 config, model_overrides={**config.model_overrides, "remat": remat},
+                model_config=dataclasses.replace(config.model_config, remat=remat),
                 step=dataclasses.replace(config.step, grad_accum_steps=per_chip // micro))
             report = compile_train_step(trial, topo, mesh_config)
             tried.append(report)

@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 
+from flaxlm import jax_platform
 from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
@@ -28,7 +29,7 @@ def _cmd_train(args, overrides):
     config = run_config.load(args.config, overrides)
     from flaxlm.tasks.repeats import check_single_run
     check_single_run(config)
-    from flaxlm.run_log import library_logs_to_file
+    from flaxlm.run.run_log import library_logs_to_file
     with library_logs_to_file(args.workdir):  # orbax's background tracebacks: the log file only
         result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:
@@ -162,6 +163,7 @@ _exit_at_once = False
 
 def main(argv: list[str] | None = None) -> int:
     global _exit_at_once
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -17,7 +17,9 @@ import os
 import sys
 import time
 
+from flaxlm import jax_platform
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir
 
 # TensorFlow only runs the input pipeline here; its C++ start-up chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -133,6 +135,16 @@ def tag_words(hf_dir: str, words: list[str]) -> list[str]:
     return tags
 
 
+def _in_repo(config_file: str) -> list[str]:
+    """Overrides naming the config's data files by their place in the repository (the demo configs
+    name them relative to it), so the demo runs from any directory."""
+    from flaxlm import run_config
+    data = run_config.load_config_file(config_file).data
+    keys = [k for k in ("train_files", "eval_files", "test_files") if data.get(k)]
+    return [f"--config.data.{k}=" + ",".join(os.path.join(REPO, f) for f in data[k].split(","))
+            for k in keys]
+
+
 def _pretrain(workdir: str, steps: int | None):
     from flaxlm import run_config
     from flaxlm.data.tokenizers import train_tokenizer
@@ -140,9 +152,9 @@ def _pretrain(workdir: str, steps: int | None):
 
     tokenizer_dir = os.path.join(workdir, "tokenizer-trained")
     if not os.path.exists(os.path.join(tokenizer_dir, "flaxlm_tokenizer.json")):
-        train_tokenizer(["data/it/train.txt"], vocab_size=4000, kind="unigram",
-                        out_dir=tokenizer_dir)
-    overrides = [f"--config.data.tokenizer={tokenizer_dir}"]
+        train_tokenizer([os.path.join(REPO, "data", "it", "train.txt")], vocab_size=4000,
+                        kind="unigram", out_dir=tokenizer_dir)
+    overrides = [f"--config.data.tokenizer={tokenizer_dir}", *_in_repo(DEMO_CONFIG)]
     if steps:
         overrides.append(f"--config.train.steps={steps}")
     config = run_config.load(DEMO_CONFIG, overrides)
@@ -159,7 +171,7 @@ def _finetune_pos(workdir: str, pretrained: str, tokenizer_dir: str, shape: list
 
     accuracy = {}
     for arm in ("pretrained", "random"):
-        overrides = [f"--config.data.tokenizer={tokenizer_dir}"]
+        overrides = [f"--config.data.tokenizer={tokenizer_dir}", *_in_repo(POS_CONFIG)]
         overrides += [f"--config.init_from={pretrained}"] if arm == "pretrained" else shape
         run_dir = os.path.join(workdir, f"pos-{arm}")
         # Its report lines (labels, epochs, the test scores) go to a log: the demo prints the gist.
@@ -167,20 +179,18 @@ def _finetune_pos(workdir: str, pretrained: str, tokenizer_dir: str, shape: list
         with open(os.path.join(run_dir, "finetune.log"), "a", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log):
             train(run_config.load(POS_CONFIG, overrides), run_dir, progress=False)
-        with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as f:
-            accuracy[arm] = json.load(f)["test"]["accuracy"]
+        accuracy[arm] = Workdir(run_dir).read_results()["test"]["accuracy"]
     return accuracy
 
 
 def run(workdir: str, steps: int | None = None) -> dict:
-    from flaxlm.convert.export import export
+    from flaxlm.convert.commands import export
     from flaxlm.convert.fill_mask import fill_mask_demo
     from flaxlm.data.tokenizers import load_tokenizer
-    from flaxlm.objectives.base import DataContext
     from flaxlm.objectives.registry import make_objective
     from flaxlm.plots import plot_curves
+    from flaxlm.run.protocol import DataContext
 
-    os.chdir(REPO)  # the demo configs name data files relative to the repository
     t0 = time.time()
     config, tokenizer_dir, result = _pretrain(workdir, steps)
     pretrain_minutes = (time.time() - t0) / 60
@@ -235,6 +245,7 @@ def run(workdir: str, steps: int | None = None) -> dict:
 
 
 def main(argv=None) -> int:
+    jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default="runs/demo")
     parser.add_argument("--steps", type=int, default=None)

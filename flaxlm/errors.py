@@ -34,6 +34,12 @@ class FlaxlmError(Exception):
         super().__init__(user_named(message))
 
 
+def check_choice(key: str, value, choices) -> None:
+    """Refuses a config value outside its fixed set of `choices`, naming the key and the set."""
+    if value not in choices:
+        raise FlaxlmError(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 class CheckpointWriteError(FlaxlmError):
     """A checkpoint could not be written. The command line exits at once after printing it:
     orbax may leave background threads waiting (up to its 300 s timeout) on the failed write,

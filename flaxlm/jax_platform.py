@@ -3,8 +3,9 @@
 With the `tpu` extra installed, libtpu probes for TPU chips whenever JAX initializes its backends
 and, on a machine without any, prints several lines of TPU-detection errors to stderr
 (`TPU_WORKER_HOSTNAMES`, `Failed to find host bounds`, `Logging before InitGoogle`). Every flaxlm
-entry point imports the `flaxlm` package first, which calls `select()`: with no accelerator
-device node on the machine and no `JAX_PLATFORMS` chosen by the user, JAX is told to use the CPU.
+entry point (`flaxlm.cli.main`, the demo, the benchmarks' mains) calls `select()` first: with
+no accelerator device node on the machine and no `JAX_PLATFORMS` chosen by the user, JAX is told
+to use the CPU.
 A TPU VM (or a GPU machine) has device nodes and keeps JAX's own choice. The Makefile's JAX_ENV
 rule uses the same nodes.
 """

@@ -122,9 +122,12 @@ def layer_decay_scales(num_layers: int, param_paths: list[str], decay: float,
     return scales
 
 
-def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
+def make_optimizer(config: OptimConfig,
+                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+    """AdamW over `schedule` (built from `config` when not given: a run builds it once and hands
+    the same schedule to the step, which logs the rate each update used)."""
     config.validate()
-    adamw = optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
+    adamw = optax.adamw(schedule or learning_rate_schedule(config), b1=config.b1, b2=config.b2,
                         eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask)
     if config.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)

@@ -15,8 +15,7 @@ import os
 
 from flaxlm import storage
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
-from flaxlm.workdir import read_run_config
+from flaxlm.run.workdir import Workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +25,11 @@ class Panel:
     held_out: tuple[tuple[int, float], ...]
 
 
-def objective_metrics(saved_config: dict | None) -> tuple[str, tuple[str, ...]]:
-    """(objective name, metric keys to plot) for a workdir's config.json."""
+def objective_metrics(wd: Workdir) -> tuple[str, tuple[str, ...]]:
+    """(objective name, metric keys to plot) of the run in `wd`."""
     from flaxlm.objectives import registry
-    saved_config = saved_config or {}
-    name = saved_config.get("objective") or "mlm"  # workdirs from before objectives were named
-    sections = {k: v for k, v in saved_config.get("config", {}).get("objective", {}).items()
+    name = wd.objective if wd.run is not None else "mlm"
+    sections = {k: v for k, v in (wd.setting("objective") or {}).items()
                 if k != "name" and isinstance(v, dict)}
     try:
         objective = registry.make_objective(name, sections)
@@ -46,8 +44,9 @@ def objective_metrics(saved_config: dict | None) -> tuple[str, tuple[str, ...]]:
 
 def curve_panels(workdir: str) -> list[Panel]:
     """One panel per metric of the run's objective that `metrics.jsonl` has values for."""
-    name, keys = objective_metrics(read_run_config(workdir))
-    metrics = read_metrics(workdir)
+    wd = Workdir(workdir)
+    name, keys = objective_metrics(wd)
+    metrics = wd.read_metrics()
     panels = []
     for key in keys:
         train = tuple((m["step"], m[key]) for m in metrics if m.get(key) is not None)

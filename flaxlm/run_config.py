@@ -20,12 +20,12 @@ from ml_collections import config_dict
 from flaxlm.data import length_buckets
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.errors import FlaxlmError
-from flaxlm.models.config import ModelConfig, preset
+from flaxlm.models.config import PRESETS, ModelConfig, preset
 from flaxlm.objectives import registry as objective_registry
+from flaxlm.objectives import finetune_config
 from flaxlm.optim import OptimConfig
+from flaxlm.run.steps import StepConfig
 from flaxlm.sharding import MeshConfig
-from flaxlm.steps import StepConfig
-from flaxlm.tasks import finetune_config
 
 _MODEL_FIELDS = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
 _PLACEHOLDER_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tokenizer_vocab_size = 0  # 0: the model's vocab_size if set, else 8000
     c.data.seq_len = 128
     c.data.shuffle_buffer = 10_000
+    # all: every host reads all of train_files; own_units: host p of P reads only the files /
+    # Parquet row groups / prepared shards at positions p mod P (flaxlm/data/host_reading.py).
+    c.data.host_reading = "all"
     # Share of pre-training rows cut into `[CLS] A [SEP] B [SEP]` with B at token type 1
     # (flaxlm/data/pipeline.py make_masker); -1: ELECTRA's 0.9 for a model with two token types
     # (BERT, ELECTRA), 0 otherwise (XLM-R: one type; DistilBERT: none).
@@ -100,12 +103,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.nan_policy = "skip"  # or "stop"
     # nan_policy=skip stops the run after this many skipped updates in a row (0: no limit), or
     # at a checkpoint when more than this share of the updates since the last one were skipped
-    # (flaxlm/skipped_updates.py); neither stretch is ever checkpointed.
+    # (flaxlm/run/skipped_updates.py); neither stretch is ever checkpointed.
     c.train.max_skipped_in_a_row = 20
     c.train.max_skipped_share = 0.1
     c.train.peak_flops_per_device = 0.0  # 0: from the device kind (see flaxlm/flops.py)
 
-    # Epochs, layer-wise LR decay, k-fold and seed repeats (flaxlm/tasks/finetune_config.py).
+    # Epochs, layer-wise LR decay, k-fold and seed repeats (flaxlm/objectives/finetune_config.py).
     c.finetune = finetune_config.section()
 
     c.mesh = ml_collections.ConfigDict()
@@ -208,29 +211,37 @@ class RunConfig:
     seed: int
     init_from: str
     model_preset: str
-    model_overrides: dict
+    model_overrides: dict  # the model.* keys set explicitly
+    # The preset with those overrides, vocab_size the preset's unless set: the shapes `flaxlm
+    # compile` lowers; a training run sizes the vocabulary from its tokenizer (`model`).
+    model_config: ModelConfig
     data_tokenizer_kind: str
     data_tokenizer_vocab_size: int
     data: DataConfig
     loop: LoopConfig
     optim: OptimConfig
     warmup_proportion: float  # > 0: overrides optim.warmup_steps once the horizon is known
+    # train.decay_steps as set; 0: the horizon of the run that created the workdir (or its steps).
+    decay_steps: int
     step: StepConfig
     mesh: MeshConfig
     raw: dict  # the ConfigDict as plain JSON-able data, saved as <workdir>/config.json
     test_on: str = "best"  # finetune.test_on: which epoch's weights score data.test_files
+    seeds: int = 1  # finetune.seeds: `flaxlm finetune` trains seeds seed, …, seed + seeds - 1
 
     def model(self, tokenizer_vocab_size: int, tokenizer_pad_id: int | None = None) -> ModelConfig:
         """The model shapes, with the vocabulary sized from the tokenizer and the padding id taken
         from it, unless set explicitly."""
-        overrides = dict(self.model_overrides)
-        if tokenizer_pad_id is not None:
-            overrides.setdefault("pad_token_id", tokenizer_pad_id)
-        vocab = overrides.setdefault("vocab_size", tokenizer_vocab_size)
+        sized = {}
+        if tokenizer_pad_id is not None and "pad_token_id" not in self.model_overrides:
+            sized["pad_token_id"] = tokenizer_pad_id
+        vocab = self.model_overrides.get("vocab_size", tokenizer_vocab_size)
         if vocab < tokenizer_vocab_size:
             raise FlaxlmError(f"model.vocab_size={vocab} is smaller than the tokenizer's "
                               f"vocabulary ({tokenizer_vocab_size})")
-        return preset(self.model_preset, **overrides)
+        config = dataclasses.replace(self.model_config, vocab_size=vocab, **sized)
+        config.validate()
+        return config
 
 
 def _check(condition: bool, message: str) -> None:
@@ -286,7 +297,7 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
                           f"{t.restart_steps!r}") from None
     model_overrides = {k: v for k, v in c.model.items() if k != "preset" and v is not None}
     # Fail on shapes before any data is read or anything compiles.
-    preset(c.model.preset, **{"vocab_size": 1, **model_overrides})
+    model_config = preset(c.model.preset, **model_overrides)
     optim = OptimConfig(
         learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
         total_steps=t.decay_steps or t.steps,
@@ -297,15 +308,16 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     return RunConfig(
         objective=c.objective.name, objective_sections=sections, seed=c.seed,
         init_from=c.init_from,
-        model_preset=c.model.preset, model_overrides=model_overrides,
+        model_preset=c.model.preset, model_overrides=model_overrides, model_config=model_config,
         data_tokenizer_kind=c.data.tokenizer_kind or (
-            "unigram" if preset(c.model.preset, vocab_size=1).arch == "xlmr" else "wordpiece"),
+            "unigram" if PRESETS[c.model.preset].arch == "xlmr" else "wordpiece"),
         data_tokenizer_vocab_size=c.data.tokenizer_vocab_size,
         data=DataConfig(
             train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
             test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
             tokenizer=c.data.tokenizer, seq_len=c.data.seq_len, text_field=c.data.text_field,
             shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
+            host_reading=c.data.host_reading,
             length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
         loop=LoopConfig(
             steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
@@ -314,11 +326,11 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
             checkpoint_copy_on_device=t.checkpoint_copy_on_device, nan_policy=t.nan_policy,
             peak_flops_per_device=t.peak_flops_per_device,
             max_skipped_in_a_row=t.max_skipped_in_a_row, max_skipped_share=t.max_skipped_share),
-        optim=optim, warmup_proportion=t.warmup_proportion,
+        optim=optim, warmup_proportion=t.warmup_proportion, decay_steps=t.decay_steps,
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
         raw=json.loads(c.to_json()),
-        test_on=c.finetune.test_on,
+        test_on=c.finetune.test_on, seeds=c.finetune.seeds,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -137,10 +137,3 @@ def host_batch_to_global(mesh: Mesh, host_batch: Mapping[str, np.ndarray]) -> di
         for key, value in host_batch.items()
     }
 
-
-def tree_shardings(mesh: Mesh, abstract_tree: Any, logical_tree: Any) -> Any:
-    """NamedShardings for a pytree of ShapeDtypeStructs, given a matching tree of logical axes."""
-    return jax.tree.map(
-        lambda leaf, axes: named_sharding(mesh, axes, leaf.shape),
-        abstract_tree, logical_tree,
-        is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x))

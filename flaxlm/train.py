@@ -1,6 +1,7 @@
-"""The one trainer. Reads top to bottom: workdir → mesh → tokenizer → model → program → state →
-data → loop. Everything that differs between recipes comes from the objective
-(`flaxlm/objectives/`); see docs/architecture.md.
+"""The one trainer. Reads top to bottom: the experiment (mesh, tokenizer, model, objective,
+program: flaxlm/experiment.py) → state → workdir record → loop → results. Everything that
+differs between recipes comes from the objective (`flaxlm/objectives/`); see
+docs/architecture.md.
 
 Resume order: a checkpoint in the workdir, else `init_from` weights (through the objective's init
 rules), else a fresh init.
@@ -9,8 +10,6 @@ rules), else a fresh init.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from typing import Any, Iterator
 
@@ -18,51 +17,42 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from flaxlm import storage, workdir as run_dir
-from flaxlm.checkpoint import Checkpointer
-from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
-from flaxlm.data.tokenizers import load_tokenizer
+from flaxlm import experiment, storage
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
-from flaxlm.init_weights import load_weights, resolve_model
-from flaxlm.metrics_log import MetricsLog
-from flaxlm.models.config import preset
-from flaxlm.objectives.base import DataContext, Objective
-from flaxlm.objectives.registry import make_objective
-from flaxlm.optim import learning_rate_schedule, make_optimizer
-from flaxlm.preemption import StopRequest
+from flaxlm.run import results as run_results, weights
+from flaxlm.run.checkpoint import Checkpointer
+from flaxlm.run.metrics_log import MetricsLog
+from flaxlm.run.preemption import StopRequest
+from flaxlm.run.protocol import DataPlan, Objective
+from flaxlm.run.skipped_updates import SkippedUpdates
+from flaxlm.run.steps import State, TrainProgram
+from flaxlm.run.throughput import Throughput
+from flaxlm.run.workdir import OWN_TOKENIZER, Workdir, same_path
 from flaxlm.run_config import RunConfig
-from flaxlm.sharding import data_parallel_size, host_batch_to_global, make_mesh
-from flaxlm.skipped_updates import SkippedUpdates
-from flaxlm.steps import TrainProgram
-from flaxlm.tasks import results as run_results
-from flaxlm.throughput import Throughput
-
-# Model fields whose change makes a checkpoint unusable; dropout rates may change on resume.
-_SHAPE_FIELDS = ("arch", "vocab_size", "hidden_size", "num_layers", "num_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                 "pad_token_id", "head_dim")
+from flaxlm.sharding import host_batch_to_global
 
 
 # -- evaluation ----------------------------------------------------------------------------------
-def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict]) -> dict[str, float]:
+def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict],
+             plan: DataPlan | None = None) -> dict[str, float]:
     # Each batch's outputs come to the host and are reduced there: adding replicated results on
     # the devices between eval steps deadlocked multi-process CPU (gloo) runs (docs/scaling.md),
     # and metrics such as entity F1 need every prediction anyway.
     results = [jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
                for b in eval_batches]
     metrics = program.objective.eval_metrics([outputs for outputs, _ in results],
-                                             [batch for _, batch in results])
+                                             [batch for _, batch in results], plan or DataPlan())
     return {f"eval_{k}": float(v) for k, v in metrics.items()}
 
 
 class _BestTracker:
     """The objective's selection metric over evaluations; `best.json` names the best step."""
 
-    def __init__(self, objective: Objective, workdir: str, enabled: bool):
-        self.selection, self.path = objective.selection, os.path.join(workdir, "best.json")
+    def __init__(self, objective: Objective, workdir: Workdir, enabled: bool):
+        self.selection, self.workdir = objective.selection, workdir
         self.enabled = enabled and self.selection is not None
-        saved = run_dir.read_json_or_none(self.path) if self.enabled else None
+        saved = self.workdir.read_best() if self.enabled else None
         self.value = saved["value"] if saved else None
 
     def update(self, step: int, eval_metrics: dict[str, float]) -> bool:
@@ -77,298 +67,226 @@ class _BestTracker:
                                         else value < self.value)
         if better:
             self.value = value
-            run_dir.write_json_atomic(self.path, {"step": step, "metric": self.selection.metric,
-                                                  "mode": self.selection.mode, "value": value})
+            self.workdir.write_best({"step": step, "metric": self.selection.metric,
+                                     "mode": self.selection.mode, "value": value})
         return better
 
-
-# -- what the data and epochs fix --------------------------------------------------------------
-def _check_same_record(workdir: str, saved_run: dict | None, record) -> None:
-    """What the data fixed when the workdir was created (a label set) must not change on resume."""
-    for key, value in record.items():
-        saved = (saved_run or {}).get(key)
-        if saved is not None and saved != json.loads(json.dumps(value)):
-            raise FlaxlmError(
-                f"{os.path.join(workdir, run_dir.CONFIG_FILE)}: {key} = {saved} but the data now "
-                f"gives {list(value) if isinstance(value, tuple) else value}; its checkpoints fit "
-                "the former: use the original data or a new --workdir")
-
-
-def _epoch_plan(loop, optim, data_plan, config: RunConfig):
-    """With `epochs`: steps = epochs × steps per epoch, an evaluation after every epoch, and the
-    decay over those steps; then `train.warmup_proportion` of the decay horizon as warmup.
-    Returns (loop, optim, a line saying what epochs did, or None)."""
-    def with_warmup(optim):
-        if not config.warmup_proportion:
-            return optim
-        return dataclasses.replace(optim, warmup_steps=round(
-            config.warmup_proportion * optim.total_steps))
-    if not data_plan.epochs:
-        return loop, with_warmup(optim), None
-    per_epoch = -(-data_plan.examples_per_epoch // loop.batch_size)
-    steps = data_plan.epochs * per_epoch
-    loop = dataclasses.replace(loop, steps=steps, eval_every=per_epoch)
-    if not config.raw["train"]["decay_steps"]:
-        optim = dataclasses.replace(optim, total_steps=steps)
-    return loop, with_warmup(optim), (
-        f"{data_plan.epochs} epochs × {per_epoch} steps ({data_plan.examples_per_epoch} examples, "
-        f"batch {loop.batch_size}) = {steps} steps (train.steps is not used); evaluating every "
-        f"{per_epoch} steps")
 
 
 # -- the run -------------------------------------------------------------------------------------
 def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) training to `config.loop.steps`; returns the last logged metrics."""
-    loop = config.loop
-    is_main = jax.process_index() == 0
-    run_dir.probe_writable(workdir)
-    saved_run = run_dir.read_run_config(workdir)  # a damaged config.json stops here, untouched
-
-    # Mesh: validated against the devices and the batch before anything compiles.
-    mesh = make_mesh(config.mesh)
-    dp, accum, procs = data_parallel_size(mesh), config.step.grad_accum_steps, jax.process_count()
-    if loop.batch_size % (dp * accum):
-        raise FlaxlmError(
-            f"train.batch_size={loop.batch_size} must be divisible by data-parallel size {dp} "
-            f"(mesh data×fsdp) × train.grad_accum_steps={accum}")
-    if loop.batch_size % procs:
-        raise FlaxlmError(f"train.batch_size={loop.batch_size} must be divisible by the "
-                          f"{procs} processes")
-
-    # Tokenizer and model shapes. With init_from, the tokenizer defaults to the imported one.
-    # Without any, one is trained on the text train_files into <workdir>/tokenizer (and reused).
-    tokenizer_dir = config.data.tokenizer
-    if not tokenizer_dir and config.init_from:
-        tokenizer_dir = os.path.join(config.init_from, "tokenizer")
-    tokenizer_dir = tokenizer_for_run(
-        tokenizer_dir, config.data.train_files, workdir, kind=config.data_tokenizer_kind,
-        vocab_size=config.data_tokenizer_vocab_size,
-        model_vocab_size=config.model_overrides.get(
-            "vocab_size", preset(config.model_preset).vocab_size), is_main=is_main,
-        text_field=config.data.text_field)
-    run_dir.check_same_tokenizer(tokenizer_dir, os.path.join(workdir, "tokenizer"))
-    tokenizer = load_tokenizer(tokenizer_dir)
-    data_config = dataclasses.replace(config.data, tokenizer=tokenizer_dir)
-    model_config = resolve_model(config, tokenizer)
-
-    # The objective reads what it needs of its data first: a label set fixes the classifier's
-    # width, an epoch size fixes the number of steps.
-    objective = make_objective(config.objective, config.objective_sections)
-    host_batch = loop.batch_size // procs
-    ctx = DataContext(data_config, tokenizer, config.seed, host_batch, jax.process_index(), procs,
-                      token_types=model_config.type_vocab_size > 0,
-                      type_vocab_size=model_config.type_vocab_size)
-    data_plan = objective.plan_data(ctx)
-    # Read (and checked) now, so bad test data stops the run before anything compiles.
-    test_batches = (objective.eval_batches(run_results.test_context(ctx))
-                    if data_config.test_files else [])
-    if data_plan.model_overrides:
-        model_config = dataclasses.replace(model_config, **data_plan.model_overrides)
-        model_config.validate()
-    _check_same_record(workdir, saved_run, data_plan.run_record)
-    # Out-of-range ids would become NaN rows and a mismatched pad id would mask real tokens:
-    # both are refused here, before anything compiles.
-    check_tokenizer_fits(tokenizer, model_config, model_source=(
-        f"init_from={config.init_from}/config.json" if config.init_from
-        else f"preset {config.model_preset!r} + model overrides"))
-    if data_config.seq_len > model_config.max_seq_len:
-        raise FlaxlmError(f"data.seq_len={data_config.seq_len} exceeds the model's "
-                          f"{model_config.max_seq_len} positions")
-    run_dir.check_same_model(workdir, saved_run, dataclasses.asdict(model_config), _SHAPE_FIELDS)
-
-    # The decay horizon is fixed by the run that created the workdir (a continuation keeps it).
-    optim = config.optim
-    saved_horizon = (saved_run or {}).get("decay_steps")
-    if saved_horizon and not config.raw["train"]["decay_steps"]:
-        optim = dataclasses.replace(optim, total_steps=saved_horizon)
-    loop, optim, epoch_note = _epoch_plan(loop, optim, data_plan, config)
+    """Run (or resume) training to the experiment's last step; returns the last logged metrics."""
+    is_main, wd = jax.process_index() == 0, Workdir(workdir)
+    wd.probe_writable()
+    wd.run  # noqa: B018 - a damaged config.json stops here, untouched
+    exp = experiment.build(config, wd, is_main=is_main)
+    program, objective, loop = exp.program, exp.objective, exp.loop
     if is_main:
-        for note in data_plan.notes:
+        for note in exp.notes:
             print(f"flaxlm: {note}", flush=True)
-        if epoch_note:
-            print(f"flaxlm: {epoch_note}; warmup {optim.warmup_steps} steps, decay over "
-                  f"{optim.total_steps}", flush=True)
-    if loop.steps > optim.total_steps and is_main:
-        print(f"flaxlm: steps past {optim.total_steps} (the decay horizon) run at "
-              f"end_learning_rate={optim.end_learning_rate}; set --config.train.decay_steps "
-              "to re-plan the decay", flush=True)
-
-    schedule = learning_rate_schedule(optim)
-    program = TrainProgram(objective, model_config, make_optimizer(optim), schedule, mesh,
-                           config.step)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
-    run_dir.check_free_space(workdir, state_bytes, loop.keep_checkpoints)
+    wd.check_free_space(state_bytes, loop.keep_checkpoints)
 
-    # State: workdir checkpoint > init_from > scratch.
     checkpointer = Checkpointer(
         workdir, keep=loop.keep_checkpoints, copy_on_device=loop.checkpoint_copy_on_device,
         best_mode=objective.selection.mode if objective.selection else None)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            program.abstract_state, program.state_shardings)
-    rng_data = np.asarray(jax.random.key_data(jax.random.key(config.seed)))
-    program.set_frozen(program.init_frozen(rng_data))
-    restored = checkpointer.restore_latest_intact(abstract)
-    examples_done = 0
-    if restored is not None:
-        state, meta, latest = restored
-        _, frozen_weights = load_weights(program, objective, config, None)
-        origin = f"resumed from checkpoint {latest}" + (
-            f"; frozen {frozen_weights}" if frozen_weights else "")
-        # Older checkpoints recorded batches; examples make a changed batch size resume exactly.
-        examples_done = meta.get("examples_consumed", latest * loop.batch_size)
-    else:
-        state, weights = load_weights(program, objective, config, program.init_state(rng_data))
-        origin = weights or "initialized from scratch"
+    state, examples_done, origin, resumed = _starting_state(exp, checkpointer)
     start = int(jax.device_get(state["step"]))
-    skips = SkippedUpdates(max_in_a_row=loop.max_skipped_in_a_row,
-                           max_share=loop.max_skipped_share, start_step=start,
-                           last_checkpoint=start if restored is not None else None)
-
-    # Self-contained workdir: resolved config (JSON) and the tokenizer travel with checkpoints.
-    local_tokenizer = os.path.join(workdir, "tokenizer")
     if is_main:
-        if not run_dir.same_path(tokenizer_dir, local_tokenizer):
-            storage.copy_tree(tokenizer_dir, local_tokenizer)
-        run_dir.write_json_atomic(os.path.join(workdir, run_dir.CONFIG_FILE), {
-            "config": config.raw, "model": dataclasses.asdict(model_config),
-            "objective": config.objective, "head": objective.head, "tokenizer": "tokenizer",
-            "decay_steps": optim.total_steps, **data_plan.run_record})
-        run_dir.truncate_metrics(workdir, start)
-
-    # Data: the objective's own batches, starting at the first example not yet trained on.
-    stream: Iterator[dict] = objective.train_batches(ctx, examples_done)
-    eval_batches = (objective.eval_batches(ctx) if data_config.eval_files or data_config.fold >= 0
-                    else [])
-
-    peak = loop.peak_flops_per_device or peak_flops_per_device(
-        jax.devices()[0].device_kind, jax.devices()[0].platform)
-    spec = objective.batch_spec(loop.batch_size, data_config)
-    throughput = Throughput(
-        lambda counts: objective.train_flops(model_config, data_config.seq_len, counts),
-        objective.real_counts({k: np.ones(s.shape, s.dtype) for k, s in spec.items()}),
-        peak * jax.device_count(), procs)
-    log = MetricsLog(workdir, enabled=is_main)
-    best = _BestTracker(objective, workdir, enabled=is_main)
+        _record_run(exp, wd, start)
+    eval_batches = (objective.eval_batches(exp.ctx)
+                    if exp.ctx.data.eval_files or exp.ctx.data.fold >= 0 else [])
+    run = _Loop(exp, wd, checkpointer, state, examples_done, resumed, eval_batches,
+                progress=progress, is_main=is_main)
     if is_main:
         frozen = f" + {program.frozen_count():,} frozen" if program.frozen_count() else ""
         print(f"flaxlm: {origin}; {program.param_count():,} parameters{frozen}; mesh "
-              f"{dict(mesh.shape)}; training steps {start}→{loop.steps}", flush=True)
+              f"{dict(exp.mesh.shape)}; training steps {start}→{loop.steps}", flush=True)
         for note in program.sharding_notes:
             print(f"flaxlm: sharding: {note}", flush=True)
 
-    def meta(step: int, extra: dict | None = None) -> dict:
-        return {"step": step, "data_position": step,
-                "examples_consumed": examples_done + (step - start) * loop.batch_size,
-                "model": dataclasses.asdict(model_config), "objective": config.objective,
-                "tokenizer": "tokenizer", **(extra or {})}
-
-    last: dict[str, Any] = {}
-    stop = StopRequest()
-    bar = tqdm(total=loop.steps, initial=start, disable=not (progress and is_main),
-               dynamic_ncols=True, unit="step")
-
-    def emit(step: int, device_metrics, logged: bool) -> None:
-        # Fetched one step late: the device is already busy with the next step.
-        values = {k: v.item() for k, v in jax.device_get(device_metrics).items()}
-        applied = values.pop("finite")
-        if not applied and loop.nan_policy == "stop":
-            raise FlaxlmError(f"non-finite loss or gradient at step {step} (train.nan_policy="
-                              "stop); the update was not applied and checkpoints are clean")
-        skips.observe(step, applied)
-        if not logged:
-            return
-        values.update(throughput.measure())
-        values["train_compiles"] = program.compiles("train")
-        log.write(step, values)
-        last.update(values, step=step)
-        shown = {k: f"{values[k]:.3f}" for k in objective.summary_keys if k in values}
-        bar.set_postfix(**shown, tok_s=f"{values.get('tokens_per_sec', 0):.0f}")
-
-    def run_eval(step: int) -> float | None:
-        """Evaluates; returns the selection metric's value (None without one)."""
-        if not eval_batches:
-            return None
-        began = time.perf_counter()
-        values = evaluate(program, state["params"], mesh, eval_batches)
-        values["eval_compiles"] = program.compiles("eval")
-        if best.update(step, values):
-            values[f"best_eval_{best.selection.metric}"] = best.value
-        log.write(step, values)
-        last.update(values)
-        throughput.exclude(time.perf_counter() - began)
-        return values[f"eval_{best.selection.metric}"] if best.enabled else None
-
-    pending = None
     try:
-        with stop.installed():
-            for step in range(start + 1, loop.steps + 1):
-                host_batch_ = next(stream)
-                global_batch = host_batch_to_global(mesh, host_batch_)
-                # A batch of a new length bucket compiles: that step stays out of the throughput.
-                compiling = program.compiles("train", global_batch) and step > start + 1
-                if compiling:
-                    jax.block_until_ready(state)
-                    compile_began = time.perf_counter()
-                state, metrics = program.train_step(state, global_batch)
-                stop.poll(step)
-                if pending is not None:
-                    emit(*pending)
-                    pending = None
-                if step == start + 1:
-                    jax.block_until_ready(metrics)  # compilation stays out of the throughput
-                    throughput.start()
-                elif compiling:
-                    jax.block_until_ready(metrics)
-                    throughput.exclude(time.perf_counter() - compile_began)
-                    if is_main:
-                        bar.write(f"flaxlm: step {step}: the train step compiled for batch shape "
-                                  f"{tuple(global_batch['input_ids'].shape)} (compilation "
-                                  f"{program.compiles('train')})")
-                else:
-                    # Counted after emitting step - 1, so a window holds exactly its own steps.
-                    throughput.add(objective.real_counts(host_batch_))
-                bar.update(1)
-                logged = step % loop.log_every == 0 or step == loop.steps or bool(stop.signal_name)
-                # Every step's flag is checked (one step late), not only the logged ones': a
-                # non-finite update stops nan_policy=stop, and counts towards skip's limits.
-                pending = (step, metrics, logged)
-                selection = None
-                if (loop.eval_every and step % loop.eval_every == 0) or (
-                        step == loop.steps and not stop.signal_name):
-                    if pending is not None:
-                        emit(*pending)
-                        pending = None
-                    selection = run_eval(step)
-                # An evaluated step with a selection metric is saved too, so the best one exists.
-                if (step % loop.checkpoint_every == 0 or step == loop.steps or stop.signal_name
-                        or selection is not None):
-                    if pending is not None:  # this step's flag decides whether it may be saved
-                        emit(*pending)
-                        pending = None
-                    skips.before_checkpoint(step)
-                    checkpointer.save(step, state, meta(step), selection)
-                    skips.checkpointed(step)
-                if stop.signal_name:
-                    break
-            if pending is not None:
-                emit(*pending)
+        with run.stop.installed():
+            run.steps(objective.train_batches(exp.ctx, examples_done))
         checkpointer.wait()
     finally:
-        bar.close()
+        run.bar.close()
         checkpointer.close()
-        log.close()
-    if stop.signal_name and is_main:
-        print(f"flaxlm: received {stop.signal_name}; checkpoint saved at step {last.get('step')}; "
+        run.log.close()
+    last, stopped_by = run.last, run.stop.signal_name
+    if stopped_by and is_main:
+        print(f"flaxlm: received {stopped_by}; checkpoint saved at step {last.get('step')}; "
               "run the same command to resume", flush=True)
-    if not stop.signal_name and objective.selection is not None:
+    if not stopped_by and objective.selection is not None:
         last["results"] = run_results.finish(
-            workdir, objective=objective, test_batches=test_batches,
-            evaluate=lambda params, batches: evaluate(program, params, mesh, batches),
-            final_params=state["params"], abstract_params=abstract["params"],
-            final_step=int(jax.device_get(state["step"])), param_count=program.param_count(),
-            steps_per_epoch=loop.eval_every if data_plan.epochs else 0, is_main=is_main,
+            workdir, objective=objective, test_batches=exp.test_batches,
+            evaluate=lambda params, batches: evaluate(program, params, exp.mesh, batches,
+                                                      exp.plan),
+            final_params=run.state["params"], abstract_params=exp.abstract_state["params"],
+            final_step=int(jax.device_get(run.state["step"])), param_count=program.param_count(),
+            steps_per_epoch=loop.eval_every if exp.plan.epochs else 0, is_main=is_main,
             test_on=config.test_on)
-    last["stopped_by"] = stop.signal_name
+    last["stopped_by"] = stopped_by
     last["summary_keys"] = objective.summary_keys
     return last
 
+
+def _starting_state(exp: experiment.Experiment,
+                    checkpointer: Checkpointer) -> tuple[State, int, str, bool]:
+    """The workdir's newest intact checkpoint, else `init_from` weights (through the objective's
+    init rules), else a fresh init; frozen variables are always re-read from their source.
+    Returns (state, examples already trained on, a line saying where the state came from,
+    whether it was resumed)."""
+    program, init_from = exp.program, exp.config.init_from
+    rng_data = np.asarray(jax.random.key_data(jax.random.key(exp.config.seed)))
+    frozen = program.init_frozen(rng_data)
+    restored = checkpointer.restore_latest_intact(exp.abstract_state)
+    if restored is not None:
+        state, meta, latest = restored
+        _, frozen, frozen_weights = weights.load(program, exp.objective, init_from, None, frozen)
+        origin = f"resumed from checkpoint {latest}" + (
+            f"; frozen {frozen_weights}" if frozen_weights else "")
+        # Older checkpoints recorded batches; examples make a changed batch size resume exactly.
+        examples_done = meta.get("examples_consumed", latest * exp.loop.batch_size)
+    else:
+        state, frozen, loaded = weights.load(program, exp.objective, init_from,
+                                             program.fresh_state(rng_data), frozen)
+        origin, examples_done = loaded or "initialized from scratch", 0
+    program.set_frozen(frozen)
+    return state, examples_done, origin, restored is not None
+
+
+def _record_run(exp: experiment.Experiment, wd: Workdir, start: int) -> None:
+    """Self-contained workdir: the resolved config (JSON) and the tokenizer travel with the
+    checkpoints; metrics past `start` (from a run that did not checkpoint them) are dropped."""
+    if not same_path(exp.tokenizer_dir, wd.own_tokenizer_dir):
+        storage.copy_tree(exp.tokenizer_dir, wd.own_tokenizer_dir)
+    wd.write_config({
+        "config": exp.config.raw, "model": dataclasses.asdict(exp.model_config),
+        "objective": exp.config.objective, "head": exp.objective.head, "tokenizer": OWN_TOKENIZER,
+        "decay_steps": exp.optim.total_steps, **exp.plan.run_record})
+    wd.truncate_metrics(start)
+
+
+class _Loop:
+    """The step loop. A step's metrics are fetched one step late (`_held`), while the device is
+    already busy with the next step; they are fetched at once before an evaluation or a
+    checkpoint, since that step's finite flag decides whether it may be saved."""
+
+    def __init__(self, exp: experiment.Experiment, workdir: Workdir, checkpointer: Checkpointer,
+                 state: State, examples_done: int, resumed: bool, eval_batches: list, *,
+                 progress: bool, is_main: bool):
+        self.exp, self.loop, self.program = exp, exp.loop, exp.program
+        self.checkpointer, self.state, self.eval_batches = checkpointer, state, eval_batches
+        self.is_main, self.examples_done = is_main, examples_done
+        self.start = int(jax.device_get(state["step"]))
+        self.skips = SkippedUpdates(
+            max_in_a_row=self.loop.max_skipped_in_a_row, max_share=self.loop.max_skipped_share,
+            start_step=self.start, last_checkpoint=self.start if resumed else None)
+        objective, data = exp.objective, exp.ctx.data
+        peak = self.loop.peak_flops_per_device or peak_flops_per_device(
+            jax.devices()[0].device_kind, jax.devices()[0].platform)
+        spec = objective.batch_spec(self.loop.batch_size, data)
+        self.throughput = Throughput(
+            lambda counts: objective.train_flops(exp.model_config, data.seq_len, counts),
+            objective.real_counts({k: np.ones(s.shape, s.dtype) for k, s in spec.items()}),
+            peak * jax.device_count(), jax.process_count())
+        self.log = MetricsLog(workdir.path, enabled=is_main)
+        self.best = _BestTracker(objective, workdir, enabled=is_main)
+        self.stop = StopRequest()
+        self.bar = tqdm(total=self.loop.steps, initial=self.start,
+                        disable=not (progress and is_main), dynamic_ncols=True, unit="step")
+        self.last: dict[str, Any] = {}
+        self._held: tuple[int, Any, bool] | None = None  # (step, device metrics, logged)
+
+    def steps(self, stream: Iterator[dict]) -> None:
+        for step in range(self.start + 1, self.loop.steps + 1):
+            self._step(step, next(stream))
+            if self.stop.signal_name:
+                break
+        self._fetch_held()
+
+    def _step(self, step: int, host_batch: dict) -> None:
+        loop, program = self.loop, self.program
+        global_batch = host_batch_to_global(self.exp.mesh, host_batch)
+        # A batch of a new length bucket compiles: that step stays out of the throughput.
+        compiling = program.compiles("train", global_batch) and step > self.start + 1
+        if compiling:
+            jax.block_until_ready(self.state)
+            compile_began = time.perf_counter()
+        self.state, metrics = program.train_step(self.state, global_batch)
+        self.stop.poll(step)
+        self._fetch_held()
+        if step == self.start + 1:
+            jax.block_until_ready(metrics)  # compilation stays out of the throughput
+            self.throughput.start()
+        elif compiling:
+            jax.block_until_ready(metrics)
+            self.throughput.exclude(time.perf_counter() - compile_began)
+            if self.is_main:
+                self.bar.write(f"flaxlm: step {step}: the train step compiled for batch shape "
+                               f"{tuple(global_batch['input_ids'].shape)} (compilation "
+                               f"{program.compiles('train')})")
+        else:
+            # Counted after fetching step - 1, so a window holds exactly its own steps.
+            self.throughput.add(self.exp.objective.real_counts(host_batch))
+        self.bar.update(1)
+        # Every step's flag is checked (one step late), not only the logged ones': a non-finite
+        # update stops nan_policy=stop, and counts towards skip's limits.
+        self._held = (step, metrics, step % loop.log_every == 0 or step == loop.steps
+                      or bool(self.stop.signal_name))
+        selection = None
+        if (loop.eval_every and step % loop.eval_every == 0) or (
+                step == loop.steps and not self.stop.signal_name):
+            self._fetch_held()
+            selection = self._evaluate(step)
+        # An evaluated step with a selection metric is saved too, so the best one exists. A
+        # signal (read again: it may arrive at any moment) saves this step before the loop stops.
+        if (step % loop.checkpoint_every == 0 or step == loop.steps or self.stop.signal_name
+                or selection is not None):
+            self._fetch_held()
+            self.skips.before_checkpoint(step)
+            self.checkpointer.save(step, self.state, self._meta(step), selection)
+            self.skips.checkpointed(step)
+
+    def _fetch_held(self) -> None:
+        if self._held is None:
+            return
+        step, device_metrics, logged = self._held
+        self._held = None
+        values = {k: v.item() for k, v in jax.device_get(device_metrics).items()}
+        applied = values.pop("finite")
+        if not applied and self.loop.nan_policy == "stop":
+            raise FlaxlmError(f"non-finite loss or gradient at step {step} (train.nan_policy="
+                              "stop); the update was not applied and checkpoints are clean")
+        self.skips.observe(step, applied)
+        if not logged:
+            return
+        values.update(self.throughput.measure())
+        values["train_compiles"] = self.program.compiles("train")
+        self.log.write(step, values)
+        self.last.update(values, step=step)
+        shown = {k: f"{values[k]:.3f}" for k in self.exp.objective.summary_keys if k in values}
+        self.bar.set_postfix(**shown, tok_s=f"{values.get('tokens_per_sec', 0):.0f}")
+
+    def _evaluate(self, step: int) -> float | None:
+        """Evaluates; returns the selection metric's value (None without one)."""
+        if not self.eval_batches:
+            return None
+        began = time.perf_counter()
+        values = evaluate(self.program, self.state["params"], self.exp.mesh, self.eval_batches,
+                          self.exp.plan)
+        values["eval_compiles"] = self.program.compiles("eval")
+        best = self.best
+        if best.update(step, values):
+            values[f"best_eval_{best.selection.metric}"] = best.value
+        self.log.write(step, values)
+        self.last.update(values)
+        self.throughput.exclude(time.perf_counter() - began)
+        return values[f"eval_{best.selection.metric}"] if best.enabled else None
+
+    def _meta(self, step: int) -> dict:
+        examples = self.examples_done + (step - self.start) * self.loop.batch_size
+        return {"step": step, "examples_consumed": examples,
+                "model": dataclasses.asdict(self.exp.model_config),
+                "objective": self.exp.config.objective, "tokenizer": OWN_TOKENIZER}

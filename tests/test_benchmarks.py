@@ -101,7 +101,8 @@ def check_token_classification_row(row: dict) -> None:
 
 def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     from benchmarks.common import PROFILES
-    from benchmarks.registry import all_cases, select
+    from benchmarks.cases import all_cases
+    from benchmarks.registry import select
     names = [c.name for c in all_cases(PROFILES["full"])]
     assert names[:5] == ["step.mlm.v30522", "step.mlm.v250002",
                          "step.token_classification.v30522", "step.token_classification.v250002",
@@ -118,7 +119,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     # --topology narrows a label to one slice (what a serial, resumable run selects by).
     from benchmarks import topology_table
     from flaxlm import aot, run_config
-    from flaxlm.steps import resolve_compute_dtype
+    from flaxlm.run.steps import resolve_compute_dtype
     recipes = [r for r in topology_table.rows()
                if r.label.startswith(("selectra", "distil", "mminilmv2")) and not r.fit]
     assert len(recipes) == 6
@@ -142,7 +143,7 @@ def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():
     from flax import nnx
 
     from benchmarks.objectives import OBJECTIVES
-    from benchmarks.runners.flaxlm_step import model_config
+    from benchmarks.model_specs import model_config
     from benchmarks.runners.hf_torch import build
     spec = dict(kind="hf-torch-eager", objective="electra", arch="bert", vocab=300, batch=2,
                 seq=16, warmup=0, threads=1, generator_hidden_fraction=0.25,
@@ -167,7 +168,8 @@ def test_report_header_gives_the_shapes_of_the_cases_run():
     # printing the profile's shapes for `--only step.electra` would describe another model.
     from benchmarks.common import PROFILES
     from benchmarks.objectives import SELECTRA_SMALL
-    from benchmarks.registry import all_cases, select
+    from benchmarks.cases import all_cases
+    from benchmarks.registry import select
     from benchmarks.run import format_shapes
     full = PROFILES["full"]
 

@@ -5,7 +5,7 @@ import os
 import jax.numpy as jnp
 import pytest
 
-from flaxlm.checkpoint import Checkpointer
+from flaxlm.run.checkpoint import Checkpointer
 
 
 @pytest.mark.parametrize("mode, values", [("max", (0.25, 0.5, 0.5, 0.375)),

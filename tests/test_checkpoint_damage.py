@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import read_params, write_params
+from flaxlm.run.checkpoint import read_params, write_params
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from tests.conftest import IT_TRAIN, REPO
 
 TINY = os.path.join(REPO, "configs", "tiny.py")
@@ -56,7 +56,7 @@ def _remove(relative):
 
 
 def _losses(workdir):
-    return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
+    return {m["step"]: m["loss"] for m in Workdir(workdir).read_metrics() if "loss" in m}
 
 
 @pytest.fixture(scope="module")

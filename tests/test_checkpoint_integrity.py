@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from flaxlm import checkpoint_integrity
-from flaxlm.checkpoint import Checkpointer, read_params
+from flaxlm.run import checkpoint_integrity
+from flaxlm.run.checkpoint import Checkpointer, read_params
 from flaxlm.errors import FlaxlmError
 from flaxlm.optim import OptimConfig, learning_rate_schedule
-from flaxlm.skipped_updates import SkippedUpdates
+from flaxlm.run.skipped_updates import SkippedUpdates
 from tests.test_checkpoint_damage import _losses, _train
 
 FIVE_BITS = ((0.21, 1), (0.37, 2), (0.52, 3), (0.68, 4), (0.83, 5))  # (offset share, bit)
@@ -220,7 +220,8 @@ def test_the_learning_rate_never_goes_below_its_end_value(end):
 # create the step's directory, as it would on a full or read-only disk.
 _BREAK_CHECKPOINTS = """
 import os, shutil, sys
-from flaxlm import checkpoint, cli
+from flaxlm import cli
+from flaxlm.run import checkpoint
 save = checkpoint.Checkpointer.save
 def save_on_a_broken_disk(self, step, *args, **kwargs):
     if step == 4:

@@ -18,11 +18,12 @@ from flaxlm import run_config
 from flaxlm.models.config import preset
 from flaxlm.models.electra import ElectraPreTrainingModel
 from flaxlm.models.heads import param_names
+from flaxlm.models.param_tree import flat_names
 from flaxlm.objectives.electra import Electra, ElectraConfig, sample_tokens
 from flaxlm.objectives.rank_auc import roc_auc
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, host_batch_to_global, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram, flat_names
 from tests.conftest import REPO
 
 # Embedding width 48 differs from both towers' widths (64, generator 16): both project. One layer

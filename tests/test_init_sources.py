@@ -4,10 +4,10 @@ encoder, and a source that holds nothing a rule asks for."""
 import numpy as np
 import pytest
 
-from flaxlm import partial_init
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.electra import discriminator_as_encoder
-from flaxlm.partial_init import InitRule
+from flaxlm.run import weights
+from flaxlm.run.protocol import InitRule
 
 _ELECTRA_RUN = {
     "embeddings/word/embedding": (50, 8),
@@ -29,7 +29,7 @@ _CLASSIFIER = {
 
 def test_an_electra_run_fine_tunes_from_its_discriminator_and_shared_embeddings():
     source = discriminator_as_encoder({n: np.zeros(s) for n, s in _ELECTRA_RUN.items()})
-    plan = partial_init.plan((InitRule("encoder"),), _CLASSIFIER,
+    plan = weights.plan((InitRule("encoder"),), _CLASSIFIER,
                              {"init_from": {n: v.shape for n, v in source.items()}})
     assert plan.loaded == {
         "encoder/embeddings/word/embedding": ("init_from", "encoder/embeddings/word/embedding"),
@@ -51,22 +51,19 @@ def test_other_runs_are_not_viewed_differently():
 def test_a_rule_whose_source_holds_none_of_its_tensors_is_refused():
     with pytest.raises(FlaxlmError, match=r"'encoder'.*holds none of its 4 tensors.*"
                                           r"discriminator_head/prediction/kernel"):
-        partial_init.plan((InitRule("encoder"),), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
+        weights.plan((InitRule("encoder"),), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
 
 
 def test_a_frozen_tensor_missing_from_its_source_stops_the_run(monkeypatch):
     """A frozen tensor never trains: left fresh (random) it would stay so for the whole run."""
     import types
 
-    from flaxlm import init_weights
-
     two_layers = {"layers": {str(i): {"w": np.zeros((2, 2), np.float32)} for i in (0, 1)}}
-    program = types.SimpleNamespace(frozen={"teacher": two_layers})
     objective = types.SimpleNamespace(
         name="minilmv2", weight_sources=lambda: {"teacher": "runs/t"},
         init_rules=lambda has_init_from: (InitRule("teacher", "teacher", "encoder"),))
     one_layer = {"encoder": {"layers": {"0": {"w": np.ones((2, 2), np.float32)}}}}
-    monkeypatch.setattr(init_weights, "read_params", lambda path: (one_layer, None, 7))
+    monkeypatch.setattr(weights, "read_params", lambda path: (one_layer, None, 7))
     with pytest.raises(FlaxlmError, match=r"frozen tensor teacher/layers/1/w is not in weight "
                                           r"source 'teacher' \(runs/t\) \(1 frozen tensors"):
-        init_weights.load_weights(program, objective, types.SimpleNamespace(init_from=""), None)
+        weights.load(None, objective, "", None, {"teacher": two_layers})

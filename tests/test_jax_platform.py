@@ -52,12 +52,16 @@ def _env_without_platform() -> dict:
 
 
 @no_accelerator_here
-def test_importing_flaxlm_first_selects_cpu():
-    code = "import flaxlm, os, jax; print(os.environ['JAX_PLATFORMS'], jax.devices()[0].platform)"
+def test_importing_flaxlm_sets_nothing_and_an_entry_point_selects_cpu():
+    """`import flaxlm` has no side effect; an entry point's `select()` picks the CPU, also when
+    jax was imported first (a notebook)."""
+    code = ("import os, flaxlm, jax; unset = 'JAX_PLATFORMS' not in os.environ; "
+            "from flaxlm import jax_platform; jax_platform.select(); "
+            "print(unset, os.environ['JAX_PLATFORMS'], jax.devices()[0].platform)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env_without_platform(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["cpu", "cpu"]
+    assert proc.stdout.split() == ["True", "cpu", "cpu"]
     assert not [n for n in LIBTPU_NOISE if n in proc.stderr], proc.stderr
 
 

@@ -6,6 +6,7 @@ four runs are started two at a time: first the 1×4 and 2×2 runs from scratch, 
 from the other's step-2 checkpoint with the other process count.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,8 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.models.param_tree import flat_names
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.workdir import Workdir
 from launch import multihost
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 
@@ -25,14 +27,15 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
 STEPS, RESUME_AT = 4, 2
 
 
-def _launch(processes: int, devices: int, workdir, tokenizer, data_dir, *extra, cache=None):
+def _launch(processes: int, devices: int, workdir, tokenizer, data_dir, *extra, cache=None,
+            train_files=None):
     # A shared compilation cache lets the resumed runs reuse the first runs' executables.
     env = dict(os.environ, **({"JAX_COMPILATION_CACHE_DIR": str(cache)} if cache else {}))
     cmd = [sys.executable, LOCAL, "--num-processes", str(processes),
            "--devices-per-process", str(devices), "--log-dir", f"{workdir}_logs", "--",
            "train", "--config", TINY, "--workdir", str(workdir), "--no-progress",
            f"--config.data.tokenizer={tokenizer}",
-           f"--config.data.train_files={data_dir / 'train.txt'}",
+           f"--config.data.train_files={train_files or data_dir / 'train.txt'}",
            "--config.data.seq_len=32", f"--config.train.steps={STEPS}",
            "--config.train.log_every=1", f"--config.train.checkpoint_every={RESUME_AT}", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -77,7 +80,7 @@ def runs(tmp_path_factory, tiny_tokenizer_dir):
 
 
 def _losses(workdir, key="loss"):
-    lines = [m for m in read_metrics(workdir) if key in m]
+    lines = [m for m in Workdir(workdir).read_metrics() if key in m]
     steps = [m["step"] for m in lines]
     assert len(steps) == len(set(steps)), f"duplicate log lines (only process 0 logs): {steps}"
     return {m["step"]: m[key] for m in lines}
@@ -87,20 +90,12 @@ def _assert_same_params(workdir_a, workdir_b):
     params_a, _, step_a = read_params(str(workdir_a))
     params_b, _, step_b = read_params(str(workdir_b))
     assert step_a == step_b == STEPS
-    flat_a = dict(_flatten(params_a))
-    flat_b = dict(_flatten(params_b))
+    flat_a = {k: np.asarray(v) for k, v in flat_names(params_a).items()}
+    flat_b = {k: np.asarray(v) for k, v in flat_names(params_b).items()}
     assert flat_a.keys() == flat_b.keys()
     for name in flat_a:
         np.testing.assert_allclose(flat_b[name], flat_a[name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
-
-
-def _flatten(tree, prefix=""):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}/")
-        else:
-            yield f"{prefix}{key}", np.asarray(value)
 
 
 def test_two_processes_log_the_same_losses_as_one(runs):
@@ -129,6 +124,29 @@ def test_checkpoint_resumes_with_another_process_count(runs, resumed):
     np.testing.assert_allclose([losses[s] for s in steps], [reference[s] for s in steps],
                                rtol=0, atol=1e-5)
     _assert_same_params(runs["one"], runs[resumed])
+
+
+@pytest.mark.slow
+def test_hosts_reading_their_own_units_record_the_host_count(tmp_path, tiny_tokenizer_dir):
+    """2 processes each read their own row groups of a Parquet file (data.host_reading=own_units);
+    the workdir records the host count, and resuming it on 1 process stops in one line."""
+    from flaxlm.data import sources
+    from tests.data.test_corpus_files import write_parquet
+
+    docs = list(sources.iter_documents([IT_TRAIN]))[:120]
+    parquet = write_parquet(tmp_path / "c.parquet", docs, row_group_size=30)  # 4 row groups
+    workdir, own = tmp_path / "run", ("--config.data.host_reading=own_units",
+                                      "--config.data.eval_files=")
+    _wait_ok(_launch(2, 1, workdir, tiny_tokenizer_dir, tmp_path, *own, train_files=parquet))
+    assert sorted(_losses(workdir)) == list(range(1, STEPS + 1))
+    assert json.loads((workdir / "config.json").read_text())["host_reading"] == (
+        "own_units on 2 hosts")
+    proc = _launch(1, 2, workdir, tiny_tokenizer_dir, tmp_path, *own,
+                   f"--config.train.steps={STEPS + 2}", train_files=parquet)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 2, out[-3000:]
+    assert ("host_reading = own_units on 2 hosts but the data now gives own_units on 1 host"
+            in out)
 
 
 def test_local_launcher_reports_a_failed_process(tmp_path):
@@ -164,7 +182,7 @@ def test_sigterm_checkpoints_the_same_step_on_every_process(tmp_path, tiny_token
     proc = _launch(2, 2, workdir, tiny_tokenizer_dir, data, "--config.train.steps=100000",
                    "--config.train.checkpoint_every=100000", "--config.data.eval_files=")
     deadline = time.monotonic() + 180
-    while not any(m.get("step", 0) >= 3 for m in read_metrics(workdir)):
+    while not any(m.get("step", 0) >= 3 for m in Workdir(workdir).read_metrics()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)  # launch/local.py passes it to both processes

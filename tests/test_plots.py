@@ -5,7 +5,7 @@ import json
 
 from flaxlm import plots
 from flaxlm.objectives import registry
-from flaxlm.objectives.base import EvalSelection
+from flaxlm.run.protocol import EvalSelection
 
 
 def make_workdir(path, objective: str, lines: list[dict]):

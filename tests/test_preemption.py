@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.workdir import Workdir
 from tests.conftest import IT_EVAL, REPO
 
 STEPS = 30
@@ -39,7 +39,7 @@ def _env():
 
 
 def _losses(workdir):
-    return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
+    return {m["step"]: m["loss"] for m in Workdir(workdir).read_metrics() if "loss" in m}
 
 
 def _wait_for_step(workdir, proc, step, timeout=120):

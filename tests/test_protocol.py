@@ -19,13 +19,15 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from flaxlm import partial_init, run_config
+from flaxlm import run_config
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
+from flaxlm.models.param_tree import flat_names
 from flaxlm.objectives import registry
-from flaxlm.objectives.base import InitRule
+from flaxlm.run import weights
+from flaxlm.run.protocol import InitRule
+from flaxlm.run.steps import axes_by_name
+from flaxlm.run.workdir import Workdir
 from flaxlm.sharding import host_batch_to_global, named_sharding
-from flaxlm.steps import flat_axes, flat_names
 from flaxlm.train import train
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 from tests.toy_objective import (CONFIG, LENGTH, Toy, ToyConfig, ToyModel, key, toy_batches,
@@ -100,10 +102,9 @@ def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
     assert "teacher" not in state["params"]
     assert not any("teacher" in name for name in flat_names(state["opt_state"]))
     # Sharded by the same logical-axis rules as parameters.
-    axes = flat_axes(program.frozen_axes)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(frozen)[0]:
-        keys = tuple(k.key for k in path)
-        assert leaf.sharding == named_sharding(program.mesh, axes[keys], leaf.shape), keys
+    axes = axes_by_name(program.frozen_axes)
+    for name, leaf in flat_names(frozen).items():
+        assert leaf.sharding == named_sharding(program.mesh, axes[name], leaf.shape), name
     up = frozen["teacher"]["up"]["kernel"]
     assert up.sharding.spec == P("fsdp", "tensor")
     assert {s.data.shape for s in up.addressable_shards} == {(32, 64)}
@@ -154,8 +155,8 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     rules = (InitRule("encoder", "pre"),  # the encoder from a pre-training run; the head fresh
              InitRule("encoder/layers/1", "teacher", "encoder/layers/2"),  # layer i ← layer j
              InitRule("teacher", "teacher", "encoder/layers/0"))  # the frozen block
-    plan = partial_init.plan(rules, {n: v.shape for n, v in targets.items()},
-                             {s: {n: v.shape for n, v in t.items()} for s, t in sources.items()})
+    plan = weights.plan(rules, {n: v.shape for n, v in targets.items()},
+                        {s: {n: v.shape for n, v in t.items()} for s, t in sources.items()})
 
     assert set(plan.loaded) | set(plan.fresh) == set(targets)
     assert not set(plan.loaded) & set(plan.fresh)
@@ -167,8 +168,8 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
         "weights: 5 tensors from pre (p); 8 tensors from teacher (t); "
         "fresh: head/bias, head/kernel")
 
-    params = partial_init.apply(plan, state["params"], sources, program.state_shardings["params"])
-    teacher = partial_init.apply(plan, program.frozen, sources, program.frozen_shardings)
+    params = weights.apply(plan, state["params"], sources, program.state_shardings["params"])
+    teacher = weights.apply(plan, program.frozen, sources, program.frozen_shardings)
     loaded, fresh = flat_names(params), flat_names(state["params"])
     for name, (source, source_name) in plan.loaded.items():
         value = loaded.get(name, flat_names(teacher).get(name))
@@ -183,9 +184,53 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     with pytest.raises(FlaxlmError, match=re.escape(
             "wide tensor encoder/layers/1/down/kernel has shape (32, 64), but "
             "encoder/layers/0/down/kernel needs (128, 64)")):
-        partial_init.plan((InitRule("encoder/layers/0", "wide", "encoder/layers/1"),),
-                          {n: v.shape for n, v in targets.items()},
-                          {s: {n: v.shape for n, v in t.items()} for s, t in narrow.items()})
+        weights.plan((InitRule("encoder/layers/0", "wide", "encoder/layers/1"),),
+                     {n: v.shape for n, v in targets.items()},
+                     {s: {n: v.shape for n, v in t.items()} for s, t in narrow.items()})
+
+
+def test_load_returns_state_and_frozen_and_leaves_the_program_alone(fsdp_program, monkeypatch):
+    """`weights.load` hands back the loaded state and frozen variables; the program's own frozen
+    variables stay what they were until the trainer sets them."""
+    program = fsdp_program
+    state = program.init_state(key())
+    before = program.frozen
+    source = _source_weights(CONFIG, 4)
+    nested: dict = {}
+    for name, value in source.items():
+        *parents, leaf = name.split("/")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    monkeypatch.setattr(weights, "read_params", lambda path: (nested, None, 3))
+    objective = Toy(ToyConfig(fresh_head=True, teacher_from="runs/t"))
+    loaded, frozen, line = weights.load(program, objective, "runs/pre", state, program.frozen)
+    assert program.frozen is before
+    assert line.startswith("weights: ") and "fresh: head/bias, head/kernel" in line
+    np.testing.assert_array_equal(flat_names(frozen)["teacher/up/kernel"],
+                                  source["encoder/layers/0/up/kernel"])
+    np.testing.assert_array_equal(flat_names(loaded["params"])["encoder/layers/1/up/kernel"],
+                                  source["encoder/layers/1/up/kernel"])
+    resumed, frozen_again, _ = weights.load(program, objective, "runs/pre", None, program.frozen)
+    assert resumed is None and program.frozen is before
+    np.testing.assert_array_equal(flat_names(frozen_again)["teacher/up/kernel"],
+                                  source["encoder/layers/0/up/kernel"])
+
+
+def test_every_objective_has_the_required_members_and_the_optional_groups():
+    """The 12 required members of `Objective` (the `Config` attribute included) are declared, and
+    every registered objective, the toy too, has all of them and every optional one."""
+    from flaxlm.run.protocol import Objective, ObjectiveDefaults
+    declared = ({n for n in vars(Objective) if not n.startswith("_")}
+                | set(Objective.__annotations__))
+    optional = ({n for n in vars(ObjectiveDefaults) if not n.startswith("_")}
+                | set(ObjectiveDefaults.__annotations__))
+    assert "Config" in declared and len(declared - optional) == 12, sorted(declared - optional)
+    for cls in (*registry.OBJECTIVES.values(), Toy):
+        missing = sorted(n for n in declared if not hasattr(cls, n))
+        assert not missing, (cls.name, missing)
+        assert dataclasses.is_dataclass(cls.Config), cls.name
 
 
 # -- d. per-leaf learning-rate scales ------------------------------------------------------------
@@ -260,7 +305,7 @@ def toy_run(toy_registered, tiny_tokenizer_dir, tmp_path_factory):
 
 
 def test_host_side_metric_selects_the_best_checkpoint(toy_run):
-    evals = [m for m in read_metrics(str(toy_run)) if "eval_f1" in m]
+    evals = [m for m in Workdir(str(toy_run)).read_metrics() if "eval_f1" in m]
     assert [m["step"] for m in evals] == [2, 4, 6]
     assert all("eval_loss" not in m for m in evals)  # the toy's own metrics, nothing MLM-shaped
     f1 = [m["eval_f1"] for m in evals]
@@ -275,7 +320,7 @@ def test_host_side_metric_selects_the_best_checkpoint(toy_run):
     assert [m["step"] for m in evals if "best_eval_f1" in m] == improved
     assert all(m["best_eval_f1"] == running_best[i] for i, m in enumerate(evals)
                if "best_eval_f1" in m)
-    train_lines = [m for m in read_metrics(str(toy_run)) if "loss" in m]
+    train_lines = [m for m in Workdir(str(toy_run)).read_metrics() if "loss" in m]
     assert {"slot_loss", "token_loss", "slots_per_sec", "mfu"} <= set(train_lines[-1])
 
 

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.workdir import Workdir
 from tests.test_train import _error_line, _train as _train_with_eval
 
 
@@ -39,7 +39,7 @@ def test_torn_last_metrics_line_is_dropped_and_the_run_resumes(short_run, tmp_pa
     assert _train(run, tiny_tokenizer_dir, "--config.train.steps=5",
                   "--config.train.warmup_steps=1") == 0
     assert any("torn last line" in str(w.message) for w in recwarn)
-    steps = [m["step"] for m in read_metrics(run) if "loss" in m]
+    steps = [m["step"] for m in Workdir(run).read_metrics() if "loss" in m]
     assert steps == [1, 2, 3, 4, 5]
 
 
@@ -61,7 +61,7 @@ def test_raising_steps_keeps_the_decay_horizon(short_run, tmp_path, tiny_tokeniz
     assert _train(run, tiny_tokenizer_dir, "--config.train.steps=6",
                   "--config.train.warmup_steps=1") == 0
     assert "steps past 4 (the decay horizon)" in capsys.readouterr().out
-    lr = {m["step"]: m["learning_rate"] for m in read_metrics(run) if "loss" in m}
+    lr = {m["step"]: m["learning_rate"] for m in Workdir(run).read_metrics() if "loss" in m}
     # Step s applies schedule(s - 1): warmup over 1 update, then linear decay 1e-3 → 0 by update
     # 4; a re-planned schedule would still be decaying (above 0) at steps 5 and 6.
     np.testing.assert_allclose([lr[3], lr[4]], [1e-3 * 2 / 3, 1e-3 / 3], rtol=1e-5)
@@ -69,7 +69,7 @@ def test_raising_steps_keeps_the_decay_horizon(short_run, tmp_path, tiny_tokeniz
     # An explicit horizon re-plans it.
     assert _train(run, tiny_tokenizer_dir, "--config.train.steps=7",
                   "--config.train.warmup_steps=1", "--config.train.decay_steps=10") == 0
-    lr = {m["step"]: m["learning_rate"] for m in read_metrics(run) if "loss" in m}
+    lr = {m["step"]: m["learning_rate"] for m in Workdir(run).read_metrics() if "loss" in m}
     np.testing.assert_allclose(lr[7], 1e-3 * 4 / 9, rtol=1e-5)
 
 
@@ -106,7 +106,7 @@ def test_logged_learning_rate_is_the_applied_one_after_skipped_steps(tmp_path,
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.learning_rate=1e37",
                   "--config.train.warmup_steps=4", "--config.train.steps=4",
                   "--config.train.max_skipped_share=1.0") == 0
-    lines = {m["step"]: m for m in read_metrics(tmp_path) if "loss" in m}
+    lines = {m["step"]: m for m in Workdir(tmp_path).read_metrics() if "loss" in m}
     # Step 1 applies lr 0 (warmup), step 2 lr 1e37/4 overflows the weights, steps 3-4 are
     # skipped: optax has counted 2 updates, so step 4 would apply schedule(2), not schedule(3).
     assert lines[4]["skipped"] == 2

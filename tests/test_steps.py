@@ -10,8 +10,8 @@ import pytest
 from flaxlm.models.config import preset
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.optim import OptimConfig, decay_mask, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, host_batch_to_global, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram
 
 B, L, M, V = 16, 32, 8, 1000
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from benchmarks.runners.conll2002_torch import pos_scores, read_conllu
 from flaxlm.data import labelled
-from flaxlm.tasks.metrics import token_scores
+from flaxlm.objectives.word_metrics import token_scores
 from tests.conftest import REPO
 
 ISDT_DEV = os.path.join(os.path.dirname(REPO), "shared", "data", "ud", "it_isdt-ud-dev.conllu")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from tests.conftest import IT_EVAL, IT_TRAIN, REPO
 
 TINY = os.path.join(REPO, "configs", "tiny.py")
@@ -22,7 +22,7 @@ def _train(workdir, tokenizer, *extra, capsys=None):
 
 
 def _losses(workdir):
-    return {m["step"]: m["loss"] for m in read_metrics(workdir) if "loss" in m}
+    return {m["step"]: m["loss"] for m in Workdir(workdir).read_metrics() if "loss" in m}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def reference_run(tmp_path_factory, tiny_tokenizer_dir):
 
 
 def test_run_writes_metrics_checkpoints_config_and_tensorboard(reference_run):
-    metrics = read_metrics(reference_run)
+    metrics = Workdir(reference_run).read_metrics()
     train_lines = [m for m in metrics if "loss" in m]
     assert [m["step"] for m in train_lines] == list(range(1, 13))
     for key in ("accuracy", "learning_rate", "grad_norm", "tokens_per_sec", "mfu"):

@@ -18,11 +18,11 @@ from flax import nnx
 from flaxlm.models.config import preset
 from flaxlm.models.heads import gather_positions
 from flaxlm.models.layers import DenseGeneral, Embed
-from flaxlm.objectives.base import EvalSelection, InitRule, ObjectiveDefaults
 from flaxlm.objectives.mlm import masked_xent_sums
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.protocol import EvalSelection, InitRule, ObjectiveDefaults
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram
 
 CONFIG = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0)  # D=64, F=128, 2 layers
 ROWS, LENGTH, SLOTS = 16, 16, 6
@@ -178,7 +178,7 @@ class Toy(ObjectiveDefaults):
         x_BxLxD = model.encoder(model.encoder.embed(batch["input_ids"], dtype))
         return {"predictions": jnp.argmax(model.head(x_BxLxD), axis=-1).astype(jnp.int32)}
 
-    def eval_metrics(self, outputs, batches):
+    def eval_metrics(self, outputs, batches, plan=None):
         real = np.concatenate([b["attention_mask"].ravel() > 0 for b in batches])
         gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in batches])[real]
         pred = np.concatenate([o["predictions"].ravel() for o in outputs])[real]

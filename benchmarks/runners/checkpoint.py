@@ -9,13 +9,14 @@ import time
 
 import numpy as np
 
+from benchmarks.runners.flaxlm_step import program_for
+
 
 class CheckpointCost:
     def __init__(self, spec: dict):
         import jax
 
-        from benchmarks.runners.shared import program_for
-        from flaxlm.checkpoint import Checkpointer
+        from flaxlm.run.checkpoint import Checkpointer
         from flaxlm.sharding import host_batch_to_global
 
         self.program, mesh, _, batch_fn = program_for(spec)

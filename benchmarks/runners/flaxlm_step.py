@@ -1,4 +1,4 @@
-"""flaxlm's jitted, donated train step (flaxlm/steps.py) on an in-memory synthetic batch, for any
+"""flaxlm's jitted, donated train step (flaxlm/run/steps.py) on an in-memory synthetic batch, for any
 objective of benchmarks/objectives.py."""
 
 from __future__ import annotations
@@ -7,36 +7,11 @@ import time
 
 import numpy as np
 
+from benchmarks.model_specs import model_config
+from benchmarks.objectives import OBJECTIVES
 from benchmarks.runners.shared import timed_steps
 
-
-def model_config(spec: dict):
-    from flaxlm.models.config import ModelConfig
-    m = spec["model"]
-    common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_layers=m["layers"],
-                  num_heads=m["heads"], intermediate_size=m["ffn"])
-    if not spec.get("dropout", True):
-        common.update(hidden_dropout=0.0, attention_dropout=0.0)
-    if "attention_dropout" in spec:  # benchmarks.accelerator: 0, so a fused kernel can apply
-        common.update(attention_dropout=spec["attention_dropout"])
-    attention = spec.get("attention", "xla")
-    if attention == "fused":  # the fused kernel of the platform the step runs on
-        import jax
-        tpu = jax.devices()[0].platform == "tpu" and spec["seq"] % 128 == 0
-        attention = "splash" if tpu else "dot_product"
-    common.update(attention=attention)
-    if spec.get("num_labels"):
-        common.update(num_labels=spec["num_labels"])
-    if m.get("embedding"):  # factorized embeddings (ELECTRA); the same width as hidden at SELECTRA
-        common.update(embedding_size=m["embedding"])
-    if spec["arch"] == "distilbert":
-        return ModelConfig(arch="distilbert", max_position_embeddings=512, type_vocab_size=0,
-                           pad_token_id=0, layer_norm_eps=1e-12, **common)
-    if spec["arch"] == "xlmr":
-        return ModelConfig(arch="xlmr", max_position_embeddings=514, type_vocab_size=1,
-                           pad_token_id=1, layer_norm_eps=1e-5, **common)
-    return ModelConfig(arch="bert", max_position_embeddings=512, type_vocab_size=2,
-                       pad_token_id=0, layer_norm_eps=1e-12, **common)
+_PROGRAMS: dict = {}
 
 
 def compute_dtype(platform: str) -> str:
@@ -46,18 +21,32 @@ def compute_dtype(platform: str) -> str:
 
 def build_program(spec: dict, objective):
     import jax
-    from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+    from flaxlm import experiment
+    from flaxlm.optim import OptimConfig
+    from flaxlm.run.steps import StepConfig
     from flaxlm.sharding import MeshConfig, make_mesh
-    from flaxlm.steps import StepConfig, TrainProgram
 
     # The same AdamW every baseline uses: lr 1e-4, wd 0.01 (not on biases/LayerNorm), clip 1.0.
     optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000,
                         weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
     mesh = make_mesh(MeshConfig(data=-1))
     dtype = compute_dtype(jax.devices()[0].platform)
-    program = TrainProgram(objective, model_config(spec), make_optimizer(optim),
-                           learning_rate_schedule(optim), mesh, StepConfig(compute_dtype=dtype))
+    program = experiment.build_program(objective, model_config(spec), optim, mesh,
+                                       StepConfig(compute_dtype=dtype))
     return program, mesh, dtype
+
+
+def program_for(spec: dict):
+    """(program, mesh, dtype, objective) for a step spec; cached so in-process (smoke) runs
+    compile each step once."""
+    key = (spec["objective"], spec["arch"], spec["vocab"], tuple(sorted(spec["model"].items())),
+           spec["batch"], spec["seq"], spec.get("dropout", True), spec.get("attention", "xla"),
+           spec.get("attention_dropout"))
+    if key not in _PROGRAMS:
+        objective, batch_fn = OBJECTIVES[spec["objective"]].make(spec)
+        program, mesh, dtype = build_program(spec, objective)
+        _PROGRAMS[key] = (program, mesh, dtype, batch_fn)
+    return _PROGRAMS[key]
 
 
 _MATMUL: dict = {}
@@ -89,7 +78,6 @@ def matmul_rate(dtype_name: str, size: int, reps: int) -> dict:
 class FlaxlmStep:
     def __init__(self, spec: dict):
         import jax
-        from benchmarks.runners.shared import program_for
         from flaxlm.sharding import host_batch_to_global
 
         self.spec = spec

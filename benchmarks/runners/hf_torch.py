@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 
-from benchmarks.runners.shared import timed_steps
+from benchmarks.objectives import mlm_batch, token_batch
+from benchmarks.runners.hf_torch_electra import TorchElectraStep
+from benchmarks.runners.shared import no_weight_decay, timed_steps
 
 
 def hf_config(spec: dict):
@@ -46,8 +48,6 @@ class TorchStep:
                                   DistilBertForMaskedLM, XLMRobertaForMaskedLM,
                                   XLMRobertaForTokenClassification)
 
-        from benchmarks.objectives import mlm_batch, token_batch
-
         torch.set_num_threads(spec["threads"])
         torch.manual_seed(0)
         self.torch = torch
@@ -59,8 +59,8 @@ class TorchStep:
         if spec["arch"] == "distilbert" and not token_classification:
             cls = DistilBertForMaskedLM
         self.model = cls(hf_config(spec)).to(self.device).train()
-        decay = [p for n, p in self.model.named_parameters() if not _no_decay(n)]
-        no_decay = [p for n, p in self.model.named_parameters() if _no_decay(n)]
+        decay = [p for n, p in self.model.named_parameters() if not no_weight_decay(n)]
+        no_decay = [p for n, p in self.model.named_parameters() if no_weight_decay(n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                                       {"params": no_decay, "weight_decay": 0.0}],
                                      lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
@@ -108,12 +108,7 @@ class TorchStep:
         return timed_steps(self._step, n)
 
 
-def _no_decay(name: str) -> bool:
-    return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name.lower()
-
-
 def build(spec: dict):
     if spec.get("objective") == "electra":  # two models and a sampling step: its own runner
-        from benchmarks.runners.hf_torch_electra import TorchElectraStep
         return TorchElectraStep(spec)
     return TorchStep(spec)

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from benchmarks.runners.hf_torch import _no_decay
-from benchmarks.runners.shared import timed_steps
+from benchmarks.objectives import mlm_batch
+from benchmarks.runners.shared import no_weight_decay, timed_steps
 
 
 def electra_configs(spec: dict):
@@ -46,8 +46,6 @@ class TorchElectraStep:
         import transformers
         from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-        from benchmarks.objectives import mlm_batch
-
         torch.set_num_threads(spec["threads"])
         torch.manual_seed(0)
         self.torch = torch
@@ -63,8 +61,8 @@ class TorchElectraStep:
         named = {id(p): (n, p) for model in (self.discriminator, self.generator)
                  for n, p in model.named_parameters()}  # shared tensors once
         self.params = [p for _, p in named.values()]
-        decay = [p for n, p in named.values() if not _no_decay(n)]
-        no_decay = [p for n, p in named.values() if _no_decay(n)]
+        decay = [p for n, p in named.values() if not no_weight_decay(n)]
+        no_decay = [p for n, p in named.values() if no_weight_decay(n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                                       {"params": no_decay, "weight_decay": 0.0}],
                                      lr=1e-4, betas=(0.9, 0.999), eps=1e-6)

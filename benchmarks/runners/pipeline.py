@@ -8,6 +8,9 @@ import time
 
 import numpy as np
 
+from benchmarks.runners.flaxlm_step import program_for
+from benchmarks.runners.shared import corpus_and_tokenizer
+
 
 class PipelineThroughput:
     """Masked batches/s from the same text, batch and length, tokenizer work done up front.
@@ -25,7 +28,6 @@ class PipelineThroughput:
         import transformers
         from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-        from benchmarks.runners.shared import corpus_and_tokenizer
         from flaxlm.data.pipeline import DataConfig, build_train_stream
         from flaxlm.data.tokenizers import load_tokenizer
 
@@ -88,7 +90,6 @@ class PipelineStep:
     def __init__(self, spec: dict):
         import jax
 
-        from benchmarks.runners.shared import corpus_and_tokenizer, program_for
         from flaxlm.data.pipeline import DataConfig, build_train_stream
         from flaxlm.data.tokenizers import load_tokenizer
         from flaxlm.sharding import host_batch_to_global

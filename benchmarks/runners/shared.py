@@ -1,5 +1,5 @@
-"""Pieces several runners share: the benchmark tokenizer and corpus, a cached train program, and
-the timing loop behind every `run(n)`.
+"""Pieces several runners share: the benchmark tokenizer and corpus, the PyTorch baselines'
+weight-decay rule, and the timing loop behind every `run(n)`.
 
 Standard library only at import time: benchmarks/hf_flax_worker.py imports `timed_steps` under a
 throwaway virtualenv that has no flaxlm installed (flaxlm is imported inside the functions).
@@ -13,8 +13,6 @@ from typing import Any, Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(REPO, "data", "it", "train.txt")
-
-_PROGRAMS: dict = {}
 
 
 def corpus_and_tokenizer(spec: dict) -> tuple[str, str]:
@@ -40,19 +38,9 @@ def corpus_and_tokenizer(spec: dict) -> tuple[str, str]:
     return corpus, tok_dir
 
 
-def program_for(spec: dict):
-    """(program, mesh, dtype, objective) for a step spec; cached so in-process (smoke) runs
-    compile each step once."""
-    from benchmarks.objectives import OBJECTIVES
-    from benchmarks.runners.flaxlm_step import build_program
-    key = (spec["objective"], spec["arch"], spec["vocab"], tuple(sorted(spec["model"].items())),
-           spec["batch"], spec["seq"], spec.get("dropout", True), spec.get("attention", "xla"),
-           spec.get("attention_dropout"))
-    if key not in _PROGRAMS:
-        objective, batch_fn = OBJECTIVES[spec["objective"]].make(spec)
-        program, mesh, dtype = build_program(spec, objective)
-        _PROGRAMS[key] = (program, mesh, dtype, batch_fn)
-    return _PROGRAMS[key]
+def no_weight_decay(name: str) -> bool:
+    """PyTorch baselines' AdamW skips weight decay on biases and LayerNorm, as flaxlm's does."""
+    return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name.lower()
 
 
 def timed_steps(step: Callable[[], Any], n: int, loss_of: Callable[[Any], float] = float) -> dict:

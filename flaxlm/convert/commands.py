@@ -1,6 +1,99 @@
-"""`flaxlm export`, `flaxlm import` and `flaxlm fill-mask` (Hugging Face interop)."""
+"""`flaxlm export`, `flaxlm import` and `flaxlm fill-mask` (Hugging Face interop).
+
+`export` and `import_hf` are the library entry points: they pick the single-model conversion
+(`export.py`, `import_hf.py`) or the ELECTRA pair's (`electra_bundle.py`), so neither of those
+knows about the other, and handle `gs://` paths for both.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator, Sequence
+
+from flaxlm import storage
+from flaxlm.convert.electra import GENERATOR_SUBDIR
+from flaxlm.convert.electra_bundle import export_pair, import_pair
+from flaxlm.convert.export import check_out, export_model
+from flaxlm.convert.fill_mask import fill_mask_demo, format_predictions, masked_lm_dir
+from flaxlm.convert.import_hf import import_model
+from flaxlm.convert.parity import TOLERANCE
+from flaxlm.convert.safe_load import check_hf_dir
+from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import ELECTRA_PAIR, Workdir, is_workdir
+
+
+def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
+           tolerance: float = TOLERANCE) -> dict:
+    """Writes the release bundle for `workdir`'s checkpoint to `out`: `step`, else the best step
+    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest.
+    An ELECTRA pre-training pair becomes two transformers models (`OUT/`, `OUT/generator/`).
+    A `gs://` `out` is written locally, checked, then uploaded."""
+    if storage.is_remote(out):
+        if storage.exists(out) and not overwrite:
+            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
+        with tempfile.TemporaryDirectory(prefix="flaxlm-export-") as local:
+            result = export(workdir, os.path.join(local, os.path.basename(out.rstrip("/"))),
+                            step=step, tolerance=tolerance)
+            storage.copy_tree(result["out"], out)
+        return {**result, "out": out}
+    check_out(out, overwrite)
+    if Workdir.open(workdir).kind == ELECTRA_PAIR:  # a generator + discriminator pair: two transformers models
+        return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
+    return export_model(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
+
+
+def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
+              tokenizer_dir: str | None = None, generator_dir: str | None = None) -> dict:
+    """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. An
+    `ElectraForPreTraining` with its generator (`generator_dir`, else `hf_dir/generator`) is
+    imported as a pre-training pair, without one as an encoder for fine-tuning.
+    `gs://` sources are read from local copies; a `gs://` `out` is written and checked locally,
+    then uploaded."""
+    if storage.is_remote(out):
+        if storage.exists(out) and not overwrite:
+            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
+        with tempfile.TemporaryDirectory(prefix="flaxlm-import-") as local:
+            result = import_hf(hf_dir, os.path.join(local, "workdir"), tolerance=tolerance,
+                               tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
+            storage.copy_tree(result["out"], out)
+        return {**result, "out": out}
+    sources = [p for p in (hf_dir, tokenizer_dir, generator_dir) if p]
+    if any(storage.is_remote(p) for p in sources):  # transformers and safetensors read local files
+        local = {p: storage.local_copy(p) for p in sources}
+        return import_hf(local[hf_dir], out, overwrite=overwrite, tolerance=tolerance,
+                         tokenizer_dir=tokenizer_dir and local[tokenizer_dir],
+                         generator_dir=generator_dir and local[generator_dir])
+    check_out(out, overwrite)
+    hf_class = (check_hf_dir(hf_dir).get("architectures") or [None])[0]
+    has_generator = bool(generator_dir) or os.path.isdir(os.path.join(hf_dir, GENERATOR_SUBDIR))
+    if hf_class == "ElectraForPreTraining" and has_generator:
+        return import_pair(hf_dir, out, overwrite=overwrite, tolerance=tolerance,
+                           tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
+    return import_model(hf_dir, out, overwrite=overwrite, tolerance=tolerance,
+                        tokenizer_dir=tokenizer_dir)
+
+
+@contextlib.contextmanager
+def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
+    """`model` itself (a local copy if remote) if it is an HF dir, else a temporary export of
+    the flaxlm workdir."""
+    if not is_workdir(model):
+        yield storage.local_copy(model)
+        return
+    with tempfile.TemporaryDirectory(prefix="flaxlm-fill-mask-") as tmp:
+        export(model, os.path.join(tmp, "bundle"), step=step)
+        yield os.path.join(tmp, "bundle")
+
+
+def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
+              step: int | None = None) -> list:
+    """A workdir's export (an ELECTRA run's generator) or an HF dir, through `fill_mask_demo`."""
+    if not storage.isdir(model):
+        raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
+    with as_hf_dir(model, step) as hf_dir:
+        return fill_mask_demo(masked_lm_dir(hf_dir), sentences, top_k=top_k)
 
 
 def _fmt_parity(result: dict) -> str:
@@ -9,14 +102,12 @@ def _fmt_parity(result: dict) -> str:
 
 
 def _cmd_export(args, _):
-    from flaxlm.convert.export import export
     r = export(args.workdir, args.out, step=args.step, overwrite=args.overwrite)
     print(f"flaxlm: exported step {r['step']} as {r['hf_class']} ({r['params']:,} parameters) "
           f"to {r['out']}; parity vs transformers: {_fmt_parity(r)}")
 
 
 def _cmd_import(args, _):
-    from flaxlm.convert.import_hf import import_hf
     r = import_hf(args.hf, args.out, overwrite=args.overwrite, tokenizer_dir=args.tokenizer,
                   generator_dir=args.generator)
     fresh = "; MLM head initialized fresh" if r["initialized_fresh"] else ""
@@ -27,7 +118,6 @@ def _cmd_import(args, _):
 
 
 def _cmd_fill_mask(args, _):
-    from flaxlm.convert.fill_mask import fill_mask, format_predictions
     results = fill_mask(args.model, args.text, top_k=args.top_k, step=args.step)
     print(format_predictions(args.text, results))
 

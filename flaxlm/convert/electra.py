@@ -21,32 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm import storage
-from flaxlm.checkpoint import read_params, write_params
-from flaxlm.convert.hf_config import check_heads_fill_hidden, label_fields
-from flaxlm.convert.mappings import Table, from_hf, table_for, to_hf
-from flaxlm.convert.model_io import flatten, param_count, unflatten_like
+from flaxlm.convert.mappings.tables import Table, table_for
+from flaxlm.convert.mappings.tensors import from_hf, to_hf
+from flaxlm.convert.model_io import param_count
 from flaxlm.convert.parity import TOLERANCE, max_abs_diff, parity_record, torch_outputs
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import read_params, write_weights_only
+from flaxlm.run.workdir import ELECTRA_HEAD, Workdir
 
 GENERATOR_SUBDIR = "generator"
 PARITY_MAX_LEN = 64
 # tower → (its head in the pre-training model, that head in the table's view, flaxlm task)
 TOWERS = {"discriminator": ("discriminator_head", "discriminator_head", "electra"),
           "generator": ("generator_head", "mlm_head", "mlm")}
-
-
-def is_electra_run(workdir: str) -> bool:
-    """Whether `workdir`'s config.json says it holds an ELECTRA pre-training pair."""
-    path = os.path.join(workdir, "config.json")
-    if not storage.isfile(path):
-        return False
-    try:
-        return json.loads(storage.read_text(path)).get("head") == "electra"
-    except (json.JSONDecodeError, AttributeError):
-        return False
 
 
 def tower_view(flat: Mapping[str, Any], tower: str) -> dict[str, Any]:
@@ -102,68 +92,6 @@ def abstract_pair(discriminator: ModelConfig, generator: ModelConfig):
                                   nnx.to_pure_dict(state))
 
 
-def electra_hf_config(config: ModelConfig, task: str, labels: list[str] | None = None):
-    """`ElectraConfig` of the (electra, task) class for one tower's (or encoder's) config."""
-    import transformers
-
-    table = table_for("electra", task)
-    check_heads_fill_hidden(config, table.hf_class)
-    if config.type_vocab_size == 0:
-        raise FlaxlmError(f"model.type_vocab_size=0: {table.hf_class} always adds a token-type "
-                          "embedding")
-    task_fields = {}
-    if task not in ("mlm", "electra"):
-        task_fields = {"num_labels": config.num_labels,
-                       "classifier_dropout": config.classifier_dropout,
-                       **label_fields(labels, config.num_labels)}
-    return transformers.ElectraConfig(
-        architectures=[table.hf_class], vocab_size=config.vocab_size,
-        embedding_size=config.embedding_dim, hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size, hidden_act="gelu",
-        hidden_dropout_prob=config.hidden_dropout,
-        attention_probs_dropout_prob=config.attention_dropout,
-        max_position_embeddings=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size, layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32",
-        **task_fields)
-
-
-def electra_model_config(hf, source: str) -> ModelConfig:
-    """An `ElectraConfig` → the flaxlm config of that tower or encoder (arch "electra": BERT's
-    post-LN body, exported back as Electra* classes); refuses what flaxlm does not compute."""
-    for key, allowed in {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
-                         "is_decoder": (None, False), "add_cross_attention": (None, False),
-                         "tie_word_embeddings": (None, True)}.items():
-        if getattr(hf, key, None) not in allowed:
-            raise FlaxlmError(f"{source}: {key}={getattr(hf, key, None)!r} is not supported by "
-                              f"flaxlm's ELECTRA (supported: {', '.join(map(repr, allowed))})")
-    hidden_dropout = float(hf.hidden_dropout_prob)
-    config = ModelConfig(
-        arch="electra", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),
-        num_layers=int(hf.num_hidden_layers), num_heads=int(hf.num_attention_heads),
-        intermediate_size=int(hf.intermediate_size),
-        max_position_embeddings=int(hf.max_position_embeddings),
-        type_vocab_size=int(hf.type_vocab_size), pad_token_id=int(hf.pad_token_id or 0),
-        layer_norm_eps=float(hf.layer_norm_eps), hidden_dropout=hidden_dropout,
-        attention_dropout=float(hf.attention_probs_dropout_prob),
-        embedding_size=0 if hf.embedding_size == hf.hidden_size else int(hf.embedding_size),
-        num_labels=int(hf.num_labels),
-        classifier_dropout=(hidden_dropout if hf.classifier_dropout is None
-                            else float(hf.classifier_dropout)))
-    try:
-        config.validate()
-    except FlaxlmError as e:
-        raise FlaxlmError(f"{source}: {e}") from None
-    if config.hidden_size % config.num_heads:
-        raise FlaxlmError(f"{source}: hidden_size={config.hidden_size} is not divisible by "
-                          f"num_attention_heads={config.num_heads}")
-    if config.type_vocab_size == 0:
-        raise FlaxlmError(f"{source}: type_vocab_size=0, but ELECTRA always adds a token-type "
-                          "embedding")
-    return config
-
-
 @functools.lru_cache(maxsize=4)
 def _forward(graphdef):
     @jax.jit
@@ -208,17 +136,12 @@ def tables() -> dict[str, Table]:
 
 def read_pair(workdir: str, step: int | None):
     """(discriminator config, generator config, flat params, step) of an ELECTRA workdir."""
-    run = json.loads(storage.read_text(os.path.join(workdir, "config.json")))
-    try:
-        discriminator = ModelConfig(**run["model"])
-    except (KeyError, TypeError) as e:
-        raise FlaxlmError(f"{workdir}/config.json: not a flaxlm run config ({e!r})") from None
-    discriminator.validate()
+    discriminator = Workdir.open(workdir).saved_model
     params, _, step = read_params(workdir, None, step)
-    flat = {k: np.asarray(v) for k, v in flatten(params).items()}
+    flat = {k: np.asarray(v) for k, v in flat_names(params).items()}
     generator = generator_config_from_shapes(discriminator, {k: v.shape for k, v in flat.items()})
     _, abstract = abstract_pair(discriminator, generator)
-    want = {k: tuple(v.shape) for k, v in flatten(abstract).items()}
+    want = {k: tuple(v.shape) for k, v in flat_names(abstract).items()}
     got = {k: tuple(v.shape) for k, v in flat.items()}
     if want != got:
         bad = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
@@ -238,11 +161,9 @@ def write_pair_workdir(tmp: str, discriminator: ModelConfig, generator: ModelCon
     """config.json + checkpoints/0 of an imported pair; returns the parameter count."""
     _, abstract = abstract_pair(discriminator, generator)
     params = unflatten_like(abstract, dict(flat))
-    run = {"model": dataclasses.asdict(discriminator), "head": "electra", "objective": "electra",
-           "generator": dataclasses.asdict(generator), "tokenizer": "tokenizer"}
-    with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": source, **run}, f, indent=2, sort_keys=True)
-    write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
+    run = {"model": dataclasses.asdict(discriminator), "head": ELECTRA_HEAD,
+           "objective": "electra", "generator": dataclasses.asdict(generator)}
+    write_weights_only(tmp, params, run, source)
     return param_count(params)
 
 
@@ -261,7 +182,7 @@ def pair_from_hf(discriminator: ModelConfig, generator: ModelConfig,
     embeddings must be the same tensors (flaxlm shares one table)."""
     configs = {"discriminator": discriminator, "generator": generator}
     _, abstract = abstract_pair(discriminator, generator)
-    shapes = {k: tuple(v.shape) for k, v in flatten(abstract).items()}
+    shapes = {k: tuple(v.shape) for k, v in flat_names(abstract).items()}
     flat: dict[str, np.ndarray] = {}
     for tower, table in tables().items():
         try:

@@ -17,11 +17,10 @@ import numpy as np
 from flaxlm import storage
 
 from flaxlm.convert.electra import (GENERATOR_SUBDIR, PARITY_MAX_LEN, TOWERS, build_pair,
-                                    check_pair_parity, electra_hf_config, electra_model_config,
-                                    pair_from_hf, pair_to_hf, read_pair, tables,
+                                    check_pair_parity, pair_from_hf, pair_to_hf, read_pair, tables,
                                     write_pair_workdir)
 from flaxlm.convert.export import check_loaded_exactly, load_torch, save_safetensors, staged_dir
-from flaxlm.convert.hf_config import transformers_config
+from flaxlm.convert.hf_config import read_model_config, transformers_config, write_hf_config
 from flaxlm.convert.model_card import model_card
 from flaxlm.convert.parity import TOLERANCE, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
@@ -29,13 +28,14 @@ from flaxlm.convert.tokenizer_files import (check_rows, compare, import_tokenize
                                              write_release_tokenizer)
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir
 
 
 def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
                 tolerance: float = TOLERANCE) -> dict:
     discriminator, generator, flat, step = read_pair(workdir, step)
-    tokenizer_dir = os.path.join(workdir, "tokenizer")
-    tok = load_tokenizer(tokenizer_dir)
+    wd = Workdir.open(workdir)
+    tok = load_tokenizer(wd.tokenizer_dir)
     check_rows(tok.vocab_size, discriminator.vocab_size, workdir)
     configs = {"discriminator": discriminator, "generator": generator}
     tensors = pair_to_hf(discriminator, generator, flat)
@@ -48,7 +48,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
             os.makedirs(dirs[tower], exist_ok=True)
             weights = os.path.join(dirs[tower], "model.safetensors")
             save_safetensors(tensors[tower], weights)
-            electra_hf_config(configs[tower], task).save_pretrained(dirs[tower])
+            write_hf_config(table, configs[tower]).save_pretrained(dirs[tower])
             hf_tok = write_release_tokenizer(tok, dirs[tower], discriminator.max_seq_len)
             compare(tok, hf_tok, discriminator.vocab_size, where)
             torch_models[tower] = load_torch(dirs[tower], task)
@@ -57,14 +57,13 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
         parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
                                    batch, where=where, tolerance=tolerance)
-        run = json.loads(storage.read_text(os.path.join(workdir, "config.json")))
         for tower, table in tables().items():
             name = os.path.basename(os.path.abspath(out)) + (
                 "" if tower == "discriminator" else f"/{GENERATOR_SUBDIR}")
             card = model_card(
                 name=name, hf_class=table.hf_class, task=TOWERS[tower][2],
                 config=configs[tower], tokenizer=tok,
-                params=sum(v.size for v in tensors[tower].values()), run=run, workdir=workdir,
+                params=sum(v.size for v in tensors[tower].values()), wd=wd,
                 step=step, mask_token=hf_tok.mask_token,
                 parity={k: v for k, v in parity.items()
                         if k.startswith(tower) or not k.endswith("diff")})
@@ -77,7 +76,7 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
 
 def _torch_model(hf_class: str, hf_config, tensors):
     """The checkpoint in its transformers class, from the tensors already read safely."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when a pair is built
     import transformers
 
     model = getattr(transformers, hf_class)(hf_config)
@@ -105,7 +104,7 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
                               f"with architectures ['{table.hf_class}'], got "
                               f"{raw.get('model_type')!r} {raw.get('architectures')!r}")
         hf_configs[tower] = transformers_config(table.family, raw, where[tower])
-        configs[tower] = electra_model_config(hf_configs[tower], where[tower])
+        configs[tower] = read_model_config(table, hf_configs[tower], where[tower])
         tensors[tower] = load_tensors(dirs[tower])
     discriminator, generator = configs["discriminator"], configs["generator"]
     for key in ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_token_id",
@@ -118,7 +117,7 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
     flat = pair_from_hf(discriminator, generator, tensors, where)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
                                        discriminator.arch, discriminator.vocab_size,
                                        discriminator.max_seq_len)
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))

@@ -13,20 +13,20 @@ import tempfile
 from typing import Iterator
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
-from flaxlm import storage
-from flaxlm.checkpoint import read_params
-from flaxlm.convert.electra import is_electra_run
 from flaxlm.convert.hf_config import hf_config
-from flaxlm.convert.mappings import TASKS, Table, table_for, to_hf
+from flaxlm.convert.mappings.tables import TASKS, Table, table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.model_card import model_card
-from flaxlm.convert.model_io import (abstract_params, build_model, flatten, open_workdir,
-                                     param_count)
+from flaxlm.convert.model_io import abstract_params, build_model, param_count
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.tokenizer_files import check_rows, compare, write_release_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.workdir import read_json_or_none
+from flaxlm.models.param_tree import flat_names
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.workdir import Workdir
 
 PARITY_MAX_LEN = 64
 
@@ -63,15 +63,13 @@ def staged_dir(out: str, *, overwrite: bool) -> Iterator[str]:
 
 
 def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
-    from safetensors.numpy import save_file
-
     save_file(tensors, path, metadata={"format": "pt"})
 
 
 @contextlib.contextmanager
 def no_progress_bars() -> Iterator[None]:
     """transformers' per-load progress bars are noise in a one-line-per-command CLI."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # seconds to import: only when used
 
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -85,9 +83,8 @@ def no_progress_bars() -> Iterator[None]:
 def load_torch(directory: str, task: str = "mlm"):
     """The bundle as transformers loads it for users (the task's Auto class): fp32, eval mode, no
     remote code."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when a bundle is loaded
     import transformers
-
     from transformers.utils import logging as hf_logging
 
     auto_class = getattr(transformers, TASKS[task].auto_class)
@@ -108,8 +105,6 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
                          passengers: list[str], safetensors_path: str, where: str) -> None:
     """Every written tensor came back bit for bit — through transformers, or for `passengers`
     (stored for other classes, e.g. a pooler beside an MLM head) from the file itself."""
-    from safetensors.numpy import load_file
-
     state = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
     stored = load_file(safetensors_path) if passengers else {}
     for name, value in tensors.items():
@@ -128,26 +123,15 @@ def check_loaded_exactly(torch_model, tensors: dict[str, np.ndarray], table: Tab
             raise FlaxlmError(f"{where}: {alias} is not tied to {target} after loading")
 
 
-def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
-           tolerance: float = TOLERANCE) -> dict:
-    """Writes the release bundle for `workdir`'s checkpoint to `out`: `step`, else the best step
-    when the run selected one (`best.json`, e.g. the best fine-tuning epoch), else the latest.
-    A `gs://` `out` is written locally, checked, then uploaded."""
-    if storage.is_remote(out):
-        if storage.exists(out) and not overwrite:
-            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
-        with tempfile.TemporaryDirectory(prefix="flaxlm-export-") as local:
-            result = export(workdir, os.path.join(local, os.path.basename(out.rstrip("/"))),
-                            step=step, tolerance=tolerance)
-            storage.copy_tree(result["out"], out)
-        return {**result, "out": out}
+def export_model(workdir: str, out: str, *, step: int | None = None, overwrite: bool = False,
+                 tolerance: float = TOLERANCE) -> dict:
+    """Writes the release bundle of a single-model workdir's checkpoint to a local `out`: `step`,
+    else the best step when the run selected one (`best.json`, e.g. the best fine-tuning epoch),
+    else the latest. `flaxlm.convert.commands.export` picks this or the ELECTRA pair's."""
     check_out(out, overwrite)
-    if is_electra_run(workdir):  # a generator + discriminator pair: two transformers models
-        from flaxlm.convert.electra_bundle import export_pair
-        return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
-    wd = open_workdir(workdir)
+    wd = Workdir.open(workdir)
     if step is None:
-        best = read_json_or_none(os.path.join(workdir, "best.json"))
+        best = wd.read_best()
         step = best["step"] if best else None
     config = wd.model
     table = table_for(config.arch, wd.head)
@@ -157,10 +141,10 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
         raise FlaxlmError(f"{workdir}: model.pad_token_id={config.pad_token_id} but the "
                           f"tokenizer pads with {tok.pad_id}; XLM-R positions depend on it")
     bos, eos = (tok.cls_id, tok.sep_id) if config.arch == "xlmr" else (None, None)
-    hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.run.get("labels"))
+    hf_cfg = hf_config(config, wd.head, bos_id=bos, eos_id=eos, labels=wd.labels)
     _, abstract = abstract_params(config, wd.head)
     params, _, step = read_params(workdir, abstract, step)
-    tensors = to_hf(table, flatten(params), config)
+    tensors = to_hf(table, flat_names(params), config)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
         weights = os.path.join(tmp, "model.safetensors")
@@ -177,8 +161,7 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
                               where=f"export of {workdir}", tolerance=tolerance)
         card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.hf_class,
                           task=wd.head, config=config, tokenizer=tok, params=param_count(params),
-                          run=wd.run,
-                          workdir=workdir, step=step, parity=parity,
+                          wd=wd, step=step, parity=parity,
                           mask_token=hf_tok.mask_token)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)

@@ -1,37 +1,30 @@
 """`flaxlm fill-mask`: top-k predictions from a release bundle or a flaxlm workdir.
 
-A workdir is exported to a temporary bundle first (with the usual parity check), so the answer is
-what users of the released PyTorch model will see. Either may be on `gs://`: a bundle there is
-read from a local copy (transformers reads local files only).
+`flaxlm.convert.commands.fill_mask` exports a workdir to a temporary bundle first (with the usual
+parity check), so the answer is what users of the released PyTorch model will see. Either may be
+on `gs://`: a bundle there is read from a local copy (transformers reads local files only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from flaxlm import storage
+from flaxlm.convert.electra import GENERATOR_SUBDIR
+from flaxlm.convert.export import no_progress_bars
 from flaxlm.convert.safe_load import check_hf_dir
 from flaxlm.errors import FlaxlmError
 
 MASK_PLACEHOLDER = "<mask>"
 
 
-def is_workdir(path: str) -> bool:
-    return storage.isdir(os.path.join(path, "checkpoints")) and storage.isfile(
-        os.path.join(path, "config.json"))
-
-
 def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> list:
     """`transformers.pipeline("fill-mask")` on `hf_dir`: per sentence, a list of
     `{"token_str", "score", "sequence", "token"}` (a list of such lists if a sentence has several
     masks). `<mask>` in a sentence is replaced by the model's own mask token."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when predicting
     from transformers import pipeline
-
-    from flaxlm.convert.export import no_progress_bars
 
     check_hf_dir(hf_dir)
     with no_progress_bars():
@@ -47,42 +40,17 @@ def fill_mask_demo(hf_dir: str, sentences: Sequence[str], top_k: int = 5) -> lis
     return out
 
 
-@contextlib.contextmanager
-def as_hf_dir(model: str, step: int | None = None) -> Iterator[str]:
-    """`model` itself (a local copy if remote) if it is an HF dir, else a temporary export of
-    the flaxlm workdir."""
-    if not is_workdir(model):
-        yield storage.local_copy(model)
-        return
-    from flaxlm.convert.export import export
-
-    with tempfile.TemporaryDirectory(prefix="flaxlm-fill-mask-") as tmp:
-        export(model, os.path.join(tmp, "bundle"), step=step)
-        yield os.path.join(tmp, "bundle")
-
-
 def masked_lm_dir(hf_dir: str) -> str:
     """`hf_dir`, or the generator of an ELECTRA bundle: the discriminator (`ElectraForPreTraining`)
     has no MLM head, so transformers' fill-mask pipeline would predict with a random one."""
     if check_hf_dir(hf_dir).get("architectures") != ["ElectraForPreTraining"]:
         return hf_dir
-    from flaxlm.convert.electra import GENERATOR_SUBDIR
-
     generator = os.path.join(hf_dir, GENERATOR_SUBDIR)
     if not os.path.isfile(os.path.join(generator, "config.json")):
         raise FlaxlmError(f"{hf_dir}: an ELECTRA discriminator (ElectraForPreTraining) has no MLM "
                           f"head; fill-mask needs its generator (ElectraForMaskedLM), which "
                           f"`flaxlm export` writes to {generator}: pass that directory")
     return generator
-
-
-def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
-              step: int | None = None) -> list:
-    """A workdir's export (an ELECTRA run's generator) or an HF dir, through `fill_mask_demo`."""
-    if not storage.isdir(model):
-        raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
-    with as_hf_dir(model, step) as hf_dir:
-        return fill_mask_demo(masked_lm_dir(hf_dir), sentences, top_k=top_k)
 
 
 def format_predictions(sentences: Sequence[str], results: list) -> str:

@@ -13,28 +13,26 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.checkpoint import write_params
-from flaxlm.convert.electra import GENERATOR_SUBDIR
+from flaxlm.run.checkpoint import write_weights_only
+from flaxlm.run.workdir import Workdir
 from flaxlm.convert.export import check_out, staged_dir
 from flaxlm.convert.hf_config import model_config_from_hf
-from flaxlm.convert.mappings import Table, from_hf, has_pooler
+from flaxlm.convert.mappings.tables import Table
+from flaxlm.convert.mappings.tensors import from_hf, has_pooler
 from flaxlm.convert.model_io import (abstract_params, build_model, fresh_head, param_count,
-                                     param_shapes, unflatten_like)
+                                     param_shapes)
 from flaxlm.convert.parity import TOLERANCE, check_parity, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
 from flaxlm.convert.tokenizer_files import import_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import unflatten_like
 
 log = logging.getLogger("flaxlm.convert")
 PARITY_MAX_LEN = 64
-# What an imported workdir continues with: MLM pre-training, or fine-tuning its classifier.
-_OBJECTIVE_OF_HEAD = {"mlm": "mlm", "token_classification": "classify",
-                      "sequence_classification": "classify"}
 # ElectraForPreTraining's replaced-token head: no use to fine-tuning, dropped from a
 # discriminator imported alone.
 _DISCRIMINATOR_HEAD = "discriminator_predictions."
@@ -44,7 +42,7 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
     """The checkpoint in its transformers class, configured from its own (validated) config.json
     so that a mistranslated field shows up as a parity failure, and loaded from the tensors
     already read safely (transformers never opens the untrusted directory's weights)."""
-    import torch
+    import torch  # torch and transformers take seconds to import: only when importing
     import transformers
 
     try:  # skip random init: every weight that matters is loaded right after
@@ -63,35 +61,16 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
     return model.float().eval()
 
 
-def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
-              tokenizer_dir: str | None = None, generator_dir: str | None = None) -> dict:
-    """Converts `hf_dir` into a flaxlm workdir at `out`; returns a summary. The tokenizer comes
-    from `tokenizer_dir` when given (mMiniLMv2 ships none and uses XLM-R's), else from `hf_dir`.
-    `gs://` sources are read from local copies; a `gs://` `out` is written and checked locally,
-    then uploaded."""
-    if storage.is_remote(out):
-        if storage.exists(out) and not overwrite:
-            raise FlaxlmError(f"{out} already exists; choose another output or pass --overwrite")
-        with tempfile.TemporaryDirectory(prefix="flaxlm-import-") as local:
-            result = import_hf(hf_dir, os.path.join(local, "workdir"), tolerance=tolerance,
-                               tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
-            storage.copy_tree(result["out"], out)
-        return {**result, "out": out}
-    sources = [p for p in (hf_dir, tokenizer_dir, generator_dir) if p]
-    if any(storage.is_remote(p) for p in sources):  # transformers and safetensors read local files
-        local = {p: storage.local_copy(p) for p in sources}
-        return import_hf(local[hf_dir], out, overwrite=overwrite, tolerance=tolerance,
-                         tokenizer_dir=tokenizer_dir and local[tokenizer_dir],
-                         generator_dir=generator_dir and local[generator_dir])
+def import_model(hf_dir: str, out: str, *, overwrite: bool = False,
+                 tolerance: float = TOLERANCE, tokenizer_dir: str | None = None) -> dict:
+    """Converts one local transformers model `hf_dir` into a flaxlm workdir at a local `out`;
+    returns a summary. The tokenizer comes from `tokenizer_dir` when given (mMiniLMv2 ships none
+    and uses XLM-R's), else from `hf_dir`. `flaxlm.convert.commands.import_hf` picks this or the
+    ELECTRA pair's import; an `ElectraForPreTraining` that reaches this is a discriminator alone."""
     check_out(out, overwrite)
     raw_config = check_hf_dir(hf_dir)
     hf_class = (raw_config.get("architectures") or [None])[0]
-    discriminator_alone = hf_class == "ElectraForPreTraining" and not (
-        generator_dir or os.path.isdir(os.path.join(hf_dir, GENERATOR_SUBDIR)))
-    if hf_class == "ElectraForPreTraining" and not discriminator_alone:
-        from flaxlm.convert.electra_bundle import import_pair
-        return import_pair(hf_dir, out, overwrite=overwrite, tolerance=tolerance,
-                           tokenizer_dir=tokenizer_dir, generator_dir=generator_dir)
+    discriminator_alone = hf_class == "ElectraForPreTraining"
     if discriminator_alone:
         # What users download to fine-tune (a released discriminator): its encoder, read as
         # transformers' ElectraModel; ELECTRA pre-training needs the generator too.
@@ -128,7 +107,7 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
     params = unflatten_like(abstract, flat)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, os.path.join(tmp, "tokenizer"),
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
                                        config.arch, config.vocab_size, config.max_seq_len)
         if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
             raise FlaxlmError(f"{hf_dir}: pad_token_id={config.pad_token_id} in config.json but "
@@ -142,13 +121,11 @@ def import_hf(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: floa
                   "hf_class": hf_class or table.family.base_class,
                   "initialized_fresh": absent, "dropped": dropped}
         model = dataclasses.asdict(config)
-        run = {"model": model, "head": task, "objective": _OBJECTIVE_OF_HEAD[task],
-               "tokenizer": "tokenizer"}
+        # The objective that trains this head (MLM pre-training, or fine-tuning the classifier).
+        run = {"model": model, "head": task, "objective": task}
         if task != "mlm":
             run["labels"] = hf.labels
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump({"config": source, **run}, f, indent=2, sort_keys=True)
-        write_params(tmp, 0, params, {"step": 0, "data_position": 0, **run, **source})
+        write_weights_only(tmp, params, run, source)
     return {"out": os.path.abspath(out), "arch": config.arch, "head": task,
             "params": param_count(params), "initialized_fresh": absent, "dropped": dropped,
             "unused_rows": config.vocab_size - tok.vocab_size, **parity}

@@ -5,26 +5,17 @@ from __future__ import annotations
 import json
 import os
 
-from flaxlm import storage
-from flaxlm.convert.mappings import TASKS
+from flaxlm.convert.mappings.tables import TASKS
 from flaxlm.models.config import ModelConfig
+from flaxlm.run.workdir import Workdir
 
 _SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    """`metrics.jsonl` rows (the format `flaxlm.metrics_log` writes; read here without importing
-    TensorBoard)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not storage.exists(path):
-        return []
-    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
-
-
-def final_metrics(workdir: str, step: int) -> dict[str, tuple[int, float]]:
+def final_metrics(wd: Workdir, step: int) -> dict[str, tuple[int, float]]:
     """Last logged value (and its step) of each headline metric at or before `step`."""
     out: dict[str, tuple[int, float]] = {}
-    for row in read_metrics(workdir):
+    for row in wd.read_metrics():
         if row.get("step", 0) > step:
             continue
         for key in _SHOWN:
@@ -64,9 +55,9 @@ _KINDS["electra"] = (
 
 
 def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, params: int,
-               run: dict, workdir: str, step: int, parity: dict, mask_token: str,
+               wd: Workdir, step: int, parity: dict, mask_token: str,
                task: str = "mlm") -> str:
-    metrics = final_metrics(workdir, step)
+    metrics = final_metrics(wd, step)
     rows = "\n".join(f"| {k} | {v:.4f} | {s} |" for k, (s, v) in metrics.items())
     metrics_block = (f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows
                      else "No metrics were logged (metrics.jsonl is absent or empty).")
@@ -81,7 +72,7 @@ def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, para
     usage = usage.format(model=os.path.basename(name), mask=mask_token)
     pipeline_tag = TASKS[task].pipeline
     tied = " (MLM decoder tied to the word embeddings)" if task == "mlm" else ""
-    labels = (f"\n| labels | {config.num_labels}: {', '.join(run.get('labels') or [])} |"
+    labels = (f"\n| labels | {config.num_labels}: {', '.join(wd.labels or [])} |"
               if task not in ("mlm", "electra") else "")
     return f"""---
 library_name: transformers
@@ -107,9 +98,9 @@ tags: [flaxlm, {config.arch}, {tag}]
 
 ## Training
 
-- training data: {_training_data(run)}
+- training data: {_training_data(wd.run)}
 - steps: {step}
-- objective: {run.get("objective", "mlm")}
+- objective: {wd.objective}
 
 {metrics_block}
 

@@ -1,36 +1,18 @@
-"""The flaxlm side of conversion: workdirs, flat parameter names, and building the Flax model for
-a head (`flaxlm.models.heads.MODELS`: "mlm", "token_classification", "sequence_classification")."""
+"""The flaxlm side of conversion: flat parameter names, and building the Flax model for a
+head (`flaxlm.models.heads.MODELS`: "mlm", "token_classification", "sequence_classification")."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import os
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
-from flaxlm import storage
-from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
-from flaxlm.models.heads import MODELS, model_class
-
-
-def _name(path) -> str:
-    return "/".join(str(getattr(k, "key", k)) for k in path)
-
-
-def flatten(tree: Any) -> dict[str, Any]:
-    """`{"encoder/layers/0/attention/query/kernel": leaf, ...}` — the names `param_names` gives."""
-    return {_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def unflatten_like(template: Any, flat: dict[str, Any]) -> Any:
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    return jax.tree_util.tree_unflatten(treedef, [flat[_name(p)] for p, _ in paths])
+from flaxlm.models.heads import model_class
+from flaxlm.models.param_tree import flat_names
 
 
 @functools.lru_cache(maxsize=8)
@@ -46,7 +28,7 @@ def abstract_params(config: ModelConfig, head: str = "mlm") -> tuple[nnx.GraphDe
 
 
 def param_shapes(config: ModelConfig, head: str = "mlm") -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in flatten(abstract_params(config, head)[1]).items()}
+    return {k: tuple(v.shape) for k, v in flat_names(abstract_params(config, head)[1]).items()}
 
 
 def build_model(config: ModelConfig, params: Any, head: str = "mlm") -> nnx.Module:
@@ -73,63 +55,3 @@ def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
 
 def param_count(params: Any) -> int:
     return int(sum(np.size(x) for x in jax.tree.leaves(params)))
-
-
-# The head of an ELECTRA pre-training workdir (generator + discriminator; `flaxlm.convert.electra`
-# converts it, `flaxlm.models.electra` builds it): not a `MODELS` entry.
-ELECTRA_HEAD = "electra"
-
-
-@dataclasses.dataclass(frozen=True)
-class Workdir:
-    path: str
-    run: dict  # config.json as written by train.py / import
-    model: ModelConfig
-    tokenizer_dir: str
-    head: str  # a key of flaxlm.models.heads.MODELS, or ELECTRA_HEAD
-
-
-def workdir_head(run: dict, path: str) -> str:
-    """The head a workdir's checkpoints carry: config.json's "head", else implied by an MLM
-    objective (workdirs written before heads were named)."""
-    head = run.get("head") or ("mlm" if run.get("objective", "mlm") == "mlm" else None)
-    if head == ELECTRA_HEAD:
-        return head
-    if head not in MODELS:
-        raise FlaxlmError(f"{path}: head {head!r} is not one of {', '.join(MODELS)} (objective "
-                          f"{run.get('objective')!r}); set \"head\" in config.json")
-    return head
-
-
-def refuse_electra_pair(wd: Workdir, needs: str, instead: str) -> None:
-    """Uses that need one model stop here, before any weight is read, on an ELECTRA pair."""
-    if wd.head == ELECTRA_HEAD:
-        raise FlaxlmError(f"{wd.path}: an ELECTRA pre-training run (generator + discriminator, "
-                          f"head \"{ELECTRA_HEAD}\"); {needs}: {instead}")
-
-
-def open_workdir(workdir: str) -> Workdir:
-    path = os.path.join(workdir, "config.json")
-    if not storage.isfile(path):
-        raise FlaxlmError(f"{workdir}: no config.json (is it a flaxlm workdir?)")
-    try:
-        run = json.loads(storage.read_text(path))
-        fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        model_dict = run["model"]
-        unknown = sorted(set(model_dict) - fields)
-        if unknown:
-            raise FlaxlmError(f"{path}: unknown model field(s) {unknown}")
-        model = ModelConfig(**model_dict)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise FlaxlmError(f"{path}: not a flaxlm run config ({e!r})") from None
-    model.validate()
-    head = workdir_head(run, path)
-    if head == ELECTRA_HEAD:
-        # An ELECTRA run's model is its discriminator, whatever arch its preset names ("bert"
-        # for the SELECTRA presets): what is fine-tuned from it is an ELECTRA encoder, with
-        # ELECTRA's sequence head, exported as transformers' Electra* classes.
-        model = dataclasses.replace(model, arch="electra")
-    tokenizer = run.get("tokenizer") or "tokenizer"
-    tokenizer_dir = tokenizer if os.path.isabs(tokenizer) or storage.is_remote(tokenizer) else \
-        os.path.join(workdir, tokenizer)
-    return Workdir(workdir, run, model, tokenizer_dir, head)

@@ -62,7 +62,7 @@ def flax_outputs(model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def torch_outputs(torch_model, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same keys from a transformers model: "hidden" always, "logits" from a task class,
     "pooled" from a base model with a pooler."""
-    import torch
+    import torch  # seconds to import: only when comparing with transformers
 
     torch_model.eval()
     with torch.no_grad():

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
+from flaxlm.convert.hf_config import table_for_config
 from flaxlm.errors import FlaxlmError
 
 MAX_JSON_BYTES = 64 << 20
@@ -104,7 +107,6 @@ def check_hf_dir(hf_dir: str) -> dict:
         raise FlaxlmError(f"{hf_dir}: not a directory")
     check_links(hf_dir)
     config = read_json(hf_dir, "config.json")
-    from flaxlm.convert.hf_config import table_for_config
     table_for_config(config, os.path.join(hf_dir, "config.json"))
     check_tokenizer_config(hf_dir)
     weight_files(hf_dir)
@@ -140,7 +142,7 @@ def weight_files(hf_dir: str) -> tuple[str, list[str], dict[str, str] | None]:
 
 
 def _to_numpy(name: str, tensor) -> np.ndarray:
-    import torch
+    import torch  # seconds to import: only when a checkpoint is read
 
     if not isinstance(tensor, torch.Tensor):
         raise FlaxlmError(f"checkpoint entry {name!r} is a {type(tensor).__name__}, not a tensor")
@@ -151,8 +153,6 @@ def _to_numpy(name: str, tensor) -> np.ndarray:
 
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             return {k: _to_numpy(k, f.get_tensor(k)) for k in f.keys()}
@@ -161,9 +161,7 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
-    import pickle
-
-    import torch
+    import torch  # seconds to import: only for a pytorch_model.bin
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)

@@ -58,7 +58,7 @@ def _hf_side_files(out_dir: str, kind: str, *, lowercase: bool, strip_accents: b
 
 
 def load_hf_tokenizer(directory: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: only when converting
 
     check_tokenizer_config(directory)
     try:

@@ -14,19 +14,22 @@ any example e (a resumed run whose batch size changed): its batch k is then [e +
     matters). TFDS text is re-tokenized on every epoch, on every host.
 Masks are drawn from counter-based random numbers keyed by (seed, g): a new epoch (new g) gets
 new masks, the same seed gives the same masks, and no masking state lives in Python.
+
+With `data.host_reading = "own_units"` there is no global stream: each host reads its own units of
+the corpus into its own stream, built the same two ways, and global batch k is the k-th B examples
+of every host's stream (flaxlm/data/host_reading.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from flaxlm.data import prepare, sources
-from flaxlm.data.tokenizers import Tokenizer
+from flaxlm.data import host_reading, masking, prepare, sources
+from flaxlm.data.tokenizer_dir import Tokenizer
 from flaxlm.errors import FlaxlmError
 
 # Token budget of a packed table kept in host memory (5 bytes a token: int32 id + bool word start).
@@ -67,7 +70,7 @@ class DataConfig:
     whole_word_masking: bool = True
     shuffle_buffer: int = 10_000  # streamed sources only
     test_files: tuple[str, ...] = ()  # fine-tuning: evaluated once on the best epoch's weights
-    # Fine-tuning k-fold (flaxlm/tasks/finetune_config.py): with folds >= 2 and fold >= 0, train
+    # Fine-tuning k-fold (flaxlm/objectives/finetune_config.py): with folds >= 2 and fold >= 0, train
     # on the training data without its fold-th slice and evaluate on that slice.
     folds: int = 0
     fold: int = -1
@@ -75,10 +78,13 @@ class DataConfig:
     # (flaxlm/data/length_buckets.py); empty: every batch at seq_len. Packed MLM rows are full.
     length_buckets: tuple[int, ...] = ()
     # Fraction of packed pre-training rows cut into two segments, `[CLS] A [SEP] B [SEP]` with B
-    # at token type 1 (see `make_masker`); 0: one segment, every token type 0; AUTO (the run
+    # at token type 1 (see `masking.make_masker`); 0: one segment, every token type 0; AUTO (the run
     # config's default): resolved by `two_segment_rate` from the model's token types.
     two_segment_rate: float = 0.0
     text_field: str = "text"  # Parquet column / JSON lines field of a document (corpus_files)
+    # "all": every host reads all of train_files; "own_units": each reads its own files / row
+    # groups / prepared shards (flaxlm/data/host_reading.py).
+    host_reading: str = host_reading.ALL
 
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
@@ -90,20 +96,14 @@ class DataConfig:
         if not self.text_field:
             raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
                               "field holding the text (default 'text')")
+        host_reading.check_mode(self.host_reading)
         if self.seq_len < 8:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
             raise FlaxlmError(
                 f"DataConfig.max_predictions={self.max_predictions}: must be in [0, seq_len]"
             )
-        if not 0 < self.mask_rate < 1:
-            raise FlaxlmError(f"DataConfig.mask_rate={self.mask_rate}: must be in (0, 1)")
-        rates = (self.mask_token_rate, self.random_token_rate)
-        if min(rates) < 0 or sum(rates) > 1:
-            raise FlaxlmError(
-                f"DataConfig.mask_token_rate={rates[0]}, random_token_rate={rates[1]}: "
-                "must be ≥ 0 with sum ≤ 1"
-            )
+        self.masking_rates.validate("DataConfig")
         if not (0 <= self.two_segment_rate <= 1 or self.two_segment_rate == AUTO):
             raise FlaxlmError(
                 f"data.two_segment_rate={self.two_segment_rate}: must be in [0, 1], or {AUTO} "
@@ -114,216 +114,29 @@ class DataConfig:
                 f"DataConfig.shuffle_buffer={self.shuffle_buffer}: must be at least 1"
             )
 
+    @property
+    def masking_rates(self) -> masking.MaskingRates:
+        """The masking fields as the masker takes them."""
+        return masking.MaskingRates(
+            mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate, max_predictions=self.max_predictions,
+            whole_word_masking=self.whole_word_masking)
+
 
 def max_predictions(cfg: DataConfig) -> int:
-    """M, the fixed number of prediction slots: the configured one, or the expected number of masked
-    tokens plus 20% and 8 tokens of headroom for long words, rounded up to a multiple of 8."""
-    if cfg.max_predictions:
-        return cfg.max_predictions
-    headroom = cfg.mask_rate * cfg.seq_len * 1.2 + 8
-    return min(cfg.seq_len, 8 * math.ceil(headroom / 8))
-
-
-# --- masking ------------------------------------------------------------------------------------
+    """M, the fixed number of prediction slots of `cfg`'s rows (`MaskingRates.budget`)."""
+    return cfg.masking_rates.budget(cfg.seq_len)
 
 
 def make_masker(
     cfg: DataConfig, tokenizer: Tokenizer, seed: int
 ) -> Callable[..., dict[str, tf.Tensor]]:
-    """`mask(g_B, ids_BxL, word_starts_BxL) -> features` for a batch of packed examples with global
-    indices g_B; every feature has the leading batch dimension B.
-
-    Whole-word masking: k = max(1, round(mask_rate · words)) words are drawn by random scores and
-    taken in score order while their tokens fit in M (two greedy passes, so one long word does not
-    end the draw); every sub-token of a taken word is a prediction. With
-    `cfg.whole_word_masking=False` every token starts a word: k = max(1, round(mask_rate ·
-    maskable tokens)) distinct tokens, at most M.
-    Each prediction independently becomes the mask id / a random non-special token / itself.
-    Special tokens and padding are never in a word, hence never masked.
-
-    Two segments (`two_segment_rate` of the rows, drawn per example): a [SEP] is put in at the
-    first word start from the middle of the row's text on, the rest moves one position right
-    (a full row loses its last text token), and everything after that [SEP] up to the final one
-    gets token type 1, so pair fine-tuning starts from a trained type-1 embedding. This follows
-    google-research/electra build_pretraining_dataset.py (at 8a46635): 10% of examples keep one
-    segment (lines 59-61), the first segment fills about half the length (lines 63-79, there at a
-    sentence boundary, here at a word boundary: packed rows keep no sentence ends), token type 1
-    for the second segment and its [SEP] (lines 100-104). BERT's create_pretraining_data.py
-    (at eedf571, lines 258-319) always makes two segments, its second one from another document
-    half of the time for next-sentence prediction, which flaxlm does not train.
-    The whole batch is masked by one set of ops (per-example maps cost ~30 op launches per row),
-    and every random number is a hash of (seed, g, stream, position): a row's mask does not
-    depend on which batch or host it lands in.
-    """
+    """`masking.make_masker` for `cfg`'s rates, rows and two-segment share (AUTO resolved)."""
     if cfg.two_segment_rate == AUTO:
         raise FlaxlmError("data.two_segment_rate is AUTO: resolve it for the model first "
                           "(pipeline.two_segment_rate)")
-    seq_len, budget = cfg.seq_len, max_predictions(cfg)
-    specials_S = tf.constant(tokenizer.special_ids, tf.int32)
-    non_special_R = tf.constant(
-        np.setdiff1d(np.arange(tokenizer.vocab_size), tokenizer.special_ids), tf.int32
-    )
-    mask_below = cfg.mask_token_rate
-    random_below = cfg.mask_token_rate + cfg.random_token_rate
-    slot_W = tf.range(seq_len)
-    word_stream, action_stream, token_stream, segment_stream = (
-        _stream_key(seed, s) for s in range(4))
-
-    def two_segments(g_B, ids_BxL, word_starts_BxL):
-        """(ids, word starts, token types) with the second segment cut off where drawn."""
-        real_B = tf.reduce_sum(tf.cast(ids_BxL != tokenizer.pad_id, tf.int32), axis=1)
-        pos_1xL = slot_W[None, :]
-        # The first word start at or after the middle of the text (positions 1 … real-2).
-        middle_Bx1 = (1 + (real_B - 2) // 2)[:, None]
-        candidate_BxL = word_starts_BxL & (pos_1xL >= middle_Bx1) & (pos_1xL < real_B[:, None] - 1)
-        split_B = tf.where(tf.reduce_any(candidate_BxL, axis=1),
-                           tf.argmax(tf.cast(candidate_BxL, tf.int32), axis=1,
-                                     output_type=tf.int32),
-                           middle_Bx1[:, 0])
-        drawn_B = _uniform(segment_stream, g_B, 1)[:, 0] < cfg.two_segment_rate
-        split_B = tf.where(drawn_B & (real_B >= 4), split_B, seq_len)  # seq_len: no split
-        split_Bx1 = split_B[:, None]
-
-        def shifted(x_BxL):  # x[i-1] at position i
-            return tf.concat([x_BxL[:, :1], x_BxL[:, :-1]], axis=1)
-        ids_BxL = tf.where(pos_1xL < split_Bx1, ids_BxL,
-                           tf.where(pos_1xL == split_Bx1, tokenizer.sep_id, shifted(ids_BxL)))
-        # A full row pushed its last text token out: it still ends with [SEP].
-        full_Bx1 = (real_B == seq_len)[:, None] & (split_Bx1 < seq_len)
-        ids_BxL = tf.where(full_Bx1 & (pos_1xL == seq_len - 1), tokenizer.sep_id, ids_BxL)
-        word_starts_BxL = tf.where(pos_1xL < split_Bx1, word_starts_BxL,
-                                   (pos_1xL == split_Bx1 + 1) | (
-                                       (pos_1xL > split_Bx1) & shifted(word_starts_BxL)))
-        types_BxL = tf.cast((pos_1xL > split_Bx1) & (ids_BxL != tokenizer.pad_id), tf.int32)
-        return ids_BxL, word_starts_BxL, types_BxL
-
-    def mask(g_B, ids_BxL, word_starts_BxL):
-        batch = tf.shape(ids_BxL)[0]
-        g_B = tf.cast(g_B, tf.int64)
-        if cfg.two_segment_rate > 0:
-            ids_BxL, word_starts_BxL, types_BxL = two_segments(g_B, ids_BxL, word_starts_BxL)
-        else:
-            types_BxL = tf.zeros_like(ids_BxL)
-        if not cfg.whole_word_masking:  # after the cut, which stays at a word start
-            word_starts_BxL = tf.ones_like(word_starts_BxL)
-        maskable_BxL = ~tf.reduce_any(ids_BxL[:, :, None] == specials_S, axis=2)
-        # Word number of each token; -1 before the first word start (cannot happen for packed data).
-        word_BxL = tf.cumsum(tf.cast(word_starts_BxL & maskable_BxL, tf.int32), axis=1) - 1
-        maskable_BxL &= word_BxL >= 0
-        num_words_B = word_BxL[:, -1] + 1
-        # Word slots W = L (there are never more words than tokens); unused slots sort last.
-        # Segment ids: row r's words at r·(L+1) + word, its non-words at r·(L+1) + L (dropped).
-        row_offset_Bx1 = tf.range(batch)[:, None] * (seq_len + 1)
-        segment_BxL = row_offset_Bx1 + tf.where(maskable_BxL, word_BxL, seq_len)
-        word_len_BxW = tf.reshape(
-            tf.math.unsorted_segment_sum(
-                tf.ones_like(segment_BxL), segment_BxL, batch * (seq_len + 1)
-            ),
-            [batch, seq_len + 1],
-        )[:, :seq_len]
-        num_to_mask_B = tf.where(
-            num_words_B > 0,
-            tf.maximum(1, tf.cast(cfg.mask_rate * tf.cast(num_words_B, tf.float32) + 0.5, tf.int32)),
-            0,
-        )
-        is_word_BxW = slot_W < num_words_B[:, None]
-        score_BxW = tf.where(is_word_BxW, _uniform(word_stream, g_B, seq_len), 2.0)
-        order_BxW = tf.argsort(score_BxW, axis=1)
-        len_BxW = tf.gather(word_len_BxW, order_BxW, batch_dims=1)  # words in random order
-        fits_BxW = tf.gather(is_word_BxW, order_BxW, batch_dims=1) & (len_BxW <= budget)
-        first_BxW = _take_prefix(len_BxW, fits_BxW, budget, num_to_mask_B[:, None])
-        # A word overflowing the budget ends the first pass; shorter words after it may still fit.
-        tokens_left_Bx1 = budget - tf.reduce_sum(
-            len_BxW * tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
-        )
-        words_left_Bx1 = num_to_mask_B[:, None] - tf.reduce_sum(
-            tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
-        )
-        second_BxW = _take_prefix(
-            len_BxW, fits_BxW & ~first_BxW & (len_BxW <= tokens_left_Bx1), tokens_left_Bx1,
-            words_left_Bx1,
-        )
-        # argsort of a permutation is its inverse: back from score order to word order.
-        chosen_BxW = tf.gather(
-            first_BxW | second_BxW, tf.argsort(order_BxW, axis=1), batch_dims=1
-        )
-        chosen_BxL = maskable_BxL & tf.gather(chosen_BxW, tf.maximum(word_BxL, 0), batch_dims=1)
-
-        # Slot m of a row holds the position of its m-th chosen token (at most M by the draw).
-        rank_BxL = tf.where(chosen_BxL, tf.cumsum(tf.cast(chosen_BxL, tf.int32), axis=1) - 1, -1)
-        positions_BxM = tf.reduce_sum(
-            tf.one_hot(rank_BxL, budget, dtype=tf.int32) * slot_W[None, :, None], axis=1
-        )
-        count_B = tf.reduce_sum(tf.cast(chosen_BxL, tf.int32), axis=1)
-        used_BxM = tf.range(budget)[None, :] < count_B[:, None]
-        action_BxL = _uniform(action_stream, g_B, seq_len)
-        random_ids_BxL = tf.gather(
-            non_special_R, _below(token_stream, g_B, seq_len, non_special_R.shape[0])
-        )
-        replaced_BxL = tf.where(
-            action_BxL < mask_below,
-            tokenizer.mask_id,
-            tf.where(action_BxL < random_below, random_ids_BxL, ids_BxL),
-        )
-        return {
-            "input_ids": tf.where(chosen_BxL, replaced_BxL, ids_BxL),
-            "attention_mask": tf.cast(ids_BxL != tokenizer.pad_id, tf.int32),
-            "token_type_ids": types_BxL,
-            "masked_positions": positions_BxM,
-            "masked_labels": tf.where(
-                used_BxM, tf.gather(ids_BxL, positions_BxM, batch_dims=1), 0
-            ),
-            "masked_weights": tf.cast(used_BxM, tf.float32),
-        }
-
-    return mask
-
-
-def _take_prefix(len_BxW, candidate_BxW, max_tokens, max_words):
-    """Candidates, in order, while their running token and word counts stay within the limits."""
-    tokens_BxW = tf.cumsum(len_BxW * tf.cast(candidate_BxW, tf.int32), axis=1)
-    words_BxW = tf.cumsum(tf.cast(candidate_BxW, tf.int32), axis=1)
-    return candidate_BxW & (tokens_BxW <= max_tokens) & (words_BxW <= max_words)
-
-
-# --- counter-based random numbers ----------------------------------------------------------------
-# splitmix64 (Steele, Lea & Flood, 2014): state_k = start + k·γ, output = mix(state_k). Keyed by
-# (seed, stream), started per example g and indexed by position, so random numbers can be drawn
-# for a whole batch in a few vectorized ops and still depend only on (seed, g, position).
-
-_GAMMA = 0x9E3779B97F4A7C15
-
-
-def _mix64(z: tf.Tensor) -> tf.Tensor:
-    for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        z = _xor_shift(z, shift) * tf.constant(multiplier, tf.uint64)
-    return _xor_shift(z, 31)
-
-
-def _xor_shift(z: tf.Tensor, shift: int) -> tf.Tensor:
-    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift, tf.uint64)))
-
-
-def _stream_key(seed: int, stream: int) -> tf.Tensor:
-    return _mix64(tf.constant(((seed * 3 + stream) * _GAMMA) % (1 << 64), tf.uint64))
-
-
-def _bits(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
-    """[B, length] uint64 random words for examples g_B."""
-    start_Bx1 = _mix64(tf.bitwise.bitwise_xor(key, _mix64(tf.bitcast(g_B, tf.uint64))))[:, None]
-    steps_L = tf.cast(tf.range(1, length + 1), tf.uint64) * tf.constant(_GAMMA, tf.uint64)
-    return _mix64(start_Bx1 + steps_L[None, :])
-
-
-def _uniform(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
-    """[B, length] float32 uniform in [0, 1) with 24 random bits."""
-    top24 = tf.bitwise.right_shift(_bits(key, g_B, length), tf.constant(40, tf.uint64))
-    return tf.cast(top24, tf.float32) * 2.0**-24
-
-
-def _below(key: tf.Tensor, g_B: tf.Tensor, length: int, n: int) -> tf.Tensor:
-    """[B, length] int32 uniform in [0, n): 64-bit words mod n (bias ≤ n / 2^64)."""
-    return tf.cast(tf.math.floormod(_bits(key, g_B, length), tf.constant(n, tf.uint64)), tf.int32)
+    return masking.make_masker(cfg.masking_rates, tokenizer, seed, seq_len=cfg.seq_len,
+                               two_segment_rate=cfg.two_segment_rate)
 
 
 # --- streams ------------------------------------------------------------------------------------
@@ -347,9 +160,22 @@ def build_train_stream(
         raise FlaxlmError("DataConfig.train_files: empty; name at least one corpus")
     if start_example < 0:
         raise FlaxlmError(f"start_example={start_example}: must be ≥ 0")
-    B, p, G = host_batch_size, process_index, host_batch_size * process_count
+    B, p, P = host_batch_size, process_index, process_count
+    G = B * P
     masker = make_masker(cfg, tokenizer, seed)
-    source = _train_source(cfg, tokenizer)
+    own = cfg.host_reading == host_reading.OWN_UNITS
+    if own:
+        host_reading.check_units(cfg.train_files, P)
+        source = _train_source(cfg, tokenizer, shard=(p, P))
+        # This host's own stream from its example `first` on; mask keys unique over the hosts.
+        first = host_reading.local_start(start_example, P)
+        stream_index = lambda j_B: first + j_B  # noqa: E731
+        mask_key = lambda i_B: i_B * P + p  # noqa: E731
+    else:
+        source = _train_source(cfg, tokenizer)
+        first = start_example
+        stream_index = lambda j_B: start_example + (j_B // B) * G + p * B + j_B % B  # noqa: E731
+        mask_key = lambda g_B: g_B  # noqa: E731
     if isinstance(source, tuple):
         # Variables, not constants: tf.data serializes captured constants into its graph (measured:
         # 2 extra copies and 6 s for a 640 MB table; protobuf caps a graph at 2 GB).
@@ -357,7 +183,7 @@ def build_train_stream(
         n = len(source[0])
 
         def examples(j_B):
-            g_B = start_example + (j_B // B) * G + p * B + j_B % B
+            g_B = stream_index(j_B)
             epoch_B = g_B // n
 
             # Each epoch is its own permutation; a batch spans one or two epochs (more only when
@@ -373,17 +199,16 @@ def build_train_stream(
                 lambda epoch, _: epoch <= tf.reduce_max(epoch_B), shuffle_rows,
                 (tf.reduce_min(epoch_B), tf.zeros_like(g_B)),
             )
-            return g_B, tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
+            return mask_key(g_B), tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
 
-        ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max - start_example).batch(B)
+        ds = tf.data.Dataset.range(0, np.iinfo(np.int64).max - first).batch(B)
         masked_batch = lambda j_B: masker(*examples(j_B))  # noqa: E731
     else:
-        ds = (
-            source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(start_example)
-        )
-        ds = ds.filter(lambda g, ex: ((g - start_example) % G) // B == p)
+        ds = source.repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate().skip(first)
+        if not own:
+            ds = ds.filter(lambda g, ex: ((g - start_example) % G) // B == p)
         ds = ds.batch(B, drop_remainder=True)
-        masked_batch = lambda g_B, ex: masker(g_B, *ex)  # noqa: E731
+        masked_batch = lambda g_B, ex: masker(mask_key(g_B), *ex)  # noqa: E731
     ds = ds.map(masked_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
@@ -427,20 +252,21 @@ def _check_hosts(host_batch_size: int, process_index: int, process_count: int) -
 
 
 def _train_source(
-    cfg: DataConfig, tokenizer: Tokenizer
+    cfg: DataConfig, tokenizer: Tokenizer, shard: tuple[int, int] = (0, 1)
 ) -> tuple[np.ndarray, np.ndarray] | tf.data.Dataset:
-    """Packed train examples: a table in memory when it fits, else a tf.data stream."""
+    """Packed train examples (of `shard`'s units): a table in memory when it fits, else a
+    tf.data stream."""
     specs = cfg.train_files
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "train_files")
-        if sources.prepared_num_examples(specs) * cfg.seq_len <= IN_MEMORY_MAX_TOKENS:
-            return sources.load_prepared(
-                specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size
-            )
-        return sources.prepared_dataset(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
+        dims = {"seq_len": cfg.seq_len, "vocab_size": tokenizer.vocab_size, "shard": shard}
+        if sources.prepared_num_examples(specs, shard) * cfg.seq_len <= IN_MEMORY_MAX_TOKENS:
+            return sources.load_prepared(specs, **dims)
+        return sources.prepared_dataset(specs, **dims)
     if any(s.startswith(sources.TFDS_PREFIX) for s in specs):
-        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field)
-    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field)
+        return _packed_stream(specs, tokenizer, cfg.seq_len, cfg.text_field, shard)
+    return prepare.pack_corpus(specs, tokenizer, seq_len=cfg.seq_len, text_field=cfg.text_field,
+                               shard=shard)
 
 
 def _in_memory(
@@ -461,13 +287,14 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
 
 
 def _packed_stream(
-    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str
+    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
 
     def blocks():
         token_docs = prepare.tokenize_documents(
-            sources.iter_documents(specs, text_field), tokenizer
+            sources.iter_documents(specs, text_field, shard), tokenizer
         )
         yield from prepare.pack_examples(
             token_docs,

@@ -122,13 +122,15 @@ def _frame(
 
 
 def pack_corpus(
-    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, text_field: str = "text"
+    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, text_field: str = "text",
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[np.ndarray, np.ndarray]:
     """All packed examples of corpus/TFDS specs in memory (for corpora that fit, else use
-    `prepare_shards`)."""
+    `prepare_shards`); with `shard=(i, n)`, of the units at positions i mod n only
+    (`sources.iter_documents`)."""
     blocks = list(
         pack_examples(
-            tokenize_documents(sources.iter_documents(specs, text_field), tokenizer),
+            tokenize_documents(sources.iter_documents(specs, text_field, shard), tokenizer),
             seq_len=seq_len,
             cls_id=tokenizer.cls_id,
             sep_id=tokenizer.sep_id,
@@ -136,7 +138,8 @@ def pack_corpus(
         )
     )
     if not blocks:
-        raise FlaxlmError(f"{', '.join(specs)}: the text yields no tokens")
+        part = f" (its units at positions {shard[0]} mod {shard[1]})" if shard[1] > 1 else ""
+        raise FlaxlmError(f"{', '.join(specs)}{part}: the text yields no tokens")
     return np.concatenate([ids for ids, _ in blocks]), np.concatenate([ws for _, ws in blocks])
 
 

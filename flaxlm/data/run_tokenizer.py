@@ -1,6 +1,6 @@
 """The tokenizer a training run uses, and whether it fits the model it feeds.
 
-`tokenizer_for_run` picks, in this order: `data.tokenizer`; the workdir's own `tokenizer/` (so a
+`tokenizer_for_run` picks, in this order: `data.tokenizer`; the workdir's own tokenizer (so a
 rerun of the workdir never retrains); a tokenizer trained once on the text training files, saved
 in `<workdir>/tokenizer/`. `check_tokenizer_fits` refuses, before anything compiles, a tokenizer
 whose ids the model cannot embed or whose padding id the model does not pad with.
@@ -22,7 +22,6 @@ from flaxlm.errors import FlaxlmError
 if TYPE_CHECKING:
     from flaxlm.models.config import ModelConfig
 
-WORKDIR_TOKENIZER = "tokenizer"
 # A trained vocabulary gets at least this many running words of training text per entry: fewer
 # leaves most entries seen a handful of times, their embeddings barely trained.
 WORDS_PER_ENTRY = 100
@@ -50,7 +49,7 @@ def default_vocab_size(model_vocab_size: int, train_files: Sequence[str],
 def tokenizer_for_run(
     tokenizer_dir: str,
     train_files: Sequence[str],
-    workdir: str,
+    own_dir: str,
     *,
     kind: str,
     vocab_size: int,
@@ -58,14 +57,15 @@ def tokenizer_for_run(
     is_main: bool = True,
     text_field: str = "text",
 ) -> str:
-    """The tokenizer directory a run in `workdir` uses. `tokenizer_dir` (data.tokenizer) wins;
-    empty, the workdir's `tokenizer/` is reused; absent too, one of `kind` ("unigram" or
-    "wordpiece") is trained on the text files `train_files` and saved there, with `vocab_size`
+    """The tokenizer directory a run uses. `tokenizer_dir` (data.tokenizer) wins; empty, the
+    workdir's own tokenizer directory `own_dir` is reused; absent too, one of `kind` ("unigram"
+    or "wordpiece") is trained on the text files `train_files` and saved there, with `vocab_size`
     entries or, when that is 0, `default_vocab_size(model_vocab_size, train_files)`. `is_main`
     says whether this process prints the one line announcing it."""
     if tokenizer_dir:
         return tokenizer_dir
-    local = os.path.join(workdir, WORKDIR_TOKENIZER)
+    local = own_dir
+    workdir = os.path.dirname(own_dir.rstrip("/"))
     if storage.isfile(os.path.join(local, META_FILE)):
         return local
     if storage.exists(local):

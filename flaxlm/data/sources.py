@@ -129,7 +129,7 @@ def parse_tfds_spec(spec: str) -> tuple[str, str]:
 
 
 def _tfds_documents(spec: str) -> Iterator[list[str]]:
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # seconds to import: only for a tfds: source
 
     name, split = parse_tfds_spec(spec)
     try:
@@ -171,26 +171,28 @@ def read_prepared_meta(spec: str) -> dict:
     return meta
 
 
-def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
-    """A tf.data.Dataset of packed `(ids_L int32, word_starts_L bool)` in packing order."""
-    import tensorflow as tf
+def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int,
+                     shard: tuple[int, int] = (0, 1)):
+    """A tf.data.Dataset of packed `(ids_L int32, word_starts_L bool)` in packing order.
+
+    `shard=(i, n)`: only the shard files whose position in the listing of all specs' files is
+    i mod n (each file is a unit, as a Parquet row group is for `iter_documents`)."""
+    import tensorflow as tf  # seconds to import: only when a tf.data stream is built
 
     records = None
-    for spec in specs:
-        meta = read_prepared_meta(spec)
-        for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
-            if meta[key] != want:
-                raise FlaxlmError(
-                    f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} "
-                    f"but {want} is configured"
-                )
-        paths = [os.path.join(spec, name) for name in meta["files"]]
+    for spec, own in _prepared_files(specs, shard, seq_len=seq_len, vocab_size=vocab_size):
+        if not own:
+            continue
+        paths = [path for path, _ in own]
         # `prepare` deals example i to shard i % S; reading the shards round-robin restores packing
         # order, so prepared shards and the text they came from give the same training stream.
         spec_records = tf.data.Dataset.from_tensor_slices(paths).interleave(
             tf.data.TFRecordDataset, cycle_length=len(paths), block_length=1
         )
         records = spec_records if records is None else records.concatenate(spec_records)
+    if records is None:
+        raise FlaxlmError(f"{', '.join(specs)}: no shard file at position {shard[0]} "
+                          f"mod {shard[1]} (the directories hold fewer files)")
     features = {
         "input_ids": tf.io.FixedLenFeature([seq_len], tf.int64),
         "word_starts": tf.io.FixedLenFeature([seq_len], tf.int64),
@@ -205,10 +207,10 @@ def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int):
 
 
 def load_prepared(
-    specs: Sequence[str], *, seq_len: int, vocab_size: int
+    specs: Sequence[str], *, seq_len: int, vocab_size: int, shard: tuple[int, int] = (0, 1)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All packed examples in memory: `ids_NxL` int32 and `word_starts_NxL` bool."""
-    ds = prepared_dataset(specs, seq_len=seq_len, vocab_size=vocab_size).batch(8192)
+    """All packed examples (of `shard`'s files) in memory: `ids_NxL` int32, `word_starts_NxL` bool."""
+    ds = prepared_dataset(specs, seq_len=seq_len, vocab_size=vocab_size, shard=shard).batch(8192)
     ids, word_starts = [], []
     for ids_KxL, word_starts_KxL in ds.as_numpy_iterator():
         ids.append(ids_KxL)
@@ -218,5 +220,35 @@ def load_prepared(
     return np.concatenate(ids), np.concatenate(word_starts)
 
 
-def prepared_num_examples(specs: Sequence[str]) -> int:
-    return sum(sum(read_prepared_meta(spec)["num_examples"]) for spec in specs)
+def prepared_num_examples(specs: Sequence[str], shard: tuple[int, int] = (0, 1)) -> int:
+    return sum(count for _, own in _prepared_files(specs, shard) for _, count in own)
+
+
+def prepared_num_files(specs: Sequence[str]) -> int:
+    """How many units `shard=(i, n)` deals out: every shard file of every prepared spec."""
+    return sum(len(read_prepared_meta(spec)["files"]) for spec in specs)
+
+
+def _prepared_files(specs: Sequence[str], shard: tuple[int, int], *, seq_len: int = 0,
+                    vocab_size: int = 0) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Per spec, its files at positions i mod n of the listing of all specs' files, each with
+    its example count; `seq_len`/`vocab_size` (when given) must be what the spec was packed for."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise FlaxlmError(f"shard {index}/{count}: expected I/N with 0 <= I < N")
+    position, chosen = 0, []
+    for spec in specs:
+        meta = read_prepared_meta(spec)
+        for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+            if want and meta[key] != want:
+                raise FlaxlmError(
+                    f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} "
+                    f"but {want} is configured"
+                )
+        own = []
+        for name, examples in zip(meta["files"], meta["num_examples"]):
+            if position % count == index:
+                own.append((os.path.join(spec, name), examples))
+            position += 1
+        chosen.append((spec, own))
+    return chosen

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from tokenizers import Tokenizer as HfTokenizer
 
-from flaxlm.data.tokenizers import META_FILE, TOKENIZER_JSON, Tokenizer
+from flaxlm.data.tokenizer_dir import META_FILE, TOKENIZER_JSON, Tokenizer
 from flaxlm.errors import FlaxlmError
 
 _TOKENIZERS_MODEL = {"sentencepiece": "Unigram", "wordpiece": "WordPiece"}

@@ -10,55 +10,34 @@ ids; the release bundle copies those files. A directory imported from a checkpoi
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import sentencepiece as spm
+from tokenizers import Tokenizer as HfTokenizer
+from tokenizers import models, normalizers, pre_tokenizers, trainers
 
 from flaxlm import storage
 from flaxlm.data import sources
+from flaxlm.data.tokenizer_dir import (  # noqa: F401 - callers name the directory's files here too
+    META_FILE,
+    MODEL_MAX_LENGTH,
+    SP_MODEL_FILE,
+    TOKENIZER_JSON,
+    VOCAB_FILE,
+    Tokenizer,
+)
+from flaxlm.data.tokenizer_json import load_tokenizer_json, write_tokenizer_json
 from flaxlm.errors import FlaxlmError
-
-META_FILE = "flaxlm_tokenizer.json"
-SP_MODEL_FILE = "sentencepiece.bpe.model"
-VOCAB_FILE = "vocab.txt"
-TOKENIZER_JSON = "tokenizer.json"
-MODEL_MAX_LENGTH = 512
 
 # fairseq's dictionary puts four symbols before the SentencePiece pieces; XLM-R kept that layout.
 _XLMR_SPECIALS = {"cls": ("<s>", 0), "pad": ("<pad>", 1), "sep": ("</s>", 2), "unk": ("<unk>", 3)}
 _BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 _MODEL_FILE = {"sentencepiece": SP_MODEL_FILE, "wordpiece": VOCAB_FILE}
-
-
-@dataclasses.dataclass(frozen=True)
-class Tokenizer:
-    """A loaded tokenizer; `encode_batch` is the only hot path."""
-
-    kind: str  # "sentencepiece" | "wordpiece"
-    vocab_size: int
-    pad_id: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    unk_id: int
-    special_ids: tuple[int, ...]
-    lowercase: bool
-    strip_accents: bool
-    # The local directory read: a `gs://` tokenizer's download, which is removed at exit, so
-    # records name it by `storage.recorded_name(path)`.
-    path: str
-    # texts -> [(ids int32, word starts bool)], one backend per model file (see the loaders).
-    _encode: Callable[[list[str]], list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
-        repr=False, compare=False)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""
-        return self._encode(list(texts))
 
 
 def _table_encoder(encode_backend_ids, id_by_backend_id: np.ndarray,
@@ -120,8 +99,6 @@ def _load_backend(path: str, meta: dict, kind: str, source: str) -> Tokenizer:
     (the backends raise bare RuntimeError/ValueError/Exception from C++ for unparsable files)."""
     try:
         if source.endswith(TOKENIZER_JSON):
-            from flaxlm.data.tokenizer_json import load_tokenizer_json
-
             return load_tokenizer_json(path, meta, kind)
         load = _load_sentencepiece if kind == "sentencepiece" else _load_wordpiece
         return load(path, meta)
@@ -178,8 +155,6 @@ def train_tokenizer(
         _train_wordpiece(
             paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents
         )
-    from flaxlm.data.tokenizer_json import write_tokenizer_json
-
     write_tokenizer_json(out_dir)
     return load_tokenizer(out_dir)
 
@@ -195,8 +170,6 @@ def _paragraphs(documents: Iterable[list[str]]) -> Iterator[str]:
 def _train_sentencepiece(
     paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool
 ) -> None:
-    import sentencepiece as spm
-
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -248,8 +221,6 @@ def _train_sentencepiece(
 
 
 def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor(model_file=os.path.join(path, SP_MODEL_FILE))
     sp_size = sp.get_piece_size()
     unk_id = _XLMR_SPECIALS["unk"][1]
@@ -284,9 +255,6 @@ def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
 
 def _bert_pipeline(vocab: dict[str, int] | None, *, lowercase: bool, strip_accents: bool):
     """The normalizer + pre-tokenizer that `BertTokenizerFast` builds from the same flags."""
-    from tokenizers import Tokenizer as HfTokenizer
-    from tokenizers import models, normalizers, pre_tokenizers
-
     tok = HfTokenizer(models.WordPiece(vocab, unk_token=_BERT_SPECIALS["unk"]))
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
@@ -303,8 +271,6 @@ def _train_wordpiece(
     lowercase: bool,
     strip_accents: bool,
 ) -> None:
-    from tokenizers import trainers
-
     tok = _bert_pipeline(None, lowercase=lowercase, strip_accents=strip_accents)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=list(_BERT_SPECIALS.values()), show_progress=False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import FlaxlmError, check_choice
 
 # "bert": absolute positions 0..L-1 (BERT, mBERT, DistilBERT, ELECTRA).
 # "xlmr": positions count non-padding tokens starting at pad_token_id + 1, so padding never moves
@@ -76,9 +76,7 @@ class ModelConfig:
         for name in ("type_vocab_size", "embedding_size"):
             if getattr(self, name) < 0:
                 raise FlaxlmError(f"model.{name} must be 0 or positive, got {getattr(self, name)}")
-        if self.arch not in ARCHS:
-            raise FlaxlmError(f"model.arch must be one of {', '.join(map(repr, ARCHS))}, got "
-                              f"{self.arch!r}")
+        check_choice("model.arch", self.arch, ARCHS)
         if self.arch == "distilbert" and (self.type_vocab_size or self.pooler):
             raise FlaxlmError("model.arch='distilbert' has no token types and no pooler: set "
                               "model.type_vocab_size=0 and model.pooler=False")
@@ -88,12 +86,8 @@ class ModelConfig:
             raise FlaxlmError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
                 f"{self.num_heads}; set model.head_dim explicitly")
-        if self.attention not in ATTENTIONS:
-            raise FlaxlmError(f"model.attention must be one of {', '.join(map(repr, ATTENTIONS))}"
-                              f", got {self.attention!r}")
-        if self.remat not in REMATS:
-            raise FlaxlmError(f"model.remat must be one of {', '.join(map(repr, REMATS))}, got "
-                              f"{self.remat!r}")
+        check_choice("model.attention", self.attention, ATTENTIONS)
+        check_choice("model.remat", self.remat, REMATS)
         for name in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise FlaxlmError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")

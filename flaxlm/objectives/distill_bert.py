@@ -44,13 +44,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flaxlm.convert.model_io import ELECTRA_HEAD
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel, gather_positions
 from flaxlm.objectives import teacher as teachers
-from flaxlm.objectives.base import Batch, DataContext, DataPlan, InitRule, Sums
 from flaxlm.objectives.mlm import masked_xent_sums
+from flaxlm.run.protocol import Batch, DataContext, DataPlan, InitRule, Sums
+from flaxlm.run.workdir import ELECTRA_HEAD
 
 
 @dataclasses.dataclass(frozen=True)

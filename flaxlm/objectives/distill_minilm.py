@@ -31,7 +31,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.encoder import Encoder
 from flaxlm.models.heads import MaskedLMModel
 from flaxlm.objectives import teacher as teachers
-from flaxlm.objectives.base import Batch, InitRule, Sums
+from flaxlm.run.protocol import Batch, InitRule, Sums
 
 RELATIONS = ("qq", "kk", "vv")  # query–query, key–key, value–value, in Encoder.layer_qkv's order
 

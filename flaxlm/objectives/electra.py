@@ -38,9 +38,9 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.electra import ElectraPreTrainingModel, generator_config
-from flaxlm.objectives.base import Batch, DataContext, ObjectiveDefaults, Sums
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig, masked_xent_sums
 from flaxlm.objectives.rank_auc import roc_auc
+from flaxlm.run.protocol import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 
 # Eval batches have no step key: their samples come from this key folded with the batch's ids, so
 # an evaluation is repeatable and different batches draw different noise.
@@ -74,12 +74,7 @@ class ElectraConfig:
     def validate(self) -> None:
         def fail(key, rule):
             raise FlaxlmError(f"objective.electra.{key}={getattr(self, key)}: {rule}")
-        if not 0 < self.mask_rate < 1:
-            fail("mask_rate", "must be in (0, 1)")
-        if min(self.mask_token_rate, self.random_token_rate) < 0 or (
-                self.mask_token_rate + self.random_token_rate > 1):
-            fail("mask_token_rate", f"and random_token_rate={self.random_token_rate} must be ≥ 0 "
-                                    "with a sum ≤ 1")
+        self.masking().validate("objective.electra")  # the masking rates' one validation
         for key in ("generator_hidden_fraction", "generator_layer_fraction", "temperature"):
             if not getattr(self, key) > 0:
                 fail(key, "must be positive")
@@ -164,6 +159,9 @@ class Electra(ObjectiveDefaults):
     # -- data ----------------------------------------------------------------------------------
     def _context(self, ctx: DataContext) -> DataContext:
         return dataclasses.replace(ctx, data=self.config.masked_data(ctx.data))
+
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return self._masked_lm.plan_data(self._context(ctx))
 
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return self._masked_lm.train_batches(self._context(ctx), start_example)
@@ -300,7 +298,8 @@ class Electra(ObjectiveDefaults):
                 "replaced_BxL": outputs["replaced_BxL"]}
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]],
+                     plan: DataPlan | None = None) -> dict[str, float]:
         """The training metrics over all batches, plus the AUC of the discriminator's scores for
         "replaced" over every real token (needs every score, hence here on the host)."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *[o["sums"] for o in outputs])

@@ -10,12 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm.data import pipeline
-from flaxlm.errors import FlaxlmError
+from flaxlm.data import host_reading, masking, pipeline
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel
-from flaxlm.objectives.base import Batch, DataContext, ObjectiveDefaults, Sums
+from flaxlm.run.protocol import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +26,15 @@ class MaskedLMConfig:
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
     max_predictions: int = 0  # prediction slots per row; 0: derived from seq_len and mask_rate
 
+    def rates(self) -> masking.MaskingRates:
+        return masking.MaskingRates(
+            mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate, max_predictions=self.max_predictions)
+
     def validate(self, section: str = "objective.mlm") -> None:
-        """`section`: where the user sets these keys (a distillation objective has its own)."""
-        if not 0 < self.mask_rate < 1:
-            raise FlaxlmError(f"{section}.mask_rate must be in (0, 1), got {self.mask_rate}")
-        rates = (self.mask_token_rate, self.random_token_rate)
-        if min(rates) < 0 or sum(rates) > 1:
-            raise FlaxlmError(f"{section}.mask_token_rate={rates[0]} and {section}."
-                              f"random_token_rate={rates[1]} must be ≥ 0 with a sum ≤ 1")
+        """`section`: where the user sets these keys (a distillation objective has its own).
+        The rates' one validation is `MaskingRates.validate` (flaxlm/data/masking.py)."""
+        self.rates().validate(section)
 
 
 def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig,
@@ -89,6 +89,12 @@ class MaskedLM(ObjectiveDefaults):
         return MaskedLMModel(config, rngs=rngs)
 
     # -- data ----------------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        # With data.host_reading=own_units the host count is recorded: another one is refused.
+        record, notes = host_reading.plan(ctx.data.host_reading, ctx.data.train_files,
+                                          ctx.process_count)
+        return DataPlan(run_record=record, notes=notes)
+
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return pipeline.build_train_stream(
             masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,

@@ -12,14 +12,14 @@ from typing import Any, Mapping
 import ml_collections
 
 from flaxlm.errors import FlaxlmError
-from flaxlm.objectives.base import Objective
+from flaxlm.objectives import finetune_config
 from flaxlm.objectives.distill_bert import DistilBert
 from flaxlm.objectives.distill_minilm import MiniLMv2
 from flaxlm.objectives.electra import Electra
 from flaxlm.objectives.mlm import MaskedLM
 from flaxlm.objectives.sequence import SequenceClassification
 from flaxlm.objectives.token_classification import TokenClassification
-from flaxlm.tasks import finetune_config
+from flaxlm.run.protocol import Objective
 
 OBJECTIVES: dict[str, type] = {
     cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification, Electra,
@@ -32,7 +32,7 @@ MOVED_KEYS = {
     "data.mask_token_rate": "objective.mlm.mask_token_rate",
     "data.random_token_rate": "objective.mlm.random_token_rate",
     "data.max_predictions": "objective.mlm.max_predictions",
-    # Shared by the fine-tuning objectives (flaxlm/tasks/finetune_config.py).
+    # Shared by the fine-tuning objectives (flaxlm/objectives/finetune_config.py).
     **{f"objective.{name}.{key}": f"finetune.{key}"
        for name in ("token_classification", "sequence_classification")
        for key in finetune_config.OBJECTIVE_FIELDS},

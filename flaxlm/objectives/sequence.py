@@ -26,10 +26,10 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
-from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
-                                    ObjectiveDefaults, Sums)
+from flaxlm.objectives import finetune_config
 from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
-from flaxlm.tasks import finetune_config
+from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
+                                 ObjectiveDefaults, Sums)
 
 SECTION = "objective.sequence_classification"
 
@@ -37,7 +37,7 @@ SECTION = "objective.sequence_classification"
 @dataclasses.dataclass(frozen=True)
 class SequenceClassificationConfig:
     """`objective.sequence_classification.*` keys; `epochs` and `layer_decay` are set from
-    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
+    `finetune.*` (flaxlm/objectives/finetune_config.py)."""
 
     labels: str = ""  # comma-separated label names in id order; empty: the train labels, sorted
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
@@ -80,6 +80,22 @@ def _example_weights(batch: Batch) -> jax.Array:
     return batch["weights"].astype(jnp.float32) * (batch["labels"] >= 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairPlan:
+    """What sequence classification reads from its data, once (`DataPlan.state`): the label set
+    and the encoded training rows."""
+
+    labels: tuple[str, ...]
+    train_rows: dict[str, np.ndarray]
+
+
+def _planned(ctx: DataContext) -> PairPlan:
+    if ctx.plan is None or not isinstance(ctx.plan.state, PairPlan):
+        raise RuntimeError("plan_data must run before the objective's batches are read (its "
+                           "plan comes back in DataContext.plan)")
+    return ctx.plan.state
+
+
 class SequenceClassification(ObjectiveDefaults):
     name = "sequence_classification"
     head = "sequence_classification"
@@ -90,15 +106,10 @@ class SequenceClassification(ObjectiveDefaults):
     def __init__(self, config: SequenceClassificationConfig | None = None):
         self.config = config or SequenceClassificationConfig()
         self.config.validate()
-        self.labels: tuple[str, ...] = ()
-        self._train_rows: dict[str, np.ndarray] | None = None  # encoded by `plan_data`
-        self._second_type = 0  # the token type of a pair's second segment (1: BERT-style pairs)
-        # Whether the data were encoded for a model with token types (None: no data planned).
-        self._token_types: bool | None = None
-        self._num_labels: int | None = None  # of the model built
 
     # -- labels, data plan and model ------------------------------------------------------------
-    def _read_train(self, data) -> list[pairs.Example]:
+    def _read_train(self, data) -> tuple[tuple[str, ...], list[pairs.Example]]:
+        """(the label set, this fold's training examples)."""
         per_file = [(spec, pairs.read_examples(spec, language=self.config.language))
                     for spec in data.train_files]
         examples = [e for _, read in per_file for e in read]
@@ -111,44 +122,38 @@ class SequenceClassification(ObjectiveDefaults):
                 raise FlaxlmError(f"{spec}: label {unknown[0]!r} is not in {SECTION}.labels "
                                   f"({', '.join(fixed)})")
         seen = sorted({e.label for e in examples})  # every fold's: the same label set in each
-        self.labels = fixed or tuple(seen)
-        if len(self.labels) < 2:
+        labels = fixed or tuple(seen)
+        if len(labels) < 2:
             raise FlaxlmError(f"{', '.join(data.train_files)}: only the label {seen[0]!r}; a "
                               "classifier needs two or more")
-        return finetune_config.split(examples, data.folds, data.fold)[0]
+        return labels, finetune_config.split(examples, data.folds, data.fold)[0]
 
-    def _encode(self, ctx: DataContext, examples) -> pair_batches.Encoded:
+    @staticmethod
+    def _encode(ctx: DataContext, labels: tuple[str, ...], examples) -> pair_batches.Encoded:
         return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
-                                   {name: i for i, name in enumerate(self.labels)},
+                                   {name: i for i, name in enumerate(labels)},
                                    token_types=ctx.token_types)
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
         """Reads and encodes the training data: the label set fixes the head's width."""
-        examples = self._read_train(ctx.data)
-        encoded = self._encode(ctx, examples)
-        self._train_rows = encoded.rows
-        self._second_type = int(encoded.rows["token_type_ids"].max(initial=0))
-        self._token_types = ctx.token_types
+        labels, examples = self._read_train(ctx.data)
+        encoded = self._encode(ctx, labels, examples)
+        second_type = int(encoded.rows["token_type_ids"].max(initial=0))
+        if second_type >= ctx.type_vocab_size > 0:
+            raise FlaxlmError("text pairs need token type 1 for the second segment, but "
+                              f"model.type_vocab_size={ctx.type_vocab_size} (a model without "
+                              "token types, 0 as DistilBERT, tells the segments apart by [SEP] "
+                              "alone)")
         kind = "text pairs" if examples[0].text_pair is not None else "texts"
         return DataPlan(
-            model_overrides={"num_labels": len(self.labels)},
-            run_record={"labels": list(self.labels)}, epochs=self.config.epochs,
-            examples_per_epoch=len(examples), notes=(
-                f"sequence classification: {len(self.labels)} labels ({', '.join(self.labels)}); "
+            model_overrides={"num_labels": len(labels)},
+            run_record={"labels": list(labels)}, epochs=self.config.epochs,
+            examples_per_epoch=len(examples), state=PairPlan(labels, encoded.rows), notes=(
+                f"sequence classification: {len(labels)} labels ({', '.join(labels)}); "
                 f"{len(examples):,} training {kind}, {encoded.truncated:,} truncated to "
                 f"data.seq_len={ctx.data.seq_len} (longest segment first)",))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
-        if self._token_types not in (None, config.type_vocab_size > 0):
-            planned = "with" if self._token_types else "without"
-            raise FlaxlmError(f"the data were encoded for a model {planned} token types, but "
-                              f"model.type_vocab_size={config.type_vocab_size}")
-        if self._second_type >= config.type_vocab_size > 0:
-            raise FlaxlmError("text pairs need token type 1 for the second segment, but "
-                              f"model.type_vocab_size={config.type_vocab_size} (a model without "
-                              "token types, 0 as DistilBERT, tells the segments apart by [SEP] "
-                              "alone)")
-        self._num_labels = config.num_labels
         return SequenceClassifierModel(config, rngs=rngs)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
@@ -163,20 +168,13 @@ class SequenceClassification(ObjectiveDefaults):
 
     # -- data ----------------------------------------------------------------------------------
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
-        if self._train_rows is None:
-            self.plan_data(ctx)
-        if self._num_labels is not None and self._num_labels != len(self.labels):
-            raise FlaxlmError(f"{', '.join(ctx.data.train_files)}: {len(self.labels)} labels "
-                              f"({', '.join(self.labels)}) but the model has num_labels="
-                              f"{self._num_labels}")
         return pair_batches.train_stream(
-            self._train_rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size,
+            _planned(ctx).train_rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size,
             start_example=start_example, process_index=ctx.process_index,
             process_count=ctx.process_count, buckets=ctx.data.length_buckets)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        if self._train_rows is None:
-            self.plan_data(ctx)
+        labels = _planned(ctx).labels
         if ctx.data.folds and ctx.data.fold >= 0:
             held_out = finetune_config.split(
                 [e for spec in ctx.data.train_files
@@ -188,13 +186,13 @@ class SequenceClassification(ObjectiveDefaults):
                        for spec in ctx.data.eval_files]
         examples = []
         for spec, read in sources:
-            unknown = sorted({e.label for e in read} - set(self.labels))
+            unknown = sorted({e.label for e in read} - set(labels))
             if unknown and ctx.process_index == 0:
                 count = sum(e.label in unknown for e in read)
                 print(f"flaxlm: {spec}: label(s) {', '.join(map(repr, unknown))} ({count} "
                       "examples) are not in the training labels; scored as errors", flush=True)
             examples += read
-        encoded = self._encode(ctx, examples)
+        encoded = self._encode(ctx, labels, examples)
         if ctx.process_index == 0:
             print(f"flaxlm: eval: {len(examples):,} examples, {encoded.truncated:,} truncated to "
                   f"data.seq_len={ctx.data.seq_len}", flush=True)
@@ -250,7 +248,7 @@ class SequenceClassification(ObjectiveDefaults):
         return {"predictions": jnp.argmax(logits_BxC, axis=-1).astype(jnp.int32),
                 "xent": xent_B}
 
-    def eval_metrics(self, outputs, batches) -> dict[str, float]:
+    def eval_metrics(self, outputs, batches, plan: DataPlan | None = None) -> dict[str, float]:
         real_N = np.concatenate([b["weights"] for b in batches]) > 0
         gold_N = np.concatenate([b["labels"] for b in batches])[real_N]
         pred_N = np.concatenate([o["predictions"] for o in outputs])[real_N]

@@ -30,8 +30,9 @@ from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import matmul_params
 from flaxlm.models.config import ModelConfig, preset
-from flaxlm.objectives.base import DataContext, DataPlan
 from flaxlm.objectives.mlm import MaskedLM, MaskedLMConfig
+from flaxlm.run.protocol import DataContext, DataPlan
+from flaxlm.run.workdir import Workdir
 
 TEACHER_SOURCE = "teacher"  # the weight source name init rules read the teacher from
 
@@ -41,8 +42,7 @@ def teacher_model_config(workdir: str, preset_name: str, student: ModelConfig,
     """The teacher's shapes: its workdir's config.json, else `preset_name` with the student's
     vocabulary (a teacher without weights only serves `flaxlm compile` and tests)."""
     if workdir:
-        from flaxlm.convert.model_io import open_workdir
-        return open_workdir(workdir).model
+        return Workdir.open(workdir).model
     if not preset_name:
         raise FlaxlmError(f"{key}.teacher and {key}.teacher_preset are both empty: set the "
                           "teacher's workdir (flaxlm import turns a Hugging Face checkpoint into "
@@ -51,14 +51,12 @@ def teacher_model_config(workdir: str, preset_name: str, student: ModelConfig,
 
 
 def teacher_tokenizer_dir(workdir: str) -> str:
-    from flaxlm.convert.model_io import open_workdir
-    return open_workdir(workdir).tokenizer_dir
+    return Workdir.open(workdir).tokenizer_dir
 
 
 def teacher_head(workdir: str) -> str:
     """The head the teacher workdir's checkpoints carry ("mlm", "token_classification", ...)."""
-    from flaxlm.convert.model_io import open_workdir
-    return open_workdir(workdir).head
+    return Workdir.open(workdir).head
 
 
 def _token_ids(tokenizer_dir: str) -> dict[str, int]:
@@ -187,11 +185,13 @@ class Distillation(MaskedLM):
         return {TEACHER_SOURCE: self.config.teacher}
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
+        plan = super().plan_data(ctx)  # the MLM data's (data.host_reading)
         if not self.config.teacher:
-            return DataPlan()
+            return plan
         self.student_to_teacher = student_to_teacher_ids(
             ctx.tokenizer, load_tokenizer(teacher_tokenizer_dir(self.config.teacher)))
         if self.student_to_teacher is None:
-            return DataPlan()
-        return DataPlan(notes=(f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped "
-                               f"onto the teacher's{self.vocabulary_note}",))
+            return plan
+        return dataclasses.replace(plan, notes=(
+            *plan.notes, f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped onto "
+            f"the teacher's{self.vocabulary_note}"))

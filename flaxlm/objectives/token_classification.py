@@ -6,9 +6,9 @@ string order (code points: with IOB2 labels every `B-*` comes first, then every 
 last); it fixes the classifier's width and is saved in the workdir's config.json as "labels"
 (export's id2label). The loss is cross-entropy over labelled first sub-tokens divided by their
 number over the global batch. Evaluation maps predictions back to words and scores them on the host
-(flaxlm/tasks/metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1 (seqeval's
-default mode) when every label is IOB-shaped; a gold label the training data never had scores as an
-error.
+(flaxlm/objectives/word_metrics.py): accuracy and token-level macro P/R/F1 always, entity P/R/F1
+(seqeval's default mode) when every label is IOB-shaped; a gold label the training data never had
+scores as an error.
 
 Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
@@ -27,18 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxlm.convert.hf_config import check_distilbert_token_dropout
+from flaxlm.convert.mappings.distilbert import check_distilbert_token_dropout
 from flaxlm.data import labelled, length_buckets
 from flaxlm.data.word_windows import Rows, batch_of, encode_rows
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import FlaxlmError, check_choice
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
-from flaxlm.objectives.base import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
-                                    ObjectiveDefaults, Sums)
+from flaxlm.objectives import finetune_config
+from flaxlm.objectives.word_metrics import entity_scores, token_scores
 from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
-from flaxlm.tasks import finetune_config
-from flaxlm.tasks.metrics import entity_scores, token_scores
+from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
+                                 ObjectiveDefaults, Sums)
+from flaxlm.run.results import test_context
 
 _SELECTIONS = ("macro_f1", "entity_f1", "accuracy")
 _IOB = re.compile(r"^(O|[BIES]-.+)$")
@@ -50,7 +51,7 @@ _LENGTH_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels", "labe
 @dataclasses.dataclass(frozen=True)
 class TokenClassificationConfig:
     """`objective.token_classification.*` keys; `epochs` and `layer_decay` are set from
-    `finetune.*` (flaxlm/tasks/finetune_config.py)."""
+    `finetune.*` (flaxlm/objectives/finetune_config.py)."""
 
     format: str = "conllu"  # conllu | conll2002 | wikiner | panx (flaxlm/data/labelled.py)
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
@@ -60,19 +61,47 @@ class TokenClassificationConfig:
 
     def validate(self) -> None:
         key = "objective.token_classification"
-        if self.format not in labelled.FORMATS:
-            raise FlaxlmError(f"{key}.format={self.format!r}: known formats are "
-                              f"{', '.join(labelled.FORMATS)}")
+        check_choice(f"{key}.format", self.format, labelled.FORMATS)
         if self.epochs < 0:
             raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.layer_decay_style not in LAYER_DECAY_STYLES:
-            raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
-                              f"{', '.join(LAYER_DECAY_STYLES)}")
-        if self.selection not in _SELECTIONS:
-            raise FlaxlmError(f"{key}.selection={self.selection!r}: one of "
-                              f"{', '.join(_SELECTIONS)}")
+        check_choice("finetune.layer_decay_style", self.layer_decay_style, LAYER_DECAY_STYLES)
+        check_choice(f"{key}.selection", self.selection, _SELECTIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalSet:
+    rows: Rows  # `sentence_N` numbers sentences across every planned eval set
+    lengths_N: np.ndarray  # real tokens of each row
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenPlan:
+    """What token classification reads from its data, once (`DataPlan.state`): the label set,
+    the encoded training rows, and every eval set the run scores (dev or the held-out fold, and
+    data.test_files) with the gold labels of their sentences."""
+
+    labels: tuple[str, ...]
+    train_rows: Rows
+    train_lengths_N: np.ndarray
+    eval_sets: Mapping[tuple, _EvalSet]  # by `_eval_key(data config)`
+    gold: tuple[tuple[str, ...], ...]  # by the `sentence` id eval batches carry
+
+
+def _eval_key(data) -> tuple:
+    return (tuple(data.eval_files), data.folds if data.fold >= 0 else 0, data.fold)
+
+
+def _planned(ctx: DataContext) -> TokenPlan:
+    if ctx.plan is None or not isinstance(ctx.plan.state, TokenPlan):
+        raise RuntimeError("plan_data must run before the objective's batches are read (its "
+                           "plan comes back in DataContext.plan)")
+    return ctx.plan.state
+
+
+def _iob(labels: tuple[str, ...]) -> bool:
+    return all(_IOB.match(label) for label in labels)
 
 
 class TokenClassification(ObjectiveDefaults):
@@ -85,13 +114,6 @@ class TokenClassification(ObjectiveDefaults):
         self.config = config or TokenClassificationConfig()
         self.config.validate()
         self.selection = EvalSelection(self.config.selection, "max")
-        self.labels: tuple[str, ...] = ()
-        self._train_rows: Rows | None = None
-        # Gold labels of every sentence of every eval set read so far (dev, test), by the
-        # `sentence` id its batches carry.
-        self._train_lengths = np.zeros(0, np.int64)  # real tokens of each train row
-        self._eval_lengths = np.zeros(0, np.int64)
-        self._eval_gold: list[tuple[str, ...]] = []
 
     # -- model and weights -----------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> TokenClassifierModel:
@@ -111,38 +133,64 @@ class TokenClassification(ObjectiveDefaults):
     # -- data ------------------------------------------------------------------------------------
     def plan_data(self, ctx: DataContext) -> DataPlan:
         every = labelled.read_files(ctx.data.train_files, self.config.format)
-        self.labels = labelled.label_vocabulary(every)  # the same for every fold
+        labels = labelled.label_vocabulary(every)  # the same for every fold
         train, _ = finetune_config.split(every, ctx.data.folds, ctx.data.fold)
-        self._check_selection()
-        self._train_rows = self._rows(train, ctx)
-        self._train_lengths = length_buckets.row_lengths(
-            self._train_rows.input_ids_NxL != ctx.tokenizer.pad_id)
-        notes = [f"token classification: {len(self.labels)} labels from the training data; "
-                 f"{len(train)} train sentences → {len(self._train_rows)} rows of "
-                 f"{ctx.data.seq_len} tokens ({self._train_rows.split_sentences} split into "
+        self._check_selection(labels)
+        train_rows = self._rows(train, labels, ctx)
+        notes = [f"token classification: {len(labels)} labels from the training data; "
+                 f"{len(train)} train sentences → {len(train_rows)} rows of "
+                 f"{ctx.data.seq_len} tokens ({train_rows.split_sentences} split into "
                  "overlapping windows)"]
         if ctx.data.folds and ctx.data.fold >= 0:
             notes.append(f"fold {ctx.data.fold} of {ctx.data.folds}: {len(every) - len(train)} "
                          f"of the {len(every)} training sentences held out for evaluation")
-        return DataPlan(model_overrides={"num_labels": len(self.labels)},
-                        run_record={"labels": list(self.labels)}, epochs=self.config.epochs,
-                        examples_per_epoch=len(self._train_rows), notes=tuple(notes))
+        eval_sets, gold = {}, []
+        for data in (ctx.data, test_context(ctx).data):
+            if (data.eval_files or data.fold >= 0) and _eval_key(data) not in eval_sets:
+                sentences = self._eval_sentences(data)
+                notes += self._unseen_labels(sentences, labels, data)
+                rows = self._rows(sentences, labels, ctx)
+                rows = dataclasses.replace(rows, sentence_N=rows.sentence_N + len(gold))
+                gold += [s.labels for s in sentences]
+                eval_sets[_eval_key(data)] = _EvalSet(rows, length_buckets.row_lengths(
+                    rows.input_ids_NxL != ctx.tokenizer.pad_id))
+        state = TokenPlan(labels, train_rows, length_buckets.row_lengths(
+            train_rows.input_ids_NxL != ctx.tokenizer.pad_id), eval_sets, tuple(gold))
+        return DataPlan(model_overrides={"num_labels": len(labels)},
+                        run_record={"labels": list(labels)}, epochs=self.config.epochs,
+                        examples_per_epoch=len(train_rows), notes=tuple(notes), state=state)
 
-    def _rows(self, sentences: list[labelled.Sentence], ctx: DataContext) -> Rows:
-        ids = {label: i for i, label in enumerate(self.labels)}
+    def _rows(self, sentences: list[labelled.Sentence], labels: tuple[str, ...],
+              ctx: DataContext) -> Rows:
+        ids = {label: i for i, label in enumerate(labels)}
         return encode_rows(sentences, ctx.tokenizer, ids, ctx.data.seq_len)
 
-    def _require_plan(self) -> Rows:
-        if self._train_rows is None:
-            raise RuntimeError("plan_data must run before the objective's batches are read")
-        return self._train_rows
+    def _eval_sentences(self, data) -> list[labelled.Sentence]:
+        """`data.eval_files`, or the held-out fold of the training files."""
+        if data.folds and data.fold >= 0:
+            return finetune_config.split(labelled.read_files(data.train_files, self.config.format),
+                                         data.folds, data.fold)[1]
+        return labelled.read_files(data.eval_files, self.config.format)
+
+    @staticmethod
+    def _unseen_labels(sentences, labels, data) -> list[str]:
+        """A label the training data lacks is reported in one line; it scores as an error."""
+        unseen: dict[str, int] = {}
+        for label in (x for s in sentences for x in s.labels if x not in labels):
+            unseen[label] = unseen.get(label, 0) + 1
+        if not unseen:
+            return []
+        return [f"{', '.join(data.eval_files) or 'held-out fold'}: labels not in the training "
+                "data (scored as errors): " + ", ".join(
+                    f"{k} ({n} words)" for k, n in sorted(unseen.items()))]
 
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Global example g is slot g mod (S·G) of epoch g // (S·G), S = steps per epoch: rows in
         a fresh permutation per epoch (seeded by (seed, epoch)), then filler rows that complete the
         last batch. Host p takes rows [p·B, (p+1)·B) of each global batch, cut to the length
         bucket of the global batch's longest row."""
-        rows = self._require_plan()
+        plan = _planned(ctx)
+        rows = plan.train_rows
         B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
         slots = -(-len(rows) // G) * G
         g_G = start_example + np.arange(G)
@@ -156,31 +204,17 @@ class TokenClassification(ObjectiveDefaults):
                     orders = {epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))}
                 here = (epoch_G == epoch) & (slot_G < len(rows))
                 index_G[here] = orders[epoch][slot_G[here]]
-            yield self._cut(batch_of(rows, index_G[mine], ctx.tokenizer), index_G, ctx)
+            yield self._cut(batch_of(rows, index_G[mine], ctx.tokenizer), index_G, ctx,
+                            plan.train_lengths_N)
             g_G = g_G + G
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        """Batches of `data.eval_files` (or the held-out fold); a label the training data lacks
-        is reported in one line and scores as an error."""
-        self._require_plan()
-        if ctx.data.folds and ctx.data.fold >= 0:
-            _, sentences = finetune_config.split(
-                labelled.read_files(ctx.data.train_files, self.config.format), ctx.data.folds,
-                ctx.data.fold)
-        else:
-            sentences = labelled.read_files(ctx.data.eval_files, self.config.format)
-        unseen: dict[str, int] = {}
-        for label in (x for s in sentences for x in s.labels if x not in self.labels):
-            unseen[label] = unseen.get(label, 0) + 1
-        if unseen and ctx.process_index == 0:
-            print(f"flaxlm: {', '.join(ctx.data.eval_files) or 'held-out fold'}: labels not in "
-                  "the training data (scored as errors): " + ", ".join(
-                      f"{k} ({n} words)" for k, n in sorted(unseen.items())), flush=True)
-        first = len(self._eval_gold)
-        self._eval_gold += [s.labels for s in sentences]
-        rows = self._rows(sentences, ctx)
-        rows = dataclasses.replace(rows, sentence_N=rows.sentence_N + first)
-        self._eval_lengths = length_buckets.row_lengths(rows.input_ids_NxL != ctx.tokenizer.pad_id)
+        """Batches of `data.eval_files` (or the held-out fold), as `plan_data` encoded them."""
+        eval_set = _planned(ctx).eval_sets.get(_eval_key(ctx.data))
+        if eval_set is None:
+            raise RuntimeError(f"eval set {_eval_key(ctx.data)} was not planned: plan_data "
+                               "encodes data.eval_files (or the held-out fold) and test_files")
+        rows = eval_set.rows
         B, G = ctx.host_batch_size, ctx.host_batch_size * ctx.process_count
         batches = []
         for first in range(0, len(rows), G):
@@ -188,14 +222,13 @@ class TokenClassification(ObjectiveDefaults):
             index_G = np.where(g_G < len(rows), g_G, -1)
             mine = index_G[ctx.process_index * B:(ctx.process_index + 1) * B]
             batches.append(self._cut(batch_of(rows, mine, ctx.tokenizer), index_G, ctx,
-                                     self._eval_lengths))
+                                     eval_set.lengths_N))
         return batches
 
     def _cut(self, batch: dict[str, np.ndarray], index_G: np.ndarray, ctx: DataContext,
-             lengths_N: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             lengths_N: np.ndarray) -> dict[str, np.ndarray]:
         """The host batch cut to the bucket of its global batch's longest row (a filler row, -1,
         is [CLS] [SEP]); every process computes the same length from the same global indices."""
-        lengths_N = self._train_lengths if lengths_N is None else lengths_N
         longest = max(2, int(np.max(lengths_N[index_G[index_G >= 0]], initial=0)))
         buckets = ctx.data.length_buckets or (ctx.data.seq_len,)
         return length_buckets.cut(batch, length_buckets.bucket_length(longest, buckets),
@@ -243,39 +276,37 @@ class TokenClassification(ObjectiveDefaults):
         return {**self._sums(logits_BxLxC, batch),
                 "predictions": jnp.argmax(logits_BxLxC, axis=-1).astype(jnp.int32)}
 
-    def word_predictions(self, outputs, batches) -> tuple[list, list[list[str]]]:
+    def word_predictions(self, outputs, batches, plan: DataPlan) -> tuple[list, list[list[str]]]:
         """(gold, predicted) labels of each sentence of the eval set `batches` hold, word by
         word, from the window owning each word."""
+        state: TokenPlan = plan.state
         ids = np.unique(np.concatenate([b["sentence"] for b in batches]))
         ids = ids[ids >= 0]
-        gold = [self._eval_gold[i] for i in ids]
+        gold = [state.gold[i] for i in ids]
         predicted = {i: [""] * len(g) for i, g in zip(ids, gold)}
         for out, batch in zip(outputs, batches, strict=True):
             rows, columns = np.nonzero(batch["word_index"] >= 0)
             for r, c in zip(rows, columns):
                 sentence = predicted[batch["sentence"][r]]
-                sentence[batch["word_index"][r, c]] = self.labels[out["predictions"][r, c]]
+                sentence[batch["word_index"][r, c]] = state.labels[out["predictions"][r, c]]
         missing = sum(label == "" for s in predicted.values() for label in s)
         if missing:
             raise RuntimeError(f"{missing} eval words got no prediction: the windows lost them")
         return gold, [predicted[i] for i in ids]
 
-    def eval_metrics(self, outputs, batches) -> dict[str, float]:
+    def eval_metrics(self, outputs, batches, plan: DataPlan) -> dict[str, float]:
         sums = {k: float(sum(np.sum(o[k]) for o in outputs))
                 for k in ("loss_sum", "weight_sum")}
-        gold, predicted = self.word_predictions(outputs, batches)
+        gold, predicted = self.word_predictions(outputs, batches, plan)
         results = {"loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
                    **token_scores(gold, predicted)}
-        if self._iob_labels():
+        if _iob(plan.state.labels):
             results.update(entity_scores(gold, predicted))
         return results
 
-    def _iob_labels(self) -> bool:
-        return all(_IOB.match(label) for label in self.labels)
-
-    def _check_selection(self) -> None:
-        if self.selection.metric == "entity_f1" and not self._iob_labels():
-            odd = [x for x in self.labels if not _IOB.match(x)][:3]
+    def _check_selection(self, labels: tuple[str, ...]) -> None:
+        if self.selection.metric == "entity_f1" and not _iob(labels):
+            odd = [x for x in labels if not _IOB.match(x)][:3]
             raise FlaxlmError(f"objective.token_classification.selection=entity_f1 needs IOB "
                               f"labels such as B-PER, I-PER, O; the training data has {odd}")
 

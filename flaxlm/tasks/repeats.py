@@ -4,7 +4,7 @@ Without repeats the run trains in the workdir itself. With `finetune.folds=K` an
 `finetune.seeds=N` every run is an ordinary workdir under it (`fold-0/` … `fold-{K-1}/`,
 `seed-{s}/` for s = seed … seed+N-1, `fold-{i}-seed-{s}/` with both), trained by
 `flaxlm.train.train` with `--config.finetune.fold=i` / `--config.seed=s` added to the command's
-overrides; then `<workdir>/results.json` aggregates them (flaxlm/tasks/results.py). Running the
+overrides; then `<workdir>/results.json` aggregates them (flaxlm/run/results.py). Running the
 same command again skips the runs that finished (their results.json exists) and resumes the
 interrupted one from its checkpoints, like `flaxlm train`.
 
@@ -19,17 +19,18 @@ from typing import Any, Sequence
 
 import jax
 
-from flaxlm import run_config, storage, workdir as run_dir
+from flaxlm import run_config, storage
+from flaxlm.run.workdir import Workdir, open_or_import
 from flaxlm.errors import FlaxlmError
-from flaxlm.tasks.results import RESULTS_FILE, aggregate
+from flaxlm.run.results import aggregate
 
 
 def check_single_run(config: run_config.RunConfig) -> None:
     """`flaxlm train` runs one training: repeats need `flaxlm finetune`."""
-    finetune = config.raw["finetune"]
-    if finetune["seeds"] > 1 or (finetune["folds"] and finetune["fold"] < 0):
+    folds, seeds = config.data.folds, config.seeds
+    if seeds > 1 or (folds and config.data.fold < 0):
         raise FlaxlmError(
-            f"finetune.folds={finetune['folds']}, finetune.seeds={finetune['seeds']} ask for "
+            f"finetune.folds={folds}, finetune.seeds={seeds} ask for "
             "several runs: use `flaxlm finetune` (or set --config.finetune.fold=I and "
             "--config.finetune.seeds=1 to train one of them)")
 
@@ -43,24 +44,21 @@ def run_plan(folds: int, seeds: int, seed: int) -> list[tuple[str, list[str]]]:
     return fold_runs or (seed_runs if seeds > 1 else [])
 
 
-def _is_hf_dir(path: str) -> bool:
-    return (storage.isfile(os.path.join(path, "config.json"))
-            and not storage.isdir(os.path.join(path, "checkpoints")))
-
-
 def _init_from(source: str, workdir: str) -> str:
     """A flaxlm workdir to start from: `source`, or its import into <workdir>/init."""
-    if not source or not _is_hf_dir(source):
+    if not source:
         return source
-    target = os.path.join(workdir, "init")
-    if storage.isfile(os.path.join(target, "config.json")):
-        print(f"flaxlm: init_from {source}: using its import in {target}", flush=True)
-        return target
-    from flaxlm.convert.import_hf import import_hf
-    summary = import_hf(source, target)
-    print(f"flaxlm: init_from {source} is a Hugging Face directory: imported into {target} "
-          f"({summary['params']:,} parameters)", flush=True)
-    return target
+
+    def import_once(hf_dir: str, target: str) -> None:
+        if Workdir(target).run is not None:
+            print(f"flaxlm: init_from {hf_dir}: using its import in {target}", flush=True)
+            return
+        from flaxlm.convert.commands import import_hf
+        summary = import_hf(hf_dir, target)
+        print(f"flaxlm: init_from {hf_dir} is a Hugging Face directory: imported into {target} "
+              f"({summary['params']:,} parameters)", flush=True)
+
+    return open_or_import(source, import_once, os.path.join(workdir, "init")).path
 
 
 def _train_one(config_path: str, overrides: Sequence[str], workdir: str, task: str,
@@ -71,7 +69,7 @@ def _train_one(config_path: str, overrides: Sequence[str], workdir: str, task: s
         return None
     results = {"task": task, **last["results"]}
     if jax.process_index() == 0:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        Workdir(workdir).write_results(results)
     return results
 
 
@@ -88,17 +86,16 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     init_from = _init_from(config.init_from, workdir)
     base = [*overrides, *([f"--config.init_from={init_from}"] if init_from != config.init_from
                           else [])]
-    finetune_keys = config.raw["finetune"]
-    plan = run_plan(finetune_keys["folds"], finetune_keys["seeds"], config.seed)
+    plan = run_plan(config.data.folds, config.seeds, config.seed)
     if not plan:
         return _train_one(config_path, base, workdir, task, progress)
-    if storage.isdir(os.path.join(workdir, "checkpoints")):
+    if Workdir(workdir).has_checkpoints():
         raise FlaxlmError(f"{workdir} holds a single run's checkpoints; repeats "
                           "(finetune.folds / finetune.seeds) need a new --workdir")
     done: dict[str, dict] = {}
     for number, (name, run_overrides) in enumerate(plan, 1):
         path = os.path.join(workdir, name)
-        finished = run_dir.read_json_or_none(os.path.join(path, RESULTS_FILE))
+        finished = Workdir(path).read_results()
         if finished is not None:
             print(f"flaxlm: run {number}/{len(plan)} {name}: finished before, skipped", flush=True)
             done[name] = finished
@@ -108,10 +105,9 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
         if results is None:
             return None
         done[name] = results
-    results = aggregate(done, task=task, folds=finetune_keys["folds"],
-                        seeds=finetune_keys["seeds"])
+    results = aggregate(done, task=task, folds=config.data.folds, seeds=config.seeds)
     if jax.process_index() == 0:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        Workdir(workdir).write_results(results)
         for key in ("best_dev", "test"):
             shown = " ".join(f"{k}={v['mean']:.4f}±{v['std'] or 0:.4f}"
                              for k, v in results.get(key, {}).items() if v["mean"] is not None)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from flaxlm import workdir as run_dir
 from flaxlm.errors import FlaxlmError
-from flaxlm.tasks.results import RESULTS_FILE
+from flaxlm.run.workdir import Workdir
 
 # Column names of the SELECTRA card for the configs that reproduce it.
 CARD_COLUMNS = {"ner_es_conll2002": "CoNLL2002-NER (f1)", "pawsx_es": "PAWS-X (acc)",
@@ -26,10 +25,12 @@ _SHORT = {"entity_f1": "f1", "accuracy": "acc", "macro_f1": "macro f1"}
 
 
 def read_results(workdir: str) -> dict[str, Any]:
-    results = run_dir.read_json_or_none(os.path.join(workdir, RESULTS_FILE))
+    wd = Workdir(workdir)
+    results = wd.read_results()
     if results is None:
-        raise FlaxlmError(f"{workdir}: no {RESULTS_FILE} (run `flaxlm finetune` to the end "
-                          "first; a stopped run resumes with the same command)")
+        name = os.path.basename(wd.results_file)
+        raise FlaxlmError(f"{workdir}: no {name} (run `flaxlm finetune` to the end first; a "
+                          "stopped run resumes with the same command)")
     return results
 
 

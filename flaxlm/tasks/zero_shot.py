@@ -24,13 +24,13 @@ import numpy as np
 from flax import nnx
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params
-from flaxlm.convert.fill_mask import is_workdir
-from flaxlm.convert.model_io import abstract_params, open_workdir, refuse_electra_pair
+from flaxlm.run.checkpoint import read_params
+from flaxlm.convert.model_io import abstract_params
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir, open_or_import
 
 DEFAULT_TEMPLATE = "Este ejemplo es {}."
 MAX_SEQ_LEN = 512
@@ -46,20 +46,16 @@ def entailment_index(labels: Sequence[str], where: str) -> int:
 
 
 @contextlib.contextmanager
-def as_workdir(model: str) -> Iterator[str]:
-    """`model` itself if it is a flaxlm workdir, else a temporary import of the HF directory
-    (either may be on `gs://`)."""
+def as_workdir(model: str) -> Iterator[Workdir]:
+    """`model` if it is a flaxlm workdir, else a temporary import of the HF directory (either
+    may be on `gs://`)."""
     if not storage.isdir(model):
         raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm "
                           "workdir)")
-    if is_workdir(model):
-        yield model
-        return
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     with tempfile.TemporaryDirectory(prefix="flaxlm-zero-shot-") as tmp:
-        import_hf(model, os.path.join(tmp, "workdir"))
-        yield os.path.join(tmp, "workdir")
+        yield open_or_import(model, import_hf, os.path.join(tmp, "workdir"))
 
 
 def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
@@ -70,18 +66,17 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
         raise FlaxlmError("zero-shot needs at least one text and one candidate label")
     if template.format(labels[0]) == template:
         raise FlaxlmError(f"--template {template!r} has no {{}} where the label goes")
-    with as_workdir(model) as workdir:
-        wd = open_workdir(workdir)
-        refuse_electra_pair(wd, "zero-shot needs a sequence classifier fine-tuned on NLI", (
+    with as_workdir(model) as wd:
+        wd.refuse_electra_pair("zero-shot needs a sequence classifier fine-tuned on NLI", (
             f"fine-tune the discriminator on XNLI (configs/xnli_es.py with "
             f"--config.init_from={model}) and pass that workdir"))
         if wd.head != "sequence_classification":
             raise FlaxlmError(f"{model}: a {wd.head} model; zero-shot needs a sequence "
                               "classifier fine-tuned on NLI")
-        model_labels = wd.run.get("labels") or []
+        model_labels = wd.labels or []
         entail = entailment_index(model_labels, model)
         graphdef, abstract = abstract_params(wd.model, wd.head)
-        params, _, _ = read_params(workdir, abstract)
+        params, _, _ = read_params(wd.path, abstract)
         tokenizer = load_tokenizer(wd.tokenizer_dir)
     pairs = [Example(text, template.format(label), "") for text in texts for label in labels]
     seq_len = min(wd.model.max_seq_len, MAX_SEQ_LEN)

@@ -18,15 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from flaxlm import storage
-from flaxlm.checkpoint import read_params, write_params
 from flaxlm.convert.export import staged_dir
-from flaxlm.convert.model_io import (Workdir, abstract_params, flatten, open_workdir,
-                                     refuse_electra_pair, unflatten_like)
+from flaxlm.convert.model_io import abstract_params
 from flaxlm.convert.tokenizer_files import (_hf_side_files, check_rows, compare,
-                                             load_hf_tokenizer)
+                                            load_hf_tokenizer)
 from flaxlm.data.tokenizer_json import write_tokenizer_json
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import read_params, write_weights_only
+from flaxlm.run.workdir import Workdir, open_or_import
 from flaxlm.vocab import doc_freq, report, sentencepiece_prune, wordpiece_prune
 from flaxlm.vocab.reindex import mixing_weights, reindex, vocab_axes
 from flaxlm.vocab.selection import Plan, select
@@ -48,8 +49,8 @@ class PruneOptions:
 
 def check_out(out: str) -> None:
     """A run directory is never overwritten; an empty directory may be filled."""
-    if storage.exists(os.path.join(out, "config.json")) or storage.isdir(
-            os.path.join(out, "checkpoints")):
+    wd = Workdir(out)
+    if storage.exists(wd.config_file) or wd.has_checkpoints():
         raise FlaxlmError(f"{out} already holds a run; choose a new --out (nothing was written)")
     if storage.is_remote(out):
         taken = storage.exists(out)  # a bucket has no empty directories
@@ -62,21 +63,11 @@ def check_out(out: str) -> None:
 def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | None) -> Workdir:
     """The model as a workdir: itself, or a Hugging Face directory imported (with parity) into a
     temporary one."""
-    config = os.path.join(model, "config.json")
-    if not storage.isfile(config):
-        raise FlaxlmError(f"{model}: no config.json; --model takes a flaxlm workdir or a Hugging "
-                          "Face model directory")
-    try:
-        raw = json.loads(storage.read_text(config))
-    except json.JSONDecodeError as e:
-        raise FlaxlmError(f"{config}: not JSON ({e})") from None
-    if isinstance(raw, dict) and "model" in raw:
-        return open_workdir(model)
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import import_hf
 
     run = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "imported")
-    import_hf(model, run, tokenizer_dir=tokenizer_dir)
-    return open_workdir(run)
+    return open_or_import(model, lambda hf_dir, into: import_hf(hf_dir, into,
+                                                                tokenizer_dir=tokenizer_dir), run)
 
 
 def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Vocabulary]:
@@ -155,7 +146,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         out = os.path.abspath(local_out)
         source = open_source(model, stack, tokenizer_dir)
         # Checked before the corpus is counted: the pair's two towers share one embedding table.
-        refuse_electra_pair(source, "prune-vocab prunes one model", (
+        source.refuse_electra_pair("prune-vocab prunes one model", (
             f"fine-tune the discriminator (init_from={model}) and prune that workdir, or prune "
             "the generator that `flaxlm export` writes to OUT/generator"))
         tok, vocab = read_source_vocabulary(source, model)
@@ -168,7 +159,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         plan = select(vocab, freq, min_doc_freq=options.min_doc_freq, uncase=options.uncase,
                       keep_chars=keep_chars(tok, freq, options))
         params, _, step = read_params(source.path, abstract_params(source.model, source.head)[1])
-        flat = {k: np.asarray(v) for k, v in flatten(params).items()}
+        flat = {k: np.asarray(v) for k, v in flat_names(params).items()}
         axes = vocab_axes(source.model, source.head)
         new_flat = reindex(flat, axes, plan, mixing_weights(plan, freq.tokens_V, options.rows))
         new_model = dataclasses.replace(source.model, vocab_size=plan.size)
@@ -177,7 +168,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         sample = paragraphs[:AGREEMENT_PARAGRAPHS] or report.first_paragraphs(
             corpus, AGREEMENT_PARAGRAPHS, options.text_field)
         with staged_dir(out, overwrite=os.path.isdir(out)) as tmp:
-            new_tok = write_tokenizer(tok, plan, os.path.join(tmp, "tokenizer"), options,
+            new_tok = write_tokenizer(tok, plan, Workdir(tmp).own_tokenizer_dir, options,
                                       new_model.max_seq_len)
             check_agreement(new_tok, sample, f"pruned tokenizer of {out}")
             result = _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,
@@ -189,16 +180,14 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
                         "corpus": list(corpus), "counts": list(counts),
                         **dataclasses.asdict(options)}
             run = {"model": dataclasses.asdict(new_model), "head": source.head,
-                   "objective": source.run.get("objective", "mlm"), "tokenizer": "tokenizer"}
-            if "labels" in source.run:
-                run["labels"] = source.run["labels"]
-            with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-                json.dump({"config": settings, **run}, f, indent=2, sort_keys=True)
+                   "objective": source.objective}
+            if source.labels is not None:
+                run["labels"] = source.labels
             with open(os.path.join(tmp, report.REPORT_FILE), "w", encoding="utf-8") as f:
                 json.dump(result, f, indent=2)
             with open(os.path.join(tmp, report.SOURCES_FILE), "w", encoding="utf-8") as f:
                 json.dump({"sources": [list(map(int, ids)) for ids in plan.sources]}, f)
-            write_params(tmp, 0, new_params, {"step": 0, "data_position": 0, **run, **settings})
+            write_weights_only(tmp, new_params, run, settings)
     return result
 
 

@@ -57,7 +57,7 @@ def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
     import transformers
     from transformers import AutoTokenizer
 
-    from flaxlm.convert.mappings import FAMILIES, table_for
+    from flaxlm.convert.mappings.tables import FAMILIES, table_for
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
@@ -99,10 +99,11 @@ def random_batch(vocab: int, pad_id: int, cls_id: int, type_vocab: int, seed: in
 
 
 def load_flax(run_dir: str, step: int | None = None):
-    from flaxlm.checkpoint import read_params
-    from flaxlm.convert.model_io import abstract_params, build_model, open_workdir
+    from flaxlm.convert.model_io import abstract_params, build_model
+    from flaxlm.run.checkpoint import read_params
+    from flaxlm.run.workdir import Workdir
 
-    wd = open_workdir(run_dir)
+    wd = Workdir.open(run_dir)
     params, _, _ = read_params(run_dir, abstract_params(wd.model, wd.head)[1], step)
     return wd.model, params, build_model(wd.model, params, wd.head)
 
@@ -126,8 +127,9 @@ def assert_same_weights(hf_dir, bundle) -> None:
 def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
                   metrics: list[dict] | None = None) -> dict[int, dict]:
     """A flaxlm workdir as `flaxlm train` leaves it (params-only checkpoints); returns params."""
-    from flaxlm.checkpoint import write_params
-    from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
+    from flaxlm.convert.model_io import abstract_params
+    from flaxlm.models.param_tree import flat_names, unflatten_like
+    from flaxlm.run.checkpoint import write_params
 
     os.makedirs(path, exist_ok=True)
     shutil.copytree(tokenizer_dir, os.path.join(path, "tokenizer"))
@@ -142,7 +144,7 @@ def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
         # Trained-looking weights (numpy: no per-shape init compiles): no zero biases or unit
         # LayerNorms to hide mapping bugs.
         flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale"))
-                .astype(np.float32) for name, a in flatten(abstract).items()}
+                .astype(np.float32) for name, a in flat_names(abstract).items()}
         params = unflatten_like(abstract, flat)
         write_params(str(path), step, params, {"step": step, "model": model_dict})
         out[step] = params

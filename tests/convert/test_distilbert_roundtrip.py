@@ -11,9 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.hf_config import hf_config, model_config_from_hf
-from flaxlm.convert.import_hf import import_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from flaxlm.convert.electra import GENERATOR_SUBDIR
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.errors import FlaxlmError
 from tests.convert.conftest import TOL, assert_same_weights, randomize_torch
 
@@ -130,7 +129,7 @@ def make_electra_classifier(path, tokenizer_dir: str, task: str, *, seed: int = 
     import transformers
     from transformers import AutoTokenizer
 
-    from flaxlm.convert.mappings import table_for
+    from flaxlm.convert.mappings.tables import table_for
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)

@@ -11,13 +11,14 @@ import pytest
 
 from flaxlm import cli
 from flaxlm.convert import export as export_module
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export
 from flaxlm.convert.fill_mask import fill_mask_demo
-from flaxlm.convert.mappings import table_for, to_hf
-from flaxlm.convert.model_io import flatten
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
+from flaxlm.models.param_tree import flat_names
 from tests.convert.conftest import TOL, read_safetensors, write_workdir
 
 METRICS = [{"step": 5, "loss": 6.1, "accuracy": 0.02},
@@ -52,7 +53,7 @@ def test_export_writes_a_release_bundle_with_parity(sp_run, tmp_path):
         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
 
     config = _config(load_tokenizer(str(run / "tokenizer")))
-    expected = to_hf(table_for("xlmr", "mlm"), flatten(params[10]), config)
+    expected = to_hf(table_for("xlmr", "mlm"), flat_names(params[10]), config)
     released = read_safetensors(bundle / "model.safetensors")
     assert set(released) == set(expected)
     assert all(released[k].tobytes() == v.tobytes() for k, v in expected.items())

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
 from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir,

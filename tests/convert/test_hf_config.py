@@ -10,7 +10,7 @@ import pytest
 import transformers
 
 from flaxlm.convert.hf_config import hf_config, model_config_from_hf
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import import_hf
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from tests.convert.conftest import TOL, load_flax, make_hf_dir

@@ -11,8 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.parity import flax_outputs
 from tests.convert.conftest import TOL, load_flax, read_safetensors
 

@@ -14,8 +14,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from flaxlm.convert.electra import GENERATOR_SUBDIR
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.safe_load import TOKENIZER_CLASSES_BY_FAMILY
 from flaxlm.convert.tokenizer_files import SAMPLE_TEXTS, import_tokenizer
 from flaxlm.errors import FlaxlmError
@@ -70,7 +69,7 @@ def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, 
     from flaxlm import run_config
     from flaxlm.convert.parity import flax_outputs
     from flaxlm.data.tokenizers import load_tokenizer
-    from flaxlm.init_weights import resolve_model
+    from flaxlm.experiment import resolve_model
 
     hf_dir, run_dir = tmp_path / "hf", tmp_path / "run"
     disc, _ = make_electra_pair(hf_dir, tokenizers["wp_cased"])

@@ -9,12 +9,12 @@ import pytest
 import torch
 import transformers
 
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
-from flaxlm.convert.mappings import table_for, to_hf
-from flaxlm.convert.model_io import flatten
+from flaxlm.convert.commands import export, import_hf
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
+from flaxlm.models.param_tree import flat_names
 from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir,
                                     random_batch, read_safetensors)
 
@@ -138,7 +138,7 @@ def test_pytorch_bin_and_sharded_safetensors_import_identically(tmp_path, tokeni
         run_dir = tmp_path / f"run-{source.name}"
         assert import_hf(str(source), str(run_dir))["logits_max_abs_diff"] <= TOL
         config, params, _ = load_flax(str(run_dir))
-        back = to_hf(table_for("bert", "mlm"), flatten(params), config)
+        back = to_hf(table_for("bert", "mlm"), flat_names(params), config)
         assert set(back) == set(reference)
         assert all(back[k].tobytes() == v.tobytes() for k, v in reference.items()), source
     del model

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flaxlm.convert.fill_mask import fill_mask_demo
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import import_hf
 from flaxlm.errors import FlaxlmError
 from tests.convert.conftest import make_hf_dir
 

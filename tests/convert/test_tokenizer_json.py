@@ -13,8 +13,7 @@ import tokenizers as hf_tokenizers
 from transformers import AutoTokenizer
 
 from flaxlm import cli
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.tokenizer_files import import_tokenizer
 from flaxlm.data.tokenizers import load_tokenizer, train_tokenizer
 from flaxlm.errors import FlaxlmError

@@ -187,8 +187,8 @@ def test_two_segment_rate_auto_follows_the_models_token_types(table, tokenizer):
 
 def test_the_mlm_objective_resolves_auto_for_its_model(tokenizer):
     """AUTO reaches the objectives' batches through DataContext.type_vocab_size."""
-    from flaxlm.objectives.base import DataContext
     from flaxlm.objectives.mlm import MaskedLM
+    from flaxlm.run.protocol import DataContext
 
     data = pipeline.DataConfig(train_files=(IT_EVAL,), seq_len=SEQ_LEN,
                                two_segment_rate=pipeline.AUTO)

@@ -8,14 +8,19 @@ from flaxlm.data.run_tokenizer import check_tokenizer_fits, default_vocab_size, 
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
+from flaxlm.run.workdir import Workdir
 from tests.conftest import IT_TRAIN
 
 UNIGRAM_700 = {"kind": "unigram", "vocab_size": 700, "model_vocab_size": 1000}
 
 
+def own(workdir) -> str:
+    return Workdir(str(workdir)).own_tokenizer_dir
+
+
 def test_trains_once_into_the_workdir_and_reuses_it(it_slice, tmp_path, capsys, monkeypatch):
     workdir = str(tmp_path / "run")
-    path = tokenizer_for_run("", [it_slice], workdir, **UNIGRAM_700)
+    path = tokenizer_for_run("", [it_slice], own(workdir), **UNIGRAM_700)
     assert path == os.path.join(workdir, "tokenizer")
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "trained a unigram tokenizer of 700 tokens" in lines[0]
@@ -29,7 +34,7 @@ def test_trains_once_into_the_workdir_and_reuses_it(it_slice, tmp_path, capsys, 
 
     monkeypatch.setattr(run_tokenizer, "train_tokenizer", no_training)
     for _ in range(2):
-        assert tokenizer_for_run("", [it_slice], workdir, kind="wordpiece", vocab_size=900,
+        assert tokenizer_for_run("", [it_slice], own(workdir), kind="wordpiece", vocab_size=900,
                                  model_vocab_size=1000) == path
     assert capsys.readouterr().out == ""
     assert load_tokenizer(path).vocab_size == 700
@@ -39,7 +44,7 @@ def test_unset_vocab_size_is_derived_from_the_model_and_the_corpus(tmp_path, cap
     corpus = tmp_path / "corpus.txt"
     with open(IT_TRAIN, encoding="utf-8") as f:
         corpus.write_text("\n".join(f.read().split("\n")[:6000]), encoding="utf-8")
-    path = tokenizer_for_run("", [str(corpus)], str(tmp_path / "run"), kind="unigram",
+    path = tokenizer_for_run("", [str(corpus)], own(str(tmp_path / "run")), kind="unigram",
                              vocab_size=0, model_vocab_size=250_002)
     # 145,678 words: 1,456 entries at 100 words each, rounded down to a multiple of 64.
     assert load_tokenizer(path).vocab_size == 1408
@@ -48,7 +53,7 @@ def test_unset_vocab_size_is_derived_from_the_model_and_the_corpus(tmp_path, cap
 
 def test_a_configured_tokenizer_wins(it_slice, tmp_path, monkeypatch):
     monkeypatch.setattr(run_tokenizer, "train_tokenizer", None)
-    got = tokenizer_for_run("runs/tok", ["tfds:x"], str(tmp_path / "run"), kind="unigram",
+    got = tokenizer_for_run("runs/tok", ["tfds:x"], own(str(tmp_path / "run")), kind="unigram",
                             vocab_size=1, model_vocab_size=1)
     assert got == "runs/tok" and not (tmp_path / "run").exists()
 
@@ -61,7 +66,7 @@ def test_interrupted_training_leaves_nothing_to_reuse(it_slice, tmp_path, monkey
     monkeypatch.setattr(run_tokenizer, "train_tokenizer", dies)
     workdir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        tokenizer_for_run("", [it_slice], str(workdir), **UNIGRAM_700)
+        tokenizer_for_run("", [it_slice], own(str(workdir)), **UNIGRAM_700)
     assert os.listdir(workdir) == []
 
 
@@ -70,7 +75,7 @@ def test_a_leftover_partial_tokenizer_dir_is_refused_untouched(it_slice, tmp_pat
     partial.mkdir(parents=True)
     (partial / "vocab.txt").write_text("[PAD]\n")
     with pytest.raises(FlaxlmError, match="exists without flaxlm_tokenizer.json"):
-        tokenizer_for_run("", [it_slice], str(tmp_path / "run"), **UNIGRAM_700)
+        tokenizer_for_run("", [it_slice], own(str(tmp_path / "run")), **UNIGRAM_700)
     assert os.listdir(partial) == ["vocab.txt"]
 
 
@@ -83,12 +88,12 @@ def test_sources_that_are_not_text_need_a_tokenizer(tmp_path):
     workdir = str(tmp_path / "run")
     with pytest.raises(FlaxlmError, match=r"prepared shards .*data.tokenizer to the one they "
                                           r"were prepared with \(/data/tok-it\)"):
-        tokenizer_for_run("", [str(shards)], workdir, **UNIGRAM_700)
+        tokenizer_for_run("", [str(shards)], own(workdir), **UNIGRAM_700)
     with pytest.raises(FlaxlmError, match="tfds:wikipedia/20230601.it is a TFDS dataset.*"
                                           "--config.data.tokenizer=DIR"):
-        tokenizer_for_run("", ["tfds:wikipedia/20230601.it"], workdir, **UNIGRAM_700)
+        tokenizer_for_run("", ["tfds:wikipedia/20230601.it"], own(workdir), **UNIGRAM_700)
     with pytest.raises(FlaxlmError, match="data.train_files are both empty"):
-        tokenizer_for_run("", [], workdir, **UNIGRAM_700)
+        tokenizer_for_run("", [], own(workdir), **UNIGRAM_700)
     assert not os.path.exists(os.path.join(workdir, "tokenizer"))
 
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from flaxlm.models.config import preset
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram
 
 VOCAB, LENGTH, SLOTS = 96, 16, 4
 # A student narrower and shallower than its teacher, with other head counts.

@@ -12,13 +12,13 @@ import pytest
 import torch
 from flax import nnx
 
-from flaxlm import partial_init
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.models.heads import MaskedLMModel, param_names
 from flaxlm.objectives.distill_bert import (DistilBert, DistilBertConfig, cosine_loss_sum,
                                             soft_target_sum)
 from flaxlm.objectives.teacher import student_to_teacher_ids
+from flaxlm.run import weights
 from tests.distill.helpers import VOCAB, mlm_batch
 
 TEACHER = preset("tiny", arch="bert", vocab_size=VOCAB, hidden_size=32, num_layers=4,
@@ -65,7 +65,7 @@ def test_student_starts_from_chosen_teacher_layers():
     targets = {"/".join(map(str, n)): s for n, s in targets.items()}
     teacher = nnx.eval_shape(lambda: MaskedLMModel(TEACHER, rngs=nnx.Rngs(params=0)))
     source = {n: s.shape for n, s in zip(param_names(teacher), jax_leaves(teacher))}
-    plan = partial_init.plan(objective.init_rules(False), targets, {"teacher": source})
+    plan = weights.plan(objective.init_rules(False), targets, {"teacher": source})
     assert plan.fresh == []
     assert plan.loaded["encoder/layers/0/output/kernel"] == (
         "teacher", "encoder/layers/1/output/kernel")

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flaxlm.models.param_tree import flat_names
 from flaxlm.objectives.distill_minilm import (MiniLMv2, MiniLMv2Config, original_ids,
                                               relation_kl_sum)
 from flaxlm.sharding import host_batch_to_global
-from flaxlm.steps import flat_names
 from tests.distill.helpers import STUDENT, key, mlm_batch, program, with_teacher
 
 

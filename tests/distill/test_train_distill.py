@@ -7,7 +7,7 @@ import re
 import pytest
 
 from flaxlm import run_config
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from flaxlm.train import train
 from tests.conftest import IT_EVAL, IT_TRAIN
 
@@ -42,9 +42,9 @@ def test_distilbert_trains_from_a_teacher_workdir_and_resumes(teacher, tiny_toke
     # Embeddings, two layers and the MLM head of the student, and the whole teacher, from it.
     assert re.search(rf"weights: \d+ tensors from teacher \({re.escape(teacher)}, step 4\); "
                      r"fresh: none", out), out
-    last = [m for m in read_metrics(str(tmp_path)) if "soft_ce" in m][-1]
+    last = [m for m in Workdir(str(tmp_path)).read_metrics() if "soft_ce" in m][-1]
     assert {"mlm_loss", "cosine", "accuracy", "mfu"} <= set(last)
-    assert "eval_soft_ce" in read_metrics(str(tmp_path))[-1]
+    assert "eval_soft_ce" in Workdir(str(tmp_path)).read_metrics()[-1]
     train(dataclasses.replace(config, loop=dataclasses.replace(config.loop, steps=3)),
           str(tmp_path), progress=False)
     assert re.search(r"resumed from checkpoint 2; frozen weights: \d+ tensors from teacher",
@@ -56,5 +56,5 @@ def test_minilmv2_trains_from_a_teacher_workdir(teacher, tiny_tokenizer_dir, tmp
     train(_config(tiny_tokenizer_dir, "minilmv2", 2, 2, teacher=teacher, relation_heads=8,
                   teacher_layer=2), str(tmp_path), progress=False)
     assert "tensors from teacher" in capsys.readouterr().out
-    last = [m for m in read_metrics(str(tmp_path)) if "qq_kl" in m][-1]
+    last = [m for m in Workdir(str(tmp_path)).read_metrics() if "qq_kl" in m][-1]
     assert last["loss"] > 0 and {"kk_kl", "vv_kl", "mfu"} <= set(last)

@@ -9,7 +9,7 @@ import pytest
 
 from flaxlm import cli
 from flaxlm.data.tokenizers import load_tokenizer
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from flaxlm.models.config import ModelConfig
 from tests.conftest import REPO
 from tests.convert.conftest import write_workdir
@@ -61,7 +61,7 @@ def test_finetune_loads_encoder_and_evaluates_each_epoch(finetuned):
     run = json.loads((workdir / "config.json").read_text())
     assert run["head"] == "token_classification" and "NOUN" in run["labels"]
     assert run["model"]["num_labels"] == len(run["labels"])
-    rows = read_metrics(str(workdir))
+    rows = Workdir(str(workdir)).read_metrics()
     evals = [r for r in rows if "eval_macro_f1" in r]
     per_epoch = evals[0]["step"]
     assert [r["step"] for r in evals] == [per_epoch, 2 * per_epoch, 3 * per_epoch]

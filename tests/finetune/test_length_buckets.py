@@ -3,6 +3,7 @@ the same length on every process, nothing real cut off; a run compiles its steps
 per bucket and scores exactly as the uncut run."""
 
 import contextlib
+import dataclasses
 import io
 import os
 
@@ -15,9 +16,9 @@ from flaxlm.data import labelled, length_buckets, pair_batches, pairs
 from flaxlm.data.pipeline import DataConfig
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import read_metrics
-from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.token_classification import TokenClassification, TokenClassificationConfig
+from flaxlm.run.protocol import DataContext
+from flaxlm.run.workdir import Workdir
 from tests.conftest import REPO
 from tests.finetune.test_end_to_end import pretrained  # noqa: F401 (a pytest fixture)
 from tests.finetune.test_labelled import fixture
@@ -48,7 +49,7 @@ def _ner_context(tokenizer, buckets, process=(0, 1), batch=2):
 def _ner_batches(tokenizer, buckets, process=(0, 1), steps=12):
     objective = TokenClassification(TokenClassificationConfig(format="conll2002"))
     ctx = _ner_context(tokenizer, buckets, process)
-    objective.plan_data(ctx)
+    ctx = dataclasses.replace(ctx, plan=objective.plan_data(ctx))
     stream = objective.train_batches(ctx, 0)
     return [next(stream) for _ in range(steps)], objective.eval_batches(ctx)
 
@@ -115,7 +116,7 @@ def _finetune(workdir, init_from, buckets):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(args) == 0
-    return read_metrics(str(workdir)), out.getvalue()
+    return Workdir(str(workdir)).read_metrics(), out.getvalue()
 
 
 @pytest.mark.slow  # two fine-tuning runs on the CoNLL-2002 fixture: ~2 min on the shared CPU

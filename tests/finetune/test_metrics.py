@@ -7,7 +7,7 @@ import seqeval.metrics
 from sklearn import metrics as sk
 
 from flaxlm.data.labelled import label_vocabulary, read_sentences
-from flaxlm.tasks.metrics import entities, entity_scores, token_scores
+from flaxlm.objectives.word_metrics import entities, entity_scores, token_scores
 from tests.finetune.test_labelled import fixture
 
 

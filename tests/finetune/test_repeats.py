@@ -9,8 +9,9 @@ import pytest
 
 from flaxlm import cli, run_config
 from flaxlm.errors import FlaxlmError
+from flaxlm.objectives import finetune_config
 from flaxlm.optim import learning_rate_schedule
-from flaxlm.tasks import finetune_config, results as run_results
+from flaxlm.run import results as run_results
 from flaxlm.tasks.repeats import run_plan
 from tests.conftest import REPO
 from tests.convert.conftest import tokenizers  # noqa: F401 (a fixture)

@@ -7,8 +7,8 @@ import pytest
 
 from flaxlm import run_config
 from flaxlm.errors import FlaxlmError
-from flaxlm.objectives.base import EvalSelection
-from flaxlm.tasks import results
+from flaxlm.run import results
+from flaxlm.run.protocol import EvalSelection
 
 
 class _Objective:

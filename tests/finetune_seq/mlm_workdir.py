@@ -7,8 +7,9 @@ import shutil
 
 import numpy as np
 
-from flaxlm.checkpoint import write_params
-from flaxlm.convert.model_io import abstract_params, flatten, unflatten_like
+from flaxlm.convert.model_io import abstract_params
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import write_params
 
 
 def write_mlm_workdir(path, tokenizer, config, *, std: float, step: int) -> dict:
@@ -22,6 +23,6 @@ def write_mlm_workdir(path, tokenizer, config, *, std: float, step: int) -> dict
     _, abstract = abstract_params(config, "mlm")
     rng = np.random.default_rng(0)
     flat = {name: (rng.normal(0, std, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flatten(abstract).items()}
+            for name, a in flat_names(abstract).items()}
     write_params(path, step, unflatten_like(abstract, flat), {"step": step})
     return flat

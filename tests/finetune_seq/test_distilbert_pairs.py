@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.convert.export import export
+from flaxlm.convert.commands import export
 from flaxlm.convert.parity import flax_outputs
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import read_examples

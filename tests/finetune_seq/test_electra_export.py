@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import write_params
+from flaxlm.run.checkpoint import write_params
 from flaxlm.convert.electra import abstract_pair
-from flaxlm.convert.model_io import flatten, unflatten_like
 from flaxlm.models.config import preset
 from flaxlm.models.electra import generator_config
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from tests.conftest import REPO
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
 
@@ -35,7 +35,7 @@ def _electra_workdir(path, tokenizer):
     _, abstract = abstract_pair(config, generator_config(config))
     rng = np.random.default_rng(0)
     flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flatten(abstract).items()}
+            for name, a in flat_names(abstract).items()}
     write_params(path, 7, unflatten_like(abstract, flat), {"step": 7})
     return flat
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from flaxlm import cli
-from flaxlm.metrics_log import read_metrics
+from flaxlm.run.workdir import Workdir
 from flaxlm.models.config import preset
 from tests.conftest import REPO
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
@@ -45,7 +45,7 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
     assert loaded.group(2) == "classifier/dense/* (2), classifier/out/* (2)"
     assert "2 labels (different, same); 160 training text pairs" in out
     # Two epochs of 160 / 32 steps, evaluated after each one.
-    evals = [m for m in read_metrics(workdir) if "eval_accuracy" in m]
+    evals = [m for m in Workdir(workdir).read_metrics() if "eval_accuracy" in m]
     assert [m["step"] for m in evals] == [5, 10]
     assert all(0 <= m["eval_accuracy"] <= 1 and m["eval_examples"] == 48 for m in evals)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:

@@ -16,9 +16,9 @@ from flaxlm.data.pipeline import DataConfig
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.objectives import registry
-from flaxlm.objectives.base import DataContext
 from flaxlm.objectives.sequence import (SequenceClassification, SequenceClassificationConfig,
                                         macro_scores)
+from flaxlm.run.protocol import DataContext
 from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
 
 CONFIG = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)
@@ -30,8 +30,10 @@ def _ctx(tokenizer, train=(TRAIN_TSV,), eval_files=(DEV_TSV,), seq_len=48, batch
 
 
 def _planned(objective, ctx, config=CONFIG):
-    """The model config the trainer builds after the objective's data plan."""
-    return dataclasses.replace(config, **objective.plan_data(ctx).model_overrides)
+    """(the model config the trainer builds after the objective's data plan, the context that
+    hands the plan back to the objective)."""
+    plan = objective.plan_data(ctx)
+    return dataclasses.replace(config, **plan.model_overrides), dataclasses.replace(ctx, plan=plan)
 
 
 def _tsv(tmp_path, name, rows):
@@ -68,8 +70,8 @@ def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
     # What makes grad_accum_steps exact (the step itself is proven on tests/toy_objective.py):
     # each micro-batch's loss divided by the whole batch's example count adds up to the batch's.
     objective = SequenceClassification()
-    ctx = _ctx(es_unigram, seq_len=24, batch=8)
-    graphdef, params = _init(objective, _planned(objective, ctx))
+    model_config, ctx = _planned(objective, _ctx(es_unigram, seq_len=24, batch=8))
+    graphdef, params = _init(objective, model_config)
     batch = next(objective.train_batches(ctx, 0))
     batch["weights"][[1, 2, 6]] = 0.0  # padding rows: the micro-batches' counts differ
     micro = [{k: v[i::4] for k, v in batch.items()} for i in range(4)]
@@ -90,8 +92,10 @@ def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
 
 def test_labels_from_train_sorted_or_fixed(es_unigram, tmp_path, capsys):
     objective = SequenceClassification(SequenceClassificationConfig(epochs=3))
+    before = dict(vars(objective))
     plan = objective.plan_data(_ctx(es_unigram, seq_len=24))
-    assert objective.labels == ("different", "same")
+    assert vars(objective) == before  # the plan is returned, nothing is kept on the objective
+    assert plan.state.labels == ("different", "same")
     assert plan.model_overrides == {"num_labels": 2}
     assert plan.run_record == {"labels": ["different", "same"]}
     assert (plan.epochs, plan.examples_per_epoch) == (3, 160)
@@ -100,8 +104,9 @@ def test_labels_from_train_sorted_or_fixed(es_unigram, tmp_path, capsys):
     assert truncated and int(truncated.group(1)) > 0
 
     fixed = SequenceClassification(SequenceClassificationConfig(labels="same,other,different"))
-    assert fixed.plan_data(_ctx(es_unigram)).model_overrides == {"num_labels": 3}
-    assert fixed.labels == ("same", "other", "different")
+    fixed_plan = fixed.plan_data(_ctx(es_unigram))
+    assert fixed_plan.model_overrides == {"num_labels": 3}
+    assert fixed_plan.state.labels == ("same", "other", "different")
 
     narrow = SequenceClassification(SequenceClassificationConfig(labels="same,other"))
     with pytest.raises(FlaxlmError, match=r"train.tsv: label 'different' is not in "
@@ -117,8 +122,7 @@ def test_label_only_in_eval_is_reported_and_scored_as_error(es_unigram, tmp_path
     dev = _tsv(tmp_path, "dev.tsv", [("uno dos", "tres", "same"), ("cuatro", "cinco", "odd"),
                                      ("seis", "siete", "odd")])
     objective = SequenceClassification()
-    ctx = _ctx(es_unigram, eval_files=[dev], batch=4)
-    objective.plan_data(ctx)
+    _, ctx = _planned(objective, _ctx(es_unigram, eval_files=[dev], batch=4))
     batches = objective.eval_batches(ctx)
     assert "dev.tsv: label(s) 'odd' (2 examples) are not in the training labels" in (
         capsys.readouterr().out)
@@ -142,46 +146,35 @@ def test_macro_scores_equal_sklearn():
 
 
 def test_wordpiece_pairs_need_two_token_types(es_wordpiece):
-    bert = dataclasses.replace(preset("tiny"), arch="bert", pooler=True, type_vocab_size=1)
     objective = SequenceClassification()
-    objective.plan_data(_ctx(es_wordpiece))
+    one_type = dataclasses.replace(_ctx(es_wordpiece), type_vocab_size=1)
     with pytest.raises(FlaxlmError, match="model.type_vocab_size=1"):
-        nnx.eval_shape(lambda: objective.build_model(bert, nnx.Rngs(0)))
-    two = dataclasses.replace(bert, type_vocab_size=2)
-    nnx.eval_shape(lambda: objective.build_model(two, nnx.Rngs(0)))
+        objective.plan_data(one_type)
+    two = dataclasses.replace(preset("tiny"), arch="bert", pooler=True, type_vocab_size=2)
+    model_config, _ = _planned(objective, dataclasses.replace(one_type, type_vocab_size=2), two)
+    nnx.eval_shape(lambda: objective.build_model(model_config, nnx.Rngs(0)))
 
 
 def test_pairs_for_a_model_without_token_types(es_wordpiece):
-    """DistilBERT (type_vocab_size=0): pairs are `[CLS] a [SEP] b [SEP]` with token types all 0,
-    and a model whose token types disagree with the data plan is refused."""
+    """DistilBERT (type_vocab_size=0): pairs are `[CLS] a [SEP] b [SEP]` with token types all 0."""
     distilbert = preset("distilbert-base-multilingual", vocab_size=es_wordpiece.vocab_size,
                         num_layers=1, hidden_size=36, num_heads=3, intermediate_size=50)
     objective = SequenceClassification()
-    ctx = dataclasses.replace(_ctx(es_wordpiece), token_types=False)
-    planned = _planned(objective, ctx, distilbert)
+    planned, ctx = _planned(objective, dataclasses.replace(_ctx(es_wordpiece), token_types=False),
+                            distilbert)
     nnx.eval_shape(lambda: objective.build_model(planned, nnx.Rngs(0)))
     batch = next(objective.train_batches(ctx, 0))
     assert not batch["token_type_ids"].any()
     ids_B = batch["input_ids"]
     assert ((ids_B == es_wordpiece.sep_id).sum(axis=1) == 2).all()  # one [SEP] between, one after
-    bert = dataclasses.replace(preset("tiny"), arch="bert", pooler=True, type_vocab_size=2)
-    with pytest.raises(FlaxlmError, match="encoded for a model without token types, but "
-                                          "model.type_vocab_size=2"):
-        objective.build_model(_planned(objective, ctx, bert), nnx.Rngs(0))
-    typed = SequenceClassification()
-    with pytest.raises(FlaxlmError, match="encoded for a model with token types, but "
-                                          "model.type_vocab_size=0"):
-        typed.build_model(_planned(typed, _ctx(es_wordpiece), distilbert), nnx.Rngs(0))
 
 
-def test_model_and_data_label_counts_must_agree(es_unigram):
+def test_batches_need_the_plan_handed_back(es_unigram):
     objective = SequenceClassification()
-    # A model built for three labels (not the width its data plan gave).
-    nnx.eval_shape(lambda: objective.build_model(dataclasses.replace(CONFIG, num_labels=3),
-                                                 nnx.Rngs(0)))
-    with pytest.raises(FlaxlmError, match=r"train.tsv: 2 labels \(different, same\) but the "
-                                          "model has num_labels=3"):
+    with pytest.raises(RuntimeError, match="plan_data must run before"):
         objective.train_batches(_ctx(es_unigram), 0)
+    with pytest.raises(RuntimeError, match="plan_data must run before"):
+        objective.eval_batches(_ctx(es_unigram))
 
 
 def test_layer_decay_scales_by_depth():
@@ -201,8 +194,7 @@ def test_layer_decay_scales_by_depth():
 
 def test_flops_count_real_tokens_and_examples(es_unigram):
     objective = SequenceClassification()
-    ctx = _ctx(es_unigram)
-    objective.plan_data(ctx)
+    _, ctx = _planned(objective, _ctx(es_unigram))
     batch = next(objective.train_batches(ctx, 0))
     counts = objective.real_counts(batch)
     assert counts["tokens"] == batch["attention_mask"].sum() < batch["attention_mask"].size

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from flaxlm import cli
-from flaxlm.checkpoint import write_params
-from flaxlm.convert.export import export
-from flaxlm.convert.model_io import abstract_params, build_model, flatten, unflatten_like
+from flaxlm.convert.commands import export
+from flaxlm.convert.model_io import abstract_params, build_model
 from flaxlm.data import pair_batches
 from flaxlm.data.pairs import Example
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
+from flaxlm.models.param_tree import flat_names, unflatten_like
+from flaxlm.run.checkpoint import write_params
 from flaxlm.tasks.zero_shot import zero_shot
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
@@ -39,7 +40,7 @@ def _classifier_workdir(path, tokenizer, labels, seed=0):
     _, abstract = abstract_params(config, "sequence_classification")
     rng = np.random.default_rng(seed)
     flat = {name: (rng.normal(0, 0.3, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flatten(abstract).items()}
+            for name, a in flat_names(abstract).items()}
     params = unflatten_like(abstract, flat)
     write_params(str(path), 5, params, {"step": 5})
     return config, params

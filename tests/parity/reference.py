@@ -24,11 +24,12 @@ import transformers
 from flax import nnx
 
 from flaxlm.convert.hf_config import hf_config
-from flaxlm.convert.mappings import table_for, to_hf
-from flaxlm.convert.model_io import flatten, unflatten_like
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.convert.mappings.tensors import to_hf
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram
 
 LOSS_RTOL = 1e-5  # the issue's bar for the loss, relative
 PARAM_ATOL = 1e-5  # … and for every parameter after one step
@@ -58,7 +59,7 @@ def noisy_params(params, seed: int):
     cannot hide a mapping or gradient bug."""
     rng = np.random.default_rng(seed)
     flat = {k: np.asarray(v) + rng.normal(0, 0.1, v.shape).astype(np.float32)
-            for k, v in flatten(params).items()}
+            for k, v in flat_names(params).items()}
     return unflatten_like(params, flat)
 
 
@@ -112,8 +113,8 @@ def flax_step(program: TrainProgram, params, frozen, batch: dict):
     state = program.state_from_params(params, jax.random.key_data(jax.random.key(0)))
     state, metrics = program.train_step(jax.device_put(state, program.state_shardings), jbatch)
     assert bool(metrics["finite"])
-    return (float(metrics["loss"]), {k: np.asarray(v) for k, v in flatten(grads).items()},
-            {k: np.asarray(v) for k, v in flatten(state["params"]).items()})
+    return (float(metrics["loss"]), {k: np.asarray(v) for k, v in flat_names(grads).items()},
+            {k: np.asarray(v) for k, v in flat_names(state["params"]).items()})
 
 
 def clip_global_norm_(params: list[torch.nn.Parameter], clip: float) -> None:
@@ -149,11 +150,11 @@ def adamw_step(named: dict[str, torch.nn.Parameter], step: Step, *,
 def to_flax_names(config, hf_tensors: dict[str, torch.Tensor], task: str = "mlm"
                   ) -> dict[str, np.ndarray]:
     """A transformers state dict → flaxlm names, through the same conversion table."""
-    from flaxlm.convert.mappings import from_hf
+    from flaxlm.convert.mappings.tensors import from_hf
     from flaxlm.convert.model_io import abstract_params
 
     _, abstract = abstract_params(config, task)
-    expected = {k: v.shape for k, v in flatten(abstract).items()}
+    expected = {k: v.shape for k, v in flat_names(abstract).items()}
     params, _, _ = from_hf(table_for(config.arch, task),
                            {k: v.detach().numpy().copy() for k, v in hf_tensors.items()}, config,
                            expected, allow_missing_head=False)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from flaxlm.convert.model_io import flatten, unflatten_like
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.models.config import preset
+from flaxlm.models.param_tree import flat_names
 from flaxlm.objectives.distill_bert import DistilBert, DistilBertConfig
 from tests.parity import reference
 from tests.parity.conftest import SEQ_LEN
@@ -73,12 +73,12 @@ def test_distilbert_loss_and_one_adamw_step_match_distiller(wp_tokenizer_dir, ml
     key = jax.random.key_data(jax.random.key(2))
     params = reference.noisy_params(jax.device_get(program.init_state(key)["params"]), 2)
     frozen = reference.noisy_params(jax.device_get(program.init_frozen(key)), 3)
-    before = {k: np.asarray(v) for k, v in flatten(params).items()}
+    before = {k: np.asarray(v) for k, v in flat_names(params).items()}
     flax_loss, flax_grads, flax_after = reference.flax_step(program, params, frozen, mlm_batch)
 
     student = reference.torch_model(student_config, before)
     teacher_flat = {k.removeprefix("teacher/"): np.asarray(v)
-                    for k, v in flatten(frozen).items()}
+                    for k, v in flat_names(frozen).items()}
     teacher = reference.torch_model(teacher_config, teacher_flat)
     loss = distiller_loss(student, teacher, mlm_batch, restrict_ce_to_mask)
     loss.backward()

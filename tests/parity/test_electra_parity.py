@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from flaxlm.convert.electra import abstract_pair, electra_hf_config, pair_from_hf, pair_to_hf
-from flaxlm.convert.model_io import unflatten_like
+from flaxlm.convert.electra import abstract_pair, pair_from_hf, pair_to_hf
+from flaxlm.convert.hf_config import write_hf_config
+from flaxlm.convert.mappings.tables import table_for
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.objectives.electra import Electra, ElectraConfig
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+from flaxlm.run.steps import StepConfig, TrainProgram
 from flaxlm.sharding import MeshConfig, host_batch_to_global, make_mesh
-from flaxlm.steps import StepConfig, TrainProgram, flat_names
 from tests.convert.conftest import randomize_torch
 from tests.test_electra import CONFIG, electra_batch
 
@@ -32,8 +34,10 @@ def torch_pair(objective: Electra):
 
     generator_config = objective.generator_config(CONFIG)
     torch.manual_seed(0)
-    discriminator = transformers.ElectraForPreTraining(electra_hf_config(CONFIG, "electra"))
-    generator = transformers.ElectraForMaskedLM(electra_hf_config(generator_config, "mlm"))
+    discriminator = transformers.ElectraForPreTraining(
+        write_hf_config(table_for("electra", "electra"), CONFIG))
+    generator = transformers.ElectraForMaskedLM(
+        write_hf_config(table_for("electra", "mlm"), generator_config))
     randomize_torch(discriminator, 0)
     randomize_torch(generator, 1)
     up.share_embeddings(generator, discriminator)

@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import torch
 
-from flaxlm.convert.model_io import flatten, unflatten_like
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.models.config import preset
+from flaxlm.models.param_tree import flat_names, unflatten_like
 from flaxlm.objectives.distill_minilm import MiniLMv2, MiniLMv2Config
 from tests.parity import reference
 from tests.parity.conftest import SEQ_LEN
@@ -89,8 +89,8 @@ def test_minilmv2_loss_and_one_adamw_step_match_the_paper(wp_tokenizer_dir, mlm_
     abstract_frozen = jax.device_get(program.init_frozen(key))
     frozen = unflatten_like(abstract_frozen, {
         k: teacher_flat["encoder/" + k.removeprefix("teacher/")]
-        for k in flatten(abstract_frozen)})
-    before = {k: np.asarray(v) for k, v in flatten(params).items()}
+        for k in flat_names(abstract_frozen)})
+    before = {k: np.asarray(v) for k, v in flat_names(params).items()}
     flax_loss, flax_grads, flax_after = reference.flax_step(program, params, frozen, mlm_batch)
 
     student = reference.torch_model(student_config, before)

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import torch
 
-from flaxlm.convert.model_io import flatten
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.models.config import preset
+from flaxlm.models.param_tree import flat_names
 from flaxlm.objectives.mlm import MaskedLM
 from tests.parity import reference
 from tests.parity.conftest import SEQ_LEN
@@ -50,7 +50,7 @@ def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, two_segment_ba
     program = reference.flax_program(MaskedLM(), config, step)
     params = reference.noisy_params(
         jax.device_get(program.init_state(jax.random.key_data(jax.random.key(1)))["params"]), 1)
-    before = {k: np.asarray(v) for k, v in flatten(params).items()}
+    before = {k: np.asarray(v) for k, v in flat_names(params).items()}
     flax_loss, flax_grads, flax_after = reference.flax_step(program, params, {}, mlm_batch)
 
     model = reference.torch_model(config, before)

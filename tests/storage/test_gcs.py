@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from flaxlm import storage, workdir as run_dir
+from flaxlm import storage
 from flaxlm.errors import FlaxlmError
-from flaxlm.metrics_log import MetricsLog, read_metrics
+from flaxlm.run.metrics_log import MetricsLog
+from flaxlm.run.workdir import Workdir
 from tests.storage.conftest import BUCKET
 
 
@@ -35,9 +36,9 @@ def test_storage_module_reads_and_writes_the_bucket(gcs_emulator, tmp_path, monk
     assert storage.listdir(f"{root}/a") == ["b", "x.txt", "z.txt"]
 
     workdir = f"{root}/run"
-    run_dir.probe_writable(workdir)
-    run_dir.write_json_atomic(f"{workdir}/config.json", {"model": {}})
-    assert run_dir.read_run_config(workdir) == {"model": {}}
+    Workdir(workdir).probe_writable()
+    Workdir(workdir).write_config({"model": {}})
+    assert Workdir(workdir).run == {"model": {}}
     log = MetricsLog(workdir)
     log.write(1, {"loss": 2.0})
     log.write(2, {"loss": 1.5})
@@ -45,14 +46,14 @@ def test_storage_module_reads_and_writes_the_bucket(gcs_emulator, tmp_path, monk
     log = MetricsLog(workdir)  # a resumed run keeps the earlier lines
     log.write(3, {"loss": 1.0})
     log.close()
-    assert [m["step"] for m in read_metrics(workdir)] == [1, 2, 3]
-    run_dir.truncate_metrics(workdir, 2)
-    assert [m["step"] for m in read_metrics(workdir)] == [1, 2]
+    assert [m["step"] for m in Workdir(workdir).read_metrics()] == [1, 2, 3]
+    Workdir(workdir).truncate_metrics(2)
+    assert [m["step"] for m in Workdir(workdir).read_metrics()] == [1, 2]
     assert storage.listdir(f"{workdir}/tensorboard")  # tensorboardX wrote its event file there
     assert os.listdir(tmp_path) == []
 
     with pytest.raises(FlaxlmError, match="gs://no-such-bucket/run is not writable"):
-        run_dir.probe_writable("gs://no-such-bucket/run")
+        Workdir("gs://no-such-bucket/run").probe_writable()
 
 
 def test_checkpoints_are_written_to_the_bucket_and_read_back(gcs_emulator):
@@ -61,7 +62,7 @@ def test_checkpoints_are_written_to_the_bucket_and_read_back(gcs_emulator):
     import jax.numpy as jnp
     import numpy as np
 
-    from flaxlm.checkpoint import Checkpointer, read_params
+    from flaxlm.run.checkpoint import Checkpointer, read_params
     workdir = f"gs://{BUCKET}/ckpt"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     states = {step: {"params": {"w_2x3": jnp.full((2, 3), float(step))}, "step": jnp.int32(step)}
@@ -104,7 +105,7 @@ def _train(workdir, tokenizer, corpus, **popen):
 
 
 def _losses(workdir):
-    return {m["step"]: m["loss"] for m in read_metrics(str(workdir)) if "loss" in m}
+    return {m["step"]: m["loss"] for m in Workdir(str(workdir)).read_metrics() if "loss" in m}
 
 
 @pytest.mark.slow
@@ -116,7 +117,7 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     import jax
     import numpy as np
 
-    from flaxlm.checkpoint import read_params
+    from flaxlm.run.checkpoint import read_params
     bucket = f"gs://{BUCKET}/e2e"
     storage.copy_tree(tiny_tokenizer_dir, f"{bucket}/tokenizer-src")
     storage.copy_tree(os.path.dirname(it_small_corpus), f"{bucket}/text")
@@ -153,7 +154,7 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     assert json.loads(storage.read_text(f"{workdir}/config.json"))["tokenizer"] == "tokenizer"
     assert os.listdir(tmp_path) == ["reference"]  # nothing local under ./gs:/
 
-    from flaxlm.convert.export import export
+    from flaxlm.convert.commands import export
     result = export(workdir, f"{bucket}/hf")
     assert result["step"] == STEPS
     assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(
@@ -185,4 +186,4 @@ def test_two_processes_share_a_gs_workdir(gcs_emulator, tmp_path, tiny_tokenizer
     assert [n for n in storage.listdir(f"{workdir}/checkpoints") if n.isdigit()] == ["2", "4"]
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(
         storage.listdir(f"{workdir}/checkpoints/4/params"))
-    assert sorted(m["step"] for m in read_metrics(workdir) if "loss" in m) == [1, 2, 3, 4]
+    assert sorted(m["step"] for m in Workdir(workdir).read_metrics() if "loss" in m) == [1, 2, 3, 4]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flaxlm import storage
-from flaxlm.checkpoint import Checkpointer, read_params
+from flaxlm.run.checkpoint import Checkpointer, read_params
 from flaxlm.errors import CheckpointWriteError
 from tests.storage.conftest import BUCKET
 from tests.test_checkpoint_integrity import FIVE_BITS

@@ -41,8 +41,7 @@ def test_real_e5_import_export_prune_uncased(real_e5, tmp_path):
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from flaxlm.convert.export import export
-    from flaxlm.convert.import_hf import import_hf
+    from flaxlm.convert.commands import export, import_hf
     from flaxlm.vocab.prune import PruneOptions, prune_vocab
     from tests.vocab.test_release_tokenizers import assert_covered_text_tokenizes_as_before
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from flaxlm.convert.export import export
-from flaxlm.convert.import_hf import import_hf
+from flaxlm.convert.commands import export, import_hf
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from tests.conftest import IT_EVAL

@@ -6,17 +6,11 @@ the configs that have the tensor (pooler, token types, embedding projection). Ho
 (transposes and reshapes only), so HF → flaxlm → HF gives back every fp32 tensor bit for bit.
 A transformers class is a (family, task) pair: adding a family is one module here (`bert.py`
 holds BERT and XLM-R, `distilbert.py`, `electra.py`: its `Family` and its `HEADS` rows), listed in
-`tables.py`, plus its config translation in `hf_config.py`; adding a task is one `TASKS` row in
-`tables.py`, its `HEADS` rows and a model in `flaxlm/models/heads.py`.
+`tables.py`; the family's module also holds its config.json ↔ `ModelConfig` translation
+(`read_config` / `write_config`, on its `Family`). Adding a task is one `TASKS` row in `tables.py`,
+its `HEADS` rows and a model in `flaxlm/models/heads.py`.
 
 `rules.py` defines rows and hooks, `tables.py` assembles the tables and looks them up,
-`tensors.py` applies them.
+`tensors.py` applies them, `hf_fields.py` reads and writes transformers config fields. Import
+from the module that defines a name: this package re-exports nothing.
 """
-
-from flaxlm.convert.mappings.rules import Family, Head, Hook, Rule, Task
-from flaxlm.convert.mappings.tables import (FAMILIES, HEADS, TASKS, Table, expand, table_for,
-                                            table_for_class)
-from flaxlm.convert.mappings.tensors import from_hf, has_pooler, to_hf
-
-__all__ = ["FAMILIES", "HEADS", "TASKS", "Family", "Head", "Hook", "Rule", "Table", "Task",
-           "expand", "from_hf", "has_pooler", "table_for", "table_for_class", "to_hf"]

@@ -5,7 +5,10 @@ an `Encoder`'s; `flaxlm.convert.electra` renames a pre-training run's towers int
 from __future__ import annotations
 
 from flaxlm.convert.mappings import bert
+from flaxlm.convert.mappings.hf_fields import (check_heads_fill_hidden, label_fields,
+                                               refuse_unsupported)
 from flaxlm.convert.mappings.rules import LINEAR, TOKEN_HEAD, Family, Head, Rule, Task, mlm_head
+from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 
 
@@ -21,9 +24,69 @@ def body() -> tuple[Rule, ...]:
         Rule("encoder/embeddings_project/bias", "electra.embeddings_project.bias", when=_projects))
 
 
+def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
+                 labels: list[str] | None, bos_id: int | None, eos_id: int | None):
+    """`ElectraConfig` of `hf_class` for one tower's (or encoder's) config."""
+    import transformers  # seconds to import: only when a config is written
+
+    check_heads_fill_hidden(config, hf_class)
+    if config.type_vocab_size == 0:
+        raise FlaxlmError(f"model.type_vocab_size=0: {hf_class} always adds a token-type "
+                          "embedding")
+    task_fields = {}
+    if task not in ("mlm", "electra"):
+        task_fields = {"num_labels": config.num_labels,
+                       "classifier_dropout": config.classifier_dropout,
+                       **label_fields(labels, config.num_labels)}
+    return transformers.ElectraConfig(
+        architectures=[hf_class], vocab_size=config.vocab_size,
+        embedding_size=config.embedding_dim, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size, hidden_act="gelu",
+        hidden_dropout_prob=config.hidden_dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size, layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32",
+        **task_fields)
+
+
+def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
+    """An `ElectraConfig` → the flaxlm config of that tower or encoder (arch "electra": BERT's
+    post-LN body, exported back as Electra* classes); refuses what flaxlm does not compute."""
+    refuse_unsupported(hf, {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
+                            "is_decoder": (None, False), "add_cross_attention": (None, False),
+                            "tie_word_embeddings": (None, True)}, source, "flaxlm's ELECTRA")
+    hidden_dropout = float(hf.hidden_dropout_prob)
+    config = ModelConfig(
+        arch="electra", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),
+        num_layers=int(hf.num_hidden_layers), num_heads=int(hf.num_attention_heads),
+        intermediate_size=int(hf.intermediate_size),
+        max_position_embeddings=int(hf.max_position_embeddings),
+        type_vocab_size=int(hf.type_vocab_size), pad_token_id=int(hf.pad_token_id or 0),
+        layer_norm_eps=float(hf.layer_norm_eps), hidden_dropout=hidden_dropout,
+        attention_dropout=float(hf.attention_probs_dropout_prob),
+        embedding_size=0 if hf.embedding_size == hf.hidden_size else int(hf.embedding_size),
+        num_labels=int(hf.num_labels),
+        classifier_dropout=(hidden_dropout if hf.classifier_dropout is None
+                            else float(hf.classifier_dropout)))
+    try:
+        config.validate()
+    except FlaxlmError as e:
+        raise FlaxlmError(f"{source}: {e}") from None
+    if config.hidden_size % config.num_heads:
+        raise FlaxlmError(f"{source}: hidden_size={config.hidden_size} is not divisible by "
+                          f"num_attention_heads={config.num_heads}")
+    if config.type_vocab_size == 0:
+        raise FlaxlmError(f"{source}: type_vocab_size=0, but ELECTRA always adds a token-type "
+                          "embedding")
+    return config
+
+
 FAMILY = Family(
     arch="electra", model_type="electra", config_class="ElectraConfig", base_class="ElectraModel",
-    prefix="electra.", body=body(), ignored=bert.index_buffers("electra."))
+    prefix="electra.", body=body(), ignored=bert.index_buffers("electra."),
+    read_config=read_config, write_config=write_config)
 # The discriminator of an ELECTRA pre-training run (workdir head "electra").
 TASKS = {"electra": Task("AutoModelForPreTraining", "feature-extraction", "discriminator_head/")}
 HEADS: dict[tuple[str, str], Head] = {

@@ -9,7 +9,7 @@ output kernel `[H, K, D]`; HF fuses heads into `H·K`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -65,6 +65,12 @@ class Family:
     body: tuple[Rule, ...]
     # HF names (prefixes) that import drops: index buffers, and weights flaxlm has no place for.
     ignored: tuple[str, ...]
+    # config.json ↔ ModelConfig, defined beside the family's table:
+    # read_config(transformers config, source, family, task, hf_class) -> ModelConfig, refusing
+    # what flaxlm does not compute; write_config(ModelConfig, family, task, hf_class, labels,
+    # bos_id, eos_id) -> the transformers config object of that class.
+    read_config: Callable[..., ModelConfig]
+    write_config: Callable[..., Any]
 
 
 @dataclasses.dataclass(frozen=True)

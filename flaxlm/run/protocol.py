@@ -1,4 +1,7 @@
-"""What a training objective provides to the one trainer (`flaxlm.steps.TrainProgram`).
+"""What a training objective provides to the one trainer (`flaxlm.run.steps.TrainProgram`).
+
+The contract lives here, in the run layer beneath the objectives that implement it
+(flaxlm/objectives/), so the trainer's parts never import an objective.
 
 An objective is everything that differs between recipes — MLM, ELECTRA, distillation,
 fine-tuning — and nothing else: the model it builds (and which parts of it stay frozen), where its
@@ -43,6 +46,9 @@ class DataContext:
     token_types: bool = True  # the model reads token_type_ids (model.type_vocab_size > 0)
     # model.type_vocab_size (0: none, or not known): what data.two_segment_rate AUTO resolves by
     type_vocab_size: int = 0
+    # What the objective's `plan_data` returned, handed back to it (None before planning): an
+    # objective keeps nothing it learns from its data on itself.
+    plan: DataPlan | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,9 @@ class DataPlan:
     epochs: int = 0
     examples_per_epoch: int = 0
     notes: tuple[str, ...] = ()  # printed once at start ("3 sentences split into windows", ...)
+    # The objective's own reading of its data (a label set, encoded rows, gold labels), returned
+    # to it through `DataContext.plan` and `eval_metrics`; the trainer never looks inside.
+    state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,37 +96,23 @@ class EvalSelection:
 
 
 class Objective(Protocol):
+    """What every objective defines (12 members). `ObjectiveDefaults` adds the optional groups
+    below — data planning, initialization, evaluation — with defaults that fit pre-training."""
+
     name: str  # its key in the registry and in `config.objective`
     # The head its checkpoints carry (a key of `flaxlm.models.heads.MODELS`): written to the
     # workdir's config.json, it picks the conversion table export uses and lets a later run
     # `init_from` this workdir.
     head: str
+    # Its settings: a frozen dataclass whose fields, with their defaults, are the
+    # `objective.<name>.*` config keys; the objective is constructed as `cls(cls.Config(...))`.
+    Config: type
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         ...
 
-    # nnx filter for variables that are loaded but never trained (a teacher, frozen embeddings):
-    # no gradients, no optimizer state, not donated, not checkpointed (re-read from their source).
-    frozen: Any
-
-    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
-        """Which sub-trees load from which weight source; the rest is freshly initialized."""
-        ...
-
-    def weight_sources(self) -> dict[str, str]:
-        """Weight sources besides `init_from` (e.g. {"teacher": WORKDIR}), by the name rules use."""
-        ...
-
-    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
-        """Per-parameter learning-rate multipliers (layer-wise decay); None: all 1."""
-        ...
-
     # -- data ----------------------------------------------------------------------------------
-    def plan_data(self, ctx: DataContext) -> DataPlan:
-        """Called once, before the model is built: label set, epoch size, notes (default: none)."""
-        ...
-
     def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Endless host-local training batches, the first starting at global example `start_example`."""
         ...
@@ -150,36 +145,60 @@ class Objective(Protocol):
         """Per-step metrics (at least `loss`) from the summed statistics of a whole batch."""
         ...
 
-    # -- evaluation ----------------------------------------------------------------------------
-    selection: EvalSelection | None
+    # -- cost ----------------------------------------------------------------------------------
+    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
+        """Training FLOPs of the work in `counts` (real tokens, real predictions, ...)."""
+        ...
+
+    # -- optional: data planning (default: nothing to plan) ----------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        """Called once, before the model is built: label set, epoch size, notes."""
+        ...
+
+    # -- optional: initialization (default: everything from init_from, nothing frozen) -------
+    # nnx filter for variables that are loaded but never trained (a teacher, frozen embeddings):
+    # no gradients, no optimizer state, not donated, not checkpointed (re-read from their source).
+    frozen: Any
+
+    def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
+        """Which sub-trees load from which weight source; the rest is freshly initialized."""
+        ...
+
+    def weight_sources(self) -> dict[str, str]:
+        """Weight sources besides `init_from` (e.g. {"teacher": WORKDIR}), by the name rules use."""
+        ...
+
+    def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
+        """Per-parameter learning-rate multipliers (layer-wise decay); None: all 1."""
+        ...
+
+    # -- optional: evaluation (default: the training metrics over the eval set, no selection) --
+    selection: EvalSelection | None  # the metric that picks the best checkpoint
+    summary_keys: tuple[str, ...]  # shown in the progress bar and the end-of-run summary
 
     def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
         """What one eval batch yields on the device: additive sums and/or per-example outputs."""
         ...
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]], plan: DataPlan) -> dict[str, float]:
         """Host-side reduction of every eval batch's outputs (entity F1 needs all predictions).
 
         `batches` are the global batches, row for row with `outputs` (with several processes,
-        every process's rows, not only this host's)."""
+        every process's rows, not only this host's); `plan` is what `plan_data` returned."""
         ...
-
-    # -- cost ----------------------------------------------------------------------------------
-    def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
-        """Training FLOPs of the work in `counts` (real tokens, real predictions, ...)."""
-        ...
-
-    # Metrics shown in the progress bar and the end-of-run summary, in order.
-    summary_keys: tuple[str, ...]
 
 
 class ObjectiveDefaults:
-    """Defaults for the parts most objectives share; subclass it and override what differs."""
+    """The optional groups of `Objective` with their defaults; subclass it and override what
+    differs."""
 
+    # -- data planning -------------------------------------------------------------------------
+    def plan_data(self, ctx: DataContext) -> DataPlan:
+        return DataPlan()
+
+    # -- initialization ------------------------------------------------------------------------
     frozen: Any = nnx.Nothing()  # no frozen variables
-    selection: EvalSelection | None = None
-    summary_keys: tuple[str, ...] = ("loss",)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # With init_from, everything it holds; parameters it lacks start fresh.
@@ -188,18 +207,20 @@ class ObjectiveDefaults:
     def weight_sources(self) -> dict[str, str]:
         return {}
 
-    def plan_data(self, ctx: DataContext) -> DataPlan:
-        return DataPlan()
-
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         return None
+
+    # -- evaluation ----------------------------------------------------------------------------
+    selection: EvalSelection | None = None
+    summary_keys: tuple[str, ...] = ("loss",)
 
     def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
         _, sums = self.loss(model, batch, self.normalizers(batch), dtype=dtype, dropout_key=None)
         return sums
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
-                     batches: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+                     batches: list[Mapping[str, np.ndarray]],
+                     plan: DataPlan | None = None) -> dict[str, float]:
         """Additive outputs: sum over batches, then the same metrics as training."""
         totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *outputs)
         return {k: float(v) for k, v in self.metrics(totals).items()}

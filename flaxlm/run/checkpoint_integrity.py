@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from flaxlm.checkpoint_damage import Unreadable, tree_shapes
+from flaxlm.run.checkpoint_damage import Unreadable, tree_shapes
 
 SCHEME = "fmix32-sum-2x32-v1"  # recorded with the fingerprints; another value is not compared
 META_KEY = "integrity"

@@ -28,8 +28,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import logical_axes
-from flaxlm.objectives.base import Objective
+from flaxlm.models.param_tree import flat_names
 from flaxlm.optim import scale_by_leaf
+from flaxlm.run.protocol import Objective
 from flaxlm.sharding import constrain, logical_to_spec, named_sharding
 
 State = dict[str, Any]
@@ -56,17 +57,9 @@ def _dict_path(path) -> tuple:
     return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
 
 
-def flat_names(tree) -> dict[str, Any]:
-    """{"encoder/layers/0/attention/query/kernel": leaf, ...} for a nested dict."""
-    return {"/".join(str(k) for k in _dict_path(path)): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def flat_axes(axes_tree) -> dict[tuple, tuple]:
-    """{parameter dict path: logical axes} for a tree of logical-axis tuples."""
-    leaves = jax.tree_util.tree_flatten_with_path(
-        axes_tree, is_leaf=lambda x: isinstance(x, tuple))[0]
-    return {_dict_path(p): axes for p, axes in leaves}
+def axes_by_name(axes_tree) -> dict[str, tuple]:
+    """{parameter name: logical axes} for a tree of logical-axis tuples."""
+    return flat_names(axes_tree, is_leaf=lambda x: isinstance(x, tuple))
 
 
 def batch_shape(batch: Mapping[str, Any]) -> tuple:
@@ -162,6 +155,10 @@ class TrainProgram:
         """A fresh sharded state; frozen variables, if none were set, are initialized too."""
         if self.frozen is None:
             self.frozen = self.init_frozen(rng_data)
+        return self.fresh_state(rng_data)
+
+    def fresh_state(self, rng_data) -> State:
+        """A fresh sharded state, leaving the frozen variables as they are."""
         return self._init_state_jit(rng_data)
 
     def init_frozen(self, rng_data) -> Any:
@@ -187,7 +184,7 @@ class TrainProgram:
 
     def _shardings(self, abstract_state: State) -> State:
         """Each optimizer-state array takes its parameter's sharding; anything else is an error."""
-        by_path = flat_axes(self.param_axes)
+        by_name = axes_by_name(self.param_axes)
 
         def sharding_for(path, leaf):
             keys = _dict_path(path)
@@ -195,7 +192,7 @@ class TrainProgram:
                 return NamedSharding(self.mesh, P())  # counters, the base key, optax counts
             name = "/".join(map(str, keys))
             # Optimizer moments mirror the params' dict paths: drop the top-level state key.
-            axes = by_path.get(keys[1:])
+            axes = by_name.get("/".join(map(str, keys[1:])))
             if axes is None:
                 raise FlaxlmError(
                     f"train-state leaf {name} {leaf.shape} matches no parameter, so it has no "
@@ -206,18 +203,15 @@ class TrainProgram:
         return jax.tree_util.tree_map_with_path(sharding_for, abstract_state)
 
     def _frozen_shardings(self, abstract_frozen) -> Any:
-        by_path = flat_axes(self.frozen_axes)
+        by_name = axes_by_name(self.frozen_axes)
 
         def sharding_for(path, leaf):
-            name = "frozen/" + "/".join(map(str, _dict_path(path)))
-            axes = by_path[_dict_path(path)]
+            name = "/".join(map(str, _dict_path(path)))
+            axes = by_name[name]
+            name = "frozen/" + name
             self._check_rank(name, axes, leaf)
             return self._sharding_for(name, axes, leaf.shape)
         return jax.tree_util.tree_map_with_path(sharding_for, abstract_frozen)
-
-    def params_sharded(self, params) -> Any:
-        """Place host (or differently sharded) params with this program's parameter shardings."""
-        return jax.device_put(params, self.state_shardings["params"])
 
     # -- steps ---------------------------------------------------------------------------------
     def train_step(self, state: State, batch: Mapping[str, jax.Array]):

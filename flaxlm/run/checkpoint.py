@@ -37,11 +37,13 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flaxlm.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable, check_tree,
-                                      checkpoint_dir, failed_processes, nothing_intact,
-                                      quiet_orbax, read_failure, saved_setting, set_aside,
-                                      set_aside_names, tree_shapes)
-from flaxlm import checkpoint_integrity, run_log, storage
+from flaxlm.run.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable,
+                                          check_tree, failed_processes, nothing_intact,
+                                          quiet_orbax, read_failure, set_aside, set_aside_names,
+                                          tree_shapes)
+from flaxlm import storage
+from flaxlm.run import checkpoint_integrity, run_log
+from flaxlm.run.workdir import OWN_TOKENIZER, Workdir
 from flaxlm.errors import CheckpointWriteError, FlaxlmError
 
 
@@ -141,7 +143,7 @@ class Checkpointer:
         self.workdir = workdir
         self._in_orbax: int | None = None  # the step orbax may still be writing
         self._failed: FlaxlmError | None = None
-        self.directory = checkpoint_dir(workdir)
+        self.directory = Workdir(workdir).checkpoints_dir
         keep_policy = ocp.checkpoint_managers.LatestN(n=keep)
         if best_mode is not None:
             # Of equal values the earliest step is best, as best.json counts it (train.py); orbax
@@ -166,10 +168,6 @@ class Checkpointer:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "flaxlm-checkpoint")
         self._started: concurrent.futures.Future | None = None
         self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
-
-    def latest_step(self) -> int | None:
-        self._join_started()
-        return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
         self._join_started()
@@ -220,7 +218,7 @@ class Checkpointer:
         self._in_orbax = None
 
     def _write_failed(self, step: int | None, exc: BaseException) -> FlaxlmError:
-        # The traceback is for the log file (flaxlm.run_log); the terminal gets one line.
+        # The traceback is for the log file (flaxlm.run.run_log); the terminal gets one line.
         logging.getLogger(__name__).error("writing checkpoint %s failed", step, exc_info=exc,
                                           extra={"log_file_only": True})
         log_file = run_log.active_file()
@@ -274,7 +272,7 @@ class Checkpointer:
                                    "params."),
                      **tree_shapes(handler.metadata(epath.Path(step_dir, "train")).tree)}
             check_tree(saved, requested, step=step, directory=self.directory,
-                       max_grad_norm=saved_setting(self.workdir, "train", "max_grad_norm"))
+                       max_grad_norm=Workdir(self.workdir).setting("train", "max_grad_norm"))
             return self.restore(step, abstract_state)
 
         intact, found, moved = _newest_intact(self.all_steps(), read, self.workdir,
@@ -320,7 +318,7 @@ def read_params(workdir: str, abstract_params: Any | None = None,
     """Weights and metadata of a workdir's checkpoint, without optimizer state: `step`, or else the
     newest that reads back (unreadable ones are reported and skipped; nothing is renamed in a
     workdir that is only read)."""
-    directory = checkpoint_dir(workdir)
+    directory = Workdir(workdir).checkpoints_dir
     if not storage.isdir(directory):
         raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
     with quiet_orbax():
@@ -371,7 +369,7 @@ def read_params(workdir: str, abstract_params: Any | None = None,
 
 def write_params(workdir: str, step: int, params: Any, meta: dict) -> None:
     """A params-only checkpoint (what `flaxlm import` writes): enough for init_from and export."""
-    manager = ocp.CheckpointManager(checkpoint_dir(workdir),
+    manager = ocp.CheckpointManager(Workdir(workdir).checkpoints_dir,
                                     options=ocp.CheckpointManagerOptions(create=True))
     meta = {**meta, checkpoint_integrity.META_KEY: checkpoint_integrity.record({"params": params})}
     manager.save(step, args=ocp.args.Composite(
@@ -379,3 +377,12 @@ def write_params(workdir: str, step: int, params: Any, meta: dict) -> None:
     manager.wait_until_finished()
     manager.close()
     jax.effects_barrier()
+
+
+def write_weights_only(workdir: str, params: Any, run: dict, source: dict) -> None:
+    """A workdir of weights alone (what `flaxlm import` and `prune-vocab` write, its tokenizer
+    in the workdir's own tokenizer directory): config.json `{"config": source, **run}` and a
+    params-only checkpoint at step 0."""
+    run = {**run, "tokenizer": OWN_TOKENIZER}
+    Workdir(workdir).write_config({"config": source, **run})
+    write_params(workdir, 0, params, {"step": 0, **run, **source})

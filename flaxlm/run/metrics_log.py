@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from typing import Mapping
 
 from tensorboardX import SummaryWriter
 
 from flaxlm import storage
+from flaxlm.run.workdir import Workdir
 
 
 class MetricsLog:
@@ -26,17 +26,18 @@ class MetricsLog:
         self.enabled = enabled
         if not enabled:
             return
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        wd = Workdir(workdir)
+        self.path = wd.metrics_file
         self._tb_remote = None
         if storage.is_remote(workdir):
             self._remote_text = storage.read_text(self.path) if storage.exists(self.path) else ""
             self._file = None
-            self._tb_remote = os.path.join(workdir, "tensorboard")
+            self._tb_remote = wd.tensorboard_dir
             self._tb_local = tempfile.TemporaryDirectory(prefix="flaxlm-tensorboard-")
             self._tb = SummaryWriter(self._tb_local.name)
         else:
             self._file = open(self.path, "a", encoding="utf-8")
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(wd.tensorboard_dir)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -68,9 +69,3 @@ class MetricsLog:
             if self._tb_remote is not None:
                 storage.copy_tree(self._tb_local.name, self._tb_remote)
                 self._tb_local.cleanup()
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    """Every record of `<workdir>/metrics.jsonl`; a torn last line is dropped with a warning."""
-    from flaxlm.workdir import read_metrics_lines
-    return read_metrics_lines(os.path.join(workdir, "metrics.jsonl"))

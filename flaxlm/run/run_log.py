@@ -21,6 +21,7 @@ from typing import Iterator
 import jax
 
 from flaxlm import storage
+from flaxlm.run.workdir import Workdir
 
 _ORBAX_SOURCE = os.sep + os.path.join("orbax", "checkpoint") + os.sep
 _active: list[str] = []  # the log file of the run in progress, as the user should see it
@@ -70,11 +71,11 @@ def library_logs_to_file(workdir: str) -> Iterator[str]:
     remote = storage.is_remote(workdir)
     if remote:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        shown = os.path.join(workdir, "logs", f"{name}.{stamp}.log")
+        shown = os.path.join(Workdir(workdir).logs_dir, f"{name}.{stamp}.log")
         local_dir = tempfile.mkdtemp(prefix="flaxlm-log-")
         local = os.path.join(local_dir, "train.log")
     else:
-        local = shown = os.path.join(os.path.abspath(workdir), "logs", f"{name}.log")
+        local = shown = os.path.join(Workdir(workdir).logs_dir, f"{name}.log")
     to_file = _LogFile(local)
     to_file.setLevel(logging.WARNING)
     to_file.setFormatter(logging.Formatter(_FORMAT))

@@ -1,9 +1,11 @@
-"""Partial initialization: sub-trees of a new model loaded from other runs' weights.
+"""A run's starting weights: sub-trees of a new model loaded from other runs' weights.
 
 An objective's `init_rules` map target sub-trees to sub-trees of named weight sources (the encoder
 from a pre-training run, a fresh classifier head; student layer i from teacher layer j; a frozen
 teacher from its workdir). Everything no rule covers, or that its source lacks, keeps its fresh
-initialization, and the run prints one line saying which is which.
+initialization, and the run prints one line saying which is which. `load` applies the rules to a
+fresh state and to the frozen variables (a teacher) and returns both; ELECTRA pre-training runs are
+read with the discriminator seen as an encoder, as ELECTRA is fine-tuned.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import jax
 import numpy as np
 
 from flaxlm.errors import FlaxlmError
-from flaxlm.objectives.base import InitRule
-from flaxlm.steps import flat_names
+from flaxlm.models import electra
+from flaxlm.models.param_tree import flat_names
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.protocol import InitRule, Objective
+from flaxlm.run.steps import State, TrainProgram
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -107,3 +112,45 @@ def apply(plan_: InitPlan, fresh: Any, sources: Mapping[str, Mapping[str, Any]],
             flat[name] = jax.device_put(value.astype(flat[name].dtype), placement[name])
     leaves = [flat[n] for n in flat_names(fresh)]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), leaves)
+
+
+def load(program: TrainProgram, objective: Objective, init_from: str, state: State | None,
+         frozen: Any) -> tuple[State | None, Any, str | None]:
+    """Apply the objective's init rules to the fresh `state` and the fresh `frozen` variables, or
+    (when resuming, `state` is None) to the frozen variables alone, which checkpoints do not hold.
+    Returns (state or None, frozen variables placed with their shardings, one line saying what
+    was loaded and what is fresh, or None if no rule applies)."""
+    sources = {"init_from": init_from} if init_from else {}
+    sources.update(objective.weight_sources())
+    rules = objective.init_rules(bool(init_from))
+    targets = {"frozen": frozen} if state is None else {"params": state["params"], "frozen": frozen}
+    target_shapes = {n: v.shape for t in targets.values() for n, v in flat_names(t).items()}
+    rules = tuple(r for r in rules if any(covers(r, n) for n in target_shapes))
+    if not rules:
+        return state, frozen, None
+    source_params, steps = {}, {}
+    for name in {r.source for r in rules}:
+        if name not in sources:
+            raise FlaxlmError(f"objective {objective.name} loads weights from {name!r}, "
+                              "which is not set")
+        params, _, steps[name] = read_params(sources[name])
+        source_params[name] = electra.discriminator_as_encoder(flat_names(params))
+    plan_ = plan(rules, target_shapes, {
+        s: {k: np.shape(v) for k, v in p.items()} for s, p in source_params.items()})
+    # A frozen tensor never trains: left fresh, it would stay random for the whole run (a teacher
+    # with a random layer gives wrong targets and no error).
+    unloaded = [n for n in flat_names(frozen) if n not in plan_.loaded]
+    if unloaded:
+        rule = next((r for r in rules if covers(r, unloaded[0])), None)
+        where = (f"weight source {rule.source!r} ({sources.get(rule.source, 'unset')})"
+                 if rule else "no init rule")
+        raise FlaxlmError(f"frozen tensor {unloaded[0]} is not in {where} ({len(unloaded)} frozen "
+                          "tensors missing): a frozen tensor never trains, so it cannot start "
+                          "fresh")
+    frozen = apply(plan_, frozen, source_params, program.frozen_shardings)
+    if state is not None:
+        params = apply(plan_, state["params"], source_params, program.state_shardings["params"])
+        state = jax.jit(program.state_from_params, out_shardings=program.state_shardings)(
+            params, state["rng"])
+    summary = plan_.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
+    return state, frozen, summary

@@ -11,7 +11,7 @@ One run (written when training ends normally, never when a signal stopped it):
            run_finetuning.py scores the model after the last epoch on the split its tasks read
            as "dev", which for CoNLL-2002 is the test set); test_step and test_on say which
 The task's metrics by name: accuracy, macro_precision/macro_recall/macro_f1, and for IOB labels
-entity_precision/entity_recall/entity_f1 (flaxlm/tasks/metrics.py).
+entity_precision/entity_recall/entity_f1 (flaxlm/objectives/word_metrics.py).
 
 Several runs (`flaxlm finetune` with finetune.folds / finetune.seeds): `runs` {name: one run's
 results}, and `best_dev` and `test` as {metric: {mean, std, n}} over the runs (std: the sample
@@ -22,24 +22,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from flaxlm import workdir as run_dir
-from flaxlm.checkpoint import read_params
-from flaxlm.metrics_log import read_metrics
-from flaxlm.objectives.base import DataContext
+from flaxlm.run.checkpoint import read_params
+from flaxlm.run.protocol import DataContext
+from flaxlm.run.workdir import Workdir
 
-RESULTS_FILE = "results.json"
 # Counts, not scores: kept per run, not averaged.
 _COUNTS = ("examples", "labelled_tokens")
 
 
-def test_context(ctx: DataContext) -> DataContext:
-    """The context whose eval batches are `data.test_files` (whole files, whatever the fold)."""
+def test_context(ctx):
+    """The `DataContext` whose eval batches are `data.test_files` (whole files, any fold)."""
     return dataclasses.replace(ctx, data=dataclasses.replace(
         ctx.data, eval_files=ctx.data.test_files, folds=0, fold=-1))
 
@@ -47,7 +44,7 @@ def test_context(ctx: DataContext) -> DataContext:
 def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str, Any]]:
     """One row per evaluation in `<workdir>/metrics.jsonl` (see the module docstring)."""
     rows, train_losses = [], []
-    for record in read_metrics(workdir):
+    for record in Workdir(workdir).read_metrics():
         if "loss" in record and record["loss"] is not None:
             train_losses.append(record["loss"])
         if f"eval_{metric}" not in record:
@@ -70,11 +67,10 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
 
     `evaluate(params, batches)` is the trainer's jitted evaluation ({"eval_<metric>": value})."""
     selection = objective.selection
-    best = run_dir.read_json_or_none(os.path.join(workdir, "best.json"))
+    wd = Workdir(workdir)
+    best = wd.read_best()
     results: dict[str, Any] = {
-        "objective": objective.name,
-        "init_from": ((run_dir.read_run_config(workdir) or {}).get("config") or {}).get(
-            "init_from", ""),
+        "objective": objective.name, "init_from": wd.setting("init_from") or "",
         "params": param_count, "selection": {"metric": selection.metric, "mode": selection.mode},
         "steps_per_epoch": steps_per_epoch,
         "epochs": epoch_rows(workdir, selection.metric, steps_per_epoch)}
@@ -96,7 +92,7 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
             which = ", the best epoch" if on_best else (", the last epoch" if best else "")
             print(f"flaxlm: test (step {step}{which}): {shown}", flush=True)
     if is_main:
-        run_dir.write_json_atomic(os.path.join(workdir, RESULTS_FILE), results)
+        wd.write_results(results)
     return results
 
 

@@ -9,7 +9,7 @@
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
   finetune.seeds        N >= 1: `flaxlm finetune` runs seeds seed, seed+1, …, seed+N-1
   finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
-                        the last epoch's (SELECTRA's protocol, flaxlm/tasks/results.py)
+                        the last epoch's (SELECTRA's protocol, flaxlm/run/results.py)
 
 `epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same
 name in its config dataclass (`objective_fields`); an objective without them (MLM) refuses a non-

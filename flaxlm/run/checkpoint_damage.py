@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 
 from flaxlm import storage
 from flaxlm.errors import FlaxlmError
+from flaxlm.run.workdir import Workdir
 
 UNREADABLE_SUFFIX = ".unreadable"
 _REASON_CHARS = 200
@@ -41,12 +42,6 @@ _NOISE_TAIL = re.compile(r"( \[tensorstore_spec=|; at byte ).*")
 # Orbax's JSON files in a step directory (its _CHECKPOINT_METADATA is optional: a garbled one is
 # ignored by orbax, so it is not blamed).
 _JSON_FILES = ("_METADATA", "_sharding", "metadata")
-
-
-def checkpoint_dir(workdir: str) -> str:
-    if storage.is_remote(workdir):
-        return os.path.join(workdir, "checkpoints")
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +145,7 @@ def read_failure(exc: Exception, step: int, workdir: str) -> Unreadable:
         if isinstance(e, PermissionError):
             raise FlaxlmError(f"cannot read checkpoint {step}: {e.filename}: permission denied; "
                               "fix the file permissions and rerun") from None
-    step_dir = os.path.join(checkpoint_dir(workdir), str(step))
+    step_dir = os.path.join(Workdir(workdir).checkpoints_dir, str(step))
     for e in chain:
         m = _TENSORSTORE_READ.search(str(e))
         if m:
@@ -255,15 +250,6 @@ def tree_shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {prefix + ".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
             for path, leaf in flat}
-
-
-def saved_setting(workdir: str, section: str, key: str) -> Any:
-    """A setting from the workdir's config.json (the run that wrote the checkpoints), or None."""
-    try:
-        return json.loads(storage.read_text(os.path.join(workdir, "config.json")))[
-            "config"][section][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def check_tree(saved: dict[str, tuple], requested: dict[str, tuple], *, step: int,
