@@ -15,8 +15,8 @@ vs MLM-tiny"): at this size temperature 1 learns no context. Held-out AUC 0.550,
 accuracy 0.876 = always answering "original", recall 0; the generator stays at the unigram stage
 at [MASK] slots (accuracy 0.055; 0.984 at kept slots). No variation tried changes that
 (3,000 steps with a generator 2 × 128, 4 layers, lr 3e-3 or lr 3e-4; 2,000 steps of batch 64;
-docs/electra.md "Looking for a size that learns at temperature 1"). An independent PyTorch ELECTRA (benchmarks/electra_side_by_side.py)
-trained on the same batches behaves the same (AUC 0.53 at this setting on the earlier sample;
+docs/electra.md "Looking for a size that learns at temperature 1"). An independent PyTorch
+ELECTRA (benchmarks/electra_side_by_side.py) trained on the same batches behaves the same (AUC 0.53 at this setting on the earlier sample;
 0.584 against flaxlm's 0.587 at lr 3e-4), and the step equals upstream's from the same weights
 and batch (tests/parity/test_electra_parity.py): the size and token budget fail, not flaxlm.
 --config.objective.electra.temperature=3 (this config's value before 2026-12-06) samples rare and
