@@ -16,8 +16,9 @@ accuracy 0.876 = always answering "original", recall 0; the generator stays at t
 at [MASK] slots (accuracy 0.055; 0.984 at kept slots). No variation tried changes that
 (3,000 steps with a generator 2 × 128, 4 layers, lr 3e-3 or lr 3e-4; 2,000 steps of batch 64;
 docs/electra.md "Looking for a size that learns at temperature 1"). An independent PyTorch
-ELECTRA (benchmarks/electra_side_by_side.py) trained on the same batches behaves the same (AUC 0.53 at this setting on the earlier sample;
-0.584 against flaxlm's 0.587 at lr 3e-4), and the step equals upstream's from the same weights
+ELECTRA (benchmarks/electra_side_by_side.py) trained on the same batches behaves the same (AUC
+0.53 at this setting on the earlier sample; 0.584 against flaxlm's 0.587 at lr 3e-4; 0.569
+against 0.580 at batch 64), and the step equals upstream's from the same weights
 and batch (tests/parity/test_electra_parity.py): the size and token budget fail, not flaxlm.
 --config.objective.electra.temperature=3 (this config's value before 2026-12-06) samples rare and
 special tokens that a discriminator spots without context (AUC 0.816, recall 0.215): not the
