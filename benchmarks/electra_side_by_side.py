@@ -12,10 +12,14 @@ masked rows in the same order; only the sampling noise and the initial weights d
 Held-out metrics every `train.eval_every` steps on `data.eval_files` (metrics.jsonl in
 --workdir, named as flaxlm's `eval_*`): discriminator AUC over every real token, accuracy,
 precision and recall of "replaced", generator accuracy at the slots whose input was [MASK] and at
-the slots kept as themselves, and how often the sample equals the original.
+the slots kept as themselves, how often the sample equals the original, and the AUC that token
+identity alone reaches on the same samples (`eval_identity_auc`).
 
   cpuslot python -m benchmarks.electra_side_by_side --config configs/electra_tiny.py \
       --workdir runs/side/torch-t1 --config.data.tokenizer=runs/side/tok
+
+With --exported DIR (a `flaxlm export` of an ELECTRA run) it trains nothing and prints the same
+held-out metrics for that pair, so a flaxlm run is scored by this very code.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def evaluate(generator, discriminator, eval_batches, objective_config, seed: int
 
     generator.eval(), discriminator.eval()
     rng = torch.Generator().manual_seed(seed)
-    scores, labels = [], []
+    scores, labels, seen_ids = [], [], []
     n = {k: 0.0 for k in ("slots", "masked", "masked_right", "kept_right", "sampled_right",
                           "tokens", "fake", "pred", "true_pos", "right", "gen_loss", "disc_loss")}
     with torch.no_grad():
@@ -96,6 +100,7 @@ def evaluate(generator, discriminator, eval_batches, objective_config, seed: int
             n["disc_loss"] += out["discriminator_loss"].item() * real.sum().item()
             scores.append(out["disc_logits"][real].numpy())
             labels.append(fake[real].numpy())
+            seen_ids.append(out["input_ids"][real].numpy())
     generator.train(), discriminator.train()
     return {
         "eval_generator_loss": n["gen_loss"] / n["slots"],
@@ -109,7 +114,20 @@ def evaluate(generator, discriminator, eval_batches, objective_config, seed: int
         "eval_replaced_precision": n["true_pos"] / max(n["pred"], 1),
         "eval_replaced_recall": n["true_pos"] / max(n["fake"], 1),
         "eval_replaced_auc": _auc(np.concatenate(scores), np.concatenate(labels)),
+        "eval_identity_auc": _identity_auc(np.concatenate(seen_ids), np.concatenate(labels)),
     }
+
+
+def _identity_auc(ids, positive) -> float:
+    """The AUC that token identity alone reaches on these samples: each token scored by the
+    replaced rate of its id among the other held-out tokens (leave-one-out). A discriminator
+    above it uses context; at it, only which tokens the generator tends to propose."""
+    import numpy as np
+    count = np.bincount(ids)
+    fakes = np.bincount(ids, weights=positive.astype(np.float64), minlength=count.size)
+    others = count[ids] - 1
+    rate = np.where(others > 0, (fakes[ids] - positive) / np.maximum(others, 1), positive.mean())
+    return _auc(rate, positive)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--exported", help="only evaluate this `flaxlm export` pair (a flaxlm run's "
+                    "checkpoint) with the same code, sampling noise and held-out batches")
     args, overrides = ap.parse_known_args(argv)
 
     import torch
@@ -156,6 +176,16 @@ def main(argv: list[str] | None = None) -> None:
                       type_vocab_size=model_config.type_vocab_size)  # as flaxlm/train.py
     stream = objective.train_batches(ctx, 0)
     eval_batches = objective.eval_batches(ctx)
+    if args.exported:
+        import transformers
+
+        from flaxlm.convert.electra import GENERATOR_SUBDIR
+        discriminator = transformers.ElectraForPreTraining.from_pretrained(args.exported)
+        generator = transformers.ElectraForMaskedLM.from_pretrained(
+            os.path.join(args.exported, GENERATOR_SUBDIR))
+        print(json.dumps({k: round(v, 4) for k, v in evaluate(
+            generator, discriminator, eval_batches, o, config.seed).items()}), flush=True)
+        return
     os.makedirs(args.workdir, exist_ok=True)
     log = open(os.path.join(args.workdir, "metrics.jsonl"), "w", encoding="utf-8")
     noise_rng = torch.Generator().manual_seed(config.seed + 1)
