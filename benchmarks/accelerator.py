@@ -51,20 +51,19 @@ class Step:
     extra: tuple = ()  # more spec entries
 
     def spec(self, kind: str, tiny: bool, threads: int) -> dict:
-        shapes = (dict(model=TINY, vocab=min(self.vocab, 1000), batch=8, seq=32, warmup=0) if tiny
-                  else dict(model=self.model, vocab=self.vocab, batch=self.batch, seq=512,
-                            warmup=2))
-        return dict(kind=kind, name=f"{self.name} {kind}", objective=self.objective,
-                    arch=self.arch, threads=threads, attention="fused",
-                    attention_dropout=0.0, compile=kind == "hf-torch-compile",
-                    **shapes, **dict(self.extra))
+        shapes = (dict(model=TINY, vocab=min(
+            self.vocab, 1000), batch=8, seq=32, warmup=0) if tiny else dict(
+                model=self.model, vocab=self.vocab, batch=self.batch, seq=512, warmup=2))
+        return dict(kind=kind, name=f"{self.name} {kind}", objective=self.objective, arch=self.arch,
+                    threads=threads, attention="fused", attention_dropout=0.0,
+                    compile=kind == "hf-torch-compile", **shapes, **dict(self.extra))
 
 
 STEPS = (
     Step("mlm-minilm-l12-v250002", "mlm", "xlmr", MINILM_L12_H384, 250_002, 32),
     Step("mlm-minilm-l12-v14610", "mlm", "xlmr", MINILM_L12_H384, 14_610, 32),
     Step("electra-small", "electra", "bert", SELECTRA_SMALL, 50_000, 32,
-         (("generator_hidden_fraction", 0.25),)),
+         (("generator_hidden_fraction", 0.25), )),
     Step("distilmbert-mlm", "mlm", "distilbert", DISTILMBERT, 119_547, 16),
 )
 
@@ -106,18 +105,19 @@ def run_step(step: Step, args, env: dict, log) -> list[dict]:
         tokens = info["tokens_per_step"]
         useful = info["useful_flops_per_step"]
         device = f"{info['device_count']} × {info['device_kind']} ({info['platform']})"
-        for impl, times, extra in (
-                (f"flaxlm ({info['compute_dtype']}, attention {info['attention']})", ours, info),
-                (f"transformers {torch_kind[3:]} (bf16 autocast on CUDA, SDPA)", theirs,
-                 torch.info if torch else {})):
+        for impl, times, extra in ((
+                f"flaxlm ({info['compute_dtype']}, attention {info['attention']})", ours, info),
+                                   (f"transformers {torch_kind[3:]} (bf16 autocast on CUDA, SDPA)",
+                                    theirs, torch.info if torch else {})):
             if not times:
                 rows.append(dict(step=step.name, impl=impl, note=why or "not run"))
                 continue
             seconds = median(times)
-            rows.append(dict(step=step.name, impl=impl, device=device, median_s=seconds,
-                             tokens_per_s=tokens / seconds,
-                             useful_mfu=useful / seconds / (peak * info["device_count"]),
-                             peak_flops_per_s=peak, times=times, info=extra))
+            rows.append(
+                dict(step=step.name, impl=impl, device=device, median_s=seconds,
+                     tokens_per_s=tokens / seconds,
+                     useful_mfu=useful / seconds / (peak * info["device_count"]),
+                     peak_flops_per_s=peak, times=times, info=extra))
         if theirs:
             rows[0]["vs_torch"] = median(theirs) / median(ours)
     finally:
@@ -128,8 +128,10 @@ def run_step(step: Step, args, env: dict, log) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| step | implementation | median s | tokens/s | useful MFU | flaxlm vs torch |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| step | implementation | median s | tokens/s | useful MFU | flaxlm vs torch |",
+        "|---|---|---|---|---|---|"
+    ]
     for r in rows:
         if "median_s" not in r:
             lines.append(f"| {r['step']} | {r['impl']} | — | — | — | {r['note']} |")
@@ -160,13 +162,16 @@ def main(argv=None) -> int:
         raise SystemExit(f"--only {args.only!r}: no step matches; known: "
                          f"{', '.join(s.name for s in STEPS)}")
     # Both processes share one GPU: JAX must not take 75% of its memory up front.
-    env = {**default_platform_env(), "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **default_platform_env(), "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "3"
+    }
     if args.tiny:
         os.environ.update(env)
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
+
     rows = []
     for step in selected:
         log(f"== {step.name}")

@@ -38,10 +38,10 @@ class Context:
     def spec(self, kind: str, **extra) -> dict:
         p = self.profile
         # `extra` may replace the profile's shapes (an objective's `sized_spec`).
-        return {**dict(kind=kind, name=kind, model=p.model, batch=p.batch, seq=p.seq,
-                       warmup=p.warmup, threads=self.threads, cache_dir=self.cache_dir,
-                       tokenizer_vocab=p.tokenizer_vocab, tokenizer_lines=p.tokenizer_lines),
-                **extra}
+        return {
+            **dict(kind=kind, name=kind, model=p.model, batch=p.batch, seq=p.seq, warmup=p.warmup, threads=self.threads, cache_dir=self.cache_dir, tokenizer_vocab=p.tokenizer_vocab, tokenizer_lines=p.tokenizer_lines),
+            **extra
+        }
 
     def worker(self, spec: dict):
         self.log(f"  starting {spec['name']}")
@@ -64,8 +64,10 @@ class Context:
 
 def _hf_flax_venv(path: str, install: bool, log) -> tuple[str | None, str]:
     python = os.path.join(path, "bin", "python")
-    probe = [python, "-c", "import transformers, flax; from transformers import "
-             "FlaxBertForMaskedLM; assert transformers.__version__.startswith('4.57')"]
+    probe = [
+        python, "-c", "import transformers, flax; from transformers import "
+        "FlaxBertForMaskedLM; assert transformers.__version__.startswith('4.57')"
+    ]
     if os.path.exists(python) and subprocess.run(probe, capture_output=True).returncode == 0:
         return python, ""
     if not install:
@@ -73,8 +75,8 @@ def _hf_flax_venv(path: str, install: bool, log) -> tuple[str | None, str]:
     log(f"  creating throwaway virtualenv {path}: pip install {' '.join(HF_FLAX_REQUIREMENTS)}")
     try:
         subprocess.run([sys.executable, "-m", "venv", path], check=True, capture_output=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", *HF_FLAX_REQUIREMENTS],
-                       check=True, capture_output=True, text=True, timeout=1200)
+        subprocess.run([python, "-m", "pip", "install", "-q", *HF_FLAX_REQUIREMENTS], check=True,
+                       capture_output=True, text=True, timeout=1200)
     except subprocess.CalledProcessError as e:
         tail = (e.stderr or "").strip().splitlines()[-1:] or ["?"]
         return None, f"pip install failed: {tail[0][:120]}"
@@ -123,8 +125,9 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
             try:
                 other = ctx.worker(ctx.spec(b, compile=b.endswith("compile"), **common))
             except WorkerError as e:
-                rows.append(Row(name, IMPL_NAMES[b], note=str(e).split(": ", 1)[-1][:160],
-                                data={"error": str(e)}))
+                rows.append(
+                    Row(name, IMPL_NAMES[b], note=str(e).split(": ", 1)[-1][:160],
+                        data={"error": str(e)}))
                 continue
             ours, theirs = [], []
             try:
@@ -142,12 +145,16 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
             all_main += ours
             speedup = median(theirs) / median(ours)
             speedups[b] = speedup
-            rows.append(Row(name, IMPL_NAMES[b], median(theirs),
-                            _fmt_rate(tokens / median(theirs), "tok/s"),
-                            ratio=f"flaxlm {speedup:.2f}×",
-                            note=f"paired flaxlm median {median(ours):.3f} s",
-                            data={"times": theirs, "paired_flaxlm_times": ours,
-                                  "speedup": speedup, "info": other.info}))
+            rows.append(
+                Row(
+                    name, IMPL_NAMES[b], median(theirs),
+                    _fmt_rate(tokens / median(theirs), "tok/s"), ratio=f"flaxlm {speedup:.2f}×",
+                    note=f"paired flaxlm median {median(ours):.3f} s", data={
+                        "times": theirs,
+                        "paired_flaxlm_times": ours,
+                        "speedup": speedup,
+                        "info": other.info
+                    }))
         if not all_main:
             all_main = main.call("run", n=ctx.steps)["times"]
             peaks.append(main.call("peak")["flops_per_s"])
@@ -156,36 +163,45 @@ def run_step_case(ctx: Context, *, objective: str, vocab: int) -> list[Row]:
         peak = median(peaks)
         mfu = info["flops_per_step"] / step / (peak * info["device_count"])
         useful = info["useful_flops_per_step"] / step / (peak * info["device_count"])
-        rows.insert(0, Row(
-            name, f"flaxlm {objective} ({info['compute_dtype']})", step,
-            _fmt_rate(tokens / step, "tok/s"),
-            share=f"MFU {mfu:.0%}",
-            note=(f"{info['flops_per_step'] / 1e9:.0f} GFLOP/step; peak "
-                  f"{peak / 1e9:.0f} GFLOP/s; useful-only MFU {useful:.0%}"),
-            data={"times": all_main, "peaks": peaks, "mfu": mfu, "mfu_useful": useful,
-                  "info": info}))
+        rows.insert(
+            0,
+            Row(
+                name, f"flaxlm {objective} ({info['compute_dtype']})", step,
+                _fmt_rate(tokens / step, "tok/s"), share=f"MFU {mfu:.0%}",
+                note=(f"{info['flops_per_step'] / 1e9:.0f} GFLOP/step; peak "
+                      f"{peak / 1e9:.0f} GFLOP/s; useful-only MFU {useful:.0%}"), data={
+                          "times": all_main,
+                          "peaks": peaks,
+                          "mfu": mfu,
+                          "mfu_useful": useful,
+                          "info": info
+                      }))
         dtype = "float32" if info["platform"] == "cpu" else "bfloat16"
-        rows.insert(1, Row(name, f"XLA matmul peak (jnp.dot, {dtype})", None,
-                           f"{peak / 1e9:,.0f} GFLOP/s",
-                           note=f"median of {len(peaks)} measurements between the rounds, "
-                                "same process and threads",
-                           data={"peaks": peaks}))
+        rows.insert(
+            1,
+            Row(
+                name, f"XLA matmul peak (jnp.dot, {dtype})", None, f"{peak / 1e9:,.0f} GFLOP/s",
+                note=f"median of {len(peaks)} measurements between the rounds, "
+                "same process and threads", data={"peaks": peaks}))
     finally:
         main.close()
     if p.name != "smoke":
         for b, goal in obj.speed_goals.get(vocab, {}).items():
             value = speedups.get(b)
-            ctx.targets.append(Target(f"{name} speed-up vs {IMPL_NAMES[b]}", value, f"≥ {goal}×",
-                                      None if value is None else value >= goal))
+            ctx.targets.append(
+                Target(f"{name} speed-up vs {IMPL_NAMES[b]}", value, f"≥ {goal}×",
+                       None if value is None else value >= goal))
         if obj.mfu_goal is not None:
-            ctx.targets.append(Target(f"{name} MFU vs measured matmul peak", mfu,
-                                      f"≥ {obj.mfu_goal:.0%}", mfu >= obj.mfu_goal))
+            ctx.targets.append(
+                Target(f"{name} MFU vs measured matmul peak", mfu, f"≥ {obj.mfu_goal:.0%}", mfu
+                       >= obj.mfu_goal))
     return rows
 
 
 # -- distillation --------------------------------------------------------------------------------
-@case("distill", "DistilBERT distillation step (frozen teacher's forward + student) vs the same "
-                 "student's MLM step")
+@case(
+    "distill", "DistilBERT distillation step (frozen teacher's forward + student) vs the same "
+    "student's MLM step")
 def run_distill(ctx: Context) -> list[Row]:
     """What the teacher costs: the two steps in two workers, interleaved round by round (same
     model, batch, vocabulary and optimizer), MFU of each against one matmul peak; the
@@ -198,8 +214,8 @@ def run_distill(ctx: Context) -> list[Row]:
     peaks = []
     try:
         for objective in times:
-            workers[objective] = ctx.worker(ctx.spec("flaxlm-step", objective=objective,
-                                                     vocab=vocab, arch=_arch(vocab)))
+            workers[objective] = ctx.worker(
+                ctx.spec("flaxlm-step", objective=objective, vocab=vocab, arch=_arch(vocab)))
         for k in _split(ctx.steps, p.rounds):
             for objective, worker in workers.items():
                 ctx.log(f"  distill: {k} steps {objective}")
@@ -215,14 +231,19 @@ def run_distill(ctx: Context) -> list[Row]:
                              ("distilbert", "flaxlm DistilBERT step, teacher 2× deep")):
         info, step = workers[objective].info, median(times[objective])
         mfu = info["flops_per_step"] / step / (peak * info["device_count"])
-        rows.append(Row(
-            "distill", f"{label} ({info['compute_dtype']})", step,
-            _fmt_rate(tokens / step, "tok/s"),
-            ratio="" if objective == "mlm" else f"{step / mlm_step:.2f}× the MLM step",
-            share=f"MFU {mfu:.0%}",
-            note=(f"vocab {vocab:,}; {info['flops_per_step'] / 1e9:.3g} GFLOP/step; "
-                  f"{info['params'] / 1e6:.1f}M trained params"),
-            data={"times": times[objective], "peaks": peaks, "mfu": mfu, "info": info}))
+        rows.append(
+            Row(
+                "distill", f"{label} ({info['compute_dtype']})", step,
+                _fmt_rate(tokens / step, "tok/s"),
+                ratio="" if objective == "mlm" else f"{step / mlm_step:.2f}× the MLM step",
+                share=f"MFU {mfu:.0%}",
+                note=(f"vocab {vocab:,}; {info['flops_per_step'] / 1e9:.3g} GFLOP/step; "
+                      f"{info['params'] / 1e6:.1f}M trained params"), data={
+                          "times": times[objective],
+                          "peaks": peaks,
+                          "mfu": mfu,
+                          "info": info
+                      }))
     return rows
 
 
@@ -241,23 +262,31 @@ def run_pipeline(ctx: Context) -> list[Row]:
 
     def rate(key):  # median over rounds of batches/s
         return median(r["n"] / r[key] for r in results)
+
     ours = rate("flaxlm")
-    rows = [Row("pipeline", "flaxlm tf.data (pack + dynamic WWM)", 1 / ours,
-                f"{ours:,.0f} batch/s, {_fmt_rate(ours * tokens, 'tok/s')}",
-                note=f"B={p.batch} L={p.seq}; tokenizing+packing at build: "
-                     f"{w.info['flaxlm_setup_s']:.1f} s (untimed)",
-                data={"rounds": results, "info": w.info})]
+    rows = [
+        Row(
+            "pipeline", "flaxlm tf.data (pack + dynamic WWM)", 1 / ours,
+            f"{ours:,.0f} batch/s, {_fmt_rate(ours * tokens, 'tok/s')}",
+            note=f"B={p.batch} L={p.seq}; tokenizing+packing at build: "
+            f"{w.info['flaxlm_setup_s']:.1f} s (untimed)", data={
+                "rounds": results,
+                "info": w.info
+            })
+    ]
     best_hf = 0.0
     for rt in ("pt", "np"):
         r = rate(f"hf_{rt}")
         best_hf = max(best_hf, r)
-        rows.append(Row("pipeline", f"HF DataCollatorForLanguageModeling(wwm, {rt})", 1 / r,
-                        f"{r:,.0f} batch/s, {_fmt_rate(r * tokens, 'tok/s')}",
-                        ratio=f"flaxlm {ours / r:.1f}×",
-                        note="pre-tokenized and packed, with offsets (untimed)"))
+        rows.append(
+            Row("pipeline", f"HF DataCollatorForLanguageModeling(wwm, {rt})", 1 / r,
+                f"{r:,.0f} batch/s, {_fmt_rate(r * tokens, 'tok/s')}",
+                ratio=f"flaxlm {ours / r:.1f}×",
+                note="pre-tokenized and packed, with offsets (untimed)"))
     if p.name != "smoke":
-        ctx.targets.append(Target("pipeline throughput vs the faster HF collator", ours / best_hf,
-                                  "≥ 10×", ours / best_hf >= 10))
+        ctx.targets.append(
+            Target("pipeline throughput vs the faster HF collator", ours / best_hf, "≥ 10×",
+                   ours / best_hf >= 10))
     return rows
 
 
@@ -284,8 +313,9 @@ def run_pipeline_step(ctx: Context) -> list[Row]:
             note="same compiled step, same process", data={"times": times["real"]}),
     ]
     if p.name != "smoke":
-        ctx.targets.append(Target("step with real pipeline / synthetic", real / synth, "≤ 1.05×",
-                                  real / synth <= 1.05))
+        ctx.targets.append(
+            Target("step with real pipeline / synthetic", real / synth, "≤ 1.05×", real / synth
+                   <= 1.05))
     return rows
 
 
@@ -307,16 +337,25 @@ def run_checkpoint(ctx: Context) -> list[Row]:
     extra = sum(t - step for t in overlap) / len(results) if overlap else 0.0
     waits = median(r["final_wait_s"] for r in results)
     mb = w.info["state_bytes"] / 1e6
-    rows = [Row("checkpoint", "Checkpointer.save (async orbax)", blocking,
-                f"{mb:,.0f} MB, {w.info['leaves']} arrays", share=f"{blocking / step:.1%} of a step",
-                note=(f"step {step:.3f} s; background write slowed the {len(overlap) / len(results):.1f}"
-                      f" overlapping steps by {extra:.3f} s in all ({extra / step:.0%} of a step)"
-                      + (f"; then waited {waits:.2f} s" if waits > 0.01 else "")
-                      + f"; first save of the run blocked {w.info['first_save_blocking_s']:.2f} s"),
-                data={"rounds": results, "step_s": step, "extra_s": extra, "info": w.info})]
+    rows = [
+        Row(
+            "checkpoint", "Checkpointer.save (async orbax)", blocking,
+            f"{mb:,.0f} MB, {w.info['leaves']} arrays", share=f"{blocking / step:.1%} of a step",
+            note=(
+                f"step {step:.3f} s; background write slowed the {len(overlap) / len(results):.1f}"
+                f" overlapping steps by {extra:.3f} s in all ({extra / step:.0%} of a step)" +
+                (f"; then waited {waits:.2f} s" if waits > 0.01 else "") +
+                f"; first save of the run blocked {w.info['first_save_blocking_s']:.2f} s"), data={
+                    "rounds": results,
+                    "step_s": step,
+                    "extra_s": extra,
+                    "info": w.info
+                })
+    ]
     if p.name != "smoke":
-        ctx.targets.append(Target("async checkpoint save blocks", blocking / step, "< 5% of a step",
-                                  blocking / step < 0.05))
+        ctx.targets.append(
+            Target("async checkpoint save blocks", blocking / step, "< 5% of a step",
+                   blocking / step < 0.05))
     return rows
 
 
@@ -328,6 +367,10 @@ def all_cases(profile) -> list[Case]:
     generated = [
         Case(f"step.{obj.name}.v{vocab}",
              f"train step, {obj.description}, vocab {vocab:,} vs {', '.join(obj.baselines)}",
-             run_step_case, {"objective": obj.name, "vocab": vocab}, obj.shapes(profile))
-        for obj in OBJECTIVES.values() if obj.baselines for vocab in obj.vocabs(profile)]
+             run_step_case, {
+                 "objective": obj.name,
+                 "vocab": vocab
+             }, obj.shapes(profile)) for obj in OBJECTIVES.values() if obj.baselines
+        for vocab in obj.vocabs(profile)
+    ]
     return generated + static_cases()

@@ -36,11 +36,11 @@ PROFILES = {
     "full": Profile("full", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522, 250_002), steps=6,
                     rounds=6, warmup=1, pipeline_batches=300, checkpoint_saves=3,
                     tokenizer_vocab=8000, tokenizer_lines=0),
-    "quick": Profile("quick", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522,), steps=5,
+    "quick": Profile("quick", MINILM_L6_H384, batch=16, seq=128, vocabs=(30_522, ), steps=5,
                      rounds=5, warmup=1, pipeline_batches=100, checkpoint_saves=2,
                      tokenizer_vocab=8000, tokenizer_lines=0),
     # CI: every code path once, tiny shapes, no timing claims, no throwaway virtualenv.
-    "smoke": Profile("smoke", TINY, batch=4, seq=32, vocabs=(1000,), steps=2, rounds=1, warmup=1,
+    "smoke": Profile("smoke", TINY, batch=4, seq=32, vocabs=(1000, ), steps=2, rounds=1, warmup=1,
                      pipeline_batches=4, checkpoint_saves=1, tokenizer_vocab=500,
                      tokenizer_lines=400, in_process=True, skip=("hf-flax", "hf-torch-compile")),
 }

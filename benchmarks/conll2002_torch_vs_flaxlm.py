@@ -77,8 +77,8 @@ def training_file(out: str, recipe: Recipe) -> str:
         return source
     import numpy as np
     sentences = read_conll(source)
-    keep = np.sort(np.random.default_rng(recipe.seed).permutation(len(sentences))
-                   [:recipe.train_sentences])
+    keep = np.sort(
+        np.random.default_rng(recipe.seed).permutation(len(sentences))[:recipe.train_sentences])
     path = os.path.join(out, f"esp.train.{recipe.train_sentences}")
     with open(path, "w", encoding="utf-8") as f:
         for i in keep:
@@ -94,16 +94,19 @@ def init(args) -> None:
     tok = os.path.join(out, "tok")
     corpus = os.path.join(DATA, "corpus", "es.txt")
     if not os.path.isdir(tok):
-        subprocess.run([*flaxlm_cmd(), "tokenizer", "--corpus", corpus, "--vocab-size", "16000",
-                        "--type", "wordpiece", "--out", tok], check=True)
+        subprocess.run([
+            *flaxlm_cmd(), "tokenizer", "--corpus", corpus, "--vocab-size", "16000", "--type",
+            "wordpiece", "--out", tok
+        ], check=True)
     pre = os.path.join(out, "pre")
     # --pretrain-steps 0: random initial weights, saved by one step whose learning rate is 0
     # (the first step of a warmup).
     steps = args.pretrain_steps or 1
     subprocess.run([
-        *flaxlm_cmd(), "train", "--config", os.path.join(REPO, "configs", "demo.py"),
-        "--workdir", pre, "--no-progress", "--config.model.preset=bert-base-multilingual",
-        f"--config.model.num_layers={args.layers}", f"--config.model.hidden_size={args.hidden}",
+        *flaxlm_cmd(), "train", "--config",
+        os.path.join(REPO, "configs", "demo.py"), "--workdir", pre, "--no-progress",
+        "--config.model.preset=bert-base-multilingual", f"--config.model.num_layers={args.layers}",
+        f"--config.model.hidden_size={args.hidden}",
         f"--config.model.num_heads={args.hidden // 32}",
         f"--config.model.intermediate_size={4 * args.hidden}",
         f"--config.data.train_files={corpus}", "--config.data.eval_files=",
@@ -111,34 +114,38 @@ def init(args) -> None:
         "--config.train.batch_size=32", f"--config.train.steps={steps}",
         "--config.train.learning_rate=1e-3", f"--config.train.warmup_steps={min(100, steps)}",
         "--config.train.eval_every=0", "--config.train.checkpoint_every=200",
-        "--config.train.log_every=20"], check=True)
+        "--config.train.log_every=20"
+    ], check=True)
     hf, flax = os.path.join(out, "init_hf"), os.path.join(out, "init_flaxlm")
     subprocess.run([*flaxlm_cmd(), "export", "--workdir", pre, "--out", hf, "--overwrite"],
                    check=True)
-    subprocess.run([*flaxlm_cmd(), "import", "--hf", hf, "--out", flax, "--overwrite"],
-                   check=True)
+    subprocess.run([*flaxlm_cmd(), "import", "--hf", hf, "--out", flax, "--overwrite"], check=True)
 
 
 # -- the PyTorch side ------------------------------------------------------------------------------
 def torch_finetune(args) -> None:
     began = time.perf_counter()
     recipe = Recipe(**json.loads(args.recipe))
-    _write(args.out, "torch.json", conll2002_torch.finetune(
-        os.path.join(args.out, "init_hf"), training_file(args.out, recipe),
-        os.path.join(CONLL, "esp.testb"), recipe, args.threads, began))
+    _write(
+        args.out, "torch.json",
+        conll2002_torch.finetune(os.path.join(args.out, "init_hf"), training_file(args.out, recipe),
+                                 os.path.join(CONLL, "esp.testb"), recipe, args.threads, began))
 
 
 def score_export(args) -> None:
     """seqeval entity scores of an exported flaxlm model, with the PyTorch side's own code."""
     recipe = Recipe(**json.loads(args.recipe))
-    print(json.dumps(conll2002_torch.score(args.model, os.path.join(CONLL, "esp.testb"),
-                                           recipe.seq_len, args.threads)))
+    print(
+        json.dumps(
+            conll2002_torch.score(args.model, os.path.join(CONLL, "esp.testb"), recipe.seq_len,
+                                  args.threads)))
 
 
 # -- the flaxlm side -------------------------------------------------------------------------------
 def flaxlm_args(out: str, recipe: Recipe) -> list[str]:
     return [
-        "train", "--config", CONFIG, "--workdir", os.path.join(out, "flaxlm_run"), "--no-progress",
+        "train", "--config", CONFIG, "--workdir",
+        os.path.join(out, "flaxlm_run"), "--no-progress",
         f"--config.init_from={os.path.join(out, 'init_flaxlm')}",
         f"--config.data.train_files={training_file(out, recipe)}",
         f"--config.data.eval_files={os.path.join(CONLL, 'esp.testb')}",
@@ -151,8 +158,8 @@ def flaxlm_args(out: str, recipe: Recipe) -> list[str]:
         f"--config.train.max_grad_norm={recipe.max_grad_norm}",
         f"--config.data.seq_len={recipe.seq_len}", f"--config.seed={recipe.seed}",
         *(f"--config.model.{k}_dropout={recipe.dropout}"
-          for k in ("hidden", "attention", "classifier")),
-        "--config.train.log_every=10"]
+          for k in ("hidden", "attention", "classifier")), "--config.train.log_every=10"
+    ]
 
 
 def flaxlm_finetune(args, recipe: Recipe) -> dict:
@@ -172,26 +179,37 @@ def flaxlm_finetune(args, recipe: Recipe) -> dict:
         previous = r["step"]
     last = evals[-1]["step"]
     export = os.path.join(args.out, "flaxlm_export")
-    subprocess.run([*flaxlm_cmd(), "export", "--workdir", run, "--out", export, "--step",
-                    str(last), "--overwrite"], check=True, capture_output=True)
-    scored = subprocess.run([sys.executable, "-m", "benchmarks.conll2002_torch_vs_flaxlm",
-                             "score", "--model", export, "--threads", str(args.threads),
-                             "--recipe", json.dumps(dataclasses.asdict(recipe))],
-                            check=True, capture_output=True, text=True, cwd=REPO)
+    subprocess.run([
+        *flaxlm_cmd(), "export", "--workdir", run, "--out", export, "--step",
+        str(last), "--overwrite"
+    ], check=True, capture_output=True)
+    scored = subprocess.run([
+        sys.executable, "-m", "benchmarks.conll2002_torch_vs_flaxlm", "score", "--model", export,
+        "--threads",
+        str(args.threads), "--recipe",
+        json.dumps(dataclasses.asdict(recipe))
+    ], check=True, capture_output=True, text=True, cwd=REPO)
     losses = {}
     for r in rows:
         if "loss" in r and "eval_entity_f1" not in r:
             losses.setdefault(-(-r["step"] // evals[0]["step"]), []).append(r["loss"])
     result = {
-        "command": " ".join(["flaxlm", *flaxlm_args(args.out, recipe)]), **flaxlm_time,
-        "train_s": train_s, "steps": last, "recipe": dataclasses.asdict(recipe),
-        "epochs": [{"epoch": i + 1, "train_loss": sum(losses[i + 1]) / len(losses[i + 1]),
-                    "entity_f1": r["eval_entity_f1"], "entity_precision": r["eval_entity_precision"],
-                    "entity_recall": r["eval_entity_recall"]} for i, r in enumerate(evals)],
+        "command": " ".join(["flaxlm", *flaxlm_args(args.out, recipe)]),
+        **flaxlm_time, "train_s": train_s,
+        "steps": last,
+        "recipe": dataclasses.asdict(recipe),
+        "epochs": [{
+            "epoch": i + 1,
+            "train_loss": sum(losses[i + 1]) / len(losses[i + 1]),
+            "entity_f1": r["eval_entity_f1"],
+            "entity_precision": r["eval_entity_precision"],
+            "entity_recall": r["eval_entity_recall"]
+        } for i, r in enumerate(evals)],
         "export_seqeval": json.loads(scored.stdout.strip().splitlines()[-1]),
         "train_compiles": max(r.get("train_compiles", 0) for r in rows),
         "eval_compiles": max(r.get("eval_compiles", 0) for r in rows),
-        "median_steps_per_sec": sorted(r["steps_per_sec"] for r in logged)[len(logged) // 2]}
+        "median_steps_per_sec": sorted(r["steps_per_sec"] for r in logged)[len(logged) // 2]
+    }
     _write(args.out, "flaxlm.json", result)
     return result
 
@@ -205,9 +223,12 @@ def timed(command: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, di
     load, began = os.getloadavg()[0], time.perf_counter()
     done = subprocess.run(command, check=True, **kwargs)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return done, {"wall_s": time.perf_counter() - began,
-                  "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-                  "load_before": load, "load_after": os.getloadavg()[0]}
+    return done, {
+        "wall_s": time.perf_counter() - began,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "load_before": load,
+        "load_after": os.getloadavg()[0]
+    }
 
 
 def check_same_rows(out: str, recipe: Recipe) -> str:
@@ -235,7 +256,8 @@ def check_same_rows(out: str, recipe: Recipe) -> str:
             assert list(ours.input_ids_NxL[r, :n]) == row["input_ids"], (path, r)
             assert (ours.input_ids_NxL[r, n:] == tokenizer.pad_id).all(), (path, r)
             assert list(np.flatnonzero(labelled_at)) == [
-                c for c, x in enumerate(row["labels"]) if x != -100], (path, r)
+                c for c, x in enumerate(row["labels"]) if x != -100
+            ], (path, r)
             assert list(ours.labels_NxL[r][labelled_at]) == [x for x in row["labels"] if x != -100]
         counts.append(f"{os.path.basename(path)}: {len(sentences)} sentences → {len(ours)} rows "
                       f"({ours.split_sentences} split into windows)")
@@ -254,9 +276,11 @@ def compare(args) -> None:
     print(f"recipe: {recipe_json}", flush=True)
     rows = check_same_rows(args.out, recipe)
     print(f"same rows on both sides: {rows}", flush=True)
-    _, torch_time = timed([sys.executable, "-m", "benchmarks.conll2002_torch_vs_flaxlm", "torch",
-                           "--out", args.out, "--threads", str(args.threads),
-                           "--recipe", recipe_json], cwd=REPO)
+    _, torch_time = timed([
+        sys.executable, "-m", "benchmarks.conll2002_torch_vs_flaxlm", "torch", "--out", args.out,
+        "--threads",
+        str(args.threads), "--recipe", recipe_json
+    ], cwd=REPO)
     with open(os.path.join(args.out, "torch.json"), encoding="utf-8") as f:
         theirs = json.load(f)
     theirs.update(torch_time, rows=rows, recipe=dataclasses.asdict(recipe))
@@ -278,8 +302,7 @@ def table(recipe: Recipe, ours: dict, theirs: dict) -> str:
     lines = [
         f"Recipe: {json.dumps(dataclasses.asdict(recipe))}", "",
         "| | test entity F1 (final epoch) | per epoch | wall time | CPU time | train steps only "
-        "| load avg before → after |",
-        "|---|---|---|---|---|---|---|",
+        "| load avg before → after |", "|---|---|---|---|---|---|---|",
         f"| flaxlm | {f1[0]:.4f} (seqeval on its export: "
         f"{ours['export_seqeval']['entity_f1']:.4f}) | "
         f"{_per_epoch(ours)} | {ours['wall_s']:.0f} s | {ours['cpu_s']:.0f} s | "
@@ -292,7 +315,8 @@ def table(recipe: Recipe, ours: dict, theirs: dict) -> str:
         f"F1 difference {100 * (f1[0] - f1[1]):+.2f} points; wall time flaxlm/PyTorch "
         f"{ours['wall_s'] / theirs['wall_s']:.2f}; CPU time flaxlm/PyTorch "
         f"{ours['cpu_s'] / theirs['cpu_s']:.2f}; train steps flaxlm/PyTorch "
-        f"{ours['train_s'] / theirs['train_s']:.2f}"]
+        f"{ours['train_s'] / theirs['train_s']:.2f}"
+    ]
     return "\n".join(lines)
 
 
@@ -326,8 +350,12 @@ def main(argv=None) -> None:
     if args.command == "flaxlm":  # the flaxlm side alone (e.g. rerun after a failure)
         flaxlm_finetune(args, Recipe(**json.loads(args.recipe)))
         return
-    {"init": init, "compare": compare, "torch": torch_finetune, "score": score_export}[
-        args.command](args)
+    {
+        "init": init,
+        "compare": compare,
+        "torch": torch_finetune,
+        "score": score_export
+    }[args.command](args)
 
 
 if __name__ == "__main__":

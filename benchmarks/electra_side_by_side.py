@@ -47,6 +47,7 @@ def _models(model_config, generator_config):
             hidden_dropout_prob=c.hidden_dropout, attention_probs_dropout_prob=c.attention_dropout,
             max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
             layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id)
+
     discriminator = transformers.ElectraForPreTraining(hf(model_config))
     generator = transformers.ElectraForMaskedLM(hf(generator_config))
     return generator, discriminator
@@ -54,8 +55,8 @@ def _models(model_config, generator_config):
 
 def _auc(scores, positive) -> float:
     from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < positive.size else float(
-        "nan")
+    return float(roc_auc_score(positive,
+                               scores)) if 0 < positive.sum() < positive.size else float("nan")
 
 
 def evaluate(generator, discriminator, eval_batches, objective_config, seed: int) -> dict:
@@ -67,8 +68,11 @@ def evaluate(generator, discriminator, eval_batches, objective_config, seed: int
     generator.eval(), discriminator.eval()
     rng = torch.Generator().manual_seed(seed)
     scores, labels, seen_ids = [], [], []
-    n = {k: 0.0 for k in ("slots", "masked", "masked_right", "kept_right", "sampled_right",
-                          "tokens", "fake", "pred", "true_pos", "right", "gen_loss", "disc_loss")}
+    n = {
+        k: 0.0
+        for k in ("slots", "masked", "masked_right", "kept_right", "sampled_right", "tokens",
+                  "fake", "pred", "true_pos", "right", "gen_loss", "disc_loss")
+    }
     with torch.no_grad():
         for batch in eval_batches:
             inputs = up.upstream_batch(batch)
@@ -136,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--exported", help="only evaluate this `flaxlm export` pair (a flaxlm run's "
-                    "checkpoint) with the same code, sampling noise and held-out batches")
+    ap.add_argument(
+        "--exported", help="only evaluate this `flaxlm export` pair (a flaxlm run's "
+        "checkpoint) with the same code, sampling noise and held-out batches")
     args, overrides = ap.parse_known_args(argv)
 
     import torch
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         if step < warmup:
             return step / warmup
         return max(0.0, 1.0 - (step - warmup) / max(total - warmup, 1))
+
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     params = [p for g in opt.param_groups for p in g["params"]]
 
@@ -183,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
         discriminator = transformers.ElectraForPreTraining.from_pretrained(args.exported)
         generator = transformers.ElectraForMaskedLM.from_pretrained(
             os.path.join(args.exported, GENERATOR_SUBDIR))
-        print(json.dumps({k: round(v, 4) for k, v in evaluate(
-            generator, discriminator, eval_batches, o, config.seed).items()}), flush=True)
+        print(
+            json.dumps({
+                k: round(v, 4)
+                for k, v in evaluate(generator, discriminator, eval_batches, o,
+                                     config.seed).items()
+            }), flush=True)
         return
     os.makedirs(args.workdir, exist_ok=True)
     log = open(os.path.join(args.workdir, "metrics.jsonl"), "w", encoding="utf-8")
@@ -196,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         noise = up.gumbel_from_uniform(torch.rand(shape, generator=noise_rng))
         out = up.electra_loss(generator, discriminator, inputs, noise, temperature=o.temperature,
                               disallow_correct=o.disallow_correct,
-                              uniform_generator=o.uniform_generator,
-                              gen_weight=o.generator_weight, disc_weight=o.discriminator_weight)
+                              uniform_generator=o.uniform_generator, gen_weight=o.generator_weight,
+                              disc_weight=o.discriminator_weight)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         if optim.max_grad_norm:
@@ -208,14 +218,17 @@ def main(argv: list[str] | None = None) -> None:
         if step % config.loop.log_every == 0:
             row.update(loss=out["loss"].item(), generator_loss=out["generator_loss"].item(),
                        discriminator_loss=out["discriminator_loss"].item())
-        if config.loop.eval_every and step % config.loop.eval_every == 0 or (
-                step == config.loop.steps):
+        if config.loop.eval_every and step % config.loop.eval_every == 0 or (step
+                                                                             == config.loop.steps):
             row.update(evaluate(generator, discriminator, eval_batches, o, config.seed))
         if len(row) > 2:
             log.write(json.dumps(row) + "\n")
             log.flush()
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                              for k, v in row.items()}), flush=True)
+            print(
+                json.dumps({
+                    k: round(v, 4) if isinstance(v, float) else v
+                    for k, v in row.items()
+                }), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(workdir, tokenizer, corpus, steps):
-    return [sys.executable, "-m", "flaxlm.cli", "train",
-            "--config", os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir,
-            "--no-progress", f"--config.data.tokenizer={tokenizer}",
-            f"--config.data.train_files={corpus}", "--config.data.eval_files=",
-            "--config.data.seq_len=64", "--config.train.batch_size=32",
-            f"--config.train.steps={steps}", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=2"]
+    return [
+        sys.executable, "-m", "flaxlm.cli", "train", "--config",
+        os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir, "--no-progress",
+        f"--config.data.tokenizer={tokenizer}", f"--config.data.train_files={corpus}",
+        "--config.data.eval_files=", "--config.data.seq_len=64", "--config.train.batch_size=32",
+        f"--config.train.steps={steps}", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=2"
+    ]
 
 
 def losses(workdir):
@@ -104,24 +105,26 @@ def main():
     print("| fault | injected | runs survived | steps lost (recomputed) | data lost | "
           "bitwise equal to uninterrupted |")
     print("|---|---|---|---|---|---|")
-    for name, sig, count in (("kill -9 at random moments (checkpoint every step)",
-                              signal.SIGKILL, args.kills),
-                             ("SIGTERM at random moments", signal.SIGTERM, args.sigterms)):
+    for name, sig, count in (("kill -9 at random moments (checkpoint every step)", signal.SIGKILL,
+                              args.kills), ("SIGTERM at random moments", signal.SIGTERM,
+                                            args.sigterms)):
         workdir = os.path.join(tmp, f"faulty-{sig}")
-        delivered, lost, exits = run_with_faults(
-            command(workdir, tokenizer, corpus, args.steps), workdir, sig, count, args.steps, rng)
+        delivered, lost, exits = run_with_faults(command(workdir, tokenizer, corpus, args.steps),
+                                                 workdir, sig, count, args.steps, rng)
         params, _, _ = read_params(workdir)
-        same_params = all(np.array_equal(a, b) for a, b in
-                          zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
+        same_params = all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
         got = losses(workdir)
-        same_losses = [got[s] for s in sorted(ref_losses)] == [ref_losses[s]
-                                                               for s in sorted(ref_losses)]
+        same_losses = [got[s]
+                       for s in sorted(ref_losses)] == [ref_losses[s] for s in sorted(ref_losses)]
         clean_exits = sum(1 for e in exits if e == 0)
         extra = f" ({clean_exits} exited 0)" if sig == signal.SIGTERM else ""
-        print(f"| {name} | {delivered}{extra} | {delivered}/{delivered} | {lost} | "
-              f"{'0' if same_params and same_losses else 'MISMATCH'} | "
-              f"params {'yes' if same_params else 'NO'}, losses {'yes' if same_losses else 'NO'} |",
-              flush=True)
+        print(
+            f"| {name} | {delivered}{extra} | {delivered}/{delivered} | {lost} | "
+            f"{'0' if same_params and same_losses else 'MISMATCH'} | "
+            f"params {'yes' if same_params else 'NO'}, losses {'yes' if same_losses else 'NO'} |",
+            flush=True)
 
 
 if __name__ == "__main__":

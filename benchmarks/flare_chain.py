@@ -65,9 +65,8 @@ def torch_run(args) -> None:
                                       os.path.join(REPO, test_file), recipe, args.threads, began,
                                       data_format=TASKS[args.task][1])
     record.update(task=args.task, init=args.init, train_file=train_file, test_file=test_file,
-                  recipe=dataclasses.asdict(recipe), overrides=args.override,
-                  load_before=load, load_after=os.getloadavg()[0],
-                  wall_s=time.perf_counter() - began)
+                  recipe=dataclasses.asdict(recipe), overrides=args.override, load_before=load,
+                  load_after=os.getloadavg()[0], wall_s=time.perf_counter() - began)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
 
@@ -77,16 +76,20 @@ def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
     of its training speed (median steps/s of the logged windows)."""
     from flaxlm.run.workdir import Workdir
     rows = Workdir(workdir).read_metrics()
-    evals = [{k[5:]: v for k, v in r.items() if k.startswith("eval_")} | {"step": r["step"]}
-             for r in rows if "eval_loss" in r]
+    evals = [{
+        k[5:]: v
+        for k, v in r.items() if k.startswith("eval_")
+    } | {
+        "step": r["step"]
+    } for r in rows if "eval_loss" in r]
     rates = sorted(r["steps_per_sec"] for r in rows if "steps_per_sec" in r)
     return evals, {"median_steps_per_sec": rates[len(rates) // 2] if rates else float("nan")}
 
 
 def table(args) -> None:
     metrics = TASKS[args.task][2]
-    print("| run | " + " | ".join(f"test {m} (final epoch)" for m in metrics)
-          + f" | per-epoch {metrics[0]} | speed |")
+    print("| run | " + " | ".join(f"test {m} (final epoch)"
+                                  for m in metrics) + f" | per-epoch {metrics[0]} | speed |")
     print("|---|" + "---|" * (len(metrics) + 2))
     for source in args.sources:
         if source.endswith(".json"):
@@ -98,8 +101,8 @@ def table(args) -> None:
             epochs, summary = flaxlm_epochs(source)
             speed = f"{summary['median_steps_per_sec']:.2f} steps/s (flaxlm, median window)"
         final = epochs[-1]
-        print(f"| {source} | " + " | ".join(f"{final[m]:.4f}" for m in metrics) + " | "
-              + ", ".join(f"{e[metrics[0]]:.4f}" for e in epochs) + f" | {speed} |")
+        print(f"| {source} | " + " | ".join(f"{final[m]:.4f}" for m in metrics) + " | " +
+              ", ".join(f"{e[metrics[0]]:.4f}" for e in epochs) + f" | {speed} |")
 
 
 def main(argv=None) -> None:

@@ -46,30 +46,34 @@ class HFFlaxStep:
             model = FlaxBertForMaskedLM(config, seed=0, dtype=dtype)
 
         def decay_mask(params):
-            flat = {path: not (path[-1] == "bias" or path[-2:] == ("LayerNorm", "scale"))
-                    for path in _flatten(params)}
+            flat = {
+                path: not (path[-1] == "bias" or path[-2:] == ("LayerNorm", "scale"))
+                for path in _flatten(params)
+            }
             return _unflatten(flat)
 
-        tx = optax.chain(optax.clip_by_global_norm(1.0),
-                         optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
-                                     mask=decay_mask))
+        tx = optax.chain(
+            optax.clip_by_global_norm(1.0),
+            optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, mask=decay_mask))
         b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
                       vocab=spec["vocab"])
-        self.batch = {k: jnp.asarray(b[k].astype(np.int32))
-                      for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+        self.batch = {
+            k: jnp.asarray(b[k].astype(np.int32))
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        }
 
         def train_step(params, opt_state, batch, rng):
             dropout_rng = jax.random.fold_in(rng, 0)
 
             def loss_fn(p):
                 labels = batch["labels"]
-                logits = model(batch["input_ids"], batch["attention_mask"],
-                               batch["token_type_ids"], params=p, dropout_rng=dropout_rng,
-                               train=True)[0]
+                logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                               params=p, dropout_rng=dropout_rng, train=True)[0]
                 weights = (labels != -100).astype(jnp.float32)
                 xent = optax.softmax_cross_entropy_with_integer_labels(
                     logits.astype(jnp.float32), jnp.maximum(labels, 0))
                 return (xent * weights).sum() / weights.sum()
+
             loss, grads = jax.value_and_grad(loss_fn)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
@@ -84,8 +88,12 @@ class HFFlaxStep:
         compile_s = time.perf_counter() - t
         for _ in range(spec["warmup"]):
             self._step()
-        self.info = {"compile_s": compile_s, "transformers": transformers.__version__,
-                     "jax": jax.__version__, "platform": jax.devices()[0].platform}
+        self.info = {
+            "compile_s": compile_s,
+            "transformers": transformers.__version__,
+            "jax": jax.__version__,
+            "platform": jax.devices()[0].platform
+        }
 
     def _step(self) -> float:
         self.rng, key = self.jax.random.split(self.rng)
@@ -100,9 +108,9 @@ class HFFlaxStep:
 def _flatten(tree, prefix=()):
     for k, v in tree.items():
         if isinstance(v, dict):
-            yield from _flatten(v, prefix + (k,))
+            yield from _flatten(v, prefix + (k, ))
         else:
-            yield prefix + (k,)
+            yield prefix + (k, )
 
 
 def _unflatten(flat: dict) -> dict:

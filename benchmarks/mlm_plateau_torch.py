@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     held_out = pipeline.build_eval_batches(data, tokenizer, host_batch_size=batch,
                                            seed=config.seed)[:args.eval_batches]
     m = config.model(tokenizer.vocab_size, tokenizer.pad_id)
-    model = transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
-        max_position_embeddings=m.max_position_embeddings, pad_token_id=tokenizer.pad_id,
-        hidden_dropout_prob=m.hidden_dropout, attention_probs_dropout_prob=m.attention_dropout,
-        type_vocab_size=1))
+    model = transformers.XLMRobertaForMaskedLM(
+        transformers.XLMRobertaConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=m.hidden_size,
+            num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+            intermediate_size=m.intermediate_size,
+            max_position_embeddings=m.max_position_embeddings, pad_token_id=tokenizer.pad_id,
+            hidden_dropout_prob=m.hidden_dropout, attention_probs_dropout_prob=m.attention_dropout,
+            type_vocab_size=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
-    schedule = transformers.get_linear_schedule_with_warmup(
-        optimizer, config.optim.warmup_steps, max(args.steps, config.loop.steps))
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, config.optim.warmup_steps,
+                                                            max(args.steps, config.loop.steps))
 
     def loss_and_accuracy(b):
         logits_BxLxV = model(input_ids=torch.as_tensor(np.array(b["input_ids"])).long(),
@@ -83,10 +85,11 @@ def main(argv: list[str] | None = None) -> None:
             model.eval()
             with torch.no_grad():
                 scores = [loss_and_accuracy(b) for b in held_out]
-            print(f"step {step}: train loss {loss.item():.3f}, held-out loss "
-                  f"{np.mean([s[0].item() for s in scores]):.3f}, accuracy "
-                  f"{np.mean([s[1] for s in scores]):.4f} ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+            print(
+                f"step {step}: train loss {loss.item():.3f}, held-out loss "
+                f"{np.mean([s[0].item() for s in scores]):.3f}, accuracy "
+                f"{np.mean([s[1] for s in scores]):.4f} ({time.perf_counter() - start:.0f} s)",
+                flush=True)
 
 
 if __name__ == "__main__":

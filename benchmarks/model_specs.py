@@ -5,8 +5,11 @@ from __future__ import annotations
 
 # The preset each benchmark arch takes its positions, token types, padding id and LayerNorm epsilon
 # from; the sizes come from the spec.
-_FAMILY_PRESETS = {"distilbert": "distilbert-base-multilingual", "xlmr": "xlmr-base",
-                   "bert": "bert-base-multilingual"}
+_FAMILY_PRESETS = {
+    "distilbert": "distilbert-base-multilingual",
+    "xlmr": "xlmr-base",
+    "bert": "bert-base-multilingual"
+}
 
 
 def model_config(spec: dict):

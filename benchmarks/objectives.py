@@ -52,9 +52,8 @@ class StepObjective:
         return dict(self.spec, **self.shapes(profile))
 
 
-def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
-              cls_id: int = 0, sep_id: int = 2, first_regular: int = 5,
-              slots: int = 0) -> dict:
+def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int, cls_id: int = 0,
+              sep_id: int = 2, first_regular: int = 5, slots: int = 0) -> dict:
     """A packed MLM batch in flaxlm's layout (docs/architecture.md), plus HF-style `labels`.
 
     Rows are full (packed, no padding); each row has `expected_predictions(seq)` real predictions
@@ -86,8 +85,8 @@ def mlm_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
     }
 
 
-FLAXLM_KEYS = ("input_ids", "attention_mask", "token_type_ids", "masked_positions",
-               "masked_labels", "masked_weights")
+FLAXLM_KEYS = ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "masked_labels",
+               "masked_weights")
 
 
 def _mlm_batch_fn(spec: dict):
@@ -95,6 +94,7 @@ def _mlm_batch_fn(spec: dict):
         b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
                       slots=spec.get("predictions", 0))
         return {k: b[k] for k in FLAXLM_KEYS}
+
     return batch_fn
 
 
@@ -121,9 +121,9 @@ def register(objective: StepObjective) -> None:
     OBJECTIVES[objective.name] = objective
 
 
-def token_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
-                num_labels: int = 9, cls_id: int = 0, sep_id: int = 2, pad_id: int = 0,
-                first_regular: int = 5, first_sub_token_rate: float = 0.7) -> dict:
+def token_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int, num_labels: int = 9,
+                cls_id: int = 0, sep_id: int = 2, pad_id: int = 0, first_regular: int = 5,
+                first_sub_token_rate: float = 0.7) -> dict:
     """A token-classification batch as fine-tuning cuts it to a length bucket: the longest row
     fills the bucket, the others hold between half of it and all of it (then padding); a label on
     `first_sub_token_rate` of the real tokens (the first sub-token of each word), none on CLS,
@@ -144,7 +144,8 @@ def token_batch(rng: np.random.Generator, *, batch: int, seq: int, vocab: int,
         "token_type_ids": np.zeros((batch, seq), np.int32),
         "labels": labels.astype(np.int32),
         "label_weights": weights,
-        "word_index": np.where(weights > 0, np.cumsum(weights, axis=1) - 1, -1).astype(np.int32),
+        "word_index": np.where(weights > 0,
+                               np.cumsum(weights, axis=1) - 1, -1).astype(np.int32),
         "sentence": np.arange(batch, dtype=np.int32),
         "hf_labels": np.where(weights > 0, labels, -100).astype(np.int64),
     }
@@ -161,31 +162,50 @@ def _make_token_classification(spec: dict):
         b = token_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
                         num_labels=spec["num_labels"])
         return {k: b[k] for k in TOKEN_KEYS}
+
     return TokenClassification(), batch_fn
 
 
-register(StepObjective(
-    name="mlm", make=_make_mlm,
-    baselines=("hf-torch-eager", "hf-torch-compile", "hf-flax"),
-    description="masked LM, whole-word masking shapes, logits at masked positions only",
-    speed_goals={30_522: {"hf-flax": 2.0, "hf-torch-eager": 4.0},
-                 250_002: {"hf-flax": 6.0, "hf-torch-eager": 6.0}}))
+register(
+    StepObjective(
+        name="mlm", make=_make_mlm, baselines=("hf-torch-eager", "hf-torch-compile", "hf-flax"),
+        description="masked LM, whole-word masking shapes, logits at masked positions only",
+        speed_goals={
+            30_522: {
+                "hf-flax": 2.0,
+                "hf-torch-eager": 4.0
+            },
+            250_002: {
+                "hf-flax": 6.0,
+                "hf-torch-eager": 6.0
+            }
+        }))
 
-register(StepObjective(
-    name="token_classification", make=_make_token_classification,
-    baselines=("hf-torch-eager", "hf-torch-compile"),
-    description="token classification (NER fine-tuning: 9 labels, rows of a length bucket)",
-    spec={"num_labels": 9},
-    # Fine-tuning's done-when: flaxlm faster than a plain PyTorch loop; no MFU target (a
-    # 9-label head leaves the step to the body, as in MLM; the target stays MLM's).
-    speed_goals={30_522: {"hf-torch-eager": 1.0}, 250_002: {"hf-torch-eager": 1.0}},
-    mfu_goal=None))
+register(
+    StepObjective(
+        name="token_classification",
+        make=_make_token_classification,
+        baselines=("hf-torch-eager", "hf-torch-compile"),
+        description="token classification (NER fine-tuning: 9 labels, rows of a length bucket)",
+        spec={"num_labels": 9},
+        # Fine-tuning's done-when: flaxlm faster than a plain PyTorch loop; no MFU target (a
+        # 9-label head leaves the step to the body, as in MLM; the target stays MLM's).
+        speed_goals={
+            30_522: {
+                "hf-torch-eager": 1.0
+            },
+            250_002: {
+                "hf-torch-eager": 1.0
+            }
+        },
+        mfu_goal=None))
 
-register(StepObjective(
-    name="distilbert", make=_make_distilbert, baselines=(),
-    description="DistilBERT distillation: the student's MLM step plus a frozen teacher's forward "
-                "(the student's width, twice its depth), soft targets and hidden-state cosine",
-    mfu_goal=None))
+register(
+    StepObjective(
+        name="distilbert", make=_make_distilbert, baselines=(),
+        description="DistilBERT distillation: the student's MLM step plus a frozen teacher's forward "
+        "(the student's width, twice its depth), soft targets and hidden-state cosine",
+        mfu_goal=None))
 
 
 def _make_electra(spec: dict):
@@ -195,6 +215,7 @@ def _make_electra(spec: dict):
         b = mlm_batch(rng, batch=spec["batch"], seq=spec["seq"], vocab=spec["vocab"],
                       slots=spec.get("predictions", 0))
         return {k: b[k] for k in FLAXLM_KEYS}
+
     # The SELECTRA recipe's objective: generator 1/4 of the discriminator's width, temperature 1,
     # loss = generator + 50 × discriminator.
     objective = Electra(ElectraConfig(generator_hidden_fraction=spec["generator_hidden_fraction"]))
@@ -205,15 +226,20 @@ def _make_electra(spec: dict):
 # generator (12 × 64, 1 head, FFN 256) is derived from it on both sides.
 SELECTRA_SMALL = dict(hidden=256, layers=12, heads=4, ffn=1024, embedding=256)
 
-register(StepObjective(
-    name="electra", make=_make_electra,
-    baselines=("hf-torch-eager",),
-    description="ELECTRA pre-training (generator + 50 × discriminator, SELECTRA-small shapes)",
-    spec={"generator_hidden_fraction": 0.25},
-    sized_spec={"model": SELECTRA_SMALL, "warmup": 3},
-    sized_vocabs=(50_000,),
-    # Two towers to compile would lengthen tests/test_benchmarks.py's smoke run; the torch pair is
-    # checked on its own there (test_electra_torch_baseline_shares_embeddings).
-    in_smoke=False,
-    # Issue 15 asks for the comparison, with no speed or MFU goal.
-    mfu_goal=None))
+register(
+    StepObjective(
+        name="electra",
+        make=_make_electra,
+        baselines=("hf-torch-eager", ),
+        description="ELECTRA pre-training (generator + 50 × discriminator, SELECTRA-small shapes)",
+        spec={"generator_hidden_fraction": 0.25},
+        sized_spec={
+            "model": SELECTRA_SMALL,
+            "warmup": 3
+        },
+        sized_vocabs=(50_000, ),
+        # Two towers to compile would lengthen tests/test_benchmarks.py's smoke run; the torch pair is
+        # checked on its own there (test_electra_torch_baseline_shares_embeddings).
+        in_smoke=False,
+        # Issue 15 asks for the comparison, with no speed or MFU goal.
+        mfu_goal=None))

@@ -54,9 +54,10 @@ def run_arm(pretrained: str, workdir: str, seed: int, init: str, extra: list[str
     from flaxlm import run_config
     from flaxlm.train import train
 
-    overrides = [f"--config.seed={seed}",
-                 f"--config.data.tokenizer={os.path.join(pretrained, 'tokenizer')}",
-                 *shape_overrides(pretrained), *extra]
+    overrides = [
+        f"--config.seed={seed}", f"--config.data.tokenizer={os.path.join(pretrained, 'tokenizer')}",
+        *shape_overrides(pretrained), *extra
+    ]
     if init == "pretrained":
         overrides.append(f"--config.init_from={pretrained}")
     # A finished workdir resumes at its last step and returns at once.
@@ -68,24 +69,31 @@ def summarize(runs: list[dict]) -> dict:
     out = {}
     for init in ("pretrained", "random"):
         arm = [r for r in runs if r["init"] == init]
-        out[init] = {m: {"mean": statistics.fmean(r[m] for r in arm),
-                         "std": statistics.pstdev(r[m] for r in arm)} for m in METRICS}
+        out[init] = {
+            m: {
+                "mean": statistics.fmean(r[m] for r in arm),
+                "std": statistics.pstdev(r[m] for r in arm)
+            }
+            for m in METRICS
+        }
     return out
 
 
 def markdown(runs: list[dict], summary: dict, label: str) -> str:
-    lines = ["| init | seeds | Recall | Precision | F1 (macro) | Accuracy |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| init | seeds | Recall | Precision | F1 (macro) | Accuracy |", "|---|---|---|---|---|---|"
+    ]
     seeds = ",".join(str(r["seed"]) for r in runs if r["init"] == "random")
     for init, name in (("pretrained", label), ("random", "random init")):
-        cells = [f"{summary[init][m]['mean']:.4f} ± {summary[init][m]['std']:.4f}"
-                 for m in METRICS]
+        cells = [f"{summary[init][m]['mean']:.4f} ± {summary[init][m]['std']:.4f}" for m in METRICS]
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    lines += ["", "| init | seed | best epoch step | Recall | Precision | F1 (macro) | Accuracy |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "", "| init | seed | best epoch step | Recall | Precision | F1 (macro) | Accuracy |",
+        "|---|---|---|---|---|---|---|"
+    ]
     for r in runs:
-        lines.append(f"| {r['init']} | {r['seed']} | {r['step']} | "
-                     + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |")
+        lines.append(f"| {r['init']} | {r['seed']} | {r['step']} | " +
+                     " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -97,12 +105,14 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrained", required=True, help="a flaxlm MLM workdir (e.g. runs/demo)")
     ap.add_argument("--workdir", default="runs/pos-compare")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--arms", default="pretrained,random",
-                    help="run only these arms now (the random arm does not need the pre-training "
-                         "to have finished, only its tokenizer and config.json)")
-    ap.add_argument("--learning-rate", type=float, default=1e-3,
-                    help="constant fine-tuning rate for both arms (the card's 1e-5 is for a "
-                         "17M-parameter MiniLM and barely moves a demo-sized model in 90 steps)")
+    ap.add_argument(
+        "--arms", default="pretrained,random",
+        help="run only these arms now (the random arm does not need the pre-training "
+        "to have finished, only its tokenizer and config.json)")
+    ap.add_argument(
+        "--learning-rate", type=float, default=1e-3,
+        help="constant fine-tuning rate for both arms (the card's 1e-5 is for a "
+        "17M-parameter MiniLM and barely moves a demo-sized model in 90 steps)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="fine-tuning epochs for both arms (default: the POS config's 5)")
     ap.add_argument("--dropout", type=float, default=0.1,
@@ -113,11 +123,12 @@ def main(argv=None) -> int:
 
     pretrained, workdir = os.path.abspath(args.pretrained), os.path.abspath(args.workdir)
     os.chdir(REPO)  # the POS config names the UD files relative to the repository
-    extra = [f"--config.train.learning_rate={args.learning_rate}",
-             "--config.train.schedule=constant",
-             *([f"--config.finetune.epochs={args.epochs}"] if args.epochs else []),
-             *(f"--config.model.{k}={args.dropout}"
-               for k in ("hidden_dropout", "attention_dropout", "classifier_dropout"))]
+    extra = [
+        f"--config.train.learning_rate={args.learning_rate}", "--config.train.schedule=constant",
+        *([f"--config.finetune.epochs={args.epochs}"] if args.epochs else []),
+        *(f"--config.model.{k}={args.dropout}"
+          for k in ("hidden_dropout", "attention_dropout", "classifier_dropout"))
+    ]
     runs, arms = [], args.arms.split(",")
     if not arms or set(arms) - {"pretrained", "random"}:
         ap.error(f"--arms {args.arms!r}: a comma-separated subset of pretrained,random")
@@ -127,9 +138,10 @@ def main(argv=None) -> int:
                 result = run_arm(pretrained, os.path.join(workdir, f"{init}-seed{seed}"), seed,
                                  init, extra)
                 runs.append({"init": init, "seed": seed, **result})
-                print(f"pos: {init} seed {seed}: macro F1 {result['macro_f1']:.4f} "
-                      f"accuracy {result['accuracy']:.4f} (best at step {result['step']})",
-                      flush=True)
+                print(
+                    f"pos: {init} seed {seed}: macro F1 {result['macro_f1']:.4f} "
+                    f"accuracy {result['accuracy']:.4f} (best at step {result['step']})",
+                    flush=True)
     except FlaxlmError as e:
         print(f"flaxlm: error: {e}", file=sys.stderr)
         return 2
@@ -140,8 +152,14 @@ def main(argv=None) -> int:
     print(markdown(runs, summary, label))
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"pretrained": pretrained, "learning_rate": args.learning_rate,
-                   "dropout": args.dropout, "runs": runs, "summary": summary}, f, indent=1)
+        json.dump(
+            {
+                "pretrained": pretrained,
+                "learning_rate": args.learning_rate,
+                "dropout": args.dropout,
+                "runs": runs,
+                "summary": summary
+            }, f, indent=1)
     return 0
 
 

@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.update(default_platform_env())
     if args.hlo:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + f" --xla_dump_to={args.hlo} --xla_dump_hlo_pass_re=^$")
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_dump_to={args.hlo} --xla_dump_hlo_pass_re=^$")
     configure_threads(args.threads or len(os.sched_getaffinity(0)))
 
     import jax
@@ -68,14 +68,17 @@ def main(argv=None) -> int:
         program, mesh, dtype = build_program(spec, objective)
         batch = host_batch_to_global(mesh, batch_fn(np.random.default_rng(0)))
         key = jax.random.fold_in(jax.random.key(0), 1)
-        v = {"program": program, "batch": batch,
-             "state": program.init_state(jax.random.key_data(jax.random.key(0))),
-             "grads": jax.jit(lambda p, b: program._grads_and_sums(
-                 p, program.frozen, b, program.objective.normalizers(b), key)),
-             "forward": jax.jit(lambda p, b: program.objective.loss(
-                 program.model(p), b, program.objective.normalizers(b), dtype=program.dtype,
-                 dropout_key=key if name != "nodrop" else None)),
-             "optimizer": jax.jit(lambda s, g: _optimizer_tail(program, s, g, optax))}
+        v = {
+            "program": program,
+            "batch": batch,
+            "state": program.init_state(jax.random.key_data(jax.random.key(0))),
+            "grads": jax.jit(lambda p, b: program._grads_and_sums(
+                p, program.frozen, b, program.objective.normalizers(b), key)),
+            "forward": jax.jit(lambda p, b: program.objective.loss(
+                program.model(p), b, program.objective.normalizers(b), dtype=program.dtype,
+                dropout_key=key if name != "nodrop" else None)),
+            "optimizer": jax.jit(lambda s, g: _optimizer_tail(program, s, g, optax))
+        }
         variants[name] = v
         return v
 
@@ -83,16 +86,18 @@ def main(argv=None) -> int:
         piece, _, name = part.partition("_")
         v = variant(name or "base")
         if piece == "step":
+
             def fn():
                 v["state"], m = v["program"].train_step(v["state"], v["batch"])
                 m["loss"].block_until_ready()
         elif piece in ("grads", "forward"):
+
             def fn():
                 jax.block_until_ready(v[piece](v["state"]["params"], v["batch"]))
         elif piece == "optimizer":
             if "fixed_grads" not in v:
-                v["fixed_grads"] = jax.block_until_ready(
-                    v["grads"](v["state"]["params"], v["batch"])[0])
+                v["fixed_grads"] = jax.block_until_ready(v["grads"](v["state"]["params"],
+                                                                    v["batch"])[0])
 
             def fn():
                 jax.block_until_ready(v["optimizer"](v["state"], v["fixed_grads"]))

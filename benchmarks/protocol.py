@@ -64,17 +64,17 @@ def serve(build: Callable[[dict], Any]) -> None:
 # -- coordinator side ----------------------------------------------------------------------------
 class ProcessWorker:
     """A runner in a child process (`python -m module`, cwd = repository root)."""
-
     def __init__(self, module: str, spec: dict, *, python: str = sys.executable,
                  env: dict | None = None, timeout_s: float = 1800, log=None):
         self.name = spec.get("name", module)
         self.timeout_s = timeout_s
         self.log = log
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen(
-            [python, "-m", module], cwd=root, env={**os.environ, **(env or {})},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1)
+        self.proc = subprocess.Popen([python, "-m", module], cwd=root, env={
+            **os.environ,
+            **(env or {})
+        }, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     bufsize=1)
         self._stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
         self.proc.stdin.write(json.dumps(spec) + "\n")
@@ -119,7 +119,6 @@ class ProcessWorker:
 
 class LocalWorker:
     """The same interface, in this process (smoke runs: no interpreter start-ups)."""
-
     def __init__(self, build: Callable[[dict], Any], spec: dict):
         self.name = spec.get("name", "local")
         start = time.perf_counter()

@@ -50,6 +50,7 @@ def case(name: str, description: str):
     def register(fn):
         _STATIC.append(Case(name, description, fn))
         return fn
+
     return register
 
 
@@ -61,9 +62,11 @@ def select(cases_: list[Case], patterns: list[str]) -> list[Case]:
     """`--only` patterns: a glob (`step.*`), or a prefix (`step`, `pipeline`) of case names."""
     if not patterns:
         return cases_
-    chosen = [c for c in cases_ if any(
-        fnmatch.fnmatch(c.name, p) or c.name == p or c.name.startswith(p + ".")
-        for p in patterns)]
+    chosen = [
+        c for c in cases_ if any(
+            fnmatch.fnmatch(c.name, p) or c.name == p or c.name.startswith(p + ".")
+            for p in patterns)
+    ]
     if not chosen:
         raise SystemExit(f"--only {patterns}: no case matches; known: "
                          f"{', '.join(c.name for c in cases_)}")

@@ -41,16 +41,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="case name, prefix or glob (repeatable; comma-separated)")
     ap.add_argument("--steps", type=int, default=0,
                     help="timed steps per implementation and comparison (default: profile's)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="intra-op threads for every framework (default: all cores this "
-                         "process may use)")
+    ap.add_argument(
+        "--threads", type=int, default=0,
+        help="intra-op threads for every framework (default: all cores this "
+        "process may use)")
     ap.add_argument("--results-dir", default=os.path.join(REPO, "benchmarks", "results"))
     ap.add_argument("--no-results", action="store_true", help="do not write the JSON file")
     ap.add_argument("--cache-dir", default=os.path.join(REPO, "runs", "bench-cache"),
                     help="where the benchmark tokenizer is trained once and kept")
-    ap.add_argument("--hf-venv", default=os.environ.get("FLAXLM_BENCH_HF_VENV", "/tmp/hf457"),
-                    help="throwaway virtualenv with transformers 4.57 + flax for the HF Flax "
-                         "baseline")
+    ap.add_argument(
+        "--hf-venv", default=os.environ.get("FLAXLM_BENCH_HF_VENV", "/tmp/hf457"),
+        help="throwaway virtualenv with transformers 4.57 + flax for the HF Flax "
+        "baseline")
     ap.add_argument("--no-install-hf", action="store_true",
                     help="do not create the HF Flax virtualenv if it is missing")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -61,9 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def format_table(rows: list[Row]) -> str:
     header = ("case", "implementation", "median s", "throughput", "flaxlm vs", "MFU / share",
               "note")
-    cells = [header] + [
-        (r.case, r.impl, "" if r.time_s is None else f"{r.time_s:.4f}" if r.time_s < 0.1
-         else f"{r.time_s:.3f}", r.throughput, r.ratio, r.share, r.note) for r in rows]
+    cells = [header] + [(r.case, r.impl, "" if r.time_s is None else f"{r.time_s:.4f}" if r.time_s
+                         < 0.1 else f"{r.time_s:.3f}", r.throughput, r.ratio, r.share, r.note)
+                        for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
     lines = []
     for i, c in enumerate(cells):
@@ -77,8 +79,13 @@ def format_shapes(profile, cases: list[Case], threads: int, steps: int) -> str:
     """The header's shapes, those of the cases run: the profile's, unless every case replaces them
     (`--only step.electra`: SELECTRA-small's model and warm-up); cases at other shapes are named."""
     def shapes(c: Case | None) -> dict:
-        return {"model": profile.model, "batch": profile.batch, "seq": profile.seq,
-                "warmup": profile.warmup, **(c.shapes if c else {})}
+        return {
+            "model": profile.model,
+            "batch": profile.batch,
+            "seq": profile.seq,
+            "warmup": profile.warmup,
+            **(c.shapes if c else {})
+        }
 
     def sizes(s: dict) -> str:
         return f"model {s['model']}, batch {s['batch']} × seq {s['seq']}"
@@ -98,8 +105,8 @@ def format_targets(targets) -> str:
     lines = []
     for t in targets:
         mark = "n/a " if t.met is None else "MET " if t.met else "MISS"
-        value = "—" if t.value is None else (f"{t.value:.1%}" if "%" in t.goal
-                                             else f"{t.value:.2f}×")
+        value = "—" if t.value is None else (
+            f"{t.value:.1%}" if "%" in t.goal else f"{t.value:.2f}×")
         lines.append(f"  [{mark}] {t.name}: {value} (goal {t.goal})")
     return "\n".join(lines)
 
@@ -115,9 +122,14 @@ def machine_info(threads: int) -> dict:
         load = os.getloadavg()
     except OSError:
         load = ()
-    return {"host_cpus": os.cpu_count(), "usable_cpus": len(available_cpus()),
-            "threads": threads, "cpu_model": cpu, "python": platform.python_version(),
-            "loadavg_at_start": load}
+    return {
+        "host_cpus": os.cpu_count(),
+        "usable_cpus": len(available_cpus()),
+        "threads": threads,
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "loadavg_at_start": load
+    }
 
 
 def main(argv=None) -> int:
@@ -134,14 +146,13 @@ def main(argv=None) -> int:
     steps = args.steps or profile.steps
     if steps < 5 and profile.name != "smoke":
         print(f"note: --steps {steps} < 5: medians of fewer than 5 steps", file=sys.stderr)
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr,
-                                                                   flush=True))
+    log = (lambda msg: None) if args.quiet else (
+        lambda msg: print(msg, file=sys.stderr, flush=True))
     env = {**default_platform_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "TOKENIZERS_PARALLELISM": "false"}
     if profile.in_process:
         os.environ.update(env)
-    ctx = Context(profile=profile, steps=steps, threads=threads, env=env,
-                  cache_dir=args.cache_dir, hf_venv=args.hf_venv,
-                  install_hf=not args.no_install_hf, log=log)
+    ctx = Context(profile=profile, steps=steps, threads=threads, env=env, cache_dir=args.cache_dir,
+                  hf_venv=args.hf_venv, install_hf=not args.no_install_hf, log=log)
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     info = machine_info(threads)
     log(f"benchmarks: profile {profile.name}, {threads} threads per framework, "
@@ -178,11 +189,16 @@ def main(argv=None) -> int:
         os.makedirs(args.results_dir, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = os.path.join(args.results_dir, f"{profile.name}-{stamp}.json")
-        record = {"command": command.strip(), "profile": dataclasses.asdict(profile),
-                  "steps": steps, "machine": info, "elapsed_s": elapsed,
-                  "loadavg_after_case": loads,
-                  "rows": [dataclasses.asdict(r) for r in rows],
-                  "targets": [dataclasses.asdict(t) for t in ctx.targets]}
+        record = {
+            "command": command.strip(),
+            "profile": dataclasses.asdict(profile),
+            "steps": steps,
+            "machine": info,
+            "elapsed_s": elapsed,
+            "loadavg_after_case": loads,
+            "rows": [dataclasses.asdict(r) for r in rows],
+            "targets": [dataclasses.asdict(t) for t in ctx.targets]
+        }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1, default=_json_default)
         print(f"results: {os.path.relpath(path, REPO)}")

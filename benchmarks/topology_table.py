@@ -59,14 +59,14 @@ class Row:
 
     @property
     def key(self) -> str:
-        return " ".join([self.config, self.topology, self.mesh, *self.overrides]
-                        + (["--fit"] if self.fit else []))
+        return " ".join([self.config, self.topology, self.mesh, *self.overrides] +
+                        (["--fit"] if self.fit else []))
 
     def command(self) -> str:
         mesh = f" --mesh {self.mesh}" if self.mesh else ""
         fit = " --fit" if self.fit else ""
-        return (f"flaxlm compile --config {self.config} --topology {self.topology}{mesh}{fit} "
-                + " ".join(self.overrides)).strip()
+        return (f"flaxlm compile --config {self.config} --topology {self.topology}{mesh}{fit} " +
+                " ".join(self.overrides)).strip()
 
 
 def _accum(batch: int, chips: int) -> str:
@@ -76,23 +76,23 @@ def _accum(batch: int, chips: int) -> str:
 def rows() -> list[Row]:
     out = []
     for topology, chips in SLICES:
-        out.append(Row("flare MiniLM-L6 (data)", FLARE, topology, (_accum(512, chips),)))
+        out.append(Row("flare MiniLM-L6 (data)", FLARE, topology, (_accum(512, chips), )))
         out.append(Row("MiniLM-L12 (data)", FLARE, topology, (L12, _accum(512, chips))))
-        out.append(Row("xlmr-base (data)", XLMR, topology, (_accum(1024, chips),)))
+        out.append(Row("xlmr-base (data)", XLMR, topology, (_accum(1024, chips), )))
         # What a TPU user would pick for FLARE's model: bf16 compute, fp32 master weights and
         # Adam moments (xlmr_base_mlm.py computes in bf16 already).
-        out.append(Row("flare MiniLM-L6 bf16 (data)", FLARE, topology,
-                       (BF16, _accum(512, chips))))
+        out.append(Row("flare MiniLM-L6 bf16 (data)", FLARE, topology, (BF16, _accum(512, chips))))
         out.append(Row("MiniLM-L12 bf16 (data)", FLARE, topology, (L12, BF16, _accum(512, chips))))
     # FLARE's continued pre-training stage after pruning (configs/flare_it.py): the card's
     # 14,610-token uncased vocabulary; compile takes shapes from the preset, not init_from.
     for topology, chips in (("v4-8", 4), ("v5e-8", 8)):
-        out.append(Row("flare pruned-vocab stage bf16 (data)", FLARE_PRUNED, topology,
-                       (BF16, "--config.model.vocab_size=14610", _accum(512, chips))))
+        out.append(
+            Row("flare pruned-vocab stage bf16 (data)", FLARE_PRUNED, topology,
+                (BF16, "--config.model.vocab_size=14610", _accum(512, chips))))
     large = "--config.model.preset=xlmr-large"
     # The mMiniLMv2 teacher at seq 512: one v5e chip without fsdp (the recipe's batch in one step,
     # then micro-batches of MICRO), then a v5e-8 slice data-parallel and with fsdp.
-    out.insert(0, Row("xlmr-large recipe (1 chip)", XLMR, "v5e-1", (large,)))
+    out.insert(0, Row("xlmr-large recipe (1 chip)", XLMR, "v5e-1", (large, )))
     out.append(Row("xlmr-large (1 chip)", XLMR, "v5e-1", (large, _accum(1024, 1))))
     out.append(Row("xlmr-large (data)", XLMR, "v5e-8", (large, _accum(1024, 8))))
     out.append(Row("xlmr-large (fsdp)", XLMR, "v5e-8", (large, _accum(1024, 8)), "1,8,1"))
@@ -100,24 +100,25 @@ def rows() -> list[Row]:
     # in bf16 (the configs compute in fp32, as the CPU sample run does).
     for topology, chips in (("v5e-8", 8), ("v4-8", 4)):
         for size, config in SELECTRA.items():
-            out.append(Row(f"selectra-{size} bf16 (data)", config, topology,
-                           (BF16, _accum(128, chips))))
+            out.append(
+                Row(f"selectra-{size} bf16 (data)", config, topology, (BF16, _accum(128, chips))))
     # Distillation (issue 17): the frozen teacher's forward in the same step; its shapes come
     # from the configs' teacher_preset. fsdp over the slice shards student and teacher.
-    out.append(Row("distil-mbert bf16 (fsdp)", DISTIL_MBERT, "v5e-8", (_accum(2048, 8),),
-                   "1,8,1"))
-    out.append(Row("mminilmv2 L6 from xlmr-large bf16 (fsdp)", MINILMV2, "v5e-8",
-                   (_accum(1024, 8),), "1,8,1"))
+    out.append(Row("distil-mbert bf16 (fsdp)", DISTIL_MBERT, "v5e-8", (_accum(2048, 8), ), "1,8,1"))
+    out.append(
+        Row("mminilmv2 L6 from xlmr-large bf16 (fsdp)", MINILMV2, "v5e-8", (_accum(1024, 8), ),
+            "1,8,1"))
     # Issue 27: fitted micro-batches, bf16, with XLA's attention (the recipes' attention dropout)
     # and with the splash kernel (attention dropout 0).
     fitted = [("flare pruned-vocab stage", FLARE_PRUNED, "v5e-8",
                (BF16, "--config.model.vocab_size=14610")),
-              ("selectra-small", SELECTRA["small"], "v5e-8", (BF16,)),
-              ("xlmr-base", XLMR, "v5e-32", (BF16,))]
+              ("selectra-small", SELECTRA["small"], "v5e-8", (BF16, )),
+              ("xlmr-base", XLMR, "v5e-32", (BF16, ))]
     for label, config, topology, overrides in fitted:
         out.append(Row(f"{label} bf16 fitted (data)", config, topology, overrides, fit=True))
-        out.append(Row(f"{label} bf16 splash fitted (data)", config, topology,
-                       overrides + SPLASH, fit=True))
+        out.append(
+            Row(f"{label} bf16 splash fitted (data)", config, topology, overrides + SPLASH,
+                fit=True))
     return out
 
 
@@ -133,8 +134,13 @@ def compile_row(row: Row) -> dict:
     else:
         report = aot.compile_train_step(config, row.topology, mesh)
     print(aot.format_report(report), flush=True)
-    return {"key": row.key, "label": row.label, "command": row.command(),
-            "compile_seconds": round(time.perf_counter() - start, 1), **aot.report_dict(report)}
+    return {
+        "key": row.key,
+        "label": row.label,
+        "command": row.command(),
+        "compile_seconds": round(time.perf_counter() - start, 1),
+        **aot.report_dict(report)
+    }
 
 
 def _gib(n) -> str:
@@ -142,13 +148,16 @@ def _gib(n) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model (mesh) | slice | chips | batch × seq, accum | attention, remat | args GiB | "
-             "temps GiB | args+outs−alias+temps GiB | total (XLA peak) GiB / HBM | verdict | "
-             "est. step s (source) | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model (mesh) | slice | chips | batch × seq, accum | attention, remat | args GiB | "
+        "temps GiB | args+outs−alias+temps GiB | total (XLA peak) GiB / HBM | verdict | "
+        "est. step s (source) | MFU |", "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    ]
     for r in results:
-        step = ("—" if not r.get("xla_step_seconds") else
-                f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})")
+        step = (
+            "—" if not r.get("xla_step_seconds") else
+            f"{r['xla_step_seconds']:.3g} ({'opt' if r['step_time_source'] == 'optimal_seconds' else 'roofline'})"
+        )
         mfu = "—" if r.get("mfu") is None else f"{100 * r['mfu']:.0f}%"
         total = _gib(r["total_bytes"]) if r["error"] is None else f"≥ {_gib(r['total_bytes'])}"
         mesh = "×".join(str(r["mesh"][k]) for k in ("data", "fsdp", "tensor"))
@@ -177,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the rows' commands and exit")
     parser.add_argument("--table-only", action="store_true", help="print the table from results")
     args = parser.parse_args(argv)
-    selected = [r for r in rows() if (args.only in r.label or args.only == r.topology)
-                and args.topology in ("", r.topology)]
+    selected = [
+        r for r in rows()
+        if (args.only in r.label or args.only == r.topology) and args.topology in ("", r.topology)
+    ]
     if args.list:
         print("\n".join(r.command() for r in selected))
         return 0

@@ -17,7 +17,7 @@ Slices: cpu-1 (one CPU device, what `make demo` uses).
 
 from flaxlm.run_config import base_config
 
-SLICES = ("cpu-1",)
+SLICES = ("cpu-1", )
 
 
 def get_config():

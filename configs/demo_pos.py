@@ -16,7 +16,7 @@ Slices: cpu-1.
 
 from flaxlm.run_config import base_config
 
-SLICES = ("cpu-1",)
+SLICES = ("cpu-1", )
 
 
 def get_config():

@@ -77,10 +77,29 @@ GENERATIONS = {
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6lite": "v6e"}
 # Slice shapes of Cloud TPU accelerator types, by chip count.
 _SHAPES = {
-    2: {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
-        256: (16, 16)},
-    3: {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8),
-        256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)},
+    2: {
+        1: (1, 1),
+        4: (2, 2),
+        8: (2, 4),
+        16: (4, 4),
+        32: (4, 8),
+        64: (8, 8),
+        128: (8, 16),
+        256: (16, 16)
+    },
+    3: {
+        4: (2, 2, 1),
+        8: (2, 2, 2),
+        16: (2, 2, 4),
+        32: (2, 4, 4),
+        64: (4, 4, 4),
+        128: (4, 4, 8),
+        256: (4, 8, 8),
+        512: (8, 8, 8),
+        1024: (8, 8, 16),
+        2048: (8, 16, 16),
+        4096: (16, 16, 16)
+    },
 }
 
 
@@ -130,8 +149,8 @@ def parse_topology(name: str) -> Topology:
         shape = _SHAPES[gen.dims].get(chips)
         if shape is None or (gen.cores_in_name and n % 2):
             sizes = sorted(2 * c if gen.cores_in_name else c for c in _SHAPES[gen.dims])
-            raise FlaxlmError(f"--topology {name!r}: no {gen.name} slice of that size; known: "
-                              + ", ".join(f"{gen.name}-{s}" for s in sizes))
+            raise FlaxlmError(f"--topology {name!r}: no {gen.name} slice of that size; known: " +
+                              ", ".join(f"{gen.name}-{s}" for s in sizes))
     return Topology(name, gen, shape)
 
 
@@ -171,8 +190,9 @@ def _libtpu_chatter_hidden():
 
 
 def _shard_bytes(tree) -> int:
-    return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
-               for x in jax.tree.leaves(tree))
+    return sum(
+        math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+        for x in jax.tree.leaves(tree))
 
 
 _SIZE = r"([\d.]+)\s*([KMGT]?)i?B?"
@@ -183,6 +203,7 @@ def _oom_numbers(message: str) -> tuple[int | None, int | None]:
     """(temporaries, total) bytes from a TPU RESOURCE_EXHAUSTED message, where it states them."""
     def size(m, i):
         return int(float(m.group(i)) * _UNITS[m.group(i + 1)])
+
     temps = re.search(r"HLO temporaries \(" + _SIZE + r"\)", message)
     used = re.search(r"[Uu]sed " + _SIZE + r" of " + _SIZE, message)
     return (size(temps, 1) if temps else None), (size(used, 1) if used else None)
@@ -201,11 +222,12 @@ def _update_cost(program: TrainProgram, abstract_state: dict) -> dict[str, float
         grads = jax.tree.map(lambda g: g / 2.0, grads)  # the normalization the step does
         updates, opt_state = program.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+
     compiled = jax.jit(
         update, in_shardings=(shardings["params"], shardings["opt_state"], shardings["params"]),
         out_shardings=(shardings["params"], shardings["opt_state"], None),
-        donate_argnums=(0, 1)).lower(
-        abstract_state["params"], abstract_state["opt_state"], abstract_state["params"]).compile()
+        donate_argnums=(0, 1)).lower(abstract_state["params"], abstract_state["opt_state"],
+                                     abstract_state["params"]).compile()
     return _cost(compiled)
 
 
@@ -213,8 +235,9 @@ def _seconds(cost: dict[str, float], topo: Topology, peak_flops: float) -> tuple
     optimal = cost.get("optimal_seconds", 0.0)
     if optimal > 0 and math.isfinite(optimal):
         return optimal, "optimal_seconds"
-    roofline = max(cost.get("flops", 0.0) / peak_flops if peak_flops else 0.0,
-                   cost.get("bytes accessed", 0.0) / topo.generation.hbm_bytes_per_second)
+    roofline = max(
+        cost.get("flops", 0.0) / peak_flops if peak_flops else 0.0,
+        cost.get("bytes accessed", 0.0) / topo.generation.hbm_bytes_per_second)
     return roofline, "roofline"
 
 
@@ -243,21 +266,23 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     program = experiment.build_program(objective, model_config, config.optim, mesh, config.step)
     abstract_state, abstract_frozen = experiment.sharded_abstract(program)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
-    batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
-             for k, s in objective.batch_spec(loop.batch_size, data).items()}
+    batch = {
+        k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sharding)
+        for k, s in objective.batch_spec(loop.batch_size, data).items()
+    }
     # No data here: every slot of the batch counts (packed text is nearly all real tokens; the
     # MLM prediction slots carry ~20% headroom over the expected masked tokens).
     slot_counts = objective.real_counts({k: np.ones(s.shape, s.dtype) for k, s in batch.items()})
 
     kind = devices[0].device_kind
     report = CompileReport(
-        topology=topo.name, libtpu_topology=topo.libtpu_name, device_kind=kind,
-        chips=len(devices), hosts=topo.hosts, mesh=dict(mesh.shape),
-        model_preset=config.model_preset, params=program.param_count(),
-        batch_size=loop.batch_size, seq_len=data.seq_len, grad_accum_steps=accum,
-        compute_dtype=program.compute_dtype, hbm_bytes=topo.generation.hbm_bytes, fits=False,
-        model_flops_per_step=objective.train_flops(model_config, data.seq_len, slot_counts),
-        peak_flops_per_chip=peak_flops_per_device(kind, "tpu"),
+        topology=topo.name, libtpu_topology=topo.libtpu_name, device_kind=kind, chips=len(devices),
+        hosts=topo.hosts, mesh=dict(mesh.shape), model_preset=config.model_preset,
+        params=program.param_count(), batch_size=loop.batch_size, seq_len=data.seq_len,
+        grad_accum_steps=accum, compute_dtype=program.compute_dtype,
+        hbm_bytes=topo.generation.hbm_bytes, fits=False, model_flops_per_step=objective.train_flops(
+            model_config, data.seq_len,
+            slot_counts), peak_flops_per_chip=peak_flops_per_device(kind, "tpu"),
         remat=model_config.remat, attention=model_config.attention)
 
     lowered = program.jitted_train_step.lower(abstract_state, abstract_frozen, batch)
@@ -280,8 +305,8 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     report.alias_bytes = int(mem.alias_size_in_bytes)
     report.temp_bytes = int(mem.temp_size_in_bytes)
     report.code_bytes = int(mem.generated_code_size_in_bytes)
-    report.sum_bytes = (report.argument_bytes + report.output_bytes - report.alias_bytes
-                        + report.temp_bytes)
+    report.sum_bytes = (report.argument_bytes + report.output_bytes - report.alias_bytes +
+                        report.temp_bytes)
     report.total_bytes = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) or report.sum_bytes
     report.fits = report.total_bytes <= report.hbm_bytes
 
@@ -298,8 +323,8 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
         seconds = seconds + (accum - 1) * max(seconds - report.xla_update_seconds, 0.0)
     report.xla_step_seconds = seconds
     if seconds and report.peak_flops_per_chip:
-        report.mfu = report.model_flops_per_step / (
-            seconds * report.chips * report.peak_flops_per_chip)
+        report.mfu = report.model_flops_per_step / (seconds * report.chips *
+                                                    report.peak_flops_per_chip)
     return report
 
 
@@ -310,7 +335,8 @@ FIT_REMATS = ("none", "full")
 
 
 def fit_micro_batch(config: RunConfig, topology: str | Topology,
-                    mesh_config: MeshConfig | None = None, remats=None, log=print) -> tuple[CompileReport | None, list[CompileReport]]:
+                    mesh_config: MeshConfig | None = None, remats=None,
+                    log=print) -> tuple[CompileReport | None, list[CompileReport]]:
     """The largest per-chip micro-batch whose train step fits a chip's HBM, per remat policy.
 
     For each policy, micro-batch sizes that divide the per-chip batch (global batch / data-parallel
@@ -322,7 +348,7 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
     dp = data_parallel_size(mesh)
     if remats is None:
         chosen = config.model_overrides.get("remat")
-        remats = (chosen,) if chosen else FIT_REMATS
+        remats = (chosen, ) if chosen else FIT_REMATS
     if config.loop.batch_size % dp:
         raise FlaxlmError(f"train.batch_size={config.loop.batch_size} must be divisible by "
                           f"data-parallel size {dp}")
@@ -331,10 +357,12 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
     tried: list[CompileReport] = []
     best: CompileReport | None = None
     for remat in remats:
+
         def compile_with(micro: int) -> CompileReport:
             trial = dataclasses.replace(
-                config, model_overrides={**config.model_overrides, "remat": remat},
-                model_config=dataclasses.replace(config.model_config, remat=remat),
+                config, model_overrides={
+                    **config.model_overrides, "remat": remat
+                }, model_config=dataclasses.replace(config.model_config, remat=remat),
                 step=dataclasses.replace(config.step, grad_accum_steps=per_chip // micro))
             report = compile_train_step(trial, topo, mesh_config)
             tried.append(report)
@@ -343,6 +371,7 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
                 f"{per_chip // micro}): {_fit_gib(report.total_bytes)} of "
                 f"{topo.generation.hbm_bytes / GiB:.0f} GiB, {report.verdict}, est. step {step}")
             return report
+
         fitting = largest_fitting(sizes, compile_with)
         if fitting and (best is None or fitting.xla_step_seconds < best.xla_step_seconds):
             best = fitting

@@ -78,9 +78,8 @@ def format_report(r: CompileReport) -> str:
             f"temporaries: {_gib(r.sum_bytes)})")
     else:
         total = "unknown" if r.total_bytes is None else f"at least {_gib(r.total_bytes)}"
-        lines.append(
-            f"  per-chip memory: arguments {_gib(r.argument_bytes)} (from the shardings), "
-            f"temporaries {_gib(r.temp_bytes)}, total {total} of {hbm}: {r.verdict}")
+        lines.append(f"  per-chip memory: arguments {_gib(r.argument_bytes)} (from the shardings), "
+                     f"temporaries {_gib(r.temp_bytes)}, total {total} of {hbm}: {r.verdict}")
         lines.append(f"  XLA: {r.error}")
     if r.xla_step_seconds:
         if r.step_time_source == "optimal_seconds":

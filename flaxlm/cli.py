@@ -33,18 +33,17 @@ def _cmd_train(args, overrides):
     with library_logs_to_file(args.workdir):  # orbax's background tracebacks: the log file only
         result = train(config, args.workdir, progress=not args.no_progress)
     if "step" in result:
-        keys = result.get("summary_keys", ("loss",))
-        shown = {k: result[k] for k in ("step", *keys, *(f"eval_{k}" for k in keys))
-                 if k in result}
+        keys = result.get("summary_keys", ("loss", ))
+        shown = {k: result[k] for k in ("step", *keys, *(f"eval_{k}" for k in keys)) if k in result}
         print("flaxlm: done " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in shown.items()))
 
 
 def _cmd_tokenizer(args, _):
     from flaxlm.data.tokenizers import train_tokenizer
-    tok = train_tokenizer(args.corpus, vocab_size=args.vocab_size, kind=args.type,
-                          out_dir=args.out, lowercase=args.lowercase,
-                          strip_accents=args.strip_accents, text_field=args.text_field)
+    tok = train_tokenizer(args.corpus, vocab_size=args.vocab_size, kind=args.type, out_dir=args.out,
+                          lowercase=args.lowercase, strip_accents=args.strip_accents,
+                          text_field=args.text_field)
     print(f"flaxlm: wrote a {tok.kind} tokenizer with {tok.vocab_size} entries to {args.out}")
 
 
@@ -82,8 +81,8 @@ def _cmd_compile(args, overrides):
         print(aot.format_report(tried[-1]))
         raise FlaxlmError(f"--fit: not even a micro-batch of 1 per chip fits {args.topology} "
                           "with any remat policy; add fsdp (--mesh 1,N,1) or a larger slice")
-    micro = best.batch_size // (best.grad_accum_steps * math.prod(best.mesh.values())
-                                // best.mesh.get("tensor", 1))
+    micro = best.batch_size // (best.grad_accum_steps * math.prod(best.mesh.values()) //
+                                best.mesh.get("tensor", 1))
     print(f"fitted: micro-batch {micro} per chip with model.remat={best.remat}: "
           f"--config.train.grad_accum_steps={best.grad_accum_steps} for the global batch "
           f"{best.batch_size} (the fastest fitting compile, below)")
@@ -100,22 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configs/<name>.py (Python: trusted code)")
     p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--distributed", action="store_true",
-                   help="join a multi-host job first (jax.distributed, auto-detected on Cloud "
-                   "TPU VMs); elsewhere use launch/multihost.py (docs/scaling.md)")
+    p.add_argument(
+        "--distributed", action="store_true",
+        help="join a multi-host job first (jax.distributed, auto-detected on Cloud "
+        "TPU VMs); elsewhere use launch/multihost.py (docs/scaling.md)")
     p.set_defaults(func=_cmd_train, accepts_overrides=True)
 
-    p = sub.add_parser("compile", help="compile the train step for a TPU topology (no TPU needed) "
-                       "and report per-chip memory, XLA's step-time estimate and MFU",
-                       epilog="Needs pip install 'flaxlm[tpu]'. Any --config.section.key=value "
-                       "overrides the config file.")
+    p = sub.add_parser(
+        "compile", help="compile the train step for a TPU topology (no TPU needed) "
+        "and report per-chip memory, XLA's step-time estimate and MFU",
+        epilog="Needs pip install 'flaxlm[tpu]'. Any --config.section.key=value "
+        "overrides the config file.")
     p.add_argument("--config", required=True, help="configs/<name>.py")
     p.add_argument("--topology", required=True, help="e.g. v5e-16, v4-8, v5p-8, v6e-8, v5e:4x4")
     p.add_argument("--mesh", default="", help="DATA,FSDP,TENSOR (default: the config's mesh)")
-    p.add_argument("--fit", action="store_true",
-                   help="search the largest per-chip micro-batch that fits the chip's HBM "
-                   "(model.remat none, then full if needed; only the config's model.remat if it "
-                   "sets one) and print the grad_accum_steps it implies; a compile per size tried")
+    p.add_argument(
+        "--fit", action="store_true",
+        help="search the largest per-chip micro-batch that fits the chip's HBM "
+        "(model.remat none, then full if needed; only the config's model.remat if it "
+        "sets one) and print the grad_accum_steps it implies; a compile per size tried")
     p.set_defaults(func=_cmd_compile, accepts_overrides=True)
 
     p = sub.add_parser("tokenizer", help="train a SentencePiece or WordPiece tokenizer")

@@ -81,11 +81,13 @@ def accuracy_by_input(hf_dir: str, eval_batches: list[dict], mask_id: int) -> di
             hits["other"] += (predicted_R == label_R)[~is_mask_R].tolist()
             labels += label_R[is_mask_R].tolist()
     commonest = collections.Counter(labels).most_common(1)[0][1] if labels else 0
-    return {"mask_accuracy": sum(hits["mask"]) / max(len(hits["mask"]), 1),
-            "mask_baseline": commonest / max(len(labels), 1),
-            "mask_slots": len(hits["mask"]),
-            "other_accuracy": sum(hits["other"]) / max(len(hits["other"]), 1),
-            "other_slots": len(hits["other"])}
+    return {
+        "mask_accuracy": sum(hits["mask"]) / max(len(hits["mask"]), 1),
+        "mask_baseline": commonest / max(len(labels), 1),
+        "mask_slots": len(hits["mask"]),
+        "other_accuracy": sum(hits["other"]) / max(len(hits["other"]), 1),
+        "other_slots": len(hits["other"])
+    }
 
 
 def pos_examples() -> list[tuple[list[str], list[str]]]:
@@ -141,8 +143,10 @@ def _in_repo(config_file: str) -> list[str]:
     from flaxlm import run_config
     data = run_config.load_config_file(config_file).data
     keys = [k for k in ("train_files", "eval_files", "test_files") if data.get(k)]
-    return [f"--config.data.{k}=" + ",".join(os.path.join(REPO, f) for f in data[k].split(","))
-            for k in keys]
+    return [
+        f"--config.data.{k}=" + ",".join(os.path.join(REPO, f) for f in data[k].split(","))
+        for k in keys
+    ]
 
 
 def _pretrain(workdir: str, steps: int | None):
@@ -158,9 +162,10 @@ def _pretrain(workdir: str, steps: int | None):
     if steps:
         overrides.append(f"--config.train.steps={steps}")
     config = run_config.load(DEMO_CONFIG, overrides)
-    print(f"flaxlm demo: 1/3 pre-training a {config.model_overrides['num_layers']} × "
-          f"{config.model_overrides['hidden_size']} encoder on data/it/train.txt (MLM, "
-          f"{config.loop.steps} steps)", flush=True)
+    print(
+        f"flaxlm demo: 1/3 pre-training a {config.model_overrides['num_layers']} × "
+        f"{config.model_overrides['hidden_size']} encoder on data/it/train.txt (MLM, "
+        f"{config.loop.steps} steps)", flush=True)
     return config, tokenizer_dir, train(config, workdir)
 
 
@@ -197,15 +202,18 @@ def run(workdir: str, steps: int | None = None) -> dict:
     objective = make_objective(config.objective, config.objective_sections)
     tokenizer = load_tokenizer(tokenizer_dir)
     # The same held-out batches the run evaluated on, masked by the run's own objective.
-    eval_batches = objective.eval_batches(DataContext(
-        dataclasses.replace(config.data, tokenizer=tokenizer_dir), tokenizer, config.seed,
-        config.loop.batch_size))
+    eval_batches = objective.eval_batches(
+        DataContext(dataclasses.replace(config.data, tokenizer=tokenizer_dir), tokenizer,
+                    config.seed, config.loop.batch_size))
 
-    print("flaxlm demo: 2/3 fine-tuning it for Italian POS (data/it/ud, 300 sentences), and the "
-          "same from random init", flush=True)
+    print(
+        "flaxlm demo: 2/3 fine-tuning it for Italian POS (data/it/ud, 300 sentences), and the "
+        "same from random init", flush=True)
     t1 = time.time()
-    shape = [f"--config.model.{k}={v}" for k, v in config.model_overrides.items()
-             if k not in ("hidden_dropout", "attention_dropout")]
+    shape = [
+        f"--config.model.{k}={v}" for k, v in config.model_overrides.items()
+        if k not in ("hidden_dropout", "attention_dropout")
+    ]
     accuracy = _finetune_pos(workdir, workdir, tokenizer_dir, shape)
     finetune_minutes = (time.time() - t1) / 60
 
@@ -240,8 +248,11 @@ def run(workdir: str, steps: int | None = None) -> dict:
     if curves:
         print(f"Curves: {curves}; workdirs: {workdir} (pre-training), {workdir}/pos-* "
               "(fine-tuning, with finetune.log)")
-    return {**result, **split, "pos_accuracy": accuracy,
-            "minutes": pretrain_minutes + finetune_minutes}
+    return {
+        **result,
+        **split, "pos_accuracy": accuracy,
+        "minutes": pretrain_minutes + finetune_minutes
+    }
 
 
 def main(argv=None) -> int:

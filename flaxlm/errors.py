@@ -29,7 +29,6 @@ def user_named(text: str) -> str:
 
 class FlaxlmError(Exception):
     """A user-facing error whose message names the file, line, key or tensor at fault."""
-
     def __init__(self, message: str = ""):
         super().__init__(user_named(message))
 

@@ -31,8 +31,8 @@ from flaxlm.sharding import data_parallel_size, make_mesh
 
 # Model fields whose change makes a checkpoint unusable; dropout rates may change on resume.
 _SHAPE_FIELDS = ("arch", "vocab_size", "hidden_size", "num_layers", "num_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                 "pad_token_id", "head_dim")
+                 "intermediate_size", "max_position_embeddings", "type_vocab_size", "pad_token_id",
+                 "head_dim")
 
 
 def check_batch(mesh: Mesh, batch_size: int, grad_accum_steps: int, processes: int = 1) -> None:
@@ -47,8 +47,8 @@ def check_batch(mesh: Mesh, batch_size: int, grad_accum_steps: int, processes: i
                           f"{processes} processes")
 
 
-def build_program(objective: Objective, model_config: ModelConfig, optim: OptimConfig,
-                  mesh: Mesh, step: StepConfig) -> TrainProgram:
+def build_program(objective: Objective, model_config: ModelConfig, optim: OptimConfig, mesh: Mesh,
+                  step: StepConfig) -> TrainProgram:
     """The jitted steps for one (objective, model, optimizer, mesh); the schedule is built once,
     for the optimizer and for the learning rate the step logs."""
     schedule = learning_rate_schedule(optim)
@@ -62,6 +62,7 @@ def sharded_abstract(program: TrainProgram) -> tuple[Any, Any]:
     def with_shardings(abstract, shardings):
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, shardings)
+
     return (with_shardings(program.abstract_state, program.state_shardings),
             with_shardings(program.abstract_frozen, program.frozen_shardings))
 
@@ -78,8 +79,11 @@ def resolve_model(config: RunConfig, tokenizer: Tokenizer) -> ModelConfig:
             f"init_from={config.init_from} holds no ELECTRA generator (head {source.head!r}); "
             "ELECTRA pre-training continues a generator + discriminator pair: import both with "
             "`flaxlm import --hf DISCRIMINATOR --generator GENERATOR --out DIR` (pass --generator)")
-    fixed = {k: v for k, v in config.model_overrides.items()
-             if not k.endswith("dropout") and getattr(saved, k, v) != v}
+    fixed = {
+        k: v
+        for k, v in config.model_overrides.items()
+        if not k.endswith("dropout") and getattr(saved, k, v) != v
+    }
     if fixed:
         details = ", ".join(f"model.{k}={v!r} (init_from has {getattr(saved, k)!r})"
                             for k, v in sorted(fixed.items()))
@@ -120,12 +124,11 @@ def build(config: RunConfig, workdir: Workdir, *, is_main: bool = True) -> Exper
     tokenizer_dir = config.data.tokenizer
     if not tokenizer_dir and config.init_from:
         tokenizer_dir = Workdir(config.init_from).tokenizer_dir
-    tokenizer_dir = tokenizer_for_run(
-        tokenizer_dir, config.data.train_files, workdir.own_tokenizer_dir,
-        kind=config.data_tokenizer_kind,
-        vocab_size=config.data_tokenizer_vocab_size,
-        model_vocab_size=config.model_config.vocab_size, is_main=is_main,
-        text_field=config.data.text_field)
+    tokenizer_dir = tokenizer_for_run(tokenizer_dir, config.data.train_files,
+                                      workdir.own_tokenizer_dir, kind=config.data_tokenizer_kind,
+                                      vocab_size=config.data_tokenizer_vocab_size,
+                                      model_vocab_size=config.model_config.vocab_size,
+                                      is_main=is_main, text_field=config.data.text_field)
     workdir.check_same_tokenizer(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     model_config = resolve_model(config, tokenizer)
@@ -145,9 +148,10 @@ def build(config: RunConfig, workdir: Workdir, *, is_main: bool = True) -> Exper
         model_config.validate()
     _check_same_record(workdir, plan.run_record)
     # Out-of-range ids would become NaN rows and a mismatched pad id would mask real tokens.
-    check_tokenizer_fits(tokenizer, model_config, model_source=(
-        f"init_from={config.init_from}/config.json" if config.init_from
-        else f"preset {config.model_preset!r} + model overrides"))
+    check_tokenizer_fits(
+        tokenizer, model_config,
+        model_source=(f"init_from={config.init_from}/config.json"
+                      if config.init_from else f"preset {config.model_preset!r} + model overrides"))
     if ctx.data.seq_len > model_config.max_seq_len:
         raise FlaxlmError(f"data.seq_len={ctx.data.seq_len} exceeds the model's "
                           f"{model_config.max_seq_len} positions")
@@ -155,8 +159,9 @@ def build(config: RunConfig, workdir: Workdir, *, is_main: bool = True) -> Exper
 
     loop, optim, notes = _schedule(config, plan, (workdir.run or {}).get("decay_steps"))
     program = build_program(objective, model_config, optim, mesh, config.step)
-    return Experiment(config, loop, optim, mesh, tokenizer_dir, model_config, objective, ctx,
-                      plan, program, sharded_abstract(program)[0], test_batches,
+    return Experiment(config, loop, optim, mesh, tokenizer_dir, model_config, objective, ctx, plan,
+                      program,
+                      sharded_abstract(program)[0], test_batches,
                       tuple(plan.notes) + notes)
 
 
@@ -187,8 +192,8 @@ def _schedule(config: RunConfig, plan: DataPlan,
         if not config.decay_steps:
             optim = dataclasses.replace(optim, total_steps=steps)
     if config.warmup_proportion:
-        optim = dataclasses.replace(optim, warmup_steps=round(
-            config.warmup_proportion * optim.total_steps))
+        optim = dataclasses.replace(
+            optim, warmup_steps=round(config.warmup_proportion * optim.total_steps))
     if plan.epochs:
         notes.append(
             f"{plan.epochs} epochs × {loop.eval_every} steps ({plan.examples_per_epoch} examples, "

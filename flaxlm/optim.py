@@ -47,10 +47,10 @@ def _segment(config: OptimConfig, length: int) -> optax.Schedule:
     # Jitted, XLA divides by the horizon as a multiply by its reciprocal, which can overshoot 1:
     # past the horizon the rate went to -3e-11 instead of end_learning_rate. It never goes below.
     floor = min(config.learning_rate, config.end_learning_rate)
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, config.learning_rate, warmup),
-         lambda count: jnp.maximum(decay(count), floor)],
-        [warmup])
+    return optax.join_schedules([
+        optax.linear_schedule(0.0, config.learning_rate, warmup),
+        lambda count: jnp.maximum(decay(count), floor)
+    ], [warmup])
 
 
 def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
@@ -63,6 +63,7 @@ def learning_rate_schedule(config: OptimConfig) -> optax.Schedule:
 def decay_mask(params: Any) -> Any:
     def decays(path, _):
         return getattr(path[-1], "key", None) not in _NO_DECAY_NAMES
+
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -74,8 +75,10 @@ def scale_by_leaf(scales: Mapping[str, float], params: Any) -> optax.GradientTra
     optimizer-state paths stay equal to parameter paths (and keep their shardings), unlike
     `optax.multi_transform`, whose per-group states no longer mirror the parameters.
     """
-    names = {"/".join(str(k.key) for k in path)
-             for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    names = {
+        "/".join(str(k.key) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
     unknown = sorted(set(scales) - names)
     if unknown:
         raise FlaxlmError(f"learning-rate scale for {unknown[0]!r}, which is not a parameter "
@@ -86,6 +89,7 @@ def scale_by_leaf(scales: Mapping[str, float], params: Any) -> optax.GradientTra
     def update(updates, state, params=None):
         del params
         return jax.tree.map(lambda u, f: u * f if f != 1.0 else u, updates, factors), state
+
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 

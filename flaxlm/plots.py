@@ -29,16 +29,18 @@ def objective_metrics(wd: Workdir) -> tuple[str, tuple[str, ...]]:
     """(objective name, metric keys to plot) of the run in `wd`."""
     from flaxlm.objectives import registry
     name = wd.objective if wd.run is not None else "mlm"
-    sections = {k: v for k, v in (wd.setting("objective") or {}).items()
-                if k != "name" and isinstance(v, dict)}
+    sections = {
+        k: v
+        for k, v in (wd.setting("objective") or {}).items() if k != "name" and isinstance(v, dict)
+    }
     try:
         objective = registry.make_objective(name, sections)
     except (FlaxlmError, TypeError):  # unknown here, or settings of another flaxlm version
-        return name, ("loss",)
+        return name, ("loss", )
     keys = tuple(objective.summary_keys)
     selection = getattr(objective, "selection", None)
     if selection is not None and selection.metric not in keys:
-        keys += (selection.metric,)
+        keys += (selection.metric, )
     return name, keys
 
 
@@ -50,8 +52,8 @@ def curve_panels(workdir: str) -> list[Panel]:
     panels = []
     for key in keys:
         train = tuple((m["step"], m[key]) for m in metrics if m.get(key) is not None)
-        held_out = tuple((m["step"], m[f"eval_{key}"]) for m in metrics
-                         if m.get(f"eval_{key}") is not None)
+        held_out = tuple(
+            (m["step"], m[f"eval_{key}"]) for m in metrics if m.get(f"eval_{key}") is not None)
         if train or held_out:
             panels.append(Panel(f"{name.upper()} {key}", train, held_out))
     return panels

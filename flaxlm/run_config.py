@@ -256,26 +256,28 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     _check(t.steps > 0, f"train.steps must be positive, got {t.steps}")
     _check(t.batch_size > 0, f"train.batch_size must be positive, got {t.batch_size}")
     _check(t.grad_accum_steps > 0, f"train.grad_accum_steps must be positive, got "
-                                   f"{t.grad_accum_steps}")
-    _check(t.batch_size % t.grad_accum_steps == 0,
-           f"train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
            f"{t.grad_accum_steps}")
+    _check(
+        t.batch_size % t.grad_accum_steps == 0,
+        f"train.batch_size={t.batch_size} is not divisible by train.grad_accum_steps="
+        f"{t.grad_accum_steps}")
     _check(t.compute_dtype in ("float32", "bfloat16", "auto"),
            f"train.compute_dtype must be float32, bfloat16 or auto, got {t.compute_dtype!r}")
     _check(t.nan_policy in ("skip", "stop"), f"train.nan_policy must be skip or stop, got "
-                                            f"{t.nan_policy!r}")
-    _check(t.max_skipped_in_a_row >= 0, "train.max_skipped_in_a_row must be >= 0 (0: no limit), "
-           f"got {t.max_skipped_in_a_row}")
+           f"{t.nan_policy!r}")
+    _check(
+        t.max_skipped_in_a_row >= 0, "train.max_skipped_in_a_row must be >= 0 (0: no limit), "
+        f"got {t.max_skipped_in_a_row}")
     _check(0.0 <= t.max_skipped_share <= 1.0, "train.max_skipped_share must be in [0, 1], got "
            f"{t.max_skipped_share}")
     _check(t.log_every > 0, f"train.log_every must be positive, got {t.log_every}")
     _check(t.checkpoint_every > 0, f"train.checkpoint_every must be positive, got "
-                                   f"{t.checkpoint_every}")
+           f"{t.checkpoint_every}")
     _check(t.keep_checkpoints > 0, f"train.keep_checkpoints must be positive, got "
-                                   f"{t.keep_checkpoints}")
+           f"{t.keep_checkpoints}")
     _check(c.data.seq_len >= 8, f"data.seq_len must be at least 8, got {c.data.seq_len}")
     _check(0.0 <= t.warmup_proportion < 1.0, f"train.warmup_proportion must be in [0, 1), got "
-                                             f"{t.warmup_proportion}")
+           f"{t.warmup_proportion}")
     _check(t.decay_steps >= 0, f"train.decay_steps must be >= 0, got {t.decay_steps}")
     _check(c.data.tokenizer_kind in ("", "unigram", "wordpiece"), "data.tokenizer_kind must be "
            f"unigram or wordpiece, got {c.data.tokenizer_kind!r}")
@@ -283,13 +285,15 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     finetune_config.validate(c.finetune, _files(c.data.eval_files))
     sections = objective_registry.with_finetune(c.objective.name, sections, dict(c.finetune))
     _check(t.schedule in ("linear", "constant"), f"train.schedule must be linear or constant, "
-                                                 f"got {t.schedule!r}")
-    _check(t.schedule == "linear" or t.end_learning_rate in (0.0, t.learning_rate),
-           f"train.end_learning_rate={t.end_learning_rate} is where train.schedule=linear "
-           "decays to; train.schedule=constant stays at train.learning_rate")
+           f"got {t.schedule!r}")
+    _check(
+        t.schedule == "linear" or t.end_learning_rate in (0.0, t.learning_rate),
+        f"train.end_learning_rate={t.end_learning_rate} is where train.schedule=linear "
+        "decays to; train.schedule=constant stays at train.learning_rate")
     objective_registry.make_objective(c.objective.name, sections)  # validates its settings
-    _check(_files(c.data.train_files) != (), "data.train_files is empty: set "
-                                             "--config.data.train_files=PATH[,PATH...]")
+    _check(
+        _files(c.data.train_files) != (), "data.train_files is empty: set "
+        "--config.data.train_files=PATH[,PATH...]")
     try:
         restarts = tuple(int(s) for s in _files(t.restart_steps))
     except ValueError:
@@ -299,38 +303,44 @@ def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     # Fail on shapes before any data is read or anything compiles.
     model_config = preset(c.model.preset, **model_overrides)
     optim = OptimConfig(
-        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps,
-        total_steps=t.decay_steps or t.steps,
+        learning_rate=t.learning_rate, warmup_steps=t.warmup_steps, total_steps=t.decay_steps
+        or t.steps,
         end_learning_rate=t.learning_rate if t.schedule == "constant" else t.end_learning_rate,
-        restart_steps=restarts,
-        weight_decay=t.weight_decay, b1=t.b1, b2=t.b2, eps=t.eps, max_grad_norm=t.max_grad_norm)
+        restart_steps=restarts, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2, eps=t.eps,
+        max_grad_norm=t.max_grad_norm)
     optim.validate()
     return RunConfig(
-        objective=c.objective.name, objective_sections=sections, seed=c.seed,
+        objective=c.objective.name,
+        objective_sections=sections,
+        seed=c.seed,
         init_from=c.init_from,
-        model_preset=c.model.preset, model_overrides=model_overrides, model_config=model_config,
-        data_tokenizer_kind=c.data.tokenizer_kind or (
-            "unigram" if PRESETS[c.model.preset].arch == "xlmr" else "wordpiece"),
+        model_preset=c.model.preset,
+        model_overrides=model_overrides,
+        model_config=model_config,
+        data_tokenizer_kind=c.data.tokenizer_kind
+        or ("unigram" if PRESETS[c.model.preset].arch == "xlmr" else "wordpiece"),
         data_tokenizer_vocab_size=c.data.tokenizer_vocab_size,
-        data=DataConfig(
-            train_files=_files(c.data.train_files), eval_files=_files(c.data.eval_files),
-            test_files=_files(c.data.test_files), folds=c.finetune.folds, fold=c.finetune.fold,
-            tokenizer=c.data.tokenizer, seq_len=c.data.seq_len, text_field=c.data.text_field,
-            shuffle_buffer=c.data.shuffle_buffer, two_segment_rate=c.data.two_segment_rate,
-            host_reading=c.data.host_reading,
-            length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
-        loop=LoopConfig(
-            steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
-            eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
-            keep_checkpoints=t.keep_checkpoints,
-            checkpoint_copy_on_device=t.checkpoint_copy_on_device, nan_policy=t.nan_policy,
-            peak_flops_per_device=t.peak_flops_per_device,
-            max_skipped_in_a_row=t.max_skipped_in_a_row, max_skipped_share=t.max_skipped_share),
-        optim=optim, warmup_proportion=t.warmup_proportion, decay_steps=t.decay_steps,
+        data=DataConfig(train_files=_files(c.data.train_files), eval_files=_files(
+            c.data.eval_files), test_files=_files(c.data.test_files), folds=c.finetune.folds,
+                        fold=c.finetune.fold, tokenizer=c.data.tokenizer, seq_len=c.data.seq_len,
+                        text_field=c.data.text_field, shuffle_buffer=c.data.shuffle_buffer,
+                        two_segment_rate=c.data.two_segment_rate, host_reading=c.data.host_reading,
+                        length_buckets=length_buckets.parse(c.data.length_buckets, c.data.seq_len)),
+        loop=LoopConfig(steps=t.steps, batch_size=t.batch_size, log_every=t.log_every,
+                        eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
+                        keep_checkpoints=t.keep_checkpoints,
+                        checkpoint_copy_on_device=t.checkpoint_copy_on_device,
+                        nan_policy=t.nan_policy, peak_flops_per_device=t.peak_flops_per_device,
+                        max_skipped_in_a_row=t.max_skipped_in_a_row,
+                        max_skipped_share=t.max_skipped_share),
+        optim=optim,
+        warmup_proportion=t.warmup_proportion,
+        decay_steps=t.decay_steps,
         step=StepConfig(grad_accum_steps=t.grad_accum_steps, compute_dtype=t.compute_dtype),
         mesh=MeshConfig(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor),
         raw=json.loads(c.to_json()),
-        test_on=c.finetune.test_on, seeds=c.finetune.seeds,
+        test_on=c.finetune.test_on,
+        seeds=c.finetune.seeds,
     )
 
 

@@ -86,7 +86,7 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | N
         if name not in RULES:
             raise ValueError(f"logical axis {name!r} has no sharding rule")
         target = RULES[name]
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = (target, ) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used)
         if mesh is not None:
             axes = tuple(a for a in axes if mesh.shape[a] > 1)
@@ -111,7 +111,7 @@ def activation_spec(shape, logical_axes: Sequence[str | None]) -> P | None:
     used: set[str] = set()
     for dim, name in zip(shape, logical_axes):
         target = RULES.get(name) if name else None
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = (target, ) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used and mesh.shape.get(a, 1) > 1)
         if axes and dim % math.prod(mesh.shape[a] for a in axes):
             axes = ()
@@ -136,4 +136,3 @@ def host_batch_to_global(mesh: Mesh, host_batch: Mapping[str, np.ndarray]) -> di
         key: jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
         for key, value in host_batch.items()
     }
-

@@ -24,7 +24,7 @@ from typing import IO, Iterator
 
 from flaxlm.errors import STAND_INS, FlaxlmError
 
-REMOTE_PREFIXES = ("gs://",)
+REMOTE_PREFIXES = ("gs://", )
 
 
 def configure() -> None:
@@ -45,12 +45,12 @@ def configure() -> None:
         return
     url = host if "://" in host else f"http://{host}"
     for key, value in {
-        "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore (orbax's array writer)
-        # Emulators take any token; this one keeps tensorstore off the metadata server.
-        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
-        "NO_GCE_CHECK": "true",  # google-auth and gcsfs: no probe of a GCE metadata server
-        # gcsfs's zonal-bucket probe speaks gRPC to the real control plane (a minute of retries).
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            "TENSORSTORE_GCS_HTTP_URL": url,  # tensorstore (orbax's array writer)
+            # Emulators take any token; this one keeps tensorstore off the metadata server.
+            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+            "NO_GCE_CHECK": "true",  # google-auth and gcsfs: no probe of a GCE metadata server
+            # gcsfs's zonal-bucket probe speaks gRPC to the real control plane (a minute of retries).
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }.items():
         os.environ.setdefault(key, value)
     gcs.setdefault("token", "anon")
@@ -184,8 +184,8 @@ def upload_files(local_dir: str, remote_dir: str, *, last: str) -> None:
     """The files of `local_dir` into `remote_dir`, file `last` after the others: a bucket has no
     directory rename, so readers that wait for `last` never see a partial directory."""
     for name in sorted(os.listdir(local_dir), key=lambda name: name == last):
-        with open(os.path.join(local_dir, name), "rb") as f, open_file(
-                os.path.join(remote_dir, name), "wb") as out:
+        with open(os.path.join(local_dir, name),
+                  "rb") as f, open_file(os.path.join(remote_dir, name), "wb") as out:
             shutil.copyfileobj(f, out)
 
 

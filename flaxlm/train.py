@@ -39,8 +39,10 @@ def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict],
     # Each batch's outputs come to the host and are reduced there: adding replicated results on
     # the devices between eval steps deadlocked multi-process CPU (gloo) runs (docs/scaling.md),
     # and metrics such as entity F1 need every prediction anyway.
-    results = [jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
-               for b in eval_batches]
+    results = [
+        jax.device_get(program.eval_step(params, host_batch_to_global(mesh, b)))
+        for b in eval_batches
+    ]
     metrics = program.objective.eval_metrics([outputs for outputs, _ in results],
                                              [batch for _, batch in results], plan or DataPlan())
     return {f"eval_{k}": float(v) for k, v in metrics.items()}
@@ -48,7 +50,6 @@ def evaluate(program: TrainProgram, params, mesh, eval_batches: list[dict],
 
 class _BestTracker:
     """The objective's selection metric over evaluations; `best.json` names the best step."""
-
     def __init__(self, objective: Objective, workdir: Workdir, enabled: bool):
         self.selection, self.workdir = objective.selection, workdir
         self.enabled = enabled and self.selection is not None
@@ -63,14 +64,17 @@ class _BestTracker:
             raise FlaxlmError(f"the objective selects checkpoints by {self.selection.metric!r}, "
                               f"which its eval metrics lack (have: {', '.join(eval_metrics)})")
         value = eval_metrics[key]
-        better = self.value is None or (value > self.value if self.selection.mode == "max"
-                                        else value < self.value)
+        better = self.value is None or (value > self.value
+                                        if self.selection.mode == "max" else value < self.value)
         if better:
             self.value = value
-            self.workdir.write_best({"step": step, "metric": self.selection.metric,
-                                     "mode": self.selection.mode, "value": value})
+            self.workdir.write_best({
+                "step": step,
+                "metric": self.selection.metric,
+                "mode": self.selection.mode,
+                "value": value
+            })
         return better
-
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -87,9 +91,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(program.abstract_state))
     wd.check_free_space(state_bytes, loop.keep_checkpoints)
 
-    checkpointer = Checkpointer(
-        workdir, keep=loop.keep_checkpoints, copy_on_device=loop.checkpoint_copy_on_device,
-        best_mode=objective.selection.mode if objective.selection else None)
+    checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints,
+                                copy_on_device=loop.checkpoint_copy_on_device,
+                                best_mode=objective.selection.mode if objective.selection else None)
     state, examples_done, origin, resumed = _starting_state(exp, checkpointer)
     start = int(jax.device_get(state["step"]))
     if is_main:
@@ -100,8 +104,9 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
                 progress=progress, is_main=is_main)
     if is_main:
         frozen = f" + {program.frozen_count():,} frozen" if program.frozen_count() else ""
-        print(f"flaxlm: {origin}; {program.param_count():,} parameters{frozen}; mesh "
-              f"{dict(exp.mesh.shape)}; training steps {start}→{loop.steps}", flush=True)
+        print(
+            f"flaxlm: {origin}; {program.param_count():,} parameters{frozen}; mesh "
+            f"{dict(exp.mesh.shape)}; training steps {start}→{loop.steps}", flush=True)
         for note in program.sharding_notes:
             print(f"flaxlm: sharding: {note}", flush=True)
 
@@ -115,13 +120,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
         run.log.close()
     last, stopped_by = run.last, run.stop.signal_name
     if stopped_by and is_main:
-        print(f"flaxlm: received {stopped_by}; checkpoint saved at step {last.get('step')}; "
-              "run the same command to resume", flush=True)
+        print(
+            f"flaxlm: received {stopped_by}; checkpoint saved at step {last.get('step')}; "
+            "run the same command to resume", flush=True)
     if not stopped_by and objective.selection is not None:
         last["results"] = run_results.finish(
             workdir, objective=objective, test_batches=exp.test_batches,
-            evaluate=lambda params, batches: evaluate(program, params, exp.mesh, batches,
-                                                      exp.plan),
+            evaluate=lambda params, batches: evaluate(program, params, exp.mesh, batches, exp.plan),
             final_params=run.state["params"], abstract_params=exp.abstract_state["params"],
             final_step=int(jax.device_get(run.state["step"])), param_count=program.param_count(),
             steps_per_epoch=loop.eval_every if exp.plan.epochs else 0, is_main=is_main,
@@ -144,8 +149,8 @@ def _starting_state(exp: experiment.Experiment,
     if restored is not None:
         state, meta, latest = restored
         _, frozen, frozen_weights = weights.load(program, exp.objective, init_from, None, frozen)
-        origin = f"resumed from checkpoint {latest}" + (
-            f"; frozen {frozen_weights}" if frozen_weights else "")
+        origin = f"resumed from checkpoint {latest}" + (f"; frozen {frozen_weights}"
+                                                        if frozen_weights else "")
         # Older checkpoints recorded batches; examples make a changed batch size resume exactly.
         examples_done = meta.get("examples_consumed", latest * exp.loop.batch_size)
     else:
@@ -162,9 +167,14 @@ def _record_run(exp: experiment.Experiment, wd: Workdir, start: int) -> None:
     if not same_path(exp.tokenizer_dir, wd.own_tokenizer_dir):
         storage.copy_tree(exp.tokenizer_dir, wd.own_tokenizer_dir)
     wd.write_config({
-        "config": exp.config.raw, "model": dataclasses.asdict(exp.model_config),
-        "objective": exp.config.objective, "head": exp.objective.head, "tokenizer": OWN_TOKENIZER,
-        "decay_steps": exp.optim.total_steps, **exp.plan.run_record})
+        "config": exp.config.raw,
+        "model": dataclasses.asdict(exp.model_config),
+        "objective": exp.config.objective,
+        "head": exp.objective.head,
+        "tokenizer": OWN_TOKENIZER,
+        "decay_steps": exp.optim.total_steps,
+        **exp.plan.run_record
+    })
     wd.truncate_metrics(start)
 
 
@@ -172,7 +182,6 @@ class _Loop:
     """The step loop. A step's metrics are fetched one step late (`_held`), while the device is
     already busy with the next step; they are fetched at once before an evaluation or a
     checkpoint, since that step's finite flag decides whether it may be saved."""
-
     def __init__(self, exp: experiment.Experiment, workdir: Workdir, checkpointer: Checkpointer,
                  state: State, examples_done: int, resumed: bool, eval_batches: list, *,
                  progress: bool, is_main: bool):
@@ -180,17 +189,20 @@ class _Loop:
         self.checkpointer, self.state, self.eval_batches = checkpointer, state, eval_batches
         self.is_main, self.examples_done = is_main, examples_done
         self.start = int(jax.device_get(state["step"]))
-        self.skips = SkippedUpdates(
-            max_in_a_row=self.loop.max_skipped_in_a_row, max_share=self.loop.max_skipped_share,
-            start_step=self.start, last_checkpoint=self.start if resumed else None)
+        self.skips = SkippedUpdates(max_in_a_row=self.loop.max_skipped_in_a_row,
+                                    max_share=self.loop.max_skipped_share, start_step=self.start,
+                                    last_checkpoint=self.start if resumed else None)
         objective, data = exp.objective, exp.ctx.data
         peak = self.loop.peak_flops_per_device or peak_flops_per_device(
-            jax.devices()[0].device_kind, jax.devices()[0].platform)
+            jax.devices()[0].device_kind,
+            jax.devices()[0].platform)
         spec = objective.batch_spec(self.loop.batch_size, data)
         self.throughput = Throughput(
             lambda counts: objective.train_flops(exp.model_config, data.seq_len, counts),
-            objective.real_counts({k: np.ones(s.shape, s.dtype) for k, s in spec.items()}),
-            peak * jax.device_count(), jax.process_count())
+            objective.real_counts({
+                k: np.ones(s.shape, s.dtype)
+                for k, s in spec.items()
+            }), peak * jax.device_count(), jax.process_count())
         self.log = MetricsLog(workdir.path, enabled=is_main)
         self.best = _BestTracker(objective, workdir, enabled=is_main)
         self.stop = StopRequest()
@@ -236,8 +248,8 @@ class _Loop:
         self._held = (step, metrics, step % loop.log_every == 0 or step == loop.steps
                       or bool(self.stop.signal_name))
         selection = None
-        if (loop.eval_every and step % loop.eval_every == 0) or (
-                step == loop.steps and not self.stop.signal_name):
+        if (loop.eval_every and step % loop.eval_every == 0) or (step == loop.steps
+                                                                 and not self.stop.signal_name):
             self._fetch_held()
             selection = self._evaluate(step)
         # An evaluated step with a selection metric is saved too, so the best one exists. A
@@ -287,6 +299,10 @@ class _Loop:
 
     def _meta(self, step: int) -> dict:
         examples = self.examples_done + (step - self.start) * self.loop.batch_size
-        return {"step": step, "examples_consumed": examples,
-                "model": dataclasses.asdict(self.exp.model_config),
-                "objective": self.exp.config.objective, "tokenizer": OWN_TOKENIZER}
+        return {
+            "step": step,
+            "examples_consumed": examples,
+            "model": dataclasses.asdict(self.exp.model_config),
+            "objective": self.exp.config.objective,
+            "tokenizer": OWN_TOKENIZER
+        }

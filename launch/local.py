@@ -33,8 +33,10 @@ def free_port() -> int:
 
 def process_env(devices: int) -> dict[str, str]:
     env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        f for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
     env["JAX_PLATFORMS"] = "cpu"
     return env
@@ -57,8 +59,11 @@ def launch(num_processes: int, devices_per_process: int, flaxlm_args: list[str],
     procs: list[subprocess.Popen] = []
     logs: list[str | None] = []
     for i in range(num_processes):
-        cmd = [sys.executable, MULTIHOST, "--coordinator", coordinator,
-               "--num-processes", str(num_processes), "--process-id", str(i), "--", *flaxlm_args]
+        cmd = [
+            sys.executable, MULTIHOST, "--coordinator", coordinator, "--num-processes",
+            str(num_processes), "--process-id",
+            str(i), "--", *flaxlm_args
+        ]
         if i == 0:
             logs.append(None)
             procs.append(subprocess.Popen(cmd, env=env))
@@ -72,6 +77,7 @@ def launch(num_processes: int, devices_per_process: int, flaxlm_args: list[str],
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
+
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
@@ -82,11 +88,12 @@ def launch(num_processes: int, devices_per_process: int, flaxlm_args: list[str],
                 _stop(procs)
                 where = f" (log {logs[i]})" if logs[i] else ""
                 tail = _tail(logs[i]) if logs[i] else ""
-                print(f"launch/local.py: process {i} of {num_processes} exited with code "
-                      f"{codes[i]}{where}; stopped the others", file=sys.stderr, flush=True)
+                print(
+                    f"launch/local.py: process {i} of {num_processes} exited with code "
+                    f"{codes[i]}{where}; stopped the others", file=sys.stderr, flush=True)
                 if tail:
-                    print(f"--- last lines of process {i} ---\n{tail.rstrip()}",
-                          file=sys.stderr, flush=True)
+                    print(f"--- last lines of process {i} ---\n{tail.rstrip()}", file=sys.stderr,
+                          flush=True)
                 return codes[i]
             if all(c == 0 for c in codes):
                 return 0

@@ -13,7 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IT_TRAIN = os.path.join(REPO, "data", "it", "train.txt")
 IT_EVAL = os.path.join(REPO, "data", "it", "eval.txt")
 
-
 import pytest  # noqa: E402
 
 

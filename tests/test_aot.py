@@ -65,8 +65,10 @@ def test_compile_tiny_for_v4_8_reports_memory_and_time(tiny_report):
 def test_a_batch_that_cannot_fit_is_reported_not_raised(capsys):
     # 262k × 64 tokens of activations on one 16 GiB chip: XLA's compile fails with
     # RESOURCE_EXHAUSTED, which must come out as a verdict with the numbers.
-    argv = ["compile", "--config", TINY, "--topology", "v5e-1", "--config.data.seq_len=64",
-            "--config.train.batch_size=262144"]
+    argv = [
+        "compile", "--config", TINY, "--topology", "v5e-1", "--config.data.seq_len=64",
+        "--config.train.batch_size=262144"
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "verdict: does not fit on v5e-1" in out
@@ -84,6 +86,7 @@ def test_fit_search_bisects_to_the_largest_fitting_micro_batch():
     def compile_at(size):
         tried.append(size)
         return Report(size)
+
     assert aot.largest_fitting(sizes, compile_at).size == 8
     assert tried[0] == 64 and len(tried) <= 4  # largest first, then bisection
     tried.clear()
@@ -95,9 +98,11 @@ def test_fit_search_bisects_to_the_largest_fitting_micro_batch():
 def test_fit_with_the_splash_kernel_compiles_for_tpu(capsys):
     # The Pallas splash kernel lowers for a TPU target, per shard of a data-parallel mesh, and
     # --fit reports the micro-batch and the accumulation it implies.
-    argv = ["compile", "--config", TINY, "--topology", "v5e-4", "--fit",
-            "--config.data.seq_len=128", "--config.train.batch_size=16",
-            "--config.model.attention=splash", "--config.model.attention_dropout=0.0"]
+    argv = [
+        "compile", "--config", TINY, "--topology", "v5e-4", "--fit", "--config.data.seq_len=128",
+        "--config.train.batch_size=16", "--config.model.attention=splash",
+        "--config.model.attention_dropout=0.0"
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "fit: remat none, micro-batch 4/chip (grad_accum_steps 1)" in out

@@ -20,8 +20,8 @@ def smoke_step_flops(slots_per_example: float) -> float:
     p = PROFILES["smoke"]
     d, f, layers, v = p.model["hidden"], p.model["ffn"], p.model["layers"], 1000
     body_params = layers * (4 * (d * d + d) + d * f + f + f * d + d)
-    per_example = (p.seq * 6 * body_params + 3 * 4 * layers * p.seq * d * p.seq
-                   + 6 * (d * d + d * v) * slots_per_example)
+    per_example = (p.seq * 6 * body_params + 3 * 4 * layers * p.seq * d * p.seq + 6 *
+                   (d * d + d * v) * slots_per_example)
     return p.batch * per_example
 
 
@@ -50,13 +50,14 @@ def check_mfu_row(row: dict) -> None:
 def test_benchmark_suite_smoke_runs_every_case(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as users run
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--quiet",
-         "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([
+        sys.executable, "-m", "benchmarks.run", "--smoke", "--quiet", "--results-dir",
+        str(tmp_path / "results"), "--cache-dir",
+        str(tmp_path / "cache")
+    ], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| case" in proc.stdout  # the table
-    (result,) = (tmp_path / "results").glob("smoke-*.json")
+    (result, ) = (tmp_path / "results").glob("smoke-*.json")
     record = json.loads(result.read_text())
     rows = {(r["case"], r["impl"]): r for r in record["rows"]}
     cases = {case for case, _ in rows}
@@ -81,8 +82,9 @@ def check_distill_rows(mlm: dict, distill: dict) -> None:
     seq = PROFILES["smoke"].seq
     assert mlm["data"]["info"]["flops_per_step"] == pytest.approx(
         smoke_step_flops(max_predictions(seq)))
-    assert distill["data"]["info"]["flops_per_step"] == pytest.approx(
-        4 / 3 * smoke_step_flops(seq) + 1 / 3 * smoke_step_flops(0))
+    assert distill["data"]["info"]["flops_per_step"] == pytest.approx(4 / 3 *
+                                                                      smoke_step_flops(seq) +
+                                                                      1 / 3 * smoke_step_flops(0))
     assert distill["ratio"].endswith("× the MLM step") and distill["time_s"] > 0
 
 
@@ -104,14 +106,15 @@ def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
     from benchmarks.cases import all_cases
     from benchmarks.registry import select
     names = [c.name for c in all_cases(PROFILES["full"])]
-    assert names[:5] == ["step.mlm.v30522", "step.mlm.v250002",
-                         "step.token_classification.v30522", "step.token_classification.v250002",
-                         "step.electra.v50000"]  # ELECTRA at its own size, SELECTRA-small's
+    assert names[:5] == [
+        "step.mlm.v30522", "step.mlm.v250002", "step.token_classification.v30522",
+        "step.token_classification.v250002", "step.electra.v50000"
+    ]  # ELECTRA at its own size, SELECTRA-small's
     assert {"distill", "pipeline", "pipeline_step", "checkpoint"} <= set(names)
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step"])] == names[:5]
     assert [c.name for c in select(all_cases(PROFILES["full"]), ["step.token*"])] == names[2:4]
-    assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])] == [
-        "pipeline", "pipeline_step"]
+    assert [c.name for c in select(all_cases(PROFILES["full"]), ["pipeline*"])
+            ] == ["pipeline", "pipeline_step"]
 
 
 def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
@@ -120,8 +123,10 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     from benchmarks import topology_table
     from flaxlm import aot, run_config
     from flaxlm.run.steps import resolve_compute_dtype
-    recipes = [r for r in topology_table.rows()
-               if r.label.startswith(("selectra", "distil", "mminilmv2")) and not r.fit]
+    recipes = [
+        r for r in topology_table.rows()
+        if r.label.startswith(("selectra", "distil", "mminilmv2")) and not r.fit
+    ]
     assert len(recipes) == 6
     for row in recipes:
         config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
@@ -145,8 +150,8 @@ def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():
     from benchmarks.objectives import OBJECTIVES
     from benchmarks.model_specs import model_config
     from benchmarks.runners.hf_torch import build
-    spec = dict(kind="hf-torch-eager", objective="electra", arch="bert", vocab=300, batch=2,
-                seq=16, warmup=0, threads=1, generator_hidden_fraction=0.25,
+    spec = dict(kind="hf-torch-eager", objective="electra", arch="bert", vocab=300, batch=2, seq=16,
+                warmup=0, threads=1, generator_hidden_fraction=0.25,
                 model=dict(hidden=64, layers=2, heads=2, ffn=128, embedding=48))
     step = build(spec)
     disc, gen = step.discriminator.electra, step.generator
@@ -175,6 +180,7 @@ def test_report_header_gives_the_shapes_of_the_cases_run():
 
     def header(patterns):
         return format_shapes(full, select(all_cases(full), patterns), threads=2, steps=6)
+
     rest = ("batch 16 × seq 128, 2 threads for XLA and torch alike (CPU affinity + "
             "torch.set_num_threads), medians of 6 timed steps after")
     assert header(["step.electra"]) == f"model {SELECTRA_SMALL}, {rest} 3 warm-up"

@@ -20,11 +20,13 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
 
 
 def _train(workdir, tokenizer, *extra):
-    return cli.main(["train", "--config", TINY, "--workdir", str(workdir), "--no-progress",
-                     f"--config.data.tokenizer={tokenizer}",
-                     f"--config.data.train_files={IT_TRAIN}", "--config.data.eval_files=",
-                     "--config.train.log_every=1",
-                     "--config.data.seq_len=32", "--config.train.checkpoint_every=10", *extra])
+    return cli.main([
+        "train", "--config", TINY, "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.train_files={IT_TRAIN}", "--config.data.eval_files=",
+        "--config.train.log_every=1", "--config.data.seq_len=32",
+        "--config.train.checkpoint_every=10", *extra
+    ])
 
 
 def _flip_array_data(step_dir):
@@ -48,6 +50,7 @@ def _garble(relative):
     def damage(step_dir):
         with open(os.path.join(step_dir, relative), "wb") as f:
             f.write(b"\0{not json")
+
     return damage
 
 
@@ -131,8 +134,10 @@ def test_changed_optimizer_structure_names_the_setting_and_moves_nothing(
 
 def test_an_imported_workdir_as_training_workdir_is_refused_not_set_aside(
         tmp_path, tiny_tokenizer_dir, capsys):
-    write_params(str(tmp_path), 0, {"w": np.zeros(2, np.float32)},
-                 {"step": 0, "source": "hf-import"})
+    write_params(str(tmp_path), 0, {"w": np.zeros(2, np.float32)}, {
+        "step": 0,
+        "source": "hf-import"
+    })
     capsys.readouterr()
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=30") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -43,29 +43,50 @@ def largest_params_file(step_dir):
 
 def test_fingerprints_do_not_depend_on_the_sharding_and_see_one_flipped_bit():
     rng = np.random.default_rng(0)
-    tree = {"params": {"w_16x24": rng.standard_normal((16, 24)).astype(np.float32),
-                       "b_8": rng.standard_normal(8).astype(jnp.bfloat16)},
-            "step": np.int32(7), "rng": np.array([3, 4], np.uint32)}
+    tree = {
+        "params": {
+            "w_16x24": rng.standard_normal((16, 24)).astype(np.float32),
+            "b_8": rng.standard_normal(8).astype(jnp.bfloat16)
+        },
+        "step": np.int32(7),
+        "rng": np.array([3, 4], np.uint32)
+    }
     reference = checkpoint_integrity.compute(tree)[0]
     for shape in ((4, 2), (2, 4), (8, 1)):
         mesh = jax.make_mesh(shape, ("x", "y"))
-        shardings = {"params": {"w_16x24": NamedSharding(mesh, P("x", "y")),
-                                "b_8": NamedSharding(mesh, P("y"))},
-                     "step": NamedSharding(mesh, P()), "rng": NamedSharding(mesh, P())}
+        shardings = {
+            "params": {
+                "w_16x24": NamedSharding(mesh, P("x", "y")),
+                "b_8": NamedSharding(mesh, P("y"))
+            },
+            "step": NamedSharding(mesh, P()),
+            "rng": NamedSharding(mesh, P())
+        }
         assert checkpoint_integrity.compute(jax.device_put(tree, shardings))[0] == reference
     for element, bit in ((0, 0), (200, 31), (383, 17)):
         flipped = tree["params"]["w_16x24"].copy()
         flipped.reshape(-1).view(np.uint32)[element] ^= np.uint32(1 << bit)
-        changed = checkpoint_integrity.compute({**tree, "params": {**tree["params"],
-                                                                  "w_16x24": flipped}})[0]
+        changed = checkpoint_integrity.compute({
+            **tree, "params": {
+                **tree["params"], "w_16x24": flipped
+            }
+        })[0]
         assert changed["params.w_16x24"] != reference["params.w_16x24"]
-        assert {k: v for k, v in changed.items() if k != "params.w_16x24"} == {
-            k: v for k, v in reference.items() if k != "params.w_16x24"}
+        assert {
+            k: v
+            for k, v in changed.items() if k != "params.w_16x24"
+        } == {
+            k: v
+            for k, v in reference.items() if k != "params.w_16x24"
+        }
     # Two elements swapped: same bytes, other places.
     swapped = tree["params"]["w_16x24"].copy()
     swapped[0, [0, 1]] = swapped[0, [1, 0]]
-    assert checkpoint_integrity.compute({**tree, "params": {**tree["params"], "w_16x24": swapped}}
-                                        )[0]["params.w_16x24"] != reference["params.w_16x24"]
+    assert checkpoint_integrity.compute({
+        **tree, "params": {
+            **tree["params"], "w_16x24": swapped
+        }
+    })[0]["params.w_16x24"] != reference["params.w_16x24"]
 
 
 def _small_states(*steps, nan_at=()):
@@ -75,15 +96,19 @@ def _small_states(*steps, nan_at=()):
         w = np.full((4, 8), float(step), np.float32)
         if step in nan_at:
             w[1, 2] = np.nan
-        states[step] = {"params": {"w_4x8": jax.device_put(w, device)},
-                        "step": jax.device_put(np.int32(step), device)}
+        states[step] = {
+            "params": {
+                "w_4x8": jax.device_put(w, device)
+            },
+            "step": jax.device_put(np.int32(step), device)
+        }
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                             states[steps[0]])
     return states, abstract
 
 
 def test_a_saved_nan_is_damage_whatever_its_checksum_says(tmp_path, capsys):
-    states, abstract = _small_states(2, 4, nan_at=(4,))
+    states, abstract = _small_states(2, 4, nan_at=(4, ))
     checkpointer = Checkpointer(str(tmp_path), keep=3)
     for step, state in states.items():
         checkpointer.save(step, state, {"step": step})
@@ -92,8 +117,10 @@ def test_a_saved_nan_is_damage_whatever_its_checksum_says(tmp_path, capsys):
     restored, meta, step = checkpointer.restore_latest_intact(abstract)
     checkpointer.close()
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["flaxlm: checkpoint 4 is damaged (checkpoints/4/params: array params.w_4x8: 1 "
-                   "non-finite values (NaN/Inf)); moved to checkpoints/4.unreadable, trying 2"]
+    assert err == [
+        "flaxlm: checkpoint 4 is damaged (checkpoints/4/params: array params.w_4x8: 1 "
+        "non-finite values (NaN/Inf)); moved to checkpoints/4.unreadable, trying 2"
+    ]
     assert step == 2 and meta == {"step": 2}  # the fingerprints are not handed on
     np.testing.assert_array_equal(restored["params"]["w_4x8"], states[2]["params"]["w_4x8"])
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4.unreadable"]
@@ -117,8 +144,10 @@ def test_a_checkpoint_without_checksums_restores_with_one_line(tmp_path, capsys)
     np.testing.assert_array_equal(restored["params"]["w_4x8"], states[2]["params"]["w_4x8"])
     params, _, _ = read_params(str(tmp_path))  # said once per checkpoint and process
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["flaxlm: checkpoint 2 has no recorded checksums (written before flaxlm recorded "
-                   "them): its values cannot be verified, only checked to be finite"]
+    assert err == [
+        "flaxlm: checkpoint 2 has no recorded checksums (written before flaxlm recorded "
+        "them): its values cannot be verified, only checked to be finite"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +200,8 @@ def test_a_run_whose_every_update_is_skipped_stops_in_one_line_and_writes_nothin
         "flaxlm: error: stopped at step 10 without saving it: 9 of the 10 updates since step 0 "
         "were skipped for a non-finite loss or gradient, more than "
         "train.max_skipped_share=0.1; no checkpoint was written: lower train.learning_rate or "
-        "check the data"]
+        "check the data"
+    ]
     assert os.listdir(tmp_path / "checkpoints") == []
 
 
@@ -179,8 +209,9 @@ def test_skipped_updates_count_a_stretch_and_the_share_since_the_last_checkpoint
     skips = SkippedUpdates(max_in_a_row=3, max_share=0.25, start_step=100, last_checkpoint=100)
     for step, applied in ((101, False), (102, False), (103, True), (104, False)):
         skips.observe(step, applied)  # two in a row, then one: under the limit of 3
-    with pytest.raises(FlaxlmError, match=r"3 of the 4 updates since step 100 .* newest "
-                                          r"checkpoint is step 100"):
+    with pytest.raises(
+            FlaxlmError, match=r"3 of the 4 updates since step 100 .* newest "
+            r"checkpoint is step 100"):
         skips.before_checkpoint(104)
     skips.checkpointed(104)  # (a run that allows it) starts a new window
     skips.observe(105, False)
@@ -189,8 +220,8 @@ def test_skipped_updates_count_a_stretch_and_the_share_since_the_last_checkpoint
 
 
 @pytest.mark.slow
-def test_skipped_updates_in_a_row_stop_the_run_before_its_checkpoint(
-        tmp_path, tiny_tokenizer_dir, capsys):
+def test_skipped_updates_in_a_row_stop_the_run_before_its_checkpoint(tmp_path, tiny_tokenizer_dir,
+                                                                     capsys):
     capsys.readouterr()
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=10",
                   "--config.train.learning_rate=1e30", "--config.train.warmup_steps=0",
@@ -200,7 +231,8 @@ def test_skipped_updates_in_a_row_stop_the_run_before_its_checkpoint(
     assert err == [
         "flaxlm: error: stopped at step 4: the last 3 updates (steps 2–4) were skipped for a "
         "non-finite loss or gradient (train.max_skipped_in_a_row=3); nothing was saved from "
-        "them and the newest checkpoint is step 3: lower train.learning_rate or check the data"]
+        "them and the newest checkpoint is step 3: lower train.learning_rate or check the data"
+    ]
     # Steps 2 and 3 were saved while the stretch was shorter than the limit: their parameters
     # are step 1's (a skipped update changes nothing), so they are intact.
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2", "3"]
@@ -209,8 +241,10 @@ def test_skipped_updates_in_a_row_stop_the_run_before_its_checkpoint(
 @pytest.mark.parametrize("end", [0.0, 1e-5])
 def test_the_learning_rate_never_goes_below_its_end_value(end):
     for horizon in (20, 40, 100, 1000):
-        schedule = jax.jit(learning_rate_schedule(OptimConfig(
-            learning_rate=1e-3, warmup_steps=5, total_steps=horizon, end_learning_rate=end)))
+        schedule = jax.jit(
+            learning_rate_schedule(
+                OptimConfig(learning_rate=1e-3, warmup_steps=5, total_steps=horizon,
+                            end_learning_rate=end)))
         rates = np.asarray(jax.vmap(schedule)(jnp.arange(5, horizon + 50, dtype=jnp.int32)))
         assert rates.min() >= end, (horizon, rates.min())
         np.testing.assert_allclose(rates[-1], end, rtol=0, atol=1e-9)
@@ -239,12 +273,14 @@ def test_a_failed_checkpoint_write_ends_the_run_in_one_line_with_the_traceback_i
         tmp_path, tiny_tokenizer_dir, it_small_corpus):
     from tests.conftest import REPO
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-c", _BREAK_CHECKPOINTS, "train", "--config",
-           os.path.join(REPO, "configs", "tiny.py"), "--workdir", str(workdir), "--no-progress",
-           f"--config.data.tokenizer={tiny_tokenizer_dir}",
-           f"--config.data.train_files={it_small_corpus}", "--config.data.eval_files=",
-           "--config.data.seq_len=32", "--config.train.steps=6", "--config.train.log_every=1",
-           "--config.train.checkpoint_every=2"]
+    cmd = [
+        sys.executable, "-c", _BREAK_CHECKPOINTS, "train", "--config",
+        os.path.join(REPO, "configs", "tiny.py"), "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tiny_tokenizer_dir}",
+        f"--config.data.train_files={it_small_corpus}", "--config.data.eval_files=",
+        "--config.data.seq_len=32", "--config.train.steps=6", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=2"
+    ]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     # Orbax leaves threads waiting 300 s on the directory that was never made; the command
     # line does not wait for them.

@@ -47,8 +47,8 @@ def data_parallel_size(mesh, devices: int) -> int:
 
 
 def test_every_config_is_checked():
-    assert {os.path.basename(p) for p in CONFIGS} >= {"tiny.py", "demo.py", "flare_it_mlm.py",
-                                                      "xlmr_base_mlm.py"}
+    assert {os.path.basename(p)
+            for p in CONFIGS} >= {"tiny.py", "demo.py", "flare_it_mlm.py", "xlmr_base_mlm.py"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -56,8 +56,8 @@ def test_config_runs_on_the_slices_its_docstring_names(path):
     module = _module(path)
     slices = getattr(module, "SLICES", None)
     assert slices, f"{path}: no SLICES tuple naming where it runs"
-    assert set(SLICE_NAME.findall(module.__doc__)) == set(slices), (
-        f"{path}: the docstring and SLICES name different slices")
+    assert set(SLICE_NAME.findall(
+        module.__doc__)) == set(slices), (f"{path}: the docstring and SLICES name different slices")
     config = run_config.load(path)
     batch, accum = config.loop.batch_size, config.step.grad_accum_steps
     for name in slices:
@@ -80,9 +80,11 @@ def test_the_check_refuses_flares_old_accumulation():
 
 
 def test_docs_and_scripts_name_only_configs_that_exist():
-    texts = [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md")),
-             *glob.glob(os.path.join(REPO, "tpu_scripts", "*.sh")),
-             *glob.glob(os.path.join(REPO, "launch", "*.py")), *CONFIGS]
+    texts = [
+        os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md")),
+        *glob.glob(os.path.join(REPO, "tpu_scripts", "*.sh")),
+        *glob.glob(os.path.join(REPO, "launch", "*.py")), *CONFIGS
+    ]
     missing = set()
     for text_path in texts:
         with open(text_path, encoding="utf-8") as f:

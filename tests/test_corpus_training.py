@@ -27,7 +27,7 @@ def _run(workdir, tokenizer, train, evaluate, *extra):
 
 
 def test_parquet_and_jsonl_zst_train_and_resume_like_the_same_text(tmp_path, tiny_tokenizer_dir,
-                                                                     capsys):
+                                                                   capsys):
     docs = _it_docs()
     text = write_text(tmp_path / "c.txt", docs[:50])
     held_out = write_text(tmp_path / "e.txt", docs[50:])
@@ -58,8 +58,7 @@ def test_parquet_and_jsonl_zst_train_and_resume_like_the_same_text(tmp_path, tin
     assert "host_reading = own_units on 2 hosts but the data now gives own_units on 1 host" in line
 
 
-def test_a_zip_given_as_train_files_stops_the_run_in_one_line(tmp_path, tiny_tokenizer_dir,
-                                                               capsys):
+def test_a_zip_given_as_train_files_stops_the_run_in_one_line(tmp_path, tiny_tokenizer_dir, capsys):
     from tests.data.test_corpus_files import _zip
 
     path = _zip(tmp_path / "wiki-it.parquet")

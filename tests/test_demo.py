@@ -32,9 +32,10 @@ def _always_predicts(hf_dir, token: int, vocab: int = 16) -> None:
     import transformers
 
     torch.manual_seed(0)
-    model = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=16, max_position_embeddings=16))
+    model = transformers.BertForMaskedLM(
+        transformers.BertConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=16,
+                                max_position_embeddings=16))
     with torch.no_grad():
         model.cls.predictions.bias.zero_()
         model.cls.predictions.bias[token] = 100.0
@@ -57,17 +58,24 @@ def test_accuracy_by_input_splits_mask_from_kept_and_random_slots(tmp_path):
         "masked_weights": np.array([[1, 1, 1, 1], [1, 1, 0, 0]], np.float32),
     }
     split = demo.accuracy_by_input(str(tmp_path), [batch], mask_id)
-    assert split == {"mask_accuracy": 1 / 3, "mask_baseline": 2 / 3, "mask_slots": 3,
-                     "other_accuracy": 2 / 3, "other_slots": 3}
+    assert split == {
+        "mask_accuracy": 1 / 3,
+        "mask_baseline": 2 / 3,
+        "mask_slots": 3,
+        "other_accuracy": 2 / 3,
+        "other_slots": 3
+    }
 
 
 def test_pos_examples_are_isdt_sentences_outside_the_shipped_splits():
     examples = demo.pos_examples()
     assert len(examples) == 2
-    shipped = "".join(_lines(os.path.join(demo.REPO, "data", "it", "ud", f"{name}.conllu"))
-                      for name in ("train", "dev", "test"))
-    ids = [line for line in _lines(demo.POS_EXAMPLES).splitlines()
-           if line.startswith("# sent_id = ")]
+    shipped = "".join(
+        _lines(os.path.join(demo.REPO, "data", "it", "ud", f"{name}.conllu"))
+        for name in ("train", "dev", "test"))
+    ids = [
+        line for line in _lines(demo.POS_EXAMPLES).splitlines() if line.startswith("# sent_id = ")
+    ]
     assert len(ids) == 2 and not any(i + "\n" in shipped for i in ids)
     for words, tags in examples:
         # One UD word a pipeline word (the demo joins them by spaces), one UPOS tag each.

@@ -42,18 +42,21 @@ def electra_batch(rng: np.random.Generator, rows: int = ROWS) -> dict:
     real_BxL = np.arange(LENGTH) < lengths_B[:, None]
     original_BxL = np.where(real_BxL, rng.integers(5, CONFIG.vocab_size, (rows, LENGTH)), PAD_ID)
     original_BxL[:, 0] = CLS_ID
-    positions_BxM = np.stack([rng.choice(np.arange(1, n), SLOTS, replace=False)
-                              for n in lengths_B])
+    positions_BxM = np.stack([rng.choice(np.arange(1, n), SLOTS, replace=False) for n in lengths_B])
     weights_BxM = (rng.random((rows, SLOTS)) < 0.8).astype(np.float32)
     positions_BxM = np.where(weights_BxM > 0, positions_BxM, 0)
     labels_BxM = np.where(weights_BxM > 0, np.take_along_axis(original_BxL, positions_BxM, 1), 0)
     input_BxL = original_BxL.copy()
     for b, m in zip(*np.nonzero((weights_BxM > 0) & (rng.random((rows, SLOTS)) < 0.85))):
         input_BxL[b, positions_BxM[b, m]] = MASK_ID
-    return {"input_ids": input_BxL.astype(np.int32), "attention_mask": real_BxL.astype(np.int32),
-            "token_type_ids": np.zeros((rows, LENGTH), np.int32),
-            "masked_positions": positions_BxM.astype(np.int32),
-            "masked_labels": labels_BxM.astype(np.int32), "masked_weights": weights_BxM}
+    return {
+        "input_ids": input_BxL.astype(np.int32),
+        "attention_mask": real_BxL.astype(np.int32),
+        "token_type_ids": np.zeros((rows, LENGTH), np.int32),
+        "masked_positions": positions_BxM.astype(np.int32),
+        "masked_labels": labels_BxM.astype(np.int32),
+        "masked_weights": weights_BxM
+    }
 
 
 def model_for(objective: Electra, seed: int = 0) -> ElectraPreTrainingModel:
@@ -70,14 +73,14 @@ def test_loss_matches_a_direct_reference():
     model = model_for(objective)
     batch = electra_batch(np.random.default_rng(1))
     key = jax.random.key(3)
-    loss, sums = nnx.jit(lambda m, b, k: objective.loss(
-        m, b, objective.normalizers(b), dtype=jnp.float32, dropout_key=k))(model, batch, key)
+    loss, sums = nnx.jit(lambda m, b, k: objective.loss(m, b, objective.normalizers(b), dtype=jnp.
+                                                        float32, dropout_key=k))(model, batch, key)
     metrics = {k: float(v) for k, v in objective.metrics(sums).items()}
 
     # The reference: ELECTRA's steps written out row by row in numpy, the towers as black boxes.
     # The sampling noise is the objective's (the second of three keys split from the step key).
-    w_BxM, pos_BxM, lab_BxM = (batch[k] for k in ("masked_weights", "masked_positions",
-                                                  "masked_labels"))
+    w_BxM, pos_BxM, lab_BxM = (batch[k]
+                               for k in ("masked_weights", "masked_positions", "masked_labels"))
     gen_BxMxV = np.asarray(nnx.jit(lambda m, b: m.generator_logits(b))(model, batch), np.float64)
     gen_loss = -np.sum(w_BxM * np.take_along_axis(_log_softmax(gen_BxMxV), lab_BxM[..., None],
                                                   -1)[..., 0]) / w_BxM.sum()
@@ -91,8 +94,11 @@ def test_loss_matches_a_direct_reference():
                 corrupted[b, pos_BxM[b, m]] = sampled_BxM[b, m]
     real = batch["attention_mask"] > 0
     replaced = (corrupted != original) & real
-    x = np.asarray(nnx.jit(lambda m, *args: m.discriminator_logits(*args))(
-        model, corrupted, batch["attention_mask"], batch["token_type_ids"]), np.float64)
+    x = np.asarray(
+        nnx.jit(lambda m, *args: m.discriminator_logits(*args))(model, corrupted,
+                                                                batch["attention_mask"],
+                                                                batch["token_type_ids"]),
+        np.float64)
     p = 1 / (1 + np.exp(-x))
     bce = -(replaced * np.log(p) + (~replaced) * np.log(1 - p))
     disc_loss = bce[real].mean()
@@ -140,26 +146,32 @@ def test_replaced_means_sampled_differs_from_the_original():
 def test_one_embedding_table_trained_by_both_losses():
     model = model_for(Electra())
     names = param_names(model)
-    tables = [n for n, x in flat_names(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
-              if x.shape == (CONFIG.vocab_size, CONFIG.embedding_dim)]
+    tables = [
+        n for n, x in flat_names(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()
+        if x.shape == (CONFIG.vocab_size, CONFIG.embedding_dim)
+    ]
     assert tables == ["embeddings/word/embedding"]
-    assert not [n for n in names if "embeddings/" in n and not n.startswith("embeddings/")
-                and "embeddings_project" not in n]
+    assert not [
+        n for n in names
+        if "embeddings/" in n and not n.startswith("embeddings/") and "embeddings_project" not in n
+    ]
     batch = electra_batch(np.random.default_rng(3))
     graphdef, params = nnx.split(model, nnx.Param)
 
-    objectives = [Electra(ElectraConfig(generator_weight=g, discriminator_weight=d))
-                  for g, d in ((1.0, 0.0), (0.0, 50.0))]
+    objectives = [
+        Electra(ElectraConfig(generator_weight=g, discriminator_weight=d))
+        for g, d in ((1.0, 0.0), (0.0, 50.0))
+    ]
 
     @jax.jit
     def grads(params):
         def loss(p, objective):
             return objective.loss(nnx.merge(graphdef, p), batch, objective.normalizers(batch),
                                   dtype=jnp.float32, dropout_key=jax.random.key(5))[0]
+
         return [jax.grad(lambda p, o=o: loss(p, o))(params) for o in objectives]
 
-    generator_only, discriminator_only = (flat_names(nnx.to_pure_dict(g))
-                                          for g in grads(params))
+    generator_only, discriminator_only = (flat_names(nnx.to_pure_dict(g)) for g in grads(params))
     table = "embeddings/word/embedding"
     assert np.abs(generator_only[table]).sum() > 0 and np.abs(discriminator_only[table]).sum() > 0
     # No gradient crosses the sampling: the discriminator loss leaves the generator untouched,
@@ -176,8 +188,9 @@ def test_gumbel_sampling_follows_the_softmax_and_auc_counts_pairs():
     logits_V = jnp.array([2.0, 1.0, 0.0, -1.0, 0.5])
     draws = 40_000
     for temperature in (1.0, 2.0):
-        sampled = np.asarray(sample_tokens(jnp.broadcast_to(logits_V, (draws, 1, 5)),
-                                           jax.random.key(int(temperature)), temperature))
+        sampled = np.asarray(
+            sample_tokens(jnp.broadcast_to(logits_V, (draws, 1, 5)),
+                          jax.random.key(int(temperature)), temperature))
         p = np.asarray(jax.nn.softmax(logits_V / temperature))
         freq = np.bincount(sampled.ravel(), minlength=5) / draws
         np.testing.assert_array_less(np.abs(freq - p), 4.5 * np.sqrt(p * (1 - p) / draws))
@@ -213,6 +226,7 @@ def test_accumulation_equals_one_big_batch():
     def program(accum):
         return TrainProgram(objective, CONFIG, make_optimizer(optim), learning_rate_schedule(optim),
                             mesh, StepConfig(grad_accum_steps=accum))
+
     big_params, big = _run(program(1), batches)
     acc_params, acc = _run(program(4), batches)
     keys = ("loss", "generator_loss", "discriminator_loss", "discriminator_accuracy",
@@ -220,29 +234,28 @@ def test_accumulation_equals_one_big_batch():
     for step_big, step_acc in zip(big, acc):
         np.testing.assert_allclose([step_acc[k] for k in keys], [step_big[k] for k in keys],
                                    rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=2e-6),
-                 acc_params, big_params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=2e-6), acc_params,
+                 big_params)
 
 
 def _discriminator_params(config) -> int:
     """Parameters of the discriminator without its head (transformers' ElectraModel)."""
     model = nnx.eval_shape(lambda: ElectraPreTrainingModel(config, rngs=nnx.Rngs(0)))
     params = flat_names(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    return sum(x.size for n, x in params.items()
-               if n.startswith(("embeddings/", "discriminator/")))
+    return sum(x.size for n, x in params.items() if n.startswith(("embeddings/", "discriminator/")))
 
 
 def test_selectra_configs():
-    for name, expected, generator_hidden in (("selectra_small", 22.4e6, 64),
-                                             ("selectra_medium", 40.7e6, 96)):
+    for name, expected, generator_hidden in (("selectra_small", 22.4e6, 64), ("selectra_medium",
+                                                                              40.7e6, 96)):
         _check_selectra(name, expected, generator_hidden)
 
 
 def _check_selectra(name, expected, generator_hidden):
     config = run_config.load(os.path.join(REPO, "configs", f"{name}.py"))
     model = config.model(50_000, 0)
-    assert (model.vocab_size, model.num_layers, model.embedding_dim) == (
-        50_000, 12, model.hidden_size)
+    assert (model.vocab_size, model.num_layers, model.embedding_dim) == (50_000, 12,
+                                                                         model.hidden_size)
     body = _discriminator_params(model)
     assert abs(body / expected - 1) < 0.01, (name, body)
     objective = Electra(ElectraConfig(**config.objective_sections["electra"]))
@@ -266,11 +279,12 @@ def test_electra_tiny_trains_from_the_command_line(tmp_path):
     """configs/electra_tiny.py end to end (a few steps): a cased, accent-keeping Spanish
     WordPiece, ELECTRA metrics and the host-side AUC in metrics.jsonl."""
     workdir = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "flaxlm.cli", "train", "--config",
-                    os.path.join(REPO, "configs", "electra_tiny.py"), "--workdir", str(workdir),
-                    "--config.train.steps=4", "--config.train.log_every=2",
-                    "--config.train.eval_every=4", "--config.train.batch_size=8"],
-                   check=True, cwd=REPO, env=dict(os.environ, XLA_FLAGS=""))
+    subprocess.run([
+        sys.executable, "-m", "flaxlm.cli", "train", "--config",
+        os.path.join(REPO, "configs", "electra_tiny.py"), "--workdir",
+        str(workdir), "--config.train.steps=4", "--config.train.log_every=2",
+        "--config.train.eval_every=4", "--config.train.batch_size=8"
+    ], check=True, cwd=REPO, env=dict(os.environ, XLA_FLAGS=""))
     meta = json.loads((workdir / "tokenizer" / "flaxlm_tokenizer.json").read_text())
     assert (meta["kind"], meta["lowercase"], meta["strip_accents"]) == ("wordpiece", False, False)
     vocab = (workdir / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").split("\n")

@@ -21,8 +21,12 @@ def test_electra_pair_uses_stop_early_or_take_the_generator(tmp_path):
     # config.json and an empty checkpoints/: no weights or tokenizer, so only an early stop passes.
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({
-        "model": dataclasses.asdict(preset("tiny")), "head": "electra", "objective": "electra"}))
+    (run / "config.json").write_text(
+        json.dumps({
+            "model": dataclasses.asdict(preset("tiny")),
+            "head": "electra",
+            "objective": "electra"
+        }))
     pair = rf"{run}: an ELECTRA pre-training run \(generator \+ discriminator"
     with pytest.raises(FlaxlmError, match=pair + r".*prune-vocab prunes one model: fine-tune "):
         prune_vocab(str(run), str(tmp_path / "pruned"), corpus=["unread.txt"])
@@ -33,14 +37,20 @@ def test_electra_pair_uses_stop_early_or_take_the_generator(tmp_path):
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "config.json").write_text(json.dumps(
-        {"model_type": "electra", "architectures": ["ElectraForPreTraining"]}))
+    (bundle / "config.json").write_text(
+        json.dumps({
+            "model_type": "electra",
+            "architectures": ["ElectraForPreTraining"]
+        }))
     (bundle / "model.safetensors").write_bytes(b"")
     with pytest.raises(FlaxlmError, match=r"has no MLM head; fill-mask needs its generator"):
         masked_lm_dir(str(bundle))
     (bundle / "generator").mkdir()
-    (bundle / "generator" / "config.json").write_text(json.dumps(
-        {"model_type": "electra", "architectures": ["ElectraForMaskedLM"]}))
+    (bundle / "generator" / "config.json").write_text(
+        json.dumps({
+            "model_type": "electra",
+            "architectures": ["ElectraForMaskedLM"]
+        }))
     (bundle / "generator" / "model.safetensors").write_bytes(b"")
     assert masked_lm_dir(str(bundle)) == str(bundle / "generator")
     assert masked_lm_dir(str(bundle / "generator")) == str(bundle / "generator")

@@ -18,14 +18,14 @@ ROOT = pathlib.Path.cwd() if __name__ == "__main__" else pathlib.Path(__file__).
 PACKAGES = ("flaxlm", "benchmarks", "launch")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("flaxlm", "flaxlm.errors", "flaxlm.storage", "flaxlm.jax_platform", "flaxlm.distributed",
-                    "flaxlm.sharding", "flaxlm.optim")),
+    ("foundation", ("flaxlm", "flaxlm.errors", "flaxlm.storage", "flaxlm.jax_platform",
+                    "flaxlm.distributed", "flaxlm.sharding", "flaxlm.optim")),
     ("models and data", ("flaxlm.models", "flaxlm.data", "flaxlm.flops")),
     ("formats", ("flaxlm.convert.mappings", "flaxlm.convert.hf_config", "flaxlm.convert.model_io",
                  "flaxlm.convert.safe_load", "flaxlm.convert.tokenizer_files",
                  "flaxlm.convert.parity", "flaxlm.vocab")),
-    ("run", ("flaxlm.run",)),
-    ("objectives", ("flaxlm.objectives",)),
+    ("run", ("flaxlm.run", )),
+    ("objectives", ("flaxlm.objectives", )),
     ("experiment", ("flaxlm.experiment", "flaxlm.train", "flaxlm.aot", "flaxlm.aot_report",
                     "flaxlm.run_config")),
     ("commands", ("flaxlm.convert", "flaxlm.tasks", "flaxlm.vocab.commands", "flaxlm.vocab.prune",
@@ -61,7 +61,7 @@ def import_edges() -> dict[str, set[str]]:
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
                     source = ".".join(base + ([node.module] if node.module else []))
                 else:
                     source = node.module
@@ -120,8 +120,9 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def _imports_nothing(module: str) -> bool:
     path, is_package = _modules()[module]
-    return is_package and not any(isinstance(node, (ast.Import, ast.ImportFrom))
-                                  for node in ast.walk(ast.parse(path.read_text())))
+    return is_package and not any(
+        isinstance(node, (ast.Import, ast.ImportFrom))
+        for node in ast.walk(ast.parse(path.read_text())))
 
 
 def layer_of(module: str) -> int | None:

@@ -11,16 +11,16 @@ from flaxlm.run.protocol import InitRule
 
 _ELECTRA_RUN = {
     "embeddings/word/embedding": (50, 8),
-    "embeddings/norm/scale": (8,),
+    "embeddings/norm/scale": (8, ),
     "discriminator/embeddings_project/kernel": (8, 16),
     "discriminator/layers/0/attention/query/kernel": (16, 2, 8),
     "generator/layers/0/attention/query/kernel": (4, 1, 4),
-    "generator_head/bias": (50,),
+    "generator_head/bias": (50, ),
     "discriminator_head/prediction/kernel": (16, 1),
 }
 _CLASSIFIER = {
     "encoder/embeddings/word/embedding": (50, 8),
-    "encoder/embeddings/norm/scale": (8,),
+    "encoder/embeddings/norm/scale": (8, ),
     "encoder/embeddings_project/kernel": (8, 16),
     "encoder/layers/0/attention/query/kernel": (16, 2, 8),
     "classifier/kernel": (16, 3),
@@ -29,14 +29,18 @@ _CLASSIFIER = {
 
 def test_an_electra_run_fine_tunes_from_its_discriminator_and_shared_embeddings():
     source = discriminator_as_encoder({n: np.zeros(s) for n, s in _ELECTRA_RUN.items()})
-    plan = weights.plan((InitRule("encoder"),), _CLASSIFIER,
-                             {"init_from": {n: v.shape for n, v in source.items()}})
+    plan = weights.plan((InitRule("encoder"), ), _CLASSIFIER,
+                        {"init_from": {
+                            n: v.shape
+                            for n, v in source.items()
+                        }})
     assert plan.loaded == {
         "encoder/embeddings/word/embedding": ("init_from", "encoder/embeddings/word/embedding"),
         "encoder/embeddings/norm/scale": ("init_from", "encoder/embeddings/norm/scale"),
         "encoder/embeddings_project/kernel": ("init_from", "encoder/embeddings_project/kernel"),
-        "encoder/layers/0/attention/query/kernel":
-            ("init_from", "encoder/layers/0/attention/query/kernel")}
+        "encoder/layers/0/attention/query/kernel": ("init_from",
+                                                    "encoder/layers/0/attention/query/kernel")
+    }
     assert plan.fresh == ["classifier/kernel"]
     # The view maps the discriminator's tensors, never the generator's.
     assert source["encoder/layers/0/attention/query/kernel"] is source[
@@ -49,9 +53,10 @@ def test_other_runs_are_not_viewed_differently():
 
 
 def test_a_rule_whose_source_holds_none_of_its_tensors_is_refused():
-    with pytest.raises(FlaxlmError, match=r"'encoder'.*holds none of its 4 tensors.*"
-                                          r"discriminator_head/prediction/kernel"):
-        weights.plan((InitRule("encoder"),), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
+    with pytest.raises(
+            FlaxlmError, match=r"'encoder'.*holds none of its 4 tensors.*"
+            r"discriminator_head/prediction/kernel"):
+        weights.plan((InitRule("encoder"), ), _CLASSIFIER, {"init_from": _ELECTRA_RUN})
 
 
 def test_a_frozen_tensor_missing_from_its_source_stops_the_run(monkeypatch):
@@ -61,9 +66,10 @@ def test_a_frozen_tensor_missing_from_its_source_stops_the_run(monkeypatch):
     two_layers = {"layers": {str(i): {"w": np.zeros((2, 2), np.float32)} for i in (0, 1)}}
     objective = types.SimpleNamespace(
         name="minilmv2", weight_sources=lambda: {"teacher": "runs/t"},
-        init_rules=lambda has_init_from: (InitRule("teacher", "teacher", "encoder"),))
+        init_rules=lambda has_init_from: (InitRule("teacher", "teacher", "encoder"), ))
     one_layer = {"encoder": {"layers": {"0": {"w": np.ones((2, 2), np.float32)}}}}
     monkeypatch.setattr(weights, "read_params", lambda path: (one_layer, None, 7))
-    with pytest.raises(FlaxlmError, match=r"frozen tensor teacher/layers/1/w is not in weight "
-                                          r"source 'teacher' \(runs/t\) \(1 frozen tensors"):
+    with pytest.raises(
+            FlaxlmError, match=r"frozen tensor teacher/layers/1/w is not in weight "
+            r"source 'teacher' \(runs/t\) \(1 frozen tensors"):
         weights.load(None, objective, "", None, {"teacher": two_layers})

@@ -66,12 +66,15 @@ def test_importing_flaxlm_sets_nothing_and_an_entry_point_selects_cpu():
 
 
 @no_accelerator_here
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                    reason="the noise comes from libtpu, which is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="the noise comes from libtpu, which is not installed")
 def test_cli_command_prints_no_tpu_probe_noise(tmp_path):
     # `train` starts JAX's backends (the mesh) before it refuses a 3-way mesh on one device.
-    argv = [sys.executable, "-m", "flaxlm.cli", "train", "--config", TINY_CONFIG,
-            "--workdir", str(tmp_path / "run"), "--config.mesh.data=3"]
+    argv = [
+        sys.executable, "-m", "flaxlm.cli", "train", "--config", TINY_CONFIG, "--workdir",
+        str(tmp_path / "run"), "--config.mesh.data=3"
+    ]
     proc = subprocess.run(argv, cwd=REPO, env=_env_without_platform(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr

@@ -31,13 +31,15 @@ def _launch(processes: int, devices: int, workdir, tokenizer, data_dir, *extra, 
             train_files=None):
     # A shared compilation cache lets the resumed runs reuse the first runs' executables.
     env = dict(os.environ, **({"JAX_COMPILATION_CACHE_DIR": str(cache)} if cache else {}))
-    cmd = [sys.executable, LOCAL, "--num-processes", str(processes),
-           "--devices-per-process", str(devices), "--log-dir", f"{workdir}_logs", "--",
-           "train", "--config", TINY, "--workdir", str(workdir), "--no-progress",
-           f"--config.data.tokenizer={tokenizer}",
-           f"--config.data.train_files={train_files or data_dir / 'train.txt'}",
-           "--config.data.seq_len=32", f"--config.train.steps={STEPS}",
-           "--config.train.log_every=1", f"--config.train.checkpoint_every={RESUME_AT}", *extra]
+    cmd = [
+        sys.executable, LOCAL, "--num-processes",
+        str(processes), "--devices-per-process",
+        str(devices), "--log-dir", f"{workdir}_logs", "--", "train", "--config", TINY, "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.train_files={train_files or data_dir / 'train.txt'}",
+        "--config.data.seq_len=32", f"--config.train.steps={STEPS}", "--config.train.log_every=1",
+        f"--config.train.checkpoint_every={RESUME_AT}", *extra
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=REPO, env=env)
 
@@ -94,15 +96,14 @@ def _assert_same_params(workdir_a, workdir_b):
     flat_b = {k: np.asarray(v) for k, v in flat_names(params_b).items()}
     assert flat_a.keys() == flat_b.keys()
     for name in flat_a:
-        np.testing.assert_allclose(flat_b[name], flat_a[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(flat_b[name], flat_a[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_two_processes_log_the_same_losses_as_one(runs):
     one, two = _losses(runs["one"]), _losses(runs["two"])
     assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
-    np.testing.assert_allclose([two[s] for s in sorted(one)], [one[s] for s in sorted(one)],
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose([two[s] for s in sorted(one)], [one[s] for s in sorted(one)], rtol=0,
+                               atol=1e-5)
     one_eval, two_eval = _losses(runs["one"], "eval_loss"), _losses(runs["two"], "eval_loss")
     assert list(one_eval) == list(two_eval) == [STEPS]
     np.testing.assert_allclose(two_eval[STEPS], one_eval[STEPS], rtol=0, atol=1e-5)
@@ -121,8 +122,8 @@ def test_checkpoint_resumes_with_another_process_count(runs, resumed):
     reference, losses = _losses(runs["one"]), _losses(runs[resumed])
     assert sorted(losses) == list(range(1, STEPS + 1))  # steps 1-2 kept from the first run
     steps = range(RESUME_AT + 1, STEPS + 1)
-    np.testing.assert_allclose([losses[s] for s in steps], [reference[s] for s in steps],
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose([losses[s] for s in steps], [reference[s] for s in steps], rtol=0,
+                               atol=1e-5)
     _assert_same_params(runs["one"], runs[resumed])
 
 
@@ -139,30 +140,31 @@ def test_hosts_reading_their_own_units_record_the_host_count(tmp_path, tiny_toke
                                       "--config.data.eval_files=")
     _wait_ok(_launch(2, 1, workdir, tiny_tokenizer_dir, tmp_path, *own, train_files=parquet))
     assert sorted(_losses(workdir)) == list(range(1, STEPS + 1))
-    assert json.loads((workdir / "config.json").read_text())["host_reading"] == (
-        "own_units on 2 hosts")
+    assert json.loads(
+        (workdir / "config.json").read_text())["host_reading"] == ("own_units on 2 hosts")
     proc = _launch(1, 2, workdir, tiny_tokenizer_dir, tmp_path, *own,
                    f"--config.train.steps={STEPS + 2}", train_files=parquet)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 2, out[-3000:]
-    assert ("host_reading = own_units on 2 hosts but the data now gives own_units on 1 host"
-            in out)
+    assert ("host_reading = own_units on 2 hosts but the data now gives own_units on 1 host" in out)
 
 
 def test_local_launcher_reports_a_failed_process(tmp_path):
     # A usage error (no --workdir) fails right after jax.distributed starts, in every process.
-    proc = subprocess.run(
-        [sys.executable, LOCAL, "--num-processes", "2", "--devices-per-process", "1",
-         "--log-dir", str(tmp_path), "--", "train", "--config", TINY],
-        capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run([
+        sys.executable, LOCAL, "--num-processes", "2", "--devices-per-process", "1", "--log-dir",
+        str(tmp_path), "--", "train", "--config", TINY
+    ], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(r"launch/local.py: process [01] of 2 exited with code 2", proc.stderr)
     assert "the following arguments are required: --workdir" in proc.stderr
 
 
 def test_multihost_arguments():
-    args, rest = multihost.parse(["--coordinator", "10.0.0.2:8476", "--num-processes", "4",
-                                  "--process-id", "1", "--", "train", "--config", "c.py"])
+    args, rest = multihost.parse([
+        "--coordinator", "10.0.0.2:8476", "--num-processes", "4", "--process-id", "1", "--",
+        "train", "--config", "c.py"
+    ])
     assert (args.coordinator, args.num_processes, args.process_id) == ("10.0.0.2:8476", 4, 1)
     assert rest == ["train", "--config", "c.py"]
     args, rest = multihost.parse(["train", "--workdir", "w"])  # Cloud TPU VM: all auto

@@ -24,12 +24,15 @@ def corpus(it_small_corpus):
 
 
 def _command(workdir, tokenizer, corpus, steps=STEPS):
-    return [sys.executable, "-m", "flaxlm.cli", "train", "--config",
-            os.path.join(REPO, "configs", "tiny.py"), "--workdir", str(workdir), "--no-progress",
-            f"--config.data.tokenizer={tokenizer}", f"--config.data.train_files={corpus}",
-            f"--config.data.eval_files={IT_EVAL}", "--config.data.seq_len=64", "--config.train.batch_size=32",
-            f"--config.train.steps={steps}", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=5", "--config.model.hidden_dropout=0.1"]
+    return [
+        sys.executable, "-m", "flaxlm.cli", "train", "--config",
+        os.path.join(REPO, "configs", "tiny.py"), "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.train_files={corpus}", f"--config.data.eval_files={IT_EVAL}",
+        "--config.data.seq_len=64", "--config.train.batch_size=32", f"--config.train.steps={steps}",
+        "--config.train.log_every=1", "--config.train.checkpoint_every=5",
+        "--config.model.hidden_dropout=0.1"
+    ]
 
 
 def _env():
@@ -70,8 +73,8 @@ def _assert_same_run(workdir, reference):
     jax.tree.map(np.testing.assert_array_equal, params, ref_params)
 
 
-def test_sigterm_checkpoints_exits_zero_and_resumes_bitwise(tmp_path, reference,
-                                                            tiny_tokenizer_dir, corpus):
+def test_sigterm_checkpoints_exits_zero_and_resumes_bitwise(tmp_path, reference, tiny_tokenizer_dir,
+                                                            corpus):
     proc = subprocess.Popen(_command(tmp_path, tiny_tokenizer_dir, corpus), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_step(tmp_path, proc, 7)

@@ -37,8 +37,11 @@ from tests.toy_objective import (CONFIG, LENGTH, Toy, ToyConfig, ToyModel, key, 
 def _train_steps(program, steps=2):
     """Train `steps` steps from a fresh state; also returns host copies of what it started from."""
     state = program.init_state(key())
-    before = {"params": jax.device_get(state["params"]), "frozen": program.frozen,
-              "frozen_values": jax.device_get(program.frozen)}
+    before = {
+        "params": jax.device_get(state["params"]),
+        "frozen": program.frozen,
+        "frozen_values": jax.device_get(program.frozen)
+    }
     logged = []
     for batch in toy_batches(steps):
         state, metrics = program.train_step(state, host_batch_to_global(program.mesh, batch))
@@ -78,15 +81,20 @@ def test_two_terms_over_different_counts_accumulate_exactly(big_batch_run):
         def grad_norm(batches, normalizers_of):
             def loss(p):
                 model = program.model(p, frozen)
-                return sum(objective.loss(model, b, normalizers_of(b), dtype=jnp.float32,
-                                          dropout_key=None)[0] for b in batches)
+                return sum(
+                    objective.loss(model, b, normalizers_of(b), dtype=jnp.float32, dropout_key=None)
+                    [0] for b in batches)
+
             return optax.global_norm(jax.grad(loss)(params))
+
         whole = objective.normalizers(batch)
         own = lambda b: {k: 4 * n for k, n in objective.normalizers(b).items()}  # noqa: E731
-        return (grad_norm([batch], lambda _: whole), grad_norm(micro, lambda _: whole),
-                grad_norm(micro, own))
-    exact, accumulated, mean_of_means = map(float, grad_norms(
-        before["params"], before["frozen_values"], batch, micro))
+        return (grad_norm([batch],
+                          lambda _: whole), grad_norm(micro,
+                                                      lambda _: whole), grad_norm(micro, own))
+
+    exact, accumulated, mean_of_means = map(
+        float, grad_norms(before["params"], before["frozen_values"], batch, micro))
     assert accumulated == pytest.approx(exact, rel=1e-6)
     assert abs(mean_of_means / exact - 1) > 1e-2
 
@@ -95,8 +103,9 @@ def test_two_terms_over_different_counts_accumulate_exactly(big_batch_run):
 def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
     program, before, state, _ = big_batch_run
     frozen = program.frozen
-    assert sorted(flat_names(frozen)) == ["teacher/down/bias", "teacher/down/kernel",
-                                          "teacher/up/bias", "teacher/up/kernel"]
+    assert sorted(flat_names(frozen)) == [
+        "teacher/down/bias", "teacher/down/kernel", "teacher/up/bias", "teacher/up/kernel"
+    ]
     # Not trained: no parameter, no optimizer state, hence no gradient (the optimizer's moments
     # are the gradient's pytree).
     assert "teacher" not in state["params"]
@@ -113,8 +122,8 @@ def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
     # every parameter moved.
     assert frozen is before["frozen"] and not up.is_deleted()
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(frozen), before["frozen_values"])
-    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b),
-                           jax.device_get(state["params"]), before["params"])
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), jax.device_get(state["params"]),
+                           before["params"])
     assert all(jax.tree.leaves(changed))
 
     # Used in the loss: another teacher gives another loss for the same parameters and batch.
@@ -124,12 +133,13 @@ def test_frozen_teacher_is_sharded_untouched_and_used(big_batch_run):
     @jax.jit
     def loss_with(params, teacher, batch):
         loss, _ = objective.loss(program.model(params, teacher), batch,
-                                 objective.normalizers(batch), dtype=jnp.float32,
-                                 dropout_key=None)
+                                 objective.normalizers(batch), dtype=jnp.float32, dropout_key=None)
         return loss
+
     other = jax.tree.map(lambda x: x + 1.0, frozen)
-    assert abs(float(loss_with(state["params"], other, batch))
-               - float(loss_with(state["params"], frozen, batch))) > 1.0
+    assert abs(
+        float(loss_with(state["params"], other, batch)) -
+        float(loss_with(state["params"], frozen, batch))) > 1.0
 
 
 # -- c. partial initialization -------------------------------------------------------------------
@@ -137,8 +147,10 @@ def _source_weights(config, seed):
     """Random weights named and shaped like a toy model's: what a source workdir holds."""
     abstract = nnx.eval_shape(lambda: ToyModel(config, rngs=nnx.Rngs(params=0)))
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(x.shape).astype(np.float32) for name, x in
-            flat_names(nnx.to_pure_dict(nnx.state(abstract, nnx.Param))).items()}
+    return {
+        name: rng.standard_normal(x.shape).astype(np.float32)
+        for name, x in flat_names(nnx.to_pure_dict(nnx.state(abstract, nnx.Param))).items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +162,24 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     program = fsdp_program
     state = program.init_state(key())
     targets = {**flat_names(state["params"]), **flat_names(program.frozen)}
-    sources = {"pre": _source_weights(CONFIG, 1),
-               "teacher": _source_weights(dataclasses.replace(CONFIG, num_layers=3), 2)}
-    rules = (InitRule("encoder", "pre"),  # the encoder from a pre-training run; the head fresh
-             InitRule("encoder/layers/1", "teacher", "encoder/layers/2"),  # layer i ← layer j
-             InitRule("teacher", "teacher", "encoder/layers/0"))  # the frozen block
-    plan = weights.plan(rules, {n: v.shape for n, v in targets.items()},
-                        {s: {n: v.shape for n, v in t.items()} for s, t in sources.items()})
+    sources = {
+        "pre": _source_weights(CONFIG, 1),
+        "teacher": _source_weights(dataclasses.replace(CONFIG, num_layers=3), 2)
+    }
+    rules = (
+        InitRule("encoder", "pre"),  # the encoder from a pre-training run; the head fresh
+        InitRule("encoder/layers/1", "teacher", "encoder/layers/2"),  # layer i ← layer j
+        InitRule("teacher", "teacher", "encoder/layers/0"))  # the frozen block
+    plan = weights.plan(rules, {
+        n: v.shape
+        for n, v in targets.items()
+    }, {
+        s: {
+            n: v.shape
+            for n, v in t.items()
+        }
+        for s, t in sources.items()
+    })
 
     assert set(plan.loaded) | set(plan.fresh) == set(targets)
     assert not set(plan.loaded) & set(plan.fresh)
@@ -164,9 +187,11 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
     assert plan.loaded["encoder/layers/0/up/kernel"] == ("pre", "encoder/layers/0/up/kernel")
     assert plan.loaded["encoder/layers/1/up/kernel"] == ("teacher", "encoder/layers/2/up/kernel")
     assert plan.loaded["teacher/down/bias"] == ("teacher", "encoder/layers/0/down/bias")
-    assert plan.summary({"pre": "p", "teacher": "t"}) == (
-        "weights: 5 tensors from pre (p); 8 tensors from teacher (t); "
-        "fresh: head/bias, head/kernel")
+    assert plan.summary({
+        "pre": "p",
+        "teacher": "t"
+    }) == ("weights: 5 tensors from pre (p); 8 tensors from teacher (t); "
+           "fresh: head/bias, head/kernel")
 
     params = weights.apply(plan, state["params"], sources, program.state_shardings["params"])
     teacher = weights.apply(plan, program.frozen, sources, program.frozen_shardings)
@@ -181,12 +206,20 @@ def test_init_rules_load_subtrees_and_list_the_rest_as_fresh(fsdp_program):
         assert x.sharding == placement[name], name
 
     narrow = {"wide": _source_weights(dataclasses.replace(CONFIG, intermediate_size=32), 3)}
-    with pytest.raises(FlaxlmError, match=re.escape(
-            "wide tensor encoder/layers/1/down/kernel has shape (32, 64), but "
-            "encoder/layers/0/down/kernel needs (128, 64)")):
-        weights.plan((InitRule("encoder/layers/0", "wide", "encoder/layers/1"),),
-                     {n: v.shape for n, v in targets.items()},
-                     {s: {n: v.shape for n, v in t.items()} for s, t in narrow.items()})
+    with pytest.raises(
+            FlaxlmError,
+            match=re.escape("wide tensor encoder/layers/1/down/kernel has shape (32, 64), but "
+                            "encoder/layers/0/down/kernel needs (128, 64)")):
+        weights.plan((InitRule("encoder/layers/0", "wide", "encoder/layers/1"), ), {
+            n: v.shape
+            for n, v in targets.items()
+        }, {
+            s: {
+                n: v.shape
+                for n, v in t.items()
+            }
+            for s, t in narrow.items()
+        })
 
 
 def test_load_returns_state_and_frozen_and_leaves_the_program_alone(fsdp_program, monkeypatch):
@@ -208,23 +241,26 @@ def test_load_returns_state_and_frozen_and_leaves_the_program_alone(fsdp_program
     loaded, frozen, line = weights.load(program, objective, "runs/pre", state, program.frozen)
     assert program.frozen is before
     assert line.startswith("weights: ") and "fresh: head/bias, head/kernel" in line
-    np.testing.assert_array_equal(flat_names(frozen)["teacher/up/kernel"],
-                                  source["encoder/layers/0/up/kernel"])
-    np.testing.assert_array_equal(flat_names(loaded["params"])["encoder/layers/1/up/kernel"],
-                                  source["encoder/layers/1/up/kernel"])
+    np.testing.assert_array_equal(
+        flat_names(frozen)["teacher/up/kernel"], source["encoder/layers/0/up/kernel"])
+    np.testing.assert_array_equal(
+        flat_names(loaded["params"])["encoder/layers/1/up/kernel"],
+        source["encoder/layers/1/up/kernel"])
     resumed, frozen_again, _ = weights.load(program, objective, "runs/pre", None, program.frozen)
     assert resumed is None and program.frozen is before
-    np.testing.assert_array_equal(flat_names(frozen_again)["teacher/up/kernel"],
-                                  source["encoder/layers/0/up/kernel"])
+    np.testing.assert_array_equal(
+        flat_names(frozen_again)["teacher/up/kernel"], source["encoder/layers/0/up/kernel"])
 
 
 def test_every_objective_has_the_required_members_and_the_optional_groups():
     """The 12 required members of `Objective` (the `Config` attribute included) are declared, and
     every registered objective, the toy too, has all of them and every optional one."""
     from flaxlm.run.protocol import Objective, ObjectiveDefaults
-    declared = ({n for n in vars(Objective) if not n.startswith("_")}
+    declared = ({n
+                 for n in vars(Objective) if not n.startswith("_")}
                 | set(Objective.__annotations__))
-    optional = ({n for n in vars(ObjectiveDefaults) if not n.startswith("_")}
+    optional = ({n
+                 for n in vars(ObjectiveDefaults) if not n.startswith("_")}
                 | set(ObjectiveDefaults.__annotations__))
     assert "Config" in declared and len(declared - optional) == 12, sorted(declared - optional)
     for cls in (*registry.OBJECTIVES.values(), Toy):
@@ -249,30 +285,43 @@ def test_layer_decay_keeps_moments_sharded_and_scales_updates(fsdp_program):
 
     batch = toy_batches(1)[0]
     before = {k: np.asarray(v) for k, v in flat_names(jax.device_get(state["params"])).items()}
-    after_decayed = flat_names(jax.device_get(
-        decayed.train_step(state, host_batch_to_global(decayed.mesh, batch))[0]["params"]))
-    after_plain = flat_names(jax.device_get(plain.train_step(
-        plain.init_state(key()), host_batch_to_global(plain.mesh, batch))[0]["params"]))
-    scales = {"encoder/embed/": 0.125, "encoder/layers/0/": 0.25, "encoder/layers/1/": 0.5,
-              "head/": 1.0}
+    after_decayed = flat_names(
+        jax.device_get(
+            decayed.train_step(state, host_batch_to_global(decayed.mesh, batch))[0]["params"]))
+    after_plain = flat_names(
+        jax.device_get(
+            plain.train_step(plain.init_state(key()), host_batch_to_global(plain.mesh,
+                                                                           batch))[0]["params"]))
+    scales = {
+        "encoder/embed/": 0.125,
+        "encoder/layers/0/": 0.25,
+        "encoder/layers/1/": 0.5,
+        "head/": 1.0
+    }
     for name, p in before.items():
         scale = next(s for prefix, s in scales.items() if name.startswith(prefix))
         step_plain = after_plain[name] - p
         # Power-of-two scales are exact; each side rounds once when added to the parameter.
         ulp = np.spacing(np.float32(np.abs(p).max() + np.abs(step_plain).max()))
-        np.testing.assert_allclose(after_decayed[name] - p, scale * step_plain, rtol=0,
-                                   atol=ulp, err_msg=name)
+        np.testing.assert_allclose(after_decayed[name] - p, scale * step_plain, rtol=0, atol=ulp,
+                                   err_msg=name)
         assert np.abs(step_plain).max() > 100 * ulp, name  # the step itself is not rounding
 
 
 def test_multi_transform_is_refused_by_the_strict_sharding_check():
     def groups(params):
-        return {k: jax.tree.map(lambda _: "head" if k == "head" else "body", v)
-                for k, v in params.items()}
-    optimizer = optax.multi_transform({"body": optax.adamw(1e-3), "head": optax.adamw(1e-2)},
-                                      groups)
-    with pytest.raises(FlaxlmError, match=r"train-state leaf opt_state/\S+ .* matches no "
-                                          r"parameter.*multi_transform"):
+        return {
+            k: jax.tree.map(lambda _: "head" if k == "head" else "body", v)
+            for k, v in params.items()
+        }
+
+    optimizer = optax.multi_transform({
+        "body": optax.adamw(1e-3),
+        "head": optax.adamw(1e-2)
+    }, groups)
+    with pytest.raises(
+            FlaxlmError, match=r"train-state leaf opt_state/\S+ .* matches no "
+            r"parameter.*multi_transform"):
         toy_program(Toy(), (1, 4, 2), optimizer=optimizer)
 
 
@@ -311,7 +360,11 @@ def test_host_side_metric_selects_the_best_checkpoint(toy_run):
     f1 = [m["eval_f1"] for m in evals]
     best_step = evals[int(np.argmax(f1))]["step"]  # argmax: the first of equal values, as "max"
     assert json.loads((toy_run / "best.json").read_text()) == {
-        "step": best_step, "metric": "f1", "mode": "max", "value": max(f1)}
+        "step": best_step,
+        "metric": "f1",
+        "mode": "max",
+        "value": max(f1)
+    }
     # keep_checkpoints=1 keeps the newest, and the best beside it.
     assert best_step < 6
     assert sorted(os.listdir(toy_run / "checkpoints")) == sorted([str(best_step), "6"])
@@ -335,8 +388,10 @@ def test_init_from_loads_the_encoder_and_a_frozen_teacher_from_a_workdir(
     # Resuming restores the trainable state from the checkpoint and re-reads the frozen teacher.
     train(dataclasses.replace(config, loop=dataclasses.replace(config.loop, steps=2)),
           str(tmp_path), progress=False)
-    assert re.search(r"resumed from checkpoint 1; frozen weights: 4 tensors from teacher "
-                     r"\(.*, step 6\); fresh: none;", capsys.readouterr().out)
+    assert re.search(
+        r"resumed from checkpoint 1; frozen weights: 4 tensors from teacher "
+        r"\(.*, step 6\); fresh: none;",
+        capsys.readouterr().out)
 
 
 # -- host-side metrics with several processes ----------------------------------------------------
@@ -365,9 +420,11 @@ def test_host_side_metrics_see_every_process_rows(tmp_path):
 
     def start(processes, devices, index, coordinator):
         return subprocess.Popen(
-            [sys.executable, "-c", _EVAL_SCRIPT, coordinator, str(processes), str(index)],
-            cwd=REPO, env=process_env(devices), stdout=subprocess.PIPE,
+            [sys.executable, "-c", _EVAL_SCRIPT, coordinator,
+             str(processes),
+             str(index)], cwd=REPO, env=process_env(devices), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
+
     coordinator = f"localhost:{free_port()}"
     runs = [start(1, 4, 0, ""), start(2, 2, 0, coordinator), start(2, 2, 1, coordinator)]
     results = []

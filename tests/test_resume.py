@@ -73,11 +73,10 @@ def test_raising_steps_keeps_the_decay_horizon(short_run, tmp_path, tiny_tokeniz
     np.testing.assert_allclose(lr[7], 1e-3 * 4 / 9, rtol=1e-5)
 
 
-def test_a_changed_batch_size_resumes_at_the_next_example(short_run, tmp_path,
-                                                          tiny_tokenizer_dir):
+def test_a_changed_batch_size_resumes_at_the_next_example(short_run, tmp_path, tiny_tokenizer_dir):
     run = _copy(short_run, tmp_path)
-    assert _train(run, tiny_tokenizer_dir, "--config.train.steps=6",
-                  "--config.train.batch_size=16", "--config.train.warmup_steps=1") == 0
+    assert _train(run, tiny_tokenizer_dir, "--config.train.steps=6", "--config.train.batch_size=16",
+                  "--config.train.warmup_steps=1") == 0
     _, meta, step = read_params(str(run))
     assert step == 6 and meta["examples_consumed"] == 4 * 8 + 2 * 16
 
@@ -99,8 +98,7 @@ def test_nan_stop_stops_at_the_first_non_finite_step_between_logs(tmp_path, tiny
     assert "non-finite loss or gradient at step 2" in _error_line(capsys)
 
 
-def test_logged_learning_rate_is_the_applied_one_after_skipped_steps(tmp_path,
-                                                                     tiny_tokenizer_dir):
+def test_logged_learning_rate_is_the_applied_one_after_skipped_steps(tmp_path, tiny_tokenizer_dir):
     # Half the updates are skipped: above train.max_skipped_share's default, which would stop
     # the run before its checkpoint (tests/test_checkpoint_integrity.py); allowed here.
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.learning_rate=1e37",

@@ -23,12 +23,13 @@ def _batches(n, seed=0):
         ids = rng.integers(5, V, (B, L)).astype(np.int32)
         ids[:, 0] = 0
         ids[::3, L - 6:] = 1  # padding in some rows
-        out.append(dict(
-            input_ids=ids, attention_mask=(ids != 1).astype(np.int32),
-            token_type_ids=np.zeros_like(ids),
-            masked_positions=rng.integers(1, L - 6, (B, M)).astype(np.int32),
-            masked_labels=rng.integers(5, V, (B, M)).astype(np.int32),
-            masked_weights=(rng.random((B, M)) < 0.9).astype(np.float32)))
+        out.append(
+            dict(input_ids=ids, attention_mask=(ids != 1).astype(np.int32),
+                 token_type_ids=np.zeros_like(ids),
+                 masked_positions=rng.integers(1, L - 6, (B, M)).astype(np.int32),
+                 masked_labels=rng.integers(5, V,
+                                            (B, M)).astype(np.int32), masked_weights=(rng.random(
+                                                (B, M)) < 0.9).astype(np.float32)))
     return out
 
 
@@ -37,8 +38,8 @@ def _run(mesh_shape, accum=1, dropout=0.1, steps=3, model=None):
     optim = OptimConfig(learning_rate=1e-3, warmup_steps=1, total_steps=10)
     devices = jax.devices()[:int(np.prod(mesh_shape))]
     mesh = make_mesh(MeshConfig(*mesh_shape), devices)
-    program = TrainProgram(MaskedLM(), config, make_optimizer(optim),
-                           learning_rate_schedule(optim), mesh, StepConfig(grad_accum_steps=accum))
+    program = TrainProgram(MaskedLM(), config, make_optimizer(optim), learning_rate_schedule(optim),
+                           mesh, StepConfig(grad_accum_steps=accum))
     state = program.init_state(jax.random.key_data(jax.random.key(0)))
     losses = []
     for batch in _batches(steps):
@@ -76,8 +77,8 @@ def test_nonfinite_step_is_skipped_and_counted():
     config = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0)
     optim = OptimConfig(learning_rate=1e-3, total_steps=10)
     mesh = make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
-    program = TrainProgram(MaskedLM(), config, make_optimizer(optim),
-                           learning_rate_schedule(optim), mesh, StepConfig())
+    program = TrainProgram(MaskedLM(), config, make_optimizer(optim), learning_rate_schedule(optim),
+                           mesh, StepConfig())
     state = program.init_state(jax.random.key_data(jax.random.key(0)))
     state["params"]["mlm_head"]["bias"] = state["params"]["mlm_head"]["bias"].at[7].set(jnp.nan)
     before = jax.device_get(state["params"])
@@ -89,18 +90,40 @@ def test_nonfinite_step_is_skipped_and_counted():
 
 
 def test_weight_decay_skips_biases_and_norms():
-    mask = decay_mask({"layer": {"kernel": 1, "bias": 1}, "norm": {"scale": 1, "bias": 1},
-                       "word": {"embedding": 1}})
-    assert mask == {"layer": {"kernel": True, "bias": False},
-                    "norm": {"scale": False, "bias": False}, "word": {"embedding": True}}
+    mask = decay_mask({
+        "layer": {
+            "kernel": 1,
+            "bias": 1
+        },
+        "norm": {
+            "scale": 1,
+            "bias": 1
+        },
+        "word": {
+            "embedding": 1
+        }
+    })
+    assert mask == {
+        "layer": {
+            "kernel": True,
+            "bias": False
+        },
+        "norm": {
+            "scale": False,
+            "bias": False
+        },
+        "word": {
+            "embedding": True
+        }
+    }
 
 
 def test_schedule_warmup_decay_and_restart():
-    schedule = learning_rate_schedule(OptimConfig(learning_rate=1.0, warmup_steps=10,
-                                                  total_steps=100, restart_steps=(50,)))
+    schedule = learning_rate_schedule(
+        OptimConfig(learning_rate=1.0, warmup_steps=10, total_steps=100, restart_steps=(50, )))
     assert float(schedule(0)) == 0.0
     assert float(schedule(10)) == pytest.approx(1.0)
     assert float(schedule(30)) == pytest.approx(0.5)
-    assert float(schedule(50)) == pytest.approx(0.0)   # warm restart: warmup again
+    assert float(schedule(50)) == pytest.approx(0.0)  # warm restart: warmup again
     assert float(schedule(60)) == pytest.approx(1.0)
     assert float(schedule(80)) == pytest.approx(0.5)

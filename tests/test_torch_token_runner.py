@@ -27,11 +27,12 @@ def test_conllu_reader_sees_the_words_and_tags_flaxlm_sees(tmp_path):
         "5\tcasa\tcasa\tNOUN\t_\t_\t2\tnmod\t_\t_\n6\t.\t.\tPUNCT\t_\t_\t2\tpunct\t_\t_\n\n"
         "1\tSì\tsì\tINTJ\t_\t_\t0\troot\t_\t_\n", encoding="utf-8")
     ours = [(list(s.words), list(s.labels)) for s in labelled.read_sentences(str(path), "conllu")]
-    assert read_conllu(str(path)) == ours == [
-        (["Il", "gatto", "di", "la", "casa", "."], ["DET", "NOUN", "ADP", "DET", "NOUN", "PUNCT"]),
-        (["Sì"], ["INTJ"])]
+    assert read_conllu(str(path)) == ours == [(["Il", "gatto", "di", "la", "casa", "."
+                                                ], ["DET", "NOUN", "ADP", "DET", "NOUN", "PUNCT"]),
+                                              (["Sì"], ["INTJ"])]
     if os.path.isfile(ISDT_DEV):  # the real treebank, where ../shared/data is present
-        ours = [(list(s.words), list(s.labels)) for s in labelled.read_sentences(ISDT_DEV, "conllu")]
+        ours = [(list(s.words), list(s.labels))
+                for s in labelled.read_sentences(ISDT_DEV, "conllu")]
         assert read_conllu(ISDT_DEV) == ours and len(ours) == 564
 
 

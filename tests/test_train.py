@@ -14,10 +14,12 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
 
 
 def _train(workdir, tokenizer, *extra, capsys=None):
-    argv = ["train", "--config", TINY, "--workdir", str(workdir), "--no-progress",
-            f"--config.data.tokenizer={tokenizer}", f"--config.data.train_files={IT_TRAIN}",
-            f"--config.data.eval_files={IT_EVAL}", "--config.train.log_every=1",
-            "--config.data.seq_len=32", *extra]
+    argv = [
+        "train", "--config", TINY, "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.train_files={IT_TRAIN}", f"--config.data.eval_files={IT_EVAL}",
+        "--config.train.log_every=1", "--config.data.seq_len=32", *extra
+    ]
     return cli.main(argv)
 
 
@@ -47,12 +49,11 @@ def test_run_writes_metrics_checkpoints_config_and_tensorboard(reference_run):
     saved = json.loads((reference_run / "config.json").read_text())
     assert saved["model"]["num_layers"] == 2 and saved["config"]["train"]["steps"] == 12
     assert os.path.exists(reference_run / "tokenizer" / "flaxlm_tokenizer.json")
-    assert any(f.startswith("events.out.tfevents") for f in
-               os.listdir(reference_run / "tensorboard"))
+    assert any(
+        f.startswith("events.out.tfevents") for f in os.listdir(reference_run / "tensorboard"))
 
 
-def test_stopped_and_resumed_run_logs_the_same_losses(reference_run, tmp_path,
-                                                      tiny_tokenizer_dir):
+def test_stopped_and_resumed_run_logs_the_same_losses(reference_run, tmp_path, tiny_tokenizer_dir):
     # A run planned for 12 steps (decay_steps) that stops at 6, as a preempted run would.
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=6",
                   "--config.train.decay_steps=12", "--config.train.checkpoint_every=6") == 0
@@ -105,21 +106,27 @@ def test_bad_bytes_warn_and_train(tmp_path, tiny_tokenizer_dir, capsys):
         clean = f.read(60_000)
     dirty.write_bytes(b"ok line\n\xff\xfe broken \x00 nul\n" + clean)
     with pytest.warns(UserWarning, match=r"dirty.txt: 1 line\(s\) had invalid UTF-8 or NUL"):
-        assert _train(tmp_path / "run", tiny_tokenizer_dir,
-                      f"--config.data.train_files={dirty}", "--config.train.steps=2") == 0
+        assert _train(tmp_path / "run", tiny_tokenizer_dir, f"--config.data.train_files={dirty}",
+                      "--config.train.steps=2") == 0
 
 
 def test_errors_never_touch_existing_checkpoints(reference_run, tiny_tokenizer_dir, capsys):
-    before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in
-              os.walk(reference_run / "checkpoints") for p in fs}
+    before = {
+        p: os.path.getmtime(os.path.join(dp, p))
+        for dp, _, fs in os.walk(reference_run / "checkpoints")
+        for p in fs
+    }
     assert _train(reference_run, tiny_tokenizer_dir, "--config.train.steps=14",
                   "--config.model.num_layers=3") == 2
     line = _error_line(capsys)
     assert "model.num_layers: saved 2 vs requested 3" in line
     assert _train(reference_run, tiny_tokenizer_dir, "--config.train.batch_size=12") == 2
     capsys.readouterr()
-    after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in
-             os.walk(reference_run / "checkpoints") for p in fs}
+    after = {
+        p: os.path.getmtime(os.path.join(dp, p))
+        for dp, _, fs in os.walk(reference_run / "checkpoints")
+        for p in fs
+    }
     assert before == after
 
 
@@ -134,7 +141,7 @@ def test_full_disk_is_refused_before_training(tmp_path, tiny_tokenizer_dir, caps
     import collections
     import shutil
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10 ** 6, 10 ** 6 - 1000, 1000))
     assert _train(tmp_path, tiny_tokenizer_dir) == 2
     assert "MiB free but 3 kept checkpoints" in _error_line(capsys)
     assert not os.path.exists(tmp_path / "checkpoints")

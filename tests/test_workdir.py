@@ -25,14 +25,20 @@ def write_json(path, data) -> None:
 def test_a_classifier_imported_before_the_workdir_type_opens(tmp_path):
     """`flaxlm import` wrote objective "classify" and `data_position` into the checkpoint."""
     model = dataclasses.replace(TINY, num_labels=3)
-    run = {"model": dataclasses.asdict(model), "head": "token_classification",
-           "objective": "classify", "labels": ["O", "B-PER", "I-PER"], "tokenizer": "tokenizer"}
+    run = {
+        "model": dataclasses.asdict(model),
+        "head": "token_classification",
+        "objective": "classify",
+        "labels": ["O", "B-PER", "I-PER"],
+        "tokenizer": "tokenizer"
+    }
     write_json(tmp_path / "config.json", {"config": {"source": "hf-import"}, **run})
     _, abstract = abstract_params(model, "token_classification")
-    params = unflatten_like(abstract, {k: np.zeros(v.shape, v.dtype)
-                                       for k, v in flat_names(abstract).items()})
-    write_params(str(tmp_path), 0, params,
-                 {"step": 0, "data_position": 0, **run})
+    params = unflatten_like(abstract, {
+        k: np.zeros(v.shape, v.dtype)
+        for k, v in flat_names(abstract).items()
+    })
+    write_params(str(tmp_path), 0, params, {"step": 0, "data_position": 0, **run})
 
     wd = Workdir.open(str(tmp_path))
     assert (wd.head, wd.kind, wd.objective) == ("token_classification", SINGLE,
@@ -47,8 +53,11 @@ def test_workdirs_from_before_heads_and_objectives_were_named(tmp_path):
     write_json(tmp_path / "old" / "config.json", {"model": dataclasses.asdict(TINY)})
     old = Workdir.open(str(tmp_path / "old"))
     assert (old.head, old.objective, old.kind) == ("mlm", "mlm", SINGLE)
-    write_json(tmp_path / "pair" / "config.json",
-               {"model": dataclasses.asdict(TINY), "head": "electra", "objective": "electra"})
+    write_json(tmp_path / "pair" / "config.json", {
+        "model": dataclasses.asdict(TINY),
+        "head": "electra",
+        "objective": "electra"
+    })
     pair = Workdir.open(str(tmp_path / "pair"))
     assert pair.kind == ELECTRA_PAIR and pair.model.arch == "electra"
     assert pair.saved_model == TINY
@@ -77,10 +86,9 @@ def test_a_file_of_the_wrong_kind_is_refused_in_one_line_naming_it(tmp_path):
     assert str(e.value).startswith(f"{tmp_path}/hf/config.json: not a flaxlm run config")
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "config.json").write_text("{not json")
-    for path, error in ((tmp_path / "garbled", "config.json: not valid JSON"),
-                        (tmp_path / "empty", "no config.json")):
+    for path, error in ((tmp_path / "garbled", "config.json: not valid JSON"), (tmp_path / "empty",
+                                                                                "no config.json")):
         with pytest.raises(FlaxlmError) as e:
             is_workdir(str(path))
         assert str(path) in str(e.value) and error in str(e.value)
         assert "\n" not in str(e.value)
-

@@ -32,8 +32,8 @@ TOKEN_WEIGHT = 50.0
 # -- the toy model -------------------------------------------------------------------------------
 class Block(nnx.Module):
     def __init__(self, d: int, f: int, *, rngs: nnx.Rngs):
-        self.up = DenseGeneral((d,), (f,), ("embed",), ("mlp",), rngs=rngs)
-        self.down = DenseGeneral((f,), (d,), ("mlp",), ("embed",), rngs=rngs)
+        self.up = DenseGeneral((d, ), (f, ), ("embed", ), ("mlp", ), rngs=rngs)
+        self.down = DenseGeneral((f, ), (d, ), ("mlp", ), ("embed", ), rngs=rngs)
 
     def __call__(self, x_BxLxD):
         return x_BxLxD + self.down(jnp.tanh(self.up(x_BxLxD)))
@@ -42,8 +42,10 @@ class Block(nnx.Module):
 class ToyEncoder(nnx.Module):
     def __init__(self, config, *, rngs: nnx.Rngs):
         self.embed = Embed(config.vocab_size, config.hidden_size, ("vocab", "embed"), rngs=rngs)
-        self.layers = nnx.List([Block(config.hidden_size, config.intermediate_size, rngs=rngs)
-                                for _ in range(config.num_layers)])
+        self.layers = nnx.List([
+            Block(config.hidden_size, config.intermediate_size, rngs=rngs)
+            for _ in range(config.num_layers)
+        ])
 
     def __call__(self, e_BxLxD):
         for layer in self.layers:
@@ -54,7 +56,8 @@ class ToyEncoder(nnx.Module):
 class ToyModel(nnx.Module):
     def __init__(self, config, *, rngs: nnx.Rngs):
         self.encoder = ToyEncoder(config, rngs=rngs)
-        self.head = DenseGeneral((config.hidden_size,), (2,), ("embed",), ("labels",), rngs=rngs)
+        self.head = DenseGeneral((config.hidden_size, ), (2, ), ("embed", ), ("labels", ),
+                                 rngs=rngs)
         self.teacher = Block(config.hidden_size, config.intermediate_size, rngs=rngs)
 
 
@@ -76,10 +79,13 @@ def toy_batch(rng: np.random.Generator, rows: int, length: int, vocab: int) -> d
     lengths_B = rng.integers(4, length + 1, rows)
     mask_BxL = np.arange(length) < lengths_B[:, None]
     ids_BxL = np.where(mask_BxL, rng.integers(5, vocab, (rows, length)), 1)
-    return {"input_ids": ids_BxL.astype(np.int32), "attention_mask": mask_BxL.astype(np.int32),
-            "masked_positions": rng.integers(0, lengths_B[:, None], (rows, SLOTS)).astype(np.int32),
-            "masked_labels": rng.integers(5, vocab, (rows, SLOTS)).astype(np.int32),
-            "masked_weights": (rng.random((rows, SLOTS)) < 0.7).astype(np.float32)}
+    return {
+        "input_ids": ids_BxL.astype(np.int32),
+        "attention_mask": mask_BxL.astype(np.int32),
+        "masked_positions": rng.integers(0, lengths_B[:, None], (rows, SLOTS)).astype(np.int32),
+        "masked_labels": rng.integers(5, vocab, (rows, SLOTS)).astype(np.int32),
+        "masked_weights": (rng.random((rows, SLOTS)) < 0.7).astype(np.float32)
+    }
 
 
 class Toy(ObjectiveDefaults):
@@ -91,8 +97,7 @@ class Toy(ObjectiveDefaults):
 
     def __init__(self, config: ToyConfig | None = None):
         self.config = config or ToyConfig()
-        self.frozen = (nnx.PathContains("teacher") if self.config.freeze_teacher
-                       else nnx.Nothing())
+        self.frozen = (nnx.PathContains("teacher") if self.config.freeze_teacher else nnx.Nothing())
 
     def build_model(self, config, rngs):
         return ToyModel(config, rngs=rngs)
@@ -113,10 +118,18 @@ class Toy(ObjectiveDefaults):
         # embeddings at decay^(L+1).
         if self.config.layer_decay == 1.0:
             return None
-        depth = {"encoder/embed/": config.num_layers + 1, **{
-            f"encoder/layers/{i}/": config.num_layers - i for i in range(config.num_layers)}}
-        return {name: self.config.layer_decay ** d for name in param_paths
-                for prefix, d in depth.items() if name.startswith(prefix)}
+        depth = {
+            "encoder/embed/": config.num_layers + 1,
+            **{
+                f"encoder/layers/{i}/": config.num_layers - i
+                for i in range(config.num_layers)
+            }
+        }
+        return {
+            name: self.config.layer_decay ** d
+            for name in param_paths
+            for prefix, d in depth.items() if name.startswith(prefix)
+        }
 
     # -- data ----------------------------------------------------------------------------------
     def train_batches(self, ctx, start_example):
@@ -126,25 +139,33 @@ class Toy(ObjectiveDefaults):
 
     def eval_batches(self, ctx):
         rng = np.random.default_rng([ctx.seed, ctx.process_index, 999])
-        return [toy_batch(rng, ctx.host_batch_size, ctx.data.seq_len, ctx.tokenizer.vocab_size)
-                for _ in range(2)]
+        return [
+            toy_batch(rng, ctx.host_batch_size, ctx.data.seq_len, ctx.tokenizer.vocab_size)
+            for _ in range(2)
+        ]
 
     def batch_spec(self, global_batch, data):
         rows, slots = (global_batch, data.seq_len), (global_batch, SLOTS)
-        return {"input_ids": jax.ShapeDtypeStruct(rows, jnp.int32),
-                "attention_mask": jax.ShapeDtypeStruct(rows, jnp.int32),
-                "masked_positions": jax.ShapeDtypeStruct(slots, jnp.int32),
-                "masked_labels": jax.ShapeDtypeStruct(slots, jnp.int32),
-                "masked_weights": jax.ShapeDtypeStruct(slots, jnp.float32)}
+        return {
+            "input_ids": jax.ShapeDtypeStruct(rows, jnp.int32),
+            "attention_mask": jax.ShapeDtypeStruct(rows, jnp.int32),
+            "masked_positions": jax.ShapeDtypeStruct(slots, jnp.int32),
+            "masked_labels": jax.ShapeDtypeStruct(slots, jnp.int32),
+            "masked_weights": jax.ShapeDtypeStruct(slots, jnp.float32)
+        }
 
     def real_counts(self, host_batch):
-        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
-                "slots": float(np.count_nonzero(host_batch["masked_weights"]))}
+        return {
+            "tokens": float(np.count_nonzero(host_batch["attention_mask"])),
+            "slots": float(np.count_nonzero(host_batch["masked_weights"]))
+        }
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch):
-        return {"slots": jnp.maximum(jnp.sum(batch["masked_weights"]), 1.0),
-                "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
+        return {
+            "slots": jnp.maximum(jnp.sum(batch["masked_weights"]), 1.0),
+            "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)
+        }
 
     def loss(self, model, batch, normalizers, *, dtype, dropout_key):
         del dropout_key  # the toy has no dropout
@@ -156,22 +177,32 @@ class Toy(ObjectiveDefaults):
         slot_sum, _ = masked_xent_sums(logits_BxMxV, batch["masked_labels"],
                                        batch["masked_weights"])
         logits_BxLx2 = model.head(x_BxLxD).astype(jnp.float32)
-        label_BxL = jnp.take_along_axis(
-            logits_BxLx2, token_labels(batch["input_ids"])[..., None], axis=-1)[..., 0]
+        label_BxL = jnp.take_along_axis(logits_BxLx2,
+                                        token_labels(batch["input_ids"])[..., None], axis=-1)[...,
+                                                                                              0]
         head_xent_BxL = jax.nn.logsumexp(logits_BxLx2, axis=-1) - label_BxL
         # The frozen teacher's features of the same embeddings are a distillation target.
         target_BxLxD = jax.lax.stop_gradient(model.teacher(e_BxLxD))
         distance_BxL = jnp.mean(jnp.square(x_BxLxD - target_BxLxD), axis=-1)
         token_sum = jnp.sum((head_xent_BxL + distance_BxL) * mask_BxL)
         loss = slot_sum / normalizers["slots"] + TOKEN_WEIGHT * token_sum / normalizers["tokens"]
-        return loss, {"slot_sum": slot_sum, "token_sum": token_sum,
-                      "slots": jnp.sum(batch["masked_weights"]), "tokens": jnp.sum(mask_BxL)}
+        return loss, {
+            "slot_sum": slot_sum,
+            "token_sum": token_sum,
+            "slots": jnp.sum(batch["masked_weights"]),
+            "tokens": jnp.sum(mask_BxL)
+        }
 
     def metrics(self, sums):
         slot_loss = sums["slot_sum"] / jnp.maximum(sums["slots"], 1.0)
         token_loss = sums["token_sum"] / jnp.maximum(sums["tokens"], 1.0)
-        return {"loss": slot_loss + TOKEN_WEIGHT * token_loss, "slot_loss": slot_loss,
-                "token_loss": token_loss, "slots": sums["slots"], "tokens": sums["tokens"]}
+        return {
+            "loss": slot_loss + TOKEN_WEIGHT * token_loss,
+            "slot_loss": slot_loss,
+            "token_loss": token_loss,
+            "slots": sums["slots"],
+            "tokens": sums["tokens"]
+        }
 
     # -- evaluation: token predictions, reduced to F1 on the host --------------------------------
     def eval_outputs(self, model, batch, *, dtype):
@@ -183,8 +214,10 @@ class Toy(ObjectiveDefaults):
         gold = np.concatenate([token_labels(b["input_ids"]).ravel() for b in batches])[real]
         pred = np.concatenate([o["predictions"].ravel() for o in outputs])[real]
         tp, fp_fn = np.sum((pred == 1) & (gold == 1)), np.sum(pred != gold)
-        return {"f1": float(2 * tp / max(2 * tp + fp_fn, 1)),
-                "accuracy": float(np.mean(pred == gold))}
+        return {
+            "f1": float(2 * tp / max(2 * tp + fp_fn, 1)),
+            "accuracy": float(np.mean(pred == gold))
+        }
 
     def train_flops(self, config, seq_len, counts):
         d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size

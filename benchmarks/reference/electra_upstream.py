@@ -35,9 +35,14 @@ import torch.nn.functional as F
 
 def upstream_batch(batch: Mapping) -> dict[str, torch.Tensor]:
     """flaxlm's batch arrays under upstream's feature names, as int64 / fp32 tensors."""
-    names = {"input_ids": "input_ids", "attention_mask": "input_mask",
-             "token_type_ids": "segment_ids", "masked_positions": "masked_lm_positions",
-             "masked_labels": "masked_lm_ids", "masked_weights": "masked_lm_weights"}
+    names = {
+        "input_ids": "input_ids",
+        "attention_mask": "input_mask",
+        "token_type_ids": "segment_ids",
+        "masked_positions": "masked_lm_positions",
+        "masked_labels": "masked_lm_ids",
+        "masked_weights": "masked_lm_weights"
+    }
     out = {up: torch.tensor(np.asarray(batch[ours])).long() for ours, up in names.items()}
     out["masked_lm_weights"] = out["masked_lm_weights"].float()
     return out
@@ -64,8 +69,8 @@ def scatter_update(sequence_BxL: torch.Tensor, updates_BxN: torch.Tensor,
     b, length = sequence_BxL.shape
     summed = torch.zeros(b, length, dtype=torch.long).scatter_add_(1, positions_BxN,
                                                                    updates_BxN.long())
-    count = torch.zeros(b, length, dtype=torch.long).scatter_add_(
-        1, positions_BxN, torch.ones_like(positions_BxN))
+    count = torch.zeros(b, length, dtype=torch.long).scatter_add_(1, positions_BxN,
+                                                                  torch.ones_like(positions_BxN))
     count[:, 0] = 0  # not_first_token
     updates = torch.div(summed, torch.clamp(count, min=1), rounding_mode="floor")
     mask = torch.clamp(count, max=1)
@@ -74,9 +79,9 @@ def scatter_update(sequence_BxL: torch.Tensor, updates_BxN: torch.Tensor,
 
 def generator_logits(generator, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """logits_BxNxV at the masked positions (`_get_masked_lm_output` + `get_token_logits`)."""
-    sequence_BxLxD = generator.electra(
-        input_ids=inputs["input_ids"], attention_mask=inputs["input_mask"],
-        token_type_ids=inputs["segment_ids"]).last_hidden_state
+    sequence_BxLxD = generator.electra(input_ids=inputs["input_ids"],
+                                       attention_mask=inputs["input_mask"],
+                                       token_type_ids=inputs["segment_ids"]).last_hidden_state
     relevant_BxNxD = gather_positions(sequence_BxLxD, inputs["masked_lm_positions"])
     return generator.generator_lm_head(generator.generator_predictions(relevant_BxNxD))
 
@@ -101,15 +106,19 @@ def fake_data(inputs: Mapping[str, torch.Tensor], mlm_logits_BxNxV: torch.Tensor
     sampled_BxN = torch.argmax(torch.softmax(logits + gumbel_BxNxV, -1), -1)
     updated_BxL, masked_BxL = scatter_update(unmasked_BxL, sampled_BxN, positions)
     labels_BxL = masked_BxL * (1 - (updated_BxL == unmasked_BxL).long())
-    return {"unmasked_ids": unmasked_BxL, "sampled_ids": sampled_BxN,
-            "input_ids": updated_BxL, "is_fake": labels_BxL}
+    return {
+        "unmasked_ids": unmasked_BxL,
+        "sampled_ids": sampled_BxN,
+        "input_ids": updated_BxL,
+        "is_fake": labels_BxL
+    }
 
 
 def discriminator_output(discriminator, inputs, fake: Mapping[str, torch.Tensor]):
     """(loss, logits_BxL) as `_get_discriminator_output`."""
-    sequence_BxLxD = discriminator.electra(
-        input_ids=fake["input_ids"], attention_mask=inputs["input_mask"],
-        token_type_ids=inputs["segment_ids"]).last_hidden_state
+    sequence_BxLxD = discriminator.electra(input_ids=fake["input_ids"],
+                                           attention_mask=inputs["input_mask"],
+                                           token_type_ids=inputs["segment_ids"]).last_hidden_state
     logits_BxL = discriminator.discriminator_predictions(sequence_BxLxD).float()
     weights = inputs["input_mask"].float()
     losses = F.binary_cross_entropy_with_logits(logits_BxL, fake["is_fake"].float(),
@@ -125,14 +134,18 @@ def electra_loss(generator, discriminator, inputs: Mapping[str, torch.Tensor],
     logits_BxNxV = generator_logits(generator, inputs)
     if uniform_generator:
         logits_BxNxV = torch.zeros_like(logits_BxNxV)
-    gen_loss, _ = softmax_loss(logits_BxNxV, inputs["masked_lm_ids"],
-                               inputs["masked_lm_weights"])
+    gen_loss, _ = softmax_loss(logits_BxNxV, inputs["masked_lm_ids"], inputs["masked_lm_weights"])
     fake = fake_data(inputs, logits_BxNxV, gumbel_BxNxV, temperature=temperature,
                      disallow_correct=disallow_correct)
     disc_loss, disc_logits_BxL = discriminator_output(discriminator, inputs, fake)
-    return {"loss": gen_weight * gen_loss + disc_weight * disc_loss, "generator_loss": gen_loss,
-            "discriminator_loss": disc_loss, "generator_logits": logits_BxNxV,
-            "disc_logits": disc_logits_BxL, **fake}
+    return {
+        "loss": gen_weight * gen_loss + disc_weight * disc_loss,
+        "generator_loss": gen_loss,
+        "discriminator_loss": disc_loss,
+        "generator_logits": logits_BxNxV,
+        "disc_logits": disc_logits_BxL,
+        **fake
+    }
 
 
 def share_embeddings(generator, discriminator) -> None:
@@ -154,5 +167,10 @@ def decay_groups(generator, discriminator, weight_decay: float) -> list[dict]:
     skip = ("LayerNorm", "layer_norm", "bias")
     decay = [p for n, p in named.values() if not any(s in n for s in skip)]
     no_decay = [p for n, p in named.values() if any(s in n for s in skip)]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [{
+        "params": decay,
+        "weight_decay": weight_decay
+    }, {
+        "params": no_decay,
+        "weight_decay": 0.0
+    }]

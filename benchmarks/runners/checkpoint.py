@@ -34,8 +34,11 @@ class CheckpointCost:
         self.ckpt.save(self.step_count, self.state, {"step": self.step_count})
         first_save = time.perf_counter() - t
         self.ckpt.wait()
-        self.info = {"state_bytes": self.state_bytes, "first_save_blocking_s": first_save,
-                     "leaves": len(jax.tree.leaves(self.state))}
+        self.info = {
+            "state_bytes": self.state_bytes,
+            "first_save_blocking_s": first_save,
+            "leaves": len(jax.tree.leaves(self.state))
+        }
 
     def _step(self) -> float:
         t = time.perf_counter()
@@ -56,8 +59,12 @@ class CheckpointCost:
         t = time.perf_counter()
         self.ckpt.wait()
         final_wait = time.perf_counter() - t
-        return {"before": before, "blocking_s": blocking, "after": after,
-                "final_wait_s": final_wait}
+        return {
+            "before": before,
+            "blocking_s": blocking,
+            "after": after,
+            "final_wait_s": final_wait
+        }
 
     def close(self) -> None:
         self.ckpt.close()

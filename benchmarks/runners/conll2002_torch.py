@@ -67,9 +67,12 @@ def encode(sentences, tokenizer, label_ids: dict, seq_len: int) -> list[dict]:
             starts = [0]
         else:
             starts = list(range(0, len(ids) - width, max(width // 2, 1))) + [len(ids) - width]
-        owner = [min(range(len(starts)), key=lambda k: (
-            abs(f - (starts[k] + (width - 1) / 2)) if starts[k] <= f < starts[k] + width
-            else math.inf, k)) for f in first]
+        owner = [
+            min(
+                range(len(starts)), key=lambda k:
+                (abs(f - (starts[k] + (width - 1) / 2))
+                 if starts[k] <= f < starts[k] + width else math.inf, k)) for f in first
+        ]
         for k, start in enumerate(starts):
             chunk = ids[start:start + width]
             row_labels = [-100] * (len(chunk) + 2)
@@ -78,8 +81,12 @@ def encode(sentences, tokenizer, label_ids: dict, seq_len: int) -> list[dict]:
                 if o == k:
                     row_labels[1 + f - start] = label_ids.get(labels[w], -100)
                     row_words[1 + f - start] = w
-            rows.append({"input_ids": [tokenizer.cls_token_id, *chunk, tokenizer.sep_token_id],
-                         "labels": row_labels, "word_index": row_words, "sentence": s})
+            rows.append({
+                "input_ids": [tokenizer.cls_token_id, *chunk, tokenizer.sep_token_id],
+                "labels": row_labels,
+                "word_index": row_words,
+                "sentence": s
+            })
     return rows
 
 
@@ -109,8 +116,11 @@ def predict_words(model, rows, sentences, id2label: dict, batch_size: int = 64):
 def seqeval_scores(sentences, predicted) -> dict:
     from seqeval.metrics import f1_score, precision_score, recall_score
     gold = [labels for _, labels in sentences]
-    return {"entity_precision": precision_score(gold, predicted),
-            "entity_recall": recall_score(gold, predicted), "entity_f1": f1_score(gold, predicted)}
+    return {
+        "entity_precision": precision_score(gold, predicted),
+        "entity_recall": recall_score(gold, predicted),
+        "entity_f1": f1_score(gold, predicted)
+    }
 
 
 def pos_scores(sentences, predicted) -> dict:
@@ -119,8 +129,12 @@ def pos_scores(sentences, predicted) -> dict:
     gold = [x for _, labels in sentences for x in labels]
     flat = [x for labels in predicted for x in labels]
     p, r, f, _ = precision_recall_fscore_support(gold, flat, average="macro", zero_division=0)
-    return {"accuracy": accuracy_score(gold, flat), "macro_precision": p, "macro_recall": r,
-            "macro_f1": f}
+    return {
+        "accuracy": accuracy_score(gold, flat),
+        "macro_precision": p,
+        "macro_recall": r,
+        "macro_f1": f
+    }
 
 
 SCORERS = {"conll2002": seqeval_scores, "conllu": pos_scores}
@@ -141,15 +155,19 @@ def layerwise_groups(model, recipe) -> list[dict]:
             depth = 0
         decay = 0.0 if name.endswith("bias") or "LayerNorm" in name else recipe.weight_decay
         key = (depth, decay)
-        groups.setdefault(key, {"params": [], "weight_decay": decay,
-                                "lr": recipe.learning_rate * recipe.layer_decay ** depth})
+        groups.setdefault(
+            key, {
+                "params": [],
+                "weight_decay": decay,
+                "lr": recipe.learning_rate * recipe.layer_decay ** depth
+            })
         groups[key]["params"].append(p)
     return list(groups.values())
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int,
-             began: float, data_format: str = "conll2002") -> dict:
+def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int, began: float,
+             data_format: str = "conll2002") -> dict:
     """Fine-tunes `init_hf` on `train_file` with `recipe` (the script's `Recipe`; `schedule`
     linear or constant), scoring `test_file` after every epoch; returns the record of torch.json.
     `setup_s` counts from `began` (the caller's start, so choosing the training file counts as
@@ -167,12 +185,16 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
     test = read(test_file)
     labels = sorted({x for _, ls in train for x in ls})
     label_ids = {x: i for i, x in enumerate(labels)}
-    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]}
-                  for r in encode(train, tokenizer, label_ids, recipe.seq_len)]
+    train_rows = [{
+        "input_ids": r["input_ids"],
+        "labels": r["labels"]
+    } for r in encode(train, tokenizer, label_ids, recipe.seq_len)]
     test_rows = encode(test, tokenizer, label_ids, recipe.seq_len)
-    model = BertForTokenClassification.from_pretrained(
-        init_hf, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_ids,
-        hidden_dropout_prob=recipe.dropout, attention_probs_dropout_prob=recipe.dropout)
+    model = BertForTokenClassification.from_pretrained(init_hf, num_labels=len(labels),
+                                                       id2label=dict(enumerate(labels)),
+                                                       label2id=label_ids,
+                                                       hidden_dropout_prob=recipe.dropout,
+                                                       attention_probs_dropout_prob=recipe.dropout)
     optimizer = torch.optim.AdamW(layerwise_groups(model, recipe), lr=recipe.learning_rate,
                                   betas=(0.9, 0.999), eps=recipe.eps)
     steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
@@ -181,8 +203,8 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
         assert not recipe.warmup_proportion, "a constant schedule here has no warmup"
         schedule = get_constant_schedule(optimizer)
     else:
-        schedule = get_linear_schedule_with_warmup(
-            optimizer, round(recipe.warmup_proportion * total), total)
+        schedule = get_linear_schedule_with_warmup(optimizer,
+                                                   round(recipe.warmup_proportion * total), total)
     loader = DataLoader(train_rows, batch_size=recipe.batch_size, shuffle=True,
                         collate_fn=DataCollatorForTokenClassification(tokenizer),
                         generator=torch.Generator().manual_seed(recipe.seed))
@@ -206,16 +228,23 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
         scores = scorer(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
         eval_s += time.perf_counter() - t
         epochs.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **scores})
-        print(f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test "
-              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+        print(
+            f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test " +
+            ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
     return {
-        "epochs": epochs, "steps": total, "train_rows": len(train_rows),
-        "test_rows": len(test_rows), "setup_s": setup_s,
-        "loop_s": time.perf_counter() - loop_began, "eval_s": eval_s,
+        "epochs": epochs,
+        "steps": total,
+        "train_rows": len(train_rows),
+        "test_rows": len(test_rows),
+        "setup_s": setup_s,
+        "loop_s": time.perf_counter() - loop_began,
+        "eval_s": eval_s,
         # Training only, batching included (as flaxlm's log windows include it).
         "train_s": time.perf_counter() - loop_began - eval_s,
         "median_step_s": sorted(step_times)[len(step_times) // 2],
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__
+    }
 
 
 def score(model_dir: str, test_file: str, seq_len: int, threads: int) -> dict:

@@ -27,8 +27,8 @@ def build_program(spec: dict, objective):
     from flaxlm.sharding import MeshConfig, make_mesh
 
     # The same AdamW every baseline uses: lr 1e-4, wd 0.01 (not on biases/LayerNorm), clip 1.0.
-    optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000,
-                        weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
+    optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=100_000, weight_decay=0.01,
+                        eps=1e-6, max_grad_norm=1.0)
     mesh = make_mesh(MeshConfig(data=-1))
     dtype = compute_dtype(jax.devices()[0].platform)
     program = experiment.build_program(objective, model_config(spec), optim, mesh,
@@ -71,8 +71,13 @@ def matmul_rate(dtype_name: str, size: int, reps: int) -> dict:
         dot(a, b).block_until_ready()
         times.append(time.perf_counter() - t)
     seconds = float(np.median(times))
-    return {"flops_per_s": 2.0 * size ** 3 / seconds, "seconds": seconds, "size": size,
-            "dtype": dtype_name, "times": times}
+    return {
+        "flops_per_s": 2.0 * size ** 3 / seconds,
+        "seconds": seconds,
+        "size": size,
+        "dtype": dtype_name,
+        "times": times
+    }
 
 
 class FlaxlmStep:
@@ -96,20 +101,30 @@ class FlaxlmStep:
         m = host_batch["masked_positions"].shape[1] if "masked_positions" in host_batch else 0
         real = int(host_batch["masked_weights"].sum()) if "masked_weights" in host_batch else 0
         tokens = float(np.count_nonzero(host_batch["attention_mask"]))
-        per_example = objective.train_flops(
-            config, spec["seq"], {"tokens": spec["seq"], "predictions": m})
-        useful_per_example = objective.train_flops(
-            config, spec["seq"], {"tokens": tokens / spec["batch"],
-                                  "predictions": real / spec["batch"]})
+        per_example = objective.train_flops(config, spec["seq"], {
+            "tokens": spec["seq"],
+            "predictions": m
+        })
+        useful_per_example = objective.train_flops(config, spec["seq"], {
+            "tokens": tokens / spec["batch"],
+            "predictions": real / spec["batch"]
+        })
         device = jax.devices()[0]
-        self.info = {"compile_s": compile_s, "params": self.program.param_count(),
-                     "flops_per_step": per_example * spec["batch"], "tokens_per_step": tokens,
-                     "useful_flops_per_step": useful_per_example * spec["batch"],
-                     "prediction_slots": m, "real_predictions_per_example": real / spec["batch"],
-                     "platform": device.platform, "device_kind": device.device_kind,
-                     "device_count": jax.device_count(), "compute_dtype": self.dtype,
-                     "attention": config.attention,
-                     "jax": jax.__version__}
+        self.info = {
+            "compile_s": compile_s,
+            "params": self.program.param_count(),
+            "flops_per_step": per_example * spec["batch"],
+            "tokens_per_step": tokens,
+            "useful_flops_per_step": useful_per_example * spec["batch"],
+            "prediction_slots": m,
+            "real_predictions_per_example": real / spec["batch"],
+            "platform": device.platform,
+            "device_kind": device.device_kind,
+            "device_count": jax.device_count(),
+            "compute_dtype": self.dtype,
+            "attention": config.attention,
+            "jax": jax.__version__
+        }
 
     def _step(self):
         self.state, metrics = self.program.train_step(self.state, self.batch)

@@ -23,8 +23,8 @@ def hf_config(spec: dict):
     common = dict(vocab_size=spec["vocab"], hidden_size=m["hidden"], num_hidden_layers=m["layers"],
                   num_attention_heads=m["heads"], intermediate_size=m["ffn"],
                   hidden_dropout_prob=0.1,
-                  attention_probs_dropout_prob=spec.get("attention_dropout", 0.1),
-                  num_labels=spec.get("num_labels", 2))
+                  attention_probs_dropout_prob=spec.get("attention_dropout",
+                                                        0.1), num_labels=spec.get("num_labels", 2))
     if spec["arch"] == "distilbert":
         from transformers import DistilBertConfig
         return DistilBertConfig(vocab_size=spec["vocab"], dim=m["hidden"], n_layers=m["layers"],
@@ -53,17 +53,22 @@ class TorchStep:
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         token_classification = spec.get("objective") == "token_classification"
-        classes = ((XLMRobertaForTokenClassification, BertForTokenClassification)
-                   if token_classification else (XLMRobertaForMaskedLM, BertForMaskedLM))
+        classes = ((XLMRobertaForTokenClassification,
+                    BertForTokenClassification) if token_classification else
+                   (XLMRobertaForMaskedLM, BertForMaskedLM))
         cls = classes[0] if spec["arch"] == "xlmr" else classes[1]
         if spec["arch"] == "distilbert" and not token_classification:
             cls = DistilBertForMaskedLM
         self.model = cls(hf_config(spec)).to(self.device).train()
         decay = [p for n, p in self.model.named_parameters() if not no_weight_decay(n)]
         no_decay = [p for n, p in self.model.named_parameters() if no_weight_decay(n)]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                      {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+        self.opt = torch.optim.AdamW([{
+            "params": decay,
+            "weight_decay": 0.01
+        }, {
+            "params": no_decay,
+            "weight_decay": 0.0
+        }], lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
         self.forward = torch.compile(self.model) if spec.get("compile") else self.model
         if token_classification:
             b = token_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
@@ -72,22 +77,28 @@ class TorchStep:
         else:
             b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
                           vocab=spec["vocab"])
-        self.inputs = {k: torch.as_tensor(b[k]).long().to(self.device)
-                       for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+        self.inputs = {
+            k: torch.as_tensor(b[k]).long().to(self.device)
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        }
         if spec["arch"] in ("xlmr", "distilbert"):
             self.inputs.pop("token_type_ids")
         # bf16 autocast on an accelerator, as flaxlm runs bf16 matmuls there.
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda"
-                         else None)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device == "cuda" else None)
         t = time.perf_counter()
         self._step()
         compile_s = time.perf_counter() - t
         for _ in range(spec["warmup"]):
             self._step()
-        self.info = {"compile_s": compile_s, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "device": self.device,
-                     "torch_threads": torch.get_num_threads(),
-                     "attn_implementation": getattr(self.model.config, "_attn_implementation", "")}
+        self.info = {
+            "compile_s": compile_s,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", "")
+        }
 
     def _step(self) -> float:
         torch = self.torch

@@ -58,23 +58,32 @@ class TorchElectraStep:
         self.generator.electra.embeddings = self.discriminator.electra.embeddings
         self.generator.generator_lm_head.weight = (
             self.discriminator.electra.embeddings.word_embeddings.weight)
-        named = {id(p): (n, p) for model in (self.discriminator, self.generator)
-                 for n, p in model.named_parameters()}  # shared tensors once
+        named = {
+            id(p): (n, p)
+            for model in (self.discriminator, self.generator)
+            for n, p in model.named_parameters()
+        }  # shared tensors once
         self.params = [p for _, p in named.values()]
         decay = [p for n, p in named.values() if not no_weight_decay(n)]
         no_decay = [p for n, p in named.values() if no_weight_decay(n)]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                      {"params": no_decay, "weight_decay": 0.0}],
-                                     lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+        self.opt = torch.optim.AdamW([{
+            "params": decay,
+            "weight_decay": 0.01
+        }, {
+            "params": no_decay,
+            "weight_decay": 0.0
+        }], lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
         b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
                       vocab=spec["vocab"])
-        self.inputs = {k: torch.as_tensor(b[k]).long().to(self.device)
-                       for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+        self.inputs = {
+            k: torch.as_tensor(b[k]).long().to(self.device)
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        }
         masked = self.inputs["labels"] != -100
         self.masked = masked
         self.original = torch.where(masked, self.inputs["labels"], self.inputs["input_ids"])
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda"
-                         else None)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device == "cuda" else None)
         # `compile`: both towers through torch.compile (inductor), the shared modules as they are.
         compile_ = torch.compile if spec.get("compile") else (lambda model: model)
         self.generator_forward = compile_(self.generator)
@@ -84,10 +93,15 @@ class TorchElectraStep:
         compile_s = time.perf_counter() - t
         for _ in range(spec["warmup"]):
             self._step()
-        self.info = {"compile_s": compile_s, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "device": self.device,
-                     "torch_threads": torch.get_num_threads(), "params": len(self.params),
-                     "param_count": sum(p.numel() for p in self.params)}
+        self.info = {
+            "compile_s": compile_s,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "device": self.device,
+            "torch_threads": torch.get_num_threads(),
+            "params": len(self.params),
+            "param_count": sum(p.numel() for p in self.params)
+        }
 
     def _loss(self):
         torch = self.torch
@@ -98,8 +112,7 @@ class TorchElectraStep:
             sampled_N = torch.argmax(logits_NxV - torch.log(-torch.log(uniform)), dim=-1)
             corrupted = self.inputs["input_ids"].clone()
             corrupted[self.masked] = sampled_N
-            replaced = ((corrupted != self.original)
-                        & (self.inputs["attention_mask"] > 0)).long()
+            replaced = ((corrupted != self.original) & (self.inputs["attention_mask"] > 0)).long()
         disc = self.discriminator_forward(input_ids=corrupted,
                                           attention_mask=self.inputs["attention_mask"],
                                           token_type_ids=self.inputs["token_type_ids"],

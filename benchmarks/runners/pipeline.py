@@ -23,7 +23,6 @@ class PipelineThroughput:
     `DataCollatorForLanguageModeling(whole_word_mask=True)` on lists of those examples, which in
     transformers 5 replaces `DataCollatorForWholeWordMask`.
     """
-
     def __init__(self, spec: dict):
         import transformers
         from transformers import AutoTokenizer, DataCollatorForLanguageModeling
@@ -34,7 +33,7 @@ class PipelineThroughput:
         self.B, self.L = spec["batch"], spec["seq"]
         corpus, tok_dir = corpus_and_tokenizer(spec)
         t = time.perf_counter()
-        cfg = DataConfig(train_files=(corpus,), tokenizer=tok_dir, seq_len=self.L)
+        cfg = DataConfig(train_files=(corpus, ), tokenizer=tok_dir, seq_len=self.L)
         self.stream = build_train_stream(cfg, load_tokenizer(tok_dir), seed=0,
                                          host_batch_size=self.B)
         for _ in range(5):
@@ -49,15 +48,21 @@ class PipelineThroughput:
         self.collators = {
             rt: DataCollatorForLanguageModeling(hf_tok, mlm=True, whole_word_mask=True,
                                                 mlm_probability=0.15, return_tensors=rt, seed=0)
-            for rt in ("pt", "np")}
+            for rt in ("pt", "np")
+        }
         self.hf_batches = itertools.cycle(range(len(self.examples) // self.B))
         for rt in self.collators:
             self._hf_batch(rt)
-        self.info = {"flaxlm_setup_s": flaxlm_setup, "hf_setup_s": time.perf_counter() - t,
-                     "hf_examples": len(self.examples), "transformers": transformers.__version__,
-                     "hf_tokenizer": type(hf_tok).__name__, "hf_fast": hf_tok.is_fast,
-                     "hf_real_token_share": float(np.mean([np.mean(e["attention_mask"])
-                                                           for e in self.examples]))}
+        self.info = {
+            "flaxlm_setup_s": flaxlm_setup,
+            "hf_setup_s": time.perf_counter() - t,
+            "hf_examples": len(self.examples),
+            "transformers": transformers.__version__,
+            "hf_tokenizer": type(hf_tok).__name__,
+            "hf_fast": hf_tok.is_fast,
+            "hf_real_token_share": float(
+                np.mean([np.mean(e["attention_mask"]) for e in self.examples]))
+        }
 
     def _hf_batch(self, return_tensors: str):
         i = next(self.hf_batches)
@@ -86,7 +91,6 @@ class PipelineStep:
     fetch), so the next batch is produced while the device computes. Per-step time = interval
     between consecutive step completions.
     """
-
     def __init__(self, spec: dict):
         import jax
 
@@ -100,7 +104,7 @@ class PipelineStep:
         tokenizer = load_tokenizer(tok_dir)
         if tokenizer.vocab_size > spec["vocab"]:
             raise ValueError(f"tokenizer vocabulary {tokenizer.vocab_size} > model {spec['vocab']}")
-        cfg = DataConfig(train_files=(corpus,), tokenizer=tok_dir, seq_len=spec["seq"])
+        cfg = DataConfig(train_files=(corpus, ), tokenizer=tok_dir, seq_len=spec["seq"])
         self.sources = {
             "real": build_train_stream(cfg, tokenizer, seed=0, host_batch_size=spec["batch"]),
             "synthetic": itertools.repeat(batch_fn(np.random.default_rng(0))),
@@ -114,8 +118,8 @@ class PipelineStep:
         stream = self.sources[source]
         done, pending = [], None
         for _ in range(n + 1):
-            self.state, metrics = self.program.train_step(
-                self.state, self.to_global(self.mesh, next(stream)))
+            self.state, metrics = self.program.train_step(self.state,
+                                                          self.to_global(self.mesh, next(stream)))
             if pending is not None:
                 pending["loss"].block_until_ready()
                 done.append(time.perf_counter())

@@ -39,7 +39,9 @@ def export(workdir: str, out: str, *, step: int | None = None, overwrite: bool =
             storage.copy_tree(result["out"], out)
         return {**result, "out": out}
     check_out(out, overwrite)
-    if Workdir.open(workdir).kind == ELECTRA_PAIR:  # a generator + discriminator pair: two transformers models
+    if Workdir.open(
+            workdir
+    ).kind == ELECTRA_PAIR:  # a generator + discriminator pair: two transformers models
         return export_pair(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
     return export_model(workdir, out, step=step, overwrite=overwrite, tolerance=tolerance)
 
@@ -91,7 +93,8 @@ def fill_mask(model: str, sentences: Sequence[str], *, top_k: int = 5,
               step: int | None = None) -> list:
     """A workdir's export (an ELECTRA run's generator) or an HF dir, through `fill_mask_demo`."""
     if not storage.isdir(model):
-        raise FlaxlmError(f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
+        raise FlaxlmError(
+            f"{model}: not a directory (expected an HF model dir or a flaxlm workdir)")
     with as_hf_dir(model, step) as hf_dir:
         return fill_mask_demo(masked_lm_dir(hf_dir), sentences, top_k=top_k)
 
@@ -124,32 +127,37 @@ def _cmd_fill_mask(args, _):
 
 def add_parsers(sub) -> None:
     """Registers the conversion subcommands on the `flaxlm` parser."""
-    p = sub.add_parser("export", help="write a Hugging Face release bundle from a workdir",
-                       description="Converts a checkpoint to a transformers model directory "
-                       "(config, safetensors, tokenizer, README) and fails unless PyTorch "
-                       "transformers reproduces the Flax logits within 1e-4.")
+    p = sub.add_parser(
+        "export", help="write a Hugging Face release bundle from a workdir",
+        description="Converts a checkpoint to a transformers model directory "
+        "(config, safetensors, tokenizer, README) and fails unless PyTorch "
+        "transformers reproduces the Flax logits within 1e-4.")
     p.add_argument("--workdir", required=True, help="flaxlm run directory")
     p.add_argument("--out", required=True, help="bundle directory to create")
-    p.add_argument("--step", type=int, default=None,
-                   help="checkpoint step (default: the best step in best.json if the run "
-                   "selected one, else the latest)")
+    p.add_argument(
+        "--step", type=int, default=None,
+        help="checkpoint step (default: the best step in best.json if the run "
+        "selected one, else the latest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("import", help="turn a Hugging Face checkpoint dir into a flaxlm workdir",
-                       description="Reads an XLM-R, BERT, DistilBERT or ELECTRA checkpoint "
-                       "(safetensors preferred; pytorch_model.bin only as weights) into a workdir "
-                       "that --config.init_from and `flaxlm export` accept.")
+    p = sub.add_parser(
+        "import", help="turn a Hugging Face checkpoint dir into a flaxlm workdir",
+        description="Reads an XLM-R, BERT, DistilBERT or ELECTRA checkpoint "
+        "(safetensors preferred; pytorch_model.bin only as weights) into a workdir "
+        "that --config.init_from and `flaxlm export` accept.")
     p.add_argument("--hf", required=True, help="Hugging Face model directory (local)")
     p.add_argument("--out", required=True, help="workdir to create")
-    p.add_argument("--tokenizer", default=None, metavar="DIR",
-                   help="take the tokenizer from this HF directory instead of --hf (for "
-                   "checkpoints that ship none, e.g. mMiniLMv2 with XLM-R's)")
-    p.add_argument("--generator", default=None, metavar="DIR",
-                   help="for an ElectraForPreTraining --hf: its ElectraForMaskedLM generator "
-                   "(default: HF/generator, the layout `flaxlm export` writes), imported with it "
-                   "for continued pre-training; without one the discriminator imports alone, "
-                   "for fine-tuning")
+    p.add_argument(
+        "--tokenizer", default=None, metavar="DIR",
+        help="take the tokenizer from this HF directory instead of --hf (for "
+        "checkpoints that ship none, e.g. mMiniLMv2 with XLM-R's)")
+    p.add_argument(
+        "--generator", default=None, metavar="DIR",
+        help="for an ElectraForPreTraining --hf: its ElectraForMaskedLM generator "
+        "(default: HF/generator, the layout `flaxlm export` writes), imported with it "
+        "for continued pre-training; without one the discriminator imports alone, "
+        "for fine-tuning")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_cmd_import)
 

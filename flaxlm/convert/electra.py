@@ -35,8 +35,10 @@ from flaxlm.run.workdir import ELECTRA_HEAD, Workdir
 GENERATOR_SUBDIR = "generator"
 PARITY_MAX_LEN = 64
 # tower → (its head in the pre-training model, that head in the table's view, flaxlm task)
-TOWERS = {"discriminator": ("discriminator_head", "discriminator_head", "electra"),
-          "generator": ("generator_head", "mlm_head", "mlm")}
+TOWERS = {
+    "discriminator": ("discriminator_head", "discriminator_head", "electra"),
+    "generator": ("generator_head", "mlm_head", "mlm")
+}
 
 
 def tower_view(flat: Mapping[str, Any], tower: str) -> dict[str, Any]:
@@ -85,8 +87,8 @@ def generator_config_from_shapes(discriminator: ModelConfig,
 
 def abstract_pair(discriminator: ModelConfig, generator: ModelConfig):
     """(graphdef, pure dict of ShapeDtypeStruct) of the pre-training model, nothing allocated."""
-    model = nnx.eval_shape(lambda: ElectraPreTrainingModel(discriminator, rngs=nnx.Rngs(0),
-                                                           generator=generator))
+    model = nnx.eval_shape(
+        lambda: ElectraPreTrainingModel(discriminator, rngs=nnx.Rngs(0), generator=generator))
     graphdef, state = nnx.split(model, nnx.Param)
     return graphdef, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                   nnx.to_pure_dict(state))
@@ -100,10 +102,16 @@ def _forward(graphdef):
         x_BxLxE = m.embeddings(ids_BxL, types_BxL, jnp.float32, None)
         disc_BxLxD = m.discriminator(x_BxLxE, mask_BxL, None)
         gen_BxLxG = m.generator(x_BxLxE, mask_BxL, None)
-        return {"discriminator": {"hidden": disc_BxLxD,
-                                  "logits": m.discriminator_head(disc_BxLxD)},
-                "generator": {"hidden": gen_BxLxG,
-                              "logits": m.generator_head(gen_BxLxG, m.embeddings.word)}}
+        return {
+            "discriminator": {
+                "hidden": disc_BxLxD,
+                "logits": m.discriminator_head(disc_BxLxD)
+            },
+            "generator": {
+                "hidden": gen_BxLxG,
+                "logits": m.generator_head(gen_BxLxG, m.embeddings.word)
+            }
+        }
 
     return forward
 
@@ -125,8 +133,8 @@ def check_pair_parity(model, torch_models: Mapping[str, Any], batch, *, where: s
     for tower, torch_model in torch_models.items():
         torch_out = torch_outputs(torch_model, batch)
         for key in ("hidden", "logits"):
-            diffs[f"{tower}_{key}_max_abs_diff"] = max_abs_diff(
-                flax_out[tower][key], torch_out[key], f"{tower} {key}")
+            diffs[f"{tower}_{key}_max_abs_diff"] = max_abs_diff(flax_out[tower][key],
+                                                                torch_out[key], f"{tower} {key}")
     return parity_record(diffs, batch, where=where, tolerance=tolerance)
 
 
@@ -161,8 +169,12 @@ def write_pair_workdir(tmp: str, discriminator: ModelConfig, generator: ModelCon
     """config.json + checkpoints/0 of an imported pair; returns the parameter count."""
     _, abstract = abstract_pair(discriminator, generator)
     params = unflatten_like(abstract, dict(flat))
-    run = {"model": dataclasses.asdict(discriminator), "head": ELECTRA_HEAD,
-           "objective": "electra", "generator": dataclasses.asdict(generator)}
+    run = {
+        "model": dataclasses.asdict(discriminator),
+        "head": ELECTRA_HEAD,
+        "objective": "electra",
+        "generator": dataclasses.asdict(generator)
+    }
     write_weights_only(tmp, params, run, source)
     return param_count(params)
 
@@ -171,8 +183,10 @@ def pair_to_hf(discriminator: ModelConfig, generator: ModelConfig,
                flat: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """{tower: HF state dict} of a pre-training run's flat params."""
     configs = {"discriminator": discriminator, "generator": generator}
-    return {tower: to_hf(table, tower_view(flat, tower), configs[tower])
-            for tower, table in tables().items()}
+    return {
+        tower: to_hf(table, tower_view(flat, tower), configs[tower])
+        for tower, table in tables().items()
+    }
 
 
 def pair_from_hf(discriminator: ModelConfig, generator: ModelConfig,

@@ -25,7 +25,7 @@ from flaxlm.convert.model_card import model_card
 from flaxlm.convert.parity import TOLERANCE, parity_batch
 from flaxlm.convert.safe_load import check_hf_dir, load_tensors
 from flaxlm.convert.tokenizer_files import (check_rows, compare, import_tokenizer,
-                                             write_release_tokenizer)
+                                            write_release_tokenizer)
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.run.workdir import Workdir
@@ -55,23 +55,27 @@ def export_pair(workdir: str, out: str, *, step: int | None, overwrite: bool,
             check_loaded_exactly(torch_models[tower], tensors[tower], table, [], weights,
                                  f"{where} ({tower})")
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
-        parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
-                                   batch, where=where, tolerance=tolerance)
+        parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models, batch,
+                                   where=where, tolerance=tolerance)
         for tower, table in tables().items():
-            name = os.path.basename(os.path.abspath(out)) + (
-                "" if tower == "discriminator" else f"/{GENERATOR_SUBDIR}")
+            name = os.path.basename(
+                os.path.abspath(out)) + ("" if tower == "discriminator" else f"/{GENERATOR_SUBDIR}")
             card = model_card(
-                name=name, hf_class=table.hf_class, task=TOWERS[tower][2],
-                config=configs[tower], tokenizer=tok,
-                params=sum(v.size for v in tensors[tower].values()), wd=wd,
-                step=step, mask_token=hf_tok.mask_token,
-                parity={k: v for k, v in parity.items()
-                        if k.startswith(tower) or not k.endswith("diff")})
+                name=name, hf_class=table.hf_class, task=TOWERS[tower][2], config=configs[tower],
+                tokenizer=tok, params=sum(v.size for v in tensors[tower].values()), wd=wd,
+                step=step, mask_token=hf_tok.mask_token, parity={
+                    k: v
+                    for k, v in parity.items() if k.startswith(tower) or not k.endswith("diff")
+                })
             with open(os.path.join(dirs[tower], "README.md"), "w", encoding="utf-8") as f:
                 f.write(card)
-    return {"out": os.path.abspath(out), "step": step,
-            "hf_class": "ElectraForPreTraining + generator/ElectraForMaskedLM",
-            "params": sum(v.size for v in flat.values()), **parity}
+    return {
+        "out": os.path.abspath(out),
+        "step": step,
+        "hf_class": "ElectraForPreTraining + generator/ElectraForMaskedLM",
+        "params": sum(v.size for v in flat.values()),
+        **parity
+    }
 
 
 def _torch_model(hf_class: str, hf_config, tensors):
@@ -80,8 +84,10 @@ def _torch_model(hf_class: str, hf_config, tensors):
     import transformers
 
     model = getattr(transformers, hf_class)(hf_config)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
-                          strict=False)
+    model.load_state_dict({
+        k: torch.from_numpy(np.array(v))
+        for k, v in tensors.items()
+    }, strict=False)
     model.tie_weights()
     return model.float().eval()
 
@@ -90,8 +96,10 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
                 tokenizer_dir: str | None = None, generator_dir: str | None = None) -> dict:
     """`hf_dir` holds `ElectraForPreTraining`; the generator is `generator_dir`, else
     `hf_dir/generator` (the layout export writes)."""
-    dirs = {"discriminator": hf_dir,
-            "generator": generator_dir or os.path.join(hf_dir, GENERATOR_SUBDIR)}
+    dirs = {
+        "discriminator": hf_dir,
+        "generator": generator_dir or os.path.join(hf_dir, GENERATOR_SUBDIR)
+    }
     if not os.path.isdir(dirs["generator"]):
         raise FlaxlmError(f"{hf_dir}: an ElectraForPreTraining import needs its generator "
                           f"(ElectraForMaskedLM) in {dirs['generator']}; flaxlm trains both")
@@ -117,20 +125,33 @@ def import_pair(hf_dir: str, out: str, *, overwrite: bool, tolerance: float = TO
     flat = pair_from_hf(discriminator, generator, tensors, where)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
-                                       discriminator.arch, discriminator.vocab_size,
-                                       discriminator.max_seq_len)
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir,
+                                       Workdir(tmp).own_tokenizer_dir, discriminator.arch,
+                                       discriminator.vocab_size, discriminator.max_seq_len)
         batch = parity_batch(hf_tok, min(PARITY_MAX_LEN, discriminator.max_seq_len))
-        torch_models = {tower: _torch_model(table.hf_class, hf_configs[tower], tensors[tower])
-                        for tower, table in tables().items()}
-        parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models,
-                                   batch, where=f"import of {hf_dir}", tolerance=tolerance)
-        source = {"source": "hf-import", "hf_dir": storage.recorded_name(hf_dir),
-                  "generator_dir": storage.recorded_name(dirs["generator"]),
-                  "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
-                  "hf_class": "ElectraForPreTraining", "initialized_fresh": [], "dropped": []}
+        torch_models = {
+            tower: _torch_model(table.hf_class, hf_configs[tower], tensors[tower])
+            for tower, table in tables().items()
+        }
+        parity = check_pair_parity(build_pair(discriminator, generator, flat), torch_models, batch,
+                                   where=f"import of {hf_dir}", tolerance=tolerance)
+        source = {
+            "source": "hf-import",
+            "hf_dir": storage.recorded_name(hf_dir),
+            "generator_dir": storage.recorded_name(dirs["generator"]),
+            "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
+            "hf_class": "ElectraForPreTraining",
+            "initialized_fresh": [],
+            "dropped": []
+        }
         count = write_pair_workdir(tmp, discriminator, generator, flat, source)
-    return {"out": os.path.abspath(out), "arch": "electra", "head": "electra", "params": count,
-            "initialized_fresh": [], "dropped": [],
-            "unused_rows": discriminator.vocab_size - tok.vocab_size, **parity}
-
+    return {
+        "out": os.path.abspath(out),
+        "arch": "electra",
+        "head": "electra",
+        "params": count,
+        "initialized_fresh": [],
+        "dropped": [],
+        "unused_rows": discriminator.vocab_size - tok.vocab_size,
+        **parity
+    }

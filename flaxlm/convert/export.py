@@ -94,8 +94,8 @@ def load_torch(directory: str, task: str = "mlm"):
     hf_logging.set_verbosity_error()
     try:
         with no_progress_bars():
-            model = auto_class.from_pretrained(
-                directory, dtype=torch.float32, trust_remote_code=False, local_files_only=True)
+            model = auto_class.from_pretrained(directory, dtype=torch.float32,
+                                               trust_remote_code=False, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.eval()
@@ -161,9 +161,13 @@ def export_model(workdir: str, out: str, *, step: int | None = None, overwrite: 
                               where=f"export of {workdir}", tolerance=tolerance)
         card = model_card(name=os.path.basename(os.path.abspath(out)), hf_class=table.hf_class,
                           task=wd.head, config=config, tokenizer=tok, params=param_count(params),
-                          wd=wd, step=step, parity=parity,
-                          mask_token=hf_tok.mask_token)
+                          wd=wd, step=step, parity=parity, mask_token=hf_tok.mask_token)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
-    return {"out": os.path.abspath(out), "step": step, "hf_class": table.hf_class,
-            "params": param_count(params), **parity}
+    return {
+        "out": os.path.abspath(out),
+        "step": step,
+        "hf_class": table.hf_class,
+        "params": param_count(params),
+        **parity
+    }

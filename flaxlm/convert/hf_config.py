@@ -51,8 +51,8 @@ def table_for_config(cfg: dict, source: str) -> tuple[Table, bool]:
         raise FlaxlmError(f"{source}: 'architectures' must name one class, got {architectures!r}")
     found = table_for_class(model_type, architectures[0])
     if found is None:
-        known = [family.base_class] + [h.hf_class for (a, _), h in HEADS.items()
-                                       if a == family.arch]
+        known = [family.base_class
+                 ] + [h.hf_class for (a, _), h in HEADS.items() if a == family.arch]
         raise FlaxlmError(f"{source}: architecture {architectures[0]!r} is not supported for "
                           f"model_type {model_type!r} (supported: {', '.join(known)})")
     return found

@@ -53,16 +53,18 @@ def _torch_reference(table: Table, hf_config, is_base: bool, tensors: dict[str, 
     with no_init_weights():
         model = cls(hf_config)
     p = table.family.prefix
-    state = {(k[len(p):] if is_base and k.startswith(p) else k): torch.from_numpy(np.array(v))
-             for k, v in tensors.items()}
+    state = {
+        (k[len(p):] if is_base and k.startswith(p) else k): torch.from_numpy(np.array(v))
+        for k, v in tensors.items()
+    }
     model.load_state_dict(state, strict=False)
     if table.aliases and not is_base:
         model.tie_weights()
     return model.float().eval()
 
 
-def import_model(hf_dir: str, out: str, *, overwrite: bool = False,
-                 tolerance: float = TOLERANCE, tokenizer_dir: str | None = None) -> dict:
+def import_model(hf_dir: str, out: str, *, overwrite: bool = False, tolerance: float = TOLERANCE,
+                 tokenizer_dir: str | None = None) -> dict:
     """Converts one local transformers model `hf_dir` into a flaxlm workdir at a local `out`;
     returns a summary. The tokenizer comes from `tokenizer_dir` when given (mMiniLMv2 ships none
     and uses XLM-R's), else from `hf_dir`. `flaxlm.convert.commands.import_hf` picks this or the
@@ -74,16 +76,17 @@ def import_model(hf_dir: str, out: str, *, overwrite: bool = False,
     if discriminator_alone:
         # What users download to fine-tune (a released discriminator): its encoder, read as
         # transformers' ElectraModel; ELECTRA pre-training needs the generator too.
-        log.warning("flaxlm import: %s is an ELECTRA discriminator without its generator: "
-                    "imported for fine-tuning as its encoder (ElectraModel), without the "
-                    "replaced-token head; to continue ELECTRA pre-training import the pair with "
-                    "--generator DIR", hf_dir)
+        log.warning(
+            "flaxlm import: %s is an ELECTRA discriminator without its generator: "
+            "imported for fine-tuning as its encoder (ElectraModel), without the "
+            "replaced-token head; to continue ELECTRA pre-training import the pair with "
+            "--generator DIR", hf_dir)
         raw_config = {**raw_config, "architectures": ["ElectraModel"]}
     hf = model_config_from_hf(raw_config, os.path.join(hf_dir, "config.json"))
     table, task = hf.table, hf.table.task
     tensors = load_tensors(hf_dir)
-    rtd_head = sorted(k for k in tensors if discriminator_alone
-                      and k.startswith(_DISCRIMINATOR_HEAD))
+    rtd_head = sorted(k for k in tensors
+                      if discriminator_alone and k.startswith(_DISCRIMINATOR_HEAD))
     tensors = {k: v for k, v in tensors.items() if k not in rtd_head}
     # The pooler is kept when the checkpoint has one (BertModel, XLMRobertaModel, BERT sequence
     # classifiers), so every stored tensor round-trips.
@@ -97,18 +100,21 @@ def import_model(hf_dir: str, out: str, *, overwrite: bool = False,
     dropped = rtd_head + dropped
     weights_dropped = [d for d in dropped if not d.endswith(("position_ids", "token_type_ids"))]
     if weights_dropped:
-        log.warning("flaxlm import: dropping %s (no flaxlm counterpart)", ", ".join(weights_dropped))
+        log.warning("flaxlm import: dropping %s (no flaxlm counterpart)",
+                    ", ".join(weights_dropped))
     if absent:
-        log.warning("flaxlm import: %s has no MLM head (%s); initialized %s fresh "
-                    "(truncated normal 0.02, LayerNorm 1/0, bias 0)", hf_dir,
-                    table.family.base_class, ", ".join(absent))
+        log.warning(
+            "flaxlm import: %s has no MLM head (%s); initialized %s fresh "
+            "(truncated normal 0.02, LayerNorm 1/0, bias 0)", hf_dir, table.family.base_class,
+            ", ".join(absent))
         flat.update(fresh_head(config))
     _, abstract = abstract_params(config, task)
     params = unflatten_like(abstract, flat)
 
     with staged_dir(out, overwrite=overwrite) as tmp:
-        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir, Workdir(tmp).own_tokenizer_dir,
-                                       config.arch, config.vocab_size, config.max_seq_len)
+        tok, hf_tok = import_tokenizer(tokenizer_dir or hf_dir,
+                                       Workdir(tmp).own_tokenizer_dir, config.arch,
+                                       config.vocab_size, config.max_seq_len)
         if config.arch == "xlmr" and tok.pad_id != config.pad_token_id:
             raise FlaxlmError(f"{hf_dir}: pad_token_id={config.pad_token_id} in config.json but "
                               f"the tokenizer of {tokenizer_dir or hf_dir} pads with {tok.pad_id}")
@@ -116,16 +122,27 @@ def import_model(hf_dir: str, out: str, *, overwrite: bool = False,
         parity = check_parity(build_model(config, params, task),
                               _torch_reference(table, hf.hf, hf.is_base, tensors), batch,
                               where=f"import of {hf_dir}", tolerance=tolerance)
-        source = {"source": "hf-import", "hf_dir": storage.recorded_name(hf_dir),
-                  "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
-                  "hf_class": hf_class or table.family.base_class,
-                  "initialized_fresh": absent, "dropped": dropped}
+        source = {
+            "source": "hf-import",
+            "hf_dir": storage.recorded_name(hf_dir),
+            "tokenizer_from": storage.recorded_name(tokenizer_dir or hf_dir),
+            "hf_class": hf_class or table.family.base_class,
+            "initialized_fresh": absent,
+            "dropped": dropped
+        }
         model = dataclasses.asdict(config)
         # The objective that trains this head (MLM pre-training, or fine-tuning the classifier).
         run = {"model": model, "head": task, "objective": task}
         if task != "mlm":
             run["labels"] = hf.labels
         write_weights_only(tmp, params, run, source)
-    return {"out": os.path.abspath(out), "arch": config.arch, "head": task,
-            "params": param_count(params), "initialized_fresh": absent, "dropped": dropped,
-            "unused_rows": config.vocab_size - tok.vocab_size, **parity}
+    return {
+        "out": os.path.abspath(out),
+        "arch": config.arch,
+        "head": task,
+        "params": param_count(params),
+        "initialized_fresh": absent,
+        "dropped": dropped,
+        "unused_rows": config.vocab_size - tok.vocab_size,
+        **parity
+    }

@@ -34,36 +34,35 @@ def _training_data(run: dict) -> str:
 
 # Per head: what the model is, the Hub tag, and a usage example for its transformers pipeline.
 _KINDS = {
-    "mlm": ("A masked language model", "masked-lm",
-            'fill = pipeline("fill-mask", model="{model}")\nprint(fill("Roma è la {mask} d\'Italia."))'),
+    "mlm": (
+        "A masked language model", "masked-lm",
+        'fill = pipeline("fill-mask", model="{model}")\nprint(fill("Roma è la {mask} d\'Italia."))'
+    ),
     "token_classification": (
         "A token classifier", "token-classification",
         'tag = pipeline("token-classification", model="{model}", aggregation_strategy="simple")\n'
         'print(tag("Roma è la capitale d\'Italia."))'),
-    "sequence_classification": (
-        "A sequence classifier", "text-classification",
-        'classify = pipeline("text-classification", model="{model}")\n'
-        'print(classify("Roma è la capitale d\'Italia."))'),
+    "sequence_classification": ("A sequence classifier", "text-classification",
+                                'classify = pipeline("text-classification", model="{model}")\n'
+                                'print(classify("Roma è la capitale d\'Italia."))'),
 }
 # An ELECTRA discriminator: what users fine-tune (no pipeline runs its replaced-token head).
 _KINDS["electra"] = (
     "An ELECTRA discriminator (replaced-token detection; the generator is in `generator/`)",
-    "electra",
-    'from transformers import AutoModelForSequenceClassification\n'
+    "electra", 'from transformers import AutoModelForSequenceClassification\n'
     'model = AutoModelForSequenceClassification.from_pretrained("{model}", num_labels=2)'
     '  # then fine-tune')
 
 
 def model_card(*, name: str, hf_class: str, config: ModelConfig, tokenizer, params: int,
-               wd: Workdir, step: int, parity: dict, mask_token: str,
-               task: str = "mlm") -> str:
+               wd: Workdir, step: int, parity: dict, mask_token: str, task: str = "mlm") -> str:
     metrics = final_metrics(wd, step)
     rows = "\n".join(f"| {k} | {v:.4f} | {s} |" for k, (s, v) in metrics.items())
-    metrics_block = (f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows
-                     else "No metrics were logged (metrics.jsonl is absent or empty).")
-    tok_desc = ("SentencePiece, XLM-R id layout" if tokenizer.kind == "sentencepiece"
-                else f"WordPiece, lowercase={tokenizer.lowercase}, "
-                     f"strip_accents={tokenizer.strip_accents}")
+    metrics_block = (f"| metric | value | at step |\n|---|---|---|\n{rows}"
+                     if rows else "No metrics were logged (metrics.jsonl is absent or empty).")
+    tok_desc = ("SentencePiece, XLM-R id layout" if tokenizer.kind == "sentencepiece" else
+                f"WordPiece, lowercase={tokenizer.lowercase}, "
+                f"strip_accents={tokenizer.strip_accents}")
     unused = config.vocab_size - tokenizer.vocab_size
     unused_rows = (f"; {config.vocab_size:,} embedding rows, {unused:,} of them never produced by "
                    "the tokenizer" if unused else "")

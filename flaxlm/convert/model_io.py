@@ -46,11 +46,13 @@ def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
         kernel[outside] = rng.standard_normal(int(outside.sum()))
     # jax's truncated_normal rescales so that the truncated distribution has the given stddev.
     kernel *= 0.02 / 0.87962566103423978
-    return {"mlm_head/transform/kernel": kernel.astype(np.float32),
-            "mlm_head/transform/bias": np.zeros((e,), np.float32),
-            "mlm_head/norm/scale": np.ones((e,), np.float32),
-            "mlm_head/norm/bias": np.zeros((e,), np.float32),
-            "mlm_head/bias": np.zeros((config.vocab_size,), np.float32)}
+    return {
+        "mlm_head/transform/kernel": kernel.astype(np.float32),
+        "mlm_head/transform/bias": np.zeros((e, ), np.float32),
+        "mlm_head/norm/scale": np.ones((e, ), np.float32),
+        "mlm_head/norm/bias": np.zeros((e, ), np.float32),
+        "mlm_head/bias": np.zeros((config.vocab_size, ), np.float32)
+    }
 
 
 def param_count(params: Any) -> int:

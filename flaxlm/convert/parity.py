@@ -36,7 +36,6 @@ def parity_batch(hf_tok, max_len: int) -> dict[str, np.ndarray]:
 def _forward(graphdef):
     """One jit-compiled forward per model structure (op-by-op dispatch would compile every
     primitive separately; import and export of one model share the compilation)."""
-
     @jax.jit
     def forward(state, ids_BxL, mask_BxL, types_BxL):
         m = nnx.merge(graphdef, state)
@@ -94,8 +93,10 @@ def check_parity(flax_model, torch_model, batch: dict[str, np.ndarray], *, where
     the pooled output of a base model with a pooler); raises if any is > tolerance."""
     flax_out = flax_outputs(flax_model, batch)
     torch_out = torch_outputs(torch_model, batch)
-    diffs = {f"{key}_max_abs_diff": max_abs_diff(flax_out[key], torch_out[key], key)
-             for key in ("hidden", "logits", "pooled") if key in flax_out and key in torch_out}
+    diffs = {
+        f"{key}_max_abs_diff": max_abs_diff(flax_out[key], torch_out[key], key)
+        for key in ("hidden", "logits", "pooled") if key in flax_out and key in torch_out
+    }
     return parity_record(diffs, batch, where=where, tolerance=tolerance)
 
 
@@ -103,8 +104,10 @@ def parity_record(diffs: dict[str, float], batch: dict[str, np.ndarray], *, wher
                   tolerance: float) -> dict:
     """`diffs` (`*_max_abs_diff`) with the batch's shape and padding count, as export and import
     report them; raises if any difference is > tolerance."""
-    result = {**diffs, "batch_shape": list(batch["input_ids"].shape),
-              "padding_tokens": int((batch["attention_mask"] == 0).sum())}
+    result = {
+        **diffs, "batch_shape": list(batch["input_ids"].shape),
+        "padding_tokens": int((batch["attention_mask"] == 0).sum())
+    }
     if max(diffs.values()) > tolerance:
         detail = ", ".join(f"{k}={v:.3g}" for k, v in diffs.items())
         raise FlaxlmError(f"{where}: parity with PyTorch transformers failed: {detail} > "

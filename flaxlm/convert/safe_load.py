@@ -130,8 +130,8 @@ def _index_shards(hf_dir: str, index_name: str) -> tuple[list[str], dict[str, st
 
 def weight_files(hf_dir: str) -> tuple[str, list[str], dict[str, str] | None]:
     """(format, files, tensor→file map of an index or None); safetensors win over pickles."""
-    for fmt, single, index in (("safetensors", SAFETENSORS, SAFETENSORS_INDEX),
-                               ("torch", TORCH_BIN, TORCH_BIN_INDEX)):
+    for fmt, single, index in (("safetensors", SAFETENSORS, SAFETENSORS_INDEX), ("torch", TORCH_BIN,
+                                                                                 TORCH_BIN_INDEX)):
         if os.path.lexists(os.path.join(hf_dir, single)):
             return fmt, [confined(hf_dir, single, os.path.join(hf_dir, single))], None
         if os.path.lexists(os.path.join(hf_dir, index)):
@@ -168,8 +168,8 @@ def _load_torch_bin(path: str) -> dict[str, np.ndarray]:
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError,
             EOFError) as e:
         found = re.search(r"(?i)unsupported:? global:? (?:GLOBAL )?([\w.]+)", str(e))
-        why = (f"the pickle references {found.group(1)}" if found
-               else f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}")
+        why = (f"the pickle references {found.group(1)}"
+               if found else f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}")
         raise FlaxlmError(
             f"{path}: refused by torch.load(weights_only=True): {why}. The file holds more than "
             "tensors (custom classes or code in the pickle). If you trust its source, convert it "

@@ -15,15 +15,26 @@ import shutil
 
 from flaxlm.convert.safe_load import check_links, check_tokenizer_config, confined, read_json
 from flaxlm.data.tokenizers import (META_FILE, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
-                                     load_tokenizer)
+                                    load_tokenizer)
 from flaxlm.errors import FlaxlmError
 
 log = logging.getLogger("flaxlm.convert")
-XLMR_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-                 "sep_token": "</s>", "pad_token": "<pad>", "cls_token": "<s>",
-                 "mask_token": "<mask>"}
-BERT_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                 "cls_token": "[CLS]", "mask_token": "[MASK]"}
+XLMR_SPECIALS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "sep_token": "</s>",
+    "pad_token": "<pad>",
+    "cls_token": "<s>",
+    "mask_token": "<mask>"
+}
+BERT_SPECIALS = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]"
+}
 
 # Real text the id comparison (and the parity batch) runs on: accents, case, digits, punctuation.
 SAMPLE_TEXTS = (
@@ -47,13 +58,19 @@ def _hf_side_files(out_dir: str, kind: str, *, lowercase: bool, strip_accents: b
     else:
         specials = BERT_SPECIALS
         # strip_accents written explicitly: BERT's default (None) would follow do_lower_case.
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
-                  "strip_accents": strip_accents, "tokenize_chinese_chars": True}
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lowercase,
+            "strip_accents": strip_accents,
+            "tokenize_chinese_chars": True
+        }
     if not token_types:
         # As DistilBERT's own tokenizers: no token_type_ids for a model that reads none.
         config["model_input_names"] = ["input_ids", "attention_mask"]
-    _write_json(os.path.join(out_dir, "tokenizer_config.json"),
-                {**config, "model_max_length": model_max_length, **specials})
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), {
+        **config, "model_max_length": model_max_length,
+        **specials
+    })
     _write_json(os.path.join(out_dir, "special_tokens_map.json"), specials)
 
 
@@ -92,9 +109,13 @@ def compare(tok: Tokenizer, hf_tok, rows: int, where: str) -> None:
         raise FlaxlmError(f"{where}: tokenizer vocabulary sizes disagree: transformers "
                           f"len(tokenizer)={len(hf_tok)}, flaxlm {tok.vocab_size}")
     check_rows(tok.vocab_size, rows, where)
-    specials = {"pad": (hf_tok.pad_token_id, tok.pad_id), "cls": (hf_tok.cls_token_id, tok.cls_id),
-                "sep": (hf_tok.sep_token_id, tok.sep_id), "mask": (hf_tok.mask_token_id, tok.mask_id),
-                "unk": (hf_tok.unk_token_id, tok.unk_id)}
+    specials = {
+        "pad": (hf_tok.pad_token_id, tok.pad_id),
+        "cls": (hf_tok.cls_token_id, tok.cls_id),
+        "sep": (hf_tok.sep_token_id, tok.sep_id),
+        "mask": (hf_tok.mask_token_id, tok.mask_id),
+        "unk": (hf_tok.unk_token_id, tok.unk_id)
+    }
     for name, (hf_id, our_id) in specials.items():
         if hf_id != our_id:
             raise FlaxlmError(f"{where}: {name} id is {hf_id} in transformers but {our_id} in "
@@ -174,9 +195,13 @@ def import_tokenizer(hf_dir: str, out_dir: str, arch: str, vocab_size: int,
     lowercase, strip = _normalizer_flags(hf_tok)
     # Every flaxlm tokenizer dir carries the pipeline transformers runs (see tokenizers.py).
     hf_tok.backend_tokenizer.save(os.path.join(out_dir, TOKENIZER_JSON))
-    specials = {"cls": hf_tok.cls_token_id, "pad": hf_tok.pad_token_id,
-                "sep": hf_tok.sep_token_id, "unk": hf_tok.unk_token_id,
-                "mask": hf_tok.mask_token_id}
+    specials = {
+        "cls": hf_tok.cls_token_id,
+        "pad": hf_tok.pad_token_id,
+        "sep": hf_tok.sep_token_id,
+        "unk": hf_tok.unk_token_id,
+        "mask": hf_tok.mask_token_id
+    }
     missing = [name for name, i in specials.items() if i is None]
     if missing:
         raise FlaxlmError(f"{hf_dir}: the tokenizer defines no {', '.join(missing)} token; "

@@ -40,11 +40,18 @@ _PARQUET_MAGIC = b"PAR1"
 _COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 # Formats people point a corpus flag at by mistake, named in the refusal.
 _OTHER_MAGIC = {
-    b"PK\x03\x04": "a zip archive", b"BZh": "bzip2-compressed data", b"\xfd7zXZ\x00": "xz data",
-    b"7z\xbc\xaf\x27\x1c": "a 7z archive", b"ARROW1": "an Arrow IPC file",
-    b"\x93NUMPY": "a NumPy array", b"SQLite format 3\x00": "an SQLite database",
-    b"\x89HDF": "an HDF5 file", b"\x7fELF": "an executable", b"%PDF": "a PDF document",
-    b"\x89PNG": "a PNG image", b"\x04\x22\x4d\x18": "lz4-compressed data",
+    b"PK\x03\x04": "a zip archive",
+    b"BZh": "bzip2-compressed data",
+    b"\xfd7zXZ\x00": "xz data",
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+    b"ARROW1": "an Arrow IPC file",
+    b"\x93NUMPY": "a NumPy array",
+    b"SQLite format 3\x00": "an SQLite database",
+    b"\x89HDF": "an HDF5 file",
+    b"\x7fELF": "an executable",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\x04\x22\x4d\x18": "lz4-compressed data",
 }
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 # Longer lines are cut at whitespace: tokenizers and the packer then never see a giant string.
@@ -76,8 +83,8 @@ def identify(path: str) -> CorpusFile:
             with _opened(path, compression) as f:
                 head = f.read(SNIFF_BYTES)
         except (OSError, EOFError, ValueError) as e:
-            raise _refusal(path, f"{compression}-compressed but cannot be decompressed: {e}"
-                           ) from None
+            raise _refusal(path,
+                           f"{compression}-compressed but cannot be decompressed: {e}") from None
     what = _binary_kind(head)
     if what:
         raise _refusal(path, f"{compression}-compressed {what}" if compression else what)
@@ -122,7 +129,7 @@ def _starts_json_object(head: bytes) -> bool:
 def _without_compression_suffix(path: str) -> str:
     for suffix in (".gz", ".zst", ".zstd"):
         if path.lower().endswith(suffix):
-            return path[: -len(suffix)]
+            return path[:-len(suffix)]
     return path
 
 
@@ -145,7 +152,6 @@ def _opened(path: str, compression: str) -> Iterator[IO[bytes]]:
 
 class _RawReader(io.RawIOBase):
     """A raw byte stream over `read(n)`, so `io.BufferedReader` can give lines."""
-
     def __init__(self, read: Callable[[int], bytes]):
         self._read = read
 
@@ -154,7 +160,7 @@ class _RawReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self._read(len(buffer))
-        buffer[: len(data)] = data
+        buffer[:len(data)] = data
         return len(data)
 
 
@@ -202,8 +208,9 @@ def documents(unit: Unit, text_field: str) -> Iterator[list[str]]:
 
 def _lines_of(text: str) -> list[str]:
     """A row's paragraphs: its lines, NULs dropped, over-long ones cut."""
-    return [p for line in text.replace("\x00", "").splitlines()
-            for p in split_long_text(line.strip())]
+    return [
+        p for line in text.replace("\x00", "").splitlines() for p in split_long_text(line.strip())
+    ]
 
 
 def _parquet_documents(path: str, row_group: int, text_field: str) -> Iterator[list[str]]:
@@ -220,8 +227,7 @@ def _parquet_documents(path: str, row_group: int, text_field: str) -> Iterator[l
         groups = range(pf.num_row_groups) if row_group < 0 else [row_group]
         for group in groups:
             # Batches within a row group: memory holds ~1k rows, not a whole group.
-            for batch in pf.iter_batches(batch_size=1024, row_groups=[group],
-                                         columns=[text_field]):
+            for batch in pf.iter_batches(batch_size=1024, row_groups=[group], columns=[text_field]):
                 for text in batch.column(0).to_pylist():
                     paragraphs = _lines_of(text) if text else []
                     if paragraphs:

@@ -63,9 +63,10 @@ def plan(mode: str, specs: Sequence[str], process_count: int) -> tuple[dict, tup
         return {}, ()
     units = check_units(specs, process_count)
     hosts = f"{process_count} host{'s' if process_count > 1 else ''}"
-    return ({RECORD_KEY: f"{OWN_UNITS} on {hosts}"},
-            (f"each of {process_count} host(s) reads its own units of train_files "
-             f"({units} in all; data.host_reading={OWN_UNITS})",))
+    return ({
+        RECORD_KEY: f"{OWN_UNITS} on {hosts}"
+    }, (f"each of {process_count} host(s) reads its own units of train_files "
+        f"({units} in all; data.host_reading={OWN_UNITS})", ))
 
 
 def local_start(start_example: int, process_count: int) -> int:

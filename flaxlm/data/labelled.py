@@ -34,8 +34,8 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
             yield number, line.rstrip("\n").rstrip("\r")
 
 
-def _blocks(path: str, parse: Callable[[str, str, int], tuple[str, str] | None]
-            ) -> Iterator[Sentence]:
+def _blocks(path: str, parse: Callable[[str, str, int],
+                                       tuple[str, str] | None]) -> Iterator[Sentence]:
     """Sentences separated by blank lines; `parse(line)` gives (word, label) or None to skip."""
     words: list[str] = []
     labels: list[str] = []

@@ -33,7 +33,7 @@ def parse(spec: str, seq_len: int) -> tuple[int, ...]:
     """The bucket lengths of `data.length_buckets`, ascending, the last one `seq_len`."""
     spec = spec.strip().lower()
     if spec in ("", "none"):
-        return (seq_len,)
+        return (seq_len, )
     if spec == "pow2":
         lengths = []
         length = _SMALLEST_POW2
@@ -65,7 +65,6 @@ def row_lengths(attention_mask_NxL: np.ndarray) -> np.ndarray:
     return np.count_nonzero(attention_mask_NxL, axis=1)
 
 
-def cut(batch: Mapping[str, np.ndarray], length: int,
-        keys: Sequence[str]) -> dict[str, np.ndarray]:
+def cut(batch: Mapping[str, np.ndarray], length: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """`batch` with the length axis of `keys` cut to `length` (the others as they are)."""
     return {k: (v[:, :length] if k in keys else v) for k, v in batch.items()}

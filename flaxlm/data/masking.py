@@ -53,7 +53,11 @@ class MaskingRates:
 
 
 def make_masker(
-    rates: MaskingRates, tokenizer: Tokenizer, seed: int, *, seq_len: int,
+    rates: MaskingRates,
+    tokenizer: Tokenizer,
+    seed: int,
+    *,
+    seq_len: int,
     two_segment_rate: float,
 ) -> Callable[..., dict[str, tf.Tensor]]:
     """`mask(g_B, ids_BxL, word_starts_BxL) -> features` for a batch of packed examples with global
@@ -86,17 +90,16 @@ def make_masker(
     budget = rates.budget(seq_len)
     specials_S = tf.constant(tokenizer.special_ids, tf.int32)
     non_special_R = tf.constant(
-        np.setdiff1d(np.arange(tokenizer.vocab_size), tokenizer.special_ids), tf.int32
-    )
-    word_stream, action_stream, token_stream, segment_stream = (
-        _stream_key(seed, s) for s in range(4))
+        np.setdiff1d(np.arange(tokenizer.vocab_size), tokenizer.special_ids), tf.int32)
+    word_stream, action_stream, token_stream, segment_stream = (_stream_key(seed, s)
+                                                                for s in range(4))
 
     def mask(g_B, ids_BxL, word_starts_BxL):
         g_B = tf.cast(g_B, tf.int64)
         if two_segment_rate > 0:
             drawn_B = _uniform(segment_stream, g_B, 1)[:, 0] < two_segment_rate
-            ids_BxL, word_starts_BxL, types_BxL = _two_segments(
-                drawn_B, ids_BxL, word_starts_BxL, tokenizer, seq_len)
+            ids_BxL, word_starts_BxL, types_BxL = _two_segments(drawn_B, ids_BxL, word_starts_BxL,
+                                                                tokenizer, seq_len)
         else:
             types_BxL = tf.zeros_like(ids_BxL)
         if not rates.whole_word_masking:  # after the cut, which stays at a word start
@@ -106,23 +109,20 @@ def make_masker(
                                    maskable_BxL, rates.mask_rate, budget, seq_len)
         positions_BxM, used_BxM = _prediction_slots(chosen_BxL, budget, seq_len)
         action_BxL = _uniform(action_stream, g_B, seq_len)
-        random_ids_BxL = tf.gather(
-            non_special_R, _below(token_stream, g_B, seq_len, non_special_R.shape[0])
-        )
+        random_ids_BxL = tf.gather(non_special_R,
+                                   _below(token_stream, g_B, seq_len, non_special_R.shape[0]))
         replaced_BxL = tf.where(
             action_BxL < rates.mask_token_rate,
             tokenizer.mask_id,
-            tf.where(action_BxL < rates.mask_token_rate + rates.random_token_rate,
-                     random_ids_BxL, ids_BxL),
+            tf.where(action_BxL < rates.mask_token_rate + rates.random_token_rate, random_ids_BxL,
+                     ids_BxL),
         )
         return {
             "input_ids": tf.where(chosen_BxL, replaced_BxL, ids_BxL),
             "attention_mask": tf.cast(ids_BxL != tokenizer.pad_id, tf.int32),
             "token_type_ids": types_BxL,
             "masked_positions": positions_BxM,
-            "masked_labels": tf.where(
-                used_BxM, tf.gather(ids_BxL, positions_BxM, batch_dims=1), 0
-            ),
+            "masked_labels": tf.where(used_BxM, tf.gather(ids_BxL, positions_BxM, batch_dims=1), 0),
             "masked_weights": tf.cast(used_BxM, tf.float32),
         }
 
@@ -138,22 +138,21 @@ def _two_segments(drawn_B, ids_BxL, word_starts_BxL, tokenizer: Tokenizer, seq_l
     middle_Bx1 = (1 + (real_B - 2) // 2)[:, None]
     candidate_BxL = word_starts_BxL & (pos_1xL >= middle_Bx1) & (pos_1xL < real_B[:, None] - 1)
     split_B = tf.where(tf.reduce_any(candidate_BxL, axis=1),
-                       tf.argmax(tf.cast(candidate_BxL, tf.int32), axis=1,
-                                 output_type=tf.int32),
+                       tf.argmax(tf.cast(candidate_BxL, tf.int32), axis=1, output_type=tf.int32),
                        middle_Bx1[:, 0])
     split_B = tf.where(drawn_B & (real_B >= 4), split_B, seq_len)  # seq_len: no split
     split_Bx1 = split_B[:, None]
 
     def shifted(x_BxL):  # x[i-1] at position i
         return tf.concat([x_BxL[:, :1], x_BxL[:, :-1]], axis=1)
+
     ids_BxL = tf.where(pos_1xL < split_Bx1, ids_BxL,
                        tf.where(pos_1xL == split_Bx1, tokenizer.sep_id, shifted(ids_BxL)))
     # A full row pushed its last text token out: it still ends with [SEP].
     full_Bx1 = (real_B == seq_len)[:, None] & (split_Bx1 < seq_len)
     ids_BxL = tf.where(full_Bx1 & (pos_1xL == seq_len - 1), tokenizer.sep_id, ids_BxL)
-    word_starts_BxL = tf.where(pos_1xL < split_Bx1, word_starts_BxL,
-                               (pos_1xL == split_Bx1 + 1) | (
-                                   (pos_1xL > split_Bx1) & shifted(word_starts_BxL)))
+    word_starts_BxL = tf.where(pos_1xL < split_Bx1, word_starts_BxL, (pos_1xL == split_Bx1 + 1) |
+                               ((pos_1xL > split_Bx1) & shifted(word_starts_BxL)))
     types_BxL = tf.cast((pos_1xL > split_Bx1) & (ids_BxL != tokenizer.pad_id), tf.int32)
     return ids_BxL, word_starts_BxL, types_BxL
 
@@ -173,9 +172,7 @@ def _choose_words(score_draw_BxW, word_starts_BxL, maskable_BxL, mask_rate: floa
     row_offset_Bx1 = tf.range(batch)[:, None] * (seq_len + 1)
     segment_BxL = row_offset_Bx1 + tf.where(maskable_BxL, word_BxL, seq_len)
     word_len_BxW = tf.reshape(
-        tf.math.unsorted_segment_sum(
-            tf.ones_like(segment_BxL), segment_BxL, batch * (seq_len + 1)
-        ),
+        tf.math.unsorted_segment_sum(tf.ones_like(segment_BxL), segment_BxL, batch * (seq_len + 1)),
         [batch, seq_len + 1],
     )[:, :seq_len]
     num_to_mask_B = tf.where(
@@ -190,20 +187,18 @@ def _choose_words(score_draw_BxW, word_starts_BxL, maskable_BxL, mask_rate: floa
     fits_BxW = tf.gather(is_word_BxW, order_BxW, batch_dims=1) & (len_BxW <= budget)
     first_BxW = _take_prefix(len_BxW, fits_BxW, budget, num_to_mask_B[:, None])
     # A word overflowing the budget ends the first pass; shorter words after it may still fit.
-    tokens_left_Bx1 = budget - tf.reduce_sum(
-        len_BxW * tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
-    )
-    words_left_Bx1 = num_to_mask_B[:, None] - tf.reduce_sum(
-        tf.cast(first_BxW, tf.int32), axis=1, keepdims=True
-    )
+    tokens_left_Bx1 = budget - tf.reduce_sum(len_BxW * tf.cast(first_BxW, tf.int32), axis=1,
+                                             keepdims=True)
+    words_left_Bx1 = num_to_mask_B[:, None] - tf.reduce_sum(tf.cast(first_BxW, tf.int32), axis=1,
+                                                            keepdims=True)
     second_BxW = _take_prefix(
-        len_BxW, fits_BxW & ~first_BxW & (len_BxW <= tokens_left_Bx1), tokens_left_Bx1,
+        len_BxW,
+        fits_BxW & ~first_BxW & (len_BxW <= tokens_left_Bx1),
+        tokens_left_Bx1,
         words_left_Bx1,
     )
     # argsort of a permutation is its inverse: back from score order to word order.
-    chosen_BxW = tf.gather(
-        first_BxW | second_BxW, tf.argsort(order_BxW, axis=1), batch_dims=1
-    )
+    chosen_BxW = tf.gather(first_BxW | second_BxW, tf.argsort(order_BxW, axis=1), batch_dims=1)
     return maskable_BxL & tf.gather(chosen_BxW, tf.maximum(word_BxL, 0), batch_dims=1)
 
 
@@ -213,8 +208,7 @@ def _prediction_slots(chosen_BxL, budget: int, seq_len: int):
     slot_L = tf.range(seq_len)
     rank_BxL = tf.where(chosen_BxL, tf.cumsum(tf.cast(chosen_BxL, tf.int32), axis=1) - 1, -1)
     positions_BxM = tf.reduce_sum(
-        tf.one_hot(rank_BxL, budget, dtype=tf.int32) * slot_L[None, :, None], axis=1
-    )
+        tf.one_hot(rank_BxL, budget, dtype=tf.int32) * slot_L[None, :, None], axis=1)
     count_B = tf.reduce_sum(tf.cast(chosen_BxL, tf.int32), axis=1)
     used_BxM = tf.range(budget)[None, :] < count_B[:, None]
     return positions_BxM, used_BxM
@@ -259,7 +253,7 @@ def _bits(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
 def _uniform(key: tf.Tensor, g_B: tf.Tensor, length: int) -> tf.Tensor:
     """[B, length] float32 uniform in [0, 1) with 24 random bits."""
     top24 = tf.bitwise.right_shift(_bits(key, g_B, length), tf.constant(40, tf.uint64))
-    return tf.cast(top24, tf.float32) * 2.0**-24
+    return tf.cast(top24, tf.float32) * 2.0 ** -24
 
 
 def _below(key: tf.Tensor, g_B: tf.Tensor, length: int, n: int) -> tf.Tensor:

@@ -56,9 +56,9 @@ def special_tokens(tokenizer: Tokenizer, paired: bool) -> int:
     return 4 if tokenizer.kind == "sentencepiece" else 3
 
 
-def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
-           label_ids: dict[str, int], truncation: str = "longest_first",
-           token_types: bool = True) -> Encoded:
+def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int, label_ids: dict[str,
+                                                                                            int],
+           truncation: str = "longest_first", token_types: bool = True) -> Encoded:
     """`token_types`: whether the model reads token types (model.type_vocab_size > 0)."""
     paired = examples[0].text_pair is not None
     first = [ids for ids, _ in tokenizer.encode_batch([e.text for e in examples])]
@@ -87,8 +87,13 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Example], seq_len: int,
         lengths_N[row] = len(head) + len(tail)
     mask_NxL = (np.arange(seq_len) < lengths_N[:, None]).astype(np.int32)
     labels_N = np.asarray([label_ids.get(e.label, UNKNOWN_LABEL) for e in examples], np.int32)
-    return Encoded({"input_ids": ids_NxL, "attention_mask": mask_NxL,
-                    "token_type_ids": types_NxL, "labels": labels_N}, truncated)
+    return Encoded(
+        {
+            "input_ids": ids_NxL,
+            "attention_mask": mask_NxL,
+            "token_type_ids": types_NxL,
+            "labels": labels_N
+        }, truncated)
 
 
 def _take(rows: dict[str, np.ndarray], index_B: np.ndarray, weights_B: np.ndarray,
@@ -100,12 +105,13 @@ def _take(rows: dict[str, np.ndarray], index_B: np.ndarray, weights_B: np.ndarra
 def _bucket(rows: dict[str, np.ndarray], index_G: np.ndarray, buckets: Sequence[int]) -> int:
     """The length bucket of the global batch `index_G` (the same on every process)."""
     longest = int(np.max(length_buckets.row_lengths(rows["attention_mask"][index_G])))
-    return length_buckets.bucket_length(longest, buckets or (rows["input_ids"].shape[1],))
+    return length_buckets.bucket_length(longest, buckets or (rows["input_ids"].shape[1], ))
 
 
-def train_stream(rows: dict[str, np.ndarray], *, seed: int, host_batch_size: int,
-                 start_example: int, process_index: int = 0, process_count: int = 1,
-                 buckets: Sequence[int] = ()) -> Iterator[dict[str, np.ndarray]]:
+def train_stream(
+    rows: dict[str, np.ndarray], *, seed: int, host_batch_size: int, start_example: int,
+    process_index: int = 0, process_count: int = 1,
+    buckets: Sequence[int] = ()) -> Iterator[dict[str, np.ndarray]]:
     """Endless host batches. Global example g is row `perm_e[g mod N]` with a fresh permutation
     per epoch e = g // N (seeded by (seed, e)); global batch k holds examples
     [start + k·G, start + (k+1)·G) with G = B × processes, host p the p-th B of them, cut to the
@@ -120,15 +126,18 @@ def train_stream(rows: dict[str, np.ndarray], *, seed: int, host_batch_size: int
     while True:
         g_G = first + np.arange(global_batch)
         epochs_G = g_G // n
-        perms = {e: perms[e] if e in perms else np.random.default_rng([seed, e]).permutation(n)
-                 for e in set(epochs_G.tolist())}
+        perms = {
+            e: perms[e] if e in perms else np.random.default_rng([seed, e]).permutation(n)
+            for e in set(epochs_G.tolist())
+        }
         index_G = np.asarray([perms[e][g % n] for e, g in zip(epochs_G, g_G)])
         yield _take(rows, index_G[mine], ones_B, _bucket(rows, index_G, buckets))
         first += global_batch
 
 
-def eval_batches(rows: dict[str, np.ndarray], *, host_batch_size: int, process_index: int = 0,
-                 process_count: int = 1, buckets: Sequence[int] = ()) -> list[dict[str, np.ndarray]]:
+def eval_batches(
+    rows: dict[str, np.ndarray], *, host_batch_size: int, process_index: int = 0,
+    process_count: int = 1, buckets: Sequence[int] = ()) -> list[dict[str, np.ndarray]]:
     """Every example once, in order; the last global batch is filled with weight-0 copies of
     row 0 (real tokens, so no row is all padding)."""
     n = len(rows["labels"])
@@ -138,6 +147,5 @@ def eval_batches(rows: dict[str, np.ndarray], *, host_batch_size: int, process_i
         g_G = start + np.arange(global_batch)
         index_G = np.where(g_G < n, g_G, 0)
         mine = slice(process_index * host_batch_size, (process_index + 1) * host_batch_size)
-        batches.append(_take(rows, index_G[mine], (g_G < n)[mine],
-                             _bucket(rows, index_G, buckets)))
+        batches.append(_take(rows, index_G[mine], (g_G < n)[mine], _bucket(rows, index_G, buckets)))
     return batches

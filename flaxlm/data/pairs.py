@@ -83,8 +83,9 @@ def _tsv_examples(path: str) -> list[Example]:
         if len(fields) != len(header):
             raise FlaxlmError(f"{path}:{number}: {len(fields)} tab-separated fields, the header "
                               f"has {len(header)} ({', '.join(header)})")
-        examples.append(_example(path, number, fields[text_at],
-                                 None if pair_at is None else fields[pair_at], fields[label_at]))
+        examples.append(
+            _example(path, number, fields[text_at], None if pair_at is None else fields[pair_at],
+                     fields[label_at]))
     return examples
 
 
@@ -133,9 +134,11 @@ def _tfds_examples(spec: str, language: str) -> list[Example]:
         raise FlaxlmError(f"{spec}: has no 'label' feature (features: {sorted(features)})")
     names = info.features[LABEL].names
     if {"premise", "hypothesis"} <= features:
+
         def texts(row):
             return _premise(row, language, spec), _hypothesis(row, language, spec)
     elif {"sentence1", "sentence2"} <= features:
+
         def texts(row):
             return row["sentence1"].decode("utf-8"), row["sentence2"].decode("utf-8")
     else:

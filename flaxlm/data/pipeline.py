@@ -36,7 +36,6 @@ from flaxlm.errors import FlaxlmError
 IN_MEMORY_MAX_TOKENS = 1 << 28
 _STREAM_BLOCK = 256  # examples per Python→tf.data hand-off when packing on the fly
 
-
 AUTO = -1.0  # DataConfig.two_segment_rate: decided by the model's token types
 # google-research/electra build_pretraining_dataset.py (at 8a46635) lines 59-61: one segment in
 # 10% of the examples, two in the rest.
@@ -89,10 +88,8 @@ class DataConfig:
     def __post_init__(self):
         for key in ("train_files", "eval_files", "test_files"):
             if isinstance(getattr(self, key), str):
-                raise FlaxlmError(
-                    f"DataConfig.{key}: expected a tuple of paths, "
-                    f"got the string {getattr(self, key)!r}"
-                )
+                raise FlaxlmError(f"DataConfig.{key}: expected a tuple of paths, "
+                                  f"got the string {getattr(self, key)!r}")
         if not self.text_field:
             raise FlaxlmError("DataConfig.text_field: empty; name the Parquet column / JSON "
                               "field holding the text (default 'text')")
@@ -101,26 +98,23 @@ class DataConfig:
             raise FlaxlmError(f"DataConfig.seq_len={self.seq_len}: must be at least 8")
         if not 0 <= self.max_predictions <= self.seq_len:
             raise FlaxlmError(
-                f"DataConfig.max_predictions={self.max_predictions}: must be in [0, seq_len]"
-            )
+                f"DataConfig.max_predictions={self.max_predictions}: must be in [0, seq_len]")
         self.masking_rates.validate("DataConfig")
         if not (0 <= self.two_segment_rate <= 1 or self.two_segment_rate == AUTO):
             raise FlaxlmError(
                 f"data.two_segment_rate={self.two_segment_rate}: must be in [0, 1], or {AUTO} "
-                "(ELECTRA's rate for a model with two token types, else 0)"
-            )
+                "(ELECTRA's rate for a model with two token types, else 0)")
         if self.shuffle_buffer < 1:
             raise FlaxlmError(
-                f"DataConfig.shuffle_buffer={self.shuffle_buffer}: must be at least 1"
-            )
+                f"DataConfig.shuffle_buffer={self.shuffle_buffer}: must be at least 1")
 
     @property
     def masking_rates(self) -> masking.MaskingRates:
         """The masking fields as the masker takes them."""
-        return masking.MaskingRates(
-            mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
-            random_token_rate=self.random_token_rate, max_predictions=self.max_predictions,
-            whole_word_masking=self.whole_word_masking)
+        return masking.MaskingRates(mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
+                                    random_token_rate=self.random_token_rate,
+                                    max_predictions=self.max_predictions,
+                                    whole_word_masking=self.whole_word_masking)
 
 
 def max_predictions(cfg: DataConfig) -> int:
@@ -128,9 +122,8 @@ def max_predictions(cfg: DataConfig) -> int:
     return cfg.masking_rates.budget(cfg.seq_len)
 
 
-def make_masker(
-    cfg: DataConfig, tokenizer: Tokenizer, seed: int
-) -> Callable[..., dict[str, tf.Tensor]]:
+def make_masker(cfg: DataConfig, tokenizer: Tokenizer,
+                seed: int) -> Callable[..., dict[str, tf.Tensor]]:
     """`masking.make_masker` for `cfg`'s rates, rows and two-segment share (AUTO resolved)."""
     if cfg.two_segment_rate == AUTO:
         raise FlaxlmError("data.two_segment_rate is AUTO: resolve it for the model first "
@@ -190,13 +183,15 @@ def build_train_stream(
             # the corpus has fewer rows than a batch), each shuffled for the whole batch at once.
             def shuffle_rows(epoch, row_B):
                 permuted_B = tf.random.experimental.index_shuffle(
-                    g_B % n, seed=tf.stack([tf.constant(seed, tf.int64), -1 - epoch]),
+                    g_B % n,
+                    seed=tf.stack([tf.constant(seed, tf.int64), -1 - epoch]),
                     max_index=tf.constant(n - 1, tf.int64),
                 )
                 return epoch + 1, tf.where(epoch_B == epoch, permuted_B, row_B)
 
             _, row_B = tf.while_loop(
-                lambda epoch, _: epoch <= tf.reduce_max(epoch_B), shuffle_rows,
+                lambda epoch, _: epoch <= tf.reduce_max(epoch_B),
+                shuffle_rows,
                 (tf.reduce_min(epoch_B), tf.zeros_like(g_B)),
             )
             return mask_key(g_B), tf.gather(ids_NxL, row_B), tf.gather(ws_NxL, row_B)
@@ -247,8 +242,7 @@ def _check_hosts(host_batch_size: int, process_index: int, process_count: int) -
         raise FlaxlmError(f"host_batch_size={host_batch_size}: must be at least 1")
     if not 0 <= process_index < process_count:
         raise FlaxlmError(
-            f"process_index={process_index}: must be in [0, process_count={process_count})"
-        )
+            f"process_index={process_index}: must be in [0, process_count={process_count})")
 
 
 def _train_source(
@@ -269,9 +263,8 @@ def _train_source(
                                shard=shard)
 
 
-def _in_memory(
-    specs: tuple[str, ...], cfg: DataConfig, tokenizer: Tokenizer
-) -> tuple[np.ndarray, np.ndarray]:
+def _in_memory(specs: tuple[str, ...], cfg: DataConfig,
+               tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
     if any(sources.is_prepared(s) for s in specs):
         _require_all_prepared(specs, "eval_files")
         return sources.load_prepared(specs, seq_len=cfg.seq_len, vocab_size=tokenizer.vocab_size)
@@ -282,20 +275,20 @@ def _require_all_prepared(specs: tuple[str, ...], key: str) -> None:
     raw = [s for s in specs if not sources.is_prepared(s)]
     if raw:
         raise FlaxlmError(
-            f"DataConfig.{key}: {raw} are raw text but others are prepared shards; use one kind"
-        )
+            f"DataConfig.{key}: {raw} are raw text but others are prepared shards; use one kind")
 
 
 def _packed_stream(
-    specs: tuple[str, ...], tokenizer: Tokenizer, seq_len: int, text_field: str,
-    shard: tuple[int, int] = (0, 1),
+        specs: tuple[str, ...],
+        tokenizer: Tokenizer,
+        seq_len: int,
+        text_field: str,
+        shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """One epoch of packed examples, tokenized on the fly (tf.data re-runs it on every repeat)."""
-
     def blocks():
-        token_docs = prepare.tokenize_documents(
-            sources.iter_documents(specs, text_field, shard), tokenizer
-        )
+        token_docs = prepare.tokenize_documents(sources.iter_documents(specs, text_field, shard),
+                                                tokenizer)
         yield from prepare.pack_examples(
             token_docs,
             seq_len=seq_len,

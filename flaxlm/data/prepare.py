@@ -27,9 +27,8 @@ DOCS_PER_ENCODE = 256
 EXAMPLES_PER_BLOCK = 4096
 
 
-def tokenize_documents(
-    documents: Iterable[list[str]], tokenizer: Tokenizer
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def tokenize_documents(documents: Iterable[list[str]],
+                       tokenizer: Tokenizer) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per document: its paragraphs' `(ids_T int32, word_starts_T bool)` concatenated."""
     batch: list[list[str]] = []
     for doc in documents:
@@ -41,13 +40,12 @@ def tokenize_documents(
         yield from _tokenize_batch(batch, tokenizer)
 
 
-def _tokenize_batch(
-    docs: list[list[str]], tokenizer: Tokenizer
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _tokenize_batch(docs: list[list[str]],
+                    tokenizer: Tokenizer) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     encoded = tokenizer.encode_batch([p for doc in docs for p in doc])
     start = 0
     for doc in docs:
-        parts = encoded[start : start + len(doc)]
+        parts = encoded[start:start + len(doc)]
         start += len(doc)
         yield np.concatenate([ids for ids, _ in parts]), np.concatenate([ws for _, ws in parts])
 
@@ -82,10 +80,9 @@ def pack_examples(
         if pending >= body * examples_per_block:
             stream_ids, stream_ws = np.concatenate(pending_ids), np.concatenate(pending_ws)
             n = len(stream_ids) // body
-            yield _frame(
-                stream_ids[: n * body], stream_ws[: n * body], seq_len, cls_id, sep_id, pad_id
-            )
-            pending_ids, pending_ws = [stream_ids[n * body :]], [stream_ws[n * body :]]
+            yield _frame(stream_ids[:n * body], stream_ws[:n * body], seq_len, cls_id, sep_id,
+                         pad_id)
+            pending_ids, pending_ws = [stream_ids[n * body:]], [stream_ws[n * body:]]
             pending = len(pending_ids[0])
     if pending:
         stream_ids, stream_ws = np.concatenate(pending_ids), np.concatenate(pending_ws)
@@ -106,8 +103,8 @@ def _frame(
     tail = len(stream_ids) - (n - 1) * body
     ids_NxB = np.full((n, body), pad_id, np.int32)
     ws_NxB = np.zeros((n, body), bool)
-    ids_NxB.reshape(-1)[: len(stream_ids)] = stream_ids
-    ws_NxB.reshape(-1)[: len(stream_ws)] = stream_ws
+    ids_NxB.reshape(-1)[:len(stream_ids)] = stream_ids
+    ws_NxB.reshape(-1)[:len(stream_ws)] = stream_ws
     ws_NxB[:, 0] |= ids_NxB[:, 0] != sep_id
     ids_NxL = np.full((n, seq_len), pad_id, np.int32)
     ids_NxL[:, 0] = cls_id
@@ -122,8 +119,12 @@ def _frame(
 
 
 def pack_corpus(
-    specs: Sequence[str], tokenizer: Tokenizer, *, seq_len: int, text_field: str = "text",
-    shard: tuple[int, int] = (0, 1),
+        specs: Sequence[str],
+        tokenizer: Tokenizer,
+        *,
+        seq_len: int,
+        text_field: str = "text",
+        shard: tuple[int, int] = (0, 1),
 ) -> tuple[np.ndarray, np.ndarray]:
     """All packed examples of corpus/TFDS specs in memory (for corpora that fit, else use
     `prepare_shards`); with `shard=(i, n)`, of the units at positions i mod n only
@@ -135,8 +136,7 @@ def pack_corpus(
             cls_id=tokenizer.cls_id,
             sep_id=tokenizer.sep_id,
             pad_id=tokenizer.pad_id,
-        )
-    )
+        ))
     if not blocks:
         part = f" (its units at positions {shard[0]} mod {shard[1]})" if shard[1] > 1 else ""
         raise FlaxlmError(f"{', '.join(specs)}{part}: the text yields no tokens")
@@ -169,15 +169,16 @@ def prepare_shards(
     writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
     counts = [0] * num_shards
     total = 0
-    documents = tqdm.tqdm(sources.iter_documents(input_files, text_field), desc="prepare", unit="doc")
+    documents = tqdm.tqdm(sources.iter_documents(input_files, text_field), desc="prepare",
+                          unit="doc")
     token_docs = tokenize_documents(documents, tokenizer)
     try:
         for ids_NxL, ws_NxL in pack_examples(
-            token_docs,
-            seq_len=seq_len,
-            cls_id=tokenizer.cls_id,
-            sep_id=tokenizer.sep_id,
-            pad_id=tokenizer.pad_id,
+                token_docs,
+                seq_len=seq_len,
+                cls_id=tokenizer.cls_id,
+                sep_id=tokenizer.sep_id,
+                pad_id=tokenizer.pad_id,
         ):
             for ids_L, ws_L in zip(ids_NxL, ws_NxL):
                 shard = total % num_shards
@@ -206,8 +207,7 @@ def prepare_shards(
 def _serialize(ids_L: np.ndarray, ws_L: np.ndarray) -> bytes:
     feature = {
         "input_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids_L.tolist())),
-        "word_starts": tf.train.Feature(
-            int64_list=tf.train.Int64List(value=ws_L.astype(np.int64).tolist())
-        ),
+        "word_starts": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=ws_L.astype(np.int64).tolist())),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

@@ -75,8 +75,8 @@ def tokenizer_for_run(
     vocab_size = vocab_size or default_vocab_size(model_vocab_size, train_files, text_field)
     storage.makedirs(workdir)
     # Trained aside and renamed into place: an interrupted run leaves no half tokenizer to reuse.
-    staging = tempfile.mkdtemp(prefix=".tokenizer-", dir=None if storage.is_remote(workdir)
-                               else workdir)
+    staging = tempfile.mkdtemp(prefix=".tokenizer-",
+                               dir=None if storage.is_remote(workdir) else workdir)
     try:
         tok = train_tokenizer(train_files, vocab_size=vocab_size, kind=kind, out_dir=staging,
                               text_field=text_field)
@@ -93,9 +93,10 @@ def tokenizer_for_run(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if is_main:
-        print(f"flaxlm: data.tokenizer is empty: trained a {kind} tokenizer of "
-              f"{tok.vocab_size} tokens on {', '.join(train_files)} into {local}; reruns of this "
-              "workdir reuse it", flush=True)
+        print(
+            f"flaxlm: data.tokenizer is empty: trained a {kind} tokenizer of "
+            f"{tok.vocab_size} tokens on {', '.join(train_files)} into {local}; reruns of this "
+            "workdir reuse it", flush=True)
     return local
 
 

@@ -79,14 +79,14 @@ def _pairs(docs: list[list[str]], count: int, rng: np.random.Generator) -> list[
             rows.append((docs[doc][first], docs[doc][second], SAME))
         else:
             other = (doc + 1 + int(rng.integers(len(docs) - 1))) % len(docs)
-            rows.append((docs[doc][first], docs[other][int(rng.integers(len(docs[other])))],
-                         DIFFERENT))
+            rows.append(
+                (docs[doc][first], docs[other][int(rng.integers(len(docs[other])))], DIFFERENT))
     return rows
 
 
 def _write(path: str, rows: list[tuple]) -> None:
-    storage.write_text(path, "text\ttext_pair\tlabel\n" + "".join("\t".join(row) + "\n"
-                                                               for row in rows))
+    storage.write_text(path,
+                       "text\ttext_pair\tlabel\n" + "".join("\t".join(row) + "\n" for row in rows))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.examples.split(",")]
-    for split, path in build(args.corpus, args.out_dir, examples=counts,
-                             max_words=args.max_words, seed=args.seed).items():
+    for split, path in build(args.corpus, args.out_dir, examples=counts, max_words=args.max_words,
+                             seed=args.seed).items():
         print(f"{split}: {path}")
 
 

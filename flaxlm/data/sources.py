@@ -31,9 +31,9 @@ PREPARED_META = "prepared.json"
 
 
 def iter_documents(
-    specs: Sequence[str],
-    text_field: str = corpus_files.DEFAULT_TEXT_FIELD,
-    shard: tuple[int, int] = (0, 1),
+        specs: Sequence[str],
+        text_field: str = corpus_files.DEFAULT_TEXT_FIELD,
+        shard: tuple[int, int] = (0, 1),
 ) -> Iterator[list[str]]:
     """Documents of all specs in order. Bad paths and files that are not a corpus fail here,
     before any reading starts. `text_field` names the Parquet column / JSON field holding the text.
@@ -64,8 +64,8 @@ def num_units(specs: Sequence[str]) -> int:
         if spec.startswith(TFDS_PREFIX):
             total += 1
         else:
-            total += sum(len(corpus_files.units(corpus_files.identify(p)))
-                         for p in resolve_text_files(spec))
+            total += sum(
+                len(corpus_files.units(corpus_files.identify(p))) for p in resolve_text_files(spec))
     return total
 
 
@@ -106,10 +106,8 @@ def resolve_text_files(spec: str) -> list[str]:
         return paths
     if storage.isdir(spec):
         paths = sorted(
-            os.path.join(spec, name)
-            for name in storage.listdir(spec)
-            if not name.startswith(".") and storage.isfile(os.path.join(spec, name))
-        )
+            os.path.join(spec, name) for name in storage.listdir(spec)
+            if not name.startswith(".") and storage.isfile(os.path.join(spec, name)))
         if not paths:
             raise FlaxlmError(f"{spec}: the directory holds no files")
         return paths
@@ -120,11 +118,10 @@ def resolve_text_files(spec: str) -> list[str]:
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
     """`tfds:NAME[:SPLIT]` -> (NAME, SPLIT); the split defaults to train."""
-    name, _, split = spec[len(TFDS_PREFIX) :].partition(":")
+    name, _, split = spec[len(TFDS_PREFIX):].partition(":")
     if not name:
         raise FlaxlmError(
-            f"{spec}: expected tfds:NAME[:SPLIT], e.g. tfds:wikipedia/20230601.it:train"
-        )
+            f"{spec}: expected tfds:NAME[:SPLIT], e.g. tfds:wikipedia/20230601.it:train")
     return name, split or "train"
 
 
@@ -136,13 +133,14 @@ def _tfds_documents(spec: str) -> Iterator[list[str]]:
         ds = tfds.load(name, split=split, shuffle_files=False)
     except Exception as e:  # tfds raises many types (not found, not prepared, bad split)
         raise FlaxlmError(
-            f"{spec}: cannot load with tensorflow_datasets: {str(e).splitlines()[0]}"
-        ) from e
+            f"{spec}: cannot load with tensorflow_datasets: {str(e).splitlines()[0]}") from e
     if "text" not in ds.element_spec:
         raise FlaxlmError(f"{spec}: has no 'text' feature (features: {sorted(ds.element_spec)})")
     for example in ds.as_numpy_iterator():
         text = example["text"].decode("utf-8", errors="replace").replace("\x00", "")
-        paragraphs = [p for line in text.split("\n") for p in corpus_files.split_long_text(line.strip())]
+        paragraphs = [
+            p for line in text.split("\n") for p in corpus_files.split_long_text(line.strip())
+        ]
         if paragraphs:
             yield paragraphs
 
@@ -166,8 +164,7 @@ def read_prepared_meta(spec: str) -> dict:
     for name in meta["files"]:
         if not storage.isfile(os.path.join(spec, name)):
             raise FlaxlmError(
-                f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist"
-            )
+                f"{meta_path}: lists {name} but {os.path.join(spec, name)} does not exist")
     return meta
 
 
@@ -187,8 +184,7 @@ def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int,
         # `prepare` deals example i to shard i % S; reading the shards round-robin restores packing
         # order, so prepared shards and the text they came from give the same training stream.
         spec_records = tf.data.Dataset.from_tensor_slices(paths).interleave(
-            tf.data.TFRecordDataset, cycle_length=len(paths), block_length=1
-        )
+            tf.data.TFRecordDataset, cycle_length=len(paths), block_length=1)
         records = spec_records if records is None else records.concatenate(spec_records)
     if records is None:
         raise FlaxlmError(f"{', '.join(specs)}: no shard file at position {shard[0]} "
@@ -207,8 +203,8 @@ def prepared_dataset(specs: Sequence[str], *, seq_len: int, vocab_size: int,
 
 
 def load_prepared(
-    specs: Sequence[str], *, seq_len: int, vocab_size: int, shard: tuple[int, int] = (0, 1)
-) -> tuple[np.ndarray, np.ndarray]:
+    specs: Sequence[str], *, seq_len: int, vocab_size: int,
+    shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, np.ndarray]:
     """All packed examples (of `shard`'s files) in memory: `ids_NxL` int32, `word_starts_NxL` bool."""
     ds = prepared_dataset(specs, seq_len=seq_len, vocab_size=vocab_size, shard=shard).batch(8192)
     ids, word_starts = [], []
@@ -241,10 +237,8 @@ def _prepared_files(specs: Sequence[str], shard: tuple[int, int], *, seq_len: in
         meta = read_prepared_meta(spec)
         for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
             if want and meta[key] != want:
-                raise FlaxlmError(
-                    f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} "
-                    f"but {want} is configured"
-                )
+                raise FlaxlmError(f"{os.path.join(spec, PREPARED_META)}: {key}={meta[key]} "
+                                  f"but {want} is configured")
         own = []
         for name, examples in zip(meta["files"], meta["num_examples"]):
             if position % count == index:

@@ -36,8 +36,9 @@ class Tokenizer:
     # records name it by `storage.recorded_name(path)`.
     path: str
     # texts -> [(ids int32, word starts bool)], one backend per model file (see the loaders).
-    _encode: Callable[[list[str]], list[tuple[np.ndarray, np.ndarray]]] = dataclasses.field(
-        repr=False, compare=False)
+    _encode: Callable[[list[str]],
+                      list[tuple[np.ndarray,
+                                 np.ndarray]]] = dataclasses.field(repr=False, compare=False)
 
     def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""

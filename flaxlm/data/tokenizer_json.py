@@ -30,10 +30,8 @@ def load_tokenizer_json(path: str, meta: dict, kind: str) -> Tokenizer:
         raise FlaxlmError(f"{file}: not a readable tokenizers file ({e})") from None
     model_type = type(backend.model).__name__
     if model_type != _TOKENIZERS_MODEL[kind]:
-        raise FlaxlmError(
-            f"{file}: holds a {model_type} model but {META_FILE} says kind {kind!r} "
-            f"(a {_TOKENIZERS_MODEL[kind]} model)"
-        )
+        raise FlaxlmError(f"{file}: holds a {model_type} model but {META_FILE} says kind {kind!r} "
+                          f"(a {_TOKENIZERS_MODEL[kind]} model)")
     # Packing needs whole paragraphs: a length limit saved in the file would cut them.
     backend.no_truncation()
     backend.no_padding()
@@ -43,12 +41,10 @@ def load_tokenizer_json(path: str, meta: dict, kind: str) -> Tokenizer:
     special = meta.get("special_ids")
     names = ("cls", "pad", "sep", "unk", "mask")
     if not isinstance(special, dict) or not all(
-        isinstance(special.get(n), int) and 0 <= special[n] < vocab_size for n in names
-    ):
+            isinstance(special.get(n), int) and 0 <= special[n] < vocab_size for n in names):
         raise FlaxlmError(
             f"{os.path.join(path, META_FILE)}: key 'special_ids' must give {', '.join(names)} "
-            f"ids below {vocab_size}"
-        )
+            f"ids below {vocab_size}")
 
     def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
@@ -68,7 +64,8 @@ def load_tokenizer_json(path: str, meta: dict, kind: str) -> Tokenizer:
         sep_id=special["sep"],
         mask_id=special["mask"],
         unk_id=special["unk"],
-        special_ids=tuple(sorted({special[n] for n in names})),
+        special_ids=tuple(sorted({special[n]
+                                  for n in names})),
         lowercase=bool(meta.get("lowercase", False)),
         strip_accents=bool(meta.get("strip_accents", False)),
         path=path,

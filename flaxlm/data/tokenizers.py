@@ -24,12 +24,7 @@ from tokenizers import models, normalizers, pre_tokenizers, trainers
 from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.data.tokenizer_dir import (  # noqa: F401 - callers name the directory's files here too
-    META_FILE,
-    MODEL_MAX_LENGTH,
-    SP_MODEL_FILE,
-    TOKENIZER_JSON,
-    VOCAB_FILE,
-    Tokenizer,
+    META_FILE, MODEL_MAX_LENGTH, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
 )
 from flaxlm.data.tokenizer_json import load_tokenizer_json, write_tokenizer_json
 from flaxlm.errors import FlaxlmError
@@ -44,7 +39,6 @@ def _table_encoder(encode_backend_ids, id_by_backend_id: np.ndarray,
                    word_start_by_backend_id: np.ndarray):
     """An encoder for backends whose word starts are a property of the piece (`▁x`, not `##x`);
     `id_by_backend_id` maps the backend's ids to ours (the fairseq shift for SentencePiece)."""
-
     def encode(texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         for backend_ids in encode_backend_ids(texts):
@@ -74,23 +68,18 @@ def load_tokenizer(path: str) -> Tokenizer:
         raise FlaxlmError(f"{meta_path}: not valid tokenizer metadata ({e!r})") from e
     if kind not in _MODEL_FILE:
         raise FlaxlmError(
-            f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'"
-        )
+            f"{meta_path}: key 'kind' is {kind!r}, expected 'sentencepiece' or 'wordpiece'")
     model_file = os.path.join(path, _MODEL_FILE[kind])
     json_file = os.path.join(path, TOKENIZER_JSON)
     if os.path.isfile(model_file) or os.path.isfile(json_file):
         source = model_file if os.path.isfile(model_file) else json_file
         tok = _load_backend(path, meta, kind, source)
     else:
-        raise FlaxlmError(
-            f"{path}: holds neither {_MODEL_FILE[kind]} nor {TOKENIZER_JSON}; "
-            f"a {kind} tokenizer needs one of them"
-        )
+        raise FlaxlmError(f"{path}: holds neither {_MODEL_FILE[kind]} nor {TOKENIZER_JSON}; "
+                          f"a {kind} tokenizer needs one of them")
     if meta.get("vocab_size", tok.vocab_size) != tok.vocab_size:
-        raise FlaxlmError(
-            f"{meta_path}: key 'vocab_size' says {meta['vocab_size']} "
-            f"but the model file holds {tok.vocab_size}"
-        )
+        raise FlaxlmError(f"{meta_path}: key 'vocab_size' says {meta['vocab_size']} "
+                          f"but the model file holds {tok.vocab_size}")
     return tok
 
 
@@ -130,8 +119,7 @@ def train_tokenizer(
     if storage.is_remote(out_dir):
         with tempfile.TemporaryDirectory(prefix="flaxlm-tokenizer-") as staging:
             train_tokenizer(corpus_files, vocab_size=vocab_size, kind=kind, out_dir=staging,
-                            lowercase=lowercase, strip_accents=strip_accents,
-                            text_field=text_field)
+                            lowercase=lowercase, strip_accents=strip_accents, text_field=text_field)
             storage.upload_files(staging, out_dir, last=META_FILE)
         return load_tokenizer(out_dir)
     if vocab_size < 16:
@@ -140,21 +128,18 @@ def train_tokenizer(
         raise FlaxlmError(f"kind={kind!r}: expected 'unigram' or 'wordpiece'")
     if kind == "unigram" and strip_accents:
         raise FlaxlmError(
-            "strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)"
-        )
+            "strip_accents=True: not supported for kind 'unigram' (SentencePiece keeps accents)")
     paragraphs = _paragraphs(sources.iter_documents(corpus_files, text_field))
     os.makedirs(out_dir, exist_ok=True)
     # transformers would read a stale tokenizer.json in preference to the new model file.
     if os.path.exists(os.path.join(out_dir, TOKENIZER_JSON)):
         os.remove(os.path.join(out_dir, TOKENIZER_JSON))
     if kind == "unigram":
-        _train_sentencepiece(
-            paragraphs, vocab_size=vocab_size, out_dir=out_dir, lowercase=lowercase
-        )
+        _train_sentencepiece(paragraphs, vocab_size=vocab_size, out_dir=out_dir,
+                             lowercase=lowercase)
     else:
-        _train_wordpiece(
-            paragraphs, vocab_size, out_dir, lowercase=lowercase, strip_accents=strip_accents
-        )
+        _train_wordpiece(paragraphs, vocab_size, out_dir, lowercase=lowercase,
+                         strip_accents=strip_accents)
     write_tokenizer_json(out_dir)
     return load_tokenizer(out_dir)
 
@@ -167,9 +152,8 @@ def _paragraphs(documents: Iterable[list[str]]) -> Iterator[str]:
 # --- SentencePiece (XLM-R layout) ---------------------------------------------------------------
 
 
-def _train_sentencepiece(
-    paragraphs: Iterator[str], *, vocab_size: int, out_dir: str, lowercase: bool
-) -> None:
+def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir: str,
+                         lowercase: bool) -> None:
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -193,8 +177,7 @@ def _train_sentencepiece(
     except RuntimeError as e:
         raise FlaxlmError(
             f"SentencePiece training with vocab_size={vocab_size} failed (its own sizes below "
-            f"exclude <pad> and <mask>): {e}"
-        ) from e
+            f"exclude <pad> and <mask>): {e}") from e
     with open(os.path.join(out_dir, SP_MODEL_FILE), "wb") as f:
         f.write(model.getvalue())
     _write_json(
@@ -205,7 +188,13 @@ def _train_sentencepiece(
             "lowercase": lowercase,
             "strip_accents": False,
             "vocab_size": vocab_size,
-            "special_ids": {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": vocab_size - 1},
+            "special_ids": {
+                "cls": 0,
+                "pad": 1,
+                "sep": 2,
+                "unk": 3,
+                "mask": vocab_size - 1
+            },
         },
     )
     specials = {
@@ -256,9 +245,8 @@ def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:
 def _bert_pipeline(vocab: dict[str, int] | None, *, lowercase: bool, strip_accents: bool):
     """The normalizer + pre-tokenizer that `BertTokenizerFast` builds from the same flags."""
     tok = HfTokenizer(models.WordPiece(vocab, unk_token=_BERT_SPECIALS["unk"]))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents, lowercase=lowercase
-    )
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=strip_accents, lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return tok
 
@@ -272,9 +260,9 @@ def _train_wordpiece(
     strip_accents: bool,
 ) -> None:
     tok = _bert_pipeline(None, lowercase=lowercase, strip_accents=strip_accents)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(_BERT_SPECIALS.values()), show_progress=False
-    )
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                        special_tokens=list(_BERT_SPECIALS.values()),
+                                        show_progress=False)
     tok.train_from_iterator(paragraphs, trainer)
     vocab = sorted(tok.get_vocab().items(), key=lambda item: item[1])
     with open(os.path.join(out_dir, VOCAB_FILE), "w", encoding="utf-8") as f:
@@ -288,7 +276,10 @@ def _train_wordpiece(
             "lowercase": lowercase,
             "strip_accents": strip_accents,
             "vocab_size": len(vocab),
-            "special_ids": {name: ids[token] for name, token in _BERT_SPECIALS.items()},
+            "special_ids": {
+                name: ids[token]
+                for name, token in _BERT_SPECIALS.items()
+            },
         },
     )
     # strip_accents is written explicitly: BERT's default (None) would follow do_lower_case.
@@ -297,9 +288,10 @@ def _train_wordpiece(
         "strip_accents": strip_accents,
         "tokenize_chinese_chars": True,
     }
-    _write_hf_configs(
-        out_dir, "BertTokenizer", {f"{k}_token": v for k, v in _BERT_SPECIALS.items()}, flags
-    )
+    _write_hf_configs(out_dir, "BertTokenizer", {
+        f"{k}_token": v
+        for k, v in _BERT_SPECIALS.items()
+    }, flags)
 
 
 def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
@@ -346,9 +338,8 @@ def _load_wordpiece(path: str, meta: dict) -> Tokenizer:
 # --- Hugging Face side files --------------------------------------------------------------------
 
 
-def _write_hf_configs(
-    out_dir: str, tokenizer_class: str, specials: dict[str, str], flags: dict
-) -> None:
+def _write_hf_configs(out_dir: str, tokenizer_class: str, specials: dict[str, str],
+                      flags: dict) -> None:
     config = {
         "tokenizer_class": tokenizer_class,
         "model_max_length": MODEL_MAX_LENGTH,

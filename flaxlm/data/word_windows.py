@@ -57,8 +57,8 @@ def owning_window(positions: np.ndarray, starts: Sequence[int], width: int) -> n
     return np.argmin(distance_WxT, axis=0)
 
 
-def encode_rows(sentences: Sequence[Sentence], tokenizer: Tokenizer,
-                label_ids: Mapping[str, int], seq_len: int) -> Rows:
+def encode_rows(sentences: Sequence[Sentence], tokenizer: Tokenizer, label_ids: Mapping[str, int],
+                seq_len: int) -> Rows:
     width = seq_len - 2
     words = [w for s in sentences for w in s.words]
     encoded = tokenizer.encode_batch(words) if words else []
@@ -66,8 +66,10 @@ def encode_rows(sentences: Sequence[Sentence], tokenizer: Tokenizer,
     split = 0
     cursor = 0
     for sentence_id, sentence in enumerate(sentences):
-        pieces = [ids if len(ids) else np.asarray([tokenizer.unk_id], np.int32)
-                  for ids, _ in encoded[cursor:cursor + len(sentence.words)]]
+        pieces = [
+            ids if len(ids) else np.asarray([tokenizer.unk_id], np.int32)
+            for ids, _ in encoded[cursor:cursor + len(sentence.words)]
+        ]
         cursor += len(sentence.words)
         lengths = np.array([len(p) for p in pieces])
         ids_T = np.concatenate(pieces).astype(np.int32)
@@ -79,8 +81,9 @@ def encode_rows(sentences: Sequence[Sentence], tokenizer: Tokenizer,
         for w, start in enumerate(starts):
             row_ids = np.full(seq_len, tokenizer.pad_id, np.int32)
             chunk = ids_T[start:start + width]
-            row_ids[0], row_ids[1:1 + len(chunk)], row_ids[1 + len(chunk)] = (
-                tokenizer.cls_id, chunk, tokenizer.sep_id)
+            row_ids[0], row_ids[1:1 + len(chunk)], row_ids[1 + len(chunk)] = (tokenizer.cls_id,
+                                                                              chunk,
+                                                                              tokenizer.sep_id)
             owned = np.flatnonzero(owner_W == w)
             columns = 1 + first_W[owned] - start
             row_labels = np.zeros(seq_len, np.int32)
@@ -111,8 +114,8 @@ def batch_of(rows: Rows, index_B: np.ndarray, tokenizer: Tokenizer) -> dict[str,
         "attention_mask": (input_ids != tokenizer.pad_id).astype(np.int32),
         "token_type_ids": np.zeros_like(input_ids),
         "labels": np.where(real_B[:, None], rows.labels_NxL[take_B], 0),
-        "label_weights": np.where(real_B[:, None], rows.label_weights_NxL[take_B], 0.0
-                                  ).astype(np.float32),
+        "label_weights": np.where(real_B[:, None], rows.label_weights_NxL[take_B],
+                                  0.0).astype(np.float32),
         "word_index": np.where(real_B[:, None], rows.word_index_NxL[take_B], -1),
         "sentence": np.where(real_B, rows.sentence_N[take_B], -1).astype(np.int32),
     }

@@ -59,8 +59,8 @@ def self_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_Bx1x1xL, *, implementat
     if implementation == "dot_product":
         # A boolean mask, not the fp32 bias: the bias would have to be cast to q's dtype, and
         # the most negative fp32 rounds to -inf in bf16. Logits and softmax are fp32 inside.
-        return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
-                                            mask=bias_Bx1x1xL == 0, scale=scale)
+        return jax.nn.dot_product_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=bias_Bx1x1xL == 0,
+                                            scale=scale)
     if implementation == "splash":
         return _splash(q_BxLxHxK * jnp.asarray(scale, q_BxLxHxK.dtype), k_BxLxHxK, v_BxLxHxK,
                        bias_Bx1x1xL[:, 0, 0, :] == 0, interpret)
@@ -75,8 +75,8 @@ def self_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias_Bx1x1xL, *, implementat
 
 @functools.lru_cache(maxsize=None)
 def _splash_kernel(heads: int, length: int, interpret: bool):
-    from jax.experimental.pallas.ops.tpu.splash_attention import (
-        splash_attention_kernel as kernel, splash_attention_mask as mask)
+    from jax.experimental.pallas.ops.tpu.splash_attention import (splash_attention_kernel as kernel,
+                                                                  splash_attention_mask as mask)
     block = min(512, length)  # 512 tiles for seq 512 (fewer grid steps); any multiple of 128
     sizes = kernel.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                               block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
@@ -93,19 +93,20 @@ def _splash(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, real_BxL, interpret: bool) -> jax.A
     any_real_Bx1 = real_BxL.any(axis=1, keepdims=True)
     kv_segment_BxL = jnp.where(real_BxL | ~any_real_Bx1, 1, 0).astype(jnp.int32)
 
-    from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel import (
-        SegmentIds)
+    from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel import (SegmentIds
+                                                                                          )
 
     def local(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kv_segment_BxL):
         _, length, heads, _ = q_BxLxHxK.shape
         run = _splash_kernel(heads, length, interpret)
-        q_segment_L = jnp.ones((length,), jnp.int32)
+        q_segment_L = jnp.ones((length, ), jnp.int32)
 
         def one(q_LxHxK, k_LxHxK, v_LxHxK, kv_segment_L):
             to_hlk = functools.partial(jnp.transpose, axes=(1, 0, 2))
             out_HxLxK = run(to_hlk(q_LxHxK), to_hlk(k_LxHxK), to_hlk(v_LxHxK),
                             segment_ids=SegmentIds(q_segment_L, kv_segment_L))
             return to_hlk(out_HxLxK)
+
         return jax.vmap(one)(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kv_segment_BxL)
 
     # A Pallas kernel is not partitioned by XLA: run it per shard (batch rows, heads).
@@ -114,5 +115,5 @@ def _splash(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, real_BxL, interpret: bool) -> jax.A
         return local(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kv_segment_BxL)
     segment_spec = P(qkv_spec[0], None)
     return jax.shard_map(local, in_specs=(qkv_spec, qkv_spec, qkv_spec, segment_spec),
-                         out_specs=qkv_spec, check_vma=False)(
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, kv_segment_BxL)
+                         out_specs=qkv_spec, check_vma=False)(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
+                                                              kv_segment_BxL)

@@ -97,53 +97,51 @@ _XLMR_VOCAB = 250_002
 
 PRESETS: dict[str, ModelConfig] = {
     # mMiniLMv2 L6xH384 (the FLARE starting point) and its 12-layer sibling.
-    "minilm-l6-h384": ModelConfig(
-        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384, num_layers=6, num_heads=12,
-        intermediate_size=1536, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5),
-    "minilm-l12-h384": ModelConfig(
-        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384, num_layers=12, num_heads=12,
-        intermediate_size=1536, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5),
-    "xlmr-base": ModelConfig(
-        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=768, num_layers=12, num_heads=12,
-        intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5),
+    "minilm-l6-h384": ModelConfig(arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384,
+                                  num_layers=6, num_heads=12, intermediate_size=1536,
+                                  max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                                  layer_norm_eps=1e-5),
+    "minilm-l12-h384": ModelConfig(arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=384,
+                                   num_layers=12, num_heads=12, intermediate_size=1536,
+                                   max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                                   layer_norm_eps=1e-5),
+    "xlmr-base": ModelConfig(arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=768, num_layers=12,
+                             num_heads=12, intermediate_size=3072, max_position_embeddings=514,
+                             type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5),
     # The mMiniLMv2 teacher: a size that does not fit one small chip without fsdp.
-    "xlmr-large": ModelConfig(
-        arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=1024, num_layers=24, num_heads=16,
-        intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5),
-    "bert-base-multilingual": ModelConfig(
-        arch="bert", vocab_size=119_547, hidden_size=768, num_layers=12, num_heads=12,
-        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
-        layer_norm_eps=1e-12),
+    "xlmr-large": ModelConfig(arch="xlmr", vocab_size=_XLMR_VOCAB, hidden_size=1024, num_layers=24,
+                              num_heads=16, intermediate_size=4096, max_position_embeddings=514,
+                              type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5),
+    "bert-base-multilingual": ModelConfig(arch="bert", vocab_size=119_547, hidden_size=768,
+                                          num_layers=12, num_heads=12, intermediate_size=3072,
+                                          max_position_embeddings=512, type_vocab_size=2,
+                                          pad_token_id=0, layer_norm_eps=1e-12),
     # SELECTRA discriminators (recognai/selectra `convert_to_hftransformers/config_{small,medium}.json`,
     # `electra/util/training_utils.get_bert_config`): 12 layers, embedding = hidden, heads =
     # hidden // 64, FFN 4 × hidden, 50,000 cased WordPiece entries, BERT positions and types.
-    "selectra-small": ModelConfig(
-        arch="bert", vocab_size=50_000, hidden_size=256, num_layers=12, num_heads=4,
-        intermediate_size=1024, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
-        layer_norm_eps=1e-12, embedding_size=256),
-    "selectra-medium": ModelConfig(
-        arch="bert", vocab_size=50_000, hidden_size=384, num_layers=12, num_heads=6,
-        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0,
-        layer_norm_eps=1e-12, embedding_size=384),
+    "selectra-small": ModelConfig(arch="bert", vocab_size=50_000, hidden_size=256, num_layers=12,
+                                  num_heads=4, intermediate_size=1024, max_position_embeddings=512,
+                                  type_vocab_size=2, pad_token_id=0, layer_norm_eps=1e-12,
+                                  embedding_size=256),
+    "selectra-medium": ModelConfig(arch="bert", vocab_size=50_000, hidden_size=384, num_layers=12,
+                                   num_heads=6, intermediate_size=1536, max_position_embeddings=512,
+                                   type_vocab_size=2, pad_token_id=0, layer_norm_eps=1e-12,
+                                   embedding_size=384),
     # An ELECTRA discriminator for CPU runs (configs/electra_tiny.py).
-    "electra-tiny": ModelConfig(
-        arch="bert", vocab_size=1000, hidden_size=128, num_layers=2, num_heads=2,
-        intermediate_size=512, max_position_embeddings=128, type_vocab_size=2, pad_token_id=0,
-        layer_norm_eps=1e-12, embedding_size=128),
+    "electra-tiny": ModelConfig(arch="bert", vocab_size=1000, hidden_size=128, num_layers=2,
+                                num_heads=2, intermediate_size=512, max_position_embeddings=128,
+                                type_vocab_size=2, pad_token_id=0, layer_norm_eps=1e-12,
+                                embedding_size=128),
     # DistilmBERT: the 6-layer student of bert-base-multilingual (DistilBERT has no token types).
-    "distilbert-base-multilingual": ModelConfig(
-        arch="distilbert", vocab_size=119_547, hidden_size=768, num_layers=6, num_heads=12,
-        intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0, pad_token_id=0,
-        layer_norm_eps=1e-12),
+    "distilbert-base-multilingual": ModelConfig(arch="distilbert", vocab_size=119_547,
+                                                hidden_size=768, num_layers=6, num_heads=12,
+                                                intermediate_size=3072, max_position_embeddings=512,
+                                                type_vocab_size=0, pad_token_id=0,
+                                                layer_norm_eps=1e-12),
     # CPU tests and smoke runs; vocab_size is normally replaced by the tokenizer's.
-    "tiny": ModelConfig(
-        arch="xlmr", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
-        intermediate_size=128, max_position_embeddings=258, type_vocab_size=1, pad_token_id=1,
-        layer_norm_eps=1e-5),
+    "tiny": ModelConfig(arch="xlmr", vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                        intermediate_size=128, max_position_embeddings=258, type_vocab_size=1,
+                        pad_token_id=1, layer_norm_eps=1e-5),
 }
 
 

@@ -56,22 +56,21 @@ def generator_config(discriminator: ModelConfig, hidden_fraction: float = 0.25,
             f"generator_layer_fraction={layer_fraction} give a generator of hidden {hidden} × "
             f"{layers} layers from a {discriminator.hidden_size} × {discriminator.num_layers} "
             "discriminator; both must be at least 1")
-    config = dataclasses.replace(
-        discriminator, hidden_size=hidden, num_layers=layers, intermediate_size=4 * hidden,
-        num_heads=max(1, hidden // 64), head_dim=0, embedding_size=discriminator.embedding_dim,
-        pooler=False)
+    config = dataclasses.replace(discriminator, hidden_size=hidden, num_layers=layers,
+                                 intermediate_size=4 * hidden, num_heads=max(1, hidden // 64),
+                                 head_dim=0, embedding_size=discriminator.embedding_dim,
+                                 pooler=False)
     config.validate()
     return config
 
 
 class Tower(nnx.Module):
     """An encoder body without embeddings: (projection E→D) + post-LN layers."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         e, d = config.embedding_dim, config.hidden_size
-        self.embeddings_project = (
-            DenseGeneral((e,), (d,), ("embed",), ("act_embed",), rngs=rngs) if e != d else None)
+        self.embeddings_project = (DenseGeneral((e, ), (d, ), ("embed", ),
+                                                ("act_embed", ), rngs=rngs) if e != d else None)
         self.layers = nnx.List([Layer(config, rngs=rngs) for _ in range(config.num_layers)])
 
     def __call__(self, x_BxLxE, attention_mask_BxL, dropout_key) -> jax.Array:
@@ -89,18 +88,17 @@ class Tower(nnx.Module):
 class DiscriminatorHead(nnx.Module):
     """dense D→D → GELU → dense D→1: one replaced-token logit per position
     (`ElectraDiscriminatorPredictions`)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d = config.hidden_size
-        self.dense = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
-        self.prediction = DenseGeneral((d,), (1,), ("embed",), ("labels",), rngs=rngs)
+        self.dense = DenseGeneral((d, ), (d, ), ("embed", ), ("act_embed", ), rngs=rngs)
+        self.prediction = DenseGeneral((d, ), (1, ), ("embed", ), ("labels", ), rngs=rngs)
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.prediction(gelu(self.dense(x_BxLxD)))[..., 0].astype(jnp.float32)
 
 
 def _keys(key: jax.Array | None, n: int) -> tuple:
-    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+    return (None, ) * n if key is None else tuple(jax.random.split(key, n))
 
 
 class ElectraPreTrainingModel(nnx.Module):
@@ -108,7 +106,6 @@ class ElectraPreTrainingModel(nnx.Module):
 
     `config` is the discriminator's; `generator` defaults to ELECTRA's quarter-width generator.
     """
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs,
                  generator: ModelConfig | None = None):
         generator = generator or generator_config(config)
@@ -127,8 +124,7 @@ class ElectraPreTrainingModel(nnx.Module):
         """`logits_BxMxV` (fp32) of the generator at `batch["masked_positions"]` of the masked
         `batch["input_ids"]`."""
         embed_key, tower_key = _keys(dropout_key, 2)
-        x_BxLxE = self.embeddings(batch["input_ids"], batch.get("token_type_ids"), dtype,
-                                  embed_key)
+        x_BxLxE = self.embeddings(batch["input_ids"], batch.get("token_type_ids"), dtype, embed_key)
         x_BxLxD = self.generator(x_BxLxE, batch["attention_mask"], tower_key)
         h_BxMxD = gather_positions(x_BxLxD, batch["masked_positions"])
         return self.generator_head(h_BxMxD, self.embeddings.word)

@@ -37,12 +37,11 @@ def _split(key: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
 
 class MaskedLMHead(nnx.Module):
     """dense D→E → GELU → LayerNorm → tied projection onto the word embeddings + bias."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d, e = config.hidden_size, config.embedding_dim
-        self.transform = DenseGeneral((d,), (e,), ("embed",), ("act_embed",), rngs=rngs)
+        self.transform = DenseGeneral((d, ), (e, ), ("embed", ), ("act_embed", ), rngs=rngs)
         self.norm = LayerNorm(e, config.layer_norm_eps)
-        self.bias = param(jnp.zeros((config.vocab_size,), jnp.float32), ("vocab",))
+        self.bias = param(jnp.zeros((config.vocab_size, ), jnp.float32), ("vocab", ))
 
     def __call__(self, h_BxMxD: jax.Array, word_embeddings) -> jax.Array:
         """fp32 logits whatever the compute dtype (see `Embed.attend`)."""
@@ -57,7 +56,6 @@ class MaskedLMModel(nnx.Module):
     Projecting every position onto a 250k vocabulary would cost several times the whole MiniLM
     body, so the hidden states are gathered at `masked_positions` first.
     """
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.encoder = Encoder(config, rngs=rngs)
@@ -75,18 +73,16 @@ class MaskedLMModel(nnx.Module):
 
     def all_position_logits(self, input_ids_BxL, attention_mask_BxL, token_type_ids_BxL):
         """Logits at every position, for fill-mask and parity checks (not for training)."""
-        return self.head_logits(self.encoder(input_ids_BxL, attention_mask_BxL,
-                                             token_type_ids_BxL))
+        return self.head_logits(self.encoder(input_ids_BxL, attention_mask_BxL, token_type_ids_BxL))
 
 
 class TokenClassifierModel(nnx.Module):
     """Encoder → dropout → dense D→C at every position (`*ForTokenClassification`)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.encoder = Encoder(config, rngs=rngs)
-        self.classifier = DenseGeneral((config.hidden_size,), (config.num_labels,), ("embed",),
-                                       ("labels",), rngs=rngs)
+        self.classifier = DenseGeneral((config.hidden_size, ), (config.num_labels, ), ("embed", ),
+                                       ("labels", ), rngs=rngs)
 
     def __call__(self, batch: Mapping[str, jax.Array], *, dtype=jnp.float32,
                  dropout_key: jax.Array | None = None) -> jax.Array:
@@ -102,15 +98,14 @@ class TokenClassifierModel(nnx.Module):
 
 class PooledClassifier(nnx.Module):
     """BERT: the encoder's pooler → dropout → dense D→C (`BertForSequenceClassification`)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         if not config.pooler:
             raise FlaxlmError(f"{config.arch} sequence classification classifies the pooled "
                               "output: set model.pooler=True (the pooler starts fresh unless the "
                               "checkpoint has one)")
         self.rate = config.classifier_dropout
-        self.classifier = DenseGeneral((config.hidden_size,), (config.num_labels,), ("embed",),
-                                       ("labels",), rngs=rngs)
+        self.classifier = DenseGeneral((config.hidden_size, ), (config.num_labels, ), ("embed", ),
+                                       ("labels", ), rngs=rngs)
 
     def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
         pooled_BxD = dropout(encoder.pooler(x_BxLxD), self.rate, dropout_key)
@@ -120,12 +115,11 @@ class PooledClassifier(nnx.Module):
 class FirstTokenClassifier(nnx.Module):
     """XLM-R / RoBERTa: first token → dropout → dense D→D → tanh → dropout → dense D→C
     (`XLMRobertaClassificationHead`; the encoder's pooler, if any, is not used)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d = config.hidden_size
         self.rate = config.classifier_dropout
-        self.dense = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
-        self.out = DenseGeneral((d,), (config.num_labels,), ("embed",), ("labels",), rngs=rngs)
+        self.dense = DenseGeneral((d, ), (d, ), ("embed", ), ("act_embed", ), rngs=rngs)
+        self.out = DenseGeneral((d, ), (config.num_labels, ), ("embed", ), ("labels", ), rngs=rngs)
 
     def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
         del encoder
@@ -135,19 +129,20 @@ class FirstTokenClassifier(nnx.Module):
 
 
 # The sequence-classification head each family's transformers class has: one row per family.
-SEQUENCE_HEADS: dict[str, type[nnx.Module]] = {"bert": PooledClassifier,
-                                               "xlmr": FirstTokenClassifier}
+SEQUENCE_HEADS: dict[str, type[nnx.Module]] = {
+    "bert": PooledClassifier,
+    "xlmr": FirstTokenClassifier
+}
 
 
 class GeluFirstTokenClassifier(nnx.Module):
     """ELECTRA: first token → dropout → dense D→D → GELU → dropout → dense D→C
     (`ElectraClassificationHead`: XLM-R's head with GELU for tanh)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d = config.hidden_size
         self.rate = config.classifier_dropout
-        self.dense = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
-        self.out = DenseGeneral((d,), (config.num_labels,), ("embed",), ("labels",), rngs=rngs)
+        self.dense = DenseGeneral((d, ), (d, ), ("embed", ), ("act_embed", ), rngs=rngs)
+        self.out = DenseGeneral((d, ), (config.num_labels, ), ("embed", ), ("labels", ), rngs=rngs)
 
     def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
         del encoder
@@ -162,12 +157,11 @@ SEQUENCE_HEADS["electra"] = GeluFirstTokenClassifier
 class ReluFirstTokenClassifier(nnx.Module):
     """DistilBERT: first token → dense D→D → ReLU → dropout → dense D→C
     (`DistilBertForSequenceClassification`'s `pre_classifier` and `classifier`)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d = config.hidden_size
         self.rate = config.classifier_dropout
-        self.pre_classifier = DenseGeneral((d,), (d,), ("embed",), ("act_embed",), rngs=rngs)
-        self.classifier = DenseGeneral((d,), (config.num_labels,), ("embed",), ("labels",),
+        self.pre_classifier = DenseGeneral((d, ), (d, ), ("embed", ), ("act_embed", ), rngs=rngs)
+        self.classifier = DenseGeneral((d, ), (config.num_labels, ), ("embed", ), ("labels", ),
                                        rngs=rngs)
 
     def __call__(self, x_BxLxD, encoder: Encoder, dropout_key) -> jax.Array:
@@ -181,7 +175,6 @@ SEQUENCE_HEADS["distilbert"] = ReluFirstTokenClassifier
 
 class SequenceClassifierModel(nnx.Module):
     """Encoder → the family's sequence head on the first token (`*ForSequenceClassification`)."""
-
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.encoder = Encoder(config, rngs=rngs)

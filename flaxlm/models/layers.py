@@ -24,7 +24,6 @@ def param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
 
 class DenseGeneral(nnx.Module):
     """`y = x · W + b` contracting the last `len(in_shape)` dims of x into `out_shape`."""
-
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int],
                  in_axes: Sequence[str | None], out_axes: Sequence[str | None], *, rngs: nnx.Rngs):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
@@ -42,11 +41,10 @@ class DenseGeneral(nnx.Module):
 
 class LayerNorm(nnx.Module):
     """LayerNorm whose statistics are always computed in fp32, whatever the compute dtype."""
-
     def __init__(self, dim: int, eps: float):
         self.eps = eps
-        self.scale = param(jnp.ones((dim,), jnp.float32), ("norm",))
-        self.bias = param(jnp.zeros((dim,), jnp.float32), ("norm",))
+        self.scale = param(jnp.ones((dim, ), jnp.float32), ("norm", ))
+        self.bias = param(jnp.zeros((dim, ), jnp.float32), ("norm", ))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)

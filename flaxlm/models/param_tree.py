@@ -18,8 +18,10 @@ def _name(path) -> str:
 
 def flat_names(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> dict[str, Any]:
     """`{"/"-joined path: leaf}`; `is_leaf` stops the walk early (e.g. at logical-axis tuples)."""
-    return {_name(path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]}
+    return {
+        _name(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    }
 
 
 def unflatten_like(template: Any, flat: dict[str, Any]) -> Any:

@@ -95,8 +95,8 @@ def cosine_loss_sum(student_BxLxD: jax.Array, teacher_BxLxD: jax.Array,
     vector gives cos 0, not NaN."""
     s_BxLxD, t_BxLxD = student_BxLxD.astype(jnp.float32), teacher_BxLxD.astype(jnp.float32)
     dot_BxL = jnp.sum(s_BxLxD * t_BxLxD, axis=-1)
-    norms_BxL = jnp.sqrt((jnp.sum(jnp.square(s_BxLxD), axis=-1) + 1e-12)
-                         * (jnp.sum(jnp.square(t_BxLxD), axis=-1) + 1e-12))
+    norms_BxL = jnp.sqrt((jnp.sum(jnp.square(s_BxLxD), axis=-1) + 1e-12) *
+                         (jnp.sum(jnp.square(t_BxLxD), axis=-1) + 1e-12))
     return jnp.sum((1.0 - dot_BxL / norms_BxL) * mask_BxL.astype(jnp.float32))
 
 
@@ -105,7 +105,6 @@ POSITIONS = "encoder/embeddings/position/embedding"
 
 class DistilBertModel(MaskedLMModel):
     """The student (encoder + MLM head, exported as such) and the frozen `teacher` MLM model."""
-
     def __init__(self, config: ModelConfig, teacher_config: ModelConfig, *, teacher_dtype,
                  rngs: nnx.Rngs):
         super().__init__(config, rngs=rngs)
@@ -139,8 +138,8 @@ class DistilBert(teachers.Distillation):
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> DistilBertModel:
         teacher = self.resolved_teacher(config)
         layers = self.config.layers()
-        if layers and (len(layers) != config.num_layers
-                       or not all(0 <= j < teacher.num_layers for j in layers)):
+        if layers and (len(layers) != config.num_layers or not all(0 <= j < teacher.num_layers
+                                                                   for j in layers)):
             raise FlaxlmError(
                 f"objective.distilbert.teacher_layers={self.config.teacher_layers!r} must name "
                 f"one of the teacher's {teacher.num_layers} layers for each of the student's "
@@ -160,8 +159,10 @@ class DistilBert(teachers.Distillation):
         if not has_init_from and self.config.layers():
             if self.student_to_teacher is None:  # a pruned vocabulary has other rows
                 rules += [InitRule("encoder/embeddings", source), InitRule("mlm_head", source)]
-            rules += [InitRule(f"encoder/layers/{i}", source, f"encoder/layers/{j}")
-                      for i, j in enumerate(self.config.layers())]
+            rules += [
+                InitRule(f"encoder/layers/{i}", source, f"encoder/layers/{j}")
+                for i, j in enumerate(self.config.layers())
+            ]
         return (*rules, InitRule("teacher", source, ""))
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
@@ -186,9 +187,10 @@ class DistilBert(teachers.Distillation):
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
-        return {"predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)),
-                                           1.0),
-                "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
+        return {
+            "predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), 1.0),
+            "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)
+        }
 
     def outputs(self, model: DistilBertModel, batch: Batch, *, dtype, dropout_key):
         """(student hidden states, student logits, teacher hidden states, teacher logits over the
@@ -201,16 +203,16 @@ class DistilBert(teachers.Distillation):
             if self.config.restrict_ce_to_mask:
                 return gather_positions(x_BxLxD, batch["masked_positions"])
             return x_BxLxD
+
         student_BxLxD = model.encoder(ids_BxL, mask_BxL, types_BxL, dtype=dtype,
                                       dropout_key=dropout_key)
         student_BxNxV = model.mlm_head(rows(student_BxLxD), model.encoder.embeddings.word)
         teacher = model.teacher
-        teacher_BxLxD = teacher.encoder(
-            teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
-            dtype=self.teacher_dtype(dtype))
+        teacher_BxLxD = teacher.encoder(teachers.to_teacher_ids(ids_BxL, self.student_to_teacher),
+                                        mask_BxL, types_BxL, dtype=self.teacher_dtype(dtype))
         teacher_BxNxVt = teacher.mlm_head(rows(teacher_BxLxD), teacher.encoder.embeddings.word)
-        teacher_BxNxV = (teacher_BxNxVt if self.student_to_teacher is None else
-                         jnp.take(teacher_BxNxVt, jnp.asarray(self.student_to_teacher), axis=-1))
+        teacher_BxNxV = (teacher_BxNxVt if self.student_to_teacher is None else jnp.take(
+            teacher_BxNxVt, jnp.asarray(self.student_to_teacher), axis=-1))
         return (student_BxLxD, student_BxNxV, jax.lax.stop_gradient(teacher_BxLxD),
                 jax.lax.stop_gradient(teacher_BxNxV))
 
@@ -224,34 +226,42 @@ class DistilBert(teachers.Distillation):
         if c.restrict_ce_to_mask:
             student_BxMxV, soft_weights_BxN = student_BxNxV, weights_BxM
         else:  # the MLM term reads the same all-position logits at the masked slots
-            student_BxMxV = jnp.take_along_axis(
-                student_BxNxV, batch["masked_positions"][..., None], axis=1)
+            student_BxMxV = jnp.take_along_axis(student_BxNxV, batch["masked_positions"][..., None],
+                                                axis=1)
             soft_weights_BxN = mask_BxL
         mlm_sum, correct_sum = masked_xent_sums(student_BxMxV, batch["masked_labels"], weights_BxM)
-        sums = {"soft_sum": soft_target_sum(student_BxNxV, teacher_BxNxV, soft_weights_BxN,
-                                            c.temperature),
-                "mlm_sum": mlm_sum, "correct_sum": correct_sum,
-                "cosine_sum": (cosine_loss_sum(student_BxLxD, teacher_BxLxD,
-                                               batch["attention_mask"])
-                               if c.alpha_cos else jnp.zeros((), jnp.float32)),
-                "weight_sum": jnp.sum(weights_BxM),
-                "token_sum": jnp.sum(mask_BxL)}
+        sums = {
+            "soft_sum": soft_target_sum(student_BxNxV, teacher_BxNxV, soft_weights_BxN,
+                                        c.temperature),
+            "mlm_sum": mlm_sum,
+            "correct_sum": correct_sum,
+            "cosine_sum": (cosine_loss_sum(student_BxLxD, teacher_BxLxD, batch["attention_mask"])
+                           if c.alpha_cos else jnp.zeros((), jnp.float32)),
+            "weight_sum": jnp.sum(weights_BxM),
+            "token_sum": jnp.sum(mask_BxL)
+        }
         soft_count = normalizers["predictions" if c.restrict_ce_to_mask else "tokens"]
-        loss = (c.alpha_ce * sums["soft_sum"] / soft_count
-                + c.alpha_mlm * mlm_sum / normalizers["predictions"]
-                + c.alpha_cos * sums["cosine_sum"] / normalizers["tokens"])
+        loss = (c.alpha_ce * sums["soft_sum"] / soft_count +
+                c.alpha_mlm * mlm_sum / normalizers["predictions"] +
+                c.alpha_cos * sums["cosine_sum"] / normalizers["tokens"])
         return loss, sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         c = self.config
         slots, tokens = jnp.maximum(sums["weight_sum"], 1.0), jnp.maximum(sums["token_sum"], 1.0)
         soft_rows = slots if c.restrict_ce_to_mask else tokens
-        terms = {"soft_ce": sums["soft_sum"] / soft_rows, "mlm_loss": sums["mlm_sum"] / slots,
-                 "cosine": sums["cosine_sum"] / tokens}
-        loss = c.alpha_ce * terms["soft_ce"] + c.alpha_mlm * terms["mlm_loss"] + (
-            c.alpha_cos * terms["cosine"])
-        return {"loss": loss, **terms, "accuracy": sums["correct_sum"] / slots,
-                "masked_tokens": sums["weight_sum"]}
+        terms = {
+            "soft_ce": sums["soft_sum"] / soft_rows,
+            "mlm_loss": sums["mlm_sum"] / slots,
+            "cosine": sums["cosine_sum"] / tokens
+        }
+        loss = c.alpha_ce * terms["soft_ce"] + c.alpha_mlm * terms["mlm_loss"] + (c.alpha_cos *
+                                                                                  terms["cosine"])
+        return {
+            "loss": loss,
+            **terms, "accuracy": sums["correct_sum"] / slots,
+            "masked_tokens": sums["weight_sum"]
+        }
 
     # -- cost ----------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
@@ -261,7 +271,7 @@ class DistilBert(teachers.Distillation):
         teacher = self.resolved_teacher(config)
         rows = counts["predictions" if self.config.restrict_ce_to_mask else "tokens"]
         d, v = teacher.hidden_size, teacher.vocab_size
-        teacher_forward = (counts["tokens"] * teachers.forward_flops_per_token(teacher, seq_len)
-                           + 2.0 * (d * d + d * v) * rows)
+        teacher_forward = (counts["tokens"] * teachers.forward_flops_per_token(teacher, seq_len) +
+                           2.0 * (d * d + d * v) * rows)
         student = super().train_flops(config, seq_len, {**counts, "predictions": rows})
         return student + teacher_forward

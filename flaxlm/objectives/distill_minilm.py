@@ -55,8 +55,7 @@ def original_ids(batch: Batch) -> jax.Array:
     return ids_BxL.at[rows_Bx1, positions_BxM].set(restored_BxM)
 
 
-def relation_log_probs(a_BxLxHxK: jax.Array, mask_BxL: jax.Array,
-                       relation_heads: int) -> jax.Array:
+def relation_log_probs(a_BxLxHxK: jax.Array, mask_BxL: jax.Array, relation_heads: int) -> jax.Array:
     """log softmax(A·Aᵀ / √d_r) per relation head: `log_rel_BxRxLxL` (fp32), padded keys out."""
     b, length = a_BxLxHxK.shape[:2]
     # Concatenate the attention heads, then split into relation heads.
@@ -67,22 +66,21 @@ def relation_log_probs(a_BxLxHxK: jax.Array, mask_BxL: jax.Array,
     return jax.nn.log_softmax(scores_BxRxLxL + bias_Bx1x1xL, axis=-1)
 
 
-def relation_kl_sum(teacher_BxLxHxK: jax.Array, student_BxLxHxK: jax.Array,
-                    mask_BxL: jax.Array, relation_heads: int) -> jax.Array:
+def relation_kl_sum(teacher_BxLxHxK: jax.Array, student_BxLxHxK: jax.Array, mask_BxL: jax.Array,
+                    relation_heads: int) -> jax.Array:
     """Σ over rows, relation heads and real query positions of KL(teacher ‖ student)."""
     log_t_BxRxLxL = relation_log_probs(teacher_BxLxHxK, mask_BxL, relation_heads)
     log_s_BxRxLxL = relation_log_probs(student_BxLxHxK, mask_BxL, relation_heads)
     real_key_Bx1x1xL = mask_BxL[:, None, None, :] > 0
-    kl_BxRxL = jnp.sum(jnp.where(real_key_Bx1x1xL,
-                                 jnp.exp(log_t_BxRxLxL) * (log_t_BxRxLxL - log_s_BxRxLxL), 0.0),
-                       axis=-1)
+    kl_BxRxL = jnp.sum(
+        jnp.where(real_key_Bx1x1xL,
+                  jnp.exp(log_t_BxRxLxL) * (log_t_BxRxLxL - log_s_BxRxLxL), 0.0), axis=-1)
     return jnp.sum(kl_BxRxL * mask_BxL[:, None, :].astype(jnp.float32))
 
 
 class MiniLMv2Model(MaskedLMModel):
     """The student (encoder + MLM head, exported as such) and the frozen `teacher`: an encoder cut
     after the distilled layer, since nothing above it is run."""
-
     def __init__(self, config: ModelConfig, teacher_config: ModelConfig, *, teacher_dtype,
                  rngs: nnx.Rngs):
         super().__init__(config, rngs=rngs)
@@ -139,6 +137,7 @@ class MiniLMv2(teachers.Distillation):
             if name.startswith(last):
                 return name.startswith(qkv)
             return name.startswith("encoder/") and not name.startswith("encoder/pooler/")
+
         return {n: 0.0 for n in param_paths if not reached(n)}
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
@@ -149,21 +148,22 @@ class MiniLMv2(teachers.Distillation):
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
         # Relation rows = relation heads × real query positions; the heads are a constant factor.
-        return {"positions": jnp.maximum(
-            jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
+        return {"positions": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
 
     def relation_sums(self, model: MiniLMv2Model, batch: Batch, *, dtype,
                       dropout_key: jax.Array | None) -> dict[str, jax.Array]:
         ids_BxL, mask_BxL = original_ids(batch), batch["attention_mask"]
         types_BxL = batch.get("token_type_ids")
-        student_qkv = model.encoder.layer_qkv(ids_BxL, mask_BxL, types_BxL, layer=-1,
-                                              dtype=dtype, dropout_key=dropout_key)
-        teacher_qkv = jax.lax.stop_gradient(model.teacher.layer_qkv(
-            teachers.to_teacher_ids(ids_BxL, self.student_to_teacher), mask_BxL, types_BxL,
-            layer=-1, dtype=self.teacher_dtype(dtype)))
+        student_qkv = model.encoder.layer_qkv(ids_BxL, mask_BxL, types_BxL, layer=-1, dtype=dtype,
+                                              dropout_key=dropout_key)
+        teacher_qkv = jax.lax.stop_gradient(
+            model.teacher.layer_qkv(teachers.to_teacher_ids(ids_BxL, self.student_to_teacher),
+                                    mask_BxL, types_BxL, layer=-1, dtype=self.teacher_dtype(dtype)))
         r = self.config.relation_heads
-        sums = {f"{name}_sum": relation_kl_sum(t, s, mask_BxL, r)
-                for name, s, t in zip(RELATIONS, student_qkv, teacher_qkv)}
+        sums = {
+            f"{name}_sum": relation_kl_sum(t, s, mask_BxL, r)
+            for name, s, t in zip(RELATIONS, student_qkv, teacher_qkv)
+        }
         sums["positions"] = jnp.sum(mask_BxL.astype(jnp.float32))
         return sums
 
@@ -188,5 +188,6 @@ class MiniLMv2(teachers.Distillation):
             qkv = 2.0 * 3 * (c.hidden_size * inner + inner)
             relations = 3 * 2.0 * seq_len * inner  # A·Aᵀ over all relation heads, three times
             return teachers.forward_flops_per_token(below, seq_len) + qkv + relations
+
         teacher = self.resolved_teacher(config)
         return counts["tokens"] * (3.0 * forward_per_token(config) + forward_per_token(teacher))

@@ -74,6 +74,7 @@ class ElectraConfig:
     def validate(self) -> None:
         def fail(key, rule):
             raise FlaxlmError(f"objective.electra.{key}={getattr(self, key)}: {rule}")
+
         self.masking().validate("objective.electra")  # the masking rates' one validation
         for key in ("generator_hidden_fraction", "generator_layer_fraction", "temperature"):
             if not getattr(self, key) > 0:
@@ -122,8 +123,8 @@ def sample_with_noise(logits_BxMxV, gumbel_BxMxV, temperature: float,
     `_get_fake_data` divides by the temperature before `sample_from_softmax` subtracts."""
     scaled_BxMxV = jax.lax.stop_gradient(logits_BxMxV) / temperature
     if disallow_BxM is not None:
-        scaled_BxMxV = scaled_BxMxV - 1000.0 * jax.nn.one_hot(
-            disallow_BxM, logits_BxMxV.shape[-1], dtype=scaled_BxMxV.dtype)
+        scaled_BxMxV = scaled_BxMxV - 1000.0 * jax.nn.one_hot(disallow_BxM, logits_BxMxV.shape[-1],
+                                                              dtype=scaled_BxMxV.dtype)
     return jnp.argmax(scaled_BxMxV + gumbel_BxMxV, axis=-1).astype(jnp.int32)
 
 
@@ -163,7 +164,8 @@ class Electra(ObjectiveDefaults):
     def plan_data(self, ctx: DataContext) -> DataPlan:
         return self._masked_lm.plan_data(self._context(ctx))
 
-    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+    def train_batches(self, ctx: DataContext,
+                      start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return self._masked_lm.train_batches(self._context(ctx), start_example)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
@@ -177,9 +179,10 @@ class Electra(ObjectiveDefaults):
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
-        return {"predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)),
-                                           1.0),
-                "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)}
+        return {
+            "predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), 1.0),
+            "tokens": jnp.maximum(jnp.sum(batch["attention_mask"].astype(jnp.float32)), 1.0)
+        }
 
     def sampling_noise(self, dropout_key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         """The Gumbel noise `loss` adds to the generator's logits_BxMxV for this step key (what a
@@ -213,19 +216,24 @@ class Electra(ObjectiveDefaults):
                                    sampled_BxM)
         real_BxL = batch["attention_mask"] > 0
         replaced_BxL = ((corrupted_BxL != original_BxL) & real_BxL).astype(jnp.float32)
-        disc_logits_BxL = model.discriminator_logits(
-            corrupted_BxL, batch["attention_mask"], batch.get("token_type_ids"), dtype=dtype,
-            dropout_key=discriminator_key)
+        disc_logits_BxL = model.discriminator_logits(corrupted_BxL, batch["attention_mask"],
+                                                     batch.get("token_type_ids"), dtype=dtype,
+                                                     dropout_key=discriminator_key)
         # Slots whose input was changed ([MASK], or a random token) and slots left as themselves:
         # the generator's accuracy differs a lot between them (a kept token is in its input).
         seen_BxM = jnp.take_along_axis(batch["input_ids"], batch["masked_positions"], axis=1)
         changed_BxM = (seen_BxM != labels_BxM).astype(jnp.float32) * weights_BxM
         label_logit_BxM = jnp.take_along_axis(logits_BxMxV, labels_BxM[..., None], -1)[..., 0]
         right_BxM = (label_logit_BxM >= logits_BxMxV.max(axis=-1)).astype(jnp.float32)
-        return {"xent_sum": xent_sum, "correct_sum": correct_sum,
-                "disc_logits_BxL": disc_logits_BxL, "replaced_BxL": replaced_BxL,
-                "changed_BxM": changed_BxM, "right_BxM": jax.lax.stop_gradient(right_BxM),
-                "sampled_right_BxM": (sampled_BxM == labels_BxM).astype(jnp.float32)}
+        return {
+            "xent_sum": xent_sum,
+            "correct_sum": correct_sum,
+            "disc_logits_BxL": disc_logits_BxL,
+            "replaced_BxL": replaced_BxL,
+            "changed_BxM": changed_BxM,
+            "right_BxM": jax.lax.stop_gradient(right_BxM),
+            "sampled_right_BxM": (sampled_BxM == labels_BxM).astype(jnp.float32)
+        }
 
     def _sums(self, batch, out: Mapping[str, jax.Array]) -> dict:
         disc_logits_BxL, replaced_BxL = out["disc_logits_BxL"], out["replaced_BxL"]
@@ -235,14 +243,15 @@ class Electra(ObjectiveDefaults):
         predicted_BxL = (disc_logits_BxL > 0).astype(jnp.float32) * tokens_BxL
         correct_BxL = (predicted_BxL == replaced_BxL).astype(jnp.float32) * tokens_BxL
         return {
-            "generator_loss_sum": out["xent_sum"], "generator_correct_sum": out["correct_sum"],
+            "generator_loss_sum": out["xent_sum"],
+            "generator_correct_sum": out["correct_sum"],
             "predictions": jnp.sum(weights_BxM),
             "changed_slots": jnp.sum(changed_BxM),
             "changed_correct": jnp.sum(out["right_BxM"] * changed_BxM),
             "kept_correct": jnp.sum(out["right_BxM"] * (weights_BxM - changed_BxM)),
             "sampled_correct": jnp.sum(out["sampled_right_BxM"] * weights_BxM),
-            "discriminator_loss_sum": jnp.sum(sigmoid_xent(disc_logits_BxL, replaced_BxL)
-                                              * tokens_BxL),
+            "discriminator_loss_sum": jnp.sum(
+                sigmoid_xent(disc_logits_BxL, replaced_BxL) * tokens_BxL),
             "discriminator_correct_sum": jnp.sum(correct_BxL),
             "tokens": jnp.sum(tokens_BxL),
             "replaced": jnp.sum(replaced_BxL),
@@ -250,15 +259,15 @@ class Electra(ObjectiveDefaults):
             "true_replaced": jnp.sum(predicted_BxL * replaced_BxL),
         }
 
-    def loss(self, model: ElectraPreTrainingModel, batch: Batch,
-             normalizers: Mapping[str, jax.Array], *, dtype,
-             dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+    def loss(self, model: ElectraPreTrainingModel, batch: Batch, normalizers: Mapping[str,
+                                                                                      jax.Array], *,
+             dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         outputs = self._forward(model, batch, dtype=dtype, dropout_key=dropout_key)
         sums = self._sums(batch, outputs)
-        total = (self.config.generator_weight * sums["generator_loss_sum"]
-                 / normalizers["predictions"]
-                 + self.config.discriminator_weight * sums["discriminator_loss_sum"]
-                 / normalizers["tokens"])
+        total = (
+            self.config.generator_weight * sums["generator_loss_sum"] / normalizers["predictions"] +
+            self.config.discriminator_weight * sums["discriminator_loss_sum"] /
+            normalizers["tokens"])
         return total, sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
@@ -267,22 +276,22 @@ class Electra(ObjectiveDefaults):
         generator_loss = sums["generator_loss_sum"] / predictions
         discriminator_loss = sums["discriminator_loss_sum"] / tokens
         return {
-            "loss": (self.config.generator_weight * generator_loss
-                     + self.config.discriminator_weight * discriminator_loss),
+            "loss": (self.config.generator_weight * generator_loss +
+                     self.config.discriminator_weight * discriminator_loss),
             "generator_loss": generator_loss,
             "generator_accuracy": sums["generator_correct_sum"] / predictions,
             # At slots whose input was [MASK] (or random) and at slots kept as themselves.
-            "generator_accuracy_masked": sums["changed_correct"]
-            / jnp.maximum(sums["changed_slots"], 1.0),
-            "generator_accuracy_kept": sums["kept_correct"]
-            / jnp.maximum(sums["predictions"] - sums["changed_slots"], 1.0),
+            "generator_accuracy_masked": sums["changed_correct"] /
+            jnp.maximum(sums["changed_slots"], 1.0),
+            "generator_accuracy_kept": sums["kept_correct"] /
+            jnp.maximum(sums["predictions"] - sums["changed_slots"], 1.0),
             # How often the sample equals the original (upstream's sampled_masked_lm_accuracy):
             # those slots are labelled "original".
             "sampled_accuracy": sums["sampled_correct"] / predictions,
             "discriminator_loss": discriminator_loss,
             "discriminator_accuracy": sums["discriminator_correct_sum"] / tokens,
-            "replaced_precision": sums["true_replaced"]
-            / jnp.maximum(sums["predicted_replaced"], 1.0),
+            "replaced_precision": sums["true_replaced"] /
+            jnp.maximum(sums["predicted_replaced"], 1.0),
             "replaced_recall": sums["true_replaced"] / jnp.maximum(sums["replaced"], 1.0),
             # Fraction of the discriminator's tokens that are fakes; 1 − it is the accuracy of
             # always answering "original".
@@ -294,8 +303,11 @@ class Electra(ObjectiveDefaults):
     def eval_outputs(self, model: ElectraPreTrainingModel, batch: Batch, *,
                      dtype) -> Mapping[str, jax.Array]:
         outputs = self._forward(model, batch, dtype=dtype, dropout_key=None)
-        return {"sums": self._sums(batch, outputs), "disc_logits_BxL": outputs["disc_logits_BxL"],
-                "replaced_BxL": outputs["replaced_BxL"]}
+        return {
+            "sums": self._sums(batch, outputs),
+            "disc_logits_BxL": outputs["disc_logits_BxL"],
+            "replaced_BxL": outputs["replaced_BxL"]
+        }
 
     def eval_metrics(self, outputs: list[Mapping[str, np.ndarray]],
                      batches: list[Mapping[str, np.ndarray]],

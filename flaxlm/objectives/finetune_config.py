@@ -43,8 +43,8 @@ def section() -> ml_collections.ConfigDict:
     return c
 
 
-def objective_fields(config_cls: type, finetune: Mapping[str, Any], objective: str
-                     ) -> dict[str, Any]:
+def objective_fields(config_cls: type, finetune: Mapping[str, Any],
+                     objective: str) -> dict[str, Any]:
     """The `finetune.*` values the objective's config dataclass takes (epochs, layer_decay)."""
     declared = {f.name for f in dataclasses.fields(config_cls)}
     values = {k: finetune.get(k, default) for k, default in OBJECTIVE_FIELDS.items()}

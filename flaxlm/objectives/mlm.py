@@ -27,9 +27,9 @@ class MaskedLMConfig:
     max_predictions: int = 0  # prediction slots per row; 0: derived from seq_len and mask_rate
 
     def rates(self) -> masking.MaskingRates:
-        return masking.MaskingRates(
-            mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
-            random_token_rate=self.random_token_rate, max_predictions=self.max_predictions)
+        return masking.MaskingRates(mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
+                                    random_token_rate=self.random_token_rate,
+                                    max_predictions=self.max_predictions)
 
     def validate(self, section: str = "objective.mlm") -> None:
         """`section`: where the user sets these keys (a distillation objective has its own).
@@ -41,20 +41,23 @@ def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig,
                 type_vocab_size: int = 0) -> pipeline.DataConfig:
     """The pipeline settings with this objective's masking rates, and the share of two-segment
     rows decided for the model's token types (pipeline.two_segment_rate)."""
-    return pipeline.two_segment_rate(dataclasses.replace(
-        data, mask_rate=config.mask_rate, mask_token_rate=config.mask_token_rate,
-        random_token_rate=config.random_token_rate, max_predictions=config.max_predictions),
-        type_vocab_size)
+    return pipeline.two_segment_rate(
+        dataclasses.replace(data, mask_rate=config.mask_rate,
+                            mask_token_rate=config.mask_token_rate,
+                            random_token_rate=config.random_token_rate,
+                            max_predictions=config.max_predictions), type_vocab_size)
 
 
 def mlm_batch_spec(global_batch: int, seq_len: int, predictions: int) -> dict:
     """The global MLM batch: packed tokens plus M prediction slots per row."""
-    shapes = {"input_ids": ((global_batch, seq_len), jnp.int32),
-              "attention_mask": ((global_batch, seq_len), jnp.int32),
-              "token_type_ids": ((global_batch, seq_len), jnp.int32),
-              "masked_positions": ((global_batch, predictions), jnp.int32),
-              "masked_labels": ((global_batch, predictions), jnp.int32),
-              "masked_weights": ((global_batch, predictions), jnp.float32)}
+    shapes = {
+        "input_ids": ((global_batch, seq_len), jnp.int32),
+        "attention_mask": ((global_batch, seq_len), jnp.int32),
+        "token_type_ids": ((global_batch, seq_len), jnp.int32),
+        "masked_positions": ((global_batch, predictions), jnp.int32),
+        "masked_labels": ((global_batch, predictions), jnp.int32),
+        "masked_weights": ((global_batch, predictions), jnp.float32)
+    }
     return {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in shapes.items()}
 
 
@@ -95,17 +98,21 @@ class MaskedLM(ObjectiveDefaults):
                                           ctx.process_count)
         return DataPlan(run_record=record, notes=notes)
 
-    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
-        return pipeline.build_train_stream(
-            masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,
-            host_batch_size=ctx.host_batch_size, start_example=start_example,
-            process_index=ctx.process_index, process_count=ctx.process_count)
+    def train_batches(self, ctx: DataContext,
+                      start_example: int) -> Iterator[dict[str, np.ndarray]]:
+        return pipeline.build_train_stream(masked_data(ctx.data, self.config,
+                                                       ctx.type_vocab_size), ctx.tokenizer,
+                                           seed=ctx.seed, host_batch_size=ctx.host_batch_size,
+                                           start_example=start_example,
+                                           process_index=ctx.process_index,
+                                           process_count=ctx.process_count)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        return pipeline.build_eval_batches(
-            masked_data(ctx.data, self.config, ctx.type_vocab_size), ctx.tokenizer, seed=ctx.seed,
-            host_batch_size=ctx.host_batch_size, process_index=ctx.process_index,
-            process_count=ctx.process_count)
+        return pipeline.build_eval_batches(masked_data(ctx.data, self.config,
+                                                       ctx.type_vocab_size), ctx.tokenizer,
+                                           seed=ctx.seed, host_batch_size=ctx.host_batch_size,
+                                           process_index=ctx.process_index,
+                                           process_count=ctx.process_count)
 
     def predictions_per_row(self, data: pipeline.DataConfig) -> int:
         return pipeline.max_predictions(masked_data(data, self.config))
@@ -114,27 +121,36 @@ class MaskedLM(ObjectiveDefaults):
         return mlm_batch_spec(global_batch, data.seq_len, self.predictions_per_row(data))
 
     def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
-        return {"tokens": float(np.count_nonzero(host_batch["attention_mask"])),
-                "predictions": float(np.count_nonzero(host_batch["masked_weights"]))}
+        return {
+            "tokens": float(np.count_nonzero(host_batch["attention_mask"])),
+            "predictions": float(np.count_nonzero(host_batch["masked_weights"]))
+        }
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
-        return {"predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)),
-                                           1.0)}
+        return {
+            "predictions": jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), 1.0)
+        }
 
     def loss(self, model: MaskedLMModel, batch: Batch, normalizers: Mapping[str, jax.Array], *,
              dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         logits_BxMxV = model(batch, dtype=dtype, dropout_key=dropout_key)
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
         xent_sum, correct_sum = masked_xent_sums(logits_BxMxV, batch["masked_labels"], weights_BxM)
-        sums = {"loss_sum": xent_sum, "correct_sum": correct_sum,
-                "weight_sum": jnp.sum(weights_BxM)}
+        sums = {
+            "loss_sum": xent_sum,
+            "correct_sum": correct_sum,
+            "weight_sum": jnp.sum(weights_BxM)
+        }
         return xent_sum / normalizers["predictions"], sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         weight = jnp.maximum(sums["weight_sum"], 1.0)
-        return {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
-                "masked_tokens": sums["weight_sum"]}
+        return {
+            "loss": sums["loss_sum"] / weight,
+            "accuracy": sums["correct_sum"] / weight,
+            "masked_tokens": sums["weight_sum"]
+        }
 
     # -- cost ----------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
@@ -142,5 +158,5 @@ class MaskedLM(ObjectiveDefaults):
         # The body per real token; the MLM head (D×D transform and tied D×V projection) per real
         # prediction, the only positions where it is computed.
         head_params = d * d + d * v
-        return (counts["tokens"] * encoder_train_flops(config, seq_len) / seq_len
-                + 6.0 * head_params * counts["predictions"])
+        return (counts["tokens"] * encoder_train_flops(config, seq_len) / seq_len +
+                6.0 * head_params * counts["predictions"])

@@ -22,8 +22,10 @@ from flaxlm.objectives.token_classification import TokenClassification
 from flaxlm.run.protocol import Objective
 
 OBJECTIVES: dict[str, type] = {
-    cls.name: cls for cls in (MaskedLM, SequenceClassification, TokenClassification, Electra,
-                              MiniLMv2, DistilBert)}
+    cls.name: cls
+    for cls in (MaskedLM, SequenceClassification, TokenClassification, Electra, MiniLMv2,
+                DistilBert)
+}
 
 # Keys that moved into the objective section: config files and overrides that still use them are
 # told where they went.
@@ -33,9 +35,11 @@ MOVED_KEYS = {
     "data.random_token_rate": "objective.mlm.random_token_rate",
     "data.max_predictions": "objective.mlm.max_predictions",
     # Shared by the fine-tuning objectives (flaxlm/objectives/finetune_config.py).
-    **{f"objective.{name}.{key}": f"finetune.{key}"
-       for name in ("token_classification", "sequence_classification")
-       for key in finetune_config.OBJECTIVE_FIELDS},
+    **{
+        f"objective.{name}.{key}": f"finetune.{key}"
+        for name in ("token_classification", "sequence_classification")
+        for key in finetune_config.OBJECTIVE_FIELDS
+    },
 }
 
 
@@ -44,9 +48,11 @@ def config_section() -> ml_collections.ConfigDict:
     section = ml_collections.ConfigDict()
     section.name = "mlm"
     for name, cls in OBJECTIVES.items():
-        section[name] = ml_collections.ConfigDict(
-            {k: v for k, v in dataclasses.asdict(cls.Config()).items()
-             if k not in finetune_config.OBJECTIVE_FIELDS})  # set by the `finetune` section
+        section[name] = ml_collections.ConfigDict({
+            k: v
+            for k, v in dataclasses.asdict(cls.Config()).items()
+            if k not in finetune_config.OBJECTIVE_FIELDS
+        })  # set by the `finetune` section
     return section
 
 
@@ -64,6 +70,8 @@ def with_finetune(name: str, sections: Mapping[str, Any],
     """`sections` with the `finetune.*` settings the objective `name` takes added to its own."""
     sections = {k: dict(v) for k, v in sections.items()}
     if name in OBJECTIVES:
-        sections[name] = {**sections.get(name, {}), **finetune_config.objective_fields(
-            OBJECTIVES[name].Config, finetune, name)}
+        sections[name] = {
+            **sections.get(name, {}),
+            **finetune_config.objective_fields(OBJECTIVES[name].Config, finetune, name)
+        }
     return sections

@@ -130,9 +130,10 @@ class SequenceClassification(ObjectiveDefaults):
 
     @staticmethod
     def _encode(ctx: DataContext, labels: tuple[str, ...], examples) -> pair_batches.Encoded:
-        return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len,
-                                   {name: i for i, name in enumerate(labels)},
-                                   token_types=ctx.token_types)
+        return pair_batches.encode(ctx.tokenizer, examples, ctx.data.seq_len, {
+            name: i
+            for i, name in enumerate(labels)
+        }, token_types=ctx.token_types)
 
     def plan_data(self, ctx: DataContext) -> DataPlan:
         """Reads and encodes the training data: the label set fixes the head's width."""
@@ -146,19 +147,19 @@ class SequenceClassification(ObjectiveDefaults):
                               "alone)")
         kind = "text pairs" if examples[0].text_pair is not None else "texts"
         return DataPlan(
-            model_overrides={"num_labels": len(labels)},
-            run_record={"labels": list(labels)}, epochs=self.config.epochs,
-            examples_per_epoch=len(examples), state=PairPlan(labels, encoded.rows), notes=(
-                f"sequence classification: {len(labels)} labels ({', '.join(labels)}); "
-                f"{len(examples):,} training {kind}, {encoded.truncated:,} truncated to "
-                f"data.seq_len={ctx.data.seq_len} (longest segment first)",))
+            model_overrides={"num_labels": len(labels)}, run_record={"labels": list(labels)},
+            epochs=self.config.epochs, examples_per_epoch=len(examples),
+            state=PairPlan(labels, encoded.rows),
+            notes=(f"sequence classification: {len(labels)} labels ({', '.join(labels)}); "
+                   f"{len(examples):,} training {kind}, {encoded.truncated:,} truncated to "
+                   f"data.seq_len={ctx.data.seq_len} (longest segment first)", ))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
         return SequenceClassifierModel(config, rngs=rngs)
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # The encoder (its pooler included, when the source has one); the head starts fresh.
-        return (InitRule("encoder"),) if has_init_from else ()
+        return (InitRule("encoder"), ) if has_init_from else ()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         if self.config.layer_decay == 1.0:
@@ -167,7 +168,8 @@ class SequenceClassification(ObjectiveDefaults):
                                   self.config.layer_decay_style)
 
     # -- data ----------------------------------------------------------------------------------
-    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+    def train_batches(self, ctx: DataContext,
+                      start_example: int) -> Iterator[dict[str, np.ndarray]]:
         return pair_batches.train_stream(
             _planned(ctx).train_rows, seed=ctx.seed, host_batch_size=ctx.host_batch_size,
             start_example=start_example, process_index=ctx.process_index,
@@ -176,10 +178,10 @@ class SequenceClassification(ObjectiveDefaults):
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
         labels = _planned(ctx).labels
         if ctx.data.folds and ctx.data.fold >= 0:
-            held_out = finetune_config.split(
-                [e for spec in ctx.data.train_files
-                 for e in pairs.read_examples(spec, language=self.config.language)],
-                ctx.data.folds, ctx.data.fold)[1]
+            held_out = finetune_config.split([
+                e for spec in ctx.data.train_files
+                for e in pairs.read_examples(spec, language=self.config.language)
+            ], ctx.data.folds, ctx.data.fold)[1]
             sources = [(f"fold {ctx.data.fold} of {ctx.data.folds}", held_out)]
         else:
             sources = [(spec, pairs.read_examples(spec, language=self.config.language))
@@ -189,28 +191,38 @@ class SequenceClassification(ObjectiveDefaults):
             unknown = sorted({e.label for e in read} - set(labels))
             if unknown and ctx.process_index == 0:
                 count = sum(e.label in unknown for e in read)
-                print(f"flaxlm: {spec}: label(s) {', '.join(map(repr, unknown))} ({count} "
-                      "examples) are not in the training labels; scored as errors", flush=True)
+                print(
+                    f"flaxlm: {spec}: label(s) {', '.join(map(repr, unknown))} ({count} "
+                    "examples) are not in the training labels; scored as errors", flush=True)
             examples += read
         encoded = self._encode(ctx, labels, examples)
         if ctx.process_index == 0:
-            print(f"flaxlm: eval: {len(examples):,} examples, {encoded.truncated:,} truncated to "
-                  f"data.seq_len={ctx.data.seq_len}", flush=True)
-        return pair_batches.eval_batches(
-            encoded.rows, host_batch_size=ctx.host_batch_size, process_index=ctx.process_index,
-            process_count=ctx.process_count, buckets=ctx.data.length_buckets)
+            print(
+                f"flaxlm: eval: {len(examples):,} examples, {encoded.truncated:,} truncated to "
+                f"data.seq_len={ctx.data.seq_len}", flush=True)
+        return pair_batches.eval_batches(encoded.rows, host_batch_size=ctx.host_batch_size,
+                                         process_index=ctx.process_index,
+                                         process_count=ctx.process_count,
+                                         buckets=ctx.data.length_buckets)
 
     def batch_spec(self, global_batch: int, data) -> dict[str, jax.ShapeDtypeStruct]:
         rows = jax.ShapeDtypeStruct((global_batch, data.seq_len), jnp.int32)
-        return {**{k: rows for k in pair_batches.ROW_KEYS},
-                "labels": jax.ShapeDtypeStruct((global_batch,), jnp.int32),
-                "weights": jax.ShapeDtypeStruct((global_batch,), jnp.float32)}
+        return {
+            **{
+                k: rows
+                for k in pair_batches.ROW_KEYS
+            }, "labels": jax.ShapeDtypeStruct((global_batch, ), jnp.int32),
+            "weights": jax.ShapeDtypeStruct((global_batch, ), jnp.float32)
+        }
 
     def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         tokens = float(np.count_nonzero(host_batch["attention_mask"]))
         # Each real token attends over the batch's (cut) length: the attention work done.
-        return {"tokens": tokens, "examples": float(np.count_nonzero(host_batch["weights"])),
-                "token_keys": tokens * host_batch["attention_mask"].shape[1]}
+        return {
+            "tokens": tokens,
+            "examples": float(np.count_nonzero(host_batch["weights"])),
+            "token_keys": tokens * host_batch["attention_mask"].shape[1]
+        }
 
     # -- loss ----------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -225,28 +237,32 @@ class SequenceClassification(ObjectiveDefaults):
         xent_B = jnp.log(jnp.sum(jnp.exp(shifted_BxC), axis=-1)) - label_B
         return xent_B, (label_B >= 0.0).astype(jnp.float32)
 
-    def loss(self, model: SequenceClassifierModel, batch: Batch,
-             normalizers: Mapping[str, jax.Array], *, dtype,
-             dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+    def loss(self, model: SequenceClassifierModel, batch: Batch, normalizers: Mapping[str,
+                                                                                      jax.Array], *,
+             dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         xent_B, correct_B = self._xent(model(batch, dtype=dtype, dropout_key=dropout_key), batch)
         weights_B = _example_weights(batch)
-        sums = {"loss_sum": jnp.sum(xent_B * weights_B), "correct_sum": jnp.sum(correct_B *
-                                                                               weights_B),
-                "examples": jnp.sum(weights_B)}
+        sums = {
+            "loss_sum": jnp.sum(xent_B * weights_B),
+            "correct_sum": jnp.sum(correct_B * weights_B),
+            "examples": jnp.sum(weights_B)
+        }
         return sums["loss_sum"] / normalizers["examples"], sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         examples = jnp.maximum(sums["examples"], 1.0)
-        return {"loss": sums["loss_sum"] / examples, "accuracy": sums["correct_sum"] / examples,
-                "examples": sums["examples"]}
+        return {
+            "loss": sums["loss_sum"] / examples,
+            "accuracy": sums["correct_sum"] / examples,
+            "examples": sums["examples"]
+        }
 
     # -- evaluation ----------------------------------------------------------------------------
     def eval_outputs(self, model: SequenceClassifierModel, batch: Batch, *,
                      dtype) -> Mapping[str, jax.Array]:
         logits_BxC = model(batch, dtype=dtype, dropout_key=None)
         xent_B, _ = self._xent(logits_BxC, batch)
-        return {"predictions": jnp.argmax(logits_BxC, axis=-1).astype(jnp.int32),
-                "xent": xent_B}
+        return {"predictions": jnp.argmax(logits_BxC, axis=-1).astype(jnp.int32), "xent": xent_B}
 
     def eval_metrics(self, outputs, batches, plan: DataPlan | None = None) -> dict[str, float]:
         real_N = np.concatenate([b["weights"] for b in batches]) > 0
@@ -254,9 +270,12 @@ class SequenceClassification(ObjectiveDefaults):
         pred_N = np.concatenate([o["predictions"] for o in outputs])[real_N]
         xent_N = np.concatenate([o["xent"] for o in outputs])[real_N]
         known_N = gold_N >= 0
-        return {"loss": float(np.mean(xent_N[known_N])) if known_N.any() else float("nan"),
-                "accuracy": float(np.mean(pred_N == gold_N)), "examples": float(len(gold_N)),
-                **macro_scores(gold_N, pred_N)}
+        return {
+            "loss": float(np.mean(xent_N[known_N])) if known_N.any() else float("nan"),
+            "accuracy": float(np.mean(pred_N == gold_N)),
+            "examples": float(len(gold_N)),
+            **macro_scores(gold_N, pred_N)
+        }
 
     # -- cost ----------------------------------------------------------------------------------
     def train_flops(self, config: ModelConfig, seq_len: int, counts: Mapping[str, float]) -> float:
@@ -265,5 +284,5 @@ class SequenceClassification(ObjectiveDefaults):
         # example, on its first token only.
         head_params = d * d + d * config.num_labels
         token_keys = counts.get("token_keys", counts["tokens"] * seq_len)
-        return (encoder_train_flops_cut(config, counts["tokens"], token_keys)
-                + 6.0 * head_params * counts["examples"])
+        return (encoder_train_flops_cut(config, counts["tokens"], token_keys) +
+                6.0 * head_params * counts["examples"])

@@ -91,8 +91,9 @@ def student_to_teacher_ids(student_tok, teacher_tok) -> np.ndarray | None:
             to_teacher[i] = teacher_ids[token]
     for role in ("pad_id", "cls_id", "sep_id", "mask_id", "unk_id"):
         to_teacher[getattr(student_tok, role)] = getattr(teacher_tok, role)
-    missing = [t for t, i in student_ids.items()
-               if i < student_tok.vocab_size and to_teacher[i] < 0]
+    missing = [
+        t for t, i in student_ids.items() if i < student_tok.vocab_size and to_teacher[i] < 0
+    ]
     if missing or np.any(to_teacher < 0):
         raise FlaxlmError(
             f"{len(missing) or int(np.sum(to_teacher < 0))} tokens of the student tokenizer "
@@ -164,8 +165,9 @@ class Distillation(MaskedLM):
     def full_teacher(self, student: ModelConfig) -> ModelConfig:
         """The teacher's shapes as its workdir (or preset) has them."""
         if self.teacher_config is None:
-            self.teacher_config = teacher_model_config(
-                self.config.teacher, self.config.teacher_preset, student, self.section)
+            self.teacher_config = teacher_model_config(self.config.teacher,
+                                                       self.config.teacher_preset, student,
+                                                       self.section)
         return self.teacher_config
 
     def check_vocabulary(self, student: ModelConfig, teacher: ModelConfig) -> None:
@@ -192,6 +194,7 @@ class Distillation(MaskedLM):
             ctx.tokenizer, load_tokenizer(teacher_tokenizer_dir(self.config.teacher)))
         if self.student_to_teacher is None:
             return plan
-        return dataclasses.replace(plan, notes=(
-            *plan.notes, f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped onto "
-            f"the teacher's{self.vocabulary_note}"))
+        return dataclasses.replace(
+            plan, notes=(*plan.notes,
+                         f"student vocabulary ({ctx.tokenizer.vocab_size} tokens) mapped onto "
+                         f"the teacher's{self.vocabulary_note}"))

@@ -122,7 +122,7 @@ class TokenClassification(ObjectiveDefaults):
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # The encoder (with its pooler, if both have one) is loaded; the classifier starts fresh.
-        return (InitRule("encoder"),) if has_init_from else ()
+        return (InitRule("encoder"), ) if has_init_from else ()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
         if self.config.layer_decay == 1.0:
@@ -137,10 +137,12 @@ class TokenClassification(ObjectiveDefaults):
         train, _ = finetune_config.split(every, ctx.data.folds, ctx.data.fold)
         self._check_selection(labels)
         train_rows = self._rows(train, labels, ctx)
-        notes = [f"token classification: {len(labels)} labels from the training data; "
-                 f"{len(train)} train sentences → {len(train_rows)} rows of "
-                 f"{ctx.data.seq_len} tokens ({train_rows.split_sentences} split into "
-                 "overlapping windows)"]
+        notes = [
+            f"token classification: {len(labels)} labels from the training data; "
+            f"{len(train)} train sentences → {len(train_rows)} rows of "
+            f"{ctx.data.seq_len} tokens ({train_rows.split_sentences} split into "
+            "overlapping windows)"
+        ]
         if ctx.data.folds and ctx.data.fold >= 0:
             notes.append(f"fold {ctx.data.fold} of {ctx.data.folds}: {len(every) - len(train)} "
                          f"of the {len(every)} training sentences held out for evaluation")
@@ -152,10 +154,12 @@ class TokenClassification(ObjectiveDefaults):
                 rows = self._rows(sentences, labels, ctx)
                 rows = dataclasses.replace(rows, sentence_N=rows.sentence_N + len(gold))
                 gold += [s.labels for s in sentences]
-                eval_sets[_eval_key(data)] = _EvalSet(rows, length_buckets.row_lengths(
-                    rows.input_ids_NxL != ctx.tokenizer.pad_id))
-        state = TokenPlan(labels, train_rows, length_buckets.row_lengths(
-            train_rows.input_ids_NxL != ctx.tokenizer.pad_id), eval_sets, tuple(gold))
+                eval_sets[_eval_key(data)] = _EvalSet(
+                    rows, length_buckets.row_lengths(rows.input_ids_NxL != ctx.tokenizer.pad_id))
+        state = TokenPlan(
+            labels, train_rows,
+            length_buckets.row_lengths(train_rows.input_ids_NxL != ctx.tokenizer.pad_id), eval_sets,
+            tuple(gold))
         return DataPlan(model_overrides={"num_labels": len(labels)},
                         run_record={"labels": list(labels)}, epochs=self.config.epochs,
                         examples_per_epoch=len(train_rows), notes=tuple(notes), state=state)
@@ -180,11 +184,14 @@ class TokenClassification(ObjectiveDefaults):
             unseen[label] = unseen.get(label, 0) + 1
         if not unseen:
             return []
-        return [f"{', '.join(data.eval_files) or 'held-out fold'}: labels not in the training "
-                "data (scored as errors): " + ", ".join(
-                    f"{k} ({n} words)" for k, n in sorted(unseen.items()))]
+        return [
+            f"{', '.join(data.eval_files) or 'held-out fold'}: labels not in the training "
+            "data (scored as errors): " + ", ".join(f"{k} ({n} words)"
+                                                    for k, n in sorted(unseen.items()))
+        ]
 
-    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+    def train_batches(self, ctx: DataContext,
+                      start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Global example g is slot g mod (S·G) of epoch g // (S·G), S = steps per epoch: rows in
         a fresh permutation per epoch (seeded by (seed, epoch)), then filler rows that complete the
         last batch. Host p takes rows [p·B, (p+1)·B) of each global batch, cut to the length
@@ -201,7 +208,9 @@ class TokenClassification(ObjectiveDefaults):
             index_G = np.full(G, -1)
             for epoch in np.unique(epoch_G):
                 if epoch not in orders:
-                    orders = {epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))}
+                    orders = {
+                        epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))
+                    }
                 here = (epoch_G == epoch) & (slot_G < len(rows))
                 index_G[here] = orders[epoch][slot_G[here]]
             yield self._cut(batch_of(rows, index_G[mine], ctx.tokenizer), index_G, ctx,
@@ -221,8 +230,8 @@ class TokenClassification(ObjectiveDefaults):
             g_G = first + np.arange(G)
             index_G = np.where(g_G < len(rows), g_G, -1)
             mine = index_G[ctx.process_index * B:(ctx.process_index + 1) * B]
-            batches.append(self._cut(batch_of(rows, mine, ctx.tokenizer), index_G, ctx,
-                                     eval_set.lengths_N))
+            batches.append(
+                self._cut(batch_of(rows, mine, ctx.tokenizer), index_G, ctx, eval_set.lengths_N))
         return batches
 
     def _cut(self, batch: dict[str, np.ndarray], index_G: np.ndarray, ctx: DataContext,
@@ -230,22 +239,27 @@ class TokenClassification(ObjectiveDefaults):
         """The host batch cut to the bucket of its global batch's longest row (a filler row, -1,
         is [CLS] [SEP]); every process computes the same length from the same global indices."""
         longest = max(2, int(np.max(lengths_N[index_G[index_G >= 0]], initial=0)))
-        buckets = ctx.data.length_buckets or (ctx.data.seq_len,)
+        buckets = ctx.data.length_buckets or (ctx.data.seq_len, )
         return length_buckets.cut(batch, length_buckets.bucket_length(longest, buckets),
                                   _LENGTH_KEYS)
 
     def batch_spec(self, global_batch: int, data) -> dict:
-        rows, shape = (global_batch,), (global_batch, data.seq_len)
-        spec = {k: (shape, jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids",
-                                                 "labels", "word_index")}
+        rows, shape = (global_batch, ), (global_batch, data.seq_len)
+        spec = {
+            k: (shape, jnp.int32)
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "word_index")
+        }
         spec.update(label_weights=(shape, jnp.float32), sentence=(rows, jnp.int32))
         return {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in spec.items()}
 
     def real_counts(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, float]:
         tokens = float(np.count_nonzero(host_batch["attention_mask"]))
         # Each real token attends over the batch's (cut) length: the attention work done.
-        return {"tokens": tokens, "labelled": float(np.count_nonzero(host_batch["label_weights"])),
-                "token_keys": tokens * host_batch["attention_mask"].shape[1]}
+        return {
+            "tokens": tokens,
+            "labelled": float(np.count_nonzero(host_batch["label_weights"])),
+            "token_keys": tokens * host_batch["attention_mask"].shape[1]
+        }
 
     # -- loss ------------------------------------------------------------------------------------
     def normalizers(self, batch: Batch) -> dict[str, jax.Array]:
@@ -256,9 +270,11 @@ class TokenClassification(ObjectiveDefaults):
         log_z_BxL = jax.nn.logsumexp(logits_BxLxC, axis=-1)
         gold_BxL = jnp.take_along_axis(logits_BxLxC, batch["labels"][..., None], axis=-1)[..., 0]
         correct_BxL = (jnp.argmax(logits_BxLxC, axis=-1) == batch["labels"]).astype(jnp.float32)
-        return {"loss_sum": jnp.sum((log_z_BxL - gold_BxL) * weights_BxL),
-                "correct_sum": jnp.sum(correct_BxL * weights_BxL),
-                "weight_sum": jnp.sum(weights_BxL)}
+        return {
+            "loss_sum": jnp.sum((log_z_BxL - gold_BxL) * weights_BxL),
+            "correct_sum": jnp.sum(correct_BxL * weights_BxL),
+            "weight_sum": jnp.sum(weights_BxL)
+        }
 
     def loss(self, model: TokenClassifierModel, batch: Batch, normalizers: Mapping[str, jax.Array],
              *, dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
@@ -267,14 +283,19 @@ class TokenClassification(ObjectiveDefaults):
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
         weight = jnp.maximum(sums["weight_sum"], 1.0)
-        return {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
-                "labelled_tokens": sums["weight_sum"]}
+        return {
+            "loss": sums["loss_sum"] / weight,
+            "accuracy": sums["correct_sum"] / weight,
+            "labelled_tokens": sums["weight_sum"]
+        }
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval_outputs(self, model: TokenClassifierModel, batch: Batch, *, dtype) -> dict:
         logits_BxLxC = model(batch, dtype=dtype, dropout_key=None)
-        return {**self._sums(logits_BxLxC, batch),
-                "predictions": jnp.argmax(logits_BxLxC, axis=-1).astype(jnp.int32)}
+        return {
+            **self._sums(logits_BxLxC, batch), "predictions": jnp.argmax(logits_BxLxC,
+                                                                         axis=-1).astype(jnp.int32)
+        }
 
     def word_predictions(self, outputs, batches, plan: DataPlan) -> tuple[list, list[list[str]]]:
         """(gold, predicted) labels of each sentence of the eval set `batches` hold, word by
@@ -295,11 +316,12 @@ class TokenClassification(ObjectiveDefaults):
         return gold, [predicted[i] for i in ids]
 
     def eval_metrics(self, outputs, batches, plan: DataPlan) -> dict[str, float]:
-        sums = {k: float(sum(np.sum(o[k]) for o in outputs))
-                for k in ("loss_sum", "weight_sum")}
+        sums = {k: float(sum(np.sum(o[k]) for o in outputs)) for k in ("loss_sum", "weight_sum")}
         gold, predicted = self.word_predictions(outputs, batches, plan)
-        results = {"loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
-                   **token_scores(gold, predicted)}
+        results = {
+            "loss": sums["loss_sum"] / max(sums["weight_sum"], 1.0),
+            **token_scores(gold, predicted)
+        }
         if _iob(plan.state.labels):
             results.update(entity_scores(gold, predicted))
         return results
@@ -315,5 +337,5 @@ class TokenClassification(ObjectiveDefaults):
         # The body and the D×C classifier per real token; attention over the length each batch
         # was cut to (`token_keys`).
         token_keys = counts.get("token_keys", counts["tokens"] * seq_len)
-        return (encoder_train_flops_cut(config, counts["tokens"], token_keys)
-                + counts["tokens"] * 6.0 * config.hidden_size * config.num_labels)
+        return (encoder_train_flops_cut(config, counts["tokens"], token_keys) +
+                counts["tokens"] * 6.0 * config.hidden_size * config.num_labels)

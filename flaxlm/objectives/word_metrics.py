@@ -24,8 +24,7 @@ def _f1(precision: float, recall: float) -> float:
 def token_scores(gold: Sequence[Labels], pred: Sequence[Labels]) -> dict[str, float]:
     """Accuracy and P/R/F1 per label, macro-averaged over every label in gold or predictions
     (scikit-learn's `average="macro"`: the mean of per-label F1, not the F1 of the means)."""
-    pairs = [(g, p) for gs, ps in zip(gold, pred, strict=True)
-             for g, p in zip(gs, ps, strict=True)]
+    pairs = [(g, p) for gs, ps in zip(gold, pred, strict=True) for g, p in zip(gs, ps, strict=True)]
     classes = sorted({g for g, _ in pairs} | {p for _, p in pairs})
     scores = []
     for c in classes:
@@ -34,10 +33,12 @@ def token_scores(gold: Sequence[Labels], pred: Sequence[Labels]) -> dict[str, fl
         recall = _ratio(hits, sum(1 for g, _ in pairs if g == c))
         scores.append((precision, recall, _f1(precision, recall)))
     n = max(len(scores), 1)
-    return {"accuracy": _ratio(sum(1 for g, p in pairs if g == p), len(pairs)),
-            "macro_precision": sum(s[0] for s in scores) / n,
-            "macro_recall": sum(s[1] for s in scores) / n,
-            "macro_f1": sum(s[2] for s in scores) / n}
+    return {
+        "accuracy": _ratio(sum(1 for g, p in pairs if g == p), len(pairs)),
+        "macro_precision": sum(s[0] for s in scores) / n,
+        "macro_recall": sum(s[1] for s in scores) / n,
+        "macro_f1": sum(s[2] for s in scores) / n
+    }
 
 
 def _tag_and_type(label: str) -> tuple[str, str]:
@@ -78,5 +79,8 @@ def entity_scores(gold: Sequence[Labels], pred: Sequence[Labels]) -> dict[str, f
         n_gold += len(gold_chunks)
         n_pred += len(pred_chunks)
     precision, recall = _ratio(hits, n_pred), _ratio(hits, n_gold)
-    return {"entity_precision": precision, "entity_recall": recall,
-            "entity_f1": _f1(precision, recall)}
+    return {
+        "entity_precision": precision,
+        "entity_recall": recall,
+        "entity_f1": _f1(precision, recall)
+    }

@@ -37,10 +37,9 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flaxlm.run.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable,
-                                          check_tree, failed_processes, nothing_intact,
-                                          quiet_orbax, read_failure, set_aside, set_aside_names,
-                                          tree_shapes)
+from flaxlm.run.checkpoint_damage import (UNREADABLE_SUFFIX, DamageFound, Unreadable, check_tree,
+                                          failed_processes, nothing_intact, quiet_orbax,
+                                          read_failure, set_aside, set_aside_names, tree_shapes)
 from flaxlm import storage
 from flaxlm.run import checkpoint_integrity, run_log
 from flaxlm.run.workdir import OWN_TOKENIZER, Workdir
@@ -72,9 +71,10 @@ def _verified(tree: Any, meta: dict, step: int, directory: str) -> dict:
     return meta
 
 
-def _newest_intact(steps: list[int], read: Callable[[int], Any], workdir: str, *,
-                   set_aside_in: str | None = None
-                   ) -> tuple[tuple[Any, int] | None, list[Unreadable], list[str]]:
+def _newest_intact(
+        steps: list[int], read: Callable[[int],
+                                         Any], workdir: str, *, set_aside_in: str | None = None
+) -> tuple[tuple[Any, int] | None, list[Unreadable], list[str]]:
     """Tries `read(step)` newest first; returns ((result, step) or None, the unreadable ones, the
     names they were renamed to).
 
@@ -129,8 +129,8 @@ def _cause(exc: BaseException) -> str:
 
 def _written_by_import(step_dir: str) -> bool:
     try:
-        return json.loads(storage.read_text(os.path.join(step_dir, "meta", "metadata"))).get(
-            "source") == "hf-import"
+        return json.loads(storage.read_text(os.path.join(step_dir, "meta",
+                                                         "metadata"))).get("source") == "hf-import"
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -150,16 +150,18 @@ class Checkpointer:
             # alone keeps the latest of a tie, which deleted the step best.json names.
             sign = -1 if best_mode == "max" else 1
             keep_policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-                keep_policy, ocp.checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: (metrics["selection"],
-                                                   sign * metrics.get("step", 0)),
-                    reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)])
+                keep_policy,
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics:
+                    (metrics["selection"], sign * metrics.get("step", 0)),
+                    reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)
+            ])
         with quiet_orbax():  # a garbled step metadata file is logged here, and read again later
             self.manager = ocp.CheckpointManager(
                 self.directory,
-                options=ocp.CheckpointManagerOptions(
-                    preservation_policy=keep_policy, enable_async_checkpointing=async_save,
-                    create=True))
+                options=ocp.CheckpointManagerOptions(preservation_policy=keep_policy,
+                                                     enable_async_checkpointing=async_save,
+                                                     create=True))
         # Multi-process saves stay on the calling thread: orbax's save synchronizes the processes,
         # and from a worker thread that raced the next step's collectives (2 processes × 2 CPU
         # devices with gloo hung at the first save).
@@ -200,11 +202,14 @@ class Checkpointer:
         train = {k: v for k, v in state.items() if k != "params"}
         self._finish_in_orbax()  # (orbax's save would wait too, blaming no step for a failure)
         try:
-            self.manager.save(step, args=ocp.args.Composite(
-                params=ocp.args.StandardSave(state["params"]),
-                train=ocp.args.StandardSave(train),
-                meta=ocp.args.JsonSave(meta)), force=True,
-                metrics=None if selection is None else {"selection": selection, "step": step})
+            self.manager.save(
+                step, args=ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
+                                              train=ocp.args.StandardSave(train),
+                                              meta=ocp.args.JsonSave(meta)), force=True,
+                metrics=None if selection is None else {
+                    "selection": selection,
+                    "step": step
+                })
         except Exception as e:  # noqa: BLE001 - any storage failure ends the run in one line
             raise self._write_failed(step, e) from None
         self._in_orbax = step
@@ -242,10 +247,10 @@ class Checkpointer:
         """Full state placed with the shardings carried by `abstract_state`'s leaves; raises
         DamageFound if it differs from what was saved or holds NaN/Inf."""
         train_abstract = {k: v for k, v in abstract_state.items() if k != "params"}
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_state["params"]),
-            train=ocp.args.StandardRestore(train_abstract),
-            meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_state["params"]),
+                                          train=ocp.args.StandardRestore(train_abstract),
+                                          meta=ocp.args.JsonRestore()))
         state = {"params": restored["params"], **restored["train"]}
         return state, _verified(state, restored["meta"], step, self.directory)
 
@@ -257,20 +262,25 @@ class Checkpointer:
         and stays in place, as does everything when no checkpoint is intact.
         """
         self._join_started()
-        requested = {**tree_shapes(abstract_state["params"], "params."),
-                     **tree_shapes({k: v for k, v in abstract_state.items() if k != "params"})}
+        requested = {
+            **tree_shapes(abstract_state["params"], "params."),
+            **tree_shapes({
+                k: v
+                for k, v in abstract_state.items() if k != "params"
+            })
+        }
 
         def read(step: int) -> tuple[dict, dict]:
             step_dir = os.path.join(self.directory, str(step))
-            if not storage.isdir(os.path.join(step_dir, "train")) and _written_by_import(
-                    step_dir):
+            if not storage.isdir(os.path.join(step_dir, "train")) and _written_by_import(step_dir):
                 raise FlaxlmError(f"{self.workdir} was written by `flaxlm import` (weights "
                                   "only, no optimizer state): train with "
                                   f"--config.init_from={self.workdir} and a new --workdir")
             handler = ocp.StandardCheckpointHandler()
-            saved = {**tree_shapes(handler.metadata(epath.Path(step_dir, "params")).tree,
-                                   "params."),
-                     **tree_shapes(handler.metadata(epath.Path(step_dir, "train")).tree)}
+            saved = {
+                **tree_shapes(handler.metadata(epath.Path(step_dir, "params")).tree, "params."),
+                **tree_shapes(handler.metadata(epath.Path(step_dir, "train")).tree)
+            }
             check_tree(saved, requested, step=step, directory=self.directory,
                        max_grad_norm=Workdir(self.workdir).setting("train", "max_grad_norm"))
             return self.restore(step, abstract_state)
@@ -323,9 +333,10 @@ def read_params(workdir: str, abstract_params: Any | None = None,
         raise FlaxlmError(f"{workdir}: no checkpoints/ directory (is this a flaxlm workdir?)")
     with quiet_orbax():
         manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(create=False),
-            item_handlers={"params": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
+            directory, options=ocp.CheckpointManagerOptions(create=False), item_handlers={
+                "params": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()
+            })
     # Leaves without a sharding go to this process's first device: the checkpoint's own
     # shardings name the devices of the run that wrote it (e.g. another process's devices
     # after multi-host training), which this process may not have.
@@ -336,15 +347,16 @@ def read_params(workdir: str, abstract_params: Any | None = None,
             abstract = manager.item_metadata(s)["params"]
         else:
             abstract = abstract_params
-            saved = ocp.StandardCheckpointHandler().metadata(
-                epath.Path(directory, str(s), "params")).tree
-            check_tree(tree_shapes(saved, "params."), tree_shapes(abstract, "params."),
-                       step=s, directory=directory)
+            saved = ocp.StandardCheckpointHandler().metadata(epath.Path(
+                directory, str(s), "params")).tree
+            check_tree(tree_shapes(saved, "params."), tree_shapes(abstract, "params."), step=s,
+                       directory=directory)
         abstract = jax.tree.map(
-            lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding)
-            else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-        restored = manager.restore(s, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            lambda x: x if isinstance(getattr(x, "sharding", None), jax.sharding.Sharding) else jax.
+            ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+        restored = manager.restore(
+            s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract),
+                                       meta=ocp.args.JsonRestore()))
         params = restored["params"]
         return params, _verified({"params": params}, restored["meta"], s, directory)
 
@@ -369,11 +381,12 @@ def read_params(workdir: str, abstract_params: Any | None = None,
 
 def write_params(workdir: str, step: int, params: Any, meta: dict) -> None:
     """A params-only checkpoint (what `flaxlm import` writes): enough for init_from and export."""
-    manager = ocp.CheckpointManager(Workdir(workdir).checkpoints_dir,
-                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager = ocp.CheckpointManager(
+        Workdir(workdir).checkpoints_dir, options=ocp.CheckpointManagerOptions(create=True))
     meta = {**meta, checkpoint_integrity.META_KEY: checkpoint_integrity.record({"params": params})}
-    manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+    manager.save(
+        step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                      meta=ocp.args.JsonSave(meta)), force=True)
     manager.wait_until_finished()
     manager.close()
     jax.effects_barrier()

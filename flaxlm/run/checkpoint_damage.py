@@ -58,7 +58,6 @@ class Unreadable:
 
 class DamageFound(Exception):
     """Raised by a checkpoint read whose arrays decoded to values other than those saved."""
-
     def __init__(self, found: Unreadable):
         super().__init__(str(found))
         self.found = found
@@ -91,6 +90,7 @@ def silence_abandoned_reads() -> None:
     def hook(unraisable: Any) -> None:
         if not _is_abandoned_read_report(unraisable):
             previous(unraisable)
+
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(_drop_abandoned_read_logs)
 
@@ -104,6 +104,7 @@ def quiet_orbax() -> Iterator[None]:
 
     def drop(_record: logging.LogRecord) -> bool:
         return False
+
     absl_logger.addFilter(drop)
     try:
         yield
@@ -163,8 +164,8 @@ def read_failure(exc: Exception, step: int, workdir: str) -> Unreadable:
             return Unreadable(step, _relative(m["path"], workdir),
                               _clip(_NOISE_TAIL.sub("", m["reason"])))
         if isinstance(e, OSError) and e.filename:
-            return Unreadable(step, _relative(str(e.filename), workdir),
-                              _clip(e.strerror or str(e)))
+            return Unreadable(step, _relative(str(e.filename), workdir), _clip(e.strerror
+                                                                               or str(e)))
         if isinstance(e, json.JSONDecodeError):
             bad = _first_invalid_json(step_dir)
             return Unreadable(step, _relative(bad or step_dir, workdir),
@@ -223,8 +224,8 @@ def set_aside(directory: str, step: int) -> str:
 def set_aside_names(directory: str) -> list[str]:
     if not storage.isdir(directory):
         return []
-    return sorted((n for n in storage.listdir(directory) if UNREADABLE_SUFFIX in n),
-                  key=lambda n: (len(n), n))
+    return sorted((n for n in storage.listdir(directory) if UNREADABLE_SUFFIX in n), key=lambda n:
+                  (len(n), n))
 
 
 def nothing_intact(directory: str, found: list[Unreadable], moved: list[str]) -> FlaxlmError:
@@ -248,12 +249,14 @@ def tree_shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
     """`{"opt_state.1.0.mu.encoder…": shape}` for a state tree or orbax's metadata of one; tuple
     indices, namedtuple fields and dict keys all become path parts, so the two compare."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {prefix + ".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
-            for path, leaf in flat}
+    return {
+        prefix + ".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in flat
+    }
 
 
-def check_tree(saved: dict[str, tuple], requested: dict[str, tuple], *, step: int,
-               directory: str, max_grad_norm: Any = None) -> None:
+def check_tree(saved: dict[str, tuple], requested: dict[str, tuple], *, step: int, directory: str,
+               max_grad_norm: Any = None) -> None:
     """Refuses (FlaxlmError) a checkpoint whose state paths or shapes differ from the run's."""
     only_saved = sorted(saved.keys() - requested.keys())
     only_requested = sorted(requested.keys() - saved.keys())
@@ -269,8 +272,8 @@ def check_tree(saved: dict[str, tuple], requested: dict[str, tuple], *, step: in
         what = (f"{reshaped[0]} has shape {saved[reshaped[0]]} in the checkpoint but "
                 f"{requested[reshaped[0]]} in this run")
     if differing[0].startswith("opt_state"):
-        saved_value = ("" if max_grad_norm is None
-                       else f"; the run that wrote it had train.max_grad_norm={max_grad_norm}")
+        saved_value = ("" if max_grad_norm is None else
+                       f"; the run that wrote it had train.max_grad_norm={max_grad_norm}")
         likely = ("an optimizer setting changed since it was written (train.max_grad_norm "
                   f"between 0 and > 0 adds or removes the gradient-clipping state{saved_value})")
     else:

@@ -71,7 +71,7 @@ def _flat_index(shape: tuple[int, ...]) -> jax.Array:
     stride = 1
     for d in reversed(range(len(shape))):
         index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, d) * jnp.uint32(
-            stride % 2**32)
+            stride % 2 ** 32)
         stride *= shape[d]
     return index
 
@@ -80,14 +80,14 @@ def _array_checks(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(uint32[2] fingerprint, int32 count of non-finite values)."""
     words, index = _words(x), _flat_index(x.shape)
     lanes = [_mix(words + index * jnp.uint32(c) + jnp.uint32(s)) for c, s in _LANES]
-    bad = ((~jnp.isfinite(x)).astype(jnp.uint32) if jnp.issubdtype(x.dtype, jnp.floating)
-           else jnp.zeros_like(words))
+    bad = ((~jnp.isfinite(x)).astype(jnp.uint32)
+           if jnp.issubdtype(x.dtype, jnp.floating) else jnp.zeros_like(words))
     # One variadic reduction reads the array once; three sums read it three times (8× slower on
     # XLA:CPU for a 140 MB array).
     zero = jnp.uint32(0)
-    lane0, lane1, bad = jax.lax.reduce(
-        (*lanes, bad), (zero, zero, zero),
-        lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), tuple(range(x.ndim)))
+    lane0, lane1, bad = jax.lax.reduce((*lanes, bad), (zero, zero, zero),
+                                       lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]),
+                                       tuple(range(x.ndim)))
     return jnp.stack([lane0, lane1]), bad.astype(jnp.int32)
 
 
@@ -120,9 +120,13 @@ def compute(tree: Any) -> tuple[dict[str, str], dict[str, int]]:
     mesh = sharding.mesh if isinstance(sharding, NamedSharding) else None
     fingerprints, bad = _program(mesh)(leaves)
     fingerprints, bad = np.asarray(fingerprints), np.asarray(bad)
-    return ({name: f"{np.dtype(leaf.dtype).name}:{int(fp[0]):08x}{int(fp[1]):08x}"
-             for name, leaf, fp in zip(names, leaves, fingerprints)},
-            {name: int(n) for name, n in zip(names, bad) if n})
+    return ({
+        name: f"{np.dtype(leaf.dtype).name}:{int(fp[0]):08x}{int(fp[1]):08x}"
+        for name, leaf, fp in zip(names, leaves, fingerprints)
+    }, {
+        name: int(n)
+        for name, n in zip(names, bad) if n
+    })
 
 
 def record(state: dict[str, Any]) -> dict:
@@ -136,8 +140,8 @@ def item_of(name: str) -> str:
     return "params" if name.startswith("params.") else "train"
 
 
-def find_damage(tree: Any, recorded: dict | None, *, step: int, step_dir: str
-                ) -> tuple[Unreadable | None, bool]:
+def find_damage(tree: Any, recorded: dict | None, *, step: int,
+                step_dir: str) -> tuple[Unreadable | None, bool]:
     """Checks arrays read back from checkpoint `step` (`step_dir` as the user should see it,
     e.g. "checkpoints/30"). Returns (the damage found or None, whether checksums were compared).
 
@@ -147,16 +151,18 @@ def find_damage(tree: Any, recorded: dict | None, *, step: int, step_dir: str
     fingerprints, nonfinite = compute(tree)
     saved = (recorded or {}).get("arrays") if (recorded or {}).get("scheme") == SCHEME else None
     if saved is not None:
-        differing = [name for name, fp in fingerprints.items()
-                     if name in saved and saved[name].split(":")[0] == fp.split(":")[0]
-                     and saved[name] != fp]
+        differing = [
+            name for name, fp in fingerprints.items()
+            if name in saved and saved[name].split(":")[0] == fp.split(":")[0] and saved[name] != fp
+        ]
         if differing:
             first = differing[0]
             more = f" (and {len(differing) - 1} more arrays)" if len(differing) > 1 else ""
-            return Unreadable(step, f"{step_dir}/{item_of(first)}",
-                              f"array {first}: checksum {fingerprints[first].split(':')[1]} "
-                              f"differs from {saved[first].split(':')[1]} recorded when it was "
-                              f"saved{more}", kind="damaged"), True
+            return Unreadable(
+                step, f"{step_dir}/{item_of(first)}",
+                f"array {first}: checksum {fingerprints[first].split(':')[1]} "
+                f"differs from {saved[first].split(':')[1]} recorded when it was "
+                f"saved{more}", kind="damaged"), True
     if nonfinite:
         first = next(iter(nonfinite))
         more = f" (and {len(nonfinite) - 1} more arrays)" if len(nonfinite) > 1 else ""

@@ -21,7 +21,6 @@ from flaxlm.run.workdir import Workdir
 
 class MetricsLog:
     """Writes only on process 0; other processes get a no-op writer."""
-
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
@@ -42,8 +41,11 @@ class MetricsLog:
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
-        clean = {k: (float(v) if isinstance(v, float) and math.isfinite(v) else
-                     None if isinstance(v, float) else v) for k, v in metrics.items()}
+        clean = {
+            k: (float(v) if isinstance(v, float) and math.isfinite(v) else
+                None if isinstance(v, float) else v)
+            for k, v in metrics.items()
+        }
         line = json.dumps({"step": step, **clean}) + "\n"
         if self._file is None:
             self._remote_text += line

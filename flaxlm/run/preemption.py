@@ -18,7 +18,6 @@ class StopRequest:
     `reached_preemption_sync_point` into the stop flag. SIGINT keeps its default there (the
     process exits without a checkpoint and launch/local.py stops the others).
     """
-
     def __init__(self):
         self.signal_name: str | None = None
         self.synced = jax.process_count() > 1 and _has_preemption_service()
@@ -38,6 +37,7 @@ class StopRequest:
 
         def handler(signum, _frame):
             self.signal_name = signal.Signals(signum).name
+
         for s in previous:
             signal.signal(s, handler)
         try:
@@ -53,4 +53,3 @@ def _has_preemption_service() -> bool:
         return True
     except RuntimeError:
         return False
-

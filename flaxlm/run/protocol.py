@@ -113,7 +113,8 @@ class Objective(Protocol):
         ...
 
     # -- data ----------------------------------------------------------------------------------
-    def train_batches(self, ctx: DataContext, start_example: int) -> Iterator[dict[str, np.ndarray]]:
+    def train_batches(self, ctx: DataContext,
+                      start_example: int) -> Iterator[dict[str, np.ndarray]]:
         """Endless host-local training batches, the first starting at global example `start_example`."""
         ...
 
@@ -136,8 +137,8 @@ class Objective(Protocol):
         """Every count a loss term is divided by, over the whole (global) batch."""
         ...
 
-    def loss(self, model: nnx.Module, batch: Batch, normalizers: Mapping[str, jax.Array], *,
-             dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
+    def loss(self, model: nnx.Module, batch: Batch, normalizers: Mapping[str, jax.Array], *, dtype,
+             dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
         """(this batch's loss, already divided by `normalizers`; additive statistics)."""
         ...
 
@@ -202,7 +203,7 @@ class ObjectiveDefaults:
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # With init_from, everything it holds; parameters it lacks start fresh.
-        return (InitRule(""),) if has_init_from else ()
+        return (InitRule(""), ) if has_init_from else ()
 
     def weight_sources(self) -> dict[str, str]:
         return {}
@@ -212,7 +213,7 @@ class ObjectiveDefaults:
 
     # -- evaluation ----------------------------------------------------------------------------
     selection: EvalSelection | None = None
-    summary_keys: tuple[str, ...] = ("loss",)
+    summary_keys: tuple[str, ...] = ("loss", )
 
     def eval_outputs(self, model: nnx.Module, batch: Batch, *, dtype) -> Mapping[str, jax.Array]:
         _, sums = self.loss(model, batch, self.normalizers(batch), dtype=dtype, dropout_key=None)

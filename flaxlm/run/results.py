@@ -37,8 +37,8 @@ _COUNTS = ("examples", "labelled_tokens")
 
 def test_context(ctx):
     """The `DataContext` whose eval batches are `data.test_files` (whole files, any fold)."""
-    return dataclasses.replace(ctx, data=dataclasses.replace(
-        ctx.data, eval_files=ctx.data.test_files, folds=0, fold=-1))
+    return dataclasses.replace(
+        ctx, data=dataclasses.replace(ctx.data, eval_files=ctx.data.test_files, folds=0, fold=-1))
 
 
 def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str, Any]]:
@@ -49,19 +49,25 @@ def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str
             train_losses.append(record["loss"])
         if f"eval_{metric}" not in record:
             continue
-        dev = {k[len("eval_"):]: v for k, v in record.items()
-               if k.startswith("eval_") and k != "eval_loss"}
+        dev = {
+            k[len("eval_"):]: v
+            for k, v in record.items() if k.startswith("eval_") and k != "eval_loss"
+        }
         step = record["step"]
-        rows.append({"epoch": step / steps_per_epoch if steps_per_epoch else None, "step": step,
-                     "train_loss": float(np.mean(train_losses)) if train_losses else None,
-                     "dev_loss": record.get("eval_loss"), "dev": dev})
+        rows.append({
+            "epoch": step / steps_per_epoch if steps_per_epoch else None,
+            "step": step,
+            "train_loss": float(np.mean(train_losses)) if train_losses else None,
+            "dev_loss": record.get("eval_loss"),
+            "dev": dev
+        })
         train_losses = []
     return rows
 
 
-def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
-           final_params: Any, abstract_params: Any, final_step: int, steps_per_epoch: int,
-           param_count: int, is_main: bool, test_on: str = "best") -> dict[str, Any]:
+def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable, final_params: Any,
+           abstract_params: Any, final_step: int, steps_per_epoch: int, param_count: int,
+           is_main: bool, test_on: str = "best") -> dict[str, Any]:
     """Evaluates the best epoch's weights (`test_on="last"`: the last epoch's) on `test_batches`
     (if any) and writes results.json.
 
@@ -70,25 +76,33 @@ def finish(workdir: str, *, objective, test_batches: list, evaluate: Callable,
     wd = Workdir(workdir)
     best = wd.read_best()
     results: dict[str, Any] = {
-        "objective": objective.name, "init_from": wd.setting("init_from") or "",
-        "params": param_count, "selection": {"metric": selection.metric, "mode": selection.mode},
+        "objective": objective.name,
+        "init_from": wd.setting("init_from") or "",
+        "params": param_count,
+        "selection": {
+            "metric": selection.metric,
+            "mode": selection.mode
+        },
         "steps_per_epoch": steps_per_epoch,
-        "epochs": epoch_rows(workdir, selection.metric, steps_per_epoch)}
+        "epochs": epoch_rows(workdir, selection.metric, steps_per_epoch)
+    }
     if best is not None:
         row = next((r for r in results["epochs"] if r["step"] == best["step"]), None)
-        results["best"] = {"epoch": row and row["epoch"], "step": best["step"],
-                           "dev": row and row["dev"]}
+        results["best"] = {
+            "epoch": row and row["epoch"],
+            "step": best["step"],
+            "dev": row and row["dev"]
+        }
     if test_batches:
         on_best = best is not None and test_on == "best"
         step = _same_on_every_process(best["step"] if on_best else final_step)
-        params = (final_params if step == final_step
-                  else read_params(workdir, abstract_params, step=step)[0])
+        params = (final_params
+                  if step == final_step else read_params(workdir, abstract_params, step=step)[0])
         scores = evaluate(params, test_batches)
         results["test"] = {k[len("eval_"):]: v for k, v in scores.items()}
         results["test_step"], results["test_on"] = step, "best" if on_best else "last"
         if is_main:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items()
-                             if k not in _COUNTS)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items() if k not in _COUNTS)
             which = ", the best epoch" if on_best else (", the last epoch" if best else "")
             print(f"flaxlm: test (step {step}{which}): {shown}", flush=True)
     if is_main:
@@ -114,11 +128,15 @@ def summary(values: list[float]) -> dict[str, Any]:
 def aggregate(runs: Mapping[str, Mapping[str, Any]], **extra) -> dict[str, Any]:
     """The results of several runs: every run's, and mean ± std of the best dev and test scores."""
     first = next(iter(runs.values()))
-    out: dict[str, Any] = {**extra, "objective": first["objective"],
-                           "init_from": first.get("init_from", ""), "params": first["params"],
-                           "selection": first["selection"], "runs": dict(runs)}
-    for key, scores_of in (("best_dev", lambda r: (r.get("best") or {}).get("dev")),
-                           ("test", lambda r: r.get("test"))):
+    out: dict[str, Any] = {
+        **extra, "objective": first["objective"],
+        "init_from": first.get("init_from", ""),
+        "params": first["params"],
+        "selection": first["selection"],
+        "runs": dict(runs)
+    }
+    for key, scores_of in (("best_dev", lambda r:
+                            (r.get("best") or {}).get("dev")), ("test", lambda r: r.get("test"))):
         per_run = [scores_of(r) for r in runs.values()]
         if all(per_run):
             names = [k for k in per_run[0] if k not in _COUNTS and all(k in s for s in per_run)]

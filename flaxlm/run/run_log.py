@@ -35,7 +35,6 @@ def _for_the_terminal(record: logging.LogRecord) -> bool:
 class _Terminal(logging.Handler):
     """What Python prints without any handler (`logging.lastResort`), less orbax's records;
     writes to the current `sys.stderr`, as lastResort does."""
-
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.addFilter(_for_the_terminal)
@@ -55,7 +54,6 @@ def active_file() -> str | None:
 class _LogFile(logging.FileHandler):
     """Appends; the file (and its directory) is made at the first record, so a run that logs
     nothing, or is refused before it starts, leaves no trace in the workdir."""
-
     def __init__(self, path: str) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
 
@@ -84,8 +82,10 @@ def library_logs_to_file(workdir: str) -> Iterator[str]:
     # records; where a library already installed a console handler (a `logging.basicConfig`),
     # that handler is filtered the same way for the run.
     terminal = _Terminal() if not root.handlers else None
-    consoles = [h for h in root.handlers
-                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    consoles = [
+        h for h in root.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
     for handler in consoles:
         handler.addFilter(_for_the_terminal)
     root.addHandler(to_file)
@@ -118,6 +118,7 @@ def _upload(local: str, remote: str) -> bool:
             storage.write_bytes(remote, f.read())
         return True
     except Exception as e:  # noqa: BLE001 - the run's own error, if any, must stay the one shown
-        print(f"flaxlm: the log file could not be uploaded to {remote} ({type(e).__name__}); "
-              f"it is at {local}", file=sys.stderr)
+        print(
+            f"flaxlm: the log file could not be uploaded to {remote} ({type(e).__name__}); "
+            f"it is at {local}", file=sys.stderr)
         return False

@@ -74,7 +74,6 @@ class TrainProgram:
     update (layer-wise learning-rate decay) through a stateless transformation, so optimizer-state
     paths still equal parameter paths and keep their shardings.
     """
-
     def __init__(self, objective: Objective, model_config: ModelConfig,
                  optimizer: optax.GradientTransformation, schedule: optax.Schedule, mesh: Mesh,
                  step_config: StepConfig):
@@ -91,8 +90,8 @@ class TrainProgram:
         # Shapes first: the model is never materialized on one device.
         abstract_model = nnx.eval_shape(
             lambda: objective.build_model(model_config, nnx.Rngs(params=0)))
-        self.graphdef, abstract_frozen, abstract_params = nnx.split(
-            abstract_model, objective.frozen, nnx.Param)
+        self.graphdef, abstract_frozen, abstract_params = nnx.split(abstract_model,
+                                                                    objective.frozen, nnx.Param)
         self.param_axes = nnx.to_pure_dict(logical_axes(abstract_params))
         self.frozen_axes = nnx.to_pure_dict(logical_axes(abstract_frozen))
         pure_params = nnx.to_pure_dict(abstract_params)
@@ -102,8 +101,8 @@ class TrainProgram:
         self.sharding_notes: list[str] = []
         self.abstract_state = jax.eval_shape(self._init, jax.random.key_data(jax.random.key(0)))
         self.state_shardings = self._shardings(self.abstract_state)
-        self.abstract_frozen = jax.eval_shape(
-            self._init_frozen, jax.random.key_data(jax.random.key(0)))
+        self.abstract_frozen = jax.eval_shape(self._init_frozen,
+                                              jax.random.key_data(jax.random.key(0)))
         self.frozen_shardings = self._frozen_shardings(self.abstract_frozen)
         self.batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
         replicated = NamedSharding(mesh, P())
@@ -115,12 +114,11 @@ class TrainProgram:
         self.jitted_train_step = jax.jit(
             self._with_mesh(self._train_step),
             in_shardings=(self.state_shardings, self.frozen_shardings, self.batch_sharding),
-            out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+            out_shardings=(self.state_shardings, replicated), donate_argnums=(0, ))
         self.jitted_eval_step = jax.jit(
             self._with_mesh(self._eval_step),
             in_shardings=(self.state_shardings["params"], self.frozen_shardings,
-                          self.batch_sharding),
-            out_shardings=replicated)
+                          self.batch_sharding), out_shardings=replicated)
         # The batch shapes each jitted step was called with: jit compiles once per shape, so
         # these count its compilations (fine-tuning's length buckets keep them few).
         self.shapes_seen: dict[str, set] = {"train": set(), "eval": set()}
@@ -131,12 +129,13 @@ class TrainProgram:
         def traced(*args):
             with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
                 return fn(*args)
+
         return traced
 
     # -- state ---------------------------------------------------------------------------------
     def _split_init(self, rng_data: jax.Array):
-        model = self.objective.build_model(
-            self.model_config, nnx.Rngs(params=jax.random.wrap_key_data(rng_data)))
+        model = self.objective.build_model(self.model_config,
+                                           nnx.Rngs(params=jax.random.wrap_key_data(rng_data)))
         _, frozen, params = nnx.split(model, self.objective.frozen, nnx.Param)
         return nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
 
@@ -147,9 +146,13 @@ class TrainProgram:
         return self._split_init(rng_data)[1]
 
     def state_from_params(self, params, rng_data) -> State:
-        return {"params": params, "opt_state": self.optimizer.init(params),
-                "step": jnp.zeros((), jnp.int32), "rng": rng_data,
-                "skipped": jnp.zeros((), jnp.int32)}
+        return {
+            "params": params,
+            "opt_state": self.optimizer.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": rng_data,
+            "skipped": jnp.zeros((), jnp.int32)
+        }
 
     def init_state(self, rng_data) -> State:
         """A fresh sharded state; frozen variables, if none were set, are initialized too."""
@@ -200,6 +203,7 @@ class TrainProgram:
                     "(per-group settings as per-leaf scales or masks, not optax.multi_transform)")
             self._check_rank(name, axes, leaf)
             return self._sharding_for(name, axes, leaf.shape)
+
         return jax.tree_util.tree_map_with_path(sharding_for, abstract_state)
 
     def _frozen_shardings(self, abstract_frozen) -> Any:
@@ -211,6 +215,7 @@ class TrainProgram:
             name = "frozen/" + name
             self._check_rank(name, axes, leaf)
             return self._sharding_for(name, axes, leaf.shape)
+
         return jax.tree_util.tree_map_with_path(sharding_for, abstract_frozen)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -240,6 +245,7 @@ class TrainProgram:
             model = nnx.merge(self.graphdef, frozen, p)
             return self.objective.loss(model, batch, normalizers, dtype=self.dtype,
                                        dropout_key=dropout_key)
+
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return grads, sums
 
@@ -256,7 +262,8 @@ class TrainProgram:
             # micro-batch and the split needs no communication.
             def split(x):
                 x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
-                return constrain(x, (None, "batch") + (None,) * (x.ndim - 2))
+                return constrain(x, (None, "batch") + (None, ) * (x.ndim - 2))
+
             micro_batches = jax.tree.map(split, batch)
 
             def body(carry, xs):
@@ -264,6 +271,7 @@ class TrainProgram:
                 g, s = self._grads_and_sums(params, frozen, micro, normalizers,
                                             jax.random.fold_in(step_key, index))
                 return jax.tree.map(jnp.add, carry, (g, s)), None
+
             zeros = jax.eval_shape(self._grads_and_sums, params, frozen,
                                    jax.tree.map(lambda x: x[0], micro_batches), normalizers,
                                    step_key)
@@ -271,8 +279,8 @@ class TrainProgram:
             (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro_batches))
 
         grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(grad_norm) & jnp.all(jnp.asarray(
-            [jnp.all(jnp.isfinite(s)) for s in jax.tree.leaves(sums)]))
+        finite = jnp.isfinite(grad_norm) & jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(s)) for s in jax.tree.leaves(sums)]))
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         # A non-finite step leaves params and optimizer untouched, so NaN never reaches a checkpoint.
@@ -287,8 +295,8 @@ class TrainProgram:
         # optax counts applied updates only (a skipped step restores its state), so this is the
         # learning rate the update used, also after skipped steps.
         applied_lr = self.schedule(state["step"] - state["skipped"])
-        metrics = dict(self.objective.metrics(sums), grad_norm=grad_norm,
-                       learning_rate=applied_lr, finite=finite, skipped=new_state["skipped"])
+        metrics = dict(self.objective.metrics(sums), grad_norm=grad_norm, learning_rate=applied_lr,
+                       finite=finite, skipped=new_state["skipped"])
         return new_state, metrics
 
     def _eval_step(self, params, frozen, batch):

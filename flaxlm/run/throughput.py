@@ -16,8 +16,8 @@ Counts = Mapping[str, float]
 
 
 class Throughput:
-    def __init__(self, flops: Callable[[Counts], float], slot_counts: Counts,
-                 peak_flops: float, process_count: int):
+    def __init__(self, flops: Callable[[Counts], float], slot_counts: Counts, peak_flops: float,
+                 process_count: int):
         self._flops, self._slot_counts = flops, dict(slot_counts)
         self.peak_flops, self.process_count = peak_flops, process_count
         self._counts: dict[str, float] = {}

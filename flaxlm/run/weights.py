@@ -93,10 +93,9 @@ def plan(rules: tuple[InitRule, ...], target_shapes: Mapping[str, tuple[int, ...
             if source_name not in available:
                 continue
             if tuple(available[source_name]) != tuple(target_shapes[name]):
-                raise FlaxlmError(
-                    f"{rule.source} tensor {source_name} has shape "
-                    f"{tuple(available[source_name])}, but {name} needs "
-                    f"{tuple(target_shapes[name])}")
+                raise FlaxlmError(f"{rule.source} tensor {source_name} has shape "
+                                  f"{tuple(available[source_name])}, but {name} needs "
+                                  f"{tuple(target_shapes[name])}")
             loaded[name] = (rule.source, source_name)
     return InitPlan(loaded, [n for n in target_shapes if n not in loaded])
 
@@ -136,7 +135,12 @@ def load(program: TrainProgram, objective: Objective, init_from: str, state: Sta
         params, _, steps[name] = read_params(sources[name])
         source_params[name] = electra.discriminator_as_encoder(flat_names(params))
     plan_ = plan(rules, target_shapes, {
-        s: {k: np.shape(v) for k, v in p.items()} for s, p in source_params.items()})
+        s: {
+            k: np.shape(v)
+            for k, v in p.items()
+        }
+        for s, p in source_params.items()
+    })
     # A frozen tensor never trains: left fresh, it would stay random for the whole run (a teacher
     # with a random layer gives wrong targets and no error).
     unloaded = [n for n in flat_names(frozen) if n not in plan_.loaded]
@@ -150,7 +154,7 @@ def load(program: TrainProgram, objective: Objective, init_from: str, state: Sta
     frozen = apply(plan_, frozen, source_params, program.frozen_shardings)
     if state is not None:
         params = apply(plan_, state["params"], source_params, program.state_shardings["params"])
-        state = jax.jit(program.state_from_params, out_shardings=program.state_shardings)(
-            params, state["rng"])
+        state = jax.jit(program.state_from_params,
+                        out_shardings=program.state_shardings)(params, state["rng"])
     summary = plan_.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
     return state, frozen, summary

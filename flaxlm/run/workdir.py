@@ -47,7 +47,6 @@ _OLD_IMPORT_OBJECTIVE = "classify"
 
 class Workdir:
     """A run directory (local or `gs://`): the path of each of its files, and its config.json."""
-
     def __init__(self, path: str):
         self.path = path
         self._run: dict | None = None
@@ -321,8 +320,8 @@ def is_workdir(path: str) -> bool:
 
 
 def _is_run_config(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("model"), dict) and (
-        "model_type" not in data)
+    return isinstance(data, dict) and isinstance(data.get("model"), dict) and ("model_type"
+                                                                               not in data)
 
 
 def open_or_import(path: str, import_hf: Callable[[str, str], Any], into: str) -> Workdir:

@@ -38,8 +38,9 @@ def add_parsers(sub) -> None:
                    help="join a multi-host job first (as `flaxlm train --distributed`)")
     p.set_defaults(func=_cmd_finetune, accepts_overrides=True)
 
-    p = sub.add_parser("evaluate", help="print the model cards' tables from fine-tuning "
-                       "workdirs' results.json (Markdown)")
+    p = sub.add_parser(
+        "evaluate", help="print the model cards' tables from fine-tuning "
+        "workdirs' results.json (Markdown)")
     p.add_argument("--workdir", nargs="+", required=True, help="workdirs of `flaxlm finetune`")
     p.add_argument("--json", default="", help="also write the tables as JSON to this file")
     p.set_defaults(func=_cmd_evaluate)

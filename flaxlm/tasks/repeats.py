@@ -55,8 +55,9 @@ def _init_from(source: str, workdir: str) -> str:
             return
         from flaxlm.convert.commands import import_hf
         summary = import_hf(hf_dir, target)
-        print(f"flaxlm: init_from {hf_dir} is a Hugging Face directory: imported into {target} "
-              f"({summary['params']:,} parameters)", flush=True)
+        print(
+            f"flaxlm: init_from {hf_dir} is a Hugging Face directory: imported into {target} "
+            f"({summary['params']:,} parameters)", flush=True)
 
     return open_or_import(source, import_once, os.path.join(workdir, "init")).path
 
@@ -84,8 +85,9 @@ def finetune(config_path: str, overrides: Sequence[str], workdir: str, *,
     task = os.path.splitext(os.path.basename(config_path))[0]
     storage.makedirs(workdir)
     init_from = _init_from(config.init_from, workdir)
-    base = [*overrides, *([f"--config.init_from={init_from}"] if init_from != config.init_from
-                          else [])]
+    base = [
+        *overrides, *([f"--config.init_from={init_from}"] if init_from != config.init_from else [])
+    ]
     plan = run_plan(config.data.folds, config.seeds, config.seed)
     if not plan:
         return _train_one(config_path, base, workdir, task, progress)

@@ -19,8 +19,11 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.run.workdir import Workdir
 
 # Column names of the SELECTRA card for the configs that reproduce it.
-CARD_COLUMNS = {"ner_es_conll2002": "CoNLL2002-NER (f1)", "pawsx_es": "PAWS-X (acc)",
-                "xnli_es": "XNLI (acc)"}
+CARD_COLUMNS = {
+    "ner_es_conll2002": "CoNLL2002-NER (f1)",
+    "pawsx_es": "PAWS-X (acc)",
+    "xnli_es": "XNLI (acc)"
+}
 _SHORT = {"entity_f1": "f1", "accuracy": "acc", "macro_f1": "macro f1"}
 
 
@@ -78,18 +81,32 @@ def build(workdirs: Sequence[str]) -> dict[str, Any]:
             where = os.path.basename(os.path.normpath(workdir))
             task, column = f"{task} [{where}]", f"{column} [{where}]"
         if "macro_f1" in scores:
-            flare.append({"task": task, "on": source, **{
-                k: scores.get(f"macro_{k}") for k in ("recall", "precision", "f1")}})
+            flare.append({
+                "task": task,
+                "on": source,
+                **{
+                    k: scores.get(f"macro_{k}")
+                    for k in ("recall", "precision", "f1")
+                }
+            })
         model = os.path.basename(os.path.normpath(results.get("init_from") or "")) or "(scratch)"
-        row = models.setdefault(model, {"model": model, "params": results["params"],
-                                        "scores": {}})
-        row["scores"][column] = {**(scores.get(metric) or {"mean": None, "std": None}),
-                                 "metric": metric, "on": source}
+        row = models.setdefault(model, {"model": model, "params": results["params"], "scores": {}})
+        row["scores"][column] = {
+            **(scores.get(metric) or {
+                   "mean": None,
+                   "std": None
+               }), "metric": metric,
+            "on": source
+        }
         if "runs" not in results and results.get("epochs"):
             f1 = "entity_f1" if "entity_f1" in results["epochs"][0]["dev"] else "macro_f1"
-            epochs[task] = [{"training_loss": r["train_loss"], "epoch": r["epoch"],
-                             "step": r["step"], "validation_loss": r["dev_loss"],
-                             "f1": r["dev"].get(f1)} for r in results["epochs"]]
+            epochs[task] = [{
+                "training_loss": r["train_loss"],
+                "epoch": r["epoch"],
+                "step": r["step"],
+                "validation_loss": r["dev_loss"],
+                "f1": r["dev"].get(f1)
+            } for r in results["epochs"]]
     return {"flare": flare, "selectra": list(models.values()), "epochs": epochs}
 
 
@@ -105,18 +122,20 @@ def _num(value, digits: int = 4) -> str:
 def markdown(tables: dict[str, Any]) -> str:
     parts = []
     if tables["flare"]:
-        parts.append("FLARE (token-level macro scores)\n\n" + _table(
-            ("Task", "Recall", "Precision", "F1"),
-            [(f"{r['task']} ({r['on']})", _fmt(r["recall"]), _fmt(r["precision"]), _fmt(r["f1"]))
-             for r in tables["flare"]]))
+        parts.append("FLARE (token-level macro scores)\n\n" +
+                     _table(("Task", "Recall", "Precision",
+                             "F1"), [(f"{r['task']} ({r['on']})", _fmt(r["recall"]),
+                                      _fmt(r["precision"]), _fmt(r["f1"]))
+                                     for r in tables["flare"]]))
     columns = list(dict.fromkeys(c for r in tables["selectra"] for c in r["scores"]))
-    parts.append("SELECTRA (mean ± std over runs)\n\n" + _table(
-        ("Model", *columns, "Params"),
-        [(r["model"], *(_cell(r["scores"].get(c)) for c in columns), _params(r["params"]))
-         for r in tables["selectra"]]))
+    parts.append("SELECTRA (mean ± std over runs)\n\n" +
+                 _table(("Model", *columns, "Params"), [(r["model"], *(_cell(r["scores"].get(c))
+                                                                       for c in columns),
+                                                         _params(r["params"]))
+                                                        for r in tables["selectra"]]))
     for task, rows in tables["epochs"].items():
-        parts.append(f"PAN-X layout: {task}, per evaluation on dev\n\n" + _table(
-            ("Training Loss", "Epoch", "Step", "Validation Loss", "F1"),
-            [(_num(r["training_loss"]), _num(r["epoch"], 1), str(r["step"]),
-              _num(r["validation_loss"]), _num(r["f1"])) for r in rows]))
+        parts.append(f"PAN-X layout: {task}, per evaluation on dev\n\n" +
+                     _table(("Training Loss", "Epoch", "Step", "Validation Loss",
+                             "F1"), [(_num(r["training_loss"]), _num(r["epoch"], 1), str(r["step"]),
+                                      _num(r["validation_loss"]), _num(r["f1"])) for r in rows]))
     return "\n\n".join(parts)

@@ -67,9 +67,9 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
     if template.format(labels[0]) == template:
         raise FlaxlmError(f"--template {template!r} has no {{}} where the label goes")
     with as_workdir(model) as wd:
-        wd.refuse_electra_pair("zero-shot needs a sequence classifier fine-tuned on NLI", (
-            f"fine-tune the discriminator on XNLI (configs/xnli_es.py with "
-            f"--config.init_from={model}) and pass that workdir"))
+        wd.refuse_electra_pair("zero-shot needs a sequence classifier fine-tuned on NLI",
+                               (f"fine-tune the discriminator on XNLI (configs/xnli_es.py with "
+                                f"--config.init_from={model}) and pass that workdir"))
         if wd.head != "sequence_classification":
             raise FlaxlmError(f"{model}: a {wd.head} model; zero-shot needs a sequence "
                               "classifier fine-tuned on NLI")
@@ -95,8 +95,11 @@ def zero_shot(model: str, texts: Sequence[str], labels: Sequence[str], *,
     results = []
     for text, scores_N in zip(texts, scores_TxN):
         order = np.argsort(-scores_N, kind="stable")
-        results.append({"sequence": text, "labels": [labels[i] for i in order],
-                        "scores": scores_N[order].tolist()})
+        results.append({
+            "sequence": text,
+            "labels": [labels[i] for i in order],
+            "scores": scores_N[order].tolist()
+        })
     return results
 
 
@@ -114,14 +117,17 @@ def format_results(results: list[dict]) -> str:
 
 
 def _cmd_zero_shot(args, _):
-    print(format_results(zero_shot(args.model, args.text, args.labels.split(","),
-                                   template=args.template, multi_label=args.multi_label)))
+    print(
+        format_results(
+            zero_shot(args.model, args.text, args.labels.split(","), template=args.template,
+                      multi_label=args.multi_label)))
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("zero-shot", help="classify texts into any labels with an NLI model",
-                       description="Scores each candidate label as the hypothesis "
-                       "TEMPLATE.format(label) entailed by the text, with flaxlm's own model.")
+    p = sub.add_parser(
+        "zero-shot", help="classify texts into any labels with an NLI model",
+        description="Scores each candidate label as the hypothesis "
+        "TEMPLATE.format(label) entailed by the text, with flaxlm's own model.")
     p.add_argument("--model", required=True, help="NLI-fine-tuned HF model dir or flaxlm workdir")
     p.add_argument("--labels", required=True, help="comma-separated candidate labels")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="hypothesis with {} for the label")

@@ -29,7 +29,7 @@ def decompile(blob: bytes, where: str) -> dict[str, str]:
     """{source text: replacement} of a compiled charsmap."""
     if len(blob) < 4:
         raise FlaxlmError(f"{where}: precompiled_charsmap of {len(blob)} bytes is not a charsmap")
-    (trie_size,) = struct.unpack("<I", blob[:4])
+    (trie_size, ) = struct.unpack("<I", blob[:4])
     if trie_size % 4 or 4 + trie_size > len(blob):
         raise FlaxlmError(f"{where}: precompiled_charsmap trie size {trie_size} does not fit its "
                           f"{len(blob)} bytes")
@@ -50,8 +50,9 @@ def decompile(blob: bytes, where: str) -> dict[str, str]:
             hit = inside & (labels[np.where(inside, children, 0)] == byte_values[None, :])
             parent_i, byte_i = np.nonzero(hit)
             found_nodes.append(children[parent_i, byte_i])
-            found_keys += [keys[lo + p] + bytes([b + 1]) for p, b in zip(parent_i.tolist(),
-                                                                          byte_i.tolist())]
+            found_keys += [
+                keys[lo + p] + bytes([b + 1]) for p, b in zip(parent_i.tolist(), byte_i.tolist())
+            ]
         nodes, keys = np.concatenate(found_nodes), found_keys
         leaves = np.nonzero((units[nodes] >> 8) & 1)[0]
         starts = units[bases[nodes[leaves]]] & ((1 << 31) - 1)

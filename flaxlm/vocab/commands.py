@@ -55,25 +55,29 @@ def add_parsers(sub) -> None:
         "characters, and writes a workdir with the smaller tokenizer and re-indexed embeddings "
         "and MLM bias, for --config.init_from and flaxlm export.")
     p.add_argument("--model", required=True, help="flaxlm workdir or Hugging Face model dir")
-    p.add_argument("--corpus", nargs="+", default=[], metavar="FILES",
-                   help="corpus files (Parquet, JSON lines, or text: one paragraph per line, "
-                   "blank line between documents) or tfds:NAME")
-    p.add_argument("--text-field", default="text",
-                   help="the Parquet column / JSON lines field holding a document (for "
-                   "--corpus, --keep-chars and --heldout)")
+    p.add_argument(
+        "--corpus", nargs="+", default=[], metavar="FILES",
+        help="corpus files (Parquet, JSON lines, or text: one paragraph per line, "
+        "blank line between documents) or tfds:NAME")
+    p.add_argument(
+        "--text-field", default="text",
+        help="the Parquet column / JSON lines field holding a document (for "
+        "--corpus, --keep-chars and --heldout)")
     p.add_argument("--counts", nargs="+", default=[], metavar="NPZ",
                    help="instead of --corpus: document counts from flaxlm doc-freq (shards add up)")
     p.add_argument("--min-doc-freq", type=float, default=0.001,
                    help="keep tokens in at least this fraction of documents (default 0.001)")
     p.add_argument("--uncase", action="store_true",
                    help="lowercase the tokenizer's input and merge each piece's case variants")
-    p.add_argument("--rows", choices=("lowercase", "average"), default="lowercase",
-                   help="with --uncase, a merged token's embedding and bias: the lowercase "
-                   "piece's (else the variants' frequency-weighted average), or always that "
-                   "average")
-    p.add_argument("--no-keep-chars", action="store_true",
-                   help="do not keep single-character (and byte-fallback) pieces below the "
-                   "threshold; text may then tokenize to <unk>")
+    p.add_argument(
+        "--rows", choices=("lowercase", "average"), default="lowercase",
+        help="with --uncase, a merged token's embedding and bias: the lowercase "
+        "piece's (else the variants' frequency-weighted average), or always that "
+        "average")
+    p.add_argument(
+        "--no-keep-chars", action="store_true",
+        help="do not keep single-character (and byte-fallback) pieces below the "
+        "threshold; text may then tokenize to <unk>")
     p.add_argument("--keep-chars", nargs="+", default=[], metavar="TEXT",
                    help="text files whose characters are kept too (e.g. the language's alphabet)")
     p.add_argument("--heldout", nargs="+", default=[], metavar="FILES",
@@ -83,13 +87,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="new workdir to create")
     p.set_defaults(func=_cmd_prune_vocab)
 
-    p = sub.add_parser("doc-freq", help="count token document frequencies for prune-vocab --counts "
-                       "(one shard of the corpus per host)")
+    p = sub.add_parser(
+        "doc-freq", help="count token document frequencies for prune-vocab --counts "
+        "(one shard of the corpus per host)")
     p.add_argument("--model", required=True, help="flaxlm workdir or Hugging Face model dir")
     p.add_argument("--corpus", nargs="+", required=True, metavar="FILES")
-    p.add_argument("--shard", default="0/1",
-                   help="I/N: count the I-th of every N files / Parquet row groups (or, with "
-                   "fewer than N of those, every N-th document from the I-th)")
+    p.add_argument(
+        "--shard", default="0/1",
+        help="I/N: count the I-th of every N files / Parquet row groups (or, with "
+        "fewer than N of those, every N-th document from the I-th)")
     p.add_argument("--text-field", default="text",
                    help="the Parquet column / JSON lines field holding a document")
     p.add_argument("--tokenizer", default=None, metavar="DIR")

@@ -44,8 +44,12 @@ class DocFreq:
         return self.num_docs / max(self.seconds, 1e-9)
 
     def save(self, path: str) -> None:
-        meta = {"fingerprint": self.fingerprint, "num_docs": self.num_docs, "chars": self.chars,
-                "seconds": self.seconds}
+        meta = {
+            "fingerprint": self.fingerprint,
+            "num_docs": self.num_docs,
+            "chars": self.chars,
+            "seconds": self.seconds
+        }
         buffer = io.BytesIO()
         np.savez(buffer, docs_V=self.docs_V, docs_uncased_V=self.docs_uncased_V,
                  tokens_V=self.tokens_V, meta=np.array(json.dumps(meta)))
@@ -66,7 +70,7 @@ def load(path: str) -> DocFreq:
 def merge(counts: Sequence[DocFreq], paths: Sequence[str], vocab: Vocabulary) -> DocFreq:
     """The counts of all shards (their seconds add up, as if one host had counted)."""
     for c, path in zip(counts, paths):
-        if c.fingerprint != vocab.fingerprint or c.docs_V.shape != (vocab.size,):
+        if c.fingerprint != vocab.fingerprint or c.docs_V.shape != (vocab.size, ):
             raise FlaxlmError(f"{path}: counted with another tokenizer than the model's; count "
                               "again with this --model")
     return DocFreq(vocab.fingerprint, sum(c.num_docs for c in counts),
@@ -91,8 +95,8 @@ def _documents(specs: Sequence[str], shard: tuple[int, int], errors: list[Flaxlm
 
     def texts():
         try:
-            for paragraphs in sources.iter_documents(specs, text_field,
-                                                     shard if by_unit else (0, 1)):
+            for paragraphs in sources.iter_documents(specs, text_field, shard if by_unit else
+                                                     (0, 1)):
                 yield "\n".join(paragraphs)
         except FlaxlmError as e:
             errors.append(e)
@@ -103,13 +107,14 @@ def _documents(specs: Sequence[str], shard: tuple[int, int], errors: list[Flaxlm
     return ds.batch(BATCH_DOCUMENTS).prefetch(2)
 
 
-def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
-          shard: tuple[int, int] = (0, 1), text_field: str = "text") -> DocFreq:
+def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary, shard: tuple[int, int] = (0, 1),
+          text_field: str = "text") -> DocFreq:
     """Counts over the documents of `specs` (corpus files or `tfds:NAME`) in this shard."""
     index, num_shards = shard
     if not 0 <= index < num_shards:
         raise FlaxlmError(f"--shard {index}/{num_shards}: expected I/N with 0 <= I < N")
-    sources.iter_documents(specs, text_field)  # a bad path or file fails here, before tf.data wraps the error
+    sources.iter_documents(
+        specs, text_field)  # a bad path or file fails here, before tf.data wraps the error
     size = vocab.size
     group_V = vocab.group_ids(uncase=True)
     docs_V = np.zeros(size, np.int64)
@@ -130,8 +135,7 @@ def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
                 doc_of_paragraph.append(d)
         encoded = tok.encode_batch(paragraphs)
         ids_N = np.concatenate([ids for ids, _ in encoded] + [np.zeros(0, np.int32)])
-        doc_N = np.repeat(np.asarray(doc_of_paragraph, np.int64),
-                          [len(ids) for ids, _ in encoded])
+        doc_N = np.repeat(np.asarray(doc_of_paragraph, np.int64), [len(ids) for ids, _ in encoded])
         # One (document, token) pair per occurrence; unique pairs count documents.
         for key_N, out_V in ((ids_N, docs_V), (group_V[ids_N], docs_uncased_V)):
             pairs = np.unique(doc_N * size + key_N)
@@ -142,4 +146,5 @@ def count(specs: Sequence[str], tok: Tokenizer, vocab: Vocabulary,
         raise errors[0]
     chars.discard("\n")
     return DocFreq(vocab.fingerprint, num_docs, docs_V, docs_uncased_V, tokens_V,
-                   "".join(sorted(chars)), time.perf_counter() - start)
+                   "".join(sorted(chars)),
+                   time.perf_counter() - start)

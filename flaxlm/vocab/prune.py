@@ -20,8 +20,7 @@ import numpy as np
 from flaxlm import storage
 from flaxlm.convert.export import staged_dir
 from flaxlm.convert.model_io import abstract_params
-from flaxlm.convert.tokenizer_files import (_hf_side_files, check_rows, compare,
-                                            load_hf_tokenizer)
+from flaxlm.convert.tokenizer_files import (_hf_side_files, check_rows, compare, load_hf_tokenizer)
 from flaxlm.data.tokenizer_json import write_tokenizer_json
 from flaxlm.data.tokenizers import META_FILE, Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
@@ -66,8 +65,9 @@ def open_source(model: str, stack: contextlib.ExitStack, tokenizer_dir: str | No
     from flaxlm.convert.commands import import_hf
 
     run = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "imported")
-    return open_or_import(model, lambda hf_dir, into: import_hf(hf_dir, into,
-                                                                tokenizer_dir=tokenizer_dir), run)
+    return open_or_import(model,
+                          lambda hf_dir, into: import_hf(hf_dir, into, tokenizer_dir=tokenizer_dir),
+                          run)
 
 
 def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Vocabulary]:
@@ -87,8 +87,8 @@ def read_source_vocabulary(source: Workdir, model: str) -> tuple[Tokenizer, Voca
 def keep_chars(tok: Tokenizer, freq: doc_freq.DocFreq, options: PruneOptions) -> set[str] | None:
     if not options.keep_chars:
         return None
-    chars = freq.chars + "".join(p for p in report.heldout_paragraphs(options.chars_from,
-                                                                    options.text_field))
+    chars = freq.chars + "".join(
+        p for p in report.heldout_paragraphs(options.chars_from, options.text_field))
     chars = "".join(sorted(set(chars)))
     if tok.kind == "sentencepiece":
         return sentencepiece_prune.normalize_chars(tok.path, chars, options.uncase)
@@ -99,17 +99,29 @@ def write_tokenizer(tok: Tokenizer, plan: Plan, out_dir: str, options: PruneOpti
                     model_max_length: int) -> Tokenizer:
     os.makedirs(out_dir)
     new_of_old = {ids[0]: j for j, ids in enumerate(plan.sources)}
-    names = {"cls": tok.cls_id, "pad": tok.pad_id, "sep": tok.sep_id, "unk": tok.unk_id,
-             "mask": tok.mask_id}
+    names = {
+        "cls": tok.cls_id,
+        "pad": tok.pad_id,
+        "sep": tok.sep_id,
+        "unk": tok.unk_id,
+        "mask": tok.mask_id
+    }
     lowercase = tok.lowercase or options.uncase
     if tok.kind == "sentencepiece":
         sentencepiece_prune.write_model(tok.path, out_dir, plan.pieces, plan.sources,
                                         options.uncase)
     else:
         wordpiece_prune.write_vocab(out_dir, plan.pieces)
-    meta = {"kind": tok.kind, "lowercase": lowercase, "strip_accents": tok.strip_accents,
-            "vocab_size": plan.size,
-            "special_ids": {name: new_of_old[i] for name, i in names.items()}}
+    meta = {
+        "kind": tok.kind,
+        "lowercase": lowercase,
+        "strip_accents": tok.strip_accents,
+        "vocab_size": plan.size,
+        "special_ids": {
+            name: new_of_old[i]
+            for name, i in names.items()
+        }
+    }
     with open(os.path.join(out_dir, META_FILE), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)
     _hf_side_files(out_dir, tok.kind, lowercase=lowercase, strip_accents=tok.strip_accents,
@@ -146,9 +158,10 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         out = os.path.abspath(local_out)
         source = open_source(model, stack, tokenizer_dir)
         # Checked before the corpus is counted: the pair's two towers share one embedding table.
-        source.refuse_electra_pair("prune-vocab prunes one model", (
-            f"fine-tune the discriminator (init_from={model}) and prune that workdir, or prune "
-            "the generator that `flaxlm export` writes to OUT/generator"))
+        source.refuse_electra_pair(
+            "prune-vocab prunes one model",
+            (f"fine-tune the discriminator (init_from={model}) and prune that workdir, or prune "
+             "the generator that `flaxlm export` writes to OUT/generator"))
         tok, vocab = read_source_vocabulary(source, model)
         if counts:
             freq = doc_freq.merge([doc_freq.load(p) for p in counts], counts, vocab)
@@ -168,19 +181,26 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
         sample = paragraphs[:AGREEMENT_PARAGRAPHS] or report.first_paragraphs(
             corpus, AGREEMENT_PARAGRAPHS, options.text_field)
         with staged_dir(out, overwrite=os.path.isdir(out)) as tmp:
-            new_tok = write_tokenizer(tok, plan, Workdir(tmp).own_tokenizer_dir, options,
+            new_tok = write_tokenizer(tok, plan,
+                                      Workdir(tmp).own_tokenizer_dir, options,
                                       new_model.max_seq_len)
             check_agreement(new_tok, sample, f"pruned tokenizer of {out}")
-            result = _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs,
-                             options)
+            result = _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options)
             result.update(model=storage.recorded_name(model), step=step,
                           out=storage.recorded_name(out))
-            settings = {"source": "prune-vocab", "from": storage.recorded_name(model),
-                        "from_step": step,
-                        "corpus": list(corpus), "counts": list(counts),
-                        **dataclasses.asdict(options)}
-            run = {"model": dataclasses.asdict(new_model), "head": source.head,
-                   "objective": source.objective}
+            settings = {
+                "source": "prune-vocab",
+                "from": storage.recorded_name(model),
+                "from_step": step,
+                "corpus": list(corpus),
+                "counts": list(counts),
+                **dataclasses.asdict(options)
+            }
+            run = {
+                "model": dataclasses.asdict(new_model),
+                "head": source.head,
+                "objective": source.objective
+            }
             if source.labels is not None:
                 run["labels"] = source.labels
             with open(os.path.join(tmp, report.REPORT_FILE), "w", encoding="utf-8") as f:
@@ -194,8 +214,7 @@ def prune_vocab(model: str, out: str, *, corpus: Sequence[str] = (), counts: Seq
 def _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options) -> dict:
     # Embedding rows no token id reached (a release's padding of its table): dropped too.
     unused_rows = next(np.shape(flat[n])[a] for n, a in axes.items()) - tok.vocab_size
-    before = {"vocab": tok.vocab_size, "unused_rows": unused_rows,
-              **report.param_stats(flat, axes)}
+    before = {"vocab": tok.vocab_size, "unused_rows": unused_rows, **report.param_stats(flat, axes)}
     after = {"vocab": plan.size, **report.param_stats(new_flat, axes)}
     words = 0
     if paragraphs:
@@ -204,10 +223,18 @@ def _report(freq, plan, flat, new_flat, axes, tok, new_tok, paragraphs, options)
         words = stats["words"]
         before.update({k: stats[k] for k in ("unk", "unk_rate", "tokens_per_word")})
         after.update({k: new_stats[k] for k in ("unk", "unk_rate", "tokens_per_word")})
-    return {"uncase": options.uncase, "min_doc_freq": options.min_doc_freq,
-            "before": before, "after": after, "kept": plan.kept,
-            "merged_case_variants": sum(len(s) - 1 for s in plan.sources),
-            "heldout_words": words,
-            "corpus": {"documents": freq.num_docs, "tokens": int(freq.tokens_V.sum()),
-                       "coverage": report.coverage(freq, plan),
-                       "docs_per_second": freq.docs_per_second}}
+    return {
+        "uncase": options.uncase,
+        "min_doc_freq": options.min_doc_freq,
+        "before": before,
+        "after": after,
+        "kept": plan.kept,
+        "merged_case_variants": sum(len(s) - 1 for s in plan.sources),
+        "heldout_words": words,
+        "corpus": {
+            "documents": freq.num_docs,
+            "tokens": int(freq.tokens_V.sum()),
+            "coverage": report.coverage(freq, plan),
+            "docs_per_second": freq.docs_per_second
+        }
+    }

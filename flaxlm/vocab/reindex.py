@@ -43,8 +43,7 @@ def mixing_weights(plan: Plan, tokens_V: np.ndarray, rows: str) -> dict[int, np.
         if len(ids) == 1 or (exact and rows == "lowercase"):
             continue
         counts = tokens_V[list(ids)].astype(np.float64)
-        weights[j] = (counts / counts.sum() if counts.sum() else
-                      np.full(len(ids), 1.0 / len(ids)))
+        weights[j] = (counts / counts.sum() if counts.sum() else np.full(len(ids), 1.0 / len(ids)))
     return weights
 
 

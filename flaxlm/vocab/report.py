@@ -32,8 +32,13 @@ def tokenization_stats(tok: Tokenizer, paragraphs: list[str]) -> dict:
     tokens = sum(len(i) for i in ids)
     unknown = sum(int((i == tok.unk_id).sum()) for i in ids)
     words = sum(len(p.split()) for p in paragraphs)
-    return {"tokens": tokens, "words": words, "unk": unknown, "unk_rate": unknown / max(tokens, 1),
-            "tokens_per_word": tokens / max(words, 1)}
+    return {
+        "tokens": tokens,
+        "words": words,
+        "unk": unknown,
+        "unk_rate": unknown / max(tokens, 1),
+        "tokens_per_word": tokens / max(words, 1)
+    }
 
 
 def param_stats(flat: dict, axes: dict[str, int]) -> dict:
@@ -52,11 +57,11 @@ def coverage(freq: DocFreq, plan: Plan) -> float:
 def format_report(r: dict) -> str:
     b, a = r["before"], r["after"]
     lines = [
-        f"vocabulary  {b['vocab']:>10,} → {a['vocab']:,} (kept: "
-        + ", ".join(f"{k} {v:,}" for k, v in r["kept"].items())
-        + (f"; {r['merged_case_variants']:,} case variants merged" if r["uncase"] else "")
-        + (f"; {b['unused_rows']:,} embedding rows no token reached dropped"
-           if b.get("unused_rows") else "") + ")",
+        f"vocabulary  {b['vocab']:>10,} → {a['vocab']:,} (kept: " +
+        ", ".join(f"{k} {v:,}" for k, v in r["kept"].items()) +
+        (f"; {r['merged_case_variants']:,} case variants merged" if r["uncase"] else "") +
+        (f"; {b['unused_rows']:,} embedding rows no token reached dropped"
+         if b.get("unused_rows") else "") + ")",
         f"parameters  {b['params']:>10,} → {a['params']:,} "
         f"(embedding share {b['embedding_share']:.1%} → {a['embedding_share']:.1%})",
         f"corpus      {r['corpus']['documents']:,} documents, "

@@ -64,8 +64,8 @@ def read_proto(tokenizer_dir: str):
     proto = sentencepiece_model_pb2.ModelProto()
     with open(path, "rb") as f:
         raw = f.read()
-    proto.ParseFromString(_proto_from_tokenizer_json(raw, path)
-                          if path.endswith(TOKENIZER_JSON) else raw)
+    proto.ParseFromString(
+        _proto_from_tokenizer_json(raw, path) if path.endswith(TOKENIZER_JSON) else raw)
     head = tuple((p.piece, p.type) for p in proto.pieces[:3])
     if head != _SP_HEAD:
         raise FlaxlmError(f"{path}: pieces 0..2 are {head}, expected <unk>, <s>, </s> (the "
@@ -131,7 +131,11 @@ def _charsmap_of(normalizer, path: str) -> bytes:
             value = step.get("precompiled_charsmap")
             blob = bytes(value) if isinstance(value, list) else base64.b64decode(value or "")
         elif not (step.get("type") == "Replace" and step.get("content") == " "
-                  and step.get("pattern") in ({"Regex": " {2,}"}, {"String": "  "})):
+                  and step.get("pattern") in ({
+                      "Regex": " {2,}"
+                  }, {
+                      "String": "  "
+                  })):
             raise FlaxlmError(f"{path}: normalizer step {step.get('type')!r} has no SentencePiece "
                               "equivalent; flaxlm reads Precompiled charsmaps")
     return blob
@@ -147,8 +151,8 @@ def _whitespace_flags(data: dict, path: str) -> tuple[bool, bool]:
                           "(one Metaspace with '▁')")
     m = metaspace[0]
     prefix = m.get("prepend_scheme", "always" if m.get("add_prefix_space", True) else "never")
-    collapse = any(p.get("type") == "WhitespaceSplit" for p in steps) or "Replace" in json.dumps(
-        data.get("normalizer"))
+    collapse = any(p.get("type") == "WhitespaceSplit"
+                   for p in steps) or "Replace" in json.dumps(data.get("normalizer"))
     return prefix != "never", collapse
 
 
@@ -158,8 +162,10 @@ def _check_same_ids(proto, path: str) -> None:
 
     sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
     ours = [[i + 1 if i else 3 for i in ids] for ids in sp.encode(list(_PROBE_TEXTS))]
-    theirs = [e.ids for e in HfTokenizer.from_file(path).encode_batch(
-        list(_PROBE_TEXTS), add_special_tokens=False)]
+    theirs = [
+        e.ids for e in HfTokenizer.from_file(path).encode_batch(list(_PROBE_TEXTS),
+                                                                add_special_tokens=False)
+    ]
     for text, a, b in zip(_PROBE_TEXTS, ours, theirs):
         if a != b:
             raise FlaxlmError(f"{path}: read as a SentencePiece model it tokenizes {text!r} "
@@ -175,8 +181,8 @@ def _uncased_spec_bytes(source_spec: bytes) -> bytes:
     flags.ParseFromString(source_spec)
     spec = sentencepiece_model_pb2.NormalizerSpec()
     if flags.name in _CASED_RULES:
-        spec.ParseFromString(spm.SentencePieceNormalizer(
-            rule_name=_UNCASED_RULE).serialized_normalizer_spec())
+        spec.ParseFromString(
+            spm.SentencePieceNormalizer(rule_name=_UNCASED_RULE).serialized_normalizer_spec())
     else:  # the source's own rules, then lowercase
         spec.name = "lowercased"
         spec.precompiled_charsmap = charsmap.lowercased(flags.precompiled_charsmap,
@@ -219,9 +225,9 @@ def read_vocabulary(tokenizer_dir: str, vocab_size: int) -> Vocabulary:
     fixed.update(p + 1 for p in range(3, len(sp_pieces)) if sp_pieces[p].type == _CONTROL)
     byte_ids = frozenset(p + 1 for p in range(3, len(sp_pieces)) if sp_pieces[p].type == _BYTE)
     fold = _uncased_normalizer(proto)
-    uncased = tuple(piece if i in fixed or i in byte_ids
-                    else fold.Normalize(piece.replace("▁", " "))
-                    for i, piece in enumerate(pieces))
+    uncased = tuple(
+        piece if i in fixed or i in byte_ids else fold.Normalize(piece.replace("▁", " "))
+        for i, piece in enumerate(pieces))
     with open(source_file(tokenizer_dir), "rb") as f:
         fingerprint = hashlib.sha256(f.read()).hexdigest()
     return Vocabulary("sentencepiece", pieces, frozenset(fixed), byte_ids, uncased, fingerprint)

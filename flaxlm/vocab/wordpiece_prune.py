@@ -62,8 +62,11 @@ def normalize_chars(tok: Tokenizer, chars: str, uncase: bool) -> set[str]:
 
     normalizer = _bert_pipeline(None, lowercase=tok.lowercase or uncase,
                                 strip_accents=tok.strip_accents).normalizer
-    return {c for text in (normalizer.normalize_str(c) for c in chars) for c in text
-            if not c.isspace()}
+    return {
+        c
+        for text in (normalizer.normalize_str(c) for c in chars)
+        for c in text if not c.isspace()
+    }
 
 
 def write_vocab(out_dir: str, pieces: tuple[str, ...]) -> None:

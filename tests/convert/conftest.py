@@ -28,8 +28,8 @@ def tokenizers(tmp_path_factory) -> dict[str, str]:
         corpus.write_text("".join(itertools.islice(f, 1500)), encoding="utf-8")
     dirs = {"sp": root / "sp", "wp_uncased": root / "wp_uncased", "wp_cased": root / "wp_cased"}
     train_tokenizer([str(corpus)], vocab_size=300, kind="unigram", out_dir=str(dirs["sp"]))
-    train_tokenizer([str(corpus)], vocab_size=300, kind="wordpiece", out_dir=str(dirs["wp_uncased"]),
-                    lowercase=True, strip_accents=True)
+    train_tokenizer([str(corpus)], vocab_size=300, kind="wordpiece",
+                    out_dir=str(dirs["wp_uncased"]), lowercase=True, strip_accents=True)
     train_tokenizer([str(corpus)], vocab_size=300, kind="wordpiece", out_dir=str(dirs["wp_cased"]),
                     lowercase=False, strip_accents=False)
     return {k: str(v) for k, v in dirs.items()}
@@ -45,10 +45,9 @@ def randomize_torch(model, seed: int = 0, scale: float = 0.1) -> None:
             p.add_(torch.randn(p.shape, generator=gen) * scale)
 
 
-def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
-                intermediate: int, type_vocab: int, layers: int = 2, max_pos: int = 40,
-                with_head: bool = True, task: str = "mlm", num_labels: int = 3, seed: int = 0,
-                extra_rows: int = 0):
+def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int, intermediate: int,
+                type_vocab: int, layers: int = 2, max_pos: int = 40, with_head: bool = True,
+                task: str = "mlm", num_labels: int = 3, seed: int = 0, extra_rows: int = 0):
     """A random transformers model + the tokenizer files a real checkpoint carries; returns it.
     `with_head=False` saves the family's base model (with its pooler); otherwise the class of
     (arch, task) from the conversion tables. `extra_rows`: embedding rows beyond the tokenizer's
@@ -61,10 +60,10 @@ def make_hf_dir(path, arch: str, tokenizer_dir: str, *, hidden: int, heads: int,
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
-    common = dict(vocab_size=tok.vocab_size + extra_rows, hidden_size=hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, intermediate_size=intermediate,
-                  max_position_embeddings=max_pos, type_vocab_size=type_vocab,
-                  pad_token_id=tok.pad_id, hidden_act="gelu")
+    common = dict(vocab_size=tok.vocab_size + extra_rows, hidden_size=hidden,
+                  num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=intermediate, max_position_embeddings=max_pos,
+                  type_vocab_size=type_vocab, pad_token_id=tok.pad_id, hidden_act="gelu")
     if with_head and task != "mlm":
         common["num_labels"] = num_labels
     if arch == "xlmr":
@@ -124,7 +123,7 @@ def assert_same_weights(hf_dir, bundle) -> None:
         assert released[name].tobytes() == value.tobytes(), name
 
 
-def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
+def write_workdir(path, tokenizer_dir: str, config, steps=(10, ), seed: int = 0,
                   metrics: list[dict] | None = None) -> dict[int, dict]:
     """A flaxlm workdir as `flaxlm train` leaves it (params-only checkpoints); returns params."""
     from flaxlm.convert.model_io import abstract_params
@@ -135,16 +134,27 @@ def write_workdir(path, tokenizer_dir: str, config, steps=(10,), seed: int = 0,
     shutil.copytree(tokenizer_dir, os.path.join(path, "tokenizer"))
     model_dict = dataclasses.asdict(config)
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {"data": {"train_files": "data/it/train.txt"}}, "model": model_dict,
-                   "objective": "mlm", "tokenizer": "tokenizer"}, f)
+        json.dump(
+            {
+                "config": {
+                    "data": {
+                        "train_files": "data/it/train.txt"
+                    }
+                },
+                "model": model_dict,
+                "objective": "mlm",
+                "tokenizer": "tokenizer"
+            }, f)
     _, abstract = abstract_params(config)
     out = {}
     for i, step in enumerate(steps):
         rng = np.random.default_rng(seed + i)
         # Trained-looking weights (numpy: no per-shape init compiles): no zero biases or unit
         # LayerNorms to hide mapping bugs.
-        flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale"))
-                .astype(np.float32) for name, a in flat_names(abstract).items()}
+        flat = {
+            name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
+            for name, a in flat_names(abstract).items()
+        }
         params = unflatten_like(abstract, flat)
         write_params(str(path), step, params, {"step": step, "model": model_dict})
         out[step] = params

@@ -24,8 +24,7 @@ from tests.convert.conftest import (TOL, assert_same_weights, load_flax, random_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hf_class",
-                         ["DistilBertForMaskedLM", "DistilBertForTokenClassification"])
+@pytest.mark.parametrize("hf_class", ["DistilBertForMaskedLM", "DistilBertForTokenClassification"])
 def test_distilbert_import_parity_export_bitwise(tmp_path, tokenizers, hf_class):
     import transformers
     from transformers import AutoTokenizer
@@ -79,11 +78,14 @@ def test_distilbert_sequence_classifier_roundtrip_and_pipeline(tmp_path, tokeniz
     tok_dir = tokenizers["wp_cased"]
     tok = load_tokenizer(tok_dir)
     labels = ["negativo", "neutro", "positivo"]
-    config = transformers.DistilBertConfig(
-        vocab_size=tok.vocab_size, dim=36, n_layers=2, n_heads=3, hidden_dim=50,
-        max_position_embeddings=40, pad_token_id=tok.pad_id, activation="gelu",
-        seq_classif_dropout=0.3, id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)})
+    config = transformers.DistilBertConfig(vocab_size=tok.vocab_size, dim=36, n_layers=2, n_heads=3,
+                                           hidden_dim=50, max_position_embeddings=40,
+                                           pad_token_id=tok.pad_id, activation="gelu",
+                                           seq_classif_dropout=0.3,
+                                           id2label=dict(enumerate(labels)), label2id={
+                                               name: i
+                                               for i, name in enumerate(labels)
+                                           })
     torch_model = transformers.DistilBertForSequenceClassification(config)
     randomize_torch(torch_model, scale=0.3)
     torch_model.eval()
@@ -113,14 +115,16 @@ def test_distilbert_sequence_classifier_roundtrip_and_pipeline(tmp_path, tokeniz
         assert cfg_out[key] == cfg_in[key], key
 
     classify = transformers.pipeline("text-classification", model=str(bundle), device="cpu")
-    (prediction,) = classify("Il gatto dorme sul divano.")
+    (prediction, ) = classify("Il gatto dorme sul divano.")
     assert prediction["label"] in labels and 0.0 < prediction["score"] <= 1.0
 
     # Pairs as DistilBERT takes them: `[CLS] a [SEP] b [SEP]`, no token types, from flaxlm's
     # encoding and from the release tokenizer alike, with the same logits.
-    pairs = [Example("Il gatto dorme sul divano.", "Il cane abbaia in giardino.", ""),
-             Example("La città è molto grande e ha una lunga storia antica.", "Piove.", ""),
-             Example("Una mappa.", "Il sistema Linux è una piattaforma per il computer.", "")]
+    pairs = [
+        Example("Il gatto dorme sul divano.", "Il cane abbaia in giardino.", ""),
+        Example("La città è molto grande e ha una lunga storia antica.", "Piove.", ""),
+        Example("Una mappa.", "Il sistema Linux è una piattaforma per il computer.", "")
+    ]
     rows = pair_batches.encode(load_tokenizer(str(run_dir / "tokenizer")), pairs, 40, {},
                                token_types=False).rows
     hf_tok = AutoTokenizer.from_pretrained(str(bundle))
@@ -134,7 +138,7 @@ def test_distilbert_sequence_classifier_roundtrip_and_pipeline(tmp_path, tokeniz
     t_pair_logits = torch_outputs(released, rows)["logits"]
     assert np.abs(pair_logits - t_pair_logits).max() <= TOL
     assert np.abs(t_pair_logits - t_pair_logits[:1]).max() > 0.01
-    (prediction,) = classify([{"text": pairs[0].text, "text_pair": pairs[0].text_pair}])
+    (prediction, ) = classify([{"text": pairs[0].text, "text_pair": pairs[0].text_pair}])
     assert prediction["label"] == labels[int(np.argmax(pair_logits[0]))]
     # The release (its tokenizer_config.json without token_type_ids) imports back.
     assert import_hf(str(bundle), str(tmp_path / "again"))["logits_max_abs_diff"] <= TOL

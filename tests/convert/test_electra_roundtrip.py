@@ -33,10 +33,12 @@ def make_electra_pair(path, tokenizer_dir: str, *, seed: int = 0, tie: bool = Tr
                   max_position_embeddings=40, type_vocab_size=2, pad_token_id=tok.pad_id,
                   layer_norm_eps=1e-12)
     torch.manual_seed(seed)
-    disc = transformers.ElectraForPreTraining(transformers.ElectraConfig(
-        hidden_size=48, num_attention_heads=4, intermediate_size=37, **common))
-    gen = transformers.ElectraForMaskedLM(transformers.ElectraConfig(
-        hidden_size=16, num_attention_heads=2, intermediate_size=29, **common))
+    disc = transformers.ElectraForPreTraining(
+        transformers.ElectraConfig(hidden_size=48, num_attention_heads=4, intermediate_size=37,
+                                   **common))
+    gen = transformers.ElectraForMaskedLM(
+        transformers.ElectraConfig(hidden_size=16, num_attention_heads=2, intermediate_size=29,
+                                   **common))
     randomize_torch(disc, seed)
     randomize_torch(gen, seed + 1)
     if tie:
@@ -58,8 +60,11 @@ def test_electra_pair_import_export_bitwise(tmp_path, tokenizers):
     imported = import_hf(str(hf_dir), str(run_dir))
     assert imported["head"] == "electra"
     diffs = {k: v for k, v in imported.items() if k.endswith("diff")}
-    assert set(diffs) == {f"{t}_{k}_max_abs_diff" for t in ("discriminator", "generator")
-                          for k in ("hidden", "logits")}
+    assert set(diffs) == {
+        f"{t}_{k}_max_abs_diff"
+        for t in ("discriminator", "generator")
+        for k in ("hidden", "logits")
+    }
     assert max(diffs.values()) <= TOL and imported["padding_tokens"] > 0
     run = json.loads((run_dir / "config.json").read_text())
     assert (run["model"]["hidden_size"], run["model"]["embedding_size"],
@@ -105,18 +110,22 @@ def test_trained_electra_workdir_exports_from_the_command_line(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     workdir, bundle = tmp_path / "run", tmp_path / "bundle"
     env = dict(os.environ, XLA_FLAGS="")
-    subprocess.run([sys.executable, "-m", "flaxlm.cli", "train", "--config",
-                    os.path.join(repo, "configs", "electra_tiny.py"), "--workdir", str(workdir),
-                    "--config.train.steps=2", "--config.train.eval_every=0",
-                    "--config.train.batch_size=8"], check=True, cwd=repo, env=env)
-    out = subprocess.run([sys.executable, "-m", "flaxlm.cli", "export", "--workdir", str(workdir),
-                          "--out", str(bundle)], check=True, cwd=repo, env=env,
-                         capture_output=True, text=True).stdout
+    subprocess.run([
+        sys.executable, "-m", "flaxlm.cli", "train", "--config",
+        os.path.join(repo, "configs", "electra_tiny.py"), "--workdir",
+        str(workdir), "--config.train.steps=2", "--config.train.eval_every=0",
+        "--config.train.batch_size=8"
+    ], check=True, cwd=repo, env=env)
+    out = subprocess.run([
+        sys.executable, "-m", "flaxlm.cli", "export", "--workdir",
+        str(workdir), "--out",
+        str(bundle)
+    ], check=True, cwd=repo, env=env, capture_output=True, text=True).stdout
     assert "ElectraForPreTraining" in out
     disc = transformers.AutoModelForPreTraining.from_pretrained(str(bundle))
     gen = transformers.AutoModelForMaskedLM.from_pretrained(str(bundle / GENERATOR_SUBDIR))
     assert (type(disc).__name__, type(gen).__name__) == ("ElectraForPreTraining",
-                                                          "ElectraForMaskedLM")
+                                                         "ElectraForMaskedLM")
     assert gen.config.hidden_size == disc.config.hidden_size // 4
     assert not hasattr(disc.electra, "embeddings_project")
     tok_cfg = json.loads((bundle / "tokenizer_config.json").read_text())
@@ -133,10 +142,10 @@ def make_electra_classifier(path, tokenizer_dir: str, task: str, *, seed: int = 
     from flaxlm.data.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
-    config = transformers.ElectraConfig(
-        vocab_size=tok.vocab_size, embedding_size=24, hidden_size=48, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=37, max_position_embeddings=40,
-        type_vocab_size=2, pad_token_id=tok.pad_id, num_labels=3)
+    config = transformers.ElectraConfig(vocab_size=tok.vocab_size, embedding_size=24,
+                                        hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=37, max_position_embeddings=40,
+                                        type_vocab_size=2, pad_token_id=tok.pad_id, num_labels=3)
     torch.manual_seed(seed)
     model = getattr(transformers, table_for("electra", task).hf_class)(config)
     randomize_torch(model, seed)
@@ -150,8 +159,7 @@ def make_electra_classifier(path, tokenizer_dir: str, task: str, *, seed: int = 
     pytest.param("sequence_classification", (3, 3), id="sequence"),
     pytest.param("token_classification", (3, 17, 3), id="token", marks=pytest.mark.slow),
 ])
-def test_electra_classifier_import_parity_export_bitwise(tmp_path, tokenizers, task,
-                                                          logits_shape):
+def test_electra_classifier_import_parity_export_bitwise(tmp_path, tokenizers, task, logits_shape):
     from flaxlm.convert.parity import flax_outputs, torch_outputs
     from flaxlm.data.tokenizers import load_tokenizer
     from tests.convert.conftest import load_flax, random_batch

@@ -21,10 +21,22 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.param_tree import flat_names
 from tests.convert.conftest import TOL, read_safetensors, write_workdir
 
-METRICS = [{"step": 5, "loss": 6.1, "accuracy": 0.02},
-           {"step": 10, "loss": 5.25, "accuracy": 0.0625},
-           {"step": 10, "eval_loss": 5.5, "eval_accuracy": 0.05},
-           {"step": 20, "loss": 1.0}]  # past the exported step: a resumed run's leftovers
+METRICS = [{
+    "step": 5,
+    "loss": 6.1,
+    "accuracy": 0.02
+}, {
+    "step": 10,
+    "loss": 5.25,
+    "accuracy": 0.0625
+}, {
+    "step": 10,
+    "eval_loss": 5.5,
+    "eval_accuracy": 0.05
+}, {
+    "step": 20,
+    "loss": 1.0
+}]  # past the exported step: a resumed run's leftovers
 
 
 def _config(tok, arch="xlmr", **kw) -> ModelConfig:
@@ -50,7 +62,8 @@ def test_export_writes_a_release_bundle_with_parity(sp_run, tmp_path):
     assert result["step"] == 10 and result["logits_max_abs_diff"] <= TOL
     assert sorted(os.listdir(bundle)) == [
         "README.md", "config.json", "model.safetensors", "sentencepiece.bpe.model",
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"
+    ]
 
     config = _config(load_tokenizer(str(run / "tokenizer")))
     expected = to_hf(table_for("xlmr", "mlm"), flat_names(params[10]), config)
@@ -63,7 +76,8 @@ def test_export_writes_a_release_bundle_with_parity(sp_run, tmp_path):
     assert len(hf_tok) == config.vocab_size and hf_tok.mask_token == "<mask>"
     hf_config = json.loads((bundle / "config.json").read_text())
     assert hf_config["architectures"] == ["XLMRobertaForMaskedLM"]
-    assert (hf_config["pad_token_id"], hf_config["bos_token_id"], hf_config["eos_token_id"]) == (1, 0, 2)
+    assert (hf_config["pad_token_id"], hf_config["bos_token_id"],
+            hf_config["eos_token_id"]) == (1, 0, 2)
 
     card = (bundle / "README.md").read_text()
     n_params = sum(np.size(x) for x in jax.tree.leaves(params[10]))
@@ -79,13 +93,15 @@ def test_export_step_overwrite_and_refusals(sp_run, tmp_path):
     bundle = tmp_path / "bundle"
     export(str(run), str(bundle), step=5)
     word = "roberta.embeddings.word_embeddings.weight"
-    assert np.array_equal(read_safetensors(bundle / "model.safetensors")[word],
-                          params[5]["encoder"]["embeddings"]["word"]["embedding"])
+    assert np.array_equal(
+        read_safetensors(bundle / "model.safetensors")[word],
+        params[5]["encoder"]["embeddings"]["word"]["embedding"])
     with pytest.raises(FlaxlmError, match="already exists"):
         export(str(run), str(bundle))
     export(str(run), str(bundle), overwrite=True)
-    assert np.array_equal(read_safetensors(bundle / "model.safetensors")[word],
-                          params[10]["encoder"]["embeddings"]["word"]["embedding"])
+    assert np.array_equal(
+        read_safetensors(bundle / "model.safetensors")[word],
+        params[10]["encoder"]["embeddings"]["word"]["embedding"])
     with pytest.raises(FlaxlmError, match="no checkpoint at step 7"):
         export(str(run), str(tmp_path / "other"), step=7)
     assert sorted(os.listdir(tmp_path)) == ["bundle"]
@@ -110,15 +126,16 @@ def test_failed_parity_leaves_nothing_at_out(sp_run, tmp_path, monkeypatch):
 def test_bert_wordpiece_workdir_exports(tmp_path, tokenizers):
     tok = load_tokenizer(tokenizers["wp_cased"])
     run = tmp_path / "run"
-    write_workdir(run, tokenizers["wp_cased"],
-                  _config(tok, arch="bert", type_vocab_size=2, max_position_embeddings=64,
-                          layer_norm_eps=1e-12, hidden_size=40, num_heads=5))
+    write_workdir(
+        run, tokenizers["wp_cased"],
+        _config(tok, arch="bert", type_vocab_size=2, max_position_embeddings=64,
+                layer_norm_eps=1e-12, hidden_size=40, num_heads=5))
     result = export(str(run), str(tmp_path / "bundle"))
     print(f"\nexport parity bert workdir: {result}")
     assert result["hf_class"] == "BertForMaskedLM" and result["logits_max_abs_diff"] <= TOL
     tcfg = json.loads((tmp_path / "bundle" / "tokenizer_config.json").read_text())
-    assert (tcfg["tokenizer_class"], tcfg["do_lower_case"], tcfg["strip_accents"]) == (
-        "BertTokenizer", False, False)
+    assert (tcfg["tokenizer_class"], tcfg["do_lower_case"],
+            tcfg["strip_accents"]) == ("BertTokenizer", False, False)
     from transformers import AutoTokenizer
     hf_tok = AutoTokenizer.from_pretrained(str(tmp_path / "bundle"))
     assert "à" in hf_tok.convert_tokens_to_string(hf_tok.tokenize("Città"))
@@ -136,8 +153,8 @@ def test_fewer_embedding_rows_than_tokens_is_refused(tmp_path, tokenizers):
 
 def test_head_dim_transformers_cannot_hold_is_refused(tmp_path, tokenizers):
     run = tmp_path / "run"
-    write_workdir(run, tokenizers["sp"], _config(load_tokenizer(tokenizers["sp"]), head_dim=16,
-                                                 num_layers=1))
+    write_workdir(run, tokenizers["sp"],
+                  _config(load_tokenizer(tokenizers["sp"]), head_dim=16, num_layers=1))
     with pytest.raises(FlaxlmError, match="head_dim=16 × num_heads=4 != hidden_size=48"):
         export(str(run), str(tmp_path / "bundle"))
     assert not (tmp_path / "bundle").exists()
@@ -159,7 +176,9 @@ def test_cli_export_fill_mask_and_errors(sp_run, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "Il <mask> è." and len(lines) == 3
 
-    assert cli.main(["export", "--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["export", "--workdir",
+                     str(tmp_path / "nope"), "--out",
+                     str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("flaxlm: error: ") and "config.json" in err and "\n" not in err
     assert cli.main(["import", "--hf", str(run), "--out", str(tmp_path / "y")]) == 2

@@ -11,8 +11,8 @@ import pytest
 from flaxlm.convert.commands import export, import_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
-from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir,
-                                    random_batch, read_safetensors)
+from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir, random_batch,
+                                    read_safetensors)
 
 SHAPE = dict(hidden=48, heads=4, intermediate=37, type_vocab=2)
 CASES = [
@@ -25,10 +25,9 @@ CASES = [
 
 @pytest.mark.parametrize("arch,tok_name,task,logits_shape", CASES)
 def test_classifier_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, task,
-                                                  logits_shape):
+                                                 logits_shape):
     hf_dir, run_dir, bundle = tmp_path / "hf", tmp_path / "run", tmp_path / "bundle"
-    torch_model = make_hf_dir(hf_dir, arch, tokenizers[tok_name], task=task, num_labels=3,
-                              **SHAPE)
+    torch_model = make_hf_dir(hf_dir, arch, tokenizers[tok_name], task=task, num_labels=3, **SHAPE)
     imported = import_hf(str(hf_dir), str(run_dir))
     assert imported["head"] == task and not imported["initialized_fresh"]
     assert imported["logits_max_abs_diff"] <= TOL and imported["padding_tokens"] > 0
@@ -40,7 +39,7 @@ def test_classifier_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok
     tok = load_tokenizer(str(run_dir / "tokenizer"))
     batch = random_batch(config.vocab_size, tok.pad_id, tok.cls_id, SHAPE["type_vocab"])
     f_logits, t_logits = flax_outputs(model, batch)["logits"], torch_outputs(torch_model,
-                                                                            batch)["logits"]
+                                                                             batch)["logits"]
     assert f_logits.shape == t_logits.shape == logits_shape
     diff = np.abs(f_logits - t_logits).max()
     print(f"\n{arch} {task}: logits max |Δ| {diff:.2e} (|logits| up to "
@@ -70,10 +69,11 @@ def test_bert_sequence_classifier_without_pooler_is_refused_by_name(tmp_path, to
     from flaxlm.errors import FlaxlmError
 
     hf_dir = tmp_path / "hf"
-    make_hf_dir(hf_dir, "bert", tokenizers["wp_uncased"], task="sequence_classification",
-                **SHAPE)
+    make_hf_dir(hf_dir, "bert", tokenizers["wp_uncased"], task="sequence_classification", **SHAPE)
     tensors = read_safetensors(hf_dir / "model.safetensors")
-    save_file({k: v for k, v in tensors.items() if "pooler" not in k},
-              hf_dir / "model.safetensors", metadata={"format": "pt"})
+    save_file({
+        k: v
+        for k, v in tensors.items() if "pooler" not in k
+    }, hf_dir / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(FlaxlmError, match="missing tensor bert.pooler.dense"):
         import_hf(str(hf_dir), str(tmp_path / "run"))

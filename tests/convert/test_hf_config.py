@@ -26,9 +26,16 @@ OPTIONAL = ("hidden_act", "layer_norm_eps", "type_vocab_size", "pad_token_id",
     ("xlm-roberta", "XLMRobertaForTokenClassification", transformers.XLMRobertaConfig),
 ])
 def test_omitted_fields_get_transformers_defaults(model_type, cls, config_class):
-    cfg = {"model_type": model_type, "architectures": [cls], "vocab_size": 120,
-           "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-           "intermediate_size": 64, "max_position_embeddings": 40}
+    cfg = {
+        "model_type": model_type,
+        "architectures": [cls],
+        "vocab_size": 120,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 40
+    }
     config = model_config_from_hf(cfg, "config.json").model
     defaults = config_class()
     assert defaults.hidden_act == "gelu"
@@ -48,8 +55,11 @@ def test_checkpoint_without_optional_fields_imports_with_parity(tmp_path, tokeni
                 type_vocab=2)
     cfg = json.loads((hf_dir / "config.json").read_text())
     assert cfg["hidden_act"] == "gelu" and cfg["pad_token_id"] == 0  # = BertConfig's defaults
-    (hf_dir / "config.json").write_text(json.dumps(
-        {k: v for k, v in cfg.items() if k not in OPTIONAL}))
+    (hf_dir / "config.json").write_text(
+        json.dumps({
+            k: v
+            for k, v in cfg.items() if k not in OPTIONAL
+        }))
     result = import_hf(str(hf_dir), str(tmp_path / "run"))
     assert result["logits_max_abs_diff"] <= TOL
     config, _, _ = load_flax(str(tmp_path / "run"))
@@ -58,7 +68,8 @@ def test_checkpoint_without_optional_fields_imports_with_parity(tmp_path, tokeni
 
 def test_wrong_types_are_refused_by_transformers_with_the_field_named():
     cfg = {"model_type": "bert", "architectures": ["BertModel"], "num_hidden_layers": "six"}
-    with pytest.raises(FlaxlmError, match="config.json: BertConfig refuses it: .*num_hidden_layers"):
+    with pytest.raises(FlaxlmError,
+                       match="config.json: BertConfig refuses it: .*num_hidden_layers"):
         model_config_from_hf(cfg, "config.json")
 
 
@@ -67,14 +78,15 @@ def test_wrong_types_are_refused_by_transformers_with_the_field_named():
     ("distilbert", "DistilBertForMaskedLM", 0),
     ("electra", "ElectraForMaskedLM", 2),
 ])
-def test_head_width_transformers_cannot_hold_is_refused_for_every_family(arch, hf_class,
-                                                                        type_vocab):
+def test_head_width_transformers_cannot_hold_is_refused_for_every_family(
+        arch, hf_class, type_vocab):
     config = ModelConfig(arch=arch, vocab_size=100, hidden_size=48, num_layers=1, num_heads=4,
                          intermediate_size=64, max_position_embeddings=40,
                          type_vocab_size=type_vocab, pad_token_id=0, layer_norm_eps=1e-12,
                          head_dim=16)
     config.validate()
-    with pytest.raises(FlaxlmError, match=f"^model.head_dim=16 × num_heads=4 != hidden_size=48: "
-                                          f"{hf_class} cannot hold it$"):
+    with pytest.raises(
+            FlaxlmError, match=f"^model.head_dim=16 × num_heads=4 != hidden_size=48: "
+            f"{hf_class} cannot hold it$"):
         hf_config(config, "mlm")
     hf_config(dataclasses.replace(config, head_dim=12), "mlm")  # 12 × 4 = 48: accepted

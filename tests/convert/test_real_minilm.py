@@ -20,10 +20,11 @@ try:
 except ImportError:
     minilm = None
 
-TEXTS = ["Rome is the capital of Italy.",
-         "The Linux operating system is a very powerful platform for networked computers.",
-         "Il sistema è molto potente, perché è libero!",
-         "Hello"]
+TEXTS = [
+    "Rome is the capital of Italy.",
+    "The Linux operating system is a very powerful platform for networked computers.",
+    "Il sistema è molto potente, perché è libero!", "Hello"
+]
 
 
 def test_minilm_import_parity_and_every_tensor_bitwise_after_export(tmp_path, caplog):
@@ -64,21 +65,22 @@ def test_minilm_import_parity_and_every_tensor_bitwise_after_export(tmp_path, ca
     released = read_safetensors(bundle / "model.safetensors")
     # The one non-weight entry is the index buffer older transformers saved; transformers 5
     # rebuilds it as arange(max_positions) and neither stores nor loads it.
-    np.testing.assert_array_equal(original.pop("embeddings.position_ids"),
-                                  np.arange(512)[None])
+    np.testing.assert_array_equal(original.pop("embeddings.position_ids"), np.arange(512)[None])
     assert len(original) == 103 and {"pooler.dense.weight", "pooler.dense.bias"} <= set(original)
     for name, value in original.items():
         assert released["bert." + name].dtype == value.dtype == np.float32, name
         assert released["bert." + name].tobytes() == value.tobytes(), name
-    assert {k for k in released if not k.startswith("bert.")} == {
-        "cls.predictions.bias", "cls.predictions.transform.dense.weight",
-        "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
-        "cls.predictions.transform.LayerNorm.bias"}
+    assert {k
+            for k in released if not k.startswith("bert.")} == {
+                "cls.predictions.bias", "cls.predictions.transform.dense.weight",
+                "cls.predictions.transform.dense.bias",
+                "cls.predictions.transform.LayerNorm.weight",
+                "cls.predictions.transform.LayerNorm.bias"
+            }
     # Whoever loads the release as the base model gets the original pooler.
     released_base = BertModel.from_pretrained(str(bundle), dtype=torch.float32).eval()
     with torch.no_grad():
-        again = released_base(**{k: torch.from_numpy(v.astype(np.int64))
-                                 for k, v in batch.items()})
+        again = released_base(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()})
     np.testing.assert_array_equal(again.pooler_output.numpy(), want.pooler_output.numpy())
 
     tcfg = json.loads((bundle / "tokenizer_config.json").read_text())

@@ -43,9 +43,9 @@ def test_distilbert_with_extra_rows_and_its_own_tokenizer_class(tmp_path, tokeni
 
     hf_dir, run_dir, bundle = tmp_path / "hf", tmp_path / "run", tmp_path / "bundle"
     tok = transformers.DistilBertTokenizer.from_pretrained(tokenizers["wp_cased"])
-    config = transformers.DistilBertConfig(
-        vocab_size=len(tok) + EXTRA_ROWS, dim=36, n_layers=2, n_heads=3, hidden_dim=50,
-        max_position_embeddings=40, pad_token_id=tok.pad_token_id, activation="gelu")
+    config = transformers.DistilBertConfig(vocab_size=len(tok) + EXTRA_ROWS, dim=36, n_layers=2,
+                                           n_heads=3, hidden_dim=50, max_position_embeddings=40,
+                                           pad_token_id=tok.pad_token_id, activation="gelu")
     model = transformers.DistilBertForMaskedLM(config)
     randomize_torch(model)
     model.eval().save_pretrained(str(hf_dir))
@@ -59,8 +59,7 @@ def test_distilbert_with_extra_rows_and_its_own_tokenizer_class(tmp_path, tokeni
     assert_same_weights(hf_dir, bundle)
 
 
-def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, tokenizers,
-                                                                      caplog):
+def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, tokenizers, caplog):
     """A released ElectraForPreTraining without its generator: the encoder imports (hidden states
     equal transformers' ElectraModel), its replaced-token head is named as dropped, and ELECTRA
     pre-training from the workdir is refused in one line that says to pass --generator."""
@@ -90,8 +89,10 @@ def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, 
     tok = load_tokenizer(str(run_dir / "tokenizer"))
     batch = random_batch(config.vocab_size, tok.pad_id, tok.cls_id, 2)
     with torch.no_grad():
-        want = disc.electra(**{k: torch.from_numpy(v.astype(np.int64))
-                               for k, v in batch.items()}).last_hidden_state.numpy()
+        want = disc.electra(**{
+            k: torch.from_numpy(v.astype(np.int64))
+            for k, v in batch.items()
+        }).last_hidden_state.numpy()
     mask = batch["attention_mask"] == 1
     got = flax_outputs(model, batch)["hidden"]
     assert np.abs(got[mask] - want[mask]).max() <= TOL
@@ -110,8 +111,8 @@ def test_discriminator_alone_imports_for_fine_tuning_not_pre_training(tmp_path, 
 
 
 @pytest.mark.parametrize("family", sorted(set(TOKENIZER_CLASSES_BY_FAMILY) - {"any"}))
-def test_every_tokenizer_class_transformers_writes_for_a_family_imports(tmp_path, tokenizers,
-                                                                         family):
+def test_every_tokenizer_class_transformers_writes_for_a_family_imports(
+        tmp_path, tokenizers, family):
     """The family's tokenizer saved by transformers itself, then declared under each name of the
     table (transformers 4's slow and fast names, and the generic ones): each imports with the same
     ids as the saved tokenizer."""
@@ -120,8 +121,12 @@ def test_every_tokenizer_class_transformers_writes_for_a_family_imports(tmp_path
     arch = "xlmr" if family == "xlmr" else "bert"
     source = tokenizers["sp"] if family == "xlmr" else tokenizers["wp_cased"]
     saved = tmp_path / "saved"
-    cls = {"xlmr": "XLMRobertaTokenizer", "bert": "BertTokenizer",
-           "distilbert": "DistilBertTokenizer", "electra": "ElectraTokenizer"}[family]
+    cls = {
+        "xlmr": "XLMRobertaTokenizer",
+        "bert": "BertTokenizer",
+        "distilbert": "DistilBertTokenizer",
+        "electra": "ElectraTokenizer"
+    }[family]
     reference = getattr(transformers, cls).from_pretrained(source)
     reference.save_pretrained(str(saved))
     expected = reference(list(SAMPLE_TEXTS), add_special_tokens=False)["input_ids"]

@@ -15,8 +15,8 @@ from flaxlm.convert.mappings.tensors import to_hf
 from flaxlm.convert.parity import flax_outputs, torch_outputs
 from flaxlm.data.tokenizers import load_tokenizer
 from flaxlm.models.param_tree import flat_names
-from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir,
-                                    random_batch, read_safetensors)
+from tests.convert.conftest import (TOL, assert_same_weights, load_flax, make_hf_dir, random_batch,
+                                    read_safetensors)
 
 CASES = [
     # 12-dim heads (not 64), odd intermediate size, one token type, padding-offset positions
@@ -42,14 +42,15 @@ def test_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, shap
     tok = load_tokenizer(str(run_dir / "tokenizer"))
     batch = random_batch(config.vocab_size, tok.pad_id, tok.cls_id, shape["type_vocab"])
     f_out, t_out = flax_outputs(model, batch), torch_outputs(torch_model, batch)
-    (f_hidden, f_logits), (t_hidden, t_logits) = (
-        (out["hidden"], out["logits"]) for out in (f_out, t_out))
+    (f_hidden, f_logits), (t_hidden, t_logits) = ((out["hidden"], out["logits"])
+                                                  for out in (f_out, t_out))
     hidden_diff = np.abs(f_hidden - t_hidden).max()
     logits_diff = np.abs(f_logits - t_logits).max()
-    print(f"\nparity {arch} {shape}: random ids+types {batch['input_ids'].shape}: hidden "
-          f"{hidden_diff:.2e} logits {logits_diff:.2e} (|logits| up to {np.abs(t_logits).max():.1f}); "
-          f"import on text {imported['batch_shape']}: hidden {imported['hidden_max_abs_diff']:.2e} "
-          f"logits {imported['logits_max_abs_diff']:.2e}")
+    print(
+        f"\nparity {arch} {shape}: random ids+types {batch['input_ids'].shape}: hidden "
+        f"{hidden_diff:.2e} logits {logits_diff:.2e} (|logits| up to {np.abs(t_logits).max():.1f}); "
+        f"import on text {imported['batch_shape']}: hidden {imported['hidden_max_abs_diff']:.2e} "
+        f"logits {imported['logits_max_abs_diff']:.2e}")
     assert hidden_diff <= TOL and logits_diff <= TOL
     assert np.abs(t_logits).max() > 1.0  # a check on near-zero outputs would prove little
 
@@ -69,7 +70,7 @@ def test_import_parity_export_bitwise(tmp_path, tokenizers, arch, tok_name, shap
 @pytest.mark.parametrize("arch,tok_name,prefix", [("xlmr", "sp", "roberta."),
                                                   ("bert", "wp_uncased", "bert.")])
 def test_base_model_keeps_its_pooler_and_inits_the_mlm_head(tmp_path, tokenizers, caplog, arch,
-                                                             tok_name, prefix):
+                                                            tok_name, prefix):
     """An encoder-only checkpoint (with the pooler transformers' base classes have) round-trips
     every stored tensor, pooler included; the pooler matches transformers' `pooler_output`."""
     hf_dir, run_dir, bundle = tmp_path / "hf", tmp_path / "run", tmp_path / "bundle"
@@ -97,8 +98,10 @@ def test_base_model_keeps_its_pooler_and_inits_the_mlm_head(tmp_path, tokenizers
     assert f"{prefix}pooler.dense.weight" in released and "pooler.dense.weight" in original
     for name, value in original.items():
         assert released[prefix + name].tobytes() == value.tobytes(), name
-    assert {k for k in released if not k.startswith(prefix)} == {
-        r.hf for r in table_for(arch, "mlm").head.rules}
+    assert {k
+            for k in released
+            if not k.startswith(prefix)} == {r.hf
+                                             for r in table_for(arch, "mlm").head.rules}
     # The bundle's pooler is the one a base-model or sequence-classifier user gets.
     reloaded = getattr(transformers, type(base).__name__).from_pretrained(str(bundle)).eval()
     np.testing.assert_array_equal(torch_outputs(reloaded, batch)["pooled"], t_pooled)
@@ -127,12 +130,21 @@ def test_pytorch_bin_and_sharded_safetensors_import_identically(tmp_path, tokeni
         if f.name != "pytorch_model.bin":
             (shard_dir / f.name).write_bytes(f.read_bytes())
     names = sorted(state)
-    halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    halves = {
+        "model-00001-of-00002.safetensors": names[:len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2:]
+    }
     for shard, keys in halves.items():
         save_file({k: state[k] for k in keys}, shard_dir / shard, metadata={"format": "pt"})
-    (shard_dir / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: s for s, ks in halves.items() for k in ks}}))
+    (shard_dir / "model.safetensors.index.json").write_text(
+        json.dumps({
+            "metadata": {},
+            "weight_map": {
+                k: s
+                for s, ks in halves.items()
+                for k in ks
+            }
+        }))
 
     for source in (bin_dir, shard_dir):
         run_dir = tmp_path / f"run-{source.name}"

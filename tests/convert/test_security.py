@@ -17,12 +17,11 @@ from tests.convert.conftest import make_hf_dir
 
 class _CreatesDirectoryWhenUnpickled:
     """A pickle payload: loading it calls os.mkdir(path) — stands in for any code execution."""
-
     def __init__(self, path: str):
         self.path = path
 
     def __reduce__(self):
-        return os.mkdir, (self.path,)
+        return os.mkdir, (self.path, )
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,10 @@ def test_index_naming_a_file_outside_is_refused(arena, tmp_path, shard):
         names = list(_safetensors(hf))
         os.remove(hf / "model.safetensors")
         (hf / "model.safetensors.index.json").write_text(
-            json.dumps({"weight_map": {n: shard for n in names}}))
+            json.dumps({"weight_map": {
+                n: shard
+                for n in names
+            }}))
         _refused(arena, "points outside")
     finally:
         outside.unlink()
@@ -117,13 +119,26 @@ def test_symlink_inside_the_directory_is_fine(arena, tmp_path):
 
 
 @pytest.mark.parametrize("edit,match", [
-    ({"model_type": "evil-net"}, "model_type 'evil-net' is not supported"),
-    ({"architectures": ["BertForQuestionAnswering"]},
-     "architecture 'BertForQuestionAnswering' is not supported"),
-    ({"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}, "custom model code"),
-    ({"hidden_act": "relu"}, "hidden_act='relu' is not supported"),
-    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-    ({"hidden_size": "32"}, "BertConfig refuses it: .*'hidden_size' expected int"),
+    ({
+        "model_type": "evil-net"
+    }, "model_type 'evil-net' is not supported"),
+    ({
+        "architectures": ["BertForQuestionAnswering"]
+    }, "architecture 'BertForQuestionAnswering' is not supported"),
+    ({
+        "auto_map": {
+            "AutoModel": "modeling_evil.EvilModel"
+        }
+    }, "custom model code"),
+    ({
+        "hidden_act": "relu"
+    }, "hidden_act='relu' is not supported"),
+    ({
+        "position_embedding_type": "relative_key"
+    }, "position_embedding_type"),
+    ({
+        "hidden_size": "32"
+    }, "BertConfig refuses it: .*'hidden_size' expected int"),
 ])
 def test_config_json_is_data_and_unknowns_are_refused(arena, edit, match):
     hf, _, _ = arena

@@ -26,7 +26,10 @@ HF_MODEL_TYPE = {"xlmr": "xlm-roberta", "bert": "bert"}
 # default): flaxlm must do what AutoTokenizer does, not what the file says.
 CASES = {
     "unigram": ("unigram", "xlmr", {}),
-    "wordpiece_uncased": ("wordpiece", "bert", {"lowercase": True, "strip_accents": True}),
+    "wordpiece_uncased": ("wordpiece", "bert", {
+        "lowercase": True,
+        "strip_accents": True
+    }),
     "wordpiece_cased_file": ("wordpiece", "bert", {}),
 }
 
@@ -94,9 +97,10 @@ def test_unknown_tokenizer_model_is_refused(tmp_path, tokenizers_corpus):
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
     bpe = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE(unk_token="<unk>"))
-    bpe.train([tokenizers_corpus], hf_tokenizers.trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False))
+    bpe.train([tokenizers_corpus],
+              hf_tokenizers.trainers.BpeTrainer(
+                  vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                  show_progress=False))
     bpe.save(str(hf_dir / "tokenizer.json"))
     (hf_dir / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
     with pytest.raises(FlaxlmError, match="tokenizer.json: a BPE tokenizer; flaxlm supports"):
@@ -105,8 +109,7 @@ def test_unknown_tokenizer_model_is_refused(tmp_path, tokenizers_corpus):
 
 def test_import_export_of_a_checkpoint_with_only_tokenizer_json(tmp_path, tokenizers):
     hf_dir = tmp_path / "hf"
-    make_hf_dir(hf_dir, "xlmr", tokenizers["sp"], hidden=32, heads=4, intermediate=37,
-                type_vocab=1)
+    make_hf_dir(hf_dir, "xlmr", tokenizers["sp"], hidden=32, heads=4, intermediate=37, type_vocab=1)
     os.remove(hf_dir / "sentencepiece.bpe.model")
     result = import_hf(str(hf_dir), str(tmp_path / "run"))
     assert result["logits_max_abs_diff"] <= TOL
@@ -123,8 +126,7 @@ def test_import_export_of_a_checkpoint_with_only_tokenizer_json(tmp_path, tokeni
 def test_tokenizer_from_another_directory(tmp_path, tokenizers, capsys):
     """mMiniLMv2: weights and config only; the tokenizer is XLM-R's, given with --tokenizer."""
     hf_dir, tok_dir = tmp_path / "minilm", tmp_path / "xlmr_tokenizer"
-    make_hf_dir(hf_dir, "xlmr", tokenizers["sp"], hidden=32, heads=4, intermediate=37,
-                type_vocab=1)
+    make_hf_dir(hf_dir, "xlmr", tokenizers["sp"], hidden=32, heads=4, intermediate=37, type_vocab=1)
     tok_dir.mkdir()
     for name in ("sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json"):
@@ -135,8 +137,12 @@ def test_tokenizer_from_another_directory(tmp_path, tokenizers, capsys):
         import_hf(str(hf_dir), str(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
 
-    args = ["import", "--hf", str(hf_dir), "--tokenizer", str(tok_dir), "--out",
-            str(tmp_path / "run")]
+    args = [
+        "import", "--hf",
+        str(hf_dir), "--tokenizer",
+        str(tok_dir), "--out",
+        str(tmp_path / "run")
+    ]
     assert cli.main(args) == 0, capsys.readouterr().err
     assert "imported" in capsys.readouterr().out
     tok = load_tokenizer(str(tmp_path / "run" / "tokenizer"))

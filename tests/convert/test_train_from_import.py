@@ -23,10 +23,12 @@ def test_train_continues_from_an_imported_checkpoint(tmp_path, tokenizers, monke
     assert cli.main(["import", "--hf", str(hf), "--out", str(imported)]) == 0
     assert "5 embedding rows the tokenizer never produces kept" in capsys.readouterr().out
     monkeypatch.chdir(REPO)
-    assert cli.main(["train", "--config", "configs/tiny.py", "--workdir", str(trained),
-                     f"--config.init_from={imported}", "--config.train.steps=2",
-                     "--config.train.log_every=1", "--config.data.seq_len=32",
-                     "--config.data.eval_files=", "--no-progress"]) == 0
+    assert cli.main([
+        "train", "--config", "configs/tiny.py", "--workdir",
+        str(trained), f"--config.init_from={imported}", "--config.train.steps=2",
+        "--config.train.log_every=1", "--config.data.seq_len=32", "--config.data.eval_files=",
+        "--no-progress"
+    ]) == 0
     out = capsys.readouterr().out
     assert f"tensors from init_from ({imported}, step 0); fresh: none" in out
     assert json.loads((trained / "config.json").read_text())["model"]["hidden_size"] == 48

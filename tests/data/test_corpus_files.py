@@ -32,16 +32,21 @@ def write_text(path, docs):
 
 
 def write_parquet(path, docs, row_group_size=7, column="text"):
-    table = pa.table({"id": [str(i) for i in range(len(docs))],
-                      "title": [d[0][:20] for d in docs],
-                      column: ["\n".join(d) for d in docs]})
+    table = pa.table({
+        "id": [str(i) for i in range(len(docs))],
+        "title": [d[0][:20] for d in docs],
+        column: ["\n".join(d) for d in docs]
+    })
     pq.write_table(table, str(path), row_group_size=row_group_size)
     return str(path)
 
 
 def write_jsonl(path, docs, field="text"):
-    rows = b"".join(json.dumps({"id": i, field: "\n".join(d)}, ensure_ascii=False).encode()
-                    + b"\n" for i, d in enumerate(docs))
+    rows = b"".join(
+        json.dumps({
+            "id": i,
+            field: "\n".join(d)
+        }, ensure_ascii=False).encode() + b"\n" for i, d in enumerate(docs))
     name = str(path)
     if name.endswith(".gz"):
         with gzip.open(name, "wb") as f:
@@ -83,11 +88,12 @@ def test_text_field_chooses_the_column_and_a_missing_one_names_what_is_there(tmp
     parquet = write_parquet(tmp_path / "w.parquet", it_docs, column="content")
     jsonl = write_jsonl(tmp_path / "o.jsonl.zst", it_docs, field="content")
     assert _docs(parquet, jsonl, text_field="content") == it_docs + it_docs
-    with pytest.raises(FlaxlmError, match=r"w.parquet: has no column 'text' \(columns: \['id', "
-                                          r"'title', 'content'\]\); set data.text_field"):
+    with pytest.raises(
+            FlaxlmError, match=r"w.parquet: has no column 'text' \(columns: \['id', "
+            r"'title', 'content'\]\); set data.text_field"):
         _docs(parquet)
     with pytest.raises(FlaxlmError, match=r"o.jsonl.zst:1: no 'text' field \(fields: "
-                                          r"\['content', 'id'\]\)"):
+                       r"\['content', 'id'\]\)"):
         _docs(jsonl)
 
 
@@ -133,8 +139,8 @@ def test_binary_files_are_refused_in_one_line_naming_the_accepted_formats(tmp_pa
 
 def test_a_directory_of_something_else_is_refused_before_any_reading(tmp_path, it_docs):
     (tmp_path / "a.txt").write_text("testo\n")
-    (tmp_path / "model.safetensors").write_bytes(
-        (8).to_bytes(8, "little") + b'{"a": 1}' + np.zeros(20_000, np.float32).tobytes())
+    (tmp_path / "model.safetensors").write_bytes((8).to_bytes(8, "little") + b'{"a": 1}' +
+                                                 np.zeros(20_000, np.float32).tobytes())
     with pytest.raises(FlaxlmError, match="model.safetensors: not a corpus file"):
         sources.iter_documents([str(tmp_path)])  # not iterated: refused up front
 
@@ -146,8 +152,7 @@ def test_text_with_a_few_broken_bytes_is_still_text(tmp_path):
         assert _docs(str(path)) == [["buona riga", "cattiva \ufffd\ufffd riga"]]
 
 
-def test_shards_read_disjoint_row_groups_and_files_that_together_are_everything(tmp_path,
-                                                                                it_docs):
+def test_shards_read_disjoint_row_groups_and_files_that_together_are_everything(tmp_path, it_docs):
     parquet = write_parquet(tmp_path / "a.parquet", it_docs[:30], row_group_size=4)  # 8 groups
     jsonl = write_jsonl(tmp_path / "b.jsonl.gz", it_docs[30:])
     shards = [_docs(parquet, jsonl, shard=(i, 3)) for i in range(3)]
@@ -172,9 +177,10 @@ def test_tokenizer_trained_on_parquet_is_the_one_trained_on_the_text(tmp_path, i
 def test_prepare_cli_reads_jsonl_zst_with_a_text_field(tmp_path, it_docs, sp_tokenizer, capsys):
     jsonl = write_jsonl(tmp_path / "o.jsonl.zst", it_docs, field="content")
     out = tmp_path / "prepared"
-    assert cli.main(["prepare", "--input", jsonl, "--tokenizer", sp_tokenizer.path, "--out",
-                     str(out), "--seq-len", "32", "--num-shards", "2",
-                     "--text-field", "content"]) == 0
+    assert cli.main([
+        "prepare", "--input", jsonl, "--tokenizer", sp_tokenizer.path, "--out",
+        str(out), "--seq-len", "32", "--num-shards", "2", "--text-field", "content"
+    ]) == 0
     ids, _ = sources.load_prepared([str(out)], seq_len=32, vocab_size=sp_tokenizer.vocab_size)
     want, _ = prepare.pack_corpus([write_text(tmp_path / "c.txt", it_docs)], sp_tokenizer,
                                   seq_len=32)

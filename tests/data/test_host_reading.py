@@ -24,8 +24,9 @@ def corpus(tmp_path_factory):
     docs = list(sources.iter_documents([IT_TRAIN]))[:48]
     root = tmp_path_factory.mktemp("host_corpus")
     files = (write_text(root / "a.txt", docs[:6]), write_jsonl(root / "b.jsonl.gz", docs[6:12]),
-             write_text(root / "c.txt", docs[12:20]),
-             write_parquet(root / "d.parquet", docs[20:], row_group_size=7))
+             write_text(root / "c.txt",
+                        docs[12:20]), write_parquet(root / "d.parquet", docs[20:],
+                                                    row_group_size=7))
     return files, docs
 
 
@@ -64,7 +65,7 @@ def test_two_hosts_read_disjoint_units_that_together_are_the_corpus(corpus, sp_t
     for p in range(HOSTS):
         own_NxL, _ = prepare.pack_corpus(files, sp_tokenizer, seq_len=SEQ_LEN, shard=(p, HOSTS))
         assert len(own_NxL) < len(whole_NxL)
-        (epoch,) = _take(_stream(cfg, sp_tokenizer, p, batch=len(own_NxL)), 1)
+        (epoch, ) = _take(_stream(cfg, sp_tokenizer, p, batch=len(own_NxL)), 1)
         assert sorted(map(tuple, _unmasked(epoch))) == sorted(map(tuple, own_NxL))
 
 
@@ -76,9 +77,10 @@ def test_each_host_resumes_its_own_stream_exactly(corpus, sp_tokenizer):
         _assert_batches_equal(_take(_stream(cfg, sp_tokenizer, p, B, start=k * G), 6), full[k:])
         # Another batch size resumes at the same example of each host's stream (k·B of its own).
         halves = _take(_stream(cfg, sp_tokenizer, p, B // 2, start=k * G), 4)
-        _assert_batches_equal(
-            [{key: np.concatenate([a[key], b[key]]) for key in a}
-             for a, b in zip(halves[::2], halves[1::2])], full[k:k + 2])
+        _assert_batches_equal([{
+            key: np.concatenate([a[key], b[key]])
+            for key in a
+        } for a, b in zip(halves[::2], halves[1::2])], full[k:k + 2])
     # The hosts' examples differ.
     firsts = [_take(_stream(cfg, sp_tokenizer, p, B), 3) for p in range(HOSTS)]
     assert not _rows(firsts[0]) & _rows(firsts[1])
@@ -128,7 +130,8 @@ def test_fewer_units_than_hosts_is_refused_saying_how_to_get_more(corpus, sp_tok
         assert "smaller row groups" in line and "--num-shards" in line
     # The Parquet file alone has 4 row groups: enough for 4 hosts, not for 5.
     assert host_reading.plan(host_reading.OWN_UNITS, files[3:], 4)[0] == {
-        "host_reading": "own_units on 4 hosts"}
+        "host_reading": "own_units on 4 hosts"
+    }
     with pytest.raises(FlaxlmError, match="4 unit"):
         host_reading.plan(host_reading.OWN_UNITS, files[3:], 5)
     assert host_reading.plan(host_reading.ALL, files[:1], HOSTS) == ({}, ())

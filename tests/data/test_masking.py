@@ -18,13 +18,10 @@ def _mask(table, tokenizer, g, *, seed=0, **cfg_overrides):
     """Masked features for global indices g (row g mod N of the table), and the originals."""
     ids_NxL, ws_NxL = table
     rows = g % len(ids_NxL)
-    cfg = pipeline.DataConfig(train_files=("unused",), seq_len=SEQ_LEN, **cfg_overrides)
+    cfg = pipeline.DataConfig(train_files=("unused", ), seq_len=SEQ_LEN, **cfg_overrides)
     masker = pipeline.make_masker(cfg, tokenizer, seed)
-    ds = (
-        tf.data.Dataset.from_tensor_slices((g, ids_NxL[rows], ws_NxL[rows]))
-        .batch(len(g))
-        .map(masker)
-    )
+    ds = (tf.data.Dataset.from_tensor_slices(
+        (g, ids_NxL[rows], ws_NxL[rows])).batch(len(g)).map(masker))
     return next(ds.as_numpy_iterator()), ids_NxL[rows], ws_NxL[rows]
 
 
@@ -61,25 +58,19 @@ def test_rates_whole_words_and_80_10_10(table, tokenizer):
     np.testing.assert_array_equal(labels, orig[chosen])
     to_mask = np.mean(inputs == tokenizer.mask_id)
     kept = np.mean(inputs == labels)
-    assert (
-        abs(to_mask - 0.8) < 0.02
-        and abs(kept - 0.1) < 0.02
-        and abs(1 - to_mask - kept - 0.1) < 0.02
-    )
+    assert (abs(to_mask - 0.8) < 0.02 and abs(kept - 0.1) < 0.02
+            and abs(1 - to_mask - kept - 0.1) < 0.02)
     randoms = inputs[(inputs != tokenizer.mask_id) & (inputs != labels)]
-    assert (
-        not np.isin(randoms, tokenizer.special_ids).any() and (randoms < tokenizer.vocab_size).all()
-    )
+    assert (not np.isin(randoms, tokenizer.special_ids).any()
+            and (randoms < tokenizer.vocab_size).all())
     # Nothing else changes, specials and padding never masked, unused slots are zero.
     np.testing.assert_array_equal(out["input_ids"][~chosen], orig[~chosen])
     assert not np.isin(orig[chosen], tokenizer.special_ids).any()
     unused = out["masked_weights"] == 0
-    assert (out["masked_positions"][unused] == 0).all() and (
-        out["masked_labels"][unused] == 0
-    ).all()
-    np.testing.assert_array_equal(
-        out["attention_mask"], (orig != tokenizer.pad_id).astype(np.int32)
-    )
+    assert (out["masked_positions"][unused] == 0).all() and (out["masked_labels"][unused]
+                                                             == 0).all()
+    np.testing.assert_array_equal(out["attention_mask"], (orig
+                                                          != tokenizer.pad_id).astype(np.int32))
     assert not out["token_type_ids"].any()
 
 
@@ -92,9 +83,8 @@ def test_masks_are_fresh_per_epoch_and_fixed_per_seed(table, tokenizer):
     other_seed, _, _ = _mask(table, tokenizer, g, seed=2)
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
-    same_rows = lambda a, b: np.mean(
-        np.all(a["masked_positions"] == b["masked_positions"], axis=1)
-    )  # noqa: E731
+    same_rows = lambda a, b: np.mean(np.all(a["masked_positions"] == b["masked_positions"], axis=1)
+                                     )  # noqa: E731
     assert same_rows(first, next_epoch) < 0.05
     assert same_rows(first, other_seed) < 0.05
 
@@ -120,7 +110,7 @@ def test_derived_budget_rarely_binds(table, tokenizer):
 
 
 def test_max_predictions_derivation():
-    make = lambda **kw: pipeline.DataConfig(train_files=("x",), **kw)  # noqa: E731
+    make = lambda **kw: pipeline.DataConfig(train_files=("x", ), **kw)  # noqa: E731
     assert pipeline.max_predictions(make(seq_len=128)) == 32
     assert pipeline.max_predictions(make(seq_len=512)) == 104
     assert pipeline.max_predictions(make(seq_len=512, max_predictions=80)) == 80
@@ -172,17 +162,17 @@ def test_two_segments_as_electras_builder(table, tokenizer):
 def test_two_segment_rate_auto_follows_the_models_token_types(table, tokenizer):
     from flaxlm.errors import FlaxlmError
 
-    auto = pipeline.DataConfig(train_files=("unused",), seq_len=SEQ_LEN,
+    auto = pipeline.DataConfig(train_files=("unused", ), seq_len=SEQ_LEN,
                                two_segment_rate=pipeline.AUTO)
-    assert [pipeline.two_segment_rate(auto, n).two_segment_rate for n in (2, 1, 0)] == [
-        0.9, 0.0, 0.0]  # BERT/ELECTRA; XLM-R (tiny.py stays one segment); DistilBERT
+    assert [pipeline.two_segment_rate(auto, n).two_segment_rate for n in (2, 1, 0)
+            ] == [0.9, 0.0, 0.0]  # BERT/ELECTRA; XLM-R (tiny.py stays one segment); DistilBERT
     with pytest.raises(FlaxlmError, match="type_vocab_size=1: set it to 0"):
-        pipeline.two_segment_rate(pipeline.DataConfig(train_files=("unused",),
-                                                      two_segment_rate=0.5), 1)
+        pipeline.two_segment_rate(
+            pipeline.DataConfig(train_files=("unused", ), two_segment_rate=0.5), 1)
     with pytest.raises(FlaxlmError, match="resolve it for the model first"):
         pipeline.make_masker(auto, tokenizer, 0)
     with pytest.raises(FlaxlmError, match="two_segment_rate=1.5"):
-        pipeline.DataConfig(train_files=("unused",), two_segment_rate=1.5)
+        pipeline.DataConfig(train_files=("unused", ), two_segment_rate=1.5)
 
 
 def test_the_mlm_objective_resolves_auto_for_its_model(tokenizer):
@@ -190,11 +180,13 @@ def test_the_mlm_objective_resolves_auto_for_its_model(tokenizer):
     from flaxlm.objectives.mlm import MaskedLM
     from flaxlm.run.protocol import DataContext
 
-    data = pipeline.DataConfig(train_files=(IT_EVAL,), seq_len=SEQ_LEN,
+    data = pipeline.DataConfig(train_files=(IT_EVAL, ), seq_len=SEQ_LEN,
                                two_segment_rate=pipeline.AUTO)
-    types = {n: next(MaskedLM().train_batches(
-        DataContext(data, tokenizer, 0, 16, type_vocab_size=n), 0))["token_type_ids"]
-        for n in (1, 2)}
+    types = {
+        n: next(MaskedLM().train_batches(DataContext(data, tokenizer, 0, 16, type_vocab_size=n),
+                                         0))["token_type_ids"]
+        for n in (1, 2)
+    }
     assert not types[1].any() and types[2].any()
 
 

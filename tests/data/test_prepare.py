@@ -22,7 +22,7 @@ def test_packing_joins_documents_with_sep_and_frames_cls_sep():
         _doc([4, 5, 6, 7, 8], [1, 1, 0, 0, 1]),
         _doc([9], [1]),
     ]
-    (block,) = prepare.pack_examples(iter(docs), seq_len=6, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    (block, ) = prepare.pack_examples(iter(docs), seq_len=6, cls_id=CLS, sep_id=SEP, pad_id=PAD)
     ids_NxL, ws_NxL = block
     np.testing.assert_array_equal(
         ids_NxL,
@@ -37,7 +37,7 @@ def test_packing_joins_documents_with_sep_and_frames_cls_sep():
 
 def test_chunk_head_inside_a_word_becomes_a_word_start():
     docs = [_doc([1, 2, 3, 4, 5], [1, 0, 0, 0, 0])]
-    (block,) = prepare.pack_examples(iter(docs), seq_len=5, cls_id=CLS, sep_id=SEP, pad_id=PAD)
+    (block, ) = prepare.pack_examples(iter(docs), seq_len=5, cls_id=CLS, sep_id=SEP, pad_id=PAD)
     np.testing.assert_array_equal(block[1][:, 1], [True, True])
 
 
@@ -46,10 +46,8 @@ def test_streaming_blocks_equal_one_big_block():
     docs = [_doc(rng.integers(1, 50, n), rng.random(n) < 0.5) for n in rng.integers(0, 40, 60)]
     one = list(prepare.pack_examples(iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD))
     many = list(
-        prepare.pack_examples(
-            iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD, examples_per_block=3
-        )
-    )
+        prepare.pack_examples(iter(docs), seq_len=10, cls_id=CLS, sep_id=SEP, pad_id=PAD,
+                              examples_per_block=3))
     assert len(one) == 1 and len(many) > 5
     for i in (0, 1):
         np.testing.assert_array_equal(one[0][i], np.concatenate([b[i] for b in many]))
@@ -62,10 +60,8 @@ def test_prepared_shards_round_trip_and_feed_the_same_stream(sp_tokenizer, tmp_p
     assert json.load(open(os.path.join(out, "prepared.json"))) == meta
     assert meta["seq_len"] == 64 and meta["vocab_size"] == sp_tokenizer.vocab_size
     ids_NxL, ws_NxL = prepare.pack_corpus([IT_EVAL], sp_tokenizer, seq_len=64)
-    assert (
-        sum(meta["num_examples"]) == len(ids_NxL)
-        and max(meta["num_examples"]) - min(meta["num_examples"]) <= 1
-    )
+    assert (sum(meta["num_examples"]) == len(ids_NxL)
+            and max(meta["num_examples"]) - min(meta["num_examples"]) <= 1)
     loaded = sources.load_prepared([out], seq_len=64, vocab_size=sp_tokenizer.vocab_size)
     np.testing.assert_array_equal(loaded[0], ids_NxL)
     np.testing.assert_array_equal(loaded[1], ws_NxL)
@@ -75,7 +71,7 @@ def test_prepared_shards_round_trip_and_feed_the_same_stream(sp_tokenizer, tmp_p
         stream = pipeline.build_train_stream(cfg, sp_tokenizer, seed=3, host_batch_size=4)
         return [next(stream) for _ in range(3)]
 
-    for a, b in zip(first_batches((out,)), first_batches((IT_EVAL,))):
+    for a, b in zip(first_batches((out, )), first_batches((IT_EVAL, ))):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
 

@@ -17,9 +17,8 @@ SEQ_LEN = 24
 _line = st.one_of(
     st.text(max_size=60).map(str.encode),  # any Unicode, control characters and NUL included
     st.binary(max_size=60),  # invalid UTF-8
-    st.sampled_from(
-        [b"", b"a", b"\x00", b"\xff", "è".encode()]
-    ),  # blank, one token, lone bad bytes
+    st.sampled_from([b"", b"a", b"\x00", b"\xff",
+                     "è".encode()]),  # blank, one token, lone bad bytes
     st.integers(500, 5_000).map(lambda n: b"parola" * n),  # one very long word
     st.integers(200, 2_000).map(lambda n: "città ".encode() * n),  # a very long paragraph
 )
@@ -31,9 +30,8 @@ def _eval_batches(corpus: bytes, tokenizer, **cfg):
         path = os.path.join(tmp, "corpus.txt")
         with open(path, "wb") as f:
             f.write(corpus)
-        config = pipeline.DataConfig(
-            train_files=(path,), eval_files=(path,), seq_len=SEQ_LEN, **cfg
-        )
+        config = pipeline.DataConfig(train_files=(path, ), eval_files=(path, ), seq_len=SEQ_LEN,
+                                     **cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -57,13 +55,11 @@ def test_any_corpus_gives_contract_batches(tokenizer, corpus, max_predictions):
     if batches is None:
         # Refused only when no line has a token (blank, or only characters a normalizer drops).
         lines = corpus.decode("utf-8", errors="replace").replace("\x00", "").split("\n")
-        assert not any(
-            ids.size for ids, _ in tokenizer.encode_batch([line.strip() for line in lines])
-        )
+        assert not any(ids.size
+                       for ids, _ in tokenizer.encode_batch([line.strip() for line in lines]))
         return
     m = pipeline.max_predictions(
-        pipeline.DataConfig(train_files=("x",), seq_len=SEQ_LEN, max_predictions=max_predictions)
-    )
+        pipeline.DataConfig(train_files=("x", ), seq_len=SEQ_LEN, max_predictions=max_predictions))
     for batch in batches:
         ids, positions, weights = (
             batch["input_ids"],
@@ -77,9 +73,8 @@ def test_any_corpus_gives_contract_batches(tokenizer, corpus, max_predictions):
         original[rows, positions[rows, slots]] = batch["masked_labels"][rows, slots]
         # Labels only at predicted positions, which are never special tokens or padding.
         assert not np.isin(batch["masked_labels"][rows, slots], tokenizer.special_ids).any()
-        assert (batch["masked_labels"][weights == 0] == 0).all() and (
-            positions[weights == 0] == 0
-        ).all()
+        assert (batch["masked_labels"][weights == 0] == 0).all() and (positions[weights == 0]
+                                                                      == 0).all()
         predicted = np.zeros(ids.shape, bool)
         predicted[rows, positions[rows, slots]] = True
         assert predicted.sum() == len(rows)  # no position predicted twice

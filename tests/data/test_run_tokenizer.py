@@ -82,15 +82,22 @@ def test_a_leftover_partial_tokenizer_dir_is_refused_untouched(it_slice, tmp_pat
 def test_sources_that_are_not_text_need_a_tokenizer(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
-    (shards / "prepared.json").write_text(json.dumps(
-        {"seq_len": 64, "vocab_size": 700, "files": [], "num_examples": [],
-         "tokenizer": "/data/tok-it"}))
+    (shards / "prepared.json").write_text(
+        json.dumps({
+            "seq_len": 64,
+            "vocab_size": 700,
+            "files": [],
+            "num_examples": [],
+            "tokenizer": "/data/tok-it"
+        }))
     workdir = str(tmp_path / "run")
-    with pytest.raises(FlaxlmError, match=r"prepared shards .*data.tokenizer to the one they "
-                                          r"were prepared with \(/data/tok-it\)"):
+    with pytest.raises(
+            FlaxlmError, match=r"prepared shards .*data.tokenizer to the one they "
+            r"were prepared with \(/data/tok-it\)"):
         tokenizer_for_run("", [str(shards)], own(workdir), **UNIGRAM_700)
-    with pytest.raises(FlaxlmError, match="tfds:wikipedia/20230601.it is a TFDS dataset.*"
-                                          "--config.data.tokenizer=DIR"):
+    with pytest.raises(
+            FlaxlmError, match="tfds:wikipedia/20230601.it is a TFDS dataset.*"
+            "--config.data.tokenizer=DIR"):
         tokenizer_for_run("", ["tfds:wikipedia/20230601.it"], own(workdir), **UNIGRAM_700)
     with pytest.raises(FlaxlmError, match="data.train_files are both empty"):
         tokenizer_for_run("", [], own(workdir), **UNIGRAM_700)
@@ -123,6 +130,7 @@ def test_pad_id_that_differs_from_the_model_is_refused(wp_tokenizer):
     model = preset("tiny", vocab_size=wp_tokenizer.vocab_size)
     with pytest.raises(FlaxlmError, match=r"pads with id 0 .*\(preset tiny\) has pad_token_id=1"):
         check_tokenizer_fits(wp_tokenizer, model, model_source="preset tiny")
-    check_tokenizer_fits(wp_tokenizer, preset("tiny", vocab_size=wp_tokenizer.vocab_size,
-                                              pad_token_id=wp_tokenizer.pad_id),
-                         model_source="preset tiny")
+    check_tokenizer_fits(
+        wp_tokenizer,
+        preset("tiny", vocab_size=wp_tokenizer.vocab_size, pad_token_id=wp_tokenizer.pad_id),
+        model_source="preset tiny")

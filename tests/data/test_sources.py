@@ -58,7 +58,7 @@ def test_a_single_10mb_line_is_cut_into_bounded_paragraphs(tmp_path):
     words = ("parola " * 1_500_000).encode()[:10_000_000]
     path = tmp_path / "huge.txt"
     path.write_bytes(words + b"x" * 250_000)  # ends with an unbreakable 250k-char run
-    (paragraphs,) = _docs(str(path))
+    (paragraphs, ) = _docs(str(path))
     assert max(map(len, paragraphs)) <= corpus_files.MAX_PARAGRAPH_CHARS
     text = "".join(paragraphs).replace(" ", "")
     assert text == (words + b"x" * 250_000).decode().replace(" ", "")
@@ -79,7 +79,10 @@ def test_split_long_text_prefers_spaces():
 def _articles(texts):
     def as_dataset(self, *args, **kwargs):
         return tf.data.Dataset.from_generator(
-            lambda: ({"text": t, "title": "t"} for t in texts),
+            lambda: ({
+                "text": t,
+                "title": "t"
+            } for t in texts),
             output_signature={
                 "text": tf.TensorSpec([], tf.string),
                 "title": tf.TensorSpec([], tf.string),
@@ -91,8 +94,7 @@ def _articles(texts):
 
 def test_tfds_wikipedia_articles_become_documents_of_paragraphs():
     with _articles(
-        ["Roma\n\nRoma è la capitale.\nHa molti abitanti.", "  \n", "Milano\nÈ una città."]
-    ):
+        ["Roma\n\nRoma è la capitale.\nHa molti abitanti.", "  \n", "Milano\nÈ una città."]):
         assert _docs(WIKI) == [
             ["Roma", "Roma è la capitale.", "Ha molti abitanti."],
             ["Milano", "È una città."],

@@ -43,9 +43,8 @@ def test_unigram_word_starts_are_pieces_with_the_space_marker(sp_tokenizer, eval
 
 
 def test_unigram_lowercase_agrees_with_transformers(it_slice, tmp_path):
-    tok = train_tokenizer(
-        [it_slice], vocab_size=800, kind="unigram", out_dir=str(tmp_path), lowercase=True
-    )
+    tok = train_tokenizer([it_slice], vocab_size=800, kind="unigram", out_dir=str(tmp_path),
+                          lowercase=True)
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert len(hf) == tok.vocab_size and tok.lowercase
     _assert_same_ids(tok, hf, MIXED)
@@ -86,9 +85,8 @@ def test_wordpiece_uncased_accent_handling_matches_bert(it_slice, tmp_path, stri
     )
     hf = transformers.BertTokenizerFast.from_pretrained(str(tmp_path))
     _assert_same_ids(tok, hf, MIXED)
-    text = "".join(hf.convert_ids_to_tokens(tok.encode_batch(["PERCHÉ"])[0][0].tolist())).replace(
-        "##", ""
-    )
+    text = "".join(hf.convert_ids_to_tokens(tok.encode_batch(["PERCHÉ"
+                                                              ])[0][0].tolist())).replace("##", "")
     assert text == ("perche" if strip_accents else "perché")
 
 

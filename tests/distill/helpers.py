@@ -31,10 +31,14 @@ def mlm_batch(rng: np.random.Generator, rows: int, vocab: int = VOCAB, pad_id: i
     masked_BxL = ids_BxL.copy()
     for b in range(rows):
         masked_BxL[b, positions_BxM[b][weights_BxM[b] > 0]] = 4  # the mask id of these tests
-    return {"input_ids": masked_BxL.astype(np.int32), "attention_mask": mask_BxL.astype(np.int32),
-            "token_type_ids": np.zeros_like(masked_BxL, dtype=np.int32),
-            "masked_positions": positions_BxM, "masked_labels": labels_BxM.astype(np.int32),
-            "masked_weights": weights_BxM}
+    return {
+        "input_ids": masked_BxL.astype(np.int32),
+        "attention_mask": mask_BxL.astype(np.int32),
+        "token_type_ids": np.zeros_like(masked_BxL, dtype=np.int32),
+        "masked_positions": positions_BxM,
+        "masked_labels": labels_BxM.astype(np.int32),
+        "masked_weights": weights_BxM
+    }
 
 
 def program(objective, config=STUDENT, devices=2, accum=1, learning_rate=1e-3):

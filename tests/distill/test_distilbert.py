@@ -21,9 +21,8 @@ from flaxlm.objectives.teacher import student_to_teacher_ids
 from flaxlm.run import weights
 from tests.distill.helpers import VOCAB, mlm_batch
 
-TEACHER = preset("tiny", arch="bert", vocab_size=VOCAB, hidden_size=32, num_layers=4,
-                 num_heads=2, intermediate_size=64, type_vocab_size=2, pooler=True,
-                 pad_token_id=1)
+TEACHER = preset("tiny", arch="bert", vocab_size=VOCAB, hidden_size=32, num_layers=4, num_heads=2,
+                 intermediate_size=64, type_vocab_size=2, pooler=True, pad_token_id=1)
 STUDENT = preset("tiny", arch="distilbert", vocab_size=VOCAB, hidden_size=32, num_heads=2,
                  intermediate_size=64, type_vocab_size=0, pad_token_id=1, hidden_dropout=0.0,
                  attention_dropout=0.0)
@@ -52,9 +51,9 @@ def test_soft_target_and_cosine_losses_match_torch():
     got = cosine_loss_sum(jnp.asarray(student_BxLxD, jnp.float32),
                           jnp.asarray(teacher_BxLxD, jnp.float32), jnp.asarray(mask_BxL))
     real = mask_BxL > 0
-    want = torch.nn.functional.cosine_embedding_loss(
-        torch.tensor(student_BxLxD[real]), torch.tensor(teacher_BxLxD[real]),
-        torch.ones(int(real.sum())))
+    want = torch.nn.functional.cosine_embedding_loss(torch.tensor(student_BxLxD[real]),
+                                                     torch.tensor(teacher_BxLxD[real]),
+                                                     torch.ones(int(real.sum())))
     np.testing.assert_allclose(float(got) / real.sum(), float(want), rtol=1e-5)
 
 
@@ -67,15 +66,15 @@ def test_student_starts_from_chosen_teacher_layers():
     source = {n: s.shape for n, s in zip(param_names(teacher), jax_leaves(teacher))}
     plan = weights.plan(objective.init_rules(False), targets, {"teacher": source})
     assert plan.fresh == []
-    assert plan.loaded["encoder/layers/0/output/kernel"] == (
-        "teacher", "encoder/layers/1/output/kernel")
+    assert plan.loaded["encoder/layers/0/output/kernel"] == ("teacher",
+                                                             "encoder/layers/1/output/kernel")
     assert plan.loaded["encoder/layers/1/attention/query/kernel"] == (
         "teacher", "encoder/layers/3/attention/query/kernel")
     assert plan.loaded["encoder/embeddings/position/embedding"] == (
         "teacher", "encoder/embeddings/position/embedding")
     assert plan.loaded["mlm_head/bias"] == ("teacher", "mlm_head/bias")
-    assert plan.loaded["teacher/encoder/layers/2/output/bias"] == (
-        "teacher", "encoder/layers/2/output/bias")
+    assert plan.loaded["teacher/encoder/layers/2/output/bias"] == ("teacher",
+                                                                   "encoder/layers/2/output/bias")
     # The teacher is built without its pooler; the student has no token types to take.
     assert not any("pooler" in n for n in targets)
     assert not any("token_type" in n for n in targets if not n.startswith("teacher/"))
@@ -92,8 +91,14 @@ def jax_leaves(module):
 def _tokenizer(tmp_path, name, tokens, **roles):
     directory = tmp_path / name
     directory.mkdir()
-    (directory / "tokenizer.json").write_text(json.dumps(
-        {"model": {"type": "WordPiece", "vocab": {t: i for i, t in enumerate(tokens)}}}))
+    (directory / "tokenizer.json").write_text(
+        json.dumps({"model": {
+            "type": "WordPiece",
+            "vocab": {
+                t: i
+                for i, t in enumerate(tokens)
+            }
+        }}))
     return types.SimpleNamespace(path=str(directory), kind="wordpiece", vocab_size=len(tokens),
                                  **roles)
 
@@ -104,8 +109,9 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
     roles = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
     teacher_tok = _tokenizer(tmp_path, "teacher", specials + words, **roles)
     kept = words[::-3]  # a subset, in another order
-    student_tok = _tokenizer(tmp_path, "student", ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-                             + kept, pad_id=0, cls_id=1, sep_id=2, unk_id=3, mask_id=4)
+    student_tok = _tokenizer(tmp_path, "student",
+                             ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"] + kept, pad_id=0,
+                             cls_id=1, sep_id=2, unk_id=3, mask_id=4)
     to_teacher = student_to_teacher_ids(student_tok, teacher_tok)
     assert list(to_teacher[:5]) == [0, 2, 3, 1, 4]
     assert [words[i - 5] for i in to_teacher[5:]] == kept
@@ -119,8 +125,10 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
     student = dataclasses.replace(STUDENT, vocab_size=len(to_teacher), pad_token_id=0)
     objective.teacher_config = dataclasses.replace(TEACHER, pad_token_id=0)
     model = objective.build_model(student, nnx.Rngs(params=0))
-    batch = {k: jnp.asarray(v) for k, v in
-             mlm_batch(np.random.default_rng(0), 3, vocab=len(to_teacher), pad_id=0).items()}
+    batch = {
+        k: jnp.asarray(v)
+        for k, v in mlm_batch(np.random.default_rng(0), 3, vocab=len(to_teacher), pad_id=0).items()
+    }
 
     @nnx.jit
     def outputs(model, batch):
@@ -130,6 +138,7 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
             jnp.asarray(to_teacher)[batch["input_ids"]], batch["attention_mask"],
             batch["token_type_ids"])
         return student_BxMxV, teacher_BxMxV, full_BxLxV
+
     student_BxMxV, teacher_BxMxV, full_BxLxV = outputs(model, batch)
     assert teacher_BxMxV.shape == student_BxMxV.shape == (3, 4, len(to_teacher))
     want_BxMxV = np.take_along_axis(np.asarray(full_BxLxV),
@@ -138,8 +147,8 @@ def test_pruned_student_reads_teacher_logits_over_its_tokens(tmp_path):
     # Its embedding and head rows are not the teacher's: only layers start from the teacher.
     layered = _objective()
     layered.student_to_teacher = to_teacher
-    assert [r.target for r in layered.init_rules(False)] == [
-        "encoder/layers/0", "encoder/layers/1", "teacher"]
+    assert [r.target for r in layered.init_rules(False)
+            ] == ["encoder/layers/0", "encoder/layers/1", "teacher"]
 
 
 @pytest.mark.parametrize("name", ["distilbert", "minilmv2"])
@@ -157,4 +166,5 @@ def test_freeze_position_embeddings_is_a_zero_learning_rate_scale():
     names = ["encoder/embeddings/position/embedding", "encoder/embeddings/word/embedding"]
     assert _objective().lr_scales(STUDENT, names) is None
     assert _objective(freeze_position_embeddings=True).lr_scales(STUDENT, names) == {
-        "encoder/embeddings/position/embedding": 0.0}
+        "encoder/embeddings/position/embedding": 0.0
+    }

@@ -49,8 +49,9 @@ def test_relation_kl_matches_explicit_heads_and_ignores_padding():
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
     # What padding holds changes nothing.
     noisy = np.where(mask_BxL[..., None, None] > 0, student_BxLxHxK, 1e3)
-    assert float(relation_kl_sum(jnp.asarray(teacher_BxLxHxK), jnp.asarray(noisy),
-                                 jnp.asarray(mask_BxL), 4)) == pytest.approx(float(got), rel=1e-6)
+    assert float(
+        relation_kl_sum(jnp.asarray(teacher_BxLxHxK), jnp.asarray(noisy), jnp.asarray(mask_BxL),
+                        4)) == pytest.approx(float(got), rel=1e-6)
 
     # The masked slots are given back before the forward passes.
     batch = mlm_batch(rng, 4)
@@ -82,8 +83,8 @@ def test_frozen_teacher_is_cut_untrained_and_bitwise_unchanged():
     # MFU counts the teacher's forward up to the distilled layer.
     counts = {"tokens": 100.0, "predictions": 15.0}
     deeper = with_teacher(MiniLMv2(MiniLMv2Config(relation_heads=8, teacher_layer=-1)))
-    assert (deeper.train_flops(STUDENT, 16, counts)
-            > run.objective.train_flops(STUDENT, 16, counts) > 0)
+    assert (deeper.train_flops(STUDENT, 16, counts) > run.objective.train_flops(
+        STUDENT, 16, counts) > 0)
 
 
 @pytest.mark.slow

@@ -33,15 +33,15 @@ def teacher(tiny_tokenizer_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_distilbert_trains_from_a_teacher_workdir_and_resumes(teacher, tiny_tokenizer_dir,
-                                                               tmp_path, capsys):
-    config = _config(tiny_tokenizer_dir, "distilbert", 2, 2, teacher=teacher,
-                     teacher_layers="1,3")
+def test_distilbert_trains_from_a_teacher_workdir_and_resumes(teacher, tiny_tokenizer_dir, tmp_path,
+                                                              capsys):
+    config = _config(tiny_tokenizer_dir, "distilbert", 2, 2, teacher=teacher, teacher_layers="1,3")
     train(config, str(tmp_path), progress=False)
     out = capsys.readouterr().out
     # Embeddings, two layers and the MLM head of the student, and the whole teacher, from it.
-    assert re.search(rf"weights: \d+ tensors from teacher \({re.escape(teacher)}, step 4\); "
-                     r"fresh: none", out), out
+    assert re.search(
+        rf"weights: \d+ tensors from teacher \({re.escape(teacher)}, step 4\); "
+        r"fresh: none", out), out
     last = [m for m in Workdir(str(tmp_path)).read_metrics() if "soft_ce" in m][-1]
     assert {"mlm_loss", "cosine", "accuracy", "mfu"} <= set(last)
     assert "eval_soft_ce" in Workdir(str(tmp_path)).read_metrics()[-1]
@@ -53,8 +53,9 @@ def test_distilbert_trains_from_a_teacher_workdir_and_resumes(teacher, tiny_toke
 
 @pytest.mark.slow
 def test_minilmv2_trains_from_a_teacher_workdir(teacher, tiny_tokenizer_dir, tmp_path, capsys):
-    train(_config(tiny_tokenizer_dir, "minilmv2", 2, 2, teacher=teacher, relation_heads=8,
-                  teacher_layer=2), str(tmp_path), progress=False)
+    train(
+        _config(tiny_tokenizer_dir, "minilmv2", 2, 2, teacher=teacher, relation_heads=8,
+                teacher_layer=2), str(tmp_path), progress=False)
     assert "tensors from teacher" in capsys.readouterr().out
     last = [m for m in Workdir(str(tmp_path)).read_metrics() if "qq_kl" in m][-1]
     assert last["loss"] > 0 and {"kk_kl", "vv_kl", "mfu"} <= set(last)

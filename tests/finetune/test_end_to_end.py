@@ -26,18 +26,19 @@ def pretrained(tmp_path_factory, tiny_tokenizer_dir):
                          num_heads=4, intermediate_size=64, max_position_embeddings=66,
                          type_vocab_size=1, pad_token_id=tok.pad_id, layer_norm_eps=1e-5)
     path = tmp_path_factory.mktemp("pre") / "run"
-    write_workdir(path, tiny_tokenizer_dir, config, steps=(10,))
+    write_workdir(path, tiny_tokenizer_dir, config, steps=(10, ))
     return str(path)
 
 
 def finetune_args(workdir, pretrained, *extra):
-    return ["train", "--config", POS_CONFIG, "--workdir", str(workdir), "--no-progress",
-            f"--config.init_from={pretrained}",
-            f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
-            f"--config.data.eval_files={fixture('it_isdt-test-head.conllu')}",
-            "--config.finetune.epochs=3", "--config.train.batch_size=8",
-            "--config.data.seq_len=32", "--config.train.learning_rate=3e-3",
-            "--config.train.schedule=constant", *extra]
+    return [
+        "train", "--config", POS_CONFIG, "--workdir",
+        str(workdir), "--no-progress", f"--config.init_from={pretrained}",
+        f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
+        f"--config.data.eval_files={fixture('it_isdt-test-head.conllu')}",
+        "--config.finetune.epochs=3", "--config.train.batch_size=8", "--config.data.seq_len=32",
+        "--config.train.learning_rate=3e-3", "--config.train.schedule=constant", *extra
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +66,10 @@ def test_finetune_loads_encoder_and_evaluates_each_epoch(finetuned):
     evals = [r for r in rows if "eval_macro_f1" in r]
     per_epoch = evals[0]["step"]
     assert [r["step"] for r in evals] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
-    assert {"eval_accuracy", "eval_macro_precision", "eval_macro_recall", "eval_loss"} <= set(
-        evals[0])
+    assert {"eval_accuracy", "eval_macro_precision", "eval_macro_recall",
+            "eval_loss"} <= set(evals[0])
     best = json.loads((workdir / "best.json").read_text())
-    assert best["metric"] == "macro_f1" and best["value"] == max(
-        r["eval_macro_f1"] for r in evals)
+    assert best["metric"] == "macro_f1" and best["value"] == max(r["eval_macro_f1"] for r in evals)
 
 
 def test_resume_with_another_label_set_is_refused(pretrained, tmp_path, capsys):

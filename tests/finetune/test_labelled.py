@@ -21,8 +21,8 @@ def test_conllu_reads_upos_and_skips_multiword_ranges():
     assert first.words == ("Corriere", "Sport", "da", "pagina", "23", "a", "pagina", "26")
     assert first.labels == ("PROPN", "PROPN", "ADP", "NOUN", "NUM", "ADP", "NOUN", "NUM")
     # The range line `4-5 dal` is not a word: its syntactic words `da` + `il` are.
-    assert ("Alcune", "chiamate", "partirono", "da", "il", "Quirinale", ".") in [
-        s.words for s in sentences]
+    assert ("Alcune", "chiamate", "partirono", "da", "il", "Quirinale",
+            ".") in [s.words for s in sentences]
     assert all("-" not in label for s in sentences for label in s.labels)
     assert all(len(s.words) == len(s.labels) for s in sentences)
 
@@ -40,8 +40,8 @@ def test_conll2002_reads_token_pos_label():
     assert len(sentences) == 40
     assert sentences[0].words[:3] == ("Melbourne", "(", "Australia")
     assert sentences[0].labels[:3] == ("B-LOC", "O", "B-LOC")
-    assert label_vocabulary(sentences) == ("B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC",
-                                           "I-MISC", "I-ORG", "I-PER", "O")
+    assert label_vocabulary(sentences) == ("B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC",
+                                           "I-ORG", "I-PER", "O")
 
 
 def test_wikiner_and_panx():
@@ -51,7 +51,7 @@ def test_wikiner_and_panx():
     panx = read_sentences(fixture("panx-sample.tsv"), "panx")
     assert panx[0].words == ("Giuseppe", "Verdi", "nacque", "a", "Busseto")
     assert panx[1].labels == ("B-LOC", "O", "O")
-    assert len(read_files((fixture("panx-sample.tsv"),) * 2, "panx")) == 4
+    assert len(read_files((fixture("panx-sample.tsv"), ) * 2, "panx")) == 4
 
 
 @pytest.mark.parametrize("fmt, text, line, words", [

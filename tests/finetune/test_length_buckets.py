@@ -30,7 +30,7 @@ BUCKETS = (16, 32, 64)
 def test_bucket_specs():
     assert length_buckets.parse("pow2", 128) == (16, 32, 64, 128)
     assert length_buckets.parse("pow2", 100) == (16, 32, 64, 100)
-    assert length_buckets.parse("none", 128) == (128,)
+    assert length_buckets.parse("none", 128) == (128, )
     assert length_buckets.parse("64, 32", 128) == (32, 64, 128)
     assert length_buckets.bucket_length(17, (16, 32, 64)) == 32
     assert length_buckets.bucket_length(16, (16, 32, 64)) == 16
@@ -40,7 +40,7 @@ def test_bucket_specs():
 
 
 def _ner_context(tokenizer, buckets, process=(0, 1), batch=2):
-    data = DataConfig(train_files=(NER_TRAIN,), eval_files=(NER_DEV,), seq_len=64,
+    data = DataConfig(train_files=(NER_TRAIN, ), eval_files=(NER_DEV, ), seq_len=64,
                       length_buckets=buckets)
     return DataContext(data, tokenizer, seed=1, host_batch_size=batch // process[1],
                        process_index=process[0], process_count=process[1])
@@ -74,45 +74,60 @@ def test_token_batches_are_cut_to_the_bucket_of_their_longest_row(tiny_tokenizer
     # Two processes cut their halves of each global batch to the same length.
     halves = [_ner_batches(tokenizer, BUCKETS, process=(p, 2))[0] for p in range(2)]
     for a, b, whole in zip(*halves, cut_train):
-        jax.tree.map(lambda x, y, w: np.testing.assert_array_equal(np.concatenate([x, y]), w),
-                     a, b, whole)
+        jax.tree.map(lambda x, y, w: np.testing.assert_array_equal(np.concatenate([x, y]), w), a, b,
+                     whole)
 
 
 def test_pair_batches_are_cut_to_the_bucket_of_their_longest_row(tiny_tokenizer_dir):
     tokenizer = load_tokenizer(tiny_tokenizer_dir)
     sentences = [" ".join(s.words) for s in labelled.read_sentences(NER_DEV, "conll2002")][:40]
-    examples = [pairs.Example(text=s, text_pair=None, label=str(i % 2))
-                for i, s in enumerate(sentences)]
+    examples = [
+        pairs.Example(text=s, text_pair=None, label=str(i % 2)) for i, s in enumerate(sentences)
+    ]
     rows = pair_batches.encode(tokenizer, examples, 64, {"0": 0, "1": 1}).rows
     full = pair_batches.eval_batches(rows, host_batch_size=8)
     cut = pair_batches.eval_batches(rows, host_batch_size=8, buckets=BUCKETS)
     stream = pair_batches.train_stream(rows, seed=0, host_batch_size=8, start_example=0,
                                        buckets=BUCKETS)
-    halves = [pair_batches.train_stream(rows, seed=0, host_batch_size=4, start_example=0,
-                                        process_index=p, process_count=2, buckets=BUCKETS)
-              for p in range(2)]
+    halves = [
+        pair_batches.train_stream(rows, seed=0, host_batch_size=4, start_example=0, process_index=p,
+                                  process_count=2, buckets=BUCKETS) for p in range(2)
+    ]
     for f, c in zip(full, cut, strict=True):
         length = c["input_ids"].shape[1]
-        assert length == length_buckets.bucket_length(
-            int(f["attention_mask"].sum(1).max()), BUCKETS)
+        assert length == length_buckets.bucket_length(int(f["attention_mask"].sum(1).max()),
+                                                      BUCKETS)
         assert not f["attention_mask"][:, length:].any()
         np.testing.assert_array_equal(c["input_ids"], f["input_ids"][:, :length])
         whole, a, b = next(stream), next(halves[0]), next(halves[1])
-        jax.tree.map(lambda x, y, w: np.testing.assert_array_equal(np.concatenate([x, y]), w),
-                     a, b, whole)
+        jax.tree.map(lambda x, y, w: np.testing.assert_array_equal(np.concatenate([x, y]), w), a, b,
+                     whole)
 
 
 def _finetune(workdir, init_from, buckets):
-    args = ["train", "--config", os.path.join(REPO, "configs", "ner_es_conll2002.py"),
-            "--workdir", str(workdir), "--no-progress", f"--config.init_from={init_from}",
-            f"--config.data.train_files={NER_TRAIN}", f"--config.data.eval_files={NER_DEV}",
-            "--config.finetune.epochs=2", "--config.train.batch_size=2",
-            # Two rows a batch (one per data-parallel device) give batches of every length.
-            "--config.mesh.data=2", "--config.mesh.tensor=4",
-            "--config.data.seq_len=64", f"--config.data.length_buckets={buckets}",
-            "--config.train.learning_rate=3e-3", "--config.model.hidden_dropout=0.0",
-            "--config.model.attention_dropout=0.0", "--config.model.classifier_dropout=0.0",
-            "--config.finetune.layer_decay=1.0"]
+    args = [
+        "train",
+        "--config",
+        os.path.join(REPO, "configs", "ner_es_conll2002.py"),
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        f"--config.init_from={init_from}",
+        f"--config.data.train_files={NER_TRAIN}",
+        f"--config.data.eval_files={NER_DEV}",
+        "--config.finetune.epochs=2",
+        "--config.train.batch_size=2",
+        # Two rows a batch (one per data-parallel device) give batches of every length.
+        "--config.mesh.data=2",
+        "--config.mesh.tensor=4",
+        "--config.data.seq_len=64",
+        f"--config.data.length_buckets={buckets}",
+        "--config.train.learning_rate=3e-3",
+        "--config.model.hidden_dropout=0.0",
+        "--config.model.attention_dropout=0.0",
+        "--config.model.classifier_dropout=0.0",
+        "--config.finetune.layer_decay=1.0"
+    ]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(args) == 0
@@ -120,8 +135,9 @@ def _finetune(workdir, init_from, buckets):
 
 
 @pytest.mark.slow  # two fine-tuning runs on the CoNLL-2002 fixture: ~2 min on the shared CPU
-def test_bucketed_run_compiles_once_per_bucket_and_scores_as_the_uncut_run(pretrained,  # noqa: F811
-                                                                            tmp_path):
+def test_bucketed_run_compiles_once_per_bucket_and_scores_as_the_uncut_run(
+        pretrained,  # noqa: F811
+        tmp_path):
     bucketed, printed = _finetune(tmp_path / "pow2", pretrained, "16,32,64")
     uncut, _ = _finetune(tmp_path / "none", pretrained, "none")
     compiles = max(r.get("train_compiles", 0) for r in bucketed)

@@ -39,11 +39,11 @@ def test_entity_scores_equal_seqeval_default_mode(rate):
 
 def test_entities_follow_conlleval():
     # I- after O opens a chunk; a type switch inside a chunk closes it and opens another.
-    assert entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"]) == {
-        ("PER", 0, 1), ("LOC", 3, 3), ("ORG", 4, 4)}
+    assert entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"]) == {("PER", 0, 1), ("LOC", 3, 3),
+                                                                   ("ORG", 4, 4)}
     from seqeval.metrics.sequence_labeling import get_entities
-    assert sorted(entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"])) == sorted(
-        get_entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"]))
+    assert sorted(entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"
+                            ])) == sorted(get_entities(["I-PER", "I-PER", "O", "B-LOC", "I-ORG"]))
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.2, 0.7])

@@ -32,14 +32,15 @@ def test_folds_are_contiguous_slices_that_partition_the_data():
         finetune_config.split(items[:2], 3, 0)
     assert [name for name, _ in run_plan(2, 1, 0)] == ["fold-0", "fold-1"]
     assert run_plan(0, 3, 42) == [(f"seed-{s}", [f"--config.seed={s}"]) for s in (42, 43, 44)]
-    assert [name for name, _ in run_plan(2, 2, 0)] == [
-        "fold-0-seed-0", "fold-0-seed-1", "fold-1-seed-0", "fold-1-seed-1"]
+    assert [name for name, _ in run_plan(2, 2, 0)
+            ] == ["fold-0-seed-0", "fold-0-seed-1", "fold-1-seed-0", "fold-1-seed-1"]
     assert run_plan(0, 1, 0) == []
 
 
 def test_config_keys_schedule_and_single_run_checks(capsys):
-    with pytest.raises(FlaxlmError, match="token_classification.layer_decay moved: use "
-                                          "--config.finetune.layer_decay"):
+    with pytest.raises(
+            FlaxlmError, match="token_classification.layer_decay moved: use "
+            "--config.finetune.layer_decay"):
         run_config.load(POS, ["--config.objective.token_classification.layer_decay=0.8"])
     with pytest.raises(FlaxlmError, match="finetune.epochs=2 does not apply to objective 'mlm'"):
         run_config.load(os.path.join(REPO, "configs", "tiny.py"), ["--config.finetune.epochs=2"])
@@ -57,52 +58,138 @@ def test_config_keys_schedule_and_single_run_checks(capsys):
 
 
 def test_results_rows_and_aggregate(tmp_path):
-    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 1.0},
-            {"step": 2, "eval_loss": 2.5, "eval_macro_f1": 0.25, "eval_accuracy": 0.5},
-            {"step": 3, "loss": 0.5},
-            {"step": 4, "eval_loss": 2.0, "eval_macro_f1": 0.5, "eval_accuracy": 0.75}]
+    rows = [{
+        "step": 1,
+        "loss": 3.0
+    }, {
+        "step": 2,
+        "loss": 1.0
+    }, {
+        "step": 2,
+        "eval_loss": 2.5,
+        "eval_macro_f1": 0.25,
+        "eval_accuracy": 0.5
+    }, {
+        "step": 3,
+        "loss": 0.5
+    }, {
+        "step": 4,
+        "eval_loss": 2.0,
+        "eval_macro_f1": 0.5,
+        "eval_accuracy": 0.75
+    }]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     epochs = run_results.epoch_rows(str(tmp_path), "macro_f1", steps_per_epoch=2)
-    assert epochs == [
-        {"epoch": 1.0, "step": 2, "train_loss": 2.0, "dev_loss": 2.5,
-         "dev": {"macro_f1": 0.25, "accuracy": 0.5}},
-        {"epoch": 2.0, "step": 4, "train_loss": 0.5, "dev_loss": 2.0,
-         "dev": {"macro_f1": 0.5, "accuracy": 0.75}}]
+    assert epochs == [{
+        "epoch": 1.0,
+        "step": 2,
+        "train_loss": 2.0,
+        "dev_loss": 2.5,
+        "dev": {
+            "macro_f1": 0.25,
+            "accuracy": 0.5
+        }
+    }, {
+        "epoch": 2.0,
+        "step": 4,
+        "train_loss": 0.5,
+        "dev_loss": 2.0,
+        "dev": {
+            "macro_f1": 0.5,
+            "accuracy": 0.75
+        }
+    }]
     f1s = [0.5, 0.625, 0.875]
-    runs = {f"seed-{i}": {"objective": "token_classification", "params": 10, "selection": {},
-                          "best": {"dev": {"macro_f1": f, "examples": 9}},
-                          "test": {"macro_f1": f / 2}} for i, f in enumerate(f1s)}
+    runs = {
+        f"seed-{i}": {
+            "objective": "token_classification",
+            "params": 10,
+            "selection": {},
+            "best": {
+                "dev": {
+                    "macro_f1": f,
+                    "examples": 9
+                }
+            },
+            "test": {
+                "macro_f1": f / 2
+            }
+        }
+        for i, f in enumerate(f1s)
+    }
     summary = run_results.aggregate(runs, task="pos")
     assert summary["runs"] == runs and summary["task"] == "pos"
-    assert summary["best_dev"] == {"macro_f1": {"mean": statistics.mean(f1s),
-                                                "std": pytest.approx(statistics.stdev(f1s)),
-                                                "n": 3}}
+    assert summary["best_dev"] == {
+        "macro_f1": {
+            "mean": statistics.mean(f1s),
+            "std": pytest.approx(statistics.stdev(f1s)),
+            "n": 3
+        }
+    }
     assert summary["test"]["macro_f1"]["std"] == pytest.approx(statistics.stdev(f1s) / 2)
     assert run_results.summary([0.5])["std"] is None
 
 
 def test_evaluate_prints_the_cards_tables_and_writes_json(tmp_path, capsys):
-    epochs = [{"epoch": 1.0, "step": 9, "train_loss": 0.75, "dev_loss": 0.5,
-               "dev": {"entity_f1": 0.625, "macro_precision": 0.5, "macro_recall": 0.5,
-                       "macro_f1": 0.5}},
-              {"epoch": 2.0, "step": 18, "train_loss": 0.25, "dev_loss": 0.375,
-               "dev": {"entity_f1": 0.875, "macro_precision": 0.625, "macro_recall": 0.875,
-                       "macro_f1": 0.75}}]
-    panx = {"task": "panx_it", "objective": "token_classification", "params": 277_000_000,
-            "init_from": "hf/xlm-roberta-base", "epochs": epochs,
-            "best": {"epoch": 2.0, "step": 18, "dev": epochs[1]["dev"]}}
+    epochs = [{
+        "epoch": 1.0,
+        "step": 9,
+        "train_loss": 0.75,
+        "dev_loss": 0.5,
+        "dev": {
+            "entity_f1": 0.625,
+            "macro_precision": 0.5,
+            "macro_recall": 0.5,
+            "macro_f1": 0.5
+        }
+    }, {
+        "epoch": 2.0,
+        "step": 18,
+        "train_loss": 0.25,
+        "dev_loss": 0.375,
+        "dev": {
+            "entity_f1": 0.875,
+            "macro_precision": 0.625,
+            "macro_recall": 0.875,
+            "macro_f1": 0.75
+        }
+    }]
+    panx = {
+        "task": "panx_it",
+        "objective": "token_classification",
+        "params": 277_000_000,
+        "init_from": "hf/xlm-roberta-base",
+        "epochs": epochs,
+        "best": {
+            "epoch": 2.0,
+            "step": 18,
+            "dev": epochs[1]["dev"]
+        }
+    }
     accuracy = [0.875, 0.9375]
-    seeds = {f"seed-{i}": {"objective": "sequence_classification", "params": 22_000_000,
-                           "selection": {}, "test": {"accuracy": a}}
-             for i, a in enumerate(accuracy)}
+    seeds = {
+        f"seed-{i}": {
+            "objective": "sequence_classification",
+            "params": 22_000_000,
+            "selection": {},
+            "test": {
+                "accuracy": a
+            }
+        }
+        for i, a in enumerate(accuracy)
+    }
     pawsx = run_results.aggregate(seeds, task="pawsx_es")
     pawsx["init_from"] = "runs/selectra_small"
     for name, results in (("panx", panx), ("pawsx", pawsx)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(results))
     out = tmp_path / "tables.json"
-    assert cli.main(["evaluate", "--workdir", str(tmp_path / "panx"), str(tmp_path / "pawsx"),
-                     "--json", str(out)]) == 0
+    assert cli.main([
+        "evaluate", "--workdir",
+        str(tmp_path / "panx"),
+        str(tmp_path / "pawsx"), "--json",
+        str(out)
+    ]) == 0
     printed = capsys.readouterr().out
     # PAN-X had no test files: its best epoch's dev scores, marked as such.
     assert "| Task | Recall | Precision | F1 |\n|---|---|---|---|\n" \
@@ -119,17 +206,21 @@ def test_evaluate_prints_the_cards_tables_and_writes_json(tmp_path, capsys):
     assert "no results.json (run `flaxlm finetune` to the end" in capsys.readouterr().err
 
 
-def test_bad_test_file_stops_the_run_before_it_compiles(pretrained, tmp_path,  # noqa: F811
-                                                        capsys):
+def test_bad_test_file_stops_the_run_before_it_compiles(
+        pretrained,
+        tmp_path,  # noqa: F811
+        capsys):
     empty = tmp_path / "empty.conllu"
     empty.write_text("\n", encoding="utf-8")
     workdir = tmp_path / "pos"
-    assert cli.main(["finetune", "--config", POS, "--workdir", str(workdir), "--no-progress",
-                     f"--config.init_from={pretrained}",
-                     f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
-                     f"--config.data.eval_files={fixture('it_isdt-dev-head.conllu')}",
-                     f"--config.data.test_files={empty}", "--config.train.batch_size=8",
-                     "--config.data.seq_len=32"]) == 2
+    assert cli.main([
+        "finetune", "--config", POS, "--workdir",
+        str(workdir), "--no-progress", f"--config.init_from={pretrained}",
+        f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
+        f"--config.data.eval_files={fixture('it_isdt-dev-head.conllu')}",
+        f"--config.data.test_files={empty}", "--config.train.batch_size=8",
+        "--config.data.seq_len=32"
+    ]) == 2
     assert "empty.conllu: no sentences in this file" in capsys.readouterr().err
     assert not (workdir / "checkpoints").exists()
 
@@ -147,13 +238,15 @@ def _test_file_with_a_novel_label(path):
 @pytest.mark.slow  # two fine-tuning runs (~2-3 min on the shared CPU)
 def test_two_folds_test_evaluation_resume_and_tables(pretrained, tmp_path, capsys):  # noqa: F811
     workdir = tmp_path / "ner"
-    args = ["finetune", "--config", WIKINER, "--workdir", str(workdir), "--no-progress",
-            f"--config.init_from={pretrained}", "--config.objective.token_classification.format="
-            "conllu", f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
-            f"--config.data.test_files={_test_file_with_a_novel_label(tmp_path / 'test.conllu')}",
-            "--config.finetune.folds=2", "--config.finetune.epochs=2",
-            "--config.train.batch_size=8", "--config.data.seq_len=32",
-            "--config.train.learning_rate=3e-3"]
+    args = [
+        "finetune", "--config", WIKINER, "--workdir",
+        str(workdir), "--no-progress", f"--config.init_from={pretrained}",
+        "--config.objective.token_classification.format="
+        "conllu", f"--config.data.train_files={fixture('it_isdt-dev-head.conllu')}",
+        f"--config.data.test_files={_test_file_with_a_novel_label(tmp_path / 'test.conllu')}",
+        "--config.finetune.folds=2", "--config.finetune.epochs=2", "--config.train.batch_size=8",
+        "--config.data.seq_len=32", "--config.train.learning_rate=3e-3"
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "run 1/2 fold-0" in out and "run 2/2 fold-1" in out
@@ -193,24 +286,28 @@ def test_two_folds_test_evaluation_resume_and_tables(pretrained, tmp_path, capsy
 
 
 @pytest.mark.slow  # an import with its parity check and one short fine-tuning run (~1-2 min)
-def test_finetune_starts_from_a_hugging_face_directory(tokenizers, tmp_path,  # noqa: F811
-                                                       capsys):
+def test_finetune_starts_from_a_hugging_face_directory(
+        tokenizers,
+        tmp_path,  # noqa: F811
+        capsys):
     from tests.convert.conftest import make_hf_dir
     from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
     hf_dir = tmp_path / "hf"
     make_hf_dir(hf_dir, "bert", tokenizers["wp_cased"], hidden=32, heads=4, intermediate=64,
                 type_vocab=2, with_head=False)
     workdir = tmp_path / "pairs"
-    args = ["finetune", "--config", os.path.join(REPO, "configs", "pairs_es_same_doc.py"),
-            "--workdir", str(workdir), "--no-progress", f"--config.init_from={hf_dir}",
-            f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
-            f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
-            "--config.finetune.epochs=1"]
+    args = [
+        "finetune", "--config",
+        os.path.join(REPO, "configs", "pairs_es_same_doc.py"), "--workdir",
+        str(workdir), "--no-progress", f"--config.init_from={hf_dir}",
+        f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
+        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
+        "--config.finetune.epochs=1"
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert f"is a Hugging Face directory: imported into {workdir / 'init'}" in out
     assert f"tensors from init_from ({workdir / 'init'}, step 0); fresh: classifier/" in out
     results = json.loads((workdir / "results.json").read_text())
-    assert results["task"] == "pairs_es_same_doc" and results["init_from"] == str(
-        workdir / "init")
+    assert results["task"] == "pairs_es_same_doc" and results["init_from"] == str(workdir / "init")
     assert results["test"]["accuracy"] == results["best"]["dev"]["accuracy"]

@@ -17,16 +17,29 @@ class _Objective:
 
 
 def test_last_epoch_is_scored_with_test_on_last(tmp_path, capsys):
-    (tmp_path / "best.json").write_text(json.dumps(
-        {"step": 5, "metric": "accuracy", "mode": "max", "value": 0.9}))
+    (tmp_path / "best.json").write_text(
+        json.dumps({
+            "step": 5,
+            "metric": "accuracy",
+            "mode": "max",
+            "value": 0.9
+        }))
     (tmp_path / "metrics.jsonl").write_text("".join(
-        json.dumps(r) + "\n" for r in ({"step": 5, "loss": 0.5, "eval_accuracy": 0.9},
-                                       {"step": 10, "loss": 0.4, "eval_accuracy": 0.8})))
+        json.dumps(r) + "\n" for r in ({
+            "step": 5,
+            "loss": 0.5,
+            "eval_accuracy": 0.9
+        }, {
+            "step": 10,
+            "loss": 0.4,
+            "eval_accuracy": 0.8
+        })))
     scored = []
 
     def evaluate(params, batches):
         scored.append(params)
         return {"eval_accuracy": 0.7}
+
     out = results.finish(str(tmp_path), objective=_Objective(), test_batches=[{}],
                          evaluate=evaluate, final_params="last weights", abstract_params=None,
                          final_step=10, steps_per_epoch=5, param_count=1, is_main=True,

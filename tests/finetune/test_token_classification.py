@@ -30,8 +30,8 @@ def tokenizer(tiny_tokenizer_dir):
     return load_tokenizer(tiny_tokenizer_dir)
 
 
-def context(tokenizer, seq_len=32, batch=8, eval_files=(POS_TEST,), process=(0, 1)):
-    data = DataConfig(train_files=(POS_TRAIN,), eval_files=eval_files, seq_len=seq_len)
+def context(tokenizer, seq_len=32, batch=8, eval_files=(POS_TEST, ), process=(0, 1)):
+    data = DataConfig(train_files=(POS_TRAIN, ), eval_files=eval_files, seq_len=seq_len)
     return DataContext(data, tokenizer, seed=3, host_batch_size=batch // process[1],
                        process_index=process[0], process_count=process[1])
 
@@ -69,8 +69,10 @@ def test_long_sentences_split_into_windows_that_own_each_word_once(tokenizer):
         mine = np.flatnonzero(rows.sentence_N == s)
         owned = rows.word_index_NxL[mine]
         assert sorted(owned[owned >= 0]) == list(range(len(sentence.words)))
-        gold = [labels[rows.labels_NxL[r, c]] for r in mine
-                for c in np.argsort(rows.word_index_NxL[r]) if rows.word_index_NxL[r, c] >= 0]
+        gold = [
+            labels[rows.labels_NxL[r, c]] for r in mine for c in np.argsort(rows.word_index_NxL[r])
+            if rows.word_index_NxL[r, c] >= 0
+        ]
         assert sorted(gold) == sorted(sentence.labels)
     # The owner is the window where the token is most central.
     starts = window_starts(25, 10)
@@ -104,9 +106,12 @@ def test_train_stream_covers_each_row_once_per_epoch_and_resumes(tokenizer):
     resumed = next(objective.train_batches(ctx, (per_epoch + 1) * 8))
     jax.tree.map(np.testing.assert_array_equal, resumed, epochs[1][1])
     # Two processes take the two halves of the same global batch.
-    halves = [next(objective.train_batches(
-        dataclasses.replace(context(tokenizer, 12, 8, process=(p, 2)), plan=plan), 8))
-        for p in range(2)]
+    halves = [
+        next(
+            objective.train_batches(
+                dataclasses.replace(context(tokenizer, 12, 8, process=(p, 2)), plan=plan), 8))
+        for p in range(2)
+    ]
     jax.tree.map(lambda a, b, full: np.testing.assert_array_equal(np.concatenate([a, b]), full),
                  *halves, epochs[0][1])
 
@@ -115,42 +120,44 @@ def test_label_only_in_a_test_set_is_reported_scored_wrong_and_dev_scores_apart(
         tokenizer, tmp_path):
     # A test file: the first eval sentence with its first word relabelled to an unseen label.
     lines = open(POS_TEST, encoding="utf-8").read().split("\n\n")[0].splitlines()
-    first = next(i for i, line in enumerate(lines) if line[:1].isdigit() and "-" not in
-                 line.split("\t")[0])
+    first = next(i for i, line in enumerate(lines)
+                 if line[:1].isdigit() and "-" not in line.split("\t")[0])
     columns = lines[first].split("\t")
     lines[first] = "\t".join([*columns[:3], "NOVEL", *columns[4:]])
     (tmp_path / "test.conllu").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
     objective = TokenClassification()
     ctx = context(tokenizer)
-    ctx = dataclasses.replace(ctx, data=dataclasses.replace(
-        ctx.data, test_files=(str(tmp_path / "test.conllu"),)))
+    ctx = dataclasses.replace(
+        ctx, data=dataclasses.replace(ctx.data, test_files=(str(tmp_path / "test.conllu"), )))
     plan, ctx = planned(objective, ctx)
     labels = plan.run_record["labels"]
     assert plan.model_overrides == {"num_labels": len(labels)} and labels == sorted(labels)
-    assert any("test.conllu: labels not in the training data (scored as errors): NOVEL (1 words)"
-               in note for note in plan.notes)
+    assert any(
+        "test.conllu: labels not in the training data (scored as errors): NOVEL (1 words)" in note
+        for note in plan.notes)
     dev = objective.eval_batches(ctx)
     test = objective.eval_batches(results.test_context(ctx))
 
     def perfect(batches):
         return [{"predictions": b["labels"], "loss_sum": 0.0, "weight_sum": 1.0} for b in batches]
+
     # Each set is scored against its own gold, though both were read: dev predicted perfectly is
     # perfect; on test only the unseen label's word is wrong.
     assert objective.eval_metrics(perfect(dev), dev, plan)["accuracy"] == 1.0
     words = len(labelled.read_sentences(str(tmp_path / "test.conllu"), "conllu")[0].words)
-    assert objective.eval_metrics(perfect(test), test, plan)["accuracy"] == pytest.approx(
-        1 - 1 / words)
+    assert objective.eval_metrics(perfect(test), test,
+                                  plan)["accuracy"] == pytest.approx(1 - 1 / words)
     # A set the plan did not read is refused rather than scored against no gold.
     with pytest.raises(RuntimeError, match="was not planned"):
-        objective.eval_batches(dataclasses.replace(ctx, data=dataclasses.replace(
-            ctx.data, eval_files=(POS_TRAIN,))))
+        objective.eval_batches(
+            dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, eval_files=(POS_TRAIN, ))))
 
 
 def test_eval_maps_window_predictions_back_to_words(tokenizer):
-    objective = TokenClassification(TokenClassificationConfig(format="conll2002",
-                                                              selection="entity_f1"))
-    data = DataConfig(train_files=(fixture("esp-train-head.txt"),),
-                      eval_files=(fixture("esp-testa-head.txt"),), seq_len=12)
+    objective = TokenClassification(
+        TokenClassificationConfig(format="conll2002", selection="entity_f1"))
+    data = DataConfig(train_files=(fixture("esp-train-head.txt"), ),
+                      eval_files=(fixture("esp-testa-head.txt"), ), seq_len=12)
     plan, ctx = planned(objective, DataContext(data, tokenizer, seed=0, host_batch_size=4))
     batches = objective.eval_batches(ctx)
     # Outputs that predict the gold label everywhere: every window-owned word is right.
@@ -161,8 +168,9 @@ def test_eval_maps_window_predictions_back_to_words(tokenizer):
     r, c = next((r, c) for r in range(4) for c in range(12)
                 if batches[1]["word_index"][r, c] > 3 and batches[1]["labels"][r, c] == 8)
     wrong = [dict(o) for o in perfect]
-    wrong[1] = dict(wrong[1], predictions=np.where(
-        (np.arange(4)[:, None] == r) & (np.arange(12) == c), 0, batches[1]["labels"]))
+    wrong[1] = dict(
+        wrong[1], predictions=np.where((np.arange(4)[:, None] == r) & (np.arange(12) == c), 0,
+                                       batches[1]["labels"]))
     words = sum(len(g) for g in plan.state.gold)
     assert objective.eval_metrics(wrong, batches, plan)["accuracy"] == pytest.approx(1 - 1 / words)
 
@@ -177,16 +185,24 @@ def test_selection_needs_iob_labels(tokenizer):
 
 def test_layer_decay_is_exact():
     config = preset("tiny", pooler=True, embedding_size=32, num_labels=5)  # 2 layers
-    names = ["classifier/kernel", "encoder/pooler/dense/kernel", "encoder/layers/1/output/bias",
-             "encoder/layers/0/attention/query/kernel", "encoder/embeddings/word/embedding",
-             "encoder/embeddings_project/kernel"]
+    names = [
+        "classifier/kernel", "encoder/pooler/dense/kernel", "encoder/layers/1/output/bias",
+        "encoder/layers/0/attention/query/kernel", "encoder/embeddings/word/embedding",
+        "encoder/embeddings_project/kernel"
+    ]
     assert layer_decay_scales(config.num_layers, names, 0.5) == {
-        "encoder/layers/1/output/bias": 0.5, "encoder/layers/0/attention/query/kernel": 0.25,
-        "encoder/embeddings/word/embedding": 0.125, "encoder/embeddings_project/kernel": 0.125}
+        "encoder/layers/1/output/bias": 0.5,
+        "encoder/layers/0/attention/query/kernel": 0.25,
+        "encoder/embeddings/word/embedding": 0.125,
+        "encoder/embeddings_project/kernel": 0.125
+    }
     # ELECTRA's _get_layer_lrs: top layer d², embeddings d^(L+2), the head the base rate.
     assert layer_decay_scales(config.num_layers, names, 0.5, "electra") == {
-        "encoder/layers/1/output/bias": 0.25, "encoder/layers/0/attention/query/kernel": 0.125,
-        "encoder/embeddings/word/embedding": 0.0625, "encoder/embeddings_project/kernel": 0.0625}
+        "encoder/layers/1/output/bias": 0.25,
+        "encoder/layers/0/attention/query/kernel": 0.125,
+        "encoder/embeddings/word/embedding": 0.0625,
+        "encoder/embeddings_project/kernel": 0.0625
+    }
     with pytest.raises(FlaxlmError, match="no depth for parameter encoder/adapter/w"):
         layer_decay_scales(config.num_layers, ["encoder/adapter/w"], 0.5)
     with pytest.raises(FlaxlmError, match="layer_decay_style must be one of .*, got 'bert'"):
@@ -197,9 +213,9 @@ def test_layer_decay_is_exact():
 def test_accumulation_equals_one_batch(tokenizer):
     objective = TokenClassification()
     plan, ctx = planned(objective, context(tokenizer, seq_len=16, batch=16))
-    config = dataclasses.replace(preset("tiny", vocab_size=tokenizer.vocab_size,
-                                        hidden_dropout=0.0, attention_dropout=0.0,
-                                        classifier_dropout=0.0), **plan.model_overrides)
+    config = dataclasses.replace(
+        preset("tiny", vocab_size=tokenizer.vocab_size, hidden_dropout=0.0, attention_dropout=0.0,
+               classifier_dropout=0.0), **plan.model_overrides)
     batches = [b for _, b in zip(range(2), objective.train_batches(ctx, 0))]
     results = []
     for accum in (1, 4):

@@ -7,8 +7,7 @@ import pytest
 from flaxlm.data.tokenizers import train_tokenizer
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "pairs_es")
-TRAIN_TSV, DEV_TSV, TEST_TSV = (os.path.join(FIXTURE, f"{s}.tsv") for s in ("train", "dev",
-                                                                            "test"))
+TRAIN_TSV, DEV_TSV, TEST_TSV = (os.path.join(FIXTURE, f"{s}.tsv") for s in ("train", "dev", "test"))
 
 
 @pytest.fixture(scope="session")

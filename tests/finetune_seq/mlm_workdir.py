@@ -18,11 +18,19 @@ def write_mlm_workdir(path, tokenizer, config, *, std: float, step: int) -> dict
     os.makedirs(path)
     shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {}, "model": dataclasses.asdict(config), "objective": "mlm",
-                   "head": "mlm", "tokenizer": "tokenizer"}, f)
+        json.dump(
+            {
+                "config": {},
+                "model": dataclasses.asdict(config),
+                "objective": "mlm",
+                "head": "mlm",
+                "tokenizer": "tokenizer"
+            }, f)
     _, abstract = abstract_params(config, "mlm")
     rng = np.random.default_rng(0)
-    flat = {name: (rng.normal(0, std, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flat_names(abstract).items()}
+    flat = {
+        name: (rng.normal(0, std, a.shape) + name.endswith("norm/scale")).astype(np.float32)
+        for name, a in flat_names(abstract).items()
+    }
     write_params(path, step, unflatten_like(abstract, flat), {"step": step})
     return flat

@@ -31,16 +31,20 @@ def _pairs_jsonl(path, count: int) -> str:
     with open(path, "w", encoding="utf-8") as f:
         for i in range(count):
             a, b = rng.integers(len(_WORDS), size=2)
-            f.write(json.dumps({"text": f"{_WORDS[a]} {i}", "text_pair": _WORDS[b] + " otra vez",
-                                "label": "same" if a == b else "different"}) + "\n")
+            f.write(
+                json.dumps({
+                    "text": f"{_WORDS[a]} {i}",
+                    "text_pair": _WORDS[b] + " otra vez",
+                    "label": "same" if a == b else "different"
+                }) + "\n")
     return str(path)
 
 
 def _distilbert_workdir(path, tokenizer) -> None:
     """A DistilBERT MLM workdir with odd shapes (12-dim heads, FFN 50, 3 layers), random weights."""
-    config = preset("distilbert-base-multilingual", vocab_size=tokenizer.vocab_size,
-                    hidden_size=36, num_layers=3, num_heads=3, intermediate_size=50,
-                    max_position_embeddings=40, pad_token_id=tokenizer.pad_id)
+    config = preset("distilbert-base-multilingual", vocab_size=tokenizer.vocab_size, hidden_size=36,
+                    num_layers=3, num_heads=3, intermediate_size=50, max_position_embeddings=40,
+                    pad_token_id=tokenizer.pad_id)
     write_mlm_workdir(path, tokenizer, config, std=0.2, step=3)
 
 
@@ -59,7 +63,8 @@ def test_distilbert_pair_classifier_exports_with_flaxlm_logits(es_wordpiece, tmp
         f"--config.init_from={pretrained}", f"--config.data.train_files={train}",
         f"--config.data.eval_files={dev}", "--config.data.test_files=",
         f"--config.data.seq_len={SEQ_LEN}", "--config.train.batch_size=8",
-        "--config.train.learning_rate=1e-3", "--config.finetune.epochs=1"]) == 0
+        "--config.train.learning_rate=1e-3", "--config.finetune.epochs=1"
+    ]) == 0
 
     exported = export(workdir, bundle)
     assert exported["hf_class"] == "DistilBertForSequenceClassification"
@@ -70,8 +75,8 @@ def test_distilbert_pair_classifier_exports_with_flaxlm_logits(es_wordpiece, tmp
     examples = read_examples(dev)
     texts, text_pairs = [e.text for e in examples], [e.text_pair for e in examples]
     rows = pair_batches.encode(es_wordpiece, examples, SEQ_LEN, {}, token_types=False).rows
-    theirs = hf_tok(texts, text_pairs, truncation=True, max_length=SEQ_LEN,
-                    padding="max_length", return_tensors="pt")
+    theirs = hf_tok(texts, text_pairs, truncation=True, max_length=SEQ_LEN, padding="max_length",
+                    return_tensors="pt")
     assert set(theirs) == {"input_ids", "attention_mask"}  # DistilBERT reads no token types
     np.testing.assert_array_equal(rows["input_ids"], theirs["input_ids"].numpy())
     np.testing.assert_array_equal(rows["attention_mask"], theirs["attention_mask"].numpy())
@@ -88,10 +93,14 @@ def test_distilbert_pair_classifier_exports_with_flaxlm_logits(es_wordpiece, tmp
     assert np.abs(ours_NxC - theirs_NxC).max() <= min(TOL, 1e-3 * spread)
 
     # The pipeline on a pair, as users call it: flaxlm's probabilities.
-    classify = transformers.pipeline("text-classification", model=bundle, device="cpu",
-                                     top_k=None)
-    scores = {p["label"]: p["score"] for p in classify({"text": texts[0],
-                                                        "text_pair": text_pairs[0]})}
+    classify = transformers.pipeline("text-classification", model=bundle, device="cpu", top_k=None)
+    scores = {
+        p["label"]: p["score"]
+        for p in classify({
+            "text": texts[0],
+            "text_pair": text_pairs[0]
+        })
+    }
     probs_C = np.exp(ours_NxC[0] - ours_NxC[0].max())
     probs_C /= probs_C.sum()
     labels = json.loads(open(os.path.join(bundle, "config.json"), encoding="utf-8").read())

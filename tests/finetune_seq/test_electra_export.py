@@ -30,12 +30,20 @@ def _electra_workdir(path, tokenizer):
     os.makedirs(path)
     shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {}, "model": dataclasses.asdict(config), "objective": "electra",
-                   "head": "electra", "tokenizer": "tokenizer"}, f)
+        json.dump(
+            {
+                "config": {},
+                "model": dataclasses.asdict(config),
+                "objective": "electra",
+                "head": "electra",
+                "tokenizer": "tokenizer"
+            }, f)
     _, abstract = abstract_pair(config, generator_config(config))
     rng = np.random.default_rng(0)
-    flat = {name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flat_names(abstract).items()}
+    flat = {
+        name: (rng.normal(0, 0.1, a.shape) + name.endswith("norm/scale")).astype(np.float32)
+        for name, a in flat_names(abstract).items()
+    }
     write_params(path, 7, unflatten_like(abstract, flat), {"step": 7})
     return flat
 
@@ -48,8 +56,9 @@ def test_fine_tuned_electra_discriminator_exports_as_electra(es_unigram, tmp_pat
     assert cli.main([
         "train", "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
         f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
-        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32", "--config.train.batch_size=32",
-        "--config.finetune.epochs=1"]) == 0
+        f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
+        "--config.train.batch_size=32", "--config.finetune.epochs=1"
+    ]) == 0
     out = capsys.readouterr().out
     loaded = re.search(r"weights: (\d+) tensors from init_from \([^)]*step 7\); fresh: ([^;\n]+)",
                        out)

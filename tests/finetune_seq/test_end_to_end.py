@@ -29,14 +29,17 @@ def _mlm_workdir(path, tokenizer):
 @pytest.mark.slow  # ~40-80 s here: a train step, an eval step and export's parity check compile
 def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsys):
     pretrained = str(tmp_path / "pre")
-    encoder = {k: v for k, v in _mlm_workdir(pretrained, es_unigram).items()
-               if k.startswith("encoder/")}
+    encoder = {
+        k: v
+        for k, v in _mlm_workdir(pretrained, es_unigram).items() if k.startswith("encoder/")
+    }
     workdir = str(tmp_path / "run")
     assert cli.main([
         "train", "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
         f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
         f"--config.data.test_files={DEV_TSV}", "--config.data.seq_len=32",
-        "--config.train.batch_size=32", "--config.finetune.epochs=2"]) == 0
+        "--config.train.batch_size=32", "--config.finetune.epochs=2"
+    ]) == 0
     out = capsys.readouterr().out
     loaded = re.search(r"weights: (\d+) tensors from init_from \([^)]*step 7\); fresh: ([^;\n]+)",
                        out)
@@ -51,8 +54,7 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["labels"] == ["different", "same"]
     best = json.load(open(os.path.join(workdir, "best.json"), encoding="utf-8"))
-    assert best["metric"] == "accuracy" and best["value"] == max(m["eval_accuracy"]
-                                                                 for m in evals)
+    assert best["metric"] == "accuracy" and best["value"] == max(m["eval_accuracy"] for m in evals)
     # The test set (here the dev file again) is scored once, on the best epoch's weights.
     results = json.load(open(os.path.join(workdir, "results.json"), encoding="utf-8"))
     assert results["test_step"] == best["step"]

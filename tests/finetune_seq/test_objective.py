@@ -24,9 +24,10 @@ from tests.finetune_seq.conftest import DEV_TSV, TRAIN_TSV
 CONFIG = preset("tiny", hidden_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)
 
 
-def _ctx(tokenizer, train=(TRAIN_TSV,), eval_files=(DEV_TSV,), seq_len=48, batch=16):
-    return DataContext(DataConfig(train_files=tuple(train), eval_files=tuple(eval_files),
-                                  seq_len=seq_len), tokenizer, seed=0, host_batch_size=batch)
+def _ctx(tokenizer, train=(TRAIN_TSV, ), eval_files=(DEV_TSV, ), seq_len=48, batch=16):
+    return DataContext(
+        DataConfig(train_files=tuple(train), eval_files=tuple(eval_files), seq_len=seq_len),
+        tokenizer, seed=0, host_batch_size=batch)
 
 
 def _planned(objective, ctx, config=CONFIG):
@@ -47,8 +48,10 @@ def test_registered_with_its_config_section():
     section = registry.config_section()
     assert dict(section.sequence_classification) == {"labels": "", "language": "es"}
     # epochs and layer_decay come from the `finetune` section shared by fine-tuning objectives.
-    sections = registry.with_finetune("sequence_classification", {"sequence_classification": {}},
-                                      {"epochs": 2, "layer_decay": 0.8})
+    sections = registry.with_finetune("sequence_classification", {"sequence_classification": {}}, {
+        "epochs": 2,
+        "layer_decay": 0.8
+    })
     objective = registry.make_objective("sequence_classification", sections)
     assert (objective.config.epochs, objective.config.layer_decay) == (2, 0.8)
     with pytest.raises(FlaxlmError, match="layer_decay must be in"):
@@ -59,11 +62,11 @@ def test_registered_with_its_config_section():
 
 def _init(objective, model_config):
     """(graphdef, trained-looking params) drawn in numpy: no initialization to compile."""
-    graphdef, abstract = nnx.split(nnx.eval_shape(
-        lambda: objective.build_model(model_config, nnx.Rngs(0))), nnx.Param)
+    graphdef, abstract = nnx.split(
+        nnx.eval_shape(lambda: objective.build_model(model_config, nnx.Rngs(0))), nnx.Param)
     rng = np.random.default_rng(0)
-    return graphdef, jax.tree.map(
-        lambda a: rng.normal(0, 0.1, a.shape).astype(np.float32), nnx.to_pure_dict(abstract))
+    return graphdef, jax.tree.map(lambda a: rng.normal(0, 0.1, a.shape).astype(np.float32),
+                                  nnx.to_pure_dict(abstract))
 
 
 def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
@@ -79,14 +82,15 @@ def test_micro_batch_losses_add_up_to_the_batch_loss(es_unigram):
 
     @jax.jit
     def grad(p, b, normalizers):
-        return jax.grad(lambda p: objective.loss(nnx.merge(graphdef, p), b, normalizers,
-                                                 dtype=jnp.float32, dropout_key=None)[0])(p)
+        return jax.grad(lambda p: objective.loss(nnx.merge(graphdef, p), b, normalizers, dtype=jnp.
+                                                 float32, dropout_key=None)[0])(p)
+
     whole = objective.normalizers(batch)
     exact = jax.device_get(grad(params, batch, whole))
-    accumulated = jax.device_get(jax.tree.map(lambda *g: sum(g),
-                                              *[grad(params, m, whole) for m in micro]))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7),
-                 accumulated, exact)
+    accumulated = jax.device_get(
+        jax.tree.map(lambda *g: sum(g), *[grad(params, m, whole) for m in micro]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7), accumulated,
+                 exact)
     assert float(optax.global_norm(exact)) > 1e-3
 
 
@@ -109,8 +113,9 @@ def test_labels_from_train_sorted_or_fixed(es_unigram, tmp_path, capsys):
     assert fixed_plan.state.labels == ("same", "other", "different")
 
     narrow = SequenceClassification(SequenceClassificationConfig(labels="same,other"))
-    with pytest.raises(FlaxlmError, match=r"train.tsv: label 'different' is not in "
-                                          r"objective.sequence_classification.labels"):
+    with pytest.raises(
+            FlaxlmError, match=r"train.tsv: label 'different' is not in "
+            r"objective.sequence_classification.labels"):
         narrow.plan_data(_ctx(es_unigram))
 
     one = _tsv(tmp_path, "one.tsv", [("a", "b", "x"), ("c", "d", "x")])
@@ -127,8 +132,10 @@ def test_label_only_in_eval_is_reported_and_scored_as_error(es_unigram, tmp_path
     assert "dev.tsv: label(s) 'odd' (2 examples) are not in the training labels" in (
         capsys.readouterr().out)
     assert batches[0]["labels"].tolist()[:3] == [1, -1, -1]
-    outputs = [{"predictions": np.array([1, 0, 1, 1], np.int32),
-                "xent": np.array([0.5, 9.0, 9.0, 7.0], np.float32)}]
+    outputs = [{
+        "predictions": np.array([1, 0, 1, 1], np.int32),
+        "xent": np.array([0.5, 9.0, 9.0, 7.0], np.float32)
+    }]
     metrics = objective.eval_metrics(outputs, batches)
     assert metrics["accuracy"] == pytest.approx(1 / 3)
     assert metrics["loss"] == pytest.approx(0.5)  # over examples with a known label only
@@ -142,7 +149,11 @@ def test_macro_scores_equal_sklearn():
     pred[:30] = gold[:30].clip(0)
     p, r, f, _ = precision_recall_fscore_support(gold, pred, average="macro", zero_division=0)
     assert macro_scores(gold, pred) == pytest.approx(
-        {"macro_precision": p, "macro_recall": r, "macro_f1": f}, rel=1e-12)
+        {
+            "macro_precision": p,
+            "macro_recall": r,
+            "macro_f1": f
+        }, rel=1e-12)
 
 
 def test_wordpiece_pairs_need_two_token_types(es_wordpiece):
@@ -183,8 +194,7 @@ def test_layer_decay_scales_by_depth():
     from flaxlm.models.heads import param_names
     names = param_names(nnx.eval_shape(lambda: objective.build_model(bert, nnx.Rngs(0))))
     scales = objective.lr_scales(bert, names)
-    expected = {"encoder/embeddings/": 0.125, "encoder/layers/0/": 0.25,
-                "encoder/layers/1/": 0.5}
+    expected = {"encoder/embeddings/": 0.125, "encoder/layers/0/": 0.25, "encoder/layers/1/": 0.5}
     for name in names:
         want = next((s for prefix, s in expected.items() if name.startswith(prefix)), None)
         assert scales.get(name) == want, name  # head and pooler: absent, i.e. the base rate
@@ -199,5 +209,8 @@ def test_flops_count_real_tokens_and_examples(es_unigram):
     counts = objective.real_counts(batch)
     assert counts["tokens"] == batch["attention_mask"].sum() < batch["attention_mask"].size
     assert counts["examples"] == 16
-    assert objective.train_flops(CONFIG, 48, counts) > objective.train_flops(
-        CONFIG, 48, {"tokens": counts["tokens"], "examples": 0.0})
+    assert objective.train_flops(CONFIG, 48,
+                                 counts) > objective.train_flops(CONFIG, 48, {
+                                     "tokens": counts["tokens"],
+                                     "examples": 0.0
+                                 })

@@ -31,16 +31,27 @@ def test_fixture_reads_as_pairs_with_both_labels():
 
 def test_tsv_single_texts_and_extra_columns(tmp_path):
     path = _write(tmp_path, "a.tsv", "id\tlabel\ttext\n1\tpos\tbuen día\n\n2\tneg\tmal día\n")
-    assert pairs.read_examples(path) == [pairs.Example("buen día", None, "pos"),
-                                         pairs.Example("mal día", None, "neg")]
+    assert pairs.read_examples(path) == [
+        pairs.Example("buen día", None, "pos"),
+        pairs.Example("mal día", None, "neg")
+    ]
 
 
 def test_jsonl_pairs_and_int_labels(tmp_path):
-    rows = [{"text": "a b", "text_pair": "c", "label": 1}, {"text": "d", "text_pair": "e",
-                                                            "label": 0}]
+    rows = [{
+        "text": "a b",
+        "text_pair": "c",
+        "label": 1
+    }, {
+        "text": "d",
+        "text_pair": "e",
+        "label": 0
+    }]
     path = _write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
-    assert pairs.read_examples(path) == [pairs.Example("a b", "c", "1"),
-                                         pairs.Example("d", "e", "0")]
+    assert pairs.read_examples(path) == [
+        pairs.Example("a b", "c", "1"),
+        pairs.Example("d", "e", "0")
+    ]
 
 
 @pytest.mark.parametrize("name,text,message", [
@@ -73,27 +84,44 @@ def test_missing_file_and_mixed_sources(tmp_path):
 def _xnli_rows(language_order):
     """XNLI-shaped rows: a premise per language, hypotheses with their language list."""
     langs = ["ar", "en", "es"]
+
     def gen():
         for i, label in enumerate([0, 2, 1]):
-            yield {"premise": {lang: f"premisa {i} {lang}" for lang in langs},
-                   "hypothesis": {"language": np.array(language_order, dtype=object),
-                                  "translation": np.array([f"hipótesis {i} {lang}"
-                                                           for lang in language_order],
-                                                          dtype=object)},
-                   "label": label}
-    signature = {"premise": {lang: tf.TensorSpec((), tf.string) for lang in langs},
-                 "hypothesis": {"language": tf.TensorSpec((None,), tf.string),
-                                "translation": tf.TensorSpec((None,), tf.string)},
-                 "label": tf.TensorSpec((), tf.int64)}
+            yield {
+                "premise": {
+                    lang: f"premisa {i} {lang}"
+                    for lang in langs
+                },
+                "hypothesis": {
+                    "language": np.array(language_order, dtype=object),
+                    "translation": np.array([f"hipótesis {i} {lang}" for lang in language_order],
+                                            dtype=object)
+                },
+                "label": label
+            }
+
+    signature = {
+        "premise": {
+            lang: tf.TensorSpec((), tf.string)
+            for lang in langs
+        },
+        "hypothesis": {
+            "language": tf.TensorSpec((None, ), tf.string),
+            "translation": tf.TensorSpec((None, ), tf.string)
+        },
+        "label": tf.TensorSpec((), tf.int64)
+    }
     return tf.data.Dataset.from_generator(gen, output_signature=signature)
 
 
 def test_tfds_xnli_reads_the_language_side_with_class_names():
     with tfds.testing.mock_data(as_dataset_fn=lambda *a, **k: _xnli_rows(["es", "ar", "en"])):
         examples = pairs.read_examples("tfds:xnli:validation", language="es")
-    assert examples == [pairs.Example("premisa 0 es", "hipótesis 0 es", "entailment"),
-                        pairs.Example("premisa 1 es", "hipótesis 1 es", "contradiction"),
-                        pairs.Example("premisa 2 es", "hipótesis 2 es", "neutral")]
+    assert examples == [
+        pairs.Example("premisa 0 es", "hipótesis 0 es", "entailment"),
+        pairs.Example("premisa 1 es", "hipótesis 1 es", "contradiction"),
+        pairs.Example("premisa 2 es", "hipótesis 2 es", "neutral")
+    ]
     with tfds.testing.mock_data(as_dataset_fn=lambda *a, **k: _xnli_rows(["ar", "en"])):
         with pytest.raises(FlaxlmError, match="no hypothesis in language 'es'"):
             pairs.read_examples("tfds:xnli:validation", language="es")
@@ -122,7 +150,7 @@ def test_same_document_builder_is_deterministic_and_keeps_documents_apart(tmp_pa
     c = same_document.build(CORPUS, str(tmp_path / "c"), examples=(160, 48, 48), max_words=30)
     for split in same_document.SPLITS:
         assert open(c[split], "rb").read() == open(os.path.join(FIXTURE, f"{split}.tsv"),
-                                                  "rb").read()
+                                                   "rb").read()
     # A paragraph from a train document never shows up in dev or test.
     docs = same_document.read_documents(CORPUS, 30)
     doc_of = {p: i for i, d in enumerate(docs) for p in d}

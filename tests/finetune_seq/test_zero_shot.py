@@ -34,13 +34,21 @@ def _classifier_workdir(path, tokenizer, labels, seed=0):
     os.makedirs(path)
     shutil.copytree(tokenizer.path, os.path.join(path, "tokenizer"))
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump({"config": {}, "model": dataclasses.asdict(config), "labels": labels,
-                   "objective": "sequence_classification", "head": "sequence_classification",
-                   "tokenizer": "tokenizer"}, f)
+        json.dump(
+            {
+                "config": {},
+                "model": dataclasses.asdict(config),
+                "labels": labels,
+                "objective": "sequence_classification",
+                "head": "sequence_classification",
+                "tokenizer": "tokenizer"
+            }, f)
     _, abstract = abstract_params(config, "sequence_classification")
     rng = np.random.default_rng(seed)
-    flat = {name: (rng.normal(0, 0.3, a.shape) + name.endswith("norm/scale")).astype(np.float32)
-            for name, a in flat_names(abstract).items()}
+    flat = {
+        name: (rng.normal(0, 0.3, a.shape) + name.endswith("norm/scale")).astype(np.float32)
+        for name, a in flat_names(abstract).items()
+    }
     params = unflatten_like(abstract, flat)
     write_params(str(path), 5, params, {"step": 5})
     return config, params
@@ -64,8 +72,7 @@ def test_ranks_and_scores_equal_the_pipeline(nli_export, multi_label):
     for model in (workdir, hf_dir):  # a flaxlm workdir, and the export imported back
         ours = zero_shot(model, TEXTS, CANDIDATES, template=TEMPLATE, multi_label=multi_label)
         for text, got in zip(TEXTS, ours):
-            want = classify(text, CANDIDATES, hypothesis_template=TEMPLATE,
-                            multi_label=multi_label)
+            want = classify(text, CANDIDATES, hypothesis_template=TEMPLATE, multi_label=multi_label)
             assert got["labels"] == want["labels"], (model, text)
             np.testing.assert_allclose(got["scores"], want["scores"], rtol=0, atol=ATOL)
             # Neighbours further apart than 10× the tolerance: the order is the model's, not
@@ -79,8 +86,7 @@ def test_export_serves_text_classification_with_label_names(nli_export, es_unigr
     _, hf_dir, config, params = nli_export
     with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["label2id"] == {name: i for i, name in enumerate(NLI_LABELS)}
-    predicted = pipeline("text-classification", model=hf_dir, tokenizer=hf_dir,
-                         device="cpu")(TEXTS)
+    predicted = pipeline("text-classification", model=hf_dir, tokenizer=hf_dir, device="cpu")(TEXTS)
     rows = pair_batches.encode(es_unigram, [Example(t, None, "") for t in TEXTS], 64, {}).rows
     logits = np.asarray(build_model(config, params, "sequence_classification")(rows))
     assert [p["label"] for p in predicted] == [NLI_LABELS[i] for i in logits.argmax(-1)]
@@ -97,8 +103,10 @@ def test_a_model_without_entailment_is_refused(es_unigram, tmp_path):
 
 def test_cli(nli_export, capsys):
     workdir = nli_export[0]
-    assert cli.main(["zero-shot", "--model", workdir, "--labels", ",".join(CANDIDATES),
-                     "--template", TEMPLATE, TEXTS[0]]) == 0
+    assert cli.main([
+        "zero-shot", "--model", workdir, "--labels", ",".join(CANDIDATES), "--template", TEMPLATE,
+        TEXTS[0]
+    ]) == 0
     out = capsys.readouterr().out.splitlines()
     best = zero_shot(workdir, TEXTS[:1], CANDIDATES, template=TEMPLATE)[0]
     assert out[0] == TEXTS[0] and out[1].split()[-1] == best["labels"][0]

@@ -27,8 +27,8 @@ def _qkv_bias(length=128, b=3, h=2, k=16, seed=0):
 
 
 def _attend(implementation, q, k, v, bias, **kw):
-    return attention.self_attention(q, k, v, bias, implementation=implementation,
-                                    dropout_rate=0.1, dropout_key=None, **kw)
+    return attention.self_attention(q, k, v, bias, implementation=implementation, dropout_rate=0.1,
+                                    dropout_key=None, **kw)
 
 
 def test_dot_product_equals_xla_path_with_padding():
@@ -52,6 +52,7 @@ def test_splash_gradients_equal_xla_path():
 
     def loss(impl, q, k, v):
         return jnp.sum(jnp.sin(_attend(impl, q, k, v, bias, interpret=True)))
+
     want = jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2))(q, k, v)
     got = jax.grad(lambda *a: loss("splash", *a), argnums=(0, 1, 2))(q, k, v)
     for g, w in zip(got, want):
@@ -63,8 +64,10 @@ def test_kernel_falls_back_to_xla_for_attention_dropout_and_says_so_once(caplog)
     key = jax.random.key(3)
     attention._warned.clear()
     with caplog.at_level(logging.WARNING, logger="flaxlm"):
-        got = [attention.self_attention(q, k, v, bias, implementation="dot_product",
-                                        dropout_rate=0.1, dropout_key=key) for _ in range(2)]
+        got = [
+            attention.self_attention(q, k, v, bias, implementation="dot_product", dropout_rate=0.1,
+                                     dropout_key=key) for _ in range(2)
+        ]
     want = attention.self_attention(q, k, v, bias, implementation="xla", dropout_rate=0.1,
                                     dropout_key=key)
     np.testing.assert_array_equal(got[0], want)  # the same dropout mask: the same path
@@ -79,6 +82,7 @@ def _model_grads(config, batch):
     def loss(params):
         logits = nnx.merge(graphdef, params)(batch, dropout_key=jax.random.key(1))
         return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
     grad_fn = jax.value_and_grad(loss)
     # What jax.ad_checkpoint.print_saved_residuals prints, as data.
     saved = sum(aval.size for aval, _ in saved_residuals(loss, params))
@@ -92,8 +96,8 @@ def _batch(length=24):
     ids[:, 0] = 0
     ids[1, length // 2:] = 1
     return dict(input_ids=ids, attention_mask=(ids != 1).astype(np.int32),
-                token_type_ids=np.zeros_like(ids),
-                masked_positions=np.array([[1, 4, 5], [2, 3, 7]], np.int32))
+                token_type_ids=np.zeros_like(ids), masked_positions=np.array([[1, 4, 5], [2, 3, 7]],
+                                                                             np.int32))
 
 
 def test_remat_policies_and_dot_product_attention_give_equal_gradients():
@@ -105,9 +109,10 @@ def test_remat_policies_and_dot_product_attention_give_equal_gradients():
         value, got, saved[tuple(change.values())] = _model_grads(
             dataclasses.replace(base, **change), _batch())
         np.testing.assert_allclose(value, want_value, rtol=1e-6, err_msg=str(change))
-        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=1e-6, rtol=1e-5,
-                                                             err_msg=str(change)), got, want)
-    assert saved_none > saved[("dots_saveable",)] > saved[("full",)]
+        jax.tree.map(
+            lambda g, w: np.testing.assert_allclose(g, w, atol=1e-6, rtol=1e-5, err_msg=str(change)
+                                                    ), got, want)
+    assert saved_none > saved[("dots_saveable", )] > saved[("full", )]
 
 
 def test_unknown_attention_and_remat_are_user_errors():

@@ -96,8 +96,9 @@ def test_dropout_rate_scale_and_independence():
     assert abs(out.mean() - 1.0) < 0.003  # inverted dropout keeps the expectation
     # Neighbouring elements (along each axis) and different keys decide independently:
     # P(both kept) = 0.81 within ±0.003.
-    for a, b in ((kept[..., 1:], kept[..., :-1]), (kept[:, :, 1:], kept[:, :, :-1]),
-                 (kept[1:], kept[:-1])):
+    for a, b in ((kept[...,
+                       1:], kept[..., :-1]), (kept[:, :,
+                                                   1:], kept[:, :, :-1]), (kept[1:], kept[:-1])):
         assert abs((a & b).mean() - 0.81) < 0.003
     other = np.asarray(dropout(ones, 0.1, jax.random.fold_in(jax.random.key(0), 1))) != 0
     assert abs((kept & other).mean() - 0.81) < 0.003

@@ -40,8 +40,8 @@ def test_bf16_logits_are_an_fp32_projection_of_the_bf16_hidden_states():
     table_VxE = model.encoder.embeddings.word.embedding[...].astype(jnp.bfloat16)
     # bf16 × bf16 products are exact in fp32, so an fp32 matmul of the same operands is the
     # reference; only the summation order may differ.
-    want = (np.asarray(h_BxMxE, np.float32) @ np.asarray(table_VxE, np.float32).T
-            + np.asarray(head.bias[...]))
+    want = (np.asarray(h_BxMxE, np.float32) @ np.asarray(table_VxE, np.float32).T +
+            np.asarray(head.bias[...]))
     diff = np.abs(np.asarray(logits_BxMxV) - want).max()
     print(f"\nbf16 MLM logits vs fp32 projection: max |Δ| {diff:.2e}")
     assert diff <= 1e-6
@@ -102,8 +102,8 @@ def test_pooler_is_a_parameter_only_when_configured_and_mlm_never_computes_it():
 
 @pytest.mark.parametrize("arch", ["bert", "xlmr"])
 def test_classifiers_give_fp32_logits_per_token_and_per_sequence(arch):
-    config = dataclasses.replace(preset("tiny", num_labels=5, classifier_dropout=0.3,
-                                        pooler=True), arch=arch)
+    config = dataclasses.replace(preset("tiny", num_labels=5, classifier_dropout=0.3, pooler=True),
+                                 arch=arch)
     batch = _batch()
     tokens = TokenClassifierModel(config, rngs=nnx.Rngs(0))
     sequences = SequenceClassifierModel(config, rngs=nnx.Rngs(0))
@@ -113,8 +113,7 @@ def test_classifiers_give_fp32_logits_per_token_and_per_sequence(arch):
         key = jax.random.key(1)
         np.testing.assert_array_equal(model(batch, dropout_key=key), model(batch, dropout_key=key))
         assert not np.allclose(model(batch, dropout_key=key), model(batch))
-        hidden = model.encoder(batch["input_ids"], batch["attention_mask"],
-                               batch["token_type_ids"])
+        hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         np.testing.assert_allclose(model.head_logits(hidden), model(batch), atol=1e-6)
     # The sequence logits come from the first token only.
     changed = dict(batch, input_ids=batch["input_ids"].copy())

@@ -32,10 +32,13 @@ def _flaxlm_batch(tokenizer_dir, corpus_dir, two_segment_rate: float) -> dict[st
     corpus = corpus_dir / "it.txt"
     with open(IT_TRAIN, encoding="utf-8") as f:
         corpus.write_text("".join(itertools.islice(f, 600, 640)), encoding="utf-8")
-    cfg = pipeline.DataConfig(train_files=(str(corpus),), seq_len=SEQ_LEN,
+    cfg = pipeline.DataConfig(train_files=(str(corpus), ), seq_len=SEQ_LEN,
                               two_segment_rate=two_segment_rate)
-    batch = {k: np.array(v) for k, v in
-             next(pipeline.build_train_stream(cfg, tok, seed=3, host_batch_size=ROWS)).items()}
+    batch = {
+        k: np.array(v)
+        for k, v in next(pipeline.build_train_stream(cfg, tok, seed=3,
+                                                     host_batch_size=ROWS)).items()
+    }
     # Padding in the last row: cut it after 20 tokens ([SEP] last), and drop its slots past that.
     real = 20
     batch["input_ids"][-1, real - 1] = tok.sep_id

@@ -58,8 +58,10 @@ def noisy_params(params, seed: int):
     """Trained-looking weights: noise on every tensor, so zero biases and unit LayerNorm gains
     cannot hide a mapping or gradient bug."""
     rng = np.random.default_rng(seed)
-    flat = {k: np.asarray(v) + rng.normal(0, 0.1, v.shape).astype(np.float32)
-            for k, v in flat_names(params).items()}
+    flat = {
+        k: np.asarray(v) + rng.normal(0, 0.1, v.shape).astype(np.float32)
+        for k, v in flat_names(params).items()
+    }
     return unflatten_like(params, flat)
 
 
@@ -68,13 +70,20 @@ def torch_model(config, flat_params: dict, task: str = "mlm"):
     dropout off (both sides run deterministically)."""
     table = table_for(config.arch, task)
     model = getattr(transformers, table.hf_class)(hf_config(config, task))
-    state = {k: torch.from_numpy(np.array(v)) for k, v in
-             to_hf(table, {k: np.asarray(v) for k, v in flat_params.items()}, config).items()}
+    state = {
+        k: torch.from_numpy(np.array(v))
+        for k, v in to_hf(table, {
+            k: np.asarray(v)
+            for k, v in flat_params.items()
+        }, config).items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected, unexpected
     # Only tensors transformers ties to another one (the MLM decoder to the word embeddings).
-    tied = {"cls.predictions.decoder.weight", "vocab_projector.weight", "lm_head.decoder.weight",
-            "cls.predictions.decoder.bias", "lm_head.decoder.bias"}
+    tied = {
+        "cls.predictions.decoder.weight", "vocab_projector.weight", "lm_head.decoder.weight",
+        "cls.predictions.decoder.bias", "lm_head.decoder.bias"
+    }
     assert set(missing) <= tied, missing
     model.eval()
     return model
@@ -109,12 +118,18 @@ def flax_step(program: TrainProgram, params, frozen, batch: dict):
         model = nnx.merge(program.graphdef, program.frozen, p)
         return objective.loss(model, jbatch, objective.normalizers(jbatch), dtype=jnp.float32,
                               dropout_key=None)[0]
+
     grads = jax.jit(jax.grad(loss_fn))(params)
     state = program.state_from_params(params, jax.random.key_data(jax.random.key(0)))
     state, metrics = program.train_step(jax.device_put(state, program.state_shardings), jbatch)
     assert bool(metrics["finite"])
-    return (float(metrics["loss"]), {k: np.asarray(v) for k, v in flat_names(grads).items()},
-            {k: np.asarray(v) for k, v in flat_names(state["params"]).items()})
+    return (float(metrics["loss"]), {
+        k: np.asarray(v)
+        for k, v in flat_names(grads).items()
+    }, {
+        k: np.asarray(v)
+        for k, v in flat_names(state["params"]).items()
+    })
 
 
 def clip_global_norm_(params: list[torch.nn.Parameter], clip: float) -> None:
@@ -138,32 +153,35 @@ def adamw_step(named: dict[str, torch.nn.Parameter], step: Step, *,
 
     def no_decay(name: str) -> bool:
         return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
-    groups = [{"params": [p for n, p in named.items() if p.grad is not None and not no_decay(n)],
-               "weight_decay": step.weight_decay},
-              {"params": [p for n, p in named.items() if p.grad is not None and no_decay(n)],
-               "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=step.learning_rate, betas=(0.9, step.b2),
-                                  eps=step.eps)
+
+    groups = [{
+        "params": [p for n, p in named.items() if p.grad is not None and not no_decay(n)],
+        "weight_decay": step.weight_decay
+    }, {
+        "params": [p for n, p in named.items() if p.grad is not None and no_decay(n)],
+        "weight_decay": 0.0
+    }]
+    optimizer = torch.optim.AdamW(groups, lr=step.learning_rate, betas=(0.9, step.b2), eps=step.eps)
     optimizer.step()
 
 
-def to_flax_names(config, hf_tensors: dict[str, torch.Tensor], task: str = "mlm"
-                  ) -> dict[str, np.ndarray]:
+def to_flax_names(config, hf_tensors: dict[str, torch.Tensor],
+                  task: str = "mlm") -> dict[str, np.ndarray]:
     """A transformers state dict → flaxlm names, through the same conversion table."""
     from flaxlm.convert.mappings.tensors import from_hf
     from flaxlm.convert.model_io import abstract_params
 
     _, abstract = abstract_params(config, task)
     expected = {k: v.shape for k, v in flat_names(abstract).items()}
-    params, _, _ = from_hf(table_for(config.arch, task),
-                           {k: v.detach().numpy().copy() for k, v in hf_tensors.items()}, config,
-                           expected, allow_missing_head=False)
+    params, _, _ = from_hf(table_for(config.arch, task), {
+        k: v.detach().numpy().copy()
+        for k, v in hf_tensors.items()
+    }, config, expected, allow_missing_head=False)
     return params
 
 
 def assert_same_step(name: str, flax_loss: float, torch_loss: float, flax_grads: dict,
-                     torch_grads: dict, flax_after: dict, torch_after: dict,
-                     before: dict) -> None:
+                     torch_grads: dict, flax_after: dict, torch_after: dict, before: dict) -> None:
     """Loss within LOSS_RTOL, gradients within GRAD_*, parameters within PARAM_ATOL, and the
     step moved every compared tensor by far more than the tolerance."""
     print(f"\n{name}: loss flaxlm {flax_loss:.7f} torch {torch_loss:.7f} "

@@ -41,8 +41,8 @@ def distiller_loss(student, teacher, batch, restrict_ce_to_mask: bool) -> torch.
     vocab = s_logits.size(-1)
     s_slct = torch.masked_select(s_logits, keep[..., None].expand_as(s_logits)).view(-1, vocab)
     t_slct = torch.masked_select(t_logits, keep[..., None].expand_as(t_logits)).view(-1, vocab)
-    loss_ce = torch.nn.KLDivLoss(reduction="batchmean")(
-        torch.log_softmax(s_slct / T, dim=-1), torch.softmax(t_slct / T, dim=-1)) * T ** 2
+    loss_ce = torch.nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(s_slct / T, dim=-1),
+                                                        torch.softmax(t_slct / T, dim=-1)) * T ** 2
     loss_mlm = torch.nn.CrossEntropyLoss(ignore_index=-100)(s_logits.view(-1, vocab),
                                                             lm_labels.view(-1))
     s_hidden, t_hidden = s_out.hidden_states[-1], t_out.hidden_states[-1]
@@ -60,13 +60,13 @@ def test_distilbert_loss_and_one_adamw_step_match_distiller(wp_tokenizer_dir, ml
                                                             restrict_ce_to_mask):
     tok = load_tokenizer(wp_tokenizer_dir)
     shape = dict(vocab_size=tok.vocab_size, hidden_size=32, num_heads=2, intermediate_size=48,
-                 pad_token_id=tok.pad_id, max_position_embeddings=SEQ_LEN,
-                 layer_norm_eps=1e-12, hidden_dropout=0.0, attention_dropout=0.0)
+                 pad_token_id=tok.pad_id, max_position_embeddings=SEQ_LEN, layer_norm_eps=1e-12,
+                 hidden_dropout=0.0, attention_dropout=0.0)
     student_config = preset("tiny", arch="distilbert", type_vocab_size=0, **shape)
     teacher_config = preset("tiny", arch="bert", num_layers=3, type_vocab_size=2, **shape)
-    objective = DistilBert(DistilBertConfig(
-        temperature=T, alpha_ce=ALPHA_CE, alpha_mlm=ALPHA_MLM, alpha_cos=ALPHA_COS,
-        teacher_layers="", restrict_ce_to_mask=restrict_ce_to_mask))
+    objective = DistilBert(
+        DistilBertConfig(temperature=T, alpha_ce=ALPHA_CE, alpha_mlm=ALPHA_MLM, alpha_cos=ALPHA_COS,
+                         teacher_layers="", restrict_ce_to_mask=restrict_ce_to_mask))
     objective.teacher_config = teacher_config
     step = reference.Step(b2=0.98, eps=1e-6, weight_decay=0.0, max_grad_norm=5.0)
     program = reference.flax_program(objective, student_config, step)
@@ -77,17 +77,20 @@ def test_distilbert_loss_and_one_adamw_step_match_distiller(wp_tokenizer_dir, ml
     flax_loss, flax_grads, flax_after = reference.flax_step(program, params, frozen, mlm_batch)
 
     student = reference.torch_model(student_config, before)
-    teacher_flat = {k.removeprefix("teacher/"): np.asarray(v)
-                    for k, v in flat_names(frozen).items()}
+    teacher_flat = {
+        k.removeprefix("teacher/"): np.asarray(v)
+        for k, v in flat_names(frozen).items()
+    }
     teacher = reference.torch_model(teacher_config, teacher_flat)
     loss = distiller_loss(student, teacher, mlm_batch, restrict_ce_to_mask)
     loss.backward()
     named = dict(student.named_parameters())
-    torch_grads = reference.to_flax_names(
-        student_config, {k: (p.grad if p.grad is not None else torch.zeros_like(p))
-                         for k, p in named.items()})
+    torch_grads = reference.to_flax_names(student_config, {
+        k: (p.grad if p.grad is not None else torch.zeros_like(p))
+        for k, p in named.items()
+    })
     reference.adamw_step(named, step, torch_clip=True)
     torch_after = reference.to_flax_names(student_config, dict(student.state_dict()))
-    reference.assert_same_step(f"distilbert restrict_ce_to_mask={restrict_ce_to_mask}",
-                               flax_loss, loss.item(), flax_grads, torch_grads, flax_after,
-                               torch_after, before)
+    reference.assert_same_step(f"distilbert restrict_ce_to_mask={restrict_ce_to_mask}", flax_loss,
+                               loss.item(), flax_grads, torch_grads, flax_after, torch_after,
+                               before)

@@ -46,12 +46,21 @@ def torch_pair(objective: Electra):
 
 def flaxlm_params(objective: Electra, generator, discriminator):
     """The same weights in flaxlm's tree, through the conversion tables."""
-    tensors = {"discriminator": {k: v.detach().numpy() for k, v in
-                                 discriminator.state_dict().items()},
-               "generator": {k: v.detach().numpy() for k, v in generator.state_dict().items()}}
+    tensors = {
+        "discriminator": {
+            k: v.detach().numpy()
+            for k, v in discriminator.state_dict().items()
+        },
+        "generator": {
+            k: v.detach().numpy()
+            for k, v in generator.state_dict().items()
+        }
+    }
     generator_config = objective.generator_config(CONFIG)
-    flat = pair_from_hf(CONFIG, generator_config, tensors,
-                        {"discriminator": "discriminator", "generator": "generator"})
+    flat = pair_from_hf(CONFIG, generator_config, tensors, {
+        "discriminator": "discriminator",
+        "generator": "generator"
+    })
     _, abstract = abstract_pair(CONFIG, generator_config)
     return jax.tree.map(jnp.asarray, unflatten_like(abstract, flat))
 
@@ -80,9 +89,9 @@ def test_loss_switches_match_upstream(config):
     batch = electra_batch(np.random.default_rng(11))
     graphdef, _ = nnx.split(objective.build_model(CONFIG, nnx.Rngs(params=0)), nnx.Param)
     key = step_key()
-    loss, sums = jax.jit(lambda p, b: objective.loss(
-        nnx.merge(graphdef, p), b, objective.normalizers(b), dtype=jnp.float32,
-        dropout_key=key))(params, batch)
+    loss, sums = jax.jit(lambda p, b: objective.loss(nnx.merge(
+        graphdef, p), b, objective.normalizers(b), dtype=jnp.float32, dropout_key=key))(params,
+                                                                                        batch)
     noise = objective.sampling_noise(key, (*batch["masked_labels"].shape, CONFIG.vocab_size))
     with torch.no_grad():
         ref = reference_loss(objective, generator, discriminator, batch, noise)
@@ -116,8 +125,7 @@ def test_loss_and_one_adamw_step_match_upstream():
         generator.generator_lm_head.bias[7] += 6.0
     params = flaxlm_params(objective, generator, discriminator)
     batch = batch_with_likely_token(np.random.default_rng(12), 7)
-    noise = objective.sampling_noise(step_key(), (*batch["masked_labels"].shape,
-                                                  CONFIG.vocab_size))
+    noise = objective.sampling_noise(step_key(), (*batch["masked_labels"].shape, CONFIG.vocab_size))
 
     # At lr 1e-3 an Adam step moves a weight by up to ~1e-3, 100 times the tolerance; an element
     # whose gradient is near eps (1e-6) moves by lr · g / (|g| + eps), where float rounding of g
@@ -136,12 +144,14 @@ def test_loss_and_one_adamw_step_match_upstream():
     assert ref["is_fake"].sum() > 0 and (ref["is_fake"].sum() < (batch["masked_weights"] > 0).sum())
     assert float(metrics["loss"]) == pytest.approx(ref["loss"].item(), rel=1e-5)
     assert float(metrics["generator_loss"]) == pytest.approx(ref["generator_loss"].item(), rel=1e-5)
-    assert float(metrics["discriminator_loss"]) == pytest.approx(
-        ref["discriminator_loss"].item(), rel=1e-5)
+    assert float(metrics["discriminator_loss"]) == pytest.approx(ref["discriminator_loss"].item(),
+                                                                 rel=1e-5)
 
-    before = {(t, n): p.detach().clone() for t, m in (("discriminator", discriminator),
-                                                      ("generator", generator))
-              for n, p in m.state_dict().items()}
+    before = {
+        (t, n): p.detach().clone()
+        for t, m in (("discriminator", discriminator), ("generator", generator))
+        for n, p in m.state_dict().items()
+    }
     opt = torch.optim.AdamW(up.decay_groups(generator, discriminator, optim.weight_decay),
                             lr=optim.learning_rate, betas=(optim.b1, optim.b2), eps=optim.eps)
     params_list = [p for g in opt.param_groups for p in g["params"]]

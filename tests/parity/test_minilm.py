@@ -31,9 +31,11 @@ def qkv_of_layer(bert, layer: int, ids, attention):
     """The layer's query, key and value projections (B×L×H·K), through forward hooks."""
     captured = {}
     attention_module = bert.encoder.layer[layer].attention.self
-    hooks = [getattr(attention_module, name).register_forward_hook(
-        lambda _m, _i, out, name=name: captured.__setitem__(name, out))
-        for name in ("query", "key", "value")]
+    hooks = [
+        getattr(attention_module, name).register_forward_hook(
+            lambda _m, _i, out, name=name: captured.__setitem__(name, out))
+        for name in ("query", "key", "value")
+    ]
     bert(input_ids=ids, attention_mask=attention, token_type_ids=torch.zeros_like(ids))
     for hook in hooks:
         hook.remove()
@@ -69,18 +71,17 @@ def minilmv2_loss(student, teacher, batch) -> torch.Tensor:
 
 def test_minilmv2_loss_and_one_adamw_step_match_the_paper(wp_tokenizer_dir, mlm_batch):
     tok = load_tokenizer(wp_tokenizer_dir)
-    shape = dict(arch="bert", vocab_size=tok.vocab_size, type_vocab_size=2,
-                 pad_token_id=tok.pad_id, max_position_embeddings=SEQ_LEN, layer_norm_eps=1e-12,
-                 hidden_dropout=0.0, attention_dropout=0.0)
+    shape = dict(arch="bert", vocab_size=tok.vocab_size, type_vocab_size=2, pad_token_id=tok.pad_id,
+                 max_position_embeddings=SEQ_LEN, layer_norm_eps=1e-12, hidden_dropout=0.0,
+                 attention_dropout=0.0)
     student_config = preset("tiny", hidden_size=32, num_heads=2, intermediate_size=48, **shape)
-    teacher_config = preset("tiny", hidden_size=48, num_heads=3, intermediate_size=64,
-                            num_layers=3, **shape)
+    teacher_config = preset("tiny", hidden_size=48, num_heads=3, intermediate_size=64, num_layers=3,
+                            **shape)
     # The teacher: a random transformers model, read into flaxlm's frozen tree (layers 0-1).
     teacher_mlm = reference.random_torch_model(teacher_config, seed=4)
     teacher_flat = reference.to_flax_names(teacher_config, dict(teacher_mlm.state_dict()))
 
-    objective = MiniLMv2(MiniLMv2Config(teacher_layer=TEACHER_LAYER,
-                                        relation_heads=RELATION_HEADS))
+    objective = MiniLMv2(MiniLMv2Config(teacher_layer=TEACHER_LAYER, relation_heads=RELATION_HEADS))
     objective.teacher_config = teacher_config
     step = reference.Step(eps=1e-6, weight_decay=0.01, max_grad_norm=1.0)
     program = reference.flax_program(objective, student_config, step)
@@ -89,7 +90,8 @@ def test_minilmv2_loss_and_one_adamw_step_match_the_paper(wp_tokenizer_dir, mlm_
     abstract_frozen = jax.device_get(program.init_frozen(key))
     frozen = unflatten_like(abstract_frozen, {
         k: teacher_flat["encoder/" + k.removeprefix("teacher/")]
-        for k in flat_names(abstract_frozen)})
+        for k in flat_names(abstract_frozen)
+    })
     before = {k: np.asarray(v) for k, v in flat_names(params).items()}
     flax_loss, flax_grads, flax_after = reference.flax_step(program, params, frozen, mlm_batch)
 
@@ -98,9 +100,10 @@ def test_minilmv2_loss_and_one_adamw_step_match_the_paper(wp_tokenizer_dir, mlm_
     loss.backward()
     named = dict(student.named_parameters())
     # Tensors without a gradient (None: the loss never reaches them) are compared as zeros.
-    torch_grads = reference.to_flax_names(
-        student_config, {k: (p.grad if p.grad is not None else torch.zeros_like(p))
-                         for k, p in named.items()})
+    torch_grads = reference.to_flax_names(student_config, {
+        k: (p.grad if p.grad is not None else torch.zeros_like(p))
+        for k, p in named.items()
+    })
     untouched = [k for k, p in named.items() if p.grad is None]
     assert untouched, "the student's last FFN and MLM head get no gradient"
     reference.adamw_step(named, step, torch_clip=True)

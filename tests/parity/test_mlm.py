@@ -42,8 +42,8 @@ def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, two_segment_ba
     tok = load_tokenizer(wp_tokenizer_dir)
     config = preset("tiny", arch="bert", vocab_size=tok.vocab_size, hidden_size=32, num_heads=2,
                     intermediate_size=48, type_vocab_size=2, pad_token_id=tok.pad_id,
-                    max_position_embeddings=SEQ_LEN, layer_norm_eps=1e-12,
-                    hidden_dropout=0.0, attention_dropout=0.0)
+                    max_position_embeddings=SEQ_LEN, layer_norm_eps=1e-12, hidden_dropout=0.0,
+                    attention_dropout=0.0)
     # BERT's optimization.py: weight decay 0.01, eps 1e-6, clip at 1.0 (its AdamWeightDecay
     # has no bias correction; the recipes flaxlm follows step with bias-corrected AdamW).
     step = reference.Step(weight_decay=0.01, eps=1e-6, max_grad_norm=1.0)
@@ -57,11 +57,16 @@ def test_mlm_loss_and_one_adamw_step_match_bert(wp_tokenizer_dir, two_segment_ba
     loss = bert_masked_lm_loss(model, mlm_batch)
     loss.backward()
     named = dict(model.named_parameters())
-    torch_grads = reference.to_flax_names(
-        config, {k: p.grad for k, p in named.items() if p.grad is not None}
-        | {k: torch.zeros_like(p) for k, p in named.items() if p.grad is None})
+    torch_grads = reference.to_flax_names(config, {
+        k: p.grad
+        for k, p in named.items() if p.grad is not None
+    }
+                                          | {
+                                              k: torch.zeros_like(p)
+                                              for k, p in named.items() if p.grad is None
+                                          })
     reference.adamw_step(named, step)
     torch_after = reference.to_flax_names(config, dict(model.state_dict()))
     assert np.abs(torch_grads["encoder/embeddings/token_type/embedding"][1]).max() > 0
-    reference.assert_same_step("mlm", flax_loss, loss.item(), flax_grads, torch_grads,
-                               flax_after, torch_after, before)
+    reference.assert_same_step("mlm", flax_loss, loss.item(), flax_grads, torch_grads, flax_after,
+                               torch_after, before)

@@ -44,10 +44,11 @@ def gcs_emulator(tmp_path_factory):
     seed = tmp_path_factory.mktemp("gcs_seed")
     (seed / BUCKET).mkdir()  # -data: each directory becomes a bucket
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(_binary()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
-         "-port", str(port), "-external-url", url, "-data", str(seed), "-log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([
+        str(_binary()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1", "-port",
+        str(port), "-external-url", url, "-data",
+        str(seed), "-log-level", "error"
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:

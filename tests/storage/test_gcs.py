@@ -30,9 +30,10 @@ def test_storage_module_reads_and_writes_the_bucket(gcs_emulator, tmp_path, monk
         storage.open_file(f"{root}/a/x.txt", "a")
     # Another host writes into a directory this process has listed: the next listing sees it.
     import urllib.request
-    urllib.request.urlopen(urllib.request.Request(
-        f"{gcs_emulator}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=module/a/z.txt",
-        data=b"z", method="POST"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"{gcs_emulator}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name=module/a/z.txt",
+            data=b"z", method="POST"), timeout=10).close()
     assert storage.listdir(f"{root}/a") == ["b", "x.txt", "z.txt"]
 
     workdir = f"{root}/run"
@@ -65,8 +66,15 @@ def test_checkpoints_are_written_to_the_bucket_and_read_back(gcs_emulator):
     from flaxlm.run.checkpoint import Checkpointer, read_params
     workdir = f"gs://{BUCKET}/ckpt"
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    states = {step: {"params": {"w_2x3": jnp.full((2, 3), float(step))}, "step": jnp.int32(step)}
-              for step in (2, 4)}
+    states = {
+        step: {
+            "params": {
+                "w_2x3": jnp.full((2, 3), float(step))
+            },
+            "step": jnp.int32(step)
+        }
+        for step in (2, 4)
+    }
     checkpointer = Checkpointer(workdir, keep=1)
     for step, state in states.items():
         checkpointer.save(step, state, {"step": step})
@@ -91,17 +99,19 @@ def _train(workdir, tokenizer, corpus, **popen):
     import subprocess
     import sys
     from tests.conftest import REPO
-    cmd = [sys.executable, "-m", "flaxlm.cli", "train", "--config",
-           os.path.join(REPO, "configs", "tiny.py"), "--workdir", str(workdir), "--no-progress",
-           f"--config.data.tokenizer={tokenizer}", f"--config.data.train_files={corpus}",
-           "--config.data.eval_files=", "--config.data.seq_len=32",
-           "--config.train.batch_size=8", f"--config.train.steps={STEPS}",
-           "--config.train.log_every=1", "--config.train.checkpoint_every=2"]
+    cmd = [
+        sys.executable, "-m", "flaxlm.cli", "train", "--config",
+        os.path.join(REPO, "configs", "tiny.py"), "--workdir",
+        str(workdir), "--no-progress", f"--config.data.tokenizer={tokenizer}",
+        f"--config.data.train_files={corpus}", "--config.data.eval_files=",
+        "--config.data.seq_len=32", "--config.train.batch_size=8", f"--config.train.steps={STEPS}",
+        "--config.train.log_every=1", "--config.train.checkpoint_every=2"
+    ]
     # Run from elsewhere (to see that nothing lands in ./gs:/...), importing this checkout.
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
                PYTHONPATH=os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **popen)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
 
 
 def _losses(workdir):
@@ -157,13 +167,12 @@ def test_gs_workdir_run_stops_on_sigterm_and_resumes_bitwise(gcs_emulator, tmp_p
     from flaxlm.convert.commands import export
     result = export(workdir, f"{bucket}/hf")
     assert result["step"] == STEPS
-    assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(
-        f"{bucket}/hf"))
+    assert {"config.json", "model.safetensors", "README.md"} <= set(storage.listdir(f"{bucket}/hf"))
 
 
 @pytest.mark.slow
 def test_two_processes_share_a_gs_workdir(gcs_emulator, tmp_path, tiny_tokenizer_dir,
-                                         it_small_corpus):
+                                          it_small_corpus):
     """launch/local.py's 2 processes (gloo) write one checkpoint into the bucket, each process
     its own array shards; process 0 alone the metrics."""
     import subprocess
@@ -174,16 +183,20 @@ def test_two_processes_share_a_gs_workdir(gcs_emulator, tmp_path, tiny_tokenizer
     storage.copy_tree(tiny_tokenizer_dir, f"{bucket}/tokenizer-src")
     storage.copy_tree(os.path.dirname(it_small_corpus), f"{bucket}/text")
     workdir = f"{bucket}/run"
-    cmd = [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num-processes", "2",
-           "--devices-per-process", "1", "--log-dir", str(tmp_path / "logs"), "--",
-           "train", "--config", os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir,
-           "--no-progress", f"--config.data.tokenizer={bucket}/tokenizer-src",
-           f"--config.data.train_files={bucket}/text", "--config.data.eval_files=",
-           "--config.data.seq_len=32", "--config.train.steps=4", "--config.train.log_every=1",
-           "--config.train.checkpoint_every=2"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "launch",
+                     "local.py"), "--num-processes", "2", "--devices-per-process", "1", "--log-dir",
+        str(tmp_path / "logs"), "--", "train", "--config",
+        os.path.join(REPO, "configs", "tiny.py"), "--workdir", workdir, "--no-progress",
+        f"--config.data.tokenizer={bucket}/tokenizer-src",
+        f"--config.data.train_files={bucket}/text", "--config.data.eval_files=",
+        "--config.data.seq_len=32", "--config.train.steps=4", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=2"
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert [n for n in storage.listdir(f"{workdir}/checkpoints") if n.isdigit()] == ["2", "4"]
-    assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(
-        storage.listdir(f"{workdir}/checkpoints/4/params"))
+    assert {"ocdbt.process_0",
+            "ocdbt.process_1"} <= set(storage.listdir(f"{workdir}/checkpoints/4/params"))
     assert sorted(m["step"] for m in Workdir(workdir).read_metrics() if "loss" in m) == [1, 2, 3, 4]

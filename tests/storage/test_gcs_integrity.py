@@ -25,9 +25,15 @@ def _objects(url, bucket, prefix=""):
 def _states(*steps):
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     rng = np.random.default_rng(0)
-    states = {s: {"params": {"w_64x64": jax.device_put(
-        rng.standard_normal((64, 64)).astype(np.float32), device)},
-        "step": jax.device_put(np.int32(s), device)} for s in steps}
+    states = {
+        s: {
+            "params": {
+                "w_64x64": jax.device_put(rng.standard_normal((64, 64)).astype(np.float32), device)
+            },
+            "step": jax.device_put(np.int32(s), device)
+        }
+        for s in steps
+    }
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                             states[steps[0]])
     return states, abstract
@@ -62,15 +68,17 @@ def test_flipped_bits_in_the_bucket_fall_back_to_the_intact_checkpoint(gcs_emula
     assert err[0].startswith("flaxlm: checkpoint 4 is damaged (checkpoints/4/params: array "
                              "params.w_64x64: checksum ") and err[0].endswith(", trying 2")
     assert err[1].endswith("moved to checkpoints/4.unreadable, trying 2")
-    assert [n for n in storage.listdir(f"{workdir}/checkpoints") if n[0].isdigit()] == [
-        "2", "4.unreadable"]
+    assert [n for n in storage.listdir(f"{workdir}/checkpoints")
+            if n[0].isdigit()] == ["2", "4.unreadable"]
 
 
 def test_a_bucket_refusing_the_writes_of_a_checkpoint_is_one_error_naming_it(gcs_emulator):
     bucket = "flaxlm-refusing"
-    urllib.request.urlopen(urllib.request.Request(
-        f"{gcs_emulator}/storage/v1/b", data=json.dumps({"name": bucket}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{gcs_emulator}/storage/v1/b", data=json.dumps({
+            "name": bucket
+        }).encode(), headers={"Content-Type": "application/json"}, method="POST"),
+        timeout=10).close()
     workdir = f"gs://{bucket}/run"
     states, _ = _states(2, 4)
     checkpointer = Checkpointer(workdir, keep=3)
@@ -78,11 +86,13 @@ def test_a_bucket_refusing_the_writes_of_a_checkpoint_is_one_error_naming_it(gcs
     checkpointer.wait()
     # The bucket goes away under the run (deleted, or its permissions revoked).
     for item in _objects(gcs_emulator, bucket):
-        urllib.request.urlopen(urllib.request.Request(
-            f"{gcs_emulator}/storage/v1/b/{bucket}/o/{urllib.parse.quote(item['name'], safe='')}",
-            method="DELETE"), timeout=10).close()
-    urllib.request.urlopen(urllib.request.Request(f"{gcs_emulator}/storage/v1/b/{bucket}",
-                                                  method="DELETE"), timeout=10).close()
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{gcs_emulator}/storage/v1/b/{bucket}/o/{urllib.parse.quote(item['name'], safe='')}",
+                method="DELETE"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{gcs_emulator}/storage/v1/b/{bucket}", method="DELETE"),
+        timeout=10).close()
     with pytest.raises(CheckpointWriteError) as raised:
         checkpointer.save(4, states[4], {"step": 4})
         checkpointer.wait()

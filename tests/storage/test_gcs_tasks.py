@@ -45,8 +45,12 @@ def test_labelled_readers_read_the_bucket(gcs_emulator):
 # A fine-tuning run compiles its train and eval steps: 218 s under a load average of 10 on the
 # 2-core test machine (the other fine-tuning runs in tests/finetune are slow tests too).
 @pytest.mark.slow
-def test_finetune_with_data_and_workdir_in_the_bucket(gcs_emulator, pretrained,  # noqa: F811
-                                                      tmp_path, monkeypatch, capsys):
+def test_finetune_with_data_and_workdir_in_the_bucket(
+        gcs_emulator,
+        pretrained,  # noqa: F811
+        tmp_path,
+        monkeypatch,
+        capsys):
     monkeypatch.chdir(tmp_path)  # nothing may land in a local ./gs:/... directory
     root = f"gs://{BUCKET}/finetune"
     storage.copy_tree(pretrained, f"{root}/pre")
@@ -54,11 +58,13 @@ def test_finetune_with_data_and_workdir_in_the_bucket(gcs_emulator, pretrained, 
     storage.write_text(train, _first_sentences("esp-train-head.txt", 8))
     storage.write_text(dev, _first_sentences("esp-testa-head.txt", 4))
     workdir = f"{root}/run"
-    assert cli.main(["finetune", "--config", NER, "--workdir", workdir, "--no-progress",
-                     f"--config.init_from={root}/pre", f"--config.data.train_files={train}",
-                     f"--config.data.eval_files={dev}", f"--config.data.test_files={dev}",
-                     "--config.finetune.epochs=1", "--config.train.batch_size=8",
-                     "--config.data.seq_len=32", "--config.train.log_every=1"]) == 0
+    assert cli.main([
+        "finetune", "--config", NER, "--workdir", workdir, "--no-progress",
+        f"--config.init_from={root}/pre", f"--config.data.train_files={train}",
+        f"--config.data.eval_files={dev}", f"--config.data.test_files={dev}",
+        "--config.finetune.epochs=1", "--config.train.batch_size=8", "--config.data.seq_len=32",
+        "--config.train.log_every=1"
+    ]) == 0
     assert f"results in {workdir}/results.json" in capsys.readouterr().out
     results = json.loads(storage.read_text(f"{workdir}/results.json"))
     assert results["task"] == "ner_es_conll2002" and results["init_from"] == f"{root}/pre"
@@ -88,14 +94,19 @@ def test_fill_mask_from_a_bucket_workdir(gcs_emulator, pretrained, capsys):  # n
 
 # 50 s more than fill-mask under a load average of 10 (TensorFlow's start-up for the count).
 @pytest.mark.slow
-def test_prune_vocab_from_and_into_the_bucket(gcs_emulator, pretrained,  # noqa: F811
-                                              it_small_corpus, capsys):
+def test_prune_vocab_from_and_into_the_bucket(
+        gcs_emulator,
+        pretrained,  # noqa: F811
+        it_small_corpus,
+        capsys):
     workdir = f"gs://{BUCKET}/prune/run"
     storage.copy_tree(pretrained, workdir)
     corpus = _upload(it_small_corpus, f"gs://{BUCKET}/prune/it.txt")
     pruned = f"gs://{BUCKET}/prune/pruned"
-    assert cli.main(["prune-vocab", "--model", workdir, "--corpus", corpus,
-                     "--min-doc-freq", "0.01", "--out", pruned]) == 0
+    assert cli.main([
+        "prune-vocab", "--model", workdir, "--corpus", corpus, "--min-doc-freq", "0.01", "--out",
+        pruned
+    ]) == 0
     assert f"wrote the pruned model to {pruned}" in capsys.readouterr().out
     report = json.loads(storage.read_text(f"{pruned}/prune_report.json"))
     assert report["model"] == workdir and report["out"] == pruned
@@ -109,8 +120,8 @@ def test_tokenizer_out_in_the_bucket(gcs_emulator, it_small_corpus, tmp_path, mo
     out = f"gs://{BUCKET}/tokenizer/unigram"
     corpus = _upload(it_small_corpus, f"gs://{BUCKET}/tokenizer/it.txt")
     assert cli.main(["tokenizer", "--corpus", corpus, "--vocab-size", "300", "--out", out]) == 0
-    assert {"flaxlm_tokenizer.json", "sentencepiece.bpe.model", "tokenizer.json"} <= set(
-        storage.listdir(out))
+    assert {"flaxlm_tokenizer.json", "sentencepiece.bpe.model",
+            "tokenizer.json"} <= set(storage.listdir(out))
     from flaxlm.data.tokenizers import load_tokenizer
     assert load_tokenizer(out).vocab_size == 300
     assert os.listdir(tmp_path) == []

@@ -35,11 +35,11 @@ def test_downloads_are_removed_when_their_process_exits(gcs_emulator, tmp_path):
     bystander = tmp / "flaxlm-download-of-another-process"  # same name pattern, not ours
     bystander.mkdir(parents=True)
     (bystander / "x.txt").write_text("x")
-    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=os.pathsep.join(
-        [REPO, *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, "-c", _DOWNLOADER, f"gs://{BUCKET}/exit/a",
-                           f"gs://{BUCKET}/exit/b"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = dict(os.environ, TMPDIR=str(tmp),
+               PYTHONPATH=os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _DOWNLOADER, f"gs://{BUCKET}/exit/a", f"gs://{BUCKET}/exit/b"],
+        env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kept, existed_after_child = proc.stdout.split()
     assert kept.startswith(os.path.realpath(tmp)) and existed_after_child == "True"
@@ -71,8 +71,7 @@ def test_a_changed_directory_is_downloaded_again(gcs_emulator):
         storage.local_copy(f"gs://{BUCKET}/changes/none")
 
 
-def test_a_directory_rewritten_during_its_download_is_downloaded_again(gcs_emulator,
-                                                                       monkeypatch):
+def test_a_directory_rewritten_during_its_download_is_downloaded_again(gcs_emulator, monkeypatch):
     root = f"gs://{BUCKET}/racing/tok"
     storage.write_text(f"{root}/vocab.txt", "old")
     storage.write_text(f"{root}/meta.json", "1")
@@ -91,8 +90,7 @@ def test_a_directory_rewritten_during_its_download_is_downloaded_again(gcs_emula
         assert f.read() == "new"
 
 
-def test_an_object_name_that_leaves_the_directory_is_refused(gcs_emulator, tmp_path,
-                                                             monkeypatch):
+def test_an_object_name_that_leaves_the_directory_is_refused(gcs_emulator, tmp_path, monkeypatch):
     """Object names are any strings; an untrusted HF directory may hold `a/../../x`."""
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "a"))  # where `../..` would land
     (tmp_path / "a").mkdir()
@@ -109,8 +107,9 @@ def test_an_object_name_that_leaves_the_directory_is_refused(gcs_emulator, tmp_p
 def test_messages_name_the_remote_path_not_its_download():
     STAND_INS["/tmp/flaxlm-download-ab12"] = "gs://b/model/"
     try:
-        message = str(FlaxlmError("/tmp/flaxlm-download-ab12/config.json: bad; "
-                                  "'/tmp/flaxlm-download-ab12' and /tmp/flaxlm-download-ab123"))
+        message = str(
+            FlaxlmError("/tmp/flaxlm-download-ab12/config.json: bad; "
+                        "'/tmp/flaxlm-download-ab12' and /tmp/flaxlm-download-ab123"))
     finally:
         del STAND_INS["/tmp/flaxlm-download-ab12"]
     assert message == ("gs://b/model/config.json: bad; 'gs://b/model' and "

@@ -43,12 +43,10 @@ def fake_gcloud(tmp_path):
     bindir.mkdir()
     log = tmp_path / "gcloud_calls.jsonl"
     gcloud = bindir / "gcloud"
-    gcloud.write_text(
-        f"#!{sys.executable}\n"
-        "import json, sys\n"
-        f"with open({str(log)!r}, 'a') as f:\n"
-        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-    )
+    gcloud.write_text(f"#!{sys.executable}\n"
+                      "import json, sys\n"
+                      f"with open({str(log)!r}, 'a') as f:\n"
+                      "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n")
     gcloud.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "FLAXLM_"))}
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
@@ -63,9 +61,8 @@ def fake_gcloud(tmp_path):
 
 
 def run(script: str, *args: str, env: dict, expect_rc: int = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(SCRIPTS_DIR / script), *args], env=env, capture_output=True, text=True, timeout=30
-    )
+    proc = subprocess.run([str(SCRIPTS_DIR / script), *args], env=env, capture_output=True,
+                          text=True, timeout=30)
     assert proc.returncode == expect_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc
 
@@ -80,14 +77,17 @@ def bash_words(line: str) -> list[str]:
     """Split a printed command line exactly as bash would when it is pasted."""
     out = subprocess.run(
         ["bash", "-c", 'eval "set -- $1"; printf "%s\\0" "$@"', "_", line],
-        capture_output=True, text=True, check=True, timeout=10,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
     ).stdout
     return out.split("\0")[:-1]
 
 
 def remote_command(line: str) -> str:
     words = bash_words(line)
-    (cmd,) = [w for w in words if w.startswith("--command=")]
+    (cmd, ) = [w for w in words if w.startswith("--command=")]
     return cmd[len("--command="):]
 
 
@@ -128,8 +128,14 @@ def test_create_picks_runtime_version_per_generation(fake_gcloud, accelerator, v
 def test_create_queued_spot_with_passthrough(fake_gcloud):
     env, calls = fake_gcloud
     lines = dry(
-        "create.sh", *TARGET, "--accelerator=v5litepod-16", "--queued", "--spot",
-        "--", "--network=my net", env=env,
+        "create.sh",
+        *TARGET,
+        "--accelerator=v5litepod-16",
+        "--queued",
+        "--spot",
+        "--",
+        "--network=my net",
+        env=env,
     )
     assert lines == [
         f"gcloud compute tpus queued-resources create {NAME} {LOC} --node-id={NAME} "
@@ -151,9 +157,9 @@ def test_create_from_environment_and_runtime_override(fake_gcloud):
     # Flags win over the environment.
     assert dry("create.sh", "--name", "flag-tpu", "--runtime-version", "v2-alpha-tpuv6e",
                "--accelerator", "v6e-16", env=env) == [
-        "gcloud compute tpus tpu-vm create flag-tpu --zone=europe-west4-a "
-        "--accelerator-type=v6e-16 --version=v2-alpha-tpuv6e"
-    ]
+                   "gcloud compute tpus tpu-vm create flag-tpu --zone=europe-west4-a "
+                   "--accelerator-type=v6e-16 --version=v2-alpha-tpuv6e"
+               ]
 
 
 def test_create_rejects_unknown_accelerator(fake_gcloud):
@@ -165,7 +171,6 @@ def test_create_rejects_unknown_accelerator(fake_gcloud):
 
 # --------------------------------------------------------------------------------------------
 # Shared behaviour
-
 
 MISSING = [
     ("create.sh", ["--zone", ZONE, "--accelerator", "v4-8"], "--name"),
@@ -197,10 +202,11 @@ def test_help_and_unknown_flag(fake_gcloud, script):
     assert proc.stdout.startswith("Usage: " + script)
     assert "--dry-run" in proc.stdout and "--name" in proc.stdout
     assert_one_line_error(run(script, *TARGET, "--bogus", env=env, expect_rc=2), "--bogus")
-    assert_one_line_error(run(script, "--name", "Bad_Name", "--zone", ZONE, env=env,
-                              expect_rc=2), "invalid --name")
-    assert_one_line_error(run(script, "--name", NAME, "--zone", "us-central2-b;id", env=env,
-                              expect_rc=2), "invalid --zone")
+    assert_one_line_error(run(script, "--name", "Bad_Name", "--zone", ZONE, env=env, expect_rc=2),
+                          "invalid --name")
+    assert_one_line_error(
+        run(script, "--name", NAME, "--zone", "us-central2-b;id", env=env, expect_rc=2),
+        "invalid --zone")
     assert calls() == []
 
 
@@ -227,9 +233,8 @@ def test_real_run_calls_gcloud_exactly_as_printed(fake_gcloud, tmp_path, script,
     assert [["gcloud", *argv] for argv in calls()] == printed
     # Without --dry-run each command is echoed to stderr with "+ ", and nothing to stdout.
     assert proc.stdout == ""
-    assert [l for l in proc.stderr.splitlines() if l.startswith("+ gcloud ")] == [
-        "+ " + line for line in dry(script, *TARGET, *args, env=env)
-    ]
+    assert [l for l in proc.stderr.splitlines() if l.startswith("+ gcloud ")
+            ] == ["+ " + line for line in dry(script, *TARGET, *args, env=env)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,18 +244,18 @@ def test_real_run_calls_gcloud_exactly_as_printed(fake_gcloud, tmp_path, script,
 def make_source(root: Path) -> Path:
     src = root / "src"
     for rel, text in {
-        "setup.py": "from setuptools import setup\nsetup()\n",
-        "setup.cfg": "[options]\ninstall_requires =\n    jax==0.10.2\n    torch==9.9.9\n",
-        "flaxlm/__init__.py": "",
-        "flaxlm/dist/keep.py": "",          # only top-level dist/ build/ are excluded
-        "configs/base.py": "",
-        ".git/config": "[remote]\nurl = https://user:TOKEN@example.com/x\n",
-        ".venv/bin/python": "",
-        "runs/demo/ckpt": "",
-        "dist/flaxlm.whl": "",
-        "flaxlm/__pycache__/x.pyc": "",
-        ".env": "HF_TOKEN=secret\n",
-        "sa-key.pem": "",
+            "setup.py": "from setuptools import setup\nsetup()\n",
+            "setup.cfg": "[options]\ninstall_requires =\n    jax==0.10.2\n    torch==9.9.9\n",
+            "flaxlm/__init__.py": "",
+            "flaxlm/dist/keep.py": "",  # only top-level dist/ build/ are excluded
+            "configs/base.py": "",
+            ".git/config": "[remote]\nurl = https://user:TOKEN@example.com/x\n",
+            ".venv/bin/python": "",
+            "runs/demo/ckpt": "",
+            "dist/flaxlm.whl": "",
+            "flaxlm/__pycache__/x.pyc": "",
+            ".env": "HF_TOKEN=secret\n",
+            "sa-key.pem": "",
     }.items():
         path = src / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,20 +266,16 @@ def make_source(root: Path) -> Path:
 def fake_python(bindir: Path, calls_log: Path) -> None:
     """`python3.11` whose `-m venv DIR` makes DIR/bin/python, a recorder of its argv."""
     bindir.mkdir(exist_ok=True)
-    recorder = (
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(calls_log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-    )
+    recorder = (f"#!{sys.executable}\nimport json, sys\n"
+                f"open({str(calls_log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
     py = bindir / "python3.11"
-    py.write_text(
-        f"#!{sys.executable}\nimport os, sys\n"
-        "assert sys.argv[1:3] == ['-m', 'venv'], sys.argv\n"
-        "venv = sys.argv[-1]\n"
-        "os.makedirs(os.path.join(venv, 'bin'), exist_ok=True)\n"
-        "p = os.path.join(venv, 'bin', 'python')\n"
-        f"open(p, 'w').write({recorder!r})\n"
-        "os.chmod(p, 0o755)\n"
-    )
+    py.write_text(f"#!{sys.executable}\nimport os, sys\n"
+                  "assert sys.argv[1:3] == ['-m', 'venv'], sys.argv\n"
+                  "venv = sys.argv[-1]\n"
+                  "os.makedirs(os.path.join(venv, 'bin'), exist_ok=True)\n"
+                  "p = os.path.join(venv, 'bin', 'python')\n"
+                  f"open(p, 'w').write({recorder!r})\n"
+                  "os.chmod(p, 0o755)\n")
     py.chmod(0o755)
 
 
@@ -286,12 +287,20 @@ def test_install_local_source(fake_gcloud, tmp_path):
     tar = bash_words(tar_line)
     assert tar[:4] == ["env", "COPYFILE_DISABLE=1", "tar", "-czf"]
     archive = tar[4]
-    assert re.fullmatch(re.escape(str(tmp_path)) + r"/flaxlm-install\.\w+/flaxlm-src\.tar\.gz",
-                        archive)
+    assert re.fullmatch(
+        re.escape(str(tmp_path)) + r"/flaxlm-install\.\w+/flaxlm-src\.tar\.gz", archive)
     assert tar[-3:] == ["-C", str(src), "."]
     assert bash_words(scp_line) == [
-        "gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{NAME}:flaxlm-src.tar.gz",
-        f"--zone={ZONE}", f"--project={PROJECT}", "--worker=all",
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        archive,
+        f"{NAME}:flaxlm-src.tar.gz",
+        f"--zone={ZONE}",
+        f"--project={PROJECT}",
+        "--worker=all",
     ]
     assert scp_line == (f"gcloud compute tpus tpu-vm scp {archive} {NAME}:flaxlm-src.tar.gz "
                         f"{LOC} --worker=all")
@@ -307,22 +316,27 @@ def test_install_local_source(fake_gcloud, tmp_path):
     with tarfile.open(tar[4]) as tf:
         members = {m.removeprefix("./") for m in tf.getnames()}
     assert {"setup.py", "setup.cfg", "flaxlm/dist/keep.py", "configs/base.py"} <= members
-    leaked = {m for m in members
-              if m.split("/")[0] in {".git", ".venv", "runs", "dist", ".env", "sa-key.pem"}
-              or "__pycache__" in m}
+    leaked = {
+        m
+        for m in members
+        if m.split("/")[0] in {".git", ".venv", "runs", "dist", ".env", "sa-key.pem"}
+        or "__pycache__" in m
+    }
     assert not leaked
 
     # ... and run the worker's command there with a fake python3.11.
     pip_log = tmp_path / "pip_calls.jsonl"
     fake_python(tmp_path / "workerbin", pip_log)
     worker_env = {"HOME": str(home), "PATH": f"{tmp_path / 'workerbin'}:/usr/bin:/bin"}
-    subprocess.run(["bash", "-c", remote_command(ssh_line)], cwd=home, env=worker_env,
-                   check=True, timeout=30)
+    subprocess.run(["bash", "-c", remote_command(ssh_line)], cwd=home, env=worker_env, check=True,
+                   timeout=30)
     pip_calls = [json.loads(l) for l in pip_log.read_text().splitlines()]
     assert pip_calls[:4] == [
         ["-m", "pip", "install", "-q", "--upgrade", "pip"],
-        ["-m", "pip", "install", "-q", "--index-url", "https://download.pytorch.org/whl/cpu",
-         "torch==9.9.9"],
+        [
+            "-m", "pip", "install", "-q", "--index-url", "https://download.pytorch.org/whl/cpu",
+            "torch==9.9.9"
+        ],
         ["-m", "pip", "uninstall", "-qq", "-y", "flaxlm"],
         ["-m", "pip", "install", "-q", f"flaxlm[tpu] @ file://{home}/flaxlm/src"],
     ]
@@ -335,7 +349,7 @@ def test_install_local_source(fake_gcloud, tmp_path):
 def test_install_git_url_source(fake_gcloud, tmp_path):
     env, calls = fake_gcloud
     url = "git+https://github.com/example/flaxlm.git@v0.1.0"
-    (ssh_line,) = dry("install.sh", *TARGET, "--source", url, "--python", "python3.11", env=env)
+    (ssh_line, ) = dry("install.sh", *TARGET, "--source", url, "--python", "python3.11", env=env)
     assert ssh_line.startswith(SSH_ALL)
     assert "flaxlm\\\\\\[tpu\\\\\\]\\\\\\ @\\\\\\ " + url in ssh_line  # %q inside %q
 
@@ -344,8 +358,8 @@ def test_install_git_url_source(fake_gcloud, tmp_path):
     pip_log = tmp_path / "pip_calls.jsonl"
     fake_python(tmp_path / "workerbin", pip_log)
     worker_env = {"HOME": str(home), "PATH": f"{tmp_path / 'workerbin'}:/usr/bin:/bin"}
-    subprocess.run(["bash", "-c", remote_command(ssh_line)], cwd=home, env=worker_env,
-                   check=True, timeout=30)
+    subprocess.run(["bash", "-c", remote_command(ssh_line)], cwd=home, env=worker_env, check=True,
+                   timeout=30)
     pip_calls = [json.loads(l) for l in pip_log.read_text().splitlines()]
     # No torch pin known for a URL: straight to the install.
     assert pip_calls[2] == ["-m", "pip", "install", "-q", f"flaxlm[tpu] @ {url}"]
@@ -373,7 +387,6 @@ def test_install_refuses_credentials_in_url_without_echoing_them(fake_gcloud, ur
 # --------------------------------------------------------------------------------------------
 # train.sh, stop.sh, logs.sh
 
-
 FAKE_FLAXLM = """#!/bin/sh
 trap 'echo "got SIGTERM"; exit 143' TERM
 python3=__PY__
@@ -390,10 +403,19 @@ def test_train_quotes_overrides_and_runs_under_nohup(fake_gcloud, tmp_path):
     config = tmp_path / "my config.py"
     config.write_text("def get_config():\n    return None\n")
     args = [
-        *TARGET, "--config", f"{config}:small", "--workdir", "gs://my-bucket/runs/a b",
-        "--config.model.name=base model", "--config.optimizer.lr", "1e-3",
-        "--config.flag", "--env", "LIBTPU_INIT_ARGS=--xla_a=1 --xla_b=2",
-        "--", "--config.data.glob=gs://d/*.tfrecord",
+        *TARGET,
+        "--config",
+        f"{config}:small",
+        "--workdir",
+        "gs://my-bucket/runs/a b",
+        "--config.model.name=base model",
+        "--config.optimizer.lr",
+        "1e-3",
+        "--config.flag",
+        "--env",
+        "LIBTPU_INIT_ARGS=--xla_a=1 --xla_b=2",
+        "--",
+        "--config.data.glob=gs://d/*.tfrecord",
     ]
     scp_line, ssh_line = dry("train.sh", *args, env=env)
     assert scp_line == (f"gcloud compute tpus tpu-vm scp {tmp_path}/my\\ config.py "
@@ -422,9 +444,14 @@ def test_train_quotes_overrides_and_runs_under_nohup(fake_gcloud, tmp_path):
             time.sleep(0.05)
         got = json.loads((home / "argv.json").read_text())
         assert got["argv"] == [
-            "train", "--config", "flaxlm/configs/my config.py:small",
-            "--workdir", "gs://my-bucket/runs/a b",
-            "--config.model.name=base model", "--config.optimizer.lr=1e-3", "--config.flag",
+            "train",
+            "--config",
+            "flaxlm/configs/my config.py:small",
+            "--workdir",
+            "gs://my-bucket/runs/a b",
+            "--config.model.name=base model",
+            "--config.optimizer.lr=1e-3",
+            "--config.flag",
             "--config.data.glob=gs://d/*.tfrecord",
         ]
         assert got["libtpu"] == "--xla_a=1 --xla_b=2"
@@ -436,7 +463,7 @@ def test_train_quotes_overrides_and_runs_under_nohup(fake_gcloud, tmp_path):
                                capture_output=True, text=True, timeout=15)
         assert again.returncode == 1 and "already running" in again.stderr
 
-        (stop_line,) = dry("stop.sh", *TARGET, "--grace", "5", env=env)
+        (stop_line, ) = dry("stop.sh", *TARGET, "--grace", "5", env=env)
         assert stop_line.startswith(SSH_ALL)
         t0 = time.time()
         stopped = subprocess.run(["bash", "-c", remote_command(stop_line)], cwd=home,
@@ -450,8 +477,8 @@ def test_train_quotes_overrides_and_runs_under_nohup(fake_gcloud, tmp_path):
         assert "got SIGTERM" in log
 
         # Stopping again is a no-op.
-        noop = subprocess.run(["bash", "-c", remote_command(stop_line)], cwd=home,
-                              env=worker_env, capture_output=True, text=True, timeout=15)
+        noop = subprocess.run(["bash", "-c", remote_command(stop_line)], cwd=home, env=worker_env,
+                              capture_output=True, text=True, timeout=15)
         assert noop.returncode == 0 and "no flaxlm training started" in noop.stdout
     finally:
         if pid_file.exists():  # only the process group this test started
@@ -469,10 +496,11 @@ def test_stop_ignores_stale_pid_of_other_process(fake_gcloud, tmp_path):
     other = subprocess.Popen(["sleep", "30"])
     try:
         (home / "flaxlm/train.pid").write_text(str(other.pid))
-        (stop_line,) = dry("stop.sh", *TARGET, env=env)
-        proc = subprocess.run(["bash", "-c", remote_command(stop_line)], cwd=home,
-                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-                              capture_output=True, text=True, timeout=15)
+        (stop_line, ) = dry("stop.sh", *TARGET, env=env)
+        proc = subprocess.run(["bash", "-c", remote_command(stop_line)], cwd=home, env={
+            "HOME": str(home),
+            "PATH": "/usr/bin:/bin"
+        }, capture_output=True, text=True, timeout=15)
         assert proc.returncode == 0 and "was not running" in proc.stdout
         assert other.poll() is None, "an unrelated process was signalled"
     finally:
@@ -485,10 +513,11 @@ def test_train_validation(fake_gcloud, tmp_path):
     config = tmp_path / "base.py"
     config.write_text("")
     base = [*TARGET, "--config", str(config)]
-    assert_one_line_error(run("train.sh", *base, "--workdir", "/tmp/run", env=env,
-                              expect_rc=2), "gs://")
-    assert_one_line_error(run("train.sh", *TARGET, "--config", str(tmp_path / "nope.py"),
-                              "--workdir", "gs://b/r", env=env, expect_rc=2), "not found")
+    assert_one_line_error(run("train.sh", *base, "--workdir", "/tmp/run", env=env, expect_rc=2),
+                          "gs://")
+    assert_one_line_error(
+        run("train.sh", *TARGET, "--config", str(tmp_path / "nope.py"), "--workdir", "gs://b/r",
+            env=env, expect_rc=2), "not found")
     proc = run("train.sh", *base, "--workdir", "gs://b/r", "--env", "HF_TOKEN=hf_SECRETVALUE",
                "--dry-run", env=env, expect_rc=2)
     assert_one_line_error(proc, "HF_TOKEN")
@@ -498,8 +527,8 @@ def test_train_validation(fake_gcloud, tmp_path):
 
 def test_train_remote_config(fake_gcloud):
     env, _ = fake_gcloud
-    (ssh_line,) = dry("train.sh", *TARGET, "--remote-config", "--config", "configs/base.py",
-                      "--workdir=gs://b/r", env=env)
+    (ssh_line, ) = dry("train.sh", *TARGET, "--remote-config", "--config", "configs/base.py",
+                       "--workdir=gs://b/r", env=env)
     assert "--config flaxlm/src/configs/base.py --workdir gs://b/r" in remote_command(ssh_line)
 
 
@@ -509,19 +538,17 @@ def test_logs(fake_gcloud):
     assert dry("logs.sh", *TARGET, env=env) == [
         f"{ssh} --worker=0 --command=tail\\ -n\\ 100\\ -F\\ flaxlm/logs/train.log"
     ]
-    assert dry("logs.sh", *TARGET, "--worker", "3", "--lines=20", "--no-follow", env=env) == [
-        f"{ssh} --worker=3 --command=tail\\ -n\\ 20\\ flaxlm/logs/train.log"
-    ]
-    assert_one_line_error(run("logs.sh", *TARGET, "--worker", "1;reboot", env=env,
-                              expect_rc=2), "invalid --worker")
+    assert dry("logs.sh", *TARGET, "--worker", "3", "--lines=20", "--no-follow",
+               env=env) == [f"{ssh} --worker=3 --command=tail\\ -n\\ 20\\ flaxlm/logs/train.log"]
+    assert_one_line_error(run("logs.sh", *TARGET, "--worker", "1;reboot", env=env, expect_rc=2),
+                          "invalid --worker")
     assert calls() == []
 
 
 def test_stop_vm(fake_gcloud):
     env, _ = fake_gcloud
-    assert dry("stop.sh", *TARGET, "--vm", env=env) == [
-        f"gcloud compute tpus tpu-vm stop {NAME} {LOC}"
-    ]
+    assert dry("stop.sh", *TARGET, "--vm",
+               env=env) == [f"gcloud compute tpus tpu-vm stop {NAME} {LOC}"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,9 +557,8 @@ def test_stop_vm(fake_gcloud):
 
 def test_delete(fake_gcloud):
     env, calls = fake_gcloud
-    assert dry("delete.sh", *TARGET, "--yes", env=env) == [
-        f"gcloud compute tpus tpu-vm delete {NAME} {LOC} --quiet"
-    ]
+    assert dry("delete.sh", *TARGET, "--yes",
+               env=env) == [f"gcloud compute tpus tpu-vm delete {NAME} {LOC} --quiet"]
     assert dry("delete.sh", *TARGET, "--yes", "--queued", env=env) == [
         f"gcloud compute tpus queued-resources delete {NAME} {LOC} --force --quiet"
     ]
@@ -568,6 +594,6 @@ def test_shellcheck_clean():
     assert len(scripts) == 8
     # tpu_scripts/.shellcheckrc lets shellcheck follow `source common.sh` from any directory;
     # an unfollowed source would show up as an SC1091 note and fail this test.
-    proc = subprocess.run([shellcheck, "--severity=style", *scripts],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([shellcheck, "--severity=style", *scripts], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -14,9 +14,11 @@ from tests.tpu_scripts.test_dry_run import (LOC, NAME, PROJECT, REPO, SCRIPTS_DI
 
 TARGET = ["--name", NAME, "--zone", ZONE, "--project", PROJECT]
 URL = "git+https://github.com/example/flaxlm.git@v0.1.0"
-RUN = ["--accelerator", "v5litepod-16", "--spot", "--source", URL,
-       "--config", str(REPO / "configs" / "tiny.py"), "--workdir", "gs://my-bucket/runs/tiny",
-       "--config.train.steps=100"]
+RUN = [
+    "--accelerator", "v5litepod-16", "--spot", "--source", URL, "--config",
+    str(REPO / "configs" / "tiny.py"), "--workdir", "gs://my-bucket/runs/tiny",
+    "--config.train.steps=100"
+]
 DESCRIBE = f"gcloud compute tpus tpu-vm describe {NAME} {LOC} --format=value\\(state\\)"
 STATUS_PREFIX = f"gcloud compute tpus tpu-vm ssh {NAME} {LOC} --worker=0 --command="
 
@@ -46,6 +48,7 @@ def _fake_gcloud(tmp_path, states, statuses):
 
     def calls():
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
     return env, calls
 
 
@@ -58,9 +61,9 @@ def _kinds(calls):
     """Each gcloud call as create / delete / describe / status / scp / ssh-all."""
     kinds = []
     for c in calls:
-        kinds.append("create" if "create" in c else "delete" if "delete" in c else
-                     "describe" if "describe" in c else "status" if "--worker=0" in c else
-                     "scp" if "scp" in c else "ssh-all")
+        kinds.append("create" if "create" in c else "delete" if "delete" in
+                     c else "describe" if "describe" in c else "status" if "--worker=0" in
+                     c else "scp" if "scp" in c else "ssh-all")
     return kinds
 
 
@@ -84,9 +87,11 @@ def test_dry_run_prints_one_round_and_the_status_check_reads_the_log(tmp_path):
 
     def check(text):
         log.write_text(text)
-        return subprocess.run(["bash", "-c", status], cwd=home, env={"HOME": str(home),
-                              "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run(["bash", "-c", status], cwd=home, env={
+            "HOME": str(home),
+            "PATH": "/usr/bin:/bin"
+        }, capture_output=True, text=True, timeout=30).stdout.strip()
+
     started = "=== flaxlm train started 2026-01-01T00:00:00Z ===\n"
     sigterm = "flaxlm: received SIGTERM; checkpoint saved at step 7\nflaxlm: done step=7\n"
     assert check(started + sigterm) == "sigterm"
@@ -103,10 +108,25 @@ def test_preemptions_recreate_the_slice_and_relaunch_until_finished(tmp_path):
     assert proc.returncode == 0, proc.stderr
     launch = ["create", "describe", "ssh-all", "scp", "ssh-all"]
     assert _kinds(calls()) == [
-        "describe", *launch, "describe", "status",
-        "describe", "status", "scp", "ssh-all",  # stopped by SIGTERM: training again
-        "describe", "delete", "create", "describe", "describe", "ssh-all", "scp", "ssh-all",
-        "describe", "status"]
+        "describe",
+        *launch,
+        "describe",
+        "status",
+        "describe",
+        "status",
+        "scp",
+        "ssh-all",  # stopped by SIGTERM: training again
+        "describe",
+        "delete",
+        "create",
+        "describe",
+        "describe",
+        "ssh-all",
+        "scp",
+        "ssh-all",
+        "describe",
+        "status"
+    ]
     lines = log.read_text().splitlines()
     assert len(lines) == 3
     assert lines[0].endswith(f"supervise.sh: preemption 1/2 of {NAME} (state READY, training "

@@ -53,10 +53,10 @@ def xlmr_workdir(tmp_path_factory, it_es_tokenizer) -> str:
     from flaxlm.models.config import preset
     from tests.convert.conftest import write_workdir
 
-    config = preset("tiny", vocab_size=load_tokenizer(it_es_tokenizer).vocab_size,
-                    hidden_size=32, num_heads=2, intermediate_size=64, max_position_embeddings=66)
+    config = preset("tiny", vocab_size=load_tokenizer(it_es_tokenizer).vocab_size, hidden_size=32,
+                    num_heads=2, intermediate_size=64, max_position_embeddings=66)
     out = tmp_path_factory.mktemp("workdir") / "run"
-    write_workdir(out, it_es_tokenizer, config, steps=(0,))
+    write_workdir(out, it_es_tokenizer, config, steps=(0, ))
     return str(out)
 
 
@@ -67,7 +67,10 @@ def prune(source: str, out, **options) -> dict:
     from tests.conftest import IT_EVAL, IT_TRAIN
 
     return prune_vocab(source, str(out), corpus=[IT_TRAIN], heldout=[IT_EVAL],
-                       options=PruneOptions(**{"min_doc_freq": 0.05, **options}))
+                       options=PruneOptions(**{
+                           "min_doc_freq": 0.05,
+                           **options
+                       }))
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ def _paragraphs(path: str) -> list[str]:
 def _covered(old_tok, new_of_old: dict[int, int], paragraphs: list[str]):
     """(paragraph, old ids) of the paragraphs whose original tokenization uses only kept ids."""
     encoded = old_tok.encode_batch(paragraphs)
-    return [(p, ids) for p, (ids, _) in zip(paragraphs, encoded)
-            if all(int(i) in new_of_old for i in ids)]
+    return [(p, ids) for p, (ids, _) in zip(paragraphs, encoded) if all(
+        int(i) in new_of_old for i in ids)]
 
 
 def _forward(run: str, ids_BxL: np.ndarray):
@@ -84,12 +84,11 @@ def test_pruned_model_computes_the_original_function_on_kept_tokens(xlmr_workdir
     real = mask.astype(bool)
     assert np.abs(old_h[real]).mean() > 0.1
     np.testing.assert_allclose(new_h[real], old_h[real], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(new_logits[real], old_logits[real][:, old_of_new], rtol=0,
-                               atol=1e-5)
+    np.testing.assert_allclose(new_logits[real], old_logits[real][:, old_of_new], rtol=0, atol=1e-5)
 
 
-def test_uncased_tokenizer_lowercases_alike_in_flaxlm_and_transformers(xlmr_workdir,
-                                                                       pruned_uncased):
+def test_uncased_tokenizer_lowercases_alike_in_flaxlm_and_transformers(
+        xlmr_workdir, pruned_uncased):
     from flaxlm.convert.tokenizer_files import load_hf_tokenizer
     from flaxlm.data.tokenizers import load_tokenizer
     from tests.vocab.conftest import ES_CORPUS
@@ -101,8 +100,8 @@ def test_uncased_tokenizer_lowercases_alike_in_flaxlm_and_transformers(xlmr_work
     ours = [ids.tolist() for ids, _ in tok.encode_batch(texts)]
     assert ours == hf_tok(texts, add_special_tokens=False)["input_ids"]
     for text in texts[-21:]:
-        assert tok.encode_batch([text])[0][0].tolist() == tok.encode_batch(
-            [text.lower()])[0][0].tolist(), text
+        assert tok.encode_batch([text])[0][0].tolist() == tok.encode_batch([text.lower()
+                                                                            ])[0][0].tolist(), text
     pieces = hf_tok.convert_ids_to_tokens(range(tok.vocab_size))
     words = [p for p in pieces if p not in hf_tok.all_special_tokens]
     assert all(p == p.lower() for p in words) and len(set(pieces)) == len(pieces)
@@ -132,12 +131,14 @@ def test_reindex_moves_embedding_rows_and_mlm_bias_to_the_kept_ids():
     axes = vocab_axes(preset("tiny", vocab_size=6), "mlm")
     assert axes == {"encoder/embeddings/word/embedding": 0, "mlm_head/bias": 0}
     rng = np.random.default_rng(0)
-    flat = {"encoder/embeddings/word/embedding": rng.normal(size=(6, 3)).astype(np.float32),
-            "mlm_head/bias": rng.normal(size=6).astype(np.float32),
-            "encoder/embeddings/norm/scale": np.ones(3, np.float32)}
+    flat = {
+        "encoder/embeddings/word/embedding": rng.normal(size=(6, 3)).astype(np.float32),
+        "mlm_head/bias": rng.normal(size=6).astype(np.float32),
+        "encoder/embeddings/norm/scale": np.ones(3, np.float32)
+    }
     # new 0 ← 0; new 1 ← 4 ("▁casa", exact) merged with 2 ("▁Casa"); new 2 ← 5 ("▁roma",
     # from "▁Roma", no lowercase piece) merged with 3 ("▁ROMA")
-    plan = Plan(("<s>", "▁casa", "▁roma"), ((0,), (4, 2), (5, 3)), (True, True, False), {})
+    plan = Plan(("<s>", "▁casa", "▁roma"), ((0, ), (4, 2), (5, 3)), (True, True, False), {})
     tokens_V = np.array([0, 0, 30, 10, 10, 30])
     for rows in ("lowercase", "average"):
         new = reindex(flat, axes, plan, mixing_weights(plan, tokens_V, rows))
@@ -198,13 +199,16 @@ def test_bad_input_is_one_line_and_writes_nothing(xlmr_workdir, pruned_cased, tm
     ]
     for (model, corpus, threshold), message in cases:
         before = sorted(os.listdir(tmp_path))
-        code = main(["prune-vocab", "--model", model, "--corpus", corpus, "--min-doc-freq",
-                     threshold, "--out", str(tmp_path / "out")])
+        code = main([
+            "prune-vocab", "--model", model, "--corpus", corpus, "--min-doc-freq", threshold,
+            "--out",
+            str(tmp_path / "out")
+        ])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("flaxlm: error: ") and message in err, err
         assert "\n" not in err and sorted(os.listdir(tmp_path)) == before
-    code = main(["prune-vocab", "--model", xlmr_workdir, "--corpus", IT_EVAL, "--out",
-                 pruned_cased])
+    code = main(
+        ["prune-vocab", "--model", xlmr_workdir, "--corpus", IT_EVAL, "--out", pruned_cased])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "already holds a run" in err and "\n" not in err
     assert sorted(os.listdir(pruned_cased)) == run_files
@@ -225,7 +229,7 @@ def test_wordpiece_pruning_keeps_covered_tokenization_and_uncases(tmp_path, it_s
     config = preset("tiny", arch="bert", vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
                     hidden_size=32, num_heads=2, intermediate_size=64, type_vocab_size=2,
                     max_position_embeddings=64, layer_norm_eps=1e-12)
-    write_workdir(tmp_path / "bert", tok.path, config, steps=(0,))
+    write_workdir(tmp_path / "bert", tok.path, config, steps=(0, ))
     paragraphs = _paragraphs(IT_CORPUS)[::10]
     for uncase in (False, True):
         run = tmp_path / f"pruned-{uncase}"

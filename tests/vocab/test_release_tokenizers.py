@@ -38,8 +38,18 @@ def xlmr_format_tokenizer_json(hf_dir) -> None:
     norm = data["normalizer"]
     precompiled = [n for n in norm.get("normalizers", [norm]) if n["type"] == "Precompiled"]
     assert len(precompiled) == 1 and precompiled[0]["precompiled_charsmap"]
-    data["normalizer"] = {"type": "Sequence", "normalizers": [
-        precompiled[0], {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]}
+    data["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            precompiled[0], {
+                "type": "Replace",
+                "pattern": {
+                    "Regex": " {2,}"
+                },
+                "content": " "
+            }
+        ]
+    }
     data["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "add_prefix_space": True}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False)
@@ -54,8 +64,11 @@ def assert_covered_text_tokenizes_as_before(original, pruned, out, uncase: bool)
         sources = json.load(f)["sources"]
     new_of_old = {old: new for new, ids in enumerate(sources) for old in ids}
     known = set(original.convert_ids_to_tokens(range(len(original))))
-    novel = {j for j, piece in enumerate(pruned.convert_ids_to_tokens(range(len(pruned))))
-             if piece not in known}
+    novel = {
+        j
+        for j, piece in enumerate(pruned.convert_ids_to_tokens(range(len(pruned))))
+        if piece not in known
+    }
     assert bool(novel) == uncase
     texts = [t.lower() if uncase else t for t in _paragraphs(IT_EVAL, 300)]
     covered, same = 0, 0
@@ -99,8 +112,9 @@ def test_fewer_rows_than_tokens_is_refused(tmp_path, it_es_tokenizer):
     hf = tmp_path / "hf"
     make_hf_dir(hf, "xlmr", it_es_tokenizer, hidden=32, heads=2, intermediate=64, type_vocab=1,
                 max_pos=66, extra_rows=-3)
-    with pytest.raises(FlaxlmError, match=r"tokenizer has 1000 tokens but the model embeds only "
-                       r"997 rows; ids 997..999 would have no embedding"):
+    with pytest.raises(
+            FlaxlmError, match=r"tokenizer has 1000 tokens but the model embeds only "
+            r"997 rows; ids 997..999 would have no embedding"):
         import_hf(str(hf), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
@@ -126,8 +140,8 @@ def test_tokenizer_json_only_unigram_prunes_and_drops_the_extra_rows(hf_xlmr_jso
     if uncase:
         mixed = _paragraphs(IT_EVAL, 40)
         assert any(t != t.lower() for t in mixed)
-        assert (pruned(mixed, add_special_tokens=False)["input_ids"]
-                == pruned([t.lower() for t in mixed], add_special_tokens=False)["input_ids"])
+        assert (pruned(mixed, add_special_tokens=False)["input_ids"] == pruned(
+            [t.lower() for t in mixed], add_special_tokens=False)["input_ids"])
 
 
 @pytest.mark.parametrize("uncase", [False, True], ids=["cased", "uncased"])

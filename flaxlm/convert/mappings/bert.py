@@ -28,13 +28,18 @@ def body(p: str) -> tuple[Rule, ...]:
              when=_has_token_types),
         Rule("encoder/embeddings/norm/scale", e + "LayerNorm.weight"),
         Rule("encoder/embeddings/norm/bias", e + "LayerNorm.bias"),
-        Rule("encoder/layers/{i}/attention/query/kernel", l + "attention.self.query.weight", HEADS_IN),
-        Rule("encoder/layers/{i}/attention/query/bias", l + "attention.self.query.bias", HEADS_BIAS),
+        Rule("encoder/layers/{i}/attention/query/kernel", l + "attention.self.query.weight",
+             HEADS_IN),
+        Rule("encoder/layers/{i}/attention/query/bias", l + "attention.self.query.bias",
+             HEADS_BIAS),
         Rule("encoder/layers/{i}/attention/key/kernel", l + "attention.self.key.weight", HEADS_IN),
         Rule("encoder/layers/{i}/attention/key/bias", l + "attention.self.key.bias", HEADS_BIAS),
-        Rule("encoder/layers/{i}/attention/value/kernel", l + "attention.self.value.weight", HEADS_IN),
-        Rule("encoder/layers/{i}/attention/value/bias", l + "attention.self.value.bias", HEADS_BIAS),
-        Rule("encoder/layers/{i}/attention/out/kernel", l + "attention.output.dense.weight", HEADS_OUT),
+        Rule("encoder/layers/{i}/attention/value/kernel", l + "attention.self.value.weight",
+             HEADS_IN),
+        Rule("encoder/layers/{i}/attention/value/bias", l + "attention.self.value.bias",
+             HEADS_BIAS),
+        Rule("encoder/layers/{i}/attention/out/kernel", l + "attention.output.dense.weight",
+             HEADS_OUT),
         Rule("encoder/layers/{i}/attention/out/bias", l + "attention.output.dense.bias"),
         Rule("encoder/layers/{i}/attention_norm/scale", l + "attention.output.LayerNorm.weight"),
         Rule("encoder/layers/{i}/attention_norm/bias", l + "attention.output.LayerNorm.bias"),
@@ -55,28 +60,32 @@ def index_buffers(p: str) -> tuple[str, ...]:
 
 
 # RoBERTa's `classifier` (dense → tanh → out_proj), which ELECTRA's copies with GELU.
-DENSE_OUT_HEAD = (Rule("classifier/dense/kernel", "classifier.dense.weight", LINEAR),
-                  Rule("classifier/dense/bias", "classifier.dense.bias"),
-                  Rule("classifier/out/kernel", "classifier.out_proj.weight", LINEAR),
-                  Rule("classifier/out/bias", "classifier.out_proj.bias"))
-
+DENSE_OUT_HEAD = (Rule("classifier/dense/kernel", "classifier.dense.weight",
+                       LINEAR), Rule("classifier/dense/bias", "classifier.dense.bias"),
+                  Rule("classifier/out/kernel", "classifier.out_proj.weight",
+                       LINEAR), Rule("classifier/out/bias", "classifier.out_proj.bias"))
 
 # --- config.json ↔ ModelConfig (BERT and XLM-R: the same fields) -------------------------------
 
 
 def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
     """A `BertConfig` / `XLMRobertaConfig` → ModelConfig; refuses what flaxlm does not compute."""
-    refuse_unsupported(hf, {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
-                            "is_decoder": (None, False), "add_cross_attention": (None, False),
-                            "tie_word_embeddings": (None, True)}, source, "flaxlm's encoder")
+    refuse_unsupported(
+        hf, {
+            "hidden_act": ("gelu", ),
+            "position_embedding_type": (None, "absolute"),
+            "is_decoder": (None, False),
+            "add_cross_attention": (None, False),
+            "tie_word_embeddings": (None, True)
+        }, source, "flaxlm's encoder")
     hidden, heads = get(hf, "hidden_size", int, source), get(hf, "num_attention_heads", int, source)
     if heads <= 0 or hidden % heads:
         raise FlaxlmError(f"{source}: hidden_size={hidden} is not divisible by "
                           f"num_attention_heads={heads}")
     hidden_dropout = get(hf, "hidden_dropout_prob", float, source)
     # transformers' classifiers fall back to the hidden dropout when this is unset.
-    classifier_dropout = (hidden_dropout if getattr(hf, "classifier_dropout", None) is None
-                          else get(hf, "classifier_dropout", float, source))
+    classifier_dropout = (hidden_dropout if getattr(hf, "classifier_dropout", None) is None else
+                          get(hf, "classifier_dropout", float, source))
     config = ModelConfig(
         arch=family.arch,
         vocab_size=get(hf, "vocab_size", int, source),
@@ -101,8 +110,9 @@ def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> Mo
         raise FlaxlmError(f"{source}: type_vocab_size=0, but {hf_class} always adds a "
                           "token-type embedding")
     if config.arch == "xlmr" and config.max_seq_len <= 0:
-        raise FlaxlmError(f"{source}: max_position_embeddings={config.max_position_embeddings} "
-                          f"leaves no positions after the pad_token_id={config.pad_token_id} offset")
+        raise FlaxlmError(
+            f"{source}: max_position_embeddings={config.max_position_embeddings} "
+            f"leaves no positions after the pad_token_id={config.pad_token_id} offset")
     return config
 
 
@@ -120,9 +130,11 @@ def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
                           "embedding")
     task_fields = {}
     if task != "mlm":
-        task_fields = {"num_labels": config.num_labels,
-                       "classifier_dropout": config.classifier_dropout,
-                       **label_fields(labels, config.num_labels)}
+        task_fields = {
+            "num_labels": config.num_labels,
+            "classifier_dropout": config.classifier_dropout,
+            **label_fields(labels, config.num_labels)
+        }
     config_class = getattr(transformers, family.config_class)
     return config_class(
         architectures=[hf_class],
@@ -153,27 +165,30 @@ FAMILIES = (
     # BERT checkpoints saved from pre-training also carry the next-sentence head.
     Family(arch="bert", model_type="bert", config_class="BertConfig", base_class="BertModel",
            prefix="bert.", body=body("bert."),
-           ignored=index_buffers("bert.") + ("cls.seq_relationship.",), read_config=read_config,
+           ignored=index_buffers("bert.") + ("cls.seq_relationship.", ), read_config=read_config,
            write_config=write_config),
 )
 
 HEADS: dict[tuple[str, str], Head] = {
     ("xlmr", "mlm"): Head(
         "XLMRobertaForMaskedLM", mlm_head("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-        aliases={"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
-                 "lm_head.decoder.bias": "lm_head.bias"}),
+        aliases={
+            "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias"
+        }),
     ("bert", "mlm"): Head(
-        "BertForMaskedLM", mlm_head("cls.predictions.transform.dense",
-                                    "cls.predictions.transform.LayerNorm", "cls.predictions.bias"),
-        aliases={"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-                 "cls.predictions.decoder.bias": "cls.predictions.bias"}),
+        "BertForMaskedLM",
+        mlm_head("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                 "cls.predictions.bias"), aliases={
+                     "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+                     "cls.predictions.decoder.bias": "cls.predictions.bias"
+                 }),
     ("xlmr", "token_classification"): Head("XLMRobertaForTokenClassification", TOKEN_HEAD),
     ("bert", "token_classification"): Head("BertForTokenClassification", TOKEN_HEAD),
     ("xlmr", "sequence_classification"): Head("XLMRobertaForSequenceClassification",
                                               DENSE_OUT_HEAD),
     ("bert", "sequence_classification"): Head(
         "BertForSequenceClassification",
-        (Rule("classifier/classifier/kernel", "classifier.weight", LINEAR),
-         Rule("classifier/classifier/bias", "classifier.bias")),
-        holds_pooler=True),
+        (Rule("classifier/classifier/kernel", "classifier.weight",
+              LINEAR), Rule("classifier/classifier/bias", "classifier.bias")), holds_pooler=True),
 }

@@ -53,19 +53,28 @@ def check_distilbert_token_dropout(config: ModelConfig) -> None:
 
 def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
     """DistilBertConfig → ModelConfig: its own field names, no token types, eps fixed."""
-    refuse_unsupported(hf, {"activation": ("gelu",), "sinusoidal_pos_embds": (False,),
-                            "tie_word_embeddings": (None, True)}, source, "flaxlm's encoder")
+    refuse_unsupported(
+        hf, {
+            "activation": ("gelu", ),
+            "sinusoidal_pos_embds": (False, ),
+            "tie_word_embeddings": (None, True)
+        }, source, "flaxlm's encoder")
     hidden, heads = get(hf, "dim", int, source), get(hf, "n_heads", int, source)
     if heads <= 0 or hidden % heads:
         raise FlaxlmError(f"{source}: dim={hidden} is not divisible by n_heads={heads}")
     dropout = get(hf, "dropout", float, source)
     config = ModelConfig(
-        arch="distilbert", vocab_size=get(hf, "vocab_size", int, source), hidden_size=hidden,
-        num_layers=get(hf, "n_layers", int, source), num_heads=heads,
+        arch="distilbert",
+        vocab_size=get(hf, "vocab_size", int, source),
+        hidden_size=hidden,
+        num_layers=get(hf, "n_layers", int, source),
+        num_heads=heads,
         intermediate_size=get(hf, "hidden_dim", int, source),
         max_position_embeddings=get(hf, "max_position_embeddings", int, source),
-        type_vocab_size=0, pad_token_id=get(hf, "pad_token_id", int, source),
-        layer_norm_eps=_DISTILBERT_EPS, hidden_dropout=dropout,
+        type_vocab_size=0,
+        pad_token_id=get(hf, "pad_token_id", int, source),
+        layer_norm_eps=_DISTILBERT_EPS,
+        hidden_dropout=dropout,
         attention_dropout=get(hf, "attention_dropout", float, source),
         num_labels=get(hf, "num_labels", int, source),
         # DistilBertForTokenClassification drops out with `dropout`, the sequence classifier
@@ -94,27 +103,24 @@ def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
                           f"always uses {_DISTILBERT_EPS}")
     task_fields = {}
     if task != "mlm":
-        task_fields = {"num_labels": config.num_labels,
-                       **label_fields(labels, config.num_labels)}
+        task_fields = {"num_labels": config.num_labels, **label_fields(labels, config.num_labels)}
         if task == "sequence_classification":
             task_fields["seq_classif_dropout"] = config.classifier_dropout
         elif task == "token_classification":
             check_distilbert_token_dropout(config)
     return transformers.DistilBertConfig(
         architectures=[hf_class], vocab_size=config.vocab_size, dim=config.hidden_size,
-        n_layers=config.num_layers, n_heads=config.num_heads,
-        hidden_dim=config.intermediate_size, activation="gelu", dropout=config.hidden_dropout,
+        n_layers=config.num_layers, n_heads=config.num_heads, hidden_dim=config.intermediate_size,
+        activation="gelu", dropout=config.hidden_dropout,
         attention_dropout=config.attention_dropout,
         max_position_embeddings=config.max_position_embeddings, sinusoidal_pos_embds=False,
-        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32",
-        **task_fields)
+        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32", **task_fields)
 
 
-FAMILY = Family(
-    arch="distilbert", model_type="distilbert", config_class="DistilBertConfig",
-    base_class="DistilBertModel", prefix="distilbert.", body=body("distilbert."),
-    ignored=("distilbert.embeddings.position_ids",), read_config=read_config,
-    write_config=write_config)
+FAMILY = Family(arch="distilbert", model_type="distilbert", config_class="DistilBertConfig",
+                base_class="DistilBertModel", prefix="distilbert.", body=body("distilbert."),
+                ignored=("distilbert.embeddings.position_ids", ), read_config=read_config,
+                write_config=write_config)
 
 HEADS: dict[tuple[str, str], Head] = {
     ("distilbert", "mlm"): Head(
@@ -124,8 +130,8 @@ HEADS: dict[tuple[str, str], Head] = {
     ("distilbert", "token_classification"): Head("DistilBertForTokenClassification", TOKEN_HEAD),
     ("distilbert", "sequence_classification"): Head(
         "DistilBertForSequenceClassification",
-        (Rule("classifier/pre_classifier/kernel", "pre_classifier.weight", LINEAR),
-         Rule("classifier/pre_classifier/bias", "pre_classifier.bias"),
-         Rule("classifier/classifier/kernel", "classifier.weight", LINEAR),
-         Rule("classifier/classifier/bias", "classifier.bias"))),
+        (Rule("classifier/pre_classifier/kernel", "pre_classifier.weight",
+              LINEAR), Rule("classifier/pre_classifier/bias", "pre_classifier.bias"),
+         Rule("classifier/classifier/kernel", "classifier.weight",
+              LINEAR), Rule("classifier/classifier/bias", "classifier.bias"))),
 }

@@ -18,10 +18,10 @@ def _projects(c: ModelConfig) -> bool:
 
 def body() -> tuple[Rule, ...]:
     no_pooler = tuple(r for r in bert.body("electra.") if not r.flax.startswith("encoder/pooler/"))
-    return no_pooler + (
-        Rule("encoder/embeddings_project/kernel", "electra.embeddings_project.weight", LINEAR,
-             when=_projects),
-        Rule("encoder/embeddings_project/bias", "electra.embeddings_project.bias", when=_projects))
+    return no_pooler + (Rule("encoder/embeddings_project/kernel",
+                             "electra.embeddings_project.weight", LINEAR, when=_projects),
+                        Rule("encoder/embeddings_project/bias", "electra.embeddings_project.bias",
+                             when=_projects))
 
 
 def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
@@ -35,41 +35,45 @@ def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
                           "embedding")
     task_fields = {}
     if task not in ("mlm", "electra"):
-        task_fields = {"num_labels": config.num_labels,
-                       "classifier_dropout": config.classifier_dropout,
-                       **label_fields(labels, config.num_labels)}
+        task_fields = {
+            "num_labels": config.num_labels,
+            "classifier_dropout": config.classifier_dropout,
+            **label_fields(labels, config.num_labels)
+        }
     return transformers.ElectraConfig(
-        architectures=[hf_class], vocab_size=config.vocab_size,
-        embedding_size=config.embedding_dim, hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size, hidden_act="gelu",
-        hidden_dropout_prob=config.hidden_dropout,
+        architectures=[hf_class], vocab_size=config.vocab_size, embedding_size=config.embedding_dim,
+        hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
+        hidden_act="gelu", hidden_dropout_prob=config.hidden_dropout,
         attention_probs_dropout_prob=config.attention_dropout,
         max_position_embeddings=config.max_position_embeddings,
         type_vocab_size=config.type_vocab_size, layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32",
-        **task_fields)
+        pad_token_id=config.pad_token_id, tie_word_embeddings=True, dtype="float32", **task_fields)
 
 
 def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
     """An `ElectraConfig` → the flaxlm config of that tower or encoder (arch "electra": BERT's
     post-LN body, exported back as Electra* classes); refuses what flaxlm does not compute."""
-    refuse_unsupported(hf, {"hidden_act": ("gelu",), "position_embedding_type": (None, "absolute"),
-                            "is_decoder": (None, False), "add_cross_attention": (None, False),
-                            "tie_word_embeddings": (None, True)}, source, "flaxlm's ELECTRA")
+    refuse_unsupported(
+        hf, {
+            "hidden_act": ("gelu", ),
+            "position_embedding_type": (None, "absolute"),
+            "is_decoder": (None, False),
+            "add_cross_attention": (None, False),
+            "tie_word_embeddings": (None, True)
+        }, source, "flaxlm's ELECTRA")
     hidden_dropout = float(hf.hidden_dropout_prob)
     config = ModelConfig(
         arch="electra", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),
         num_layers=int(hf.num_hidden_layers), num_heads=int(hf.num_attention_heads),
-        intermediate_size=int(hf.intermediate_size),
-        max_position_embeddings=int(hf.max_position_embeddings),
-        type_vocab_size=int(hf.type_vocab_size), pad_token_id=int(hf.pad_token_id or 0),
-        layer_norm_eps=float(hf.layer_norm_eps), hidden_dropout=hidden_dropout,
-        attention_dropout=float(hf.attention_probs_dropout_prob),
+        intermediate_size=int(hf.intermediate_size), max_position_embeddings=int(
+            hf.max_position_embeddings), type_vocab_size=int(hf.type_vocab_size),
+        pad_token_id=int(hf.pad_token_id or 0), layer_norm_eps=float(hf.layer_norm_eps),
+        hidden_dropout=hidden_dropout, attention_dropout=float(hf.attention_probs_dropout_prob),
         embedding_size=0 if hf.embedding_size == hf.hidden_size else int(hf.embedding_size),
         num_labels=int(hf.num_labels),
-        classifier_dropout=(hidden_dropout if hf.classifier_dropout is None
-                            else float(hf.classifier_dropout)))
+        classifier_dropout=(hidden_dropout
+                            if hf.classifier_dropout is None else float(hf.classifier_dropout)))
     try:
         config.validate()
     except FlaxlmError as e:
@@ -83,10 +87,10 @@ def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> Mo
     return config
 
 
-FAMILY = Family(
-    arch="electra", model_type="electra", config_class="ElectraConfig", base_class="ElectraModel",
-    prefix="electra.", body=body(), ignored=bert.index_buffers("electra."),
-    read_config=read_config, write_config=write_config)
+FAMILY = Family(arch="electra", model_type="electra", config_class="ElectraConfig",
+                base_class="ElectraModel", prefix="electra.", body=body(),
+                ignored=bert.index_buffers("electra."), read_config=read_config,
+                write_config=write_config)
 # The discriminator of an ELECTRA pre-training run (workdir head "electra").
 TASKS = {"electra": Task("AutoModelForPreTraining", "feature-extraction", "discriminator_head/")}
 HEADS: dict[tuple[str, str], Head] = {

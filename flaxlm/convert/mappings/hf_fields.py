@@ -12,8 +12,8 @@ from flaxlm.models.config import ModelConfig
 def get(hf, key: str, kind: type, source: str) -> Any:
     """`hf.key` as an int or a float; anything else (a bool included) is one line naming it."""
     value = getattr(hf, key, None)
-    ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool) if kind is int
-          else isinstance(value, numbers.Real) and not isinstance(value, bool))
+    ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+          if kind is int else isinstance(value, numbers.Real) and not isinstance(value, bool))
     if not ok:
         noun = {int: "an integer", float: "a number"}[kind]
         raise FlaxlmError(f"{source}: key {key!r} must be {noun}, got {value!r}")
@@ -35,8 +35,13 @@ def label_fields(labels: list[str] | None, num_labels: int) -> dict[str, dict]:
         return {}
     if len(labels) != num_labels:
         raise FlaxlmError(f"{len(labels)} label names for model.num_labels={num_labels}")
-    return {"id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)}}
+    return {
+        "id2label": dict(enumerate(labels)),
+        "label2id": {
+            name: i
+            for i, name in enumerate(labels)
+        }
+    }
 
 
 def check_heads_fill_hidden(config: ModelConfig, hf_class: str) -> None:

@@ -33,14 +33,12 @@ IDENTITY = Hook("identity", lambda x, c: x, lambda x, c: x)
 # [in, out] ↔ [out, in]
 LINEAR = Hook("transpose", lambda x, c: x.T, lambda x, c: x.T)
 # q/k/v kernel [D, H, K] ↔ [H·K, D]
-HEADS_IN = Hook("[D,H,K]↔[H·K,D]",
-                lambda x, c: x.reshape(x.shape[0], -1).T,
+HEADS_IN = Hook("[D,H,K]↔[H·K,D]", lambda x, c: x.reshape(x.shape[0], -1).T,
                 lambda x, c: x.T.reshape(x.shape[1], *_heads(c)))
 # q/k/v bias [H, K] ↔ [H·K]
 HEADS_BIAS = Hook("[H,K]↔[H·K]", lambda x, c: x.reshape(-1), lambda x, c: x.reshape(*_heads(c)))
 # attention output kernel [H, K, D] ↔ [D, H·K]
-HEADS_OUT = Hook("[H,K,D]↔[D,H·K]",
-                 lambda x, c: x.reshape(-1, x.shape[-1]).T,
+HEADS_OUT = Hook("[H,K,D]↔[D,H·K]", lambda x, c: x.reshape(-1, x.shape[-1]).T,
                  lambda x, c: x.T.reshape(*_heads(c), x.shape[0]))
 
 
@@ -107,5 +105,5 @@ def mlm_head(transform: str, norm: str, bias: str) -> tuple[Rule, ...]:
 
 
 # `*ForTokenClassification` of every family: one dense layer named `classifier`.
-TOKEN_HEAD = (Rule("classifier/kernel", "classifier.weight", LINEAR),
-              Rule("classifier/bias", "classifier.bias"))
+TOKEN_HEAD = (Rule("classifier/kernel", "classifier.weight",
+                   LINEAR), Rule("classifier/bias", "classifier.bias"))

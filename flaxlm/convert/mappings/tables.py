@@ -14,8 +14,10 @@ from flaxlm.convert.mappings.rules import Family, Head, Rule, Task
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
 
-FAMILIES: dict[str, Family] = {f.arch: f for f in (*bert.FAMILIES, distilbert.FAMILY,
-                                                   electra.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.arch: f
+    for f in (*bert.FAMILIES, distilbert.FAMILY, electra.FAMILY)
+}
 
 TASKS: dict[str, Task] = {
     "mlm": Task("AutoModelForMaskedLM", "fill-mask", "mlm_head/"),
@@ -99,8 +101,10 @@ def expand(table: Table, config: ModelConfig) -> list[Rule]:
         if rule.when is not None and not rule.when(config):
             continue
         if "{i}" in rule.flax:
-            rows += [Rule(rule.flax.format(i=i), rule.hf.format(i=i), rule.hook)
-                     for i in range(config.num_layers)]
+            rows += [
+                Rule(rule.flax.format(i=i), rule.hf.format(i=i), rule.hook)
+                for i in range(config.num_layers)
+            ]
         else:
             rows.append(rule)
     return rows

@@ -14,8 +14,7 @@ from flaxlm.models.config import ModelConfig
 
 def has_pooler(family: Family, tensors: Mapping[str, np.ndarray]) -> bool:
     """Whether a checkpoint (prefixed or a bare base model) stores the pooler."""
-    return any(k in tensors for k in (f"{family.prefix}pooler.dense.weight",
-                                      "pooler.dense.weight"))
+    return any(k in tensors for k in (f"{family.prefix}pooler.dense.weight", "pooler.dense.weight"))
 
 
 def to_hf(table: Table, flat_params: Mapping[str, np.ndarray],
@@ -30,8 +29,8 @@ def to_hf(table: Table, flat_params: Mapping[str, np.ndarray],
     for rule in rows:
         if rule.flax not in flat_params:
             raise FlaxlmError(f"flaxlm parameter {rule.flax!r} (→ {rule.hf}) is missing")
-        out[rule.hf] = np.ascontiguousarray(rule.hook.to_hf(np.asarray(flat_params[rule.flax]),
-                                                           config))
+        out[rule.hf] = np.ascontiguousarray(
+            rule.hook.to_hf(np.asarray(flat_params[rule.flax]), config))
     return out
 
 
