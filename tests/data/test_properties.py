@@ -6,10 +6,10 @@ import tempfile
 import warnings
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from flaxlm.data import pipeline
+from flaxlm.data import corpus_files, pipeline
 from flaxlm.errors import FlaxlmError
 
 SEQ_LEN = 24
@@ -23,6 +23,10 @@ _line = st.one_of(
     st.integers(200, 2_000).map(lambda n: "città ".encode() * n),  # a very long paragraph
 )
 _corpus = st.lists(_line, min_size=1, max_size=12).map(b"\n".join)
+
+# First bytes that make a file another format (Parquet, gzip, zstd, a PNG image, ...).
+_MAGIC_NUMBERS = (corpus_files._PARQUET_MAGIC, *corpus_files._COMPRESSION_MAGIC,
+                  *corpus_files._OTHER_MAGIC)
 
 
 def _eval_batches(corpus: bytes, tokenizer, **cfg):
@@ -38,6 +42,8 @@ def _eval_batches(corpus: bytes, tokenizer, **cfg):
                 return pipeline.build_eval_batches(config, tokenizer, host_batch_size=3)
             except FlaxlmError as e:
                 assert path in str(e)  # every refusal names the file
+                if corpus.startswith(_MAGIC_NUMBERS):
+                    return "binary"  # read as the format its first bytes name, or refused as it
                 if "not a corpus file (binary data" in str(e):
                     # Refused as binary only when most of it is NUL or invalid UTF-8.
                     good = corpus.decode("utf-8", errors="ignore").replace("\x00", "")
@@ -48,6 +54,7 @@ def _eval_batches(corpus: bytes, tokenizer, **cfg):
 
 @settings(max_examples=20, deadline=None)
 @given(corpus=_corpus, max_predictions=st.sampled_from([0, 1, 3]))
+@example(corpus=b"\x89PNG", max_predictions=0)  # a PNG's first bytes: refused as an image
 def test_any_corpus_gives_contract_batches(tokenizer, corpus, max_predictions):
     batches = _eval_batches(corpus, tokenizer, max_predictions=max_predictions)
     if batches == "binary":
