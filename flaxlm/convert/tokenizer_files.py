@@ -14,20 +14,12 @@ import os
 import shutil
 
 from flaxlm.convert.safe_load import check_links, check_tokenizer_config, confined, read_json
+from flaxlm.data.tokenizer_dir import XLMR_SPECIAL_TOKENS
 from flaxlm.data.tokenizers import (META_FILE, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
                                     load_tokenizer)
 from flaxlm.errors import FlaxlmError
 
 log = logging.getLogger("flaxlm.convert")
-XLMR_SPECIALS = {
-    "bos_token": "<s>",
-    "eos_token": "</s>",
-    "unk_token": "<unk>",
-    "sep_token": "</s>",
-    "pad_token": "<pad>",
-    "cls_token": "<s>",
-    "mask_token": "<mask>"
-}
 BERT_SPECIALS = {
     "unk_token": "[UNK]",
     "sep_token": "[SEP]",
@@ -54,7 +46,7 @@ def _write_json(path: str, obj: dict) -> None:
 def _hf_side_files(out_dir: str, kind: str, *, lowercase: bool, strip_accents: bool,
                    model_max_length: int, token_types: bool = True) -> None:
     if kind == "sentencepiece":
-        specials, config = XLMR_SPECIALS, {"tokenizer_class": "XLMRobertaTokenizer"}
+        specials, config = XLMR_SPECIAL_TOKENS, {"tokenizer_class": "XLMRobertaTokenizer"}
     else:
         specials = BERT_SPECIALS
         # strip_accents written explicitly: BERT's default (None) would follow do_lower_case.

@@ -43,3 +43,15 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Token ids (int32) and word-start flags (bool) per text, without CLS/SEP."""
         return self._encode(list(texts))
+
+
+# XLM-R's special tokens as transformers names them (special_tokens_map.json, tokenizer_config).
+XLMR_SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "sep_token": "</s>",
+    "pad_token": "<pad>",
+    "cls_token": "<s>",
+    "mask_token": "<mask>"
+}

@@ -24,7 +24,8 @@ from tokenizers import models, normalizers, pre_tokenizers, trainers
 from flaxlm import storage
 from flaxlm.data import sources
 from flaxlm.data.tokenizer_dir import (  # noqa: F401 - callers name the directory's files here too
-    META_FILE, MODEL_MAX_LENGTH, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, Tokenizer,
+    META_FILE, MODEL_MAX_LENGTH, SP_MODEL_FILE, TOKENIZER_JSON, VOCAB_FILE, XLMR_SPECIAL_TOKENS,
+    Tokenizer,
 )
 from flaxlm.data.tokenizer_json import load_tokenizer_json, write_tokenizer_json
 from flaxlm.errors import FlaxlmError
@@ -197,16 +198,7 @@ def _train_sentencepiece(paragraphs: Iterator[str], *, vocab_size: int, out_dir:
             },
         },
     )
-    specials = {
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "sep_token": "</s>",
-        "pad_token": "<pad>",
-        "cls_token": "<s>",
-        "mask_token": "<mask>",
-    }
-    _write_hf_configs(out_dir, "XLMRobertaTokenizer", specials, {})
+    _write_hf_configs(out_dir, "XLMRobertaTokenizer", XLMR_SPECIAL_TOKENS, {})
 
 
 def _load_sentencepiece(path: str, meta: dict) -> Tokenizer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flaxlm.convert.mappings.hf_fields import (check_heads_fill_hidden, get, label_fields,
-                                               refuse_unsupported)
+                                               refuse_unsupported, POST_LN_ENCODER_SUPPORTS)
 from flaxlm.convert.mappings.rules import (HEADS_BIAS, HEADS_IN, HEADS_OUT, LINEAR, TOKEN_HEAD,
                                            Family, Head, Rule, mlm_head)
 from flaxlm.errors import FlaxlmError
@@ -70,14 +70,7 @@ DENSE_OUT_HEAD = (Rule("classifier/dense/kernel", "classifier.dense.weight",
 
 def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
     """A `BertConfig` / `XLMRobertaConfig` → ModelConfig; refuses what flaxlm does not compute."""
-    refuse_unsupported(
-        hf, {
-            "hidden_act": ("gelu", ),
-            "position_embedding_type": (None, "absolute"),
-            "is_decoder": (None, False),
-            "add_cross_attention": (None, False),
-            "tie_word_embeddings": (None, True)
-        }, source, "flaxlm's encoder")
+    refuse_unsupported(hf, POST_LN_ENCODER_SUPPORTS, source, "flaxlm's encoder")
     hidden, heads = get(hf, "hidden_size", int, source), get(hf, "num_attention_heads", int, source)
     if heads <= 0 or hidden % heads:
         raise FlaxlmError(f"{source}: hidden_size={hidden} is not divisible by "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flaxlm.convert.mappings import bert
 from flaxlm.convert.mappings.hf_fields import (check_heads_fill_hidden, label_fields,
-                                               refuse_unsupported)
+                                               refuse_unsupported, POST_LN_ENCODER_SUPPORTS)
 from flaxlm.convert.mappings.rules import LINEAR, TOKEN_HEAD, Family, Head, Rule, Task, mlm_head
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
@@ -54,14 +54,7 @@ def write_config(config: ModelConfig, family: Family, task: str, hf_class: str,
 def read_config(hf, source: str, family: Family, task: str, hf_class: str) -> ModelConfig:
     """An `ElectraConfig` → the flaxlm config of that tower or encoder (arch "electra": BERT's
     post-LN body, exported back as Electra* classes); refuses what flaxlm does not compute."""
-    refuse_unsupported(
-        hf, {
-            "hidden_act": ("gelu", ),
-            "position_embedding_type": (None, "absolute"),
-            "is_decoder": (None, False),
-            "add_cross_attention": (None, False),
-            "tie_word_embeddings": (None, True)
-        }, source, "flaxlm's ELECTRA")
+    refuse_unsupported(hf, POST_LN_ENCODER_SUPPORTS, source, "flaxlm's ELECTRA")
     hidden_dropout = float(hf.hidden_dropout_prob)
     config = ModelConfig(
         arch="electra", vocab_size=int(hf.vocab_size), hidden_size=int(hf.hidden_size),

@@ -20,6 +20,16 @@ def get(hf, key: str, kind: type, source: str) -> Any:
     return kind(value)
 
 
+# config.json values a BERT-style post-LN encoder (BERT, XLM-R, ELECTRA) computes; others refused.
+POST_LN_ENCODER_SUPPORTS = {
+    "hidden_act": ("gelu", ),
+    "position_embedding_type": (None, "absolute"),
+    "is_decoder": (None, False),
+    "add_cross_attention": (None, False),
+    "tie_word_embeddings": (None, True)
+}
+
+
 def refuse_unsupported(hf, allowed_by_key: dict[str, tuple], source: str, what: str) -> None:
     """One line naming the first key whose value `what` (flaxlm's encoder) does not compute."""
     for key, allowed in allowed_by_key.items():
