@@ -149,8 +149,9 @@ class MaskedLM(ObjectiveDefaults):
         h_BxMxD = model.masked_hidden(batch, dtype=dtype, dropout_key=dropout_key)
         sums = {"weight_sum": jnp.sum(weights_BxM)}
         if self.config.pack_predictions:
+            head, head_params = model.pure_head()
             xent_sum, correct_sum, sums["unpacked_sum"] = packed_xent_sums(
-                model.prediction_logits, h_BxMxD, batch["masked_labels"], weights_BxM,
+                head, head_params, h_BxMxD, batch["masked_labels"], weights_BxM,
                 seq_len=batch["input_ids"].shape[1], mask_rate=self.config.mask_rate,
                 headroom=self.config.pack_headroom, xent_sums=masked_xent_sums)
         else:
