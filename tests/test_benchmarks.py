@@ -121,7 +121,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     # The rows added for SELECTRA and the distillation recipes keep the table's convention, and
     # --topology narrows a label to one slice (what a serial, resumable run selects by).
     from benchmarks import topology_table
-    from flaxlm import aot, run_config
+    from flaxlm import run_config, topology
     from flaxlm.run.steps import resolve_compute_dtype
     recipes = [
         r for r in topology_table.rows()
@@ -130,7 +130,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     assert len(recipes) == 6
     for row in recipes:
         config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
-        chips = aot.parse_topology(row.topology).chips
+        chips = topology.parse_topology(row.topology).chips
         per_chip = config.loop.batch_size // (chips * config.step.grad_accum_steps)
         assert per_chip == topology_table.MICRO, row.command()
         assert resolve_compute_dtype(config.step.compute_dtype, "tpu") == "bfloat16", row.command()
