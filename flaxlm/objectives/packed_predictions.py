@@ -24,8 +24,8 @@ produce anyway (its parameters, the tied embeddings, `h`).
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from typing import Any, Callable
 
 import jax
