@@ -4,8 +4,7 @@
   python -m benchmarks.run --quick            vocab 30,522 only, fewer steps
   python -m benchmarks.run --smoke            tiny shapes, 1–2 steps, in-process (CI, no timing claims)
   python -m benchmarks.run --only step.mlm.v30522 --steps 8
-  python -m benchmarks.run --only step.mlm.v250002 --skip hf-torch-eager --skip hf-torch-compile \
-      --skip hf-flax                          flaxlm packed vs unpacked only
+  python -m benchmarks.run --only step.mlm.v250002 --skip hf-flax    one case, one baseline less
   python -m benchmarks.run --list
 
 Prints one table and the targets, and writes everything measured to
