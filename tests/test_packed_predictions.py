@@ -1,6 +1,7 @@
 """Prediction packing (flaxlm/objectives/packed_predictions.py): the MLM head over real prediction
-slots only gives the unpacked loss, sums and gradients, below, at and over the packed capacity,
-on one device and per data-parallel shard."""
+slots only gives the unpacked loss, sums and gradients below and at the packed capacity, on one
+device and per data-parallel shard; over it, exactly the predictions past the capacity are left
+out and counted."""
 
 import jax
 import numpy as np
@@ -56,17 +57,17 @@ def _grads_fn(program: TrainProgram):
         jitted(params, host_batch_to_global(program.mesh, host_batch)))
 
 
-def _assert_same(packed, unpacked):
+def _assert_same(packed, unpacked, grad_scale=1.0):
+    """Equal sums, and gradients equal up to `grad_scale` (a ratio of the losses' denominators)."""
     (grads_p, sums_p), (grads_u, sums_u) = packed, unpacked
-    for name in ("loss_sum", "correct_sum", "weight_sum"):
+    for name in ("loss_sum", "correct_sum"):
         np.testing.assert_allclose(sums_p[name], sums_u[name], rtol=1e-6, atol=0)
-
     # Relative to the largest gradient: some leaves (attention key biases) are zero in exact
     # arithmetic and hold only rounding noise, which no relative bound of their own can cover.
     scale = max(np.max(np.abs(g)) for g in jax.tree.leaves(grads_u))
 
     def close(path, a, b):
-        assert np.max(np.abs(a - b)) <= 1e-6 * scale, jax.tree_util.keystr(path)
+        assert np.max(np.abs(a - b * grad_scale)) <= 1e-6 * scale, jax.tree_util.keystr(path)
 
     jax.tree_util.tree_map_with_path(close, grads_p, grads_u)
 
@@ -77,31 +78,38 @@ def test_packed_head_matches_every_slot_below_at_and_over_capacity(devices):
     cap = capacity(rows, M, L, RATE, HEADROOM)  # per shard: ceil(rows · 0.15 · 32 · 1.2)
     assert cap < rows * M  # packing really drops slots here
     packed, unpacked = _grads_fn(_program(True, devices)), _grads_fn(_program(False, devices))
-    below = [3] * B
-    # Every shard exactly at its capacity: the packed array is full, no slot to spare.
+    # Below the capacity, and every shard exactly at it (the packed array full, no slot to spare).
     at = [cap // rows + (i < cap % rows) for i in range(rows)] * devices
-    # Shard 0 one over its capacity (the whole batch still under devices · cap when sharded).
+    for real in ([3] * B, at):
+        batch = _batch(real)
+        result_p, result_u = packed(batch), unpacked(batch)
+        assert result_p[1]["weight_sum"] == sum(real)
+        assert result_p[1]["dropped_sum"] == 0.0, real
+        assert "dropped_sum" not in result_u[1]
+        _assert_same(result_p, result_u)
+    # Shard 0 one over its capacity (the whole batch still under devices · cap when sharded):
+    # its last real slot is left out and counted, and stays in the loss's denominator.
     over = list(at)
     over[0] += 1
     if devices > 1:
         over[-1] -= 1
-    for real, fell_back in ((below, 0.0), (at, 0.0), (over, 1.0)):
-        batch = _batch(real)
-        result_p, result_u = packed(batch), unpacked(batch)
-        assert result_p[1]["weight_sum"] == sum(real)
-        assert result_p[1]["unpacked_sum"] == fell_back, real
-        assert "unpacked_sum" not in result_u[1]
-        _assert_same(result_p, result_u)
+    batch = _batch(over)
+    result_p = packed(batch)
+    assert result_p[1]["dropped_sum"] == 1.0 and result_p[1]["weight_sum"] == sum(over)
+    shard0_BxM = batch["masked_weights"][:rows]
+    last = np.flatnonzero(shard0_BxM.reshape(-1))[-1]
+    without = dict(batch, masked_weights=batch["masked_weights"].copy())
+    without["masked_weights"][last // M, last % M] = 0.0
+    _assert_same(result_p, unpacked(without), grad_scale=(sum(over) - 1) / sum(over))
 
 
-def test_train_step_reports_unpacked_microbatches():
+def test_train_step_reports_dropped_predictions():
     program = _program(True, 1)
     state = program.init_state(jax.random.key_data(jax.random.key(0)))
     cap = capacity(B, M, L, RATE, HEADROOM)
-    for real, expected in (([3] * B, 0.0), ([M] * B, 1.0)):
-        assert sum(real) <= cap or expected == 1.0
+    for real in ([3] * B, [M] * B):
         state, metrics = program.train_step(state, host_batch_to_global(program.mesh, _batch(real)))
-        assert float(metrics["unpacked_microbatches"]) == expected
+        assert float(metrics["dropped_predictions"]) == max(sum(real) - cap, 0)
         assert float(metrics["masked_tokens"]) == sum(real)
 
 

@@ -8,7 +8,7 @@ embedding; may be absent then), and for MLM `masked_positions`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -76,19 +76,6 @@ class MaskedLMModel(nnx.Module):
     def prediction_logits(self, h_xD: jax.Array) -> jax.Array:
         """fp32 vocabulary logits `…×V` of hidden states `…×D` at prediction slots."""
         return self.mlm_head(h_xD, self.encoder.embeddings.word)
-
-    def pure_head(self) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
-        """`(logits(params, h_xD), params)`: `prediction_logits` as a function of the head's own
-        parameters and the tied word embeddings, for code that differentiates the head apart
-        from the encoder (prediction packing)."""
-        head_def, head_params = nnx.split(self.mlm_head)
-        word_def, word_params = nnx.split(self.encoder.embeddings.word)
-
-        def logits(params, h_xD: jax.Array) -> jax.Array:
-            head, word = nnx.merge(head_def, params[0]), nnx.merge(word_def, params[1])
-            return head(h_xD, word)
-
-        return logits, (head_params, word_params)
 
     def head_logits(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.mlm_head(x_BxLxD, self.encoder.embeddings.word)

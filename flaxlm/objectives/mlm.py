@@ -29,8 +29,8 @@ class MaskedLMConfig:
     max_predictions: int = 0  # prediction slots per row; 0: derived from seq_len and mask_rate
     # Prediction packing (flaxlm/objectives/packed_predictions.py): the vocabulary head over each
     # data-parallel shard's real predictions, in ceil(rows · mask_rate · seq_len · pack_headroom)
-    # slots instead of rows · M. Exact: a micro-batch with more runs unpacked and is counted
-    # (`unpacked_microbatches`). Off by default: see docs/benchmarks.md, "Prediction packing".
+    # slots instead of rows · M; real predictions past that are left out and counted
+    # (`dropped_predictions`). Off by default: see docs/benchmarks.md, "Prediction packing".
     pack_predictions: bool = False
     pack_headroom: float = 1.2
 
@@ -149,9 +149,8 @@ class MaskedLM(ObjectiveDefaults):
         h_BxMxD = model.masked_hidden(batch, dtype=dtype, dropout_key=dropout_key)
         sums = {"weight_sum": jnp.sum(weights_BxM)}
         if self.config.pack_predictions:
-            head, head_params = model.pure_head()
-            xent_sum, correct_sum, sums["unpacked_sum"] = packed_xent_sums(
-                head, head_params, h_BxMxD, batch["masked_labels"], weights_BxM,
+            xent_sum, correct_sum, sums["dropped_sum"] = packed_xent_sums(
+                model.prediction_logits, h_BxMxD, batch["masked_labels"], weights_BxM,
                 seq_len=batch["input_ids"].shape[1], mask_rate=self.config.mask_rate,
                 headroom=self.config.pack_headroom, xent_sums=masked_xent_sums)
         else:
@@ -166,11 +165,11 @@ class MaskedLM(ObjectiveDefaults):
             "loss": sums["loss_sum"] / weight,
             "accuracy": sums["correct_sum"] / weight,
             "masked_tokens": sums["weight_sum"],
-            # Micro-batches whose real predictions overflowed the packed head's capacity (their
-            # head ran over every slot): a steady count says pack_headroom is too small.
+            # Real predictions the packed head had no room for (left out of loss and accuracy):
+            # more than a rare few say objective.mlm.pack_headroom is too small for the data.
             **({
-                "unpacked_microbatches": sums["unpacked_sum"]
-            } if "unpacked_sum" in sums else {})
+                "dropped_predictions": sums["dropped_sum"]
+            } if "dropped_sum" in sums else {})
         }
 
     # -- cost ----------------------------------------------------------------------------------
