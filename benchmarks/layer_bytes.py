@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from flaxlm import aot, jax_platform
+from flaxlm import aot, jax_platform, topology
 from flaxlm.models.config import preset
 from flaxlm.models.encoder import Layer
 
@@ -19,7 +19,7 @@ VARIANTS = [("xla", 0.1, 0.1), ("xla", 0.0, 0.1), ("splash", 0.0, 0.1), ("xla", 
 
 def main(batch: int) -> None:
     jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
-    devices = aot.topology_devices(aot.parse_topology("v5e-1"))
+    devices = topology.topology_devices(topology.parse_topology("v5e-1"))
     mesh = Mesh(devices, ("data", ))
     replicated = NamedSharding(mesh, P())
     for attention, attention_dropout, hidden_dropout in VARIANTS:

@@ -4,6 +4,7 @@
   python -m benchmarks.run --quick            vocab 30,522 only, fewer steps
   python -m benchmarks.run --smoke            tiny shapes, 1–2 steps, in-process (CI, no timing claims)
   python -m benchmarks.run --only step.mlm.v30522 --steps 8
+  python -m benchmarks.run --only step.mlm.v250002 --skip hf-flax    one case, one baseline less
   python -m benchmarks.run --list
 
 Prints one table and the targets, and writes everything measured to
@@ -55,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "baseline")
     ap.add_argument("--no-install-hf", action="store_true",
                     help="do not create the HF Flax virtualenv if it is missing")
+    ap.add_argument("--skip", action="append", default=[], metavar="KIND",
+                    help="leave out this baseline worker kind, e.g. hf-flax (repeatable)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--quiet", action="store_true")
     return ap.parse_args(argv)
@@ -136,6 +139,7 @@ def main(argv=None) -> int:
     jax_platform.select()  # before JAX starts: no TPU-probe noise on a CPU-only machine
     args = parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    profile = dataclasses.replace(profile, skip=profile.skip + tuple(args.skip))
     cases = all_cases(profile)
     if args.list:
         for c in cases:
@@ -180,8 +184,9 @@ def main(argv=None) -> int:
         print("\ntargets (ratios from this run):")
         print(format_targets(ctx.targets))
     print(f"\nFLOP convention (flaxlm/flops.py): 6·params·tokens for the encoder's matmuls, "
-          f"+ attention 12·L·S·D per token, + the MLM head at the M prediction slots; "
-          f"'useful-only' counts the real masked tokens instead of M. MFU is against the "
+          f"+ attention 12·L·S·D per token, + the MLM head at the prediction slots it computes "
+          f"(M per row, or the packed capacity); 'useful-only' counts the real masked tokens "
+          f"instead. MFU is against the "
           f"matmul rate measured in the same process (jnp.dot, fp32 on CPU, bf16 elsewhere). "
           f"Total {elapsed:.0f} s.")
 

@@ -10,6 +10,7 @@ from benchmarks.protocol import serve
 # Worker kind -> runner module (each has `build(spec)`).
 RUNNERS = {
     "flaxlm-step": "benchmarks.runners.flaxlm_step",
+    "flaxlm-step-unpacked": "benchmarks.runners.flaxlm_step",
     "hf-torch-eager": "benchmarks.runners.hf_torch",
     "hf-torch-compile": "benchmarks.runners.hf_torch",
     "pipeline": "benchmarks.runners.pipeline",

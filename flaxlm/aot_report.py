@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-GiB = 1 << 30
+from flaxlm.topology import GiB
 
 
 @dataclasses.dataclass

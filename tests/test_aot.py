@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from flaxlm import aot, cli
+from flaxlm import aot, cli, topology
 from flaxlm.errors import FlaxlmError
 from flaxlm.sharding import MeshConfig
 from tests.conftest import REPO
@@ -17,16 +17,16 @@ needs_libtpu = pytest.mark.skipif(
 
 
 def test_topology_names():
-    t = aot.parse_topology("v5e-16")
+    t = topology.parse_topology("v5e-16")
     assert (t.libtpu_name, t.chips, t.hosts) == ("v5e:4x4", 16, 4)
-    t = aot.parse_topology("v4-8")  # v4 and v5p names count TensorCores: 4 chips
+    t = topology.parse_topology("v4-8")  # v4 and v5p names count TensorCores: 4 chips
     assert (t.libtpu_name, t.chips, t.hosts) == ("v4:2x2x1", 4, 1)
-    assert aot.parse_topology("v5litepod-8").libtpu_name == "v5e:2x4"
-    assert aot.parse_topology("v5p:2x2x2").chips == 8
-    assert aot.parse_topology("v6e-8").hosts == 1
+    assert topology.parse_topology("v5litepod-8").libtpu_name == "v5e:2x4"
+    assert topology.parse_topology("v5p:2x2x2").chips == 8
+    assert topology.parse_topology("v6e-8").hosts == 1
     for bad in ("v5e-12", "v3-8", "tpu", "v4-7"):
         with pytest.raises(FlaxlmError):
-            aot.parse_topology(bad)
+            topology.parse_topology(bad)
 
 
 def test_resource_exhausted_numbers():

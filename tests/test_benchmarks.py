@@ -26,13 +26,18 @@ def smoke_step_flops(slots_per_example: float) -> float:
 
 
 def check_mfu_row(row: dict) -> None:
-    """MFU is the row's own FLOPs / its median step time / its median measured matmul peak."""
+    """MFU is the row's own FLOPs / its median step time / its median measured matmul peak. The
+    MLM step packs its predictions: the head's FLOPs count the packed capacity per row."""
     from benchmarks.common import PROFILES, expected_predictions, max_predictions
-    seq = PROFILES["smoke"].seq
+    from flaxlm.objectives.packed_predictions import capacity
+    p = PROFILES["smoke"]
+    seq = p.seq
     data, info = row["data"], row["data"]["info"]
-    assert info["prediction_slots"] == max_predictions(seq)
+    slots = capacity(p.batch, max_predictions(seq), seq, 0.15, 1.2) / p.batch
+    assert expected_predictions(seq) < slots < max_predictions(seq)
+    assert info["pack_predictions"] and info["prediction_slots"] == slots
     assert info["real_predictions_per_example"] == expected_predictions(seq)
-    assert info["flops_per_step"] == pytest.approx(smoke_step_flops(max_predictions(seq)))
+    assert info["flops_per_step"] == pytest.approx(smoke_step_flops(slots))
     assert info["useful_flops_per_step"] == pytest.approx(
         smoke_step_flops(expected_predictions(seq)))
     step, peak = row["time_s"], statistics.median(data["peaks"])
@@ -63,7 +68,7 @@ def test_benchmark_suite_smoke_runs_every_case(tmp_path):
     cases = {case for case, _ in rows}
     assert {"step.mlm.v1000", "pipeline", "pipeline_step", "checkpoint"} <= cases
     assert not [r for r in record["rows"] if r["note"].startswith("failed")], record["rows"]
-    check_mfu_row(rows[("step.mlm.v1000", "flaxlm mlm (float32)")])
+    check_mfu_row(rows[("step.mlm.v1000", "flaxlm mlm packed (float32)")])
     assert rows[("step.mlm.v1000", "HF PyTorch eager")]["time_s"] > 0
     assert "skipped" in rows[("step.mlm.v1000", "HF Flax (transformers 4.57)")]["note"]
     check_token_classification_row(rows[("step.token_classification.v1000",
@@ -121,7 +126,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     # The rows added for SELECTRA and the distillation recipes keep the table's convention, and
     # --topology narrows a label to one slice (what a serial, resumable run selects by).
     from benchmarks import topology_table
-    from flaxlm import aot, run_config
+    from flaxlm import run_config, topology
     from flaxlm.run.steps import resolve_compute_dtype
     recipes = [
         r for r in topology_table.rows()
@@ -130,7 +135,7 @@ def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
     assert len(recipes) == 6
     for row in recipes:
         config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
-        chips = aot.parse_topology(row.topology).chips
+        chips = topology.parse_topology(row.topology).chips
         per_chip = config.loop.batch_size // (chips * config.step.grad_accum_steps)
         assert per_chip == topology_table.MICRO, row.command()
         assert resolve_compute_dtype(config.step.compute_dtype, "tpu") == "bfloat16", row.command()

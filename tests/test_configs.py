@@ -1,7 +1,7 @@
 """Every shipped config resolves and runs on the slices its docstring names.
 
 A config lists them in a module-level SLICES tuple, and its docstring names the same ones: TPU
-slices as Cloud TPU names them (`v5e-8`, `v4-8`: see flaxlm/aot.py), `cpu-N` for N CPU devices.
+slices as Cloud TPU names them (`v5e-8`, `v4-8`: see flaxlm/topology.py), `cpu-N` for N CPU devices.
 On each, the global batch must split into `grad_accum_steps` micro-batches whose rows divide over
 the data-parallel chips (mesh data × fsdp), and over the hosts, the checks `flaxlm train` makes
 once the mesh exists.
@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from flaxlm import aot, run_config
+from flaxlm import run_config, topology
 from tests.conftest import REPO
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -32,8 +32,8 @@ def _module(path):
 def devices_and_hosts(slice_name: str) -> tuple[int, int]:
     if slice_name.startswith("cpu-"):
         return int(slice_name[len("cpu-"):]), 1
-    topology = aot.parse_topology(slice_name)
-    return topology.chips, topology.hosts  # v4 / v5p chips are one (megacore) JAX device each
+    slice_ = topology.parse_topology(slice_name)
+    return slice_.chips, slice_.hosts  # v4 / v5p chips are one (megacore) JAX device each
 
 
 def data_parallel_size(mesh, devices: int) -> int:

@@ -19,7 +19,7 @@ PACKAGES = ("flaxlm", "benchmarks", "launch")
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("flaxlm", "flaxlm.errors", "flaxlm.storage", "flaxlm.jax_platform",
-                    "flaxlm.distributed", "flaxlm.sharding", "flaxlm.optim")),
+                    "flaxlm.distributed", "flaxlm.sharding", "flaxlm.optim", "flaxlm.topology")),
     ("models and data", ("flaxlm.models", "flaxlm.data", "flaxlm.flops")),
     ("formats", ("flaxlm.convert.mappings", "flaxlm.convert.hf_config", "flaxlm.convert.model_io",
                  "flaxlm.convert.safe_load", "flaxlm.convert.tokenizer_files",

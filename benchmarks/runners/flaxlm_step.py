@@ -41,7 +41,7 @@ def program_for(spec: dict):
     compile each step once."""
     key = (spec["objective"], spec["arch"], spec["vocab"], tuple(sorted(spec["model"].items())),
            spec["batch"], spec["seq"], spec.get("dropout", True), spec.get("attention", "xla"),
-           spec.get("attention_dropout"))
+           spec.get("attention_dropout"), spec.get("pack_predictions", False))
     if key not in _PROGRAMS:
         objective, batch_fn = OBJECTIVES[spec["objective"]].make(spec)
         program, mesh, dtype = build_program(spec, objective)
@@ -99,6 +99,9 @@ class FlaxlmStep:
             self._step()
         config = self.program.model_config
         m = host_batch["masked_positions"].shape[1] if "masked_positions" in host_batch else 0
+        packed = getattr(objective.config, "pack_predictions", False)
+        if packed:  # the head runs over the packed capacity, not over every slot
+            m = _packed_slots_per_row(objective.config, host_batch, jax.device_count())
         real = int(host_batch["masked_weights"].sum()) if "masked_weights" in host_batch else 0
         tokens = float(np.count_nonzero(host_batch["attention_mask"]))
         per_example = objective.train_flops(config, spec["seq"], {
@@ -123,6 +126,7 @@ class FlaxlmStep:
             "device_count": jax.device_count(),
             "compute_dtype": self.dtype,
             "attention": config.attention,
+            "pack_predictions": packed,
             "jax": jax.__version__
         }
 
@@ -142,5 +146,17 @@ class FlaxlmStep:
         return matmul_rate(dtype, size, reps)
 
 
+def _packed_slots_per_row(config, host_batch: dict, devices: int) -> float:
+    """Slots per row the packed head computes: its capacity per data-parallel shard."""
+    from flaxlm.objectives.packed_predictions import capacity
+    rows, slots = host_batch["masked_positions"].shape
+    seq_len = host_batch["input_ids"].shape[1]
+    shards = devices if rows % devices == 0 else 1
+    per_shard = capacity(rows // shards, slots, seq_len, config.mask_rate, config.pack_headroom)
+    return per_shard * shards / rows
+
+
 def build(spec: dict) -> FlaxlmStep:
+    if spec["kind"] == "flaxlm-step-unpacked":  # the same step with its head over every slot
+        spec = dict(spec, pack_predictions=False)
     return FlaxlmStep(spec)

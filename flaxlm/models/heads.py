@@ -64,9 +64,18 @@ class MaskedLMModel(nnx.Module):
     def __call__(self, batch: Mapping[str, jax.Array], *, dtype=jnp.float32,
                  dropout_key: jax.Array | None = None) -> jax.Array:
         """`logits_BxMxV` (fp32) at `batch["masked_positions"]`."""
+        return self.prediction_logits(
+            self.masked_hidden(batch, dtype=dtype, dropout_key=dropout_key))
+
+    def masked_hidden(self, batch: Mapping[str, jax.Array], *, dtype=jnp.float32,
+                      dropout_key: jax.Array | None = None) -> jax.Array:
+        """The encoder's `h_BxMxD` at `batch["masked_positions"]`, before the head."""
         x_BxLxD = _encode(self.encoder, batch, dtype, dropout_key)
-        h_BxMxD = gather_positions(x_BxLxD, batch["masked_positions"])
-        return self.mlm_head(h_BxMxD, self.encoder.embeddings.word)
+        return gather_positions(x_BxLxD, batch["masked_positions"])
+
+    def prediction_logits(self, h_xD: jax.Array) -> jax.Array:
+        """fp32 vocabulary logits `…×V` of hidden states `…×D` at prediction slots."""
+        return self.mlm_head(h_xD, self.encoder.embeddings.word)
 
     def head_logits(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.mlm_head(x_BxLxD, self.encoder.embeddings.word)

@@ -11,9 +11,11 @@ import numpy as np
 from flax import nnx
 
 from flaxlm.data import host_reading, masking, pipeline
+from flaxlm.errors import FlaxlmError
 from flaxlm.flops import encoder_train_flops
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import MaskedLMModel
+from flaxlm.objectives.packed_predictions import packed_xent_sums
 from flaxlm.run.protocol import Batch, DataContext, DataPlan, ObjectiveDefaults, Sums
 
 
@@ -25,6 +27,12 @@ class MaskedLMConfig:
     mask_token_rate: float = 0.8  # of chosen tokens: replaced by the mask id …
     random_token_rate: float = 0.1  # … or by a random non-special token; the rest stay unchanged
     max_predictions: int = 0  # prediction slots per row; 0: derived from seq_len and mask_rate
+    # Prediction packing (flaxlm/objectives/packed_predictions.py): the vocabulary head over each
+    # data-parallel shard's real predictions, in ceil(rows · mask_rate · seq_len · pack_headroom)
+    # slots instead of rows · M; real predictions past that are left out and counted
+    # (`dropped_predictions`). Off by default: see docs/benchmarks.md, "Prediction packing".
+    pack_predictions: bool = False
+    pack_headroom: float = 1.2
 
     def rates(self) -> masking.MaskingRates:
         return masking.MaskingRates(mask_rate=self.mask_rate, mask_token_rate=self.mask_token_rate,
@@ -35,6 +43,9 @@ class MaskedLMConfig:
         """`section`: where the user sets these keys (a distillation objective has its own).
         The rates' one validation is `MaskingRates.validate` (flaxlm/data/masking.py)."""
         self.rates().validate(section)
+        if not self.pack_headroom > 0:
+            raise FlaxlmError(f"{section}.pack_headroom={self.pack_headroom}: must be > 0 (the "
+                              "packed head's slots per expected prediction)")
 
 
 def masked_data(data: pipeline.DataConfig, config: MaskedLMConfig,
@@ -134,14 +145,18 @@ class MaskedLM(ObjectiveDefaults):
 
     def loss(self, model: MaskedLMModel, batch: Batch, normalizers: Mapping[str, jax.Array], *,
              dtype, dropout_key: jax.Array | None) -> tuple[jax.Array, Sums]:
-        logits_BxMxV = model(batch, dtype=dtype, dropout_key=dropout_key)
         weights_BxM = batch["masked_weights"].astype(jnp.float32)
-        xent_sum, correct_sum = masked_xent_sums(logits_BxMxV, batch["masked_labels"], weights_BxM)
-        sums = {
-            "loss_sum": xent_sum,
-            "correct_sum": correct_sum,
-            "weight_sum": jnp.sum(weights_BxM)
-        }
+        h_BxMxD = model.masked_hidden(batch, dtype=dtype, dropout_key=dropout_key)
+        sums = {"weight_sum": jnp.sum(weights_BxM)}
+        if self.config.pack_predictions:
+            xent_sum, correct_sum, sums["dropped_sum"] = packed_xent_sums(
+                model.prediction_logits, h_BxMxD, batch["masked_labels"], weights_BxM,
+                seq_len=batch["input_ids"].shape[1], mask_rate=self.config.mask_rate,
+                headroom=self.config.pack_headroom, xent_sums=masked_xent_sums)
+        else:
+            xent_sum, correct_sum = masked_xent_sums(model.prediction_logits(h_BxMxD),
+                                                     batch["masked_labels"], weights_BxM)
+        sums.update(loss_sum=xent_sum, correct_sum=correct_sum)
         return xent_sum / normalizers["predictions"], sums
 
     def metrics(self, sums: Sums) -> dict[str, jax.Array]:
@@ -149,7 +164,12 @@ class MaskedLM(ObjectiveDefaults):
         return {
             "loss": sums["loss_sum"] / weight,
             "accuracy": sums["correct_sum"] / weight,
-            "masked_tokens": sums["weight_sum"]
+            "masked_tokens": sums["weight_sum"],
+            # Real predictions the packed head had no room for (left out of loss and accuracy):
+            # more than a rare few say objective.mlm.pack_headroom is too small for the data.
+            **({
+                "dropped_predictions": sums["dropped_sum"]
+            } if "dropped_sum" in sums else {})
         }
 
     # -- cost ----------------------------------------------------------------------------------

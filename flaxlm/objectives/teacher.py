@@ -152,6 +152,9 @@ class Distillation(MaskedLM):
     def __init__(self, config: TeacherConfig):
         self.config = config
         self.config.validate(self.section)
+        if config.pack_predictions:  # a MaskedLMConfig key this objective's own loss ignores
+            raise FlaxlmError(f"{self.section}.pack_predictions: prediction packing is built for "
+                              "objective.mlm only; distillation computes its own heads")
         # The teacher's shapes (from its workdir or preset, on first use; tests may set them) and
         # the student → teacher token map of a pruned student vocabulary (set by plan_data).
         self.teacher_config: ModelConfig | None = None
