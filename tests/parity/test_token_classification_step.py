@@ -97,13 +97,17 @@ def test_one_pos_step_matches_the_pytorch_loop(tmp_path, wp_tokenizer_dir):
                               rows_f.labels_NxL[n, :length], -100)
         assert labelled_f.tolist() == row["labels"]
 
-    # Three AdamW steps (bias correction past step 1) over two batches of different lengths,
-    # each side padding its own way: flaxlm to the bucket, PyTorch to the batch's longest row.
+    # Three AdamW steps (bias correction past step 1), each side padding its own way: flaxlm
+    # every row to the bucket, PyTorch to the batch's longest row. The second batch is short, as
+    # an epoch's last batch is: flaxlm fills it with unlabelled rows (index -1), PyTorch does not.
     tok = load_tokenizer(str(run_dir / "tokenizer"))
     collate = DataCollatorForTokenClassification(AutoTokenizer.from_pretrained(str(hf_dir)))
-    halves = np.array_split(np.arange(len(rows_t)), 2)
-    order = [halves[0], halves[1], halves[0]]
-    batches_f = [batch_of(rows_f, index, tok) for index in order]
+    B = len(rows_t) // 2
+    order = [np.arange(B), np.arange(B, 2 * B - 3), np.arange(B)]
+    batches_f = [
+        batch_of(rows_f, np.pad(i, (0, B - len(i)), constant_values=-1), tok) for i in order
+    ]
+    assert (batches_f[1]["label_weights"][-3:] == 0).all()
     batches_t = [
         collate([{
             k: rows_t[i][k]
