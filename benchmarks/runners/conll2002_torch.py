@@ -166,6 +166,34 @@ def layerwise_groups(model, recipe) -> list[dict]:
 
 
 # -- the loop --------------------------------------------------------------------------------------
+def make_optimizer(model, recipe, total: int):
+    """AdamW(0.9, 0.999) over `layerwise_groups` and its schedule: constant, or linear decay to 0
+    over `total` steps after `recipe.warmup_proportion` of them."""
+    import torch
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
+    optimizer = torch.optim.AdamW(layerwise_groups(model, recipe), lr=recipe.learning_rate,
+                                  betas=(0.9, 0.999), eps=recipe.eps)
+    if getattr(recipe, "schedule", "linear") == "constant":
+        assert not recipe.warmup_proportion, "a constant schedule here has no warmup"
+        return optimizer, get_constant_schedule(optimizer)
+    return optimizer, get_linear_schedule_with_warmup(optimizer,
+                                                      round(recipe.warmup_proportion * total),
+                                                      total)
+
+
+def train_step(model, batch, optimizer, schedule, max_grad_norm: float) -> float:
+    """One update: the model's own loss (mean over labelled tokens), global-norm clipping, AdamW,
+    the schedule's next rate; returns the loss."""
+    import torch
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int, began: float,
              data_format: str = "conll2002") -> dict:
     """Fine-tunes `init_hf` on `train_file` with `recipe` (the script's `Recipe`; `schedule`
@@ -175,8 +203,7 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
     import torch
     from torch.utils.data import DataLoader
     from transformers import (AutoTokenizer, BertForTokenClassification,
-                              DataCollatorForTokenClassification, get_constant_schedule,
-                              get_linear_schedule_with_warmup)
+                              DataCollatorForTokenClassification)
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(init_hf)
@@ -195,16 +222,9 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
                                                        label2id=label_ids,
                                                        hidden_dropout_prob=recipe.dropout,
                                                        attention_probs_dropout_prob=recipe.dropout)
-    optimizer = torch.optim.AdamW(layerwise_groups(model, recipe), lr=recipe.learning_rate,
-                                  betas=(0.9, 0.999), eps=recipe.eps)
     steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    if getattr(recipe, "schedule", "linear") == "constant":
-        assert not recipe.warmup_proportion, "a constant schedule here has no warmup"
-        schedule = get_constant_schedule(optimizer)
-    else:
-        schedule = get_linear_schedule_with_warmup(optimizer,
-                                                   round(recipe.warmup_proportion * total), total)
+    optimizer, schedule = make_optimizer(model, recipe, total)
     loader = DataLoader(train_rows, batch_size=recipe.batch_size, shuffle=True,
                         collate_fn=DataCollatorForTokenClassification(tokenizer),
                         generator=torch.Generator().manual_seed(recipe.seed))
@@ -216,13 +236,7 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
         losses = []
         for batch in loader:
             t = time.perf_counter()
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(train_step(model, batch, optimizer, schedule, recipe.max_grad_norm))
             step_times.append(time.perf_counter() - t)
         t = time.perf_counter()
         scores = scorer(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
