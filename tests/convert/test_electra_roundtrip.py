@@ -126,7 +126,7 @@ def test_trained_electra_workdir_exports_from_the_command_line(tmp_path):
     gen = transformers.AutoModelForMaskedLM.from_pretrained(str(bundle / GENERATOR_SUBDIR))
     assert (type(disc).__name__, type(gen).__name__) == ("ElectraForPreTraining",
                                                          "ElectraForMaskedLM")
-    assert gen.config.hidden_size == disc.config.hidden_size // 4
+    assert gen.config.hidden_size == disc.config.hidden_size // 2  # generator_hidden_fraction 0.5
     assert not hasattr(disc.electra, "embeddings_project")
     tok_cfg = json.loads((bundle / "tokenizer_config.json").read_text())
     assert tok_cfg["strip_accents"] is False
