@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.objectives import mlm_batch, token_batch
 from benchmarks.runners.hf_torch_electra import TorchElectraStep
-from benchmarks.runners.shared import no_weight_decay, timed_steps
+from benchmarks.runners.shared import baseline_adamw, timed_steps
 
 
 def hf_config(spec: dict):
@@ -60,15 +60,7 @@ class TorchStep:
         if spec["arch"] == "distilbert" and not token_classification:
             cls = DistilBertForMaskedLM
         self.model = cls(hf_config(spec)).to(self.device).train()
-        decay = [p for n, p in self.model.named_parameters() if not no_weight_decay(n)]
-        no_decay = [p for n, p in self.model.named_parameters() if no_weight_decay(n)]
-        self.opt = torch.optim.AdamW([{
-            "params": decay,
-            "weight_decay": 0.01
-        }, {
-            "params": no_decay,
-            "weight_decay": 0.0
-        }], lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+        self.opt = baseline_adamw(self.model.named_parameters())
         self.forward = torch.compile(self.model) if spec.get("compile") else self.model
         if token_classification:
             b = token_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from benchmarks.objectives import mlm_batch
-from benchmarks.runners.shared import no_weight_decay, timed_steps
+from benchmarks.runners.shared import baseline_adamw, timed_steps
 
 
 def electra_configs(spec: dict):
@@ -64,15 +64,7 @@ class TorchElectraStep:
             for n, p in model.named_parameters()
         }  # shared tensors once
         self.params = [p for _, p in named.values()]
-        decay = [p for n, p in named.values() if not no_weight_decay(n)]
-        no_decay = [p for n, p in named.values() if no_weight_decay(n)]
-        self.opt = torch.optim.AdamW([{
-            "params": decay,
-            "weight_decay": 0.01
-        }, {
-            "params": no_decay,
-            "weight_decay": 0.0
-        }], lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+        self.opt = baseline_adamw(named.values())
         b = mlm_batch(np.random.default_rng(0), batch=spec["batch"], seq=spec["seq"],
                       vocab=spec["vocab"])
         self.inputs = {

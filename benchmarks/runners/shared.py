@@ -43,6 +43,22 @@ def no_weight_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name.lower()
 
 
+def baseline_adamw(named_params):
+    """The PyTorch baselines' optimizer: AdamW(lr 1e-4, β 0.9/0.999, ε 1e-6), weight decay 0.01
+    except on biases and LayerNorm. `named_params`: (name, tensor) pairs, each tensor once."""
+    import torch
+    named_params = list(named_params)
+    decay = [p for n, p in named_params if not no_weight_decay(n)]
+    no_decay = [p for n, p in named_params if no_weight_decay(n)]
+    return torch.optim.AdamW([{
+        "params": decay,
+        "weight_decay": 0.01
+    }, {
+        "params": no_decay,
+        "weight_decay": 0.0
+    }], lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+
+
 def timed_steps(step: Callable[[], Any], n: int, loss_of: Callable[[Any], float] = float) -> dict:
     """`run(n)`'s answer: the wall time of each of n calls of `step` (which returns only once its
     work is done) and the last call's loss, read by `loss_of` after the clock stops."""
