@@ -46,3 +46,31 @@ def test_pos_scores_equal_flaxlm_token_scores():
     ours = token_scores(gold, predicted)
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
         assert abs(theirs[key] - ours[key]) < 1e-12, (key, theirs[key], ours[key])
+
+
+def test_electra_discriminator_resaved_as_bert_computes_the_same(tmp_path):
+    # benchmarks/electra_as_bert.py lets the BERT-only PyTorch loop start from a discriminator:
+    # only sound if the re-saved model is the same function, which convert() asserts; here a
+    # random discriminator made by transformers goes through the command line.
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import BertModel, ElectraConfig, ElectraForPreTraining, ElectraModel
+    config = ElectraConfig(vocab_size=97, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=24)
+    torch.manual_seed(0)
+    ElectraForPreTraining(config).save_pretrained(tmp_path / "electra")
+    subprocess.run([
+        sys.executable, "-m", "benchmarks.electra_as_bert",
+        str(tmp_path / "electra"),
+        str(tmp_path / "bert")
+    ], cwd=REPO, check=True, env={
+        **os.environ, "PYTHONPATH": REPO
+    })
+    ids_BxL = torch.randint(0, 97, (3, 24))
+    with torch.no_grad():
+        want = ElectraModel.from_pretrained(tmp_path / "electra").eval()(ids_BxL)
+        got = BertModel.from_pretrained(tmp_path / "bert").eval()(ids_BxL)
+    assert got.last_hidden_state.shape == (3, 24, 32)
+    assert torch.equal(got.last_hidden_state, want.last_hidden_state)
