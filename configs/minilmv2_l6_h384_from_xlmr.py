@@ -7,8 +7,19 @@ public re-implementation (bloomberg/minilmv2.bb) uses 48 relation heads for a 76
 Optimizer as that re-implementation's run.sh: Adam lr 6e-4, 4k warmup steps, weight decay 0.01,
 eps 1e-6, 400k steps. The student tensors the relation loss never reaches (its last layer past
 Q/K/V, the MLM head) are excluded from the update, weight decay included, as torch's AdamW skips a
-tensor without gradient (flaxlm/objectives/distill_minilm.py `lr_scales`). Layer 20 and 64 heads
-are not verified against the paper's text (docs/distillation.md, "MiniLMv2"). The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
+tensor without gradient (flaxlm/objectives/distill_minilm.py `lr_scales`).
+Layer 20 and 64 heads are still not verified against the paper's text, which was not reachable
+here (searches return its abstract; checked again 2026-12-06). Microsoft's release notes
+(microsoft/unilm minilm/README.md at 768a3c8) name XLM-R large as the L6×H384 mMiniLMv2's teacher
+but give neither number. Third-party code agrees on the heads: PaddleNLP
+(examples/model_compression/minilmv2/general_distill.py at 0607add, `--num_relation_heads` help:
+"48 and 64 for base and large-size teacher model") and milistu/bertdistiller (README.md at
+24af862, "Recommendations": 48 for base, 64 for large). On the layer it does not: bertdistiller
+recommends the last layer of a base teacher and layer 21 (1-indexed: this config's 0-based 20) of
+BERT large; PaddleNLP's PP-MiniLM script (pp-minilm/general_distill/general_distill.py at
+0025c3d, `--teacher_layer_index`) defaults to 0-based 19 of its 24-layer teacher.
+None names XLM-R large, so the layer is a setting to tune (docs/distillation.md, "MiniLMv2").
+The XLM-R large teacher (560M parameters) is frozen and held in bf16 (1.1 GB), and
 sharded with the student over the slice's chips by fsdp inside the same jitted step. Batch 1024 ×
 512 in 16 accumulation steps: 64 sequences per micro-batch, 8 per chip on 8 chips.
 Slices: v5e-8, v4-8, v5e-16, v5e-32 (SLICES below; tests/test_configs.py checks the batch

@@ -10,8 +10,10 @@ paper's weights are 1). Padding takes no part: padded keys are outside every sof
 queries outside the average. The paper has no other loss term.
 
 The public re-implementation (bloomberg/minilmv2.bb, run.sh) distills with 48 relation heads;
-that is the default here. The paper takes the last teacher layer for base-size teachers and an
-upper-middle one for large teachers (`teacher_layer`). Relations are computed on the unmasked
+that is the default here (third-party scripts use 48 for base-size and 64 for large teachers).
+Base-size teachers are distilled from their last layer and large ones from an upper-middle one
+(`teacher_layer`), as third-party scripts do; neither choice is checked against the paper's text
+(docs/distillation.md, "MiniLMv2"). Relations are computed on the unmasked
 text: the batches come from the MLM pipeline, and the masked slots are put back before the
 forward passes.
 """
