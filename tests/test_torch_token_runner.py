@@ -46,3 +46,15 @@ def test_pos_scores_equal_flaxlm_token_scores():
     ours = token_scores(gold, predicted)
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
         assert abs(theirs[key] - ours[key]) < 1e-12, (key, theirs[key], ours[key])
+
+
+def test_recipe_takes_the_dropout_overrides_flaxlm_gets():
+    import pytest
+
+    from benchmarks.flare_chain import recipe_from_config
+
+    assert recipe_from_config("pos", [])[0].dropout == 0.1
+    off = [f"--config.model.{k}_dropout=0" for k in ("hidden", "attention", "classifier")]
+    assert recipe_from_config("pos", off)[0].dropout == 0.0
+    with pytest.raises(SystemExit, match="one dropout rate"):
+        recipe_from_config("pos", off[:2])
