@@ -118,7 +118,8 @@ def dropout_stats(args) -> None:
         for k in ("input_ids", "attention_mask", "token_type_ids")
     }
     torch_batch["labels"] = torch.tensor(
-        np.where(np.asarray(batch["label_weights"]) > 0, np.asarray(batch["labels"]), -100))
+        np.where(np.asarray(batch["label_weights"]) > 0, np.asarray(batch["labels"]), -100),
+        dtype=torch.long)
 
     def torch_grads(model, seed):
         torch.manual_seed(seed)
@@ -189,6 +190,7 @@ def paired(args) -> None:
     recipe, _ = recipe_from_config("pos", [*POS, f"--config.seed={args.seed}"])
     exp, _, start = flaxlm_start(args.flaxlm, args.seed, args.scratch)
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the dropout masks
     tokenizer = AutoTokenizer.from_pretrained(args.hf)
     train, test = loop.read_conllu(TRAIN), loop.read_conllu(TEST)
     labels = sorted({x for _, ls in train for x in ls})
