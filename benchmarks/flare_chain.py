@@ -49,8 +49,20 @@ def recipe_from_config(task: str, overrides: list[str]):
                     learning_rate=t["learning_rate"], warmup_proportion=t["warmup_proportion"],
                     layer_decay=raw["finetune"]["layer_decay"], seq_len=data["seq_len"],
                     weight_decay=t["weight_decay"], eps=t["eps"], max_grad_norm=t["max_grad_norm"],
-                    dropout=0.1, seed=raw["seed"], schedule=t["schedule"])
+                    dropout=_dropout(raw["model"]), seed=raw["seed"], schedule=t["schedule"])
     return recipe, data
+
+
+def _dropout(model: dict) -> float:
+    """The loop's one rate for hidden, attention and classifier dropout: 0.1 (the exported
+    models' own) unless `--config.model.*_dropout` overrides set all three to one value."""
+    rates = {model[k] for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")}
+    if rates == {None}:
+        return 0.1
+    if len(rates) != 1:
+        raise SystemExit("the PyTorch loop has one dropout rate: set model.hidden_dropout, "
+                         f"attention_dropout and classifier_dropout to one value (got {rates})")
+    return float(rates.pop())
 
 
 def torch_run(args) -> None:

@@ -74,3 +74,15 @@ def test_electra_discriminator_resaved_as_bert_computes_the_same(tmp_path):
         got = BertModel.from_pretrained(tmp_path / "bert").eval()(ids_BxL)
     assert got.last_hidden_state.shape == (3, 24, 32)
     assert torch.equal(got.last_hidden_state, want.last_hidden_state)
+
+
+def test_recipe_takes_the_dropout_overrides_flaxlm_gets():
+    import pytest
+
+    from benchmarks.flare_chain import recipe_from_config
+
+    assert recipe_from_config("pos", [])[0].dropout == 0.1
+    off = [f"--config.model.{k}_dropout=0" for k in ("hidden", "attention", "classifier")]
+    assert recipe_from_config("pos", off)[0].dropout == 0.0
+    with pytest.raises(SystemExit, match="one dropout rate"):
+        recipe_from_config("pos", off[:2])
