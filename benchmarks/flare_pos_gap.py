@@ -194,18 +194,16 @@ def paired(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.hf)
     train, test = loop.read_conllu(TRAIN), loop.read_conllu(TEST)
     labels = sorted({x for _, ls in train for x in ls})
+    label_ids = {x: i for i, x in enumerate(labels)}
     rows = [{
         k: r[k]
         for k in ("input_ids", "labels")
-    } for r in loop.encode(train, tokenizer, {
-        x: i
-        for i, x in enumerate(labels)
-    }, recipe.seq_len)]
-    test_rows = loop.encode(test, tokenizer, {x: i for i, x in enumerate(labels)}, recipe.seq_len)
+    } for r in loop.encode(train, tokenizer, label_ids, recipe.seq_len)]
+    test_rows = loop.encode(test, tokenizer, label_ids, recipe.seq_len)
     classifier = {k: v for k, v in start.items() if k.startswith("classifier.")}
     model = torch_model(args.hf, classifier, len(labels), args.dropout)
-    optimizer, schedule = loop.make_optimizer(model, recipe,
-                                              recipe.epochs * math.ceil(len(rows) / 16))
+    optimizer, schedule = loop.make_optimizer(
+        model, recipe, recipe.epochs * math.ceil(len(rows) / recipe.batch_size))
     collate = DataCollatorForTokenClassification(tokenizer)
     steps, epochs = [], []
     for epoch in range(recipe.epochs):
