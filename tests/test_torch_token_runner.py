@@ -86,3 +86,35 @@ def test_recipe_takes_the_dropout_overrides_flaxlm_gets():
     assert recipe_from_config("pos", off)[0].dropout == 0.0
     with pytest.raises(SystemExit, match="one dropout rate"):
         recipe_from_config("pos", off[:2])
+
+
+def test_ner_table_reads_both_sides(tmp_path, capsys):
+    """One flaxlm workdir and one PyTorch result side by side, on the metrics both sides log."""
+    import json
+
+    from benchmarks.flare_chain import main
+
+    flaxlm = tmp_path / "flaxlm"
+    flaxlm.mkdir()
+    evals = [{
+        "step": 32 * e,
+        "eval_entity_f1": f,
+        "eval_entity_precision": f,
+        "eval_entity_recall": f,
+        "eval_loss": 0.5,
+        "eval_accuracy": 0.9
+    } for e, f in ((1, 0.1), (2, 0.25))]
+    speed = {"step": 32, "loss": 1.0, "steps_per_sec": 0.5}
+    (flaxlm / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [speed, *evals]))
+    epochs = [{
+        "epoch": e,
+        "train_loss": 1.0,
+        "entity_precision": f,
+        "entity_recall": f,
+        "entity_f1": f
+    } for e, f in ((1, 0.0), (2, 0.2))]
+    (tmp_path / "torch.json").write_text(json.dumps({"epochs": epochs, "median_step_s": 4.0}))
+    main(["table", "--task", "ner", str(flaxlm), str(tmp_path / "torch.json")])
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].split(" | ")[1:3] == ["0.2500", "0.2500"] and "0.1000, 0.2500" in rows[2]
+    assert rows[3].split(" | ")[1:3] == ["0.2000", "0.2000"] and "0.25 steps/s" in rows[3]
