@@ -28,9 +28,9 @@ same weights and batch, tests/parity/test_electra_parity.py). --config.objective
 temperature=3 (this config's value before 2026-12-06) samples rare and special tokens that a
 discriminator spots without context: not the recipe's task.
 Slices: cpu-1, cpu-8 (SLICES below; tests/test_configs.py checks the batch divides on each).
+Time: 1 h 27 min measured on one core of the shared 2-core machine, load average 4-5.
 Run:
   flaxlm train --config configs/electra_tiny.py --workdir runs/electra-tiny
-(1 h 27 min measured on one core of the shared 2-core machine, load average 4-5.)
 """
 
 from flaxlm.run_config import base_config
