@@ -90,6 +90,8 @@ def test_small_encoder_output_is_named_with_the_head_rate_that_compensates():
     assert weights.small_features_note(plan, params, set_already) == ""
     params[norm.format(1, "scale")] = np.full(4, 0.9)  # the last layer's norm decides
     assert weights.small_features_note(plan, params, TokenClassification()) == ""
-    nothing_fresh = weights.InitPlan(plan.loaded, [])
     params[norm.format(1, "scale")] = np.full(4, 0.24)
+    nothing_fresh = weights.InitPlan(plan.loaded, [])
     assert weights.small_features_note(nothing_fresh, params, TokenClassification()) == ""
+    pooled = weights.InitPlan(plan.loaded, ["classifier/kernel", "encoder/pooler/dense/kernel"])
+    assert weights.small_features_note(pooled, params, TokenClassification()) == ""

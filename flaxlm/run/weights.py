@@ -169,7 +169,8 @@ SMALL_FEATURES_RMS = 0.5
 
 def small_features_note(plan_: InitPlan, params: Mapping[str, Any], objective: Objective) -> str:
     """'' or a clause for the weights line: the loaded encoder's output is small for the fresh
-    head over it, with the factor `finetune.head_lr_scale` would need (≈ 1 / RMS).
+    head that reads it (no pooler in between), with the `finetune.head_lr_scale` that
+    compensates (≈ 1 / RMS).
 
     A post-LayerNorm encoder's last LayerNorm sets its output scale: per token the normalized
     values have unit mean square, so the output's RMS is about sqrt(mean(scale² + bias²)), read
@@ -178,6 +179,8 @@ def small_features_note(plan_: InitPlan, params: Mapping[str, Any], objective: O
     head_lr_scale = getattr(getattr(objective, "config", None), "head_lr_scale", None)
     if head_lr_scale != 1.0 or not any(not n.startswith("encoder/") for n in plan_.fresh):
         return ""
+    if any(n.startswith("encoder/pooler/") for n in [*plan_.loaded, *plan_.fresh]):
+        return ""  # the head reads the pooler's tanh output, whose scale is the pooler's own
     norms = [
         n for n in plan_.loaded
         if n.startswith("encoder/layers/") and n.endswith("/output_norm/scale")
