@@ -203,8 +203,9 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
     """The largest per-chip micro-batch whose train step fits a chip's HBM, per remat policy.
 
     For each policy, micro-batch sizes that divide the per-chip batch (global batch / data-parallel
-    chips) are binary-searched, each by one real compile; a size fits when XLA's peak memory is at
-    most the chip's HBM. The global batch is kept: the micro-batch sets `grad_accum_steps`.
+    chips) are searched (`largest_fitting`), each by one real compile; a size fits when XLA's peak
+    memory is at most the chip's HBM; a later policy searches only sizes above the earlier ones'
+    answer. The global batch is kept: the micro-batch sets `grad_accum_steps`.
     Returns (the fitting compile with the lowest estimated step time or None, every compile)."""
     topo = parse_topology(topology) if isinstance(topology, str) else topology
     mesh = make_mesh(mesh_config or config.mesh, topology_devices(topo))
@@ -235,10 +236,13 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
                 f"{topo.generation.hbm_bytes / GiB:.0f} GiB, {report.verdict}, est. step {step}")
             return report
 
-        fitting = largest_fitting(sizes, compile_with)
+        # A later policy only recomputes more: it can win only at a micro-batch the earlier
+        # ones could not hold, so it searches the sizes above theirs.
+        larger = [m for m in sizes if best is None or m > per_chip // best.grad_accum_steps]
+        fitting = largest_fitting(larger, compile_with) if larger else None
         if fitting and (best is None or fitting.xla_step_seconds < best.xla_step_seconds):
             best = fitting
-        if fitting and fitting.grad_accum_steps == 1:
+        if best and best.grad_accum_steps == 1:
             break  # more remat only adds recomputation
     return best, tried
 

@@ -129,6 +129,34 @@ def test_fit_search_guided_by_memory_finds_what_every_compile_would(peak_gib, co
     assert len(tried) == compiles, tried
 
 
+def test_fit_tries_remat_only_above_what_fits_without_it(monkeypatch):
+    """`full` remat recomputes the forward pass: at a micro-batch `none` already holds it is only
+    slower, so its search starts above `none`'s answer (saving compiles of minutes each)."""
+    from flaxlm import run_config
+    config = run_config.load(TINY, ["--config.train.batch_size=64"])
+    limit = {"none": 16, "full": 32}  # the largest micro-batch each policy holds
+
+    class Report:
+        def __init__(self, remat, micro):
+            self.remat, self.micro, self.grad_accum_steps = remat, micro, 64 // micro
+            self.fits, self.total_bytes, self.verdict = micro <= limit[remat], None, ""
+            self.xla_step_seconds = 1.0 + (remat == "full") * 0.3 + 0.01 * self.grad_accum_steps
+
+    def compile_train_step(trial, topo, mesh_config):
+        return Report(trial.model_config.remat, 64 // trial.step.grad_accum_steps)
+
+    monkeypatch.setattr(aot, "compile_train_step", compile_train_step)
+    monkeypatch.setattr(aot, "topology_devices", lambda topo: None)
+    monkeypatch.setattr(aot, "make_mesh", lambda mesh, devices: None)
+    monkeypatch.setattr(aot, "data_parallel_size", lambda mesh: 1)
+    best, tried = aot.fit_micro_batch(config, "v5e-1", log=lambda line: None)
+    assert [(r.remat, r.micro) for r in tried if r.remat == "full"] == [("full", 64), ("full", 32)]
+    assert (best.remat, best.micro) == ("none", 16)  # full at 32 is slower in this cost
+    limit["none"] = 64
+    best, tried = aot.fit_micro_batch(config, "v5e-1", log=lambda line: None)
+    assert [(r.remat, r.micro) for r in tried] == [("none", 64)]
+
+
 @needs_libtpu
 def test_fit_with_the_splash_kernel_compiles_for_tpu(capsys):
     # The Pallas splash kernel lowers for a TPU target, per shard of a data-parallel mesh, and
