@@ -168,6 +168,17 @@ def _step(r: dict | None) -> str:
     return f"{r['xla_step_seconds']:.3g} ({source})"
 
 
+def _speed_up(fitted: dict, before: dict | None) -> str:
+    """before's estimated step ÷ fitted's, when both count the same model FLOPs per step: a
+    result compiled before an objective changed what a step computes is not compared."""
+    if not before or not before.get("xla_step_seconds") or not fitted.get("xla_step_seconds"):
+        return "—"
+    flops = fitted["model_flops_per_step"] / before["model_flops_per_step"]
+    if abs(flops - 1) > 0.01:
+        return f"— (model FLOPs × {flops:.2f} since)"
+    return f"{before['xla_step_seconds'] / fitted['xla_step_seconds']:.2f}×"
+
+
 def markdown(results: list[dict], before: list[dict | None] | None = None) -> str:
     """The table of `results`; with `before` (one result or None per row), two more columns:
     the step the micro-batch-MICRO row estimated and the fitted row's speed-up over it."""
@@ -187,10 +198,7 @@ def markdown(results: list[dict], before: list[dict | None] | None = None) -> st
                 f"{_gib(r['temp_bytes'])} | {_gib(r.get('sum_bytes'))} | {total} / "
                 f"{r['hbm_bytes'] >> 30} | {r['verdict']} | {_step(r)} | {mfu} |")
         if before is not None:
-            b = before[i]
-            ratio = (f"{b['xla_step_seconds'] / r['xla_step_seconds']:.2f}×"
-                     if b and b.get("xla_step_seconds") and r.get("xla_step_seconds") else "—")
-            line += f" {_step(b)} | {ratio} |"
+            line += f" {_step(before[i])} | {_speed_up(r, before[i])} |"
         lines.append(line)
     return "\n".join(lines)
 

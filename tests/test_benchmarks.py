@@ -147,6 +147,15 @@ def test_topology_table_fitted_rows_compare_with_micro_batches_of_8(capsys):
     assert listed.count("flaxlm compile") == 1 and "grad_accum_steps=2" in listed  # both's
 
 
+def test_topology_table_compares_only_steps_that_compute_the_same():
+    from benchmarks.topology_table import _speed_up
+    fitted = {"xla_step_seconds": 0.5, "model_flops_per_step": 100.0}
+    assert _speed_up(fitted, {"xla_step_seconds": 1.0, "model_flops_per_step": 100.0}) == "2.00×"
+    stale = {"xla_step_seconds": 1.0, "model_flops_per_step": 50.0}  # an objective changed since
+    assert _speed_up(fitted, stale) == "— (model FLOPs × 2.00 since)"
+    assert _speed_up(fitted, None) == "—"
+
+
 def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():
     """The transformers ELECTRA pair: one embedding module, the generator's head tied to it, as
     many parameters as flaxlm's pre-training model of the same shapes, and a step trains the
