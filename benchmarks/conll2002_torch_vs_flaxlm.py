@@ -55,6 +55,7 @@ class Recipe:
     learning_rate: float = 1e-4
     warmup_proportion: float = 0.1
     layer_decay: float = 0.8
+    head_lr_scale: float = 1.0  # the classifier's rate factor (finetune.head_lr_scale)
     seq_len: int = 128
     weight_decay: float = 0.01
     eps: float = 1e-6

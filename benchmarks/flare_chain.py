@@ -49,7 +49,8 @@ def recipe_from_config(task: str, overrides: list[str]):
         "the PyTorch loop runs AdamW(0.9, 0.999) without accumulation"
     recipe = Recipe(epochs=raw["finetune"]["epochs"], batch_size=t["batch_size"],
                     learning_rate=t["learning_rate"], warmup_proportion=t["warmup_proportion"],
-                    layer_decay=raw["finetune"]["layer_decay"], seq_len=data["seq_len"],
+                    layer_decay=raw["finetune"]["layer_decay"],
+                    head_lr_scale=raw["finetune"]["head_lr_scale"], seq_len=data["seq_len"],
                     weight_decay=t["weight_decay"], eps=t["eps"], max_grad_norm=t["max_grad_norm"],
                     dropout=_dropout(raw["model"]), seed=raw["seed"], schedule=t["schedule"])
     return recipe, data

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -202,8 +203,9 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
     """The largest per-chip micro-batch whose train step fits a chip's HBM, per remat policy.
 
     For each policy, micro-batch sizes that divide the per-chip batch (global batch / data-parallel
-    chips) are binary-searched, each by one real compile; a size fits when XLA's peak memory is at
-    most the chip's HBM. The global batch is kept: the micro-batch sets `grad_accum_steps`.
+    chips) are searched (`largest_fitting`), each by one real compile; a size fits when XLA's peak
+    memory is at most the chip's HBM; a later policy searches only sizes above the earlier ones'
+    answer. The global batch is kept: the micro-batch sets `grad_accum_steps`.
     Returns (the fitting compile with the lowest estimated step time or None, every compile)."""
     topo = parse_topology(topology) if isinstance(topology, str) else topology
     mesh = make_mesh(mesh_config or config.mesh, topology_devices(topo))
@@ -234,29 +236,58 @@ def fit_micro_batch(config: RunConfig, topology: str | Topology,
                 f"{topo.generation.hbm_bytes / GiB:.0f} GiB, {report.verdict}, est. step {step}")
             return report
 
-        fitting = largest_fitting(sizes, compile_with)
+        # A later policy only recomputes more: it can win only at a micro-batch the earlier
+        # ones could not hold, so it searches the sizes above theirs.
+        larger = [m for m in sizes if best is None or m > per_chip // best.grad_accum_steps]
+        fitting = largest_fitting(larger, compile_with) if larger else None
         if fitting and (best is None or fitting.xla_step_seconds < best.xla_step_seconds):
             best = fitting
-        if fitting and fitting.grad_accum_steps == 1:
+        if best and best.grad_accum_steps == 1:
             break  # more remat only adds recomputation
     return best, tried
 
 
 def largest_fitting(sizes: list[int], compile_at):
     """`compile_at(size)`'s report for the largest of the ascending `sizes` that fits, or None,
-    assuming memory grows with size. Largest first (when it fits, one compile), then bisection."""
-    lo, hi, fitting = 0, len(sizes) - 1, None
-    report = compile_at(sizes[hi])
-    if report.fits:
-        return report
-    while lo < hi:
-        mid = (lo + hi) // 2
-        report = compile_at(sizes[mid])
-        if report.fits:
-            fitting, lo = report, mid + 1
+    assuming memory grows with size. Largest first (when it fits, one compile). Then each compile
+    settles one size between the largest known to fit and the smallest known not to: the largest
+    size the reports so far predict to fit (`_predicted_peak`), or the midpoint when they carry
+    no byte counts, until the two are neighbours. A prediction only picks the order: every
+    answer is a compile's verdict, and the size above the answer was compiled and did not fit.
+    A compile takes minutes, so the order matters: near-linear memory needs two or three."""
+    reports: dict[int, Any] = {}
+    fits_at, fails_at = -1, len(sizes)  # indices: the largest known to fit, the smallest not
+    index = len(sizes) - 1
+    while True:
+        reports[index] = compile_at(sizes[index])
+        if reports[index].fits:
+            fits_at = index
         else:
-            hi = mid
-    return fitting
+            fails_at = index
+        if fails_at - fits_at <= 1:
+            return reports.get(fits_at)
+        index = _next_size(sizes, fits_at, fails_at, reports)
+
+
+def _next_size(sizes: list[int], fits_at: int, fails_at: int, reports: dict) -> int:
+    """The index to compile next, strictly between `fits_at` and `fails_at`: the largest whose
+    predicted peak fits (the smallest candidate if none is predicted to), or the midpoint when
+    the reports carry no byte counts. The prediction is a line through the two compiles nearest
+    the candidates: the bracketing pair, else the two smallest sizes that did not fit, else the
+    one compile with its arguments (train state and batch shard) as the fixed part."""
+    candidates = range(fits_at + 1, fails_at)
+    if not all(getattr(r, "total_bytes", None) for r in reports.values()):
+        return (fits_at + fails_at) // 2
+    nearest = ([fits_at, fails_at] if fits_at >= 0 else sorted(i for i, r in reports.items()
+                                                               if not r.fits)[:2])
+    points = [(sizes[i], reports[i].total_bytes) for i in nearest]
+    if len(points) == 1:
+        first = reports[nearest[0]]
+        points.insert(0, (0, min(first.argument_bytes or 0, first.total_bytes)))
+    (s0, b0), (s1, b1) = points
+    hbm = reports[fails_at].hbm_bytes
+    predicted = [i for i in candidates if b0 + (b1 - b0) * (sizes[i] - s0) / (s1 - s0) <= hbm]
+    return predicted[-1] if predicted else candidates[0]
 
 
 def _fit_gib(n: int | None) -> str:

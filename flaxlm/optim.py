@@ -126,6 +126,28 @@ def layer_decay_scales(num_layers: int, param_paths: list[str], decay: float,
     return scales
 
 
+def check_head_lr_scale(scale: float) -> None:
+    if not scale > 0:
+        raise FlaxlmError(f"finetune.head_lr_scale must be > 0, got {scale}")
+
+
+def finetune_lr_scales(num_layers: int, param_paths: list[str], layer_decay: float,
+                       layer_decay_style: str, head_lr_scale: float) -> dict[str, float] | None:
+    """{parameter: factor} of a fine-tuning run (None when every factor is 1): layer-wise decay
+    over the encoder (`layer_decay_scales`) and `head_lr_scale` on the parameters outside
+    `encoder/`, the task head that starts fresh (the pooler is the encoder's and keeps its rate).
+
+    Why a head factor: a released encoder's final hidden states can be far smaller than a fresh
+    post-LayerNorm encoder's RMS of ~1 (multilingual-e5-small: 0.26, docs/flare.md), and Adam's
+    per-weight steps then move the fresh head's logits that much more slowly at the same rate.
+    """
+    scales = ({} if layer_decay == 1.0 else layer_decay_scales(num_layers, param_paths, layer_decay,
+                                                               layer_decay_style))
+    if head_lr_scale != 1.0:
+        scales |= {name: head_lr_scale for name in param_paths if name.split("/")[0] != "encoder"}
+    return scales or None
+
+
 def make_optimizer(config: OptimConfig,
                    schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
     """AdamW over `schedule` (built from `config` when not given: a run builds it once and hands

@@ -94,6 +94,69 @@ def test_fit_search_bisects_to_the_largest_fitting_micro_batch():
     assert aot.largest_fitting([16, 32], compile_at) is None
 
 
+@pytest.mark.parametrize(
+    "peak_gib, compiles",
+    [
+        (lambda s: 1 + 0.25 * s, 2),  # linear: 128 misses by a little, 64 is the first guess
+        (lambda s: 1 + 0.25 * s + 0.002 * s * s, 3),  # superlinear: the first guess is too small
+        (lambda s: 20 + 0.01 * s, 1),  # 128 fits
+        (lambda s: 40 + s, 3),  # nothing fits: two refusals give the fixed part, then size 1
+        (lambda s: 1 + 0.2 * s + 20 * (s >= 32), 3),  # a step: the first guess is too large
+    ])
+def test_fit_search_guided_by_memory_finds_what_every_compile_would(peak_gib, compiles):
+    """With byte counts the search compiles the sizes its reports predict and still returns the
+    largest size that fits, the size above it compiled and refused; bisection needs 4 here."""
+    gib = 1 << 30
+
+    class Report:
+        def __init__(self, size):
+            self.size, self.total_bytes = size, peak_gib(size) * gib
+            self.argument_bytes, self.hbm_bytes = 1 * gib, 32 * gib
+            self.fits = self.total_bytes <= self.hbm_bytes
+
+    sizes = [1, 2, 4, 8, 16, 32, 64, 128]
+    tried = []
+
+    def compile_at(size):
+        tried.append(size)
+        return Report(size)
+
+    found = aot.largest_fitting(sizes, compile_at)
+    fitting = [s for s in sizes if peak_gib(s) <= 32]
+    assert (found.size if found else None) == (fitting[-1] if fitting else None), tried
+    if fitting and fitting[-1] != sizes[-1]:
+        assert sizes[sizes.index(fitting[-1]) + 1] in tried  # the refusal above the answer
+    assert len(tried) == compiles, tried
+
+
+def test_fit_tries_remat_only_above_what_fits_without_it(monkeypatch):
+    """`full` remat recomputes the forward pass: at a micro-batch `none` already holds it is only
+    slower, so its search starts above `none`'s answer (saving compiles of minutes each)."""
+    from flaxlm import run_config
+    config = run_config.load(TINY, ["--config.train.batch_size=64"])
+    limit = {"none": 16, "full": 32}  # the largest micro-batch each policy holds
+
+    class Report:
+        def __init__(self, remat, micro):
+            self.remat, self.micro, self.grad_accum_steps = remat, micro, 64 // micro
+            self.fits, self.total_bytes, self.verdict = micro <= limit[remat], None, ""
+            self.xla_step_seconds = 1.0 + (remat == "full") * 0.3 + 0.01 * self.grad_accum_steps
+
+    def compile_train_step(trial, topo, mesh_config):
+        return Report(trial.model_config.remat, 64 // trial.step.grad_accum_steps)
+
+    monkeypatch.setattr(aot, "compile_train_step", compile_train_step)
+    monkeypatch.setattr(aot, "topology_devices", lambda topo: None)
+    monkeypatch.setattr(aot, "make_mesh", lambda mesh, devices: None)
+    monkeypatch.setattr(aot, "data_parallel_size", lambda mesh: 1)
+    best, tried = aot.fit_micro_batch(config, "v5e-1", log=lambda line: None)
+    assert [(r.remat, r.micro) for r in tried if r.remat == "full"] == [("full", 64), ("full", 32)]
+    assert (best.remat, best.micro) == ("none", 16)  # full at 32 is slower in this cost
+    limit["none"] = 64
+    best, tried = aot.fit_micro_batch(config, "v5e-1", log=lambda line: None)
+    assert [(r.remat, r.micro) for r in tried] == [("none", 64)]
+
+
 @needs_libtpu
 def test_fit_with_the_splash_kernel_compiles_for_tpu(capsys):
     # The Pallas splash kernel lowers for a TPU target, per shard of a data-parallel mesh, and

@@ -122,25 +122,38 @@ def test_benchmark_cases_are_listed_per_objective_and_vocabulary():
             ] == ["pipeline", "pipeline_step"]
 
 
-def test_topology_table_recipe_rows_give_each_chip_micro_batches_of_8(capsys):
-    # The rows added for SELECTRA and the distillation recipes keep the table's convention, and
-    # --topology narrows a label to one slice (what a serial, resumable run selects by).
+def test_topology_table_fitted_rows_compare_with_micro_batches_of_8(capsys):
+    # Every fitted row computes in bf16 and keeps the recipe's global batch; the row it is
+    # compared with gives each chip a micro-batch of 8 of that batch. --topology narrows a label
+    # to one slice (what a serial, resumable run selects by); --before selects the compared rows.
     from benchmarks import topology_table
     from flaxlm import run_config, topology
     from flaxlm.run.steps import resolve_compute_dtype
-    recipes = [
-        r for r in topology_table.rows()
-        if r.label.startswith(("selectra", "distil", "mminilmv2")) and not r.fit
-    ]
-    assert len(recipes) == 6
-    for row in recipes:
+    fitted = [r for r in topology_table.rows() if r.fit and "splash" not in r.label]
+    assert len(fitted) == 3 * 5 + 2 + 4 + 2 and all(r.before for r in fitted)
+    for row in fitted:
         config = run_config.load(os.path.join(REPO, row.config), list(row.overrides))
+        before = run_config.load(os.path.join(REPO, row.config), list(row.before.overrides))
         chips = topology.parse_topology(row.topology).chips
-        per_chip = config.loop.batch_size // (chips * config.step.grad_accum_steps)
-        assert per_chip == topology_table.MICRO, row.command()
+        per_chip = before.loop.batch_size // (chips * before.step.grad_accum_steps)
+        assert per_chip == topology_table.MICRO, row.before.command()
+        assert config.loop.batch_size == before.loop.batch_size, row.command()
         assert resolve_compute_dtype(config.step.compute_dtype, "tpu") == "bfloat16", row.command()
     assert topology_table.main(["--list", "--only", "selectra-small", "--topology", "v5e-8"]) == 0
-    assert capsys.readouterr().out.count("flaxlm compile") == 3  # micro-batch 8, fitted, splash
+    assert capsys.readouterr().out.count("--fit") == 2  # fitted, splash fitted
+    assert topology_table.main(
+        ["--list", "--before", "--only", "selectra-small", "--topology", "v5e-8"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("flaxlm compile") == 1 and "grad_accum_steps=2" in listed  # both's
+
+
+def test_topology_table_compares_only_steps_that_compute_the_same():
+    from benchmarks.topology_table import _speed_up
+    fitted = {"xla_step_seconds": 0.5, "model_flops_per_step": 100.0}
+    assert _speed_up(fitted, {"xla_step_seconds": 1.0, "model_flops_per_step": 100.0}) == "2.00×"
+    stale = {"xla_step_seconds": 1.0, "model_flops_per_step": 50.0}  # an objective changed since
+    assert _speed_up(fitted, stale) == "— (model FLOPs × 2.00 since)"
+    assert _speed_up(fitted, None) == "—"
 
 
 def test_electra_torch_baseline_shares_embeddings_and_matches_flaxlm_size():

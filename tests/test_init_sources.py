@@ -73,3 +73,25 @@ def test_a_frozen_tensor_missing_from_its_source_stops_the_run(monkeypatch):
             FlaxlmError, match=r"frozen tensor teacher/layers/1/w is not in weight "
             r"source 'teacher' \(runs/t\) \(1 frozen tensors"):
         weights.load(None, objective, "", None, {"teacher": two_layers})
+
+
+def test_small_encoder_output_is_named_with_the_head_rate_that_compensates():
+    """The weights line warns when the loaded encoder's last LayerNorm makes its output small for
+    a fresh head (multilingual-e5-small: 0.25), and not when the scale is ~1 or already set."""
+    from flaxlm.objectives.token_classification import (TokenClassification,
+                                                        TokenClassificationConfig)
+    norm = "encoder/layers/{}/output_norm/{}"
+    params = {norm.format(i, "scale"): np.full(4, s) for i, s in ((0, 1.0), (1, 0.24))}
+    params |= {norm.format(i, "bias"): np.full(4, 0.07) for i in (0, 1)}
+    plan = weights.InitPlan({n: ("init_from", n) for n in params}, ["classifier/kernel"])
+    note = weights.small_features_note(plan, params, TokenClassification())
+    assert "output RMS is about 0.25" in note and "head_lr_scale=4 compensates" in note
+    set_already = TokenClassification(TokenClassificationConfig(head_lr_scale=4.0))
+    assert weights.small_features_note(plan, params, set_already) == ""
+    params[norm.format(1, "scale")] = np.full(4, 0.9)  # the last layer's norm decides
+    assert weights.small_features_note(plan, params, TokenClassification()) == ""
+    params[norm.format(1, "scale")] = np.full(4, 0.24)
+    nothing_fresh = weights.InitPlan(plan.loaded, [])
+    assert weights.small_features_note(nothing_fresh, params, TokenClassification()) == ""
+    pooled = weights.InitPlan(plan.loaded, ["classifier/kernel", "encoder/pooler/dense/kernel"])
+    assert weights.small_features_note(pooled, params, TokenClassification()) == ""

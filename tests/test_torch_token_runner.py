@@ -88,6 +88,27 @@ def test_recipe_takes_the_dropout_overrides_flaxlm_gets():
         recipe_from_config("pos", off[:2])
 
 
+def test_head_lr_scale_reaches_the_classifier_group_only():
+    """finetune.head_lr_scale as the PyTorch loop applies it: the classifier's param group, not
+    the encoder's layer-wise rates (flaxlm's side: tests/finetune_seq/test_objective.py)."""
+    import transformers
+
+    from benchmarks.flare_chain import recipe_from_config
+    from benchmarks.runners.conll2002_torch import layerwise_groups
+
+    recipe, _ = recipe_from_config("ner", ["--config.finetune.head_lr_scale=4"])
+    assert recipe.head_lr_scale == 4.0 and recipe_from_config("ner", [])[0].head_lr_scale == 1.0
+    model = transformers.BertForTokenClassification(
+        transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32, num_labels=3))
+    classifier = {id(p) for n, p in model.named_parameters() if n.startswith("classifier.")}
+    for group in layerwise_groups(model, recipe):
+        in_head = {id(p) in classifier for p in group["params"]}
+        assert len(in_head) == 1
+        base = recipe.learning_rate * (4.0 if in_head == {True} else 1.0)
+        assert group["lr"] == base if in_head == {True} else group["lr"] < base
+
+
 def test_ner_table_reads_both_sides(tmp_path, capsys):
     """One flaxlm workdir and one PyTorch result side by side, on the metrics both sides log."""
     import json

@@ -141,8 +141,8 @@ SCORERS = {"conll2002": seqeval_scores, "conllu": pos_scores}
 
 
 def layerwise_groups(model, recipe) -> list[dict]:
-    """flaxlm's definition: classifier × 1, layer i of L × d^(L-i), embeddings × d^(L+1); no weight
-    decay on biases and LayerNorm weights."""
+    """flaxlm's definition: classifier × head_lr_scale, layer i of L × d^(L-i), embeddings ×
+    d^(L+1); no weight decay on biases and LayerNorm weights."""
     layers = model.config.num_hidden_layers
     groups: dict = {}
     for name, p in model.named_parameters():
@@ -159,7 +159,8 @@ def layerwise_groups(model, recipe) -> list[dict]:
             key, {
                 "params": [],
                 "weight_decay": decay,
-                "lr": recipe.learning_rate * recipe.layer_decay ** depth
+                "lr": recipe.learning_rate *
+                (recipe.layer_decay ** depth if depth else getattr(recipe, "head_lr_scale", 1.0))
             })
         groups[key]["params"].append(p)
     return list(groups.values())

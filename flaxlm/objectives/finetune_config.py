@@ -4,6 +4,8 @@
   finetune.layer_decay  layer-wise learning-rate decay factor d in (0, 1]; 1.0 is off
   finetune.layer_decay_style  flaxlm (top layer d, embeddings d^(L+1)) | electra (ELECTRA's
                         _get_layer_lrs: top layer d², embeddings d^(L+2)); flaxlm/optim.py
+  finetune.head_lr_scale  the fresh task head's learning-rate factor (1.0: the base rate); for
+                        releases whose final hidden states are small (flaxlm/optim.py)
   finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
@@ -11,9 +13,9 @@
   finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
                         the last epoch's (SELECTRA's protocol, flaxlm/run/results.py)
 
-`epochs`, `layer_decay` and `layer_decay_style` reach the objective through the fields of the same
-name in its config dataclass (`objective_fields`); an objective without them (MLM) refuses a non-
-default value.
+`epochs`, `layer_decay`, `layer_decay_style` and `head_lr_scale` reach the objective through the
+fields of the same name in its config dataclass (`objective_fields`); an objective without them
+(MLM) refuses a non-default value.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ import ml_collections
 from flaxlm.errors import FlaxlmError
 
 # Settings an objective config dataclass may declare and that the `finetune` section sets.
-OBJECTIVE_FIELDS = {"epochs": 0, "layer_decay": 1.0, "layer_decay_style": "flaxlm"}
+OBJECTIVE_FIELDS = {
+    "epochs": 0,
+    "layer_decay": 1.0,
+    "layer_decay_style": "flaxlm",
+    "head_lr_scale": 1.0
+}
 TEST_ON = ("best", "last")  # which epoch's weights score data.test_files
 T = TypeVar("T")
 
@@ -36,6 +43,7 @@ def section() -> ml_collections.ConfigDict:
     c.epochs = OBJECTIVE_FIELDS["epochs"]
     c.layer_decay = OBJECTIVE_FIELDS["layer_decay"]
     c.layer_decay_style = OBJECTIVE_FIELDS["layer_decay_style"]
+    c.head_lr_scale = OBJECTIVE_FIELDS["head_lr_scale"]
     c.folds = 0
     c.fold = -1
     c.seeds = 1

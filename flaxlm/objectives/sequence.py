@@ -8,7 +8,8 @@ error. Layer-wise learning-rate decay (`finetune.layer_decay` = d; 1.0 is off): 
 and the pooler train at the base rate, the top encoder layer at d, each layer below one more factor
 (layer i of L at d^(L-i)) and the embeddings last at d^(L+1). ELECTRA's fine-tuning code counts
 the head as a depth of its own, so its top layer gets d² and its embeddings d^(L+2):
-`finetune.layer_decay_style=electra` (flaxlm/optim.py `layer_decay_scales`).
+`finetune.layer_decay_style=electra` (flaxlm/optim.py `layer_decay_scales`). `finetune.head_lr_scale`
+multiplies the classifier's rate (not the pooler's) on top: flaxlm/optim.py `finetune_lr_scales`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
 from flaxlm.objectives import finetune_config
-from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
+from flaxlm.optim import LAYER_DECAY_STYLES, check_head_lr_scale, finetune_lr_scales
 from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                  ObjectiveDefaults, Sums)
 
@@ -44,12 +45,14 @@ class SequenceClassificationConfig:
     language: str = "es"  # the language read from multilingual TFDS sets (xnli)
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1.0: off
     layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
+    head_lr_scale: float = 1.0  # the fresh classifier's rate factor (flaxlm/optim.py)
 
     def validate(self) -> None:
         if self.epochs < 0:
             raise FlaxlmError(f"finetune.epochs must be >= 0, got {self.epochs}")
         if not 0 < self.layer_decay <= 1:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
+        check_head_lr_scale(self.head_lr_scale)
         if self.layer_decay_style not in LAYER_DECAY_STYLES:
             raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
                               f"{', '.join(LAYER_DECAY_STYLES)}")
@@ -162,10 +165,8 @@ class SequenceClassification(ObjectiveDefaults):
         return (InitRule("encoder"), ) if has_init_from else ()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
-        if self.config.layer_decay == 1.0:
-            return None
-        return layer_decay_scales(config.num_layers, param_paths, self.config.layer_decay,
-                                  self.config.layer_decay_style)
+        return finetune_lr_scales(config.num_layers, param_paths, self.config.layer_decay,
+                                  self.config.layer_decay_style, self.config.head_lr_scale)
 
     # -- data ----------------------------------------------------------------------------------
     def train_batches(self, ctx: DataContext,

@@ -13,7 +13,8 @@ scores as an error.
 Layer-wise learning-rate decay (`finetune.layer_decay` = d, 1.0 = off), for an encoder of L layers:
 classifier (and pooler) × 1, layer L-1 (the top) × d, layer i × d^(L-i), embeddings and
 embeddings_project × d^(L+1); `finetune.layer_decay_style=electra` gives one power more below the
-head, as ELECTRA's fine-tuning does (flaxlm/optim.py `layer_decay_scales`).
+head, as ELECTRA's fine-tuning does (flaxlm/optim.py `layer_decay_scales`). `finetune.head_lr_scale`
+multiplies the classifier's rate (not the pooler's) on top: flaxlm/optim.py `finetune_lr_scales`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
 from flaxlm.objectives import finetune_config
 from flaxlm.objectives.word_metrics import entity_scores, token_scores
-from flaxlm.optim import LAYER_DECAY_STYLES, layer_decay_scales
+from flaxlm.optim import LAYER_DECAY_STYLES, check_head_lr_scale, finetune_lr_scales
 from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
                                  ObjectiveDefaults, Sums)
 from flaxlm.run.results import test_context
@@ -57,6 +58,7 @@ class TokenClassificationConfig:
     epochs: int = 0  # > 0: train.steps = epochs × steps per epoch, evaluated after each epoch
     layer_decay: float = 1.0  # layer-wise LR decay factor (see the module docstring); 1.0: off
     layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
+    head_lr_scale: float = 1.0  # the fresh classifier's rate factor (flaxlm/optim.py)
     selection: str = "macro_f1"  # the eval metric that picks the best epoch: macro_f1 | entity_f1
 
     def validate(self) -> None:
@@ -67,6 +69,7 @@ class TokenClassificationConfig:
         if not 0.0 < self.layer_decay <= 1.0:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
         check_choice("finetune.layer_decay_style", self.layer_decay_style, LAYER_DECAY_STYLES)
+        check_head_lr_scale(self.head_lr_scale)
         check_choice(f"{key}.selection", self.selection, _SELECTIONS)
 
 
@@ -125,10 +128,8 @@ class TokenClassification(ObjectiveDefaults):
         return (InitRule("encoder"), ) if has_init_from else ()
 
     def lr_scales(self, config: ModelConfig, param_paths: list[str]) -> dict[str, float] | None:
-        if self.config.layer_decay == 1.0:
-            return None
-        return layer_decay_scales(config.num_layers, param_paths, self.config.layer_decay,
-                                  self.config.layer_decay_style)
+        return finetune_lr_scales(config.num_layers, param_paths, self.config.layer_decay,
+                                  self.config.layer_decay_style, self.config.head_lr_scale)
 
     # -- data ------------------------------------------------------------------------------------
     def plan_data(self, ctx: DataContext) -> DataPlan:

@@ -157,4 +157,43 @@ def load(program: TrainProgram, objective: Objective, init_from: str, state: Sta
         state = jax.jit(program.state_from_params,
                         out_shardings=program.state_shardings)(params, state["rng"])
     summary = plan_.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
+    if state is not None:
+        summary += small_features_note(plan_, flat_names(state["params"]), objective)
     return state, frozen, summary
+
+
+# A fresh head's logits move with the scale of the features it reads; below this output RMS (a
+# fresh post-LayerNorm encoder's is ~1) the start of fine-tuning is visibly slow (docs/flare.md).
+SMALL_FEATURES_RMS = 0.5
+
+
+def small_features_note(plan_: InitPlan, params: Mapping[str, Any], objective: Objective) -> str:
+    """'' or a clause for the weights line: the loaded encoder's output is small for the fresh
+    head that reads it (no pooler in between), with the `finetune.head_lr_scale` that
+    compensates (≈ 1 / RMS).
+
+    A post-LayerNorm encoder's last LayerNorm sets its output scale: per token the normalized
+    values have unit mean square, so the output's RMS is about sqrt(mean(scale² + bias²)), read
+    from the loaded weights without running the model (multilingual-e5-small: 0.25 from its
+    weights, 0.26 measured on text)."""
+    head_lr_scale = getattr(getattr(objective, "config", None), "head_lr_scale", None)
+    if head_lr_scale != 1.0 or not any(not n.startswith("encoder/") for n in plan_.fresh):
+        return ""
+    if any(n.startswith("encoder/pooler/") for n in [*plan_.loaded, *plan_.fresh]):
+        return ""  # the head reads the pooler's tanh output, whose scale is the pooler's own
+    norms = [
+        n for n in plan_.loaded
+        if n.startswith("encoder/layers/") and n.endswith("/output_norm/scale")
+    ]
+    if not norms:
+        return ""
+    last = max(norms, key=lambda n: int(n.split("/")[2]))
+    scale = np.asarray(jax.device_get(params[last]), np.float64)
+    bias_name = last[:-len("scale")] + "bias"
+    bias = np.asarray(jax.device_get(params[bias_name]), np.float64) if bias_name in params else 0
+    rms = float(np.sqrt(np.mean(scale ** 2 + bias ** 2)))
+    if rms >= SMALL_FEATURES_RMS:
+        return ""
+    return (f"; note: the encoder's output RMS is about {rms:.2f} (its last LayerNorm; a fresh "
+            f"encoder's is 1), so the fresh head learns about {1 / rms:.0f}× more slowly: "
+            f"--config.finetune.head_lr_scale={1 / rms:.0f} compensates (docs/finetuning.md)")

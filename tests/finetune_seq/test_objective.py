@@ -200,6 +200,16 @@ def test_layer_decay_scales_by_depth():
         assert scales.get(name) == want, name  # head and pooler: absent, i.e. the base rate
     assert any(n.startswith("encoder/pooler/") for n in names)
     assert SequenceClassification().lr_scales(bert, names) is None
+    # finetune.head_lr_scale: the fresh classifier only; the loaded pooler keeps the base rate.
+    head = SequenceClassification(SequenceClassificationConfig(layer_decay=0.5, head_lr_scale=4.0))
+    scaled = head.lr_scales(bert, names)
+    assert {n
+            for n in names
+            if not n.startswith("encoder/")} == {n
+                                                 for n, s in scaled.items() if s == 4.0} != set()
+    assert {n: s for n, s in scaled.items() if s != 4.0} == scales
+    with pytest.raises(FlaxlmError, match="head_lr_scale must be > 0, got 0"):
+        SequenceClassificationConfig(head_lr_scale=0).validate()
 
 
 def test_flops_count_real_tokens_and_examples(es_unigram):
