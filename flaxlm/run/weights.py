@@ -157,8 +157,12 @@ def load(program: TrainProgram, objective: Objective, init_from: str, state: Sta
         state = jax.jit(program.state_from_params,
                         out_shardings=program.state_shardings)(params, state["rng"])
     summary = plan_.summary({s: f"{sources[s]}, step {steps[s]}" for s in source_params})
-    if state is not None:
-        summary += small_features_note(plan_, flat_names(state["params"]), objective)
+    if state is not None:  # read from the sources, as `apply` does: host values on every host
+        norms = {
+            n: source_params[source][name]
+            for n, (source, name) in plan_.loaded.items() if "/output_norm/" in n
+        }
+        summary += small_features_note(plan_, norms, objective)
     return state, frozen, summary
 
 
@@ -170,7 +174,7 @@ SMALL_FEATURES_RMS = 0.5
 def small_features_note(plan_: InitPlan, params: Mapping[str, Any], objective: Objective) -> str:
     """'' or a clause for the weights line: the loaded encoder's output is small for the fresh
     head that reads it (no pooler in between), with the `finetune.head_lr_scale` that
-    compensates (≈ 1 / RMS).
+    compensates (≈ 1 / RMS). `params`: loaded values by target name (the LayerNorms suffice).
 
     A post-LayerNorm encoder's last LayerNorm sets its output scale: per token the normalized
     values have unit mean square, so the output's RMS is about sqrt(mean(scale² + bias²)), read
