@@ -1,5 +1,9 @@
 """ELECTRA on CPU: a 2-layer, 128-wide discriminator and its 64-wide generator on the Spanish sample.
 
+Time: 1 h 27 min measured on one core of the shared 2-core machine, load average 4-5.
+Run:
+  flaxlm train --config configs/electra_tiny.py --workdir runs/electra-tiny
+
 The SELECTRA recipe (configs/selectra_small.py) at the smallest size and token budget where its
 discriminator was seen to learn context at the recipe's temperature 1 on this machine: 15% of
 tokens, 85% [MASK] / 15% kept, generator + 50 × discriminator, replacements sampled at
@@ -28,9 +32,6 @@ same weights and batch, tests/parity/test_electra_parity.py). --config.objective
 temperature=3 (this config's value before 2026-12-06) samples rare and special tokens that a
 discriminator spots without context: not the recipe's task.
 Slices: cpu-1, cpu-8 (SLICES below; tests/test_configs.py checks the batch divides on each).
-Time: 1 h 27 min measured on one core of the shared 2-core machine, load average 4-5.
-Run:
-  flaxlm train --config configs/electra_tiny.py --workdir runs/electra-tiny
 """
 
 from flaxlm.run_config import base_config
