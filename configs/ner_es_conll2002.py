@@ -16,7 +16,8 @@ Start from a pre-trained cased Spanish flaxlm workdir (SELECTRA-like ELECTRA/BER
 From a release whose final hidden states are small (multilingual-e5-small: RMS 0.26) the fresh
 classifier learns slowly at the card's rate and the run's weights line says so; docs/flare.md
 measured --config.finetune.head_lr_scale=4 there (a departure from the card, which has no such
-factor: 10 epochs of 1,000 sentences, entity F1 0.179 → 0.270).
+factor: 10 epochs of 1,000 sentences, entity F1 0.179 → 0.270). NER reads case: prune a release
+for it without --uncase (docs/flare.md: the cased prune 0.391, the uncased 0.270, unpruned 0.367).
 Slices: cpu-8, v5e-8 (SLICES below).
 Run:
   flaxlm finetune --config configs/ner_es_conll2002.py --workdir runs/ner_es \
