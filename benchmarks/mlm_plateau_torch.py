@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     data = masked_data(config.data, MaskedLMConfig(mask_token_rate=1.0, random_token_rate=0.0))
     batch = config.loop.batch_size
     train = pipeline.build_train_stream(data, tokenizer, seed=config.seed, host_batch_size=batch)
-    held_out = pipeline.build_eval_batches(data, tokenizer, host_batch_size=batch,
-                                           seed=config.seed)[:args.eval_batches]
+    held_out = pipeline.build_eval_batches(data, tokenizer,
+                                           host_batch_size=batch)[:args.eval_batches]
     m = config.model(tokenizer.vocab_size, tokenizer.pad_id)
     model = transformers.XLMRobertaForMaskedLM(
         transformers.XLMRobertaConfig(

@@ -13,7 +13,9 @@ any example e (a resumed run whose batch size changed): its batch k is then [e +
     (minutes for millions of examples; prefer `prepare` + in-memory shards where resumption
     matters). TFDS text is re-tokenized on every epoch, on every host.
 Masks are drawn from counter-based random numbers keyed by (seed, g): a new epoch (new g) gets
-new masks, the same seed gives the same masks, and no masking state lives in Python.
+new masks, the same seed gives the same masks, and no masking state lives in Python. The held-out
+set's masks are keyed by `EVAL_MASK_SEED`, not the run's seed, so runs of different seeds score
+their held-out loss on the same masked positions and their eval curves compare directly.
 
 With `data.host_reading = "own_units"` there is no global stream: each host reads its own units of
 the corpus into its own stream, built the same two ways, and global batch k is the k-th B examples
@@ -35,6 +37,9 @@ from flaxlm.errors import FlaxlmError
 # Token budget of a packed table kept in host memory (5 bytes a token: int32 id + bool word start).
 IN_MEMORY_MAX_TOKENS = 1 << 28
 _STREAM_BLOCK = 256  # examples per Python→tf.data hand-off when packing on the fly
+# The held-out set's mask seed, whatever the run's seed: seed 0's, so runs at the default seed keep
+# the eval losses they always had.
+EVAL_MASK_SEED = 0
 
 AUTO = -1.0  # DataConfig.two_segment_rate: decided by the model's token types
 # google-research/electra build_pretraining_dataset.py (at 8a46635) lines 59-61: one segment in
@@ -213,12 +218,12 @@ def build_eval_batches(
     tokenizer: Tokenizer,
     *,
     host_batch_size: int,
-    seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> list[dict[str, np.ndarray]]:
-    """One pass over `eval_files` in order with fixed masks. Every host gets the same number of
-    batches; rows past the end are `[CLS] [SEP]` fillers whose `masked_weights` are all 0."""
+    """One pass over `eval_files` in order with masks fixed by `EVAL_MASK_SEED` (the same for
+    every run seed). Every host gets the same number of batches; rows past the end are
+    `[CLS] [SEP]` fillers whose `masked_weights` are all 0."""
     _check_hosts(host_batch_size, process_index, process_count)
     if not cfg.eval_files:
         return []
@@ -231,7 +236,7 @@ def build_eval_batches(
     real = g < n
     rows_ids = np.where(real[:, None], ids_NxL[np.minimum(g, n - 1)], filler_L)
     rows_ws = real[:, None] & ws_NxL[np.minimum(g, n - 1)]
-    masker = make_masker(cfg, tokenizer, seed)
+    masker = make_masker(cfg, tokenizer, EVAL_MASK_SEED)
     ds = tf.data.Dataset.from_tensor_slices((g, rows_ids, rows_ws))
     ds = ds.batch(B).map(masker, num_parallel_calls=tf.data.AUTOTUNE)
     return list(ds.as_numpy_iterator())

@@ -119,9 +119,8 @@ class MaskedLM(ObjectiveDefaults):
                                            process_count=ctx.process_count)
 
     def eval_batches(self, ctx: DataContext) -> list[dict[str, np.ndarray]]:
-        return pipeline.build_eval_batches(masked_data(ctx.data, self.config,
-                                                       ctx.type_vocab_size), ctx.tokenizer,
-                                           seed=ctx.seed, host_batch_size=ctx.host_batch_size,
+        return pipeline.build_eval_batches(masked_data(ctx.data, self.config, ctx.type_vocab_size),
+                                           ctx.tokenizer, host_batch_size=ctx.host_batch_size,
                                            process_index=ctx.process_index,
                                            process_count=ctx.process_count)
 

@@ -206,3 +206,21 @@ def test_token_level_masking_splits_words(table, tokenizer):
         for w in np.unique(word[i][chosen[i]]):
             split += not chosen[i][word[i] == w].all()
     assert split > 50
+
+
+def test_held_out_masks_are_the_same_for_every_run_seed(tokenizer):
+    """A run's seed changes its training masks, never its held-out ones: eval losses of runs
+    with different seeds score the same masked positions."""
+    from flaxlm.objectives.mlm import MaskedLM
+    from flaxlm.run.protocol import DataContext
+
+    data = pipeline.DataConfig(train_files=(IT_EVAL, ), eval_files=(IT_EVAL, ), seq_len=SEQ_LEN)
+
+    def masked_ids(seed, batches):
+        return np.concatenate(
+            [b["input_ids"] for b in batches(DataContext(data, tokenizer, seed, 16))])
+
+    evals = [masked_ids(s, MaskedLM().eval_batches) for s in (0, 7)]
+    np.testing.assert_array_equal(evals[0], evals[1])
+    trains = [masked_ids(s, lambda ctx: [next(MaskedLM().train_batches(ctx, 0))]) for s in (0, 7)]
+    assert (trains[0] != trains[1]).any()
