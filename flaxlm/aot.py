@@ -45,6 +45,7 @@ from flaxlm import experiment
 from flaxlm.aot_report import CompileReport, GiB, format_report, report_dict  # noqa: F401
 from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
+from flaxlm.models.heads import config_for_head
 from flaxlm.objectives.registry import make_objective
 from flaxlm.run.steps import TrainProgram
 from flaxlm.run_config import RunConfig
@@ -126,6 +127,7 @@ def compile_train_step(config: RunConfig, topology: str | Topology,
     experiment.check_batch(mesh, loop.batch_size, accum)
 
     objective = make_objective(config.objective, config.objective_sections)
+    model_config = config_for_head(objective.head, model_config)
     program = experiment.build_program(objective, model_config, config.optim, mesh, config.step)
     abstract_state, abstract_frozen = experiment.sharded_abstract(program)
     batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))

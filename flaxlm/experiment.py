@@ -20,6 +20,7 @@ from flaxlm.data.run_tokenizer import check_tokenizer_fits, tokenizer_for_run
 from flaxlm.data.tokenizers import Tokenizer, load_tokenizer
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import ModelConfig
+from flaxlm.models.heads import config_for_head
 from flaxlm.objectives.registry import make_objective
 from flaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
 from flaxlm.run.protocol import DataContext, DataPlan, Objective
@@ -146,6 +147,7 @@ def build(config: RunConfig, workdir: Workdir, *, is_main: bool = True) -> Exper
     if plan.model_overrides:
         model_config = dataclasses.replace(model_config, **plan.model_overrides)
         model_config.validate()
+    model_config = config_for_head(objective.head, model_config)
     _check_same_record(workdir, plan.run_record)
     # Out-of-range ids would become NaN rows and a mismatched pad id would mask real tokens.
     check_tokenizer_fits(

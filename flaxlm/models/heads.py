@@ -8,6 +8,7 @@ embedding; may be absent then), and for MLM `masked_positions`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 import jax
@@ -108,10 +109,9 @@ class TokenClassifierModel(nnx.Module):
 class PooledClassifier(nnx.Module):
     """BERT: the encoder's pooler → dropout → dense D→C (`BertForSequenceClassification`)."""
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        if not config.pooler:
+        if not config.pooler:  # a run's model passed `config_for_head`, which adds it
             raise FlaxlmError(f"{config.arch} sequence classification classifies the pooled "
-                              "output: set model.pooler=True (the pooler starts fresh unless the "
-                              "checkpoint has one)")
+                              "output: the model needs model.pooler=True")
         self.rate = config.classifier_dropout
         self.classifier = DenseGeneral((config.hidden_size, ), (config.num_labels, ), ("embed", ),
                                        ("labels", ), rngs=rngs)
@@ -198,6 +198,17 @@ class SequenceClassifierModel(nnx.Module):
 
     def head_logits(self, x_BxLxD: jax.Array) -> jax.Array:
         return self.classifier(x_BxLxD, self.encoder, None).astype(jnp.float32)
+
+
+def config_for_head(head: str, config: ModelConfig) -> ModelConfig:
+    """`config` with the encoder parts `head` computes from. A BERT sequence head classifies the
+    pooled output, so a model without a pooler gets one, which starts fresh: what
+    `BertForSequenceClassification.from_pretrained` does with a release saved without one
+    (multilingual-e5-small, any `BertForMaskedLM`), and what export writes back as `bert.pooler`."""
+    if (head == "sequence_classification" and SEQUENCE_HEADS.get(config.arch) is PooledClassifier
+            and not config.pooler):
+        return dataclasses.replace(config, pooler=True)
+    return config
 
 
 # flaxlm's head names (a workdir's `head`), each with the model class that carries it.

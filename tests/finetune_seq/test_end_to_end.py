@@ -7,6 +7,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from flaxlm import cli
@@ -67,3 +68,63 @@ def test_train_from_a_pretrained_workdir_then_export(es_unigram, tmp_path, capsy
         hf = json.load(f)
     assert hf["architectures"] == ["XLMRobertaForSequenceClassification"]
     assert hf["id2label"] == {"0": "different", "1": "same"}
+
+
+def _bert_mlm_workdir(path, tokenizer):
+    """A BERT-architecture MLM workdir without a pooler, as multilingual-e5-small imports."""
+    config = dataclasses.replace(preset("tiny"), arch="bert", type_vocab_size=2, pooler=False,
+                                 layer_norm_eps=1e-12, vocab_size=tokenizer.vocab_size,
+                                 pad_token_id=tokenizer.pad_id)
+    return write_mlm_workdir(path, tokenizer, config, std=0.1, step=3)
+
+
+def _pair_args(workdir, pretrained):
+    return [
+        "--config", CONFIG, "--workdir", workdir, f"--config.init_from={pretrained}",
+        f"--config.data.train_files={TRAIN_TSV}", f"--config.data.eval_files={DEV_TSV}",
+        "--config.data.test_files=", "--config.data.seq_len=32", "--config.train.batch_size=32"
+    ]
+
+
+def test_a_bert_encoder_without_a_pooler_gets_a_fresh_one(es_wordpiece, tmp_path):
+    """BERT classifies the pooled output: from a release saved without a pooler, the run's model
+    has one, outside what init_from loads (a BERT workdir's pooler could not be switched on by
+    hand: init_from fixes the model's fields)."""
+    from flaxlm import experiment, run_config
+    from flaxlm.models.param_tree import flat_names
+    from flaxlm.run.weights import plan
+
+    pretrained = str(tmp_path / "pre")
+    source = _bert_mlm_workdir(pretrained, es_wordpiece)
+    workdir = str(tmp_path / "run")
+    args = _pair_args(workdir, pretrained)
+    config = run_config.load(CONFIG, [a for a in args[4:]])
+    exp = experiment.build(config, Workdir(workdir))
+    assert exp.model_config.pooler and exp.model_config.arch == "bert"
+    targets = {n: a.shape for n, a in flat_names(exp.abstract_state["params"]).items()}
+    init = plan(exp.objective.init_rules(True), targets,
+                {"init_from": {
+                    n: np.shape(v)
+                    for n, v in source.items()
+                }})
+    assert sorted(init.fresh) == [
+        "classifier/classifier/bias", "classifier/classifier/kernel", "encoder/pooler/dense/bias",
+        "encoder/pooler/dense/kernel"
+    ]
+    assert set(init.loaded) == {n for n in source if n.startswith("encoder/")}
+
+
+@pytest.mark.slow  # ~40-80 s: a train step, an eval step and export's parity check compile
+def test_a_bert_encoder_without_a_pooler_trains_and_exports(es_wordpiece, tmp_path, capsys):
+    import transformers
+
+    pretrained = str(tmp_path / "pre")
+    _bert_mlm_workdir(pretrained, es_wordpiece)
+    workdir = str(tmp_path / "run")
+    assert cli.main(["train", *_pair_args(workdir, pretrained), "--config.finetune.epochs=1"]) == 0
+    fresh = re.search(r"; fresh: ([^;\n]+)", capsys.readouterr().out).group(1)
+    assert sorted(fresh.split(", ")) == ["classifier/classifier/* (2)", "encoder/pooler/* (2)"]
+    assert cli.main(["export", "--workdir", workdir, "--out", str(tmp_path / "export")]) == 0
+    model, info = transformers.BertForSequenceClassification.from_pretrained(
+        str(tmp_path / "export"), output_loading_info=True)
+    assert not info["missing_keys"] and model.bert.pooler is not None

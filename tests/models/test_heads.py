@@ -12,7 +12,8 @@ from flax import nnx
 from flaxlm.errors import FlaxlmError
 from flaxlm.models.config import preset
 from flaxlm.models.heads import (MODELS, MaskedLMModel, SequenceClassifierModel,
-                                 TokenClassifierModel, gather_positions, logical_axes, param_names)
+                                 TokenClassifierModel, config_for_head, gather_positions,
+                                 logical_axes, param_names)
 from flaxlm.models.layers import gelu
 from flaxlm.sharding import logical_to_spec
 
@@ -121,10 +122,20 @@ def test_classifiers_give_fp32_logits_per_token_and_per_sequence(arch):
     assert not np.allclose(sequences(changed), sequences(batch))
 
 
-def test_bert_sequence_classifier_needs_the_pooler():
+def test_bert_sequence_classifier_needs_the_pooler_and_a_run_adds_it():
     config = dataclasses.replace(preset("tiny"), arch="bert", pad_token_id=0)
-    with pytest.raises(FlaxlmError, match="set model.pooler=True"):
+    with pytest.raises(FlaxlmError, match="needs model.pooler=True"):
         SequenceClassifierModel(config, rngs=nnx.Rngs(0))
+    # A run builds its model through `config_for_head`: BERT's sequence head gets a pooler, no
+    # other head or family does.
+    assert config_for_head("sequence_classification", config).pooler
+    assert not config_for_head("token_classification", config).pooler
+    assert not config_for_head("mlm", config).pooler
+    for arch in ("xlmr", "electra", "distilbert"):
+        other = dataclasses.replace(
+            config, arch=arch,
+            type_vocab_size=0 if arch == "distilbert" else config.type_vocab_size)
+        assert config_for_head("sequence_classification", other) == other
     xlmr = SequenceClassifierModel(preset("tiny"), rngs=nnx.Rngs(0))  # dense+tanh head, no pooler
     assert not [n for n in param_names(xlmr) if "pooler" in n]
 
