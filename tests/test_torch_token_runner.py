@@ -139,3 +139,28 @@ def test_ner_table_reads_both_sides(tmp_path, capsys):
     rows = capsys.readouterr().out.splitlines()
     assert rows[2].split(" | ")[1:3] == ["0.2500", "0.2500"] and "0.1000, 0.2500" in rows[2]
     assert rows[3].split(" | ")[1:3] == ["0.2000", "0.2000"] and "0.25 steps/s" in rows[3]
+
+
+def test_the_pytorch_loop_trains_on_flaxlm_s_rows(tiny_tokenizer_dir):
+    """Both sides of a flaxlm-vs-PyTorch row train on the same rows: every window's token ids and
+    first-sub-token labels equal, long sentences split alike (data.seq_len 24 here splits many)."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.runners.conll2002_torch import encode
+    from flaxlm.data.tokenizers import load_tokenizer
+    from flaxlm.data.word_windows import encode_rows
+
+    path = os.path.join(REPO, "data", "it", "ud", "dev.conllu")
+    sentences = labelled.read_sentences(path, "conllu")
+    label_ids = {x: i for i, x in enumerate(sorted({x for s in sentences for x in s.labels}))}
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    ours = encode_rows(sentences, tokenizer, label_ids, 24)
+    theirs = encode(read_conllu(path), AutoTokenizer.from_pretrained(tiny_tokenizer_dir), label_ids,
+                    24)
+    assert ours.split_sentences > 10 and len(ours) == len(theirs)
+    for i, row in enumerate(theirs):
+        real = ours.input_ids_NxL[i] != tokenizer.pad_id
+        labels = np.where(ours.label_weights_NxL[i] > 0, ours.labels_NxL[i], -100)[real]
+        assert ours.input_ids_NxL[i][real].tolist() == row["input_ids"], i
+        assert labels.tolist() == row["labels"], i
+        assert ours.sentence_N[i] == row["sentence"], i
