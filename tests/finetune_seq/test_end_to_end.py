@@ -98,7 +98,7 @@ def test_a_bert_encoder_without_a_pooler_gets_a_fresh_one(es_wordpiece, tmp_path
     source = _bert_mlm_workdir(pretrained, es_wordpiece)
     workdir = str(tmp_path / "run")
     args = _pair_args(workdir, pretrained)
-    config = run_config.load(CONFIG, [a for a in args[4:]])
+    config = run_config.load(CONFIG, args[4:])
     exp = experiment.build(config, Workdir(workdir))
     assert exp.model_config.pooler and exp.model_config.arch == "bert"
     targets = {n: a.shape for n, a in flat_names(exp.abstract_state["params"]).items()}
