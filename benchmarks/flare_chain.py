@@ -8,10 +8,18 @@ docs/flare.md); this script adds what flaxlm cannot give about itself:
           the POS or NER task, with the hyper-parameters read from the same flaxlm config file
           (configs/pos_it_isdt.py, configs/ner_es_conll2002.py) and the same overrides, scoring
           the test file after every epoch; writes `<out>.json`.
+  converse
+          `flaxlm finetune` itself (its trainer, dropout and evaluation untouched) into the
+          workdir `--out`, from the flaxlm model `--flaxlm` with the PyTorch loop's draws for the
+          same config, overrides and seed: its fresh classifier and its DataLoader's batch order,
+          both made by the loop's own code (`conll2002_torch.seeded_draws`). With `torch`, it
+          separates what each side computes from the random draws each side makes.
   table   one Markdown row per flaxlm fine-tuning workdir (per-epoch test scores from its
           metrics.jsonl, its parameter count) or PyTorch `<out>.json`.
 
   python -m benchmarks.flare_chain torch --task pos --init runs/flare/e5_hf --out runs/flare/torch_pos_e5
+  python -m benchmarks.flare_chain converse --task pos --init runs/flare/it_pruned_hf \
+      --flaxlm runs/flare/it_pruned --out runs/flare/pos_converse_s0 --config.seed=0
   python -m benchmarks.flare_chain table --task pos runs/flare/pos_e5 runs/flare/torch_pos_e5.json
 
 Both sides evaluate on the test file after every epoch and the table reports the final epoch
@@ -25,6 +33,8 @@ import dataclasses
 import json
 import os
 import time
+
+import numpy as np
 
 from benchmarks.common import configure_threads
 from flaxlm import jax_platform
@@ -86,6 +96,66 @@ def torch_run(args) -> None:
         json.dump(record, f, indent=1)
 
 
+def torch_draws(task: str, hf_dir: str, train_file: str,
+                recipe) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """The PyTorch loop's draws for `recipe.seed`, from its own code: each epoch's row order (a
+    DataLoader over row indices, `seeded_draws`) and its fresh classifier, named as flaxlm's."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.runners import conll2002_torch as loop
+    train = loop.READERS[TASKS[task][1]](train_file)
+    labels = sorted({x for _, ls in train for x in ls})
+    rows = loop.encode(train, AutoTokenizer.from_pretrained(hf_dir), {
+        x: i
+        for i, x in enumerate(labels)
+    }, recipe.seq_len)
+    model, loader = loop.seeded_draws(hf_dir, labels, recipe, range(len(rows)), list)
+    orders = [np.concatenate([np.asarray(b) for b in loader]) for _ in range(recipe.epochs)]
+    return orders, {
+        "classifier/kernel": model.classifier.weight.detach().numpy().T.copy(),
+        "classifier/bias": model.classifier.bias.detach().numpy().copy()
+    }
+
+
+def converse_run(args) -> None:
+    import jax
+
+    from flaxlm import cli
+    from flaxlm.models.param_tree import flat_names, unflatten_like
+    from flaxlm.objectives import token_classification
+    from flaxlm.run import weights
+    recipe, data = recipe_from_config(args.task, args.override)
+    orders, classifier = torch_draws(args.task, args.init, os.path.join(REPO, data["train_files"]),
+                                     recipe)
+    load = weights.load
+
+    def load_then_torch_classifier(program, objective, init_from, state, frozen):
+        state, frozen, line = load(program, objective, init_from, state, frozen)
+        if state is not None:  # a fresh start (a resumed run keeps its checkpoint)
+            flat = flat_names(state["params"])
+            for name, value in classifier.items():
+                if flat[name].shape != value.shape:
+                    raise SystemExit(f"{name}: flaxlm {flat[name].shape}, PyTorch {value.shape}")
+                flat[name] = jax.device_put(value, flat[name].sharding)
+            state = {**state, "params": unflatten_like(state["params"], flat)}
+            line = f"{line}; classifier: the PyTorch loop's seed-{recipe.seed} draw"
+        return state, frozen, line
+
+    def torch_order(seed: int, epoch: int, num_rows: int) -> np.ndarray:
+        if seed != recipe.seed or len(orders[epoch]) != num_rows:
+            raise SystemExit(f"flaxlm asks for seed {seed}, {num_rows} rows; the PyTorch loop "
+                             f"drew seed {recipe.seed}, {len(orders[epoch])} rows")
+        return orders[epoch]
+
+    weights.load, token_classification.epoch_order = load_then_torch_classifier, torch_order
+    raise SystemExit(
+        cli.main([
+            "finetune", "--config",
+            os.path.join(REPO, TASKS[args.task][0]), "--workdir", args.out,
+            f"--config.init_from={args.flaxlm}", *args.override, "--no-progress"
+        ]))
+
+
 def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
     """Per-epoch eval rows (without the `eval_` prefix) of a fine-tuning workdir, and a summary
     of its training speed (median steps/s of the logged windows)."""
@@ -130,14 +200,21 @@ def main(argv=None) -> None:
     t.add_argument("--out", required=True, help="writes OUT.json")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("override", nargs="*", help="--config.KEY=VALUE, as given to flaxlm")
+    c = sub.add_parser("converse")
+    c.add_argument("--task", choices=sorted(TASKS), required=True)
+    c.add_argument("--init", required=True, help="the PyTorch side's exported directory")
+    c.add_argument("--flaxlm", required=True, help="the same model's flaxlm workdir")
+    c.add_argument("--out", required=True, help="the flaxlm fine-tuning workdir")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("override", nargs="*", help="--config.KEY=VALUE, as given to flaxlm")
     s = sub.add_parser("table")
     s.add_argument("--task", choices=sorted(TASKS), required=True)
     s.add_argument("sources", nargs="+", help="flaxlm workdirs and PyTorch .json files")
     args, unknown = p.parse_known_args(argv)
-    if args.command == "torch":
+    if args.command in ("torch", "converse"):
         args.override = [*args.override, *unknown]
         configure_threads(args.threads)
-        torch_run(args)
+        (torch_run if args.command == "torch" else converse_run)(args)
     else:
         table(args)
 

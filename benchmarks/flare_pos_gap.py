@@ -6,9 +6,10 @@
                  global and per-layer gradient norms with their standard errors, and how far the
                  two sides' mean gradients are apart against what N draws of noise allow.
   paired         the PyTorch loop (benchmarks/runners/conll2002_torch.py's encoding, optimizer and
-                 scoring) with flaxlm's batch order (`default_rng([seed, epoch])` permutations,
-                 as `TokenClassification.train_batches`) and flaxlm's fresh classifier of the same
-                 seed, logging every step's loss and pre-clip gradient norm to OUT.json.
+                 scoring) with flaxlm's batch order (`token_classification.epoch_order`) and
+                 flaxlm's fresh classifier of the same seed, logging every step's loss and
+                 pre-clip gradient norm to OUT.json.
+                 The other way round is `benchmarks.flare_chain converse`.
 
   python -m benchmarks.flare_pos_gap dropout-stats --flaxlm R/it_pruned --hf R/it_pruned_hf --draws 30
   python -m benchmarks.flare_pos_gap paired --flaxlm R/it_pruned --hf R/it_pruned_hf --seed 0 \
@@ -187,6 +188,7 @@ def paired(args) -> None:
 
     from benchmarks.flare_chain import recipe_from_config
     from benchmarks.runners import conll2002_torch as loop
+    from flaxlm.objectives.token_classification import epoch_order
     recipe, _ = recipe_from_config("pos", [*POS, f"--config.seed={args.seed}"])
     exp, _, start = flaxlm_start(args.flaxlm, args.seed, args.scratch)
     torch.set_num_threads(args.threads)
@@ -207,7 +209,7 @@ def paired(args) -> None:
     collate = DataCollatorForTokenClassification(tokenizer)
     steps, epochs = [], []
     for epoch in range(recipe.epochs):
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(rows))
+        order = epoch_order(args.seed, epoch, len(rows))
         model.train()
         for first in range(0, len(rows), recipe.batch_size):
             loss = model(**collate([rows[i] for i in order[first:first + recipe.batch_size]])).loss

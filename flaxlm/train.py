@@ -22,6 +22,7 @@ from flaxlm.errors import FlaxlmError
 from flaxlm.flops import peak_flops_per_device
 from flaxlm.run import results as run_results, weights
 from flaxlm.run.checkpoint import Checkpointer
+from flaxlm.run.log_window import LogWindow
 from flaxlm.run.metrics_log import MetricsLog
 from flaxlm.run.preemption import StopRequest
 from flaxlm.run.protocol import DataPlan, Objective
@@ -94,13 +95,13 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
     checkpointer = Checkpointer(workdir, keep=loop.keep_checkpoints,
                                 copy_on_device=loop.checkpoint_copy_on_device,
                                 best_mode=objective.selection.mode if objective.selection else None)
-    state, examples_done, origin, resumed = _starting_state(exp, checkpointer)
+    state, examples_done, origin, resumed, window = _starting_state(exp, checkpointer)
     start = int(jax.device_get(state["step"]))
     if is_main:
         _record_run(exp, wd, start)
     eval_batches = (objective.eval_batches(exp.ctx)
                     if exp.ctx.data.eval_files or exp.ctx.data.fold >= 0 else [])
-    run = _Loop(exp, wd, checkpointer, state, examples_done, resumed, eval_batches,
+    run = _Loop(exp, wd, checkpointer, state, examples_done, resumed, eval_batches, window,
                 progress=progress, is_main=is_main)
     if is_main:
         frozen = f" + {program.frozen_count():,} frozen" if program.frozen_count() else ""
@@ -137,11 +138,11 @@ def train(config: RunConfig, workdir: str, *, progress: bool = True) -> dict[str
 
 
 def _starting_state(exp: experiment.Experiment,
-                    checkpointer: Checkpointer) -> tuple[State, int, str, bool]:
+                    checkpointer: Checkpointer) -> tuple[State, int, str, bool, LogWindow]:
     """The workdir's newest intact checkpoint, else `init_from` weights (through the objective's
     init rules), else a fresh init; frozen variables are always re-read from their source.
     Returns (state, examples already trained on, a line saying where the state came from,
-    whether it was resumed)."""
+    whether it was resumed, the log window the checkpoint left open)."""
     program, init_from = exp.program, exp.config.init_from
     rng_data = np.asarray(jax.random.key_data(jax.random.key(exp.config.seed)))
     frozen = program.init_frozen(rng_data)
@@ -153,12 +154,13 @@ def _starting_state(exp: experiment.Experiment,
                                                         if frozen_weights else "")
         # Older checkpoints recorded batches; examples make a changed batch size resume exactly.
         examples_done = meta.get("examples_consumed", latest * exp.loop.batch_size)
+        window = LogWindow(meta.get("log_window"))
     else:
         state, frozen, loaded = weights.load(program, exp.objective, init_from,
                                              program.fresh_state(rng_data), frozen)
-        origin, examples_done = loaded or "initialized from scratch", 0
+        origin, examples_done, window = loaded or "initialized from scratch", 0, LogWindow()
     program.set_frozen(frozen)
-    return state, examples_done, origin, restored is not None
+    return state, examples_done, origin, restored is not None, window
 
 
 def _record_run(exp: experiment.Experiment, wd: Workdir, start: int) -> None:
@@ -183,11 +185,11 @@ class _Loop:
     already busy with the next step; they are fetched at once before an evaluation or a
     checkpoint, since that step's finite flag decides whether it may be saved."""
     def __init__(self, exp: experiment.Experiment, workdir: Workdir, checkpointer: Checkpointer,
-                 state: State, examples_done: int, resumed: bool, eval_batches: list, *,
-                 progress: bool, is_main: bool):
+                 state: State, examples_done: int, resumed: bool, eval_batches: list,
+                 window: LogWindow, *, progress: bool, is_main: bool):
         self.exp, self.loop, self.program = exp, exp.loop, exp.program
         self.checkpointer, self.state, self.eval_batches = checkpointer, state, eval_batches
-        self.is_main, self.examples_done = is_main, examples_done
+        self.is_main, self.examples_done, self.window = is_main, examples_done, window
         self.start = int(jax.device_get(state["step"]))
         self.skips = SkippedUpdates(max_in_a_row=self.loop.max_skipped_in_a_row,
                                     max_share=self.loop.max_skipped_share, start_step=self.start,
@@ -272,8 +274,16 @@ class _Loop:
             raise FlaxlmError(f"non-finite loss or gradient at step {step} (train.nan_policy="
                               "stop); the update was not applied and checkpoints are clean")
         self.skips.observe(step, applied)
+        if applied:
+            self.window.add(values)
         if not logged:
             return
+        values = self.window.means(values)
+        # A line off the log_every grid (the run's last step, a signal) leaves its window open:
+        # the checkpoint carries it, so a resumed or extended run's next line covers the steps
+        # an uninterrupted run's would.
+        if step % self.loop.log_every == 0:
+            self.window.reset()
         values.update(self.throughput.measure())
         values["train_compiles"] = self.program.compiles("train")
         self.log.write(step, values)
@@ -302,6 +312,7 @@ class _Loop:
         return {
             "step": step,
             "examples_consumed": examples,
+            "log_window": self.window.state(),
             "model": dataclasses.asdict(self.exp.model_config),
             "objective": self.exp.config.objective,
             "tokenizer": OWN_TOKENIZER

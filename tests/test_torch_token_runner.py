@@ -164,3 +164,24 @@ def test_the_pytorch_loop_trains_on_flaxlm_s_rows(tiny_tokenizer_dir):
         assert ours.input_ids_NxL[i][real].tolist() == row["input_ids"], i
         assert labels.tolist() == row["labels"], i
         assert ours.sentence_N[i] == row["sentence"], i
+
+
+def test_the_loops_draws_over_indices_order_its_batches_of_rows(tmp_path):
+    """benchmarks/flare_pos_gap.py `converse` feeds flaxlm the PyTorch loop's batch order by running
+    the loop's DataLoader over row indices: it must yield the batches the loop trains on."""
+    from transformers import BertConfig, BertModel
+
+    from benchmarks.flare_chain import recipe_from_config
+    from benchmarks.runners.conll2002_torch import seeded_draws
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32), add_pooling_layer=False).save_pretrained(tmp_path)
+    recipe, _ = recipe_from_config("pos", ["--config.train.batch_size=4", "--config.seed=3"])
+    rows = [{"input_ids": [1, i + 2], "labels": [0, 1]} for i in range(10)]
+    model_i, by_index = seeded_draws(str(tmp_path), ["A", "B"], recipe, range(len(rows)), list)
+    model_r, by_row = seeded_draws(str(tmp_path), ["A", "B"], recipe, rows,
+                                   lambda batch: [r["input_ids"][1] - 2 for r in batch])
+    epochs = [[list(map(int, b)) for b in by_index] for _ in range(3)]
+    assert epochs == [[list(b) for b in by_row] for _ in range(3)]
+    assert [len(b) for b in epochs[0]] == [4, 4, 2] and epochs[0] != epochs[1]
+    assert all(sorted(sum(e, [])) == list(range(10)) for e in epochs)
+    assert (model_i.classifier.weight == model_r.classifier.weight).all()

@@ -195,6 +195,26 @@ def train_step(model, batch, optimizer, schedule, max_grad_norm: float) -> float
     return loss.item()
 
 
+def seeded_draws(init_hf: str, labels: list[str], recipe, dataset, collate_fn):
+    """The loop's random draws from `recipe.seed`: the model with its fresh classifier
+    (transformers' `normal(0, 0.02)`, from torch's global generator, which then drives dropout)
+    and the shuffling DataLoader over `dataset` (its own generator). Only the dataset's length
+    reaches the order, so a DataLoader over `range(n)` yields the row indices of `finetune`'s
+    batches (benchmarks/flare_pos_gap.py `converse`)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import BertForTokenClassification
+    torch.manual_seed(recipe.seed)
+    model = BertForTokenClassification.from_pretrained(
+        init_hf, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={
+            x: i
+            for i, x in enumerate(labels)
+        }, hidden_dropout_prob=recipe.dropout, attention_probs_dropout_prob=recipe.dropout)
+    loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True, collate_fn=collate_fn,
+                        generator=torch.Generator().manual_seed(recipe.seed))
+    return model, loader
+
+
 def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int, began: float,
              data_format: str = "conll2002") -> dict:
     """Fine-tunes `init_hf` on `train_file` with `recipe` (the script's `Recipe`; `schedule`
@@ -202,11 +222,8 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
     `setup_s` counts from `began` (the caller's start, so choosing the training file counts as
     set-up)."""
     import torch
-    from torch.utils.data import DataLoader
-    from transformers import (AutoTokenizer, BertForTokenClassification,
-                              DataCollatorForTokenClassification)
+    from transformers import AutoTokenizer, DataCollatorForTokenClassification
     torch.set_num_threads(threads)
-    torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(init_hf)
     read, scorer = READERS[data_format], SCORERS[data_format]
     train = read(train_file)
@@ -218,17 +235,11 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
         "labels": r["labels"]
     } for r in encode(train, tokenizer, label_ids, recipe.seq_len)]
     test_rows = encode(test, tokenizer, label_ids, recipe.seq_len)
-    model = BertForTokenClassification.from_pretrained(init_hf, num_labels=len(labels),
-                                                       id2label=dict(enumerate(labels)),
-                                                       label2id=label_ids,
-                                                       hidden_dropout_prob=recipe.dropout,
-                                                       attention_probs_dropout_prob=recipe.dropout)
+    model, loader = seeded_draws(init_hf, labels, recipe, train_rows,
+                                 DataCollatorForTokenClassification(tokenizer))
     steps_per_epoch = math.ceil(len(train_rows) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     optimizer, schedule = make_optimizer(model, recipe, total)
-    loader = DataLoader(train_rows, batch_size=recipe.batch_size, shuffle=True,
-                        collate_fn=DataCollatorForTokenClassification(tokenizer),
-                        generator=torch.Generator().manual_seed(recipe.seed))
     setup_s = time.perf_counter() - began
     epochs, step_times, eval_s = [], [], 0.0
     loop_began = time.perf_counter()

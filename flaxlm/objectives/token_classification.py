@@ -103,6 +103,12 @@ def _planned(ctx: DataContext) -> TokenPlan:
     return ctx.plan.state
 
 
+def epoch_order(seed: int, epoch: int, num_rows: int) -> np.ndarray:
+    """The training rows' order in `epoch`: a permutation seeded by (seed, epoch) alone, so a
+    resumed run and every process draw the same one."""
+    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+
+
 def _iob(labels: tuple[str, ...]) -> bool:
     return all(_IOB.match(label) for label in labels)
 
@@ -209,9 +215,7 @@ class TokenClassification(ObjectiveDefaults):
             index_G = np.full(G, -1)
             for epoch in np.unique(epoch_G):
                 if epoch not in orders:
-                    orders = {
-                        epoch: np.random.default_rng([ctx.seed, epoch]).permutation(len(rows))
-                    }
+                    orders = {epoch: epoch_order(ctx.seed, epoch, len(rows))}
                 here = (epoch_G == epoch) & (slot_G < len(rows))
                 index_G[here] = orders[epoch][slot_G[here]]
             yield self._cut(batch_of(rows, index_G[mine], ctx.tokenizer), index_G, ctx,

@@ -3,8 +3,9 @@
 One run (written when training ends normally, never when a signal stopped it):
   objective, init_from, params (parameter count), selection {metric, mode}, steps_per_epoch,
   epochs   [{epoch, step, train_loss, dev_loss, dev: {metric: value}}], one per evaluation;
-           train_loss is the mean of the training losses logged (every train.log_every steps)
-           since the previous evaluation, epoch is step / steps_per_epoch
+           train_loss is the mean training loss over the steps of the lines logged since the
+           previous evaluation (each line a window mean, flaxlm/run/log_window.py, weighted by
+           its log_window_steps), epoch is step / steps_per_epoch
   best     {epoch, step, dev} of the evaluation best.json names (absent without evaluations)
   test     {metric: value} on data.test_files (with test files) of the best epoch's weights, or
            with finetune.test_on=last of the last epoch's (SELECTRA's protocol: its
@@ -43,10 +44,12 @@ def test_context(ctx):
 
 def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str, Any]]:
     """One row per evaluation in `<workdir>/metrics.jsonl` (see the module docstring)."""
-    rows, train_losses = [], []
+    rows, train_losses, window_steps = [], [], []
     for record in Workdir(workdir).read_metrics():
         if "loss" in record and record["loss"] is not None:
             train_losses.append(record["loss"])
+            # Lines written before log windows existed hold one step's loss.
+            window_steps.append(record.get("log_window_steps", 1))
         if f"eval_{metric}" not in record:
             continue
         dev = {
@@ -57,11 +60,12 @@ def epoch_rows(workdir: str, metric: str, steps_per_epoch: int) -> list[dict[str
         rows.append({
             "epoch": step / steps_per_epoch if steps_per_epoch else None,
             "step": step,
-            "train_loss": float(np.mean(train_losses)) if train_losses else None,
+            "train_loss": (float(np.average(train_losses, weights=window_steps))
+                           if sum(window_steps) else None),
             "dev_loss": record.get("eval_loss"),
             "dev": dev
         })
-        train_losses = []
+        train_losses, window_steps = [], []
     return rows
 
 

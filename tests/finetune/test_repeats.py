@@ -57,6 +57,26 @@ def test_config_keys_schedule_and_single_run_checks(capsys):
     assert "use `flaxlm finetune`" in capsys.readouterr().err
 
 
+def test_train_loss_weights_each_line_by_the_steps_of_its_window(tmp_path):
+    # Steps 1-3 in one line (a log_every=3 window), step 4 alone (the run's last step).
+    rows = [{
+        "step": 3,
+        "loss": 2.0,
+        "log_window_steps": 3
+    }, {
+        "step": 4,
+        "loss": 4.0,
+        "log_window_steps": 1
+    }, {
+        "step": 4,
+        "eval_loss": 1.0,
+        "eval_macro_f1": 0.5
+    }]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    epochs = run_results.epoch_rows(str(tmp_path), "macro_f1", steps_per_epoch=4)
+    assert epochs[0]["train_loss"] == 2.5  # (3 × 2.0 + 4.0) / 4 steps
+
+
 def test_results_rows_and_aggregate(tmp_path):
     rows = [{
         "step": 1,
