@@ -173,8 +173,9 @@ def test_the_loops_draws_over_indices_order_its_batches_of_rows(tmp_path):
 
     from benchmarks.flare_chain import recipe_from_config
     from benchmarks.runners.conll2002_torch import seeded_draws
-    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32), add_pooling_layer=False).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=32), add_pooling_layer=False).save_pretrained(tmp_path)
     recipe, _ = recipe_from_config("pos", ["--config.train.batch_size=4", "--config.seed=3"])
     rows = [{"input_ids": [1, i + 2], "labels": [0, 1]} for i in range(10)]
     model_i, by_index = seeded_draws(str(tmp_path), ["A", "B"], recipe, range(len(rows)), list)
