@@ -200,7 +200,7 @@ def seeded_draws(init_hf: str, labels: list[str], recipe, dataset, collate_fn):
     (transformers' `normal(0, 0.02)`, from torch's global generator, which then drives dropout)
     and the shuffling DataLoader over `dataset` (its own generator). Only the dataset's length
     reaches the order, so a DataLoader over `range(n)` yields the row indices of `finetune`'s
-    batches (benchmarks/flare_pos_gap.py `converse`)."""
+    batches (`benchmarks.flare_chain converse`)."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import BertForTokenClassification

@@ -3,13 +3,13 @@
 A single step's loss is as noisy as its batch; the line at step s instead carries the mean of
 every applied step's value since the last multiple of `train.log_every` before s (a line the run's
 last step or a signal adds off that grid shows the steps so far and leaves the window open), the
-way transformers' Trainer logs its loss, so `metrics.jsonl`,
-TensorBoard, the progress bar and results.json's per-epoch `train_loss` are window means that
-compare with another framework's epoch mean. A skipped (non-finite) step stays out of the mean.
-The learning rate and the skipped count are the logged step's own: they are state, not samples.
+way transformers' Trainer logs its loss. So `metrics.jsonl`, TensorBoard, the progress bar and
+results.json's per-epoch `train_loss` are window means that compare with another framework's epoch
+mean. A skipped (non-finite) step stays out of the mean. The learning rate and the skipped count
+are the logged step's own: they are state, not samples.
 
-The open window travels in the checkpoint's metadata, so a resumed run logs exactly the lines of
-an uninterrupted one (tests/test_train.py, tests/test_preemption.py).
+The open window travels in the checkpoint's metadata, so a resumed or extended run logs exactly
+the lines of an uninterrupted one (tests/test_train.py).
 """
 
 from __future__ import annotations
