@@ -37,15 +37,16 @@ def build_model(config: ModelConfig, params: Any, head: str = "mlm") -> nnx.Modu
 
 
 def fresh_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """A newly initialized MLM head, as flat `mlm_head/...` names, drawn like flaxlm's own init
-    (truncated normal, stddev 0.02; LayerNorm 1/0; zero biases) but in numpy: no compilation."""
+    """A newly initialized MLM head, as flat `mlm_head/...` names, drawn from the distribution of
+    flaxlm's own init (`layers.py`: a normal of stddev 0.02 cut at ±2 stddev; LayerNorm 1/0; zero
+    biases) but in numpy: no compilation."""
     rng = np.random.default_rng(seed)
     d, e = config.hidden_size, config.embedding_dim
     kernel = rng.standard_normal((d, e))
     while (outside := np.abs(kernel) > 2.0).any():
         kernel[outside] = rng.standard_normal(int(outside.sum()))
-    # jax's truncated_normal rescales so that the truncated distribution has the given stddev.
-    kernel *= 0.02 / 0.87962566103423978
+    # Like jax's and BERT-TF's truncated normals, 0.02 is the stddev before the cut (0.0176 after).
+    kernel *= 0.02
     return {
         "mlm_head/transform/kernel": kernel.astype(np.float32),
         "mlm_head/transform/bias": np.zeros((e, ), np.float32),
