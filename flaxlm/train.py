@@ -247,7 +247,7 @@ class _Loop:
         self.bar.update(1)
         # Every step's flag is checked (one step late), not only the logged ones': a non-finite
         # update stops nan_policy=stop, and counts towards skip's limits.
-        self._held = (step, metrics, step % loop.log_every == 0 or step == loop.steps
+        self._held = (step, metrics, self._closes_window(step) or step == loop.steps
                       or bool(self.stop.signal_name))
         selection = None
         if (loop.eval_every and step % loop.eval_every == 0) or (step == loop.steps
@@ -262,6 +262,12 @@ class _Loop:
             self.skips.before_checkpoint(step)
             self.checkpointer.save(step, self.state, self._meta(step), selection)
             self.skips.checkpointed(step)
+
+    def _closes_window(self, step: int) -> bool:
+        """Lines close their window on the log_every grid and at every evaluation, so no window
+        straddles an evaluation and the lines since one evaluation are exactly its epoch."""
+        loop = self.loop
+        return step % loop.log_every == 0 or bool(loop.eval_every and step % loop.eval_every == 0)
 
     def _fetch_held(self) -> None:
         if self._held is None:
@@ -279,10 +285,10 @@ class _Loop:
         if not logged:
             return
         values = self.window.means(values)
-        # A line off the log_every grid (the run's last step, a signal) leaves its window open:
-        # the checkpoint carries it, so a resumed or extended run's next line covers the steps
-        # an uninterrupted run's would.
-        if step % self.loop.log_every == 0:
+        # A line off the grid (the run's last step, a signal) leaves its window open: the
+        # checkpoint carries it, so a resumed or extended run's next line covers the steps an
+        # uninterrupted run's would.
+        if self._closes_window(step):
             self.window.reset()
         values.update(self.throughput.measure())
         values["train_compiles"] = self.program.compiles("train")

@@ -149,17 +149,18 @@ def test_full_disk_is_refused_before_training(tmp_path, tiny_tokenizer_dir, caps
 
 def test_a_line_logs_its_window_s_mean_and_a_resumed_run_the_same_lines(
         reference_run, tmp_path, tiny_tokenizer_dir):
-    """With log_every=4 a line is the mean of its window's steps (the reference logs each step),
-    and a run stopped at step 6, inside a window, then extended, logs what one run would."""
+    """With log_every=4 and eval_every=5 a line is the mean of its window's steps (the reference
+    logs each step), an evaluation closes a window, and a run stopped at step 6, inside a window,
+    then extended, logs what one run would."""
     every_step = {m["step"]: m for m in Workdir(reference_run).read_metrics() if "loss" in m}
+    grid = ("--config.train.checkpoint_every=6", "--config.train.log_every=4",
+            "--config.train.eval_every=5")
     assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=6",
-                  "--config.train.decay_steps=12", "--config.train.checkpoint_every=6",
-                  "--config.train.log_every=4") == 0
-    assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=12",
-                  "--config.train.checkpoint_every=6", "--config.train.log_every=4") == 0
+                  "--config.train.decay_steps=12", *grid) == 0
+    assert _train(tmp_path, tiny_tokenizer_dir, "--config.train.steps=12", *grid) == 0
     lines = {m["step"]: m for m in Workdir(tmp_path).read_metrics() if "loss" in m}
-    assert sorted(lines) == [4, 6, 8, 12]
-    for step, first in ((4, 1), (6, 5), (8, 5), (12, 9)):
+    assert sorted(lines) == [4, 5, 6, 8, 10, 12]
+    for step, first in ((4, 1), (5, 5), (6, 6), (8, 6), (10, 9), (12, 11)):
         window = range(first, step + 1)
         assert lines[step]["log_window_steps"] == len(window)
         for key in ("loss", "accuracy", "grad_norm"):
@@ -167,3 +168,5 @@ def test_a_line_logs_its_window_s_mean_and_a_resumed_run_the_same_lines(
             np.testing.assert_allclose(lines[step][key], mean, rtol=1e-12, err_msg=key)
         assert lines[step]["learning_rate"] == every_step[step]["learning_rate"]
     assert len({lines[8]["loss"], every_step[8]["loss"], every_step[7]["loss"]}) == 3
+    assert [m["step"] for m in Workdir(tmp_path).read_metrics()
+            if "eval_loss" in m] == [5, 6, 10, 12]

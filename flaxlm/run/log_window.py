@@ -1,9 +1,10 @@
 """The training metrics a logged line shows: means over the steps since the previous line.
 
 A single step's loss is as noisy as its batch; the line at step s instead carries the mean of
-every applied step's value since the last multiple of `train.log_every` before s (a line the run's
-last step or a signal adds off that grid shows the steps so far and leaves the window open), the
-way transformers' Trainer logs its loss. So `metrics.jsonl`, TensorBoard, the progress bar and
+every applied step's value since the previous line on the grid, the multiples of `train.log_every`
+and of `train.eval_every` (a line the run's last step or a signal adds off that grid shows the steps
+so far and leaves the window open), the way transformers' Trainer logs its loss. An evaluation
+always closes a window, so the lines between two evaluations cover exactly the steps between them. So `metrics.jsonl`, TensorBoard, the progress bar and
 results.json's per-epoch `train_loss` are window means that compare with another framework's epoch
 mean. A skipped (non-finite) step stays out of the mean. The learning rate and the skipped count
 are the logged step's own: they are state, not samples.

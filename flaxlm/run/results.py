@@ -3,9 +3,10 @@
 One run (written when training ends normally, never when a signal stopped it):
   objective, init_from, params (parameter count), selection {metric, mode}, steps_per_epoch,
   epochs   [{epoch, step, train_loss, dev_loss, dev: {metric: value}}], one per evaluation;
-           train_loss is the mean training loss over the steps of the lines logged since the
-           previous evaluation (each line a window mean, flaxlm/run/log_window.py, weighted by
-           its log_window_steps), epoch is step / steps_per_epoch
+           train_loss is the mean training loss over the steps since the previous evaluation
+           (the lines logged since then, each a window mean that no evaluation splits,
+           flaxlm/run/log_window.py, weighted by its log_window_steps), epoch is
+           step / steps_per_epoch
   best     {epoch, step, dev} of the evaluation best.json names (absent without evaluations)
   test     {metric: value} on data.test_files (with test files) of the best epoch's weights, or
            with finetune.test_on=last of the last epoch's (SELECTRA's protocol: its
