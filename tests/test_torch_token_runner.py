@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from benchmarks.runners.conll2002_torch import pos_scores, read_conllu
 from flaxlm.data import labelled
@@ -186,3 +187,36 @@ def test_the_loops_draws_over_indices_order_its_batches_of_rows(tmp_path):
     assert [len(b) for b in epochs[0]] == [4, 4, 2] and epochs[0] != epochs[1]
     assert all(sorted(sum(e, [])) == list(range(10)) for e in epochs)
     assert (model_i.classifier.weight == model_r.classifier.weight).all()
+
+
+def test_the_pytorch_loop_s_held_out_loss_is_flaxlm_s_eval_loss_definition(tmp_path):
+    """The loop's test loss (one pass with its predictions) is the cross-entropy over every
+    labelled first sub-token divided by their count, over all batches together: transformers'
+    own loss on one batch holding every row, though the pass runs batches of 2 whose labelled
+    counts differ (4, 5, 1: a mean of batch means would differ)."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    from benchmarks.runners.conll2002_torch import predict_and_loss
+    torch.manual_seed(0)
+    model = BertForTokenClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=32, num_labels=3))
+    sentences = [(["a"] * n, ["X"] * n) for n in (1, 3, 2, 4, 1)]
+    rows = [{
+        "input_ids": [1, *range(5, 5 + n), 2],
+        "labels": [-100, *[(n + k) % 3 for k in range(n)], -100],
+        "word_index": [-1, *range(n), -1],
+        "sentence": s
+    } for s, n in enumerate((1, 3, 2, 4, 1))]
+    rows[3]["labels"][2] = -100  # a label the training data lacked: out of the loss
+    _, loss = predict_and_loss(model, rows, sentences, {0: "X", 1: "Y", 2: "Z"}, batch_size=2)
+    length = max(len(r["input_ids"]) for r in rows)
+    pad = lambda xs, v: [x + [v] * (length - len(x)) for x in xs]  # noqa: E731
+    model.eval()
+    with torch.no_grad():
+        whole = model(
+            input_ids=torch.tensor(pad([r["input_ids"] for r in rows], 0)),
+            attention_mask=torch.tensor(pad([[1] * len(r["input_ids"]) for r in rows], 0)),
+            labels=torch.tensor(pad([r["labels"] for r in rows], -100))).loss.item()
+    assert loss == pytest.approx(whole, rel=1e-6)

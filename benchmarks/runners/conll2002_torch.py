@@ -92,8 +92,16 @@ def encode(sentences, tokenizer, label_ids: dict, seq_len: int) -> list[dict]:
 
 def predict_words(model, rows, sentences, id2label: dict, batch_size: int = 64):
     """Each sentence's predicted labels, word by word (one eval pass, padded per batch)."""
+    return predict_and_loss(model, rows, sentences, id2label, batch_size)[0]
+
+
+def predict_and_loss(model, rows, sentences, id2label: dict, batch_size: int = 64):
+    """`predict_words`, and the held-out loss from the same pass: cross-entropy summed over every
+    labelled first sub-token (labels not in the training set are -100, as in flaxlm) over their
+    count, the definition of flaxlm's `eval_loss`."""
     import torch
     predicted = [[None] * len(words) for words, _ in sentences]
+    loss_sum, labelled = 0.0, 0
     model.eval()
     with torch.no_grad():
         for first in range(0, len(rows), batch_size):
@@ -104,13 +112,21 @@ def predict_words(model, rows, sentences, id2label: dict, batch_size: int = 64):
             for i, r in enumerate(chunk):
                 ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
                 mask[i, :len(r["input_ids"])] = 1
-            best = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+            gold = torch.full_like(ids, -100)
+            for i, r in enumerate(chunk):
+                gold[i, :len(r["labels"])] = torch.tensor(r["labels"])
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss_sum += torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold.flatten(),
+                                                          ignore_index=-100,
+                                                          reduction="sum").item()
+            labelled += int((gold != -100).sum())
+            best = logits.argmax(-1)
             for i, r in enumerate(chunk):
                 for c, w in enumerate(r["word_index"]):
                     if w >= 0:
                         predicted[r["sentence"]][w] = id2label[int(best[i, c])]
     assert all(x is not None for s in predicted for x in s), "a word got no prediction"
-    return predicted
+    return predicted, loss_sum / max(labelled, 1)
 
 
 def seqeval_scores(sentences, predicted) -> dict:
@@ -251,12 +267,19 @@ def finetune(init_hf: str, train_file: str, test_file: str, recipe, threads: int
             losses.append(train_step(model, batch, optimizer, schedule, recipe.max_grad_norm))
             step_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        scores = scorer(test, predict_words(model, test_rows, test, dict(enumerate(labels))))
+        predicted, test_loss = predict_and_loss(model, test_rows, test, dict(enumerate(labels)))
+        scores = scorer(test, predicted)
         eval_s += time.perf_counter() - t
-        epochs.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **scores})
+        epochs.append({
+            "epoch": epoch,
+            "train_loss": sum(losses) / len(losses),
+            "test_loss": test_loss,
+            **scores
+        })
         print(
-            f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test " +
-            ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+            f"torch: epoch {epoch}: loss {epochs[-1]['train_loss']:.4f}, test loss "
+            f"{test_loss:.4f}, test " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+            flush=True)
     return {
         "epochs": epochs,
         "steps": total,
