@@ -16,6 +16,11 @@ from flax import nnx
 # BERT's initializer: truncated normal with stddev 0.02 for every weight matrix.
 _init = jax.nn.initializers.truncated_normal(stddev=0.02)
 
+# How a fine-tuning run draws the weights its init_from does not provide (`finetune.fresh_init`):
+# truncated_normal is `_init` (BERT's and ELECTRA's TensorFlow code: stddev 0.02 before the cut at
+# ±2 stddev, 0.0176 after); normal is transformers' `_init_weights`, normal(0, 0.02) uncut.
+FRESH_INITS = ("truncated_normal", "normal")
+
 
 def param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
     assert len(axes) == value.ndim, (axes, value.shape)
@@ -120,3 +125,15 @@ def _fmix32(h: jax.Array) -> jax.Array:
 def gelu(x: jax.Array) -> jax.Array:
     """Exact (erf) GELU, as BERT and XLM-R were trained with."""
     return jax.nn.gelu(x, approximate=False)
+
+
+def redraw_normal(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """Every weight matrix and embedding table of `model` drawn again from normal(0, 0.02), as
+    transformers initializes a model before `from_pretrained` loads into it: the tensors a run
+    then loads replace theirs, so only the fresh ones (a task head, a fresh pooler) keep the draw."""
+    for _, module in model.iter_modules():
+        if isinstance(module, DenseGeneral):
+            module.kernel.value = 0.02 * jax.random.normal(rngs.params(), module.kernel.value.shape)
+        elif isinstance(module, Embed):
+            table = module.embedding.value
+            module.embedding.value = 0.02 * jax.random.normal(rngs.params(), table.shape)

@@ -6,6 +6,8 @@
                         _get_layer_lrs: top layer d², embeddings d^(L+2)); flaxlm/optim.py
   finetune.head_lr_scale  the fresh task head's learning-rate factor (1.0: the base rate); for
                         releases whose final hidden states are small (flaxlm/optim.py)
+  finetune.fresh_init   truncated_normal | normal: how the weights init_from does not provide
+                        (the task head, a fresh pooler) are drawn; flaxlm/models/layers.py
   finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)
@@ -13,7 +15,7 @@
   finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
                         the last epoch's (SELECTRA's protocol, flaxlm/run/results.py)
 
-`epochs`, `layer_decay`, `layer_decay_style` and `head_lr_scale` reach the objective through the
+`epochs`, `layer_decay`, `layer_decay_style`, `head_lr_scale` and `fresh_init` reach the objective through the
 fields of the same name in its config dataclass (`objective_fields`); an objective without them
 (MLM) refuses a non-default value.
 """
@@ -32,7 +34,8 @@ OBJECTIVE_FIELDS = {
     "epochs": 0,
     "layer_decay": 1.0,
     "layer_decay_style": "flaxlm",
-    "head_lr_scale": 1.0
+    "head_lr_scale": 1.0,
+    "fresh_init": "truncated_normal"
 }
 TEST_ON = ("best", "last")  # which epoch's weights score data.test_files
 T = TypeVar("T")
@@ -44,6 +47,7 @@ def section() -> ml_collections.ConfigDict:
     c.layer_decay = OBJECTIVE_FIELDS["layer_decay"]
     c.layer_decay_style = OBJECTIVE_FIELDS["layer_decay_style"]
     c.head_lr_scale = OBJECTIVE_FIELDS["head_lr_scale"]
+    c.fresh_init = OBJECTIVE_FIELDS["fresh_init"]
     c.folds = 0
     c.fold = -1
     c.seeds = 1

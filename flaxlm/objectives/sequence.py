@@ -23,10 +23,11 @@ import numpy as np
 from flax import nnx
 
 from flaxlm.data import pair_batches, pairs
-from flaxlm.errors import FlaxlmError
+from flaxlm.errors import FlaxlmError, check_choice
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
+from flaxlm.models.layers import FRESH_INITS, redraw_normal
 from flaxlm.objectives import finetune_config
 from flaxlm.optim import LAYER_DECAY_STYLES, check_head_lr_scale, finetune_lr_scales
 from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
@@ -46,6 +47,7 @@ class SequenceClassificationConfig:
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1.0: off
     layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
     head_lr_scale: float = 1.0  # the fresh classifier's rate factor (flaxlm/optim.py)
+    fresh_init: str = "truncated_normal"  # or "normal" (flaxlm/models/layers.py FRESH_INITS)
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -53,6 +55,7 @@ class SequenceClassificationConfig:
         if not 0 < self.layer_decay <= 1:
             raise FlaxlmError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
         check_head_lr_scale(self.head_lr_scale)
+        check_choice("finetune.fresh_init", self.fresh_init, FRESH_INITS)
         if self.layer_decay_style not in LAYER_DECAY_STYLES:
             raise FlaxlmError(f"finetune.layer_decay_style={self.layer_decay_style!r}: one of "
                               f"{', '.join(LAYER_DECAY_STYLES)}")
@@ -158,7 +161,10 @@ class SequenceClassification(ObjectiveDefaults):
                    f"data.seq_len={ctx.data.seq_len} (longest segment first)", ))
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
-        return SequenceClassifierModel(config, rngs=rngs)
+        model = SequenceClassifierModel(config, rngs=rngs)
+        if self.config.fresh_init == "normal":
+            redraw_normal(model, rngs)
+        return model
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:
         # The encoder (its pooler included, when the source has one); the head starts fresh.
