@@ -173,9 +173,9 @@ def flaxlm_epochs(workdir: str) -> tuple[list[dict], dict]:
 
 def table(args) -> None:
     metrics = TASKS[args.task][2]
-    print("| run | " + " | ".join(f"test {m} (final epoch)"
-                                  for m in metrics) + f" | per-epoch {metrics[0]} | speed |")
-    print("|---|" + "---|" * (len(metrics) + 2))
+    print("| run | " + " | ".join(f"test {m} (final epoch)" for m in metrics) +
+          f" | test loss | per-epoch {metrics[0]} | speed |")
+    print("|---|" + "---|" * (len(metrics) + 3))
     for source in args.sources:
         if source.endswith(".json"):
             with open(source, encoding="utf-8") as f:
@@ -186,7 +186,11 @@ def table(args) -> None:
             epochs, summary = flaxlm_epochs(source)
             speed = f"{summary['median_steps_per_sec']:.2f} steps/s (flaxlm, median window)"
         final = epochs[-1]
-        print(f"| {source} | " + " | ".join(f"{final[m]:.4f}" for m in metrics) + " | " +
+        # The same definition on both sides (labelled first sub-tokens); PyTorch results written
+        # before the loop logged it have none.
+        loss = final.get("loss", final.get("test_loss"))
+        print(f"| {source} | " + " | ".join(f"{final[m]:.4f}" for m in metrics) +
+              f" | {'—' if loss is None else f'{loss:.4f}'} | " +
               ", ".join(f"{e[metrics[0]]:.4f}" for e in epochs) + f" | {speed} |")
 
 

@@ -136,10 +136,19 @@ def test_ner_table_reads_both_sides(tmp_path, capsys):
         "entity_f1": f
     } for e, f in ((1, 0.0), (2, 0.2))]
     (tmp_path / "torch.json").write_text(json.dumps({"epochs": epochs, "median_step_s": 4.0}))
-    main(["table", "--task", "ner", str(flaxlm), str(tmp_path / "torch.json")])
+    epochs[-1]["test_loss"] = 0.75  # written since the loop logs its held-out loss
+    (tmp_path / "torch_loss.json").write_text(json.dumps({"epochs": epochs, "median_step_s": 4.0}))
+    main([
+        "table", "--task", "ner",
+        str(flaxlm),
+        str(tmp_path / "torch.json"),
+        str(tmp_path / "torch_loss.json")
+    ])
     rows = capsys.readouterr().out.splitlines()
-    assert rows[2].split(" | ")[1:3] == ["0.2500", "0.2500"] and "0.1000, 0.2500" in rows[2]
-    assert rows[3].split(" | ")[1:3] == ["0.2000", "0.2000"] and "0.25 steps/s" in rows[3]
+    assert rows[2].split(" | ")[1:5] == ["0.2500", "0.2500", "0.2500", "0.5000"]
+    assert "0.1000, 0.2500" in rows[2]
+    assert rows[3].split(" | ")[1:5] == ["0.2000", "0.2000", "0.2000", "—"]
+    assert "0.25 steps/s" in rows[3] and rows[4].split(" | ")[4] == "0.7500"
 
 
 def test_the_pytorch_loop_trains_on_flaxlm_s_rows(tiny_tokenizer_dir):
