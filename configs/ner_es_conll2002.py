@@ -18,6 +18,11 @@ classifier learns slowly at the card's rate and the run's weights line says so; 
 measured --config.finetune.head_lr_scale=4 there (a departure from the card, which has no such
 factor: 10 epochs of 1,000 sentences, entity F1 0.179 → 0.270). NER reads case: prune a release
 for it without --uncase (docs/flare.md: the cased prune 0.391, the uncased 0.270, unpruned 0.367).
+The fresh classifier starts from flaxlm's default draw (finetune.fresh_init=truncated_normal,
+stddev 0.0176); ELECTRA's fine-tuning, which SELECTRA ran, draws its tagging head with TF1's
+default glorot_uniform (finetune/tagging/tagging_tasks.py `tf.layers.dense(reprs, n_classes)`,
+no initializer): --config.finetune.fresh_init=glorot_uniform gives it (not measured here; every
+table in docs/ was run with the default).
 Slices: cpu-8, v5e-8 (SLICES below).
 Run:
   flaxlm finetune --config configs/ner_es_conll2002.py --workdir runs/ner_es \

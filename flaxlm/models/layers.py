@@ -17,9 +17,12 @@ from flax import nnx
 _init = jax.nn.initializers.truncated_normal(stddev=0.02)
 
 # How a fine-tuning run draws the weights its init_from does not provide (`finetune.fresh_init`):
-# truncated_normal is `_init` (BERT's and ELECTRA's TensorFlow code: stddev 0.02 before the cut at
-# ±2 stddev, 0.0176 after); normal is transformers' `_init_weights`, normal(0, 0.02) uncut.
-FRESH_INITS = ("truncated_normal", "normal")
+# truncated_normal is `_init` (BERT's TensorFlow code, run_classifier.py's output_weights: stddev
+# 0.02 before the cut at ±2 stddev, 0.0176 after); normal is transformers' `_init_weights`,
+# normal(0, 0.02) uncut; glorot_uniform is ELECTRA's fine-tuning heads (tagging_tasks.py and
+# classification_tasks.py call tf.layers.dense with no initializer: TF1's default,
+# U(±sqrt(6 / (fan_in + fan_out))), 0.071 stddev for a 384 → 9 tagger).
+FRESH_INITS = ("truncated_normal", "normal", "glorot_uniform")
 
 
 def param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
@@ -127,13 +130,20 @@ def gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
-def redraw_normal(model: nnx.Module, rngs: nnx.Rngs) -> None:
-    """Every weight matrix and embedding table of `model` drawn again from normal(0, 0.02), as
-    transformers initializes a model before `from_pretrained` loads into it: the tensors a run
-    then loads replace theirs, so only the fresh ones (a task head, a fresh pooler) keep the draw."""
-    for _, module in model.iter_modules():
-        if isinstance(module, DenseGeneral):
+def redraw_fresh(model: nnx.Module, rngs: nnx.Rngs, fresh_init: str) -> None:
+    """Redraws `model`'s weights as `fresh_init` says, before a run loads into it (the tensors it
+    loads replace theirs, so only the fresh ones keep the draw). normal: every weight matrix and
+    embedding table, as transformers initializes a model before `from_pretrained`; glorot_uniform:
+    the kernels outside the encoder (the task head), as ELECTRA draws only its head so."""
+    if fresh_init == "truncated_normal":
+        return
+    for path, module in nnx.iter_modules(model):
+        if fresh_init == "normal" and isinstance(module, DenseGeneral):
             module.kernel.value = 0.02 * jax.random.normal(rngs.params(), module.kernel.value.shape)
-        elif isinstance(module, Embed):
+        elif fresh_init == "normal" and isinstance(module, Embed):
             table = module.embedding.value
             module.embedding.value = 0.02 * jax.random.normal(rngs.params(), table.shape)
+        elif isinstance(module, DenseGeneral) and path[:1] != ("encoder", ):
+            flat = (math.prod(module.in_shape), math.prod(module.out_shape))
+            kernel = jax.nn.initializers.glorot_uniform()(rngs.params(), flat, jnp.float32)
+            module.kernel.value = kernel.reshape(module.kernel.value.shape)

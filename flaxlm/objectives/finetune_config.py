@@ -6,8 +6,9 @@
                         _get_layer_lrs: top layer d², embeddings d^(L+2)); flaxlm/optim.py
   finetune.head_lr_scale  the fresh task head's learning-rate factor (1.0: the base rate); for
                         releases whose final hidden states are small (flaxlm/optim.py)
-  finetune.fresh_init   truncated_normal | normal: how the weights init_from does not provide
-                        (the task head, a fresh pooler) are drawn; flaxlm/models/layers.py
+  finetune.fresh_init   truncated_normal (BERT TF) | normal (transformers) | glorot_uniform
+                        (ELECTRA's heads): how the weights init_from does not provide (the task
+                        head, a fresh pooler) are drawn; flaxlm/models/layers.py FRESH_INITS
   finetune.folds        K >= 2: `flaxlm finetune` runs K trainings, fold i evaluating on the i-th
                         of K contiguous slices of the training data and training on the rest
   finetune.fold         the fold one run trains (set by `flaxlm finetune`; -1: none)

@@ -27,7 +27,7 @@ from flaxlm.errors import FlaxlmError, check_choice
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import SequenceClassifierModel
-from flaxlm.models.layers import FRESH_INITS, redraw_normal
+from flaxlm.models.layers import FRESH_INITS, redraw_fresh
 from flaxlm.objectives import finetune_config
 from flaxlm.optim import LAYER_DECAY_STYLES, check_head_lr_scale, finetune_lr_scales
 from flaxlm.run.protocol import (Batch, DataContext, DataPlan, EvalSelection, InitRule,
@@ -47,7 +47,7 @@ class SequenceClassificationConfig:
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1.0: off
     layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
     head_lr_scale: float = 1.0  # the fresh classifier's rate factor (flaxlm/optim.py)
-    fresh_init: str = "truncated_normal"  # or "normal" (flaxlm/models/layers.py FRESH_INITS)
+    fresh_init: str = "truncated_normal"  # | normal | glorot_uniform (layers.py FRESH_INITS)
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -162,8 +162,7 @@ class SequenceClassification(ObjectiveDefaults):
 
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> SequenceClassifierModel:
         model = SequenceClassifierModel(config, rngs=rngs)
-        if self.config.fresh_init == "normal":
-            redraw_normal(model, rngs)
+        redraw_fresh(model, rngs, self.config.fresh_init)
         return model
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:

@@ -35,7 +35,7 @@ from flaxlm.errors import FlaxlmError, check_choice
 from flaxlm.flops import encoder_train_flops_cut
 from flaxlm.models.config import ModelConfig
 from flaxlm.models.heads import TokenClassifierModel
-from flaxlm.models.layers import FRESH_INITS, redraw_normal
+from flaxlm.models.layers import FRESH_INITS, redraw_fresh
 from flaxlm.objectives import finetune_config
 from flaxlm.objectives.word_metrics import entity_scores, token_scores
 from flaxlm.optim import LAYER_DECAY_STYLES, check_head_lr_scale, finetune_lr_scales
@@ -60,7 +60,7 @@ class TokenClassificationConfig:
     layer_decay: float = 1.0  # layer-wise LR decay factor (see the module docstring); 1.0: off
     layer_decay_style: str = "flaxlm"  # or "electra" (flaxlm/optim.py layer_decay_scales)
     head_lr_scale: float = 1.0  # the fresh classifier's rate factor (flaxlm/optim.py)
-    fresh_init: str = "truncated_normal"  # or "normal" (flaxlm/models/layers.py FRESH_INITS)
+    fresh_init: str = "truncated_normal"  # | normal | glorot_uniform (layers.py FRESH_INITS)
     selection: str = "macro_f1"  # the eval metric that picks the best epoch: macro_f1 | entity_f1
 
     def validate(self) -> None:
@@ -131,8 +131,7 @@ class TokenClassification(ObjectiveDefaults):
     def build_model(self, config: ModelConfig, rngs: nnx.Rngs) -> TokenClassifierModel:
         check_distilbert_token_dropout(config)  # stops the run before training, not at export
         model = TokenClassifierModel(config, rngs=rngs)
-        if self.config.fresh_init == "normal":
-            redraw_normal(model, rngs)
+        redraw_fresh(model, rngs, self.config.fresh_init)
         return model
 
     def init_rules(self, has_init_from: bool) -> tuple[InitRule, ...]:

@@ -1,6 +1,7 @@
 """`finetune.fresh_init`: the distribution a fine-tuning run draws the weights its init_from does
 not provide from. truncated_normal (the default) is BERT's and ELECTRA's TensorFlow initializer;
-normal is transformers' `_init_weights`, which a PyTorch loop's fresh classifier comes from."""
+normal is transformers' `_init_weights`, which a PyTorch loop's fresh classifier comes from;
+glorot_uniform is what ELECTRA's fine-tuning heads (tf.layers.dense, no initializer) start from."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def test_normal_fresh_init_draws_every_matrix_from_transformers_distribution(
     for name, value in normal.items():  # the pooler, the encoder, the embeddings: all of them
         assert np.abs(value).max() > 0.04, name
         assert not np.array_equal(value, default[name]), name
+
+
+@pytest.mark.parametrize("objective, config_cls, head", [
+    (TokenClassification, TokenClassificationConfig, "classifier/kernel"),
+    (SequenceClassification, SequenceClassificationConfig, "classifier/classifier/kernel"),
+])
+def test_glorot_fresh_init_draws_the_head_only_as_electra_does(objective, config_cls, head):
+    default = _kernels(objective().build_model(CONFIG, nnx.Rngs(0)))
+    glorot = _kernels(
+        objective(config_cls(fresh_init="glorot_uniform")).build_model(CONFIG, nnx.Rngs(0)))
+    fan_in, fan_out = glorot[head].shape
+    limit = np.sqrt(6 / (fan_in + fan_out))  # 256 → 200: 0.114, stddev 0.066
+    assert limit * 0.99 < np.abs(glorot[head]).max() <= limit
+    np.testing.assert_allclose(glorot[head].std(), limit / np.sqrt(3), rtol=0.02)
+    for name, value in glorot.items():  # the encoder (its pooler too) keeps flaxlm's draw
+        assert np.array_equal(value, default[name]) == name.startswith("encoder/"), name
 
 
 def test_fresh_init_is_checked_and_reaches_only_fine_tuning_objectives():
