@@ -16,9 +16,9 @@
   finetune.test_on      best: data.test_files scored on the best dev epoch's weights; last: on
                         the last epoch's (SELECTRA's protocol, flaxlm/run/results.py)
 
-`epochs`, `layer_decay`, `layer_decay_style`, `head_lr_scale` and `fresh_init` reach the objective through the
-fields of the same name in its config dataclass (`objective_fields`); an objective without them
-(MLM) refuses a non-default value.
+`epochs`, `layer_decay`, `layer_decay_style`, `head_lr_scale` and `fresh_init` reach the objective
+through the fields of the same name in its config dataclass (`objective_fields`); an objective
+without them (MLM) refuses a non-default value.
 """
 
 from __future__ import annotations
